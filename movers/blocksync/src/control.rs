@@ -1,0 +1,524 @@
+//! The control plane: the Kubernetes objects around a transfer.
+//!
+//! Destination: a PVC (or `destinationPVC`), a Secret with the pre-shared
+//! key, a Service, and an agent Job that receives. Source: the volume to
+//! read (the PVC itself, a clone, or a PVC from a snapshot per
+//! `copyMethod`) and an agent Job that sends. Every step first looks at what
+//! exists, so `synchronize` and `cleanup` can be called any number of times.
+
+use serde_json::{Value, json};
+use wasmover_sdk::kube::{self, KubeError, ObjectKey};
+use wasmover_sdk::types::{
+    CopyMethod, DestinationSpec, Error, Image, ImageKind, Outcome, Parameter, SourceSpec,
+};
+use wasmover_sdk::{Params, error, events, log};
+
+/// Parameters blocksync understands; a spec with any other is not ours.
+pub const KNOWN_PARAMETERS: &[&str] = &[
+    "address",
+    "port",
+    "block-size",
+    "agent-image",
+    "key-secret",
+];
+/// The agent's port behind the destination's Service.
+const DEFAULT_PORT: u16 = 8873;
+/// The image that runs `wasmover agent`.
+const DEFAULT_AGENT_IMAGE: &str = "ghcr.io/wasmover/wasmover:0.1.0";
+/// How long to wait between looks at a running Job.
+const POLL_MS: u64 = 5_000;
+
+/// Whether `parameters` belong to blocksync.
+pub fn claims(parameters: &[Parameter]) -> bool {
+    Params::from(parameters.to_vec())
+        .unknown(KNOWN_PARAMETERS)
+        .is_empty()
+}
+
+/// Checks parameters (the `validate` capability).
+pub fn validate(parameters: Vec<Parameter>) -> Result<(), Error> {
+    let params = Params::from(parameters);
+    let unknown = params.unknown(KNOWN_PARAMETERS);
+    if !unknown.is_empty() {
+        return Err(error(
+            "UnknownParameter",
+            format!(
+                "blocksync does not understand {}; it knows {}",
+                unknown.join(", "),
+                KNOWN_PARAMETERS.join(", ")
+            ),
+        ));
+    }
+    params.parse::<u16>("port")?;
+    if let Some(size) = params.parse::<u32>("block-size")? {
+        if !(512..=(1 << 20)).contains(&size) {
+            return Err(error(
+                "InvalidParameter",
+                format!("block-size={size} is outside 512..=1048576"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn kube_error(what: &str, e: KubeError) -> Error {
+    let (reason, message) = match e {
+        KubeError::Forbidden(m) => ("Forbidden", m),
+        KubeError::NotFound(m) => ("NotFound", m),
+        KubeError::Conflict(m) => ("Conflict", m),
+        KubeError::Invalid(m) => ("Invalid", m),
+        KubeError::Unavailable(m) => ("ApiUnavailable", m),
+        KubeError::Other(m) => ("ApiError", m),
+    };
+    error(reason, format!("{what}: {message}"))
+}
+
+fn key(api_version: &str, kind: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: name.into(),
+    }
+}
+
+fn get(api_version: &str, kind: &str, name: &str) -> Result<Option<Value>, Error> {
+    let what = format!("reading {kind} {name}");
+    kube::get(&key(api_version, kind, name))
+        .map_err(|e| kube_error(&what, e))?
+        .map(|text| {
+            serde_json::from_str(&text)
+                .map_err(|e| error("ApiError", format!("{what}: invalid JSON: {e}")))
+        })
+        .transpose()
+}
+
+/// Returns the object, creating it from `object` if it does not exist.
+fn ensure(object: Value) -> Result<Value, Error> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
+    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    if let Some(existing) = get(&api_version, &kind, &name)? {
+        return Ok(existing);
+    }
+    match kube::create(&object.to_string()) {
+        Ok(created) => {
+            log::info(format!("created {kind} {name}"));
+            serde_json::from_str(&created)
+                .map_err(|e| error("ApiError", format!("created {kind} {name}: {e}")))
+        }
+        // Someone (an earlier call of ours) created it meanwhile.
+        Err(KubeError::Conflict(_)) => get(&api_version, &kind, &name)?
+            .ok_or_else(|| error("Conflict", format!("{kind} {name} vanished after a conflict"))),
+        Err(e) => Err(kube_error(&format!("creating {kind} {name}"), e)),
+    }
+}
+
+fn delete(api_version: &str, kind: &str, name: &str) -> Result<(), Error> {
+    kube::delete(&key(api_version, kind, name))
+        .map(|_| ())
+        .map_err(|e| kube_error(&format!("deleting {kind} {name}"), e))
+}
+
+/// The state of an agent Job.
+enum JobState {
+    Running,
+    Succeeded,
+    Failed(String),
+}
+
+fn job_state(job: &Value) -> JobState {
+    let status = &job["status"];
+    if status["succeeded"].as_u64().unwrap_or(0) > 0 {
+        return JobState::Succeeded;
+    }
+    let failed = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Failed" && c["status"] == "True");
+    match failed {
+        Some(c) => JobState::Failed(c["message"].as_str().unwrap_or("the Job failed").to_owned()),
+        None => JobState::Running,
+    }
+}
+
+fn random_key() -> Result<String, Error> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| error("RandomUnavailable", e.to_string()))?;
+    Ok(key.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn copy_method_name(method: CopyMethod) -> &'static str {
+    match method {
+        CopyMethod::Direct => "Direct",
+        CopyMethod::Clone => "Clone",
+        CopyMethod::Snapshot => "Snapshot",
+    }
+}
+
+/// A Job that runs `wasmover agent` with the volume and the key mounted.
+fn agent_job(name: &str, image: &str, pvc: &str, key_secret: &str, args: &[String]) -> Value {
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 2,
+            "template": {
+                "metadata": {"labels": {"wasmover.dev/agent": name}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{
+                        "name": "agent",
+                        "image": image,
+                        "command": ["wasmover", "agent"],
+                        "args": args,
+                        "volumeMounts": [
+                            {"name": "data", "mountPath": "/data"},
+                            {"name": "key", "mountPath": "/keys", "readOnly": true},
+                        ],
+                    }],
+                    "volumes": [
+                        {"name": "data", "persistentVolumeClaim": {"claimName": pvc}},
+                        {"name": "key", "secret": {"secretName": key_secret}},
+                    ],
+                },
+            },
+        },
+    })
+}
+
+/// A mover bound to one ReplicationSource or ReplicationDestination.
+pub enum Role {
+    /// Sends a source volume.
+    Source(SourceSpec),
+    /// Receives into a destination volume.
+    Destination(DestinationSpec),
+}
+
+impl Role {
+    fn name(&self) -> &str {
+        match self {
+            Role::Source(s) => &s.name,
+            Role::Destination(d) => &d.name,
+        }
+    }
+
+    fn parameters(&self) -> Params {
+        match self {
+            Role::Source(s) => Params::from(s.parameters.clone()),
+            Role::Destination(d) => Params::from(d.parameters.clone()),
+        }
+    }
+
+    fn job_name(&self) -> String {
+        match self {
+            Role::Source(s) => format!("{}-blocksync-src", s.name),
+            Role::Destination(d) => format!("{}-blocksync-dst", d.name),
+        }
+    }
+
+    fn key_secret(&self) -> String {
+        self.parameters()
+            .get("key-secret")
+            .map_or_else(|| format!("{}-blocksync-key", self.name()), str::to_owned)
+    }
+
+    /// Advances the synchronization one step.
+    pub fn synchronize(&self) -> Result<Outcome, Error> {
+        match self {
+            Role::Destination(spec) => self.synchronize_destination(spec),
+            Role::Source(spec) => self.synchronize_source(spec),
+        }
+    }
+
+    fn synchronize_destination(&self, spec: &DestinationSpec) -> Result<Outcome, Error> {
+        let params = self.parameters();
+        let port = params.parse::<u16>("port")?.unwrap_or(DEFAULT_PORT);
+        let pvc = match &spec.destination_pvc {
+            Some(pvc) => pvc.clone(),
+            None => {
+                let name = format!("{}-dest", spec.name);
+                let capacity = spec.capacity.as_deref().ok_or_else(|| {
+                    error("MissingCapacity", "capacity is required when destinationPVC is not set")
+                })?;
+                ensure(json!({
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "accessModes": access_modes(&spec.access_modes),
+                        "resources": {"requests": {"storage": capacity}},
+                        "storageClassName": spec.storage_class_name,
+                    },
+                }))?;
+                name
+            }
+        };
+        let secret = self.key_secret();
+        if get("v1", "Secret", &secret)?.is_none() {
+            ensure(json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": secret},
+                "stringData": {"psk": random_key()?},
+            }))?;
+            events::publish(
+                events::EventType::Normal,
+                "KeyCreated",
+                "Create",
+                &format!("created Secret {secret}; copy it to the source's namespace"),
+            );
+        }
+        let job_name = self.job_name();
+        ensure(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": format!("{}-blocksync", spec.name)},
+            "spec": {
+                "selector": {"wasmover.dev/agent": job_name},
+                "ports": [{"name": "blocksync", "port": port, "targetPort": port}],
+            },
+        }))?;
+        let args = [
+            "receive".to_owned(),
+            "--listen".to_owned(),
+            format!("0.0.0.0:{port}"),
+            "--volume".to_owned(),
+            "/data".to_owned(),
+            "--key-file".to_owned(),
+            "/keys/psk".to_owned(),
+        ];
+        let image = params.get("agent-image").unwrap_or(DEFAULT_AGENT_IMAGE);
+        let job = ensure(agent_job(&job_name, image, &pvc, &secret, &args))?;
+        match job_state(&job) {
+            JobState::Running => Ok(Outcome::InProgress(Some(POLL_MS))),
+            JobState::Failed(why) => Err(error("MoverJobFailed", format!("Job {job_name}: {why}"))),
+            JobState::Succeeded => self.destination_image(spec, &pvc),
+        }
+    }
+
+    /// The image of a finished destination: the PVC, or a snapshot of it.
+    fn destination_image(&self, spec: &DestinationSpec, pvc: &str) -> Result<Outcome, Error> {
+        if spec.copy_method != CopyMethod::Snapshot {
+            return Ok(Outcome::Completed(Some(Image {
+                kind: ImageKind::PersistentVolumeClaim,
+                name: pvc.to_owned(),
+            })));
+        }
+        let name = format!("{}-dest-snap", spec.name);
+        let snapshot = ensure(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {"name": name},
+            "spec": {
+                "source": {"persistentVolumeClaimName": pvc},
+                "volumeSnapshotClassName": spec.volume_snapshot_class_name,
+            },
+        }))?;
+        if snapshot["status"]["readyToUse"] == true {
+            Ok(Outcome::Completed(Some(Image {
+                kind: ImageKind::VolumeSnapshot,
+                name,
+            })))
+        } else {
+            Ok(Outcome::InProgress(Some(POLL_MS)))
+        }
+    }
+
+    fn synchronize_source(&self, spec: &SourceSpec) -> Result<Outcome, Error> {
+        let params = self.parameters();
+        let address = params.get("address").ok_or_else(|| {
+            error("MissingParameter", "blocksync needs the destination's address (parameter address)")
+        })?;
+        let port = params.parse::<u16>("port")?.unwrap_or(DEFAULT_PORT);
+        let Some(pvc) = self.source_volume(spec)? else {
+            return Ok(Outcome::InProgress(Some(POLL_MS)));
+        };
+        let job_name = self.job_name();
+        let args = [
+            "send".to_owned(),
+            "--connect".to_owned(),
+            format!("{address}:{port}"),
+            "--volume".to_owned(),
+            "/data".to_owned(),
+            "--key-file".to_owned(),
+            "/keys/psk".to_owned(),
+        ];
+        let image = params.get("agent-image").unwrap_or(DEFAULT_AGENT_IMAGE);
+        let job = ensure(agent_job(&job_name, image, &pvc, &self.key_secret(), &args))?;
+        match job_state(&job) {
+            JobState::Running => Ok(Outcome::InProgress(Some(POLL_MS))),
+            JobState::Failed(why) => Err(error("MoverJobFailed", format!("Job {job_name}: {why}"))),
+            JobState::Succeeded => Ok(Outcome::Completed(None)),
+        }
+    }
+
+    /// The PVC the source agent reads, per copy method; `None` while a
+    /// snapshot is not ready yet.
+    fn source_volume(&self, spec: &SourceSpec) -> Result<Option<String>, Error> {
+        let name = format!("{}-src", spec.name);
+        let data_source = match spec.copy_method {
+            CopyMethod::Direct => return Ok(Some(spec.source_pvc.clone())),
+            CopyMethod::Clone => json!({"kind": "PersistentVolumeClaim", "name": spec.source_pvc}),
+            CopyMethod::Snapshot => {
+                let snapshot = ensure(json!({
+                    "apiVersion": "snapshot.storage.k8s.io/v1",
+                    "kind": "VolumeSnapshot",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "source": {"persistentVolumeClaimName": spec.source_pvc},
+                        "volumeSnapshotClassName": spec.volume_snapshot_class_name,
+                    },
+                }))?;
+                if snapshot["status"]["readyToUse"] != true {
+                    return Ok(None);
+                }
+                json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": name})
+            }
+        };
+        let source = get("v1", "PersistentVolumeClaim", &spec.source_pvc)?.ok_or_else(|| {
+            error("SourcePvcNotFound", format!("PersistentVolumeClaim {} does not exist", spec.source_pvc))
+        })?;
+        ensure(json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name},
+            "spec": {
+                "accessModes": access_modes(&spec.access_modes),
+                "resources": source["spec"]["resources"],
+                "storageClassName": spec.storage_class_name,
+                "dataSource": data_source,
+            },
+        }))?;
+        log::debug(format!("reading through {} copy of {}", copy_method_name(spec.copy_method), spec.source_pvc));
+        Ok(Some(name))
+    }
+
+    /// Removes the Job and the source's temporary copies; keeps the
+    /// destination's PVC, key and Service for the next synchronization.
+    pub fn cleanup(&self) -> Result<Outcome, Error> {
+        delete("batch/v1", "Job", &self.job_name())?;
+        if let Role::Source(spec) = self {
+            let name = format!("{}-src", spec.name);
+            if spec.copy_method != CopyMethod::Direct {
+                delete("v1", "PersistentVolumeClaim", &name)?;
+            }
+            if spec.copy_method == CopyMethod::Snapshot {
+                delete("snapshot.storage.k8s.io/v1", "VolumeSnapshot", &name)?;
+            }
+        }
+        Ok(Outcome::Completed(None))
+    }
+}
+
+fn access_modes(modes: &[String]) -> Vec<String> {
+    if modes.is_empty() {
+        vec!["ReadWriteOnce".into()]
+    } else {
+        modes.to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param(key: &str, value: &str) -> Parameter {
+        Parameter {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn destination(name: &str) -> DestinationSpec {
+        DestinationSpec {
+            namespace: "team-a".into(),
+            name: name.into(),
+            destination_pvc: None,
+            capacity: Some("1Gi".into()),
+            copy_method: CopyMethod::Direct,
+            storage_class_name: None,
+            volume_snapshot_class_name: None,
+            access_modes: vec![],
+            parameters: vec![],
+        }
+    }
+
+    #[test]
+    fn claims_only_its_own_parameters_and_validates_them() {
+        assert!(claims(&[]));
+        assert!(claims(&[param("address", "10.0.0.1")]));
+        assert!(!claims(&[param("repository", "s3://x")]));
+        assert!(validate(vec![param("block-size", "4096")]).is_ok());
+        assert_eq!(validate(vec![param("block-size", "7")]).unwrap_err().reason, "InvalidParameter");
+        assert_eq!(validate(vec![param("port", "http")]).unwrap_err().reason, "InvalidParameter");
+        assert_eq!(validate(vec![param("colour", "x")]).unwrap_err().reason, "UnknownParameter");
+    }
+
+    /// Runs against the host's in-memory cluster: synchronize creates the
+    /// objects once, waits for the Job, then reports the PVC; cleanup
+    /// removes the Job only.
+    #[test]
+    fn destination_synchronize_is_idempotent_and_completes_with_the_pvc() {
+        let role = Role::Destination(destination("db"));
+        assert!(matches!(role.synchronize().unwrap(), Outcome::InProgress(Some(_))));
+        let key = get("v1", "Secret", "db-blocksync-key").unwrap().unwrap();
+        assert_eq!(key["stringData"]["psk"].as_str().unwrap().len(), 64);
+        // Again: nothing new, the key is kept.
+        assert!(matches!(role.synchronize().unwrap(), Outcome::InProgress(_)));
+        assert_eq!(get("v1", "Secret", "db-blocksync-key").unwrap().unwrap(), key);
+
+        // The Job controller's part: mark the agent done.
+        kube::patch(&key_of("batch/v1", "Job", "db-blocksync-dst"), r#"{"status":{"succeeded":1}}"#).unwrap();
+        match role.synchronize().unwrap() {
+            Outcome::Completed(Some(image)) => {
+                assert_eq!(image.kind, ImageKind::PersistentVolumeClaim);
+                assert_eq!(image.name, "db-dest");
+            }
+            other => panic!("expected completion, got {other:?}"),
+        }
+        role.cleanup().unwrap();
+        role.cleanup().unwrap();
+        assert!(get("batch/v1", "Job", "db-blocksync-dst").unwrap().is_none());
+        assert!(get("v1", "PersistentVolumeClaim", "db-dest").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_failed_job_and_a_missing_capacity_are_clean_errors() {
+        let mut spec = destination("nocap");
+        spec.capacity = None;
+        let err = Role::Destination(spec).synchronize().unwrap_err();
+        assert_eq!(err.reason, "MissingCapacity");
+
+        let role = Role::Destination(destination("fails"));
+        role.synchronize().unwrap();
+        kube::patch(
+            &key_of("batch/v1", "Job", "fails-blocksync-dst"),
+            r#"{"status":{"conditions":[{"type":"Failed","status":"True","message":"BackoffLimitExceeded"}]}}"#,
+        )
+        .unwrap();
+        let err = role.synchronize().unwrap_err();
+        assert_eq!(err.reason, "MoverJobFailed");
+        assert!(err.message.contains("BackoffLimitExceeded"), "{}", err.message);
+    }
+
+    #[test]
+    fn source_without_an_address_is_refused() {
+        let spec = SourceSpec {
+            namespace: "team-a".into(),
+            name: "app".into(),
+            source_pvc: "data".into(),
+            copy_method: CopyMethod::Direct,
+            storage_class_name: None,
+            volume_snapshot_class_name: None,
+            access_modes: vec![],
+            parameters: vec![],
+        };
+        assert_eq!(Role::Source(spec).synchronize().unwrap_err().reason, "MissingParameter");
+    }
+
+    fn key_of(api_version: &str, kind: &str, name: &str) -> ObjectKey {
+        key(api_version, kind, name)
+    }
+}

@@ -1,0 +1,275 @@
+//! blocksync's own messages on the channel, between the native signature
+//! and delta streams.
+//!
+//! ```text
+//! sender                         receiver
+//! Hello{version, entries} ─────▶
+//! Entries{batch}…, End    ─────▶  plan against its own tree
+//!                         ◀─────  Want{indices}
+//!                         ◀─────  signature(i)   (native, windowed)
+//! delta(i)                ─────▶  patch(i)       (native)
+//!                         ◀─────  Done{report}
+//! ```
+
+use wasmover_sdk::types::{Error, TransferReport};
+use wasmover_sdk::volume::{Entry, EntryKind};
+use wasmover_sdk::wire::{DecodeError, Reader, Writer};
+use wasmover_sdk::{channel, error};
+
+/// Version of this message set; a receiver refuses any other.
+pub const VERSION: u64 = 1;
+/// Encoded entries per `Entries` message, at most.
+const BATCH_BYTES: usize = 1 << 20;
+
+const HELLO: u64 = 1;
+const ENTRIES: u64 = 2;
+const END: u64 = 3;
+const WANT: u64 = 4;
+const DONE: u64 = 5;
+
+/// Sends one message; the tag first.
+fn send(tag: u64, body: impl FnOnce(&mut Writer)) -> Result<u64, Error> {
+    let mut w = Writer::new();
+    w.u64(tag);
+    body(&mut w);
+    let bytes = w.finish();
+    let len = bytes.len() as u64 + 4;
+    channel::send(&bytes).map_err(channel_error)?;
+    Ok(len)
+}
+
+/// Receives one message and checks its tag.
+fn receive(expected: u64, what: &str) -> Result<(Vec<u8>, u64), Error> {
+    let bytes = channel::receive().map_err(channel_error)?;
+    let len = bytes.len() as u64 + 4;
+    let tag = Reader::new(&bytes).u64().map_err(|e| decode_error(what, e))?;
+    if tag != expected {
+        return Err(error(
+            "ProtocolError",
+            format!("expected {what} (message {expected}), got message {tag}"),
+        ));
+    }
+    Ok((bytes, len))
+}
+
+/// Maps a channel failure to a mover error.
+pub fn channel_error(e: channel::ChannelError) -> Error {
+    match e {
+        channel::ChannelError::Closed => error("PeerGone", "the peer closed the channel"),
+        channel::ChannelError::TooLarge(n) => {
+            error("ProtocolError", format!("a message of {n} bytes is too large"))
+        }
+        channel::ChannelError::Io(m) => error("ChannelError", m),
+    }
+}
+
+fn decode_error(what: &str, e: DecodeError) -> Error {
+    error("ProtocolError", format!("{what}: {e}"))
+}
+
+fn kind_code(kind: EntryKind) -> u64 {
+    match kind {
+        EntryKind::File => 0,
+        EntryKind::Directory => 1,
+        EntryKind::Symlink => 2,
+    }
+}
+
+fn write_entry(w: &mut Writer, e: &Entry) {
+    w.str(&e.path)
+        .u64(kind_code(e.kind))
+        .u64(e.mode.into())
+        .u64(e.size)
+        .i64(e.mtime_ns)
+        .str(&e.link_target);
+}
+
+fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
+    let path = r.str()?.to_owned();
+    let kind = match r.u64()? {
+        0 => EntryKind::File,
+        1 => EntryKind::Directory,
+        2 => EntryKind::Symlink,
+        _ => return Err(DecodeError("unknown entry kind")),
+    };
+    Ok(Entry {
+        path,
+        kind,
+        mode: r.u32()?,
+        size: r.u64()?,
+        mtime_ns: r.i64()?,
+        link_target: r.str()?.to_owned(),
+    })
+}
+
+/// Sends the sender's tree. Returns the bytes put on the channel.
+pub fn send_tree(entries: &[Entry]) -> Result<u64, Error> {
+    let mut wire = send(HELLO, |w| {
+        w.u64(VERSION).u64(entries.len() as u64);
+    })?;
+    let mut batch = Writer::new();
+    let mut count = 0u64;
+    for entry in entries {
+        write_entry(&mut batch, entry);
+        count += 1;
+        if batch.len() >= BATCH_BYTES {
+            let full = std::mem::take(&mut batch).finish();
+            wire += send(ENTRIES, |w| {
+                w.u64(count);
+                w.raw(&full);
+            })?;
+            count = 0;
+        }
+    }
+    if count > 0 {
+        let rest = batch.finish();
+        wire += send(ENTRIES, |w| {
+            w.u64(count);
+            w.raw(&rest);
+        })?;
+    }
+    wire += send(END, |_| {})?;
+    Ok(wire)
+}
+
+/// Receives the sender's tree. Returns it and the bytes taken off the
+/// channel.
+pub fn receive_tree() -> Result<(Vec<Entry>, u64), Error> {
+    let (hello, mut wire) = receive(HELLO, "hello")?;
+    let mut r = Reader::new(&hello);
+    r.u64().map_err(|e| decode_error("hello", e))?;
+    let version = r.u64().map_err(|e| decode_error("hello", e))?;
+    if version != VERSION {
+        return Err(error(
+            "IncompatiblePeer",
+            format!("the sender speaks blocksync protocol {version}, this receiver {VERSION}"),
+        ));
+    }
+    let announced = r.u64().map_err(|e| decode_error("hello", e))?;
+    let mut entries = Vec::new();
+    loop {
+        let bytes = channel::receive().map_err(channel_error)?;
+        wire += bytes.len() as u64 + 4;
+        let mut r = Reader::new(&bytes);
+        match r.u64().map_err(|e| decode_error("entries", e))? {
+            ENTRIES => {
+                let count = r.u64().map_err(|e| decode_error("entries", e))?;
+                for _ in 0..count {
+                    entries.push(read_entry(&mut r).map_err(|e| decode_error("entry", e))?);
+                }
+            }
+            END => break,
+            tag => {
+                return Err(error(
+                    "ProtocolError",
+                    format!("expected entries, got message {tag}"),
+                ));
+            }
+        }
+    }
+    if entries.len() as u64 != announced {
+        return Err(error(
+            "ProtocolError",
+            format!("the sender announced {announced} entries and sent {}", entries.len()),
+        ));
+    }
+    Ok((entries, wire))
+}
+
+/// Asks the sender for the files at `indices`, in that order.
+pub fn send_want(indices: &[usize]) -> Result<u64, Error> {
+    send(WANT, |w| {
+        w.u64(indices.len() as u64);
+        for &i in indices {
+            w.u64(i as u64);
+        }
+    })
+}
+
+/// Receives the receiver's request; every index must name a file of
+/// `entries`.
+pub fn receive_want(entries: &[Entry]) -> Result<(Vec<usize>, u64), Error> {
+    let (bytes, wire) = receive(WANT, "want")?;
+    let mut r = Reader::new(&bytes);
+    let bad = |e| decode_error("want", e);
+    r.u64().map_err(bad)?;
+    let count = r.u64().map_err(bad)?;
+    let mut want = Vec::new();
+    for _ in 0..count {
+        let i = usize::try_from(r.u64().map_err(bad)?).unwrap_or(usize::MAX);
+        match entries.get(i) {
+            Some(e) if e.kind == EntryKind::File => want.push(i),
+            _ => {
+                return Err(error(
+                    "ProtocolError",
+                    format!("the receiver asked for entry {i}, which is not a file"),
+                ));
+            }
+        }
+    }
+    Ok((want, wire))
+}
+
+/// Tells the sender the transfer is complete.
+pub fn send_done(report: &TransferReport) -> Result<u64, Error> {
+    send(DONE, |w| {
+        w.u64(report.entries_total)
+            .u64(report.files_transferred)
+            .u64(report.entries_deleted)
+            .u64(report.bytes_total)
+            .u64(report.bytes_matched)
+            .u64(report.bytes_literal)
+            .u64(report.bytes_on_wire);
+    })
+}
+
+/// Waits for the receiver's report.
+pub fn receive_done() -> Result<TransferReport, Error> {
+    let (bytes, _) = receive(DONE, "done")?;
+    let mut r = Reader::new(&bytes);
+    let bad = |e| decode_error("done", e);
+    r.u64().map_err(bad)?;
+    Ok(TransferReport {
+        entries_total: r.u64().map_err(bad)?,
+        files_transferred: r.u64().map_err(bad)?,
+        entries_deleted: r.u64().map_err(bad)?,
+        bytes_total: r.u64().map_err(bad)?,
+        bytes_matched: r.u64().map_err(bad)?,
+        bytes_literal: r.u64().map_err(bad)?,
+        bytes_on_wire: r.u64().map_err(bad)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_reject_unknown_kinds() {
+        let entry = Entry {
+            path: "dir/ünï côdé\nname".into(),
+            kind: EntryKind::Symlink,
+            mode: 0o4755,
+            size: 0,
+            mtime_ns: -1_500_000_000,
+            link_target: "../x".into(),
+        };
+        let mut w = Writer::new();
+        write_entry(&mut w, &entry);
+        let bytes = w.finish();
+        let back = read_entry(&mut Reader::new(&bytes)).unwrap();
+        assert_eq!(back.path, entry.path);
+        assert_eq!(back.kind, entry.kind);
+        assert_eq!(back.mode, entry.mode);
+        assert_eq!(back.mtime_ns, entry.mtime_ns);
+        assert_eq!(back.link_target, entry.link_target);
+
+        let mut corrupt = bytes.clone();
+        let kind_at = 1 + entry.path.len();
+        corrupt[kind_at] = 9;
+        assert_eq!(
+            read_entry(&mut Reader::new(&corrupt)).unwrap_err(),
+            DecodeError("unknown entry kind")
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! The data plane: make the receiver's volume equal to the sender's.
+//!
+//! The guest only decides: it compares the trees, picks the files to
+//! rebuild and their order. Signatures, deltas and patches run natively in
+//! the host, straight between disk and channel.
+
+use std::collections::VecDeque;
+
+use wasmover_sdk::types::{Error, Parameter, TransferReport};
+use wasmover_sdk::volume::{Entry, EntryKind, VolumeError};
+use wasmover_sdk::{Params, blocks, error, log, progress, volume};
+
+use crate::plan::plan;
+use crate::protocol;
+
+/// Signature bytes the receiver may have in flight ahead of the patches it
+/// is applying. Small enough that, with the channel's own buffering, neither
+/// side can block the other while both write.
+const SIGNATURE_WINDOW: u64 = 256 << 10;
+/// Files the receiver may have requested ahead of the patches it applies.
+const FILE_WINDOW: usize = 64;
+
+/// Parameters the data plane understands.
+pub struct Options {
+    /// Block size for signatures; the engine chooses when absent.
+    pub block_size: Option<u32>,
+}
+
+impl Options {
+    /// Reads the options from a transfer's parameters.
+    pub fn from_parameters(parameters: Vec<Parameter>) -> Result<Self, Error> {
+        let params = Params::from(parameters);
+        Ok(Self {
+            block_size: params.parse("block-size")?,
+        })
+    }
+}
+
+fn volume_error(e: VolumeError) -> Error {
+    match e {
+        VolumeError::ReadOnly => error("ReadOnlyVolume", "the volume is read-only"),
+        VolumeError::InvalidPath(p) => error("InvalidPath", p),
+        VolumeError::NotFound(p) => error("NotFound", p),
+        VolumeError::Io(m) => error("VolumeError", m),
+    }
+}
+
+fn block_error(path: &str, e: blocks::BlockError) -> Error {
+    use blocks::BlockError as B;
+    match e {
+        B::Channel(e) => protocol::channel_error(e),
+        B::Verification(m) => error("VerificationFailed", m),
+        B::Protocol(m) => error("ProtocolError", m),
+        B::ReadOnly => error("ReadOnlyVolume", format!("{path}: the volume is read-only")),
+        B::InvalidPath(m) => error("InvalidPath", m),
+        B::NotFound(m) => error("NotFound", m),
+        B::Io(m) => error("VolumeError", m),
+    }
+}
+
+/// The sending side.
+pub fn send(options: &Options) -> Result<TransferReport, Error> {
+    let _ = options;
+    let entries = volume::scan().map_err(volume_error)?;
+    log::info(format!("sending a tree of {} entries", entries.len()));
+    protocol::send_tree(&entries)?;
+    let (want, _) = protocol::receive_want(&entries)?;
+    for &i in &want {
+        let path = &entries[i].path;
+        blocks::send_delta(path).map_err(|e| block_error(path, e))?;
+    }
+    protocol::receive_done()
+}
+
+/// The receiving side.
+pub fn receive(options: &Options) -> Result<TransferReport, Error> {
+    let (source, mut wire) = protocol::receive_tree()?;
+    let local = volume::scan().map_err(volume_error)?;
+    let plan = plan(&source, &local);
+    let bytes_total: u64 = source
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .map(|e| e.size)
+        .sum();
+    let transfer_bytes: u64 = plan.transfer.iter().map(|&i| source[i].size).sum();
+    log::info(format!(
+        "{} entries: {} to rebuild ({} bytes), {} to remove",
+        source.len(),
+        plan.transfer.len(),
+        transfer_bytes,
+        plan.remove.len()
+    ));
+
+    for path in &plan.remove {
+        volume::remove(path).map_err(volume_error)?;
+    }
+    for &i in &plan.create_dirs {
+        volume::create_dir(&source[i].path).map_err(volume_error)?;
+    }
+
+    wire += protocol::send_want(&plan.transfer)?;
+    let mut report = TransferReport {
+        entries_total: source.len() as u64,
+        files_transferred: plan.transfer.len() as u64,
+        entries_deleted: plan.remove.len() as u64,
+        bytes_total,
+        bytes_matched: 0,
+        bytes_literal: 0,
+        bytes_on_wire: 0,
+    };
+    wire += rebuild(&source, &plan.transfer, options, transfer_bytes, &mut report)?;
+
+    for &i in &plan.links {
+        let link = &source[i];
+        volume::symlink(&link.link_target, &link.path).map_err(volume_error)?;
+        set_metadata(link)?;
+    }
+    for &i in &plan.metadata {
+        set_metadata(&source[i])?;
+    }
+    for &i in &plan.dirs_deepest_first {
+        set_metadata(&source[i])?;
+    }
+
+    // The report counts the Done message itself too.
+    report.bytes_on_wire = wire;
+    let done = protocol::send_done(&report)?;
+    report.bytes_on_wire += done;
+    Ok(report)
+}
+
+fn set_metadata(entry: &Entry) -> Result<(), Error> {
+    volume::set_metadata(&entry.path, entry.mode, entry.mtime_ns).map_err(volume_error)
+}
+
+/// Rebuilds the files at `indices`: signatures go out ahead of the patches
+/// within a window, so the sender computes deltas while the receiver
+/// writes. Returns the bytes that crossed the channel.
+fn rebuild(
+    source: &[Entry],
+    indices: &[usize],
+    options: &Options,
+    transfer_bytes: u64,
+    report: &mut TransferReport,
+) -> Result<u64, Error> {
+    let mut wire = 0;
+    let mut in_flight: VecDeque<(usize, u64)> = VecDeque::new();
+    let mut in_flight_bytes = 0u64;
+    let mut next = 0;
+    let mut done_bytes = 0u64;
+    for (done, _) in indices.iter().enumerate() {
+        while next < indices.len()
+            && (in_flight.is_empty()
+                || (in_flight_bytes < SIGNATURE_WINDOW && in_flight.len() < FILE_WINDOW))
+        {
+            let path = &source[indices[next]].path;
+            let stats = blocks::send_signature(path, options.block_size)
+                .map_err(|e| block_error(path, e))?;
+            in_flight.push_back((indices[next], stats.wire_bytes));
+            in_flight_bytes += stats.wire_bytes;
+            wire += stats.wire_bytes;
+            next += 1;
+        }
+        let (i, signature_bytes) = in_flight.pop_front().expect("window holds the next file");
+        in_flight_bytes -= signature_bytes;
+        let entry = &source[i];
+        let stats = blocks::receive_patch(&entry.path, entry.mode, entry.mtime_ns)
+            .map_err(|e| block_error(&entry.path, e))?;
+        wire += stats.wire_bytes;
+        report.bytes_matched += stats.matched_bytes;
+        report.bytes_literal += stats.literal_bytes;
+        done_bytes += entry.size;
+        progress::report(
+            done_bytes,
+            transfer_bytes,
+            done as u64 + 1,
+            indices.len() as u64,
+        );
+    }
+    Ok(wire)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VOLUME: &str = "/volume";
+
+    fn write(path: &str, bytes: &[u8]) {
+        let full = format!("{VOLUME}/{path}");
+        if let Some((dir, _)) = full.rsplit_once('/') {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(full, bytes).unwrap();
+    }
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// The host connects the test harness's channel back to itself, so one
+    /// instance plays both sides of a file's signature → delta → patch.
+    #[test]
+    fn native_blocks_rebuild_a_changed_file_sending_only_the_change() {
+        let old = pseudo_random(256 << 10, 7);
+        let mut new = old.clone();
+        new[100_000..100_010].copy_from_slice(b"0123456789");
+        write("blocks/old", &old);
+        write("blocks/new", &new);
+
+        let sig = blocks::send_signature("blocks/old", Some(4096)).unwrap();
+        assert!(sig.wire_bytes > 0);
+        let delta = blocks::send_delta("blocks/new").unwrap();
+        assert_eq!(delta.file_bytes, new.len() as u64);
+        assert!(delta.literal_bytes <= 8192, "{delta:?}");
+        let patch = blocks::receive_patch("blocks/old", 0o640, 1_000_000_000).unwrap();
+        assert_eq!(patch.matched_bytes + patch.literal_bytes, new.len() as u64);
+
+        assert_eq!(std::fs::read(format!("{VOLUME}/blocks/old")).unwrap(), new);
+        let entry = volume::scan()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.path == "blocks/old")
+            .unwrap();
+        assert_eq!((entry.mode, entry.mtime_ns), (0o640, 1_000_000_000));
+    }
+
+    #[test]
+    fn paths_outside_the_volume_are_refused() {
+        for path in ["../etc/passwd", "/etc/passwd", "a/../../b"] {
+            assert!(matches!(
+                blocks::send_signature(path, None),
+                Err(blocks::BlockError::InvalidPath(_))
+            ));
+            assert!(matches!(volume::remove(path), Err(VolumeError::InvalidPath(_))));
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The engine: configured once, shared by every module, with its epoch
+//! ticker and the on-disk cache of precompiled components.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings::MoverValidating;
+use crate::error::RunError;
+use crate::module::MoverModule;
+use crate::state::HostState;
+
+/// How often the epoch advances; the granularity of CPU-time limits.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings of a [`MoverEngine`].
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Use the pooling allocator: instance slots are reserved up front and
+    /// reused, which makes instantiation cheap.
+    pub pooling: bool,
+    /// Instances that may be alive at once (pooling only).
+    pub max_instances: u32,
+    /// Largest linear memory any module may reserve (pooling only). Each
+    /// call's own limit is [`crate::MoverLimits::memory_bytes`].
+    pub max_memory_bytes: usize,
+    /// Wasm stack per call. Prevents unbounded recursion.
+    pub max_wasm_stack: usize,
+    /// Where compiled components are kept between runs; `None` compiles
+    /// every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            pooling: true,
+            max_instances: 64,
+            max_memory_bytes: 1 << 30,
+            max_wasm_stack: 1 << 20,
+            cache_dir: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The default settings with the precompiled cache in `dir`.
+    pub fn with_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+}
+
+/// A wasmtime engine set up for movers: epoch interruption, optional
+/// pooling, the contract's imports linked, and a precompiled cache.
+///
+/// Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct MoverEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    config: EngineConfig,
+    ticker: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for MoverEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MoverEngine")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MoverEngine {
+    /// Builds the engine, its linker and its epoch ticker.
+    pub fn new(config: EngineConfig) -> Result<Self, RunError> {
+        let engine_error = |e: wasmtime::Error| RunError::Engine(e.into());
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(config.max_wasm_stack)
+            .parallel_compilation(true);
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            // A component built with the WASI adapter holds a handful of core
+            // instances, memories and tables; size the pool for that.
+            pool.total_component_instances(config.max_instances)
+                .total_core_instances(config.max_instances * 8)
+                .total_memories(config.max_instances * 2)
+                .total_tables(config.max_instances * 8)
+                .total_stacks(config.max_instances)
+                .max_memory_size(config.max_memory_bytes);
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&wasm).map_err(engine_error)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        MoverValidating::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(engine_error)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.weak();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("wasmover-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        match engine.upgrade() {
+                            Some(engine) => engine.increment_epoch(),
+                            None => return,
+                        }
+                    }
+                })
+                .map_err(|e| RunError::Engine(e.into()))?
+        };
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                ticker: Some(ticker),
+                stop,
+            }),
+        })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
+        &self.inner.linker
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Loads a module from a file; its name is the file stem.
+    pub fn load_file(&self, path: &Path) -> Result<MoverModule, RunError> {
+        let bytes = std::fs::read(path).map_err(|source| RunError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
+        self.load(&name, &bytes)
+    }
+
+    /// Compiles (or fetches from the precompiled cache) a module, links it
+    /// against the contract and detects which exports it has.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<MoverModule, RunError> {
+        let digest = format!("sha256:{:x}", Sha256::digest(bytes));
+        let component = self.component(name, &digest, bytes)?;
+        MoverModule::new(self.clone(), name, digest, component)
+    }
+
+    fn component(&self, name: &str, digest: &str, bytes: &[u8]) -> Result<Component, RunError> {
+        let compile = || {
+            Component::new(self.engine(), bytes).map_err(|e| RunError::Compile {
+                module: name.to_owned(),
+                source: e.into(),
+            })
+        };
+        let Some(dir) = &self.inner.config.cache_dir else {
+            return compile();
+        };
+        let path = dir.join(self.cache_key(digest));
+        if path.exists() {
+            // SAFETY: files in the cache directory are written only by
+            // `store`, below, from `Component::serialize` of this host, and the
+            // key includes the engine's compatibility hash, so the bytes were
+            // compiled by this wasmtime with these settings.
+            match unsafe { Component::deserialize_file(self.engine(), &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    "discarding unusable precompiled module: {e}"
+                ),
+            }
+        }
+        let component = compile()?;
+        if let Err(e) = store(dir, &path, &component) {
+            tracing::warn!(path = %path.display(), "cannot cache the compiled module: {e}");
+        }
+        Ok(component)
+    }
+
+    /// Module digest plus everything that makes compiled code incompatible:
+    /// wasmtime's version and the engine's settings.
+    fn cache_key(&self, digest: &str) -> String {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine().precompile_compatibility_hash().hash(&mut hasher);
+        let hex = digest.trim_start_matches("sha256:");
+        format!("{hex}-{:016x}.cwasm", hasher.finish())
+    }
+}
+
+/// Writes a compiled component atomically into the cache directory, which
+/// is created private to this user.
+fn store(dir: &Path, path: &Path, component: &Component) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let bytes = component
+        .serialize()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let staged = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&staged, bytes)?;
+    std::fs::rename(&staged, path)
+}

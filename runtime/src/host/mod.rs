@@ -1,0 +1,17 @@
+//! Host implementations of the contract's imports, one file per interface.
+//!
+//! Every function goes through [`HostState::host_call`], which counts it
+//! against the module's budget and keeps its time out of the guest's CPU
+//! time. Failures the guest can handle come back as the interface's error
+//! type; only exhausted limits trap.
+
+mod blocks;
+mod channel;
+mod kube;
+mod observe;
+mod volume;
+
+use crate::bindings::types;
+use crate::state::HostState;
+
+impl types::Host for HostState {}

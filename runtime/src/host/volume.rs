@@ -1,0 +1,60 @@
+//! `volume`: Unix metadata of the granted volume.
+
+use crate::bindings::volume::{self as wit, Entry, VolumeError};
+use crate::state::HostState;
+use crate::volume::{Volume, VolumeError as Error};
+
+impl From<Error> for VolumeError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::ReadOnly => VolumeError::ReadOnly,
+            Error::InvalidPath(p) => VolumeError::InvalidPath(p),
+            Error::NotFound(p) => VolumeError::NotFound(p),
+            e @ Error::Io { .. } => VolumeError::Io(e.to_string()),
+        }
+    }
+}
+
+impl HostState {
+    /// Runs `f` on the granted volume, or fails when none was granted.
+    fn with_volume<R>(
+        &mut self,
+        f: impl FnOnce(&Volume) -> Result<R, Error>,
+    ) -> wasmtime::Result<Result<R, VolumeError>> {
+        self.host_call(|s| match &s.grants.volume {
+            Some(volume) => f(volume).map_err(Into::into),
+            None => Err(VolumeError::Io("this run grants no volume".into())),
+        })
+    }
+}
+
+impl wit::Host for HostState {
+    fn scan(&mut self) -> wasmtime::Result<Result<Vec<Entry>, VolumeError>> {
+        self.with_volume(Volume::scan)
+    }
+
+    fn create_dir(&mut self, path: String) -> wasmtime::Result<Result<(), VolumeError>> {
+        self.with_volume(|v| v.create_dir(&path))
+    }
+
+    fn symlink(
+        &mut self,
+        target: String,
+        path: String,
+    ) -> wasmtime::Result<Result<(), VolumeError>> {
+        self.with_volume(|v| v.symlink(&target, &path))
+    }
+
+    fn remove(&mut self, path: String) -> wasmtime::Result<Result<(), VolumeError>> {
+        self.with_volume(|v| v.remove(&path))
+    }
+
+    fn set_metadata(
+        &mut self,
+        path: String,
+        mode: u32,
+        mtime_ns: i64,
+    ) -> wasmtime::Result<Result<(), VolumeError>> {
+        self.with_volume(|v| v.set_metadata(&path, mode, mtime_ns))
+    }
+}

@@ -1,0 +1,235 @@
+//! One instance of a module in its own store, and the calls of its exports.
+//!
+//! Each call starts a fresh meter (CPU time, host calls, log bytes) and maps
+//! whatever stopped the guest to a [`RunError`] naming the module, the
+//! export and the limit.
+
+use wasmtime::component::{Instance, ResourceAny};
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::I32Exit;
+
+use crate::bindings::control::ModuleInfo;
+use crate::bindings::types::{DestinationSpec, Error, Outcome, Parameter, SourceSpec, TransferReport};
+use crate::error::RunError;
+use crate::limits::LimitExceeded;
+use crate::module::{Capability, MoverModule};
+use crate::state::HostState;
+
+/// Lines of a module's stderr quoted in a trap's error.
+const STDERR_TAIL_LINES: usize = 12;
+
+/// A mover resource returned by a builder, bound to its instance.
+#[derive(Clone, Copy, Debug)]
+pub struct Mover(ResourceAny);
+
+/// A live instance of a module.
+pub struct MoverInstance {
+    module: MoverModule,
+    store: Store<HostState>,
+    instance: Instance,
+}
+
+impl std::fmt::Debug for MoverInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MoverInstance")
+            .field("module", &self.module.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MoverInstance {
+    pub(crate) fn new(module: MoverModule, store: Store<HostState>, instance: Instance) -> Self {
+        Self {
+            module,
+            store,
+            instance,
+        }
+    }
+
+    /// Stops the guest once it has executed longer than its CPU time. The
+    /// callback runs at most once per epoch tick and only while wasm runs,
+    /// so time spent in host functions is never charged to the guest.
+    pub(crate) fn install_deadline(store: &mut Store<HostState>) {
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if state.meter.guest_time() > state.limits.cpu_time() {
+                Err(LimitExceeded::CpuTime {
+                    limit_ms: state.limits.cpu_time_ms,
+                }
+                .into())
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+    }
+
+    /// Names what stopped a guest.
+    pub(crate) fn classify(
+        module: &MoverModule,
+        export: &'static str,
+        store: &Store<HostState>,
+        error: wasmtime::Error,
+    ) -> RunError {
+        let stack_kib = module.engine.config().max_wasm_stack / 1024;
+        let module = module.name.to_string();
+        if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+            return RunError::Limit {
+                module,
+                export,
+                limit: limit.clone(),
+            };
+        }
+        if let Some(exit) = error.downcast_ref::<I32Exit>() {
+            return RunError::Exit {
+                module,
+                code: exit.0,
+            };
+        }
+        if let Some(Trap::StackOverflow) = error.downcast_ref::<Trap>() {
+            return RunError::StackOverflow {
+                module,
+                export,
+                limit_kib: stack_kib,
+            };
+        }
+        let mut message = error
+            .chain()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ");
+        if let Some(stderr) = &store.data().stderr {
+            let text = String::from_utf8_lossy(&stderr.contents()).into_owned();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            if !lines.is_empty() {
+                let tail = &lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..];
+                message.push_str("; module stderr: ");
+                message.push_str(&tail.join(" | "));
+            }
+        }
+        RunError::Trap {
+            module,
+            export,
+            message,
+        }
+    }
+
+    /// Calls an export with a fresh meter and maps the outcome.
+    fn call<R>(
+        &mut self,
+        export: &'static str,
+        f: impl FnOnce(&mut Self) -> wasmtime::Result<Result<R, Error>>,
+    ) -> Result<R, RunError> {
+        self.store.data_mut().start_call();
+        self.store.set_epoch_deadline(1);
+        match f(self) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(RunError::Mover {
+                module: self.module.name.to_string(),
+                export,
+                reason: e.reason,
+                message: e.message,
+            }),
+            Err(e) => Err(Self::classify(&self.module, export, &self.store, e)),
+        }
+    }
+
+    fn missing(&self, capability: Capability) -> RunError {
+        RunError::MissingExport {
+            module: self.module.name.to_string(),
+            export: capability.export_name().to_owned(),
+        }
+    }
+
+    /// The module's own description (`control.version-info`).
+    pub fn version_info(&mut self) -> Result<ModuleInfo, RunError> {
+        let indices = self.module.exports.control.clone().ok_or_else(|| self.missing(Capability::Control))?;
+        self.call("version-info", |s| {
+            let control = indices.load(&mut s.store, &s.instance)?;
+            control.call_version_info(&mut s.store).map(Ok)
+        })
+    }
+
+    /// Asks the builder for a source mover; `None` means it declined.
+    pub fn from_source(&mut self, spec: &SourceSpec) -> Result<Option<Mover>, RunError> {
+        let indices = self.module.exports.control.clone().ok_or_else(|| self.missing(Capability::Control))?;
+        self.call("from-source", |s| {
+            let control = indices.load(&mut s.store, &s.instance)?;
+            Ok(control.call_from_source(&mut s.store, spec)?.map(|m| m.map(Mover)))
+        })
+    }
+
+    /// Asks the builder for a destination mover; `None` means it declined.
+    pub fn from_destination(&mut self, spec: &DestinationSpec) -> Result<Option<Mover>, RunError> {
+        let indices = self.module.exports.control.clone().ok_or_else(|| self.missing(Capability::Control))?;
+        self.call("from-destination", |s| {
+            let control = indices.load(&mut s.store, &s.instance)?;
+            Ok(control
+                .call_from_destination(&mut s.store, spec)?
+                .map(|m| m.map(Mover)))
+        })
+    }
+
+    /// Advances a synchronization.
+    pub fn synchronize(&mut self, mover: Mover) -> Result<Outcome, RunError> {
+        let indices = self.module.exports.control.clone().ok_or_else(|| self.missing(Capability::Control))?;
+        self.call("synchronize", |s| {
+            let control = indices.load(&mut s.store, &s.instance)?;
+            control.mover().call_synchronize(&mut s.store, mover.0)
+        })
+    }
+
+    /// Cleans up after synchronization.
+    pub fn cleanup(&mut self, mover: Mover) -> Result<Outcome, RunError> {
+        let indices = self.module.exports.control.clone().ok_or_else(|| self.missing(Capability::Control))?;
+        self.call("cleanup", |s| {
+            let control = indices.load(&mut s.store, &s.instance)?;
+            control.mover().call_cleanup(&mut s.store, mover.0)
+        })
+    }
+
+    /// Validates parameters when the module has the `validate` capability;
+    /// without it, every parameter set is accepted here and left to the
+    /// module's builder.
+    pub fn validate(&mut self, parameters: &[Parameter]) -> Result<(), RunError> {
+        let Some(indices) = self.module.exports.validate.clone() else {
+            return Ok(());
+        };
+        self.call("validate", |s| {
+            let validate = indices.load(&mut s.store, &s.instance)?;
+            validate.call_parameters(&mut s.store, parameters)
+        })
+    }
+
+    /// Runs the sending side of a transfer.
+    pub fn send(&mut self, parameters: &[Parameter]) -> Result<TransferReport, RunError> {
+        let indices = self.module.exports.transfer.clone().ok_or_else(|| self.missing(Capability::Transfer))?;
+        self.call("transfer.send", |s| {
+            let transfer = indices.load(&mut s.store, &s.instance)?;
+            transfer.call_send(&mut s.store, parameters)
+        })
+    }
+
+    /// Runs the receiving side of a transfer.
+    pub fn receive(&mut self, parameters: &[Parameter]) -> Result<TransferReport, RunError> {
+        let indices = self.module.exports.transfer.clone().ok_or_else(|| self.missing(Capability::Transfer))?;
+        self.call("transfer.receive", |s| {
+            let transfer = indices.load(&mut s.store, &s.instance)?;
+            transfer.call_receive(&mut s.store, parameters)
+        })
+    }
+
+    /// Runs a command component (`wasi:cli/run`), such as a wasm unit-test
+    /// harness. A non-zero exit is an error.
+    pub fn run_command(&mut self) -> Result<(), RunError> {
+        let indices = self.module.exports.run.clone().ok_or_else(|| self.missing(Capability::Command))?;
+        let module = self.module.name.to_string();
+        self.call("wasi:cli/run", |s| {
+            let run = indices.load(&mut s.store, &s.instance)?;
+            Ok(run.call_run(&mut s.store)?.map_err(|()| Error {
+                reason: "Exit".into(),
+                message: format!("{module} reported failure"),
+            }))
+        })
+    }
+}

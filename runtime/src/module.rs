@@ -1,0 +1,186 @@
+//! A loaded module: compiled once, linked once (`InstancePre`), with the
+//! exports it has detected at load time.
+
+use std::fmt;
+use std::sync::Arc;
+
+use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre};
+use wasmtime_wasi::p2::bindings::sync::exports::wasi::cli::run;
+
+use crate::bindings::{control, transfer, validate};
+use crate::engine::MoverEngine;
+use crate::error::RunError;
+use crate::instance::MoverInstance;
+use crate::limits::MoverLimits;
+use crate::state::{Grants, HostState};
+
+/// The version of the contract (`wit/`) this host serves.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// An export a module may have. `Control` and `Transfer` make a mover;
+/// `Validate` is an optional capability; `Command` is a test harness or
+/// tool (`wasi:cli/run`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// `wasmover:mover/control`: builder and mover resource.
+    Control,
+    /// `wasmover:mover/transfer`: the data plane.
+    Transfer,
+    /// `wasmover:mover/validate`: parameter validation.
+    Validate,
+    /// `wasi:cli/run`: a command.
+    Command,
+}
+
+impl Capability {
+    /// The export's fully qualified name.
+    pub fn export_name(self) -> &'static str {
+        match self {
+            Capability::Control => "wasmover:mover/control@0.1.0",
+            Capability::Transfer => "wasmover:mover/transfer@0.1.0",
+            Capability::Validate => "wasmover:mover/validate@0.1.0",
+            Capability::Command => "wasi:cli/run@0.2.x",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.export_name())
+    }
+}
+
+/// Export indices resolved once per module.
+#[derive(Clone)]
+pub(crate) struct Exports {
+    pub(crate) control: Option<control::GuestIndices>,
+    pub(crate) transfer: Option<transfer::GuestIndices>,
+    pub(crate) validate: Option<validate::GuestIndices>,
+    pub(crate) run: Option<run::GuestIndices>,
+}
+
+/// A compiled, linked module, ready to instantiate many times.
+#[derive(Clone)]
+pub struct MoverModule {
+    pub(crate) name: Arc<str>,
+    digest: String,
+    pub(crate) engine: MoverEngine,
+    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) exports: Exports,
+}
+
+impl fmt::Debug for MoverModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MoverModule")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("capabilities", &self.capabilities())
+            .finish()
+    }
+}
+
+impl MoverModule {
+    pub(crate) fn new(
+        engine: MoverEngine,
+        name: &str,
+        digest: String,
+        component: Component,
+    ) -> Result<Self, RunError> {
+        let pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| RunError::Incompatible {
+                module: name.to_owned(),
+                contract: CONTRACT_VERSION,
+                source: e.into(),
+            })?;
+        let exports = Exports {
+            control: control::GuestIndices::new(&pre).ok(),
+            transfer: transfer::GuestIndices::new(&pre).ok(),
+            validate: validate::GuestIndices::new(&pre).ok(),
+            run: run::GuestIndices::new(&pre).ok(),
+        };
+        let module = Self {
+            name: name.into(),
+            digest,
+            engine,
+            pre,
+            exports,
+        };
+        if module.capabilities().is_empty() {
+            return Err(RunError::MissingExport {
+                module: name.to_owned(),
+                export: format!(
+                    "any of {}, {} or {}",
+                    Capability::Control,
+                    Capability::Transfer,
+                    Capability::Command
+                ),
+            });
+        }
+        Ok(module)
+    }
+
+    /// The module's name (built-in name or file stem).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `sha256:<hex>` of the module's bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The exports detected at load time.
+    pub fn capabilities(&self) -> Vec<Capability> {
+        let e = &self.exports;
+        [
+            (e.control.is_some(), Capability::Control),
+            (e.transfer.is_some(), Capability::Transfer),
+            (e.validate.is_some(), Capability::Validate),
+            (e.run.is_some(), Capability::Command),
+        ]
+        .into_iter()
+        .filter_map(|(has, c)| has.then_some(c))
+        .collect()
+    }
+
+    /// Whether the module has an export.
+    pub fn has(&self, capability: Capability) -> bool {
+        self.capabilities().contains(&capability)
+    }
+
+    /// Fails with a clear error unless the module has `capability`.
+    pub fn require(&self, capability: Capability) -> Result<(), RunError> {
+        if self.has(capability) {
+            Ok(())
+        } else {
+            Err(RunError::MissingExport {
+                module: self.name.to_string(),
+                export: capability.export_name().to_owned(),
+            })
+        }
+    }
+
+    /// A fresh instance in its own store with the given limits and grants.
+    pub fn instantiate(
+        &self,
+        limits: MoverLimits,
+        grants: Grants,
+    ) -> Result<MoverInstance, RunError> {
+        let instantiate_error = |e: wasmtime::Error| RunError::Instantiate {
+            module: self.name.to_string(),
+            source: e.into(),
+        };
+        let state = HostState::new(self.name.clone(), limits, grants).map_err(instantiate_error)?;
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        MoverInstance::install_deadline(&mut store);
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| MoverInstance::classify(self, "instantiate", &store, e))?;
+        Ok(MoverInstance::new(self.clone(), store, instance))
+    }
+}

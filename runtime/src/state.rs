@@ -1,0 +1,259 @@
+//! What one store holds: the module's grants, its WASI context, its limits
+//! and the meter that enforces them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::channel::Channel;
+use crate::kube::ScopedCluster;
+use crate::limits::{LimitExceeded, MemoryLimiter, MoverLimits};
+use crate::volume::{Access, Volume};
+
+/// Where the volume appears inside the guest (WASI preopen).
+pub const GUEST_VOLUME_PATH: &str = "/volume";
+
+/// Bytes of a module's stderr kept for error messages.
+const STDERR_CAPTURE: usize = 64 << 10;
+
+/// An Event a module published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `Warning` rather than `Normal`.
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// The verb.
+    pub action: String,
+    /// The message.
+    pub note: String,
+}
+
+/// Progress a module reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes done.
+    pub bytes_done: u64,
+    /// Bytes in all (0 when unknown).
+    pub bytes_total: u64,
+    /// Entries done.
+    pub entries_done: u64,
+    /// Entries in all (0 when unknown).
+    pub entries_total: u64,
+}
+
+/// Receives what modules report; the CLI draws a progress bar, the operator
+/// writes status, Events and metrics.
+pub trait Observer: Send + Sync {
+    /// A module published an Event.
+    fn event(&self, module: &str, event: &Event) {
+        let _ = (module, event);
+    }
+    /// A module reported progress.
+    fn progress(&self, module: &str, progress: Progress) {
+        let _ = (module, progress);
+    }
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl Observer for Quiet {}
+
+/// What the host grants one run of a module: nothing unless given here.
+pub struct Grants {
+    pub(crate) volume: Option<Volume>,
+    pub(crate) channel: Option<Channel>,
+    pub(crate) cluster: Option<ScopedCluster>,
+    pub(crate) observer: Arc<dyn Observer>,
+    pub(crate) args: Vec<String>,
+    pub(crate) inherit_stdio: bool,
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Self {
+            volume: None,
+            channel: None,
+            cluster: None,
+            observer: Arc::new(Quiet),
+            args: Vec::new(),
+            inherit_stdio: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants")
+            .field("volume", &self.volume)
+            .field("channel", &self.channel)
+            .field("cluster", &self.cluster)
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Grants {
+    /// No grants at all.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Grants a volume, preopened at [`GUEST_VOLUME_PATH`] and reachable
+    /// through the `volume` and `blocks` imports.
+    pub fn with_volume(mut self, volume: Volume) -> Self {
+        self.volume = Some(volume);
+        self
+    }
+
+    /// Connects the `channel` and `blocks` imports to a peer.
+    pub fn with_channel(mut self, channel: Channel) -> Self {
+        self.channel = Some(channel);
+        self
+    }
+
+    /// Grants scoped Kubernetes access.
+    pub fn with_cluster(mut self, cluster: ScopedCluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Sends Events and progress to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Command-line arguments of a command component (`wasi:cli/run`).
+    pub fn with_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Lets a command component write to the host's stdout and stderr.
+    pub fn with_inherited_stdio(mut self) -> Self {
+        self.inherit_stdio = true;
+        self
+    }
+
+    /// The WASI context: no environment, no network, no clock tricks; only
+    /// the granted volume, read-only when the volume is.
+    /// Unless stdio is inherited, stderr is kept (bounded) so that a trap's
+    /// error can quote what the module printed, such as a panic message.
+    fn wasi(&self) -> wasmtime::Result<(WasiCtx, Option<MemoryOutputPipe>)> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .args(&self.args);
+        let stderr = if self.inherit_stdio {
+            wasi.inherit_stdout().inherit_stderr();
+            None
+        } else {
+            let pipe = MemoryOutputPipe::new(STDERR_CAPTURE);
+            wasi.stderr(pipe.clone());
+            Some(pipe)
+        };
+        if let Some(volume) = &self.volume {
+            let perms = match volume.access() {
+                Access::ReadOnly => FsPerms::ReadOnly,
+                Access::ReadWrite => FsPerms::ReadWrite,
+            };
+            wasi.preopened_dir(volume.root(), GUEST_VOLUME_PATH, perms)?;
+        }
+        Ok((wasi.build(), stderr))
+    }
+}
+
+/// Counts what a module consumed during one call of an export.
+#[derive(Debug)]
+pub(crate) struct Meter {
+    started: Instant,
+    in_host: Duration,
+    pub(crate) host_calls: u64,
+    pub(crate) log_bytes: u64,
+    pub(crate) logs_dropped: u64,
+}
+
+impl Meter {
+    fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            in_host: Duration::ZERO,
+            host_calls: 0,
+            log_bytes: 0,
+            logs_dropped: 0,
+        }
+    }
+
+    /// Time spent executing the guest's own code.
+    pub(crate) fn guest_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.in_host)
+    }
+}
+
+/// The data of one store.
+pub struct HostState {
+    pub(crate) module: Arc<str>,
+    pub(crate) limits: MoverLimits,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) meter: Meter,
+    pub(crate) grants: Grants,
+    pub(crate) stderr: Option<MemoryOutputPipe>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl HostState {
+    pub(crate) fn new(module: Arc<str>, limits: MoverLimits, grants: Grants) -> wasmtime::Result<Self> {
+        let mut table = ResourceTable::new();
+        // Bounds the handles (files, streams) a module can hold open.
+        table.set_max_capacity(1 << 16);
+        let (wasi, stderr) = grants.wasi()?;
+        Ok(Self {
+            module,
+            limiter: MemoryLimiter::new(limits.memory_bytes),
+            limits,
+            meter: Meter::start(),
+            wasi,
+            stderr,
+            grants,
+            table,
+        })
+    }
+
+    /// Starts metering a new call of an export.
+    pub(crate) fn start_call(&mut self) {
+        self.meter = Meter::start();
+    }
+
+    /// Runs one host call: counts it against the budget and keeps its time
+    /// out of the guest's CPU time.
+    pub(crate) fn host_call<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> wasmtime::Result<R> {
+        self.meter.host_calls += 1;
+        if self.meter.host_calls > self.limits.host_calls {
+            return Err(LimitExceeded::HostCalls {
+                limit: self.limits.host_calls,
+            }
+            .into());
+        }
+        let started = Instant::now();
+        let result = f(self);
+        self.meter.in_host += started.elapsed();
+        Ok(result)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
