@@ -1,0 +1,36 @@
+//! The native block engine of wasmover: rsync-style signature, delta and
+//! patch.
+//!
+//! - [`Signature::compute`] reads a basis file once and records, per block,
+//!   a weak rolling checksum and a strong hash.
+//! - [`delta`] reads a new file once, finds blocks of the basis at any byte
+//!   offset (so insertions and deletions that shift alignment still match),
+//!   and writes copy and literal instructions, ending with the new file's
+//!   length and BLAKE3 hash.
+//! - [`patch`] rebuilds the new file from the basis and a delta and verifies
+//!   it end to end, so a weak/strong collision can never produce a silently
+//!   wrong copy.
+//!
+//! Every encoding is versioned, big-endian and self-delimiting: signatures
+//! and deltas travel on one byte stream with other messages, so decoders
+//! read exactly their own bytes. Decoders are hostile-input safe: a
+//! malformed or truncated input is an error, never a panic or an unbounded
+//! allocation.
+
+#![deny(missing_docs)]
+
+mod delta;
+mod error;
+mod format;
+mod patch;
+mod rolling;
+mod signature;
+
+pub use delta::{DeltaStats, delta};
+pub use error::{DeltaError, FormatError, PatchError};
+pub use format::Limits;
+pub use patch::{PatchStats, patch};
+pub use signature::{DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, Signature, SignatureOptions};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! Signatures: per-block weak and strong hashes of a basis file.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+
+use crate::error::FormatError;
+use crate::format::{self, Limits, SIGNATURE_MAGIC};
+use crate::rolling::{Rolling, strong};
+
+/// Smallest block size the engine chooses by itself.
+pub const DEFAULT_MIN_BLOCK: u32 = 4 << 10;
+/// Largest block size the engine chooses by itself.
+pub const DEFAULT_MAX_BLOCK: u32 = 128 << 10;
+/// Largest block size a signature may declare.
+const MAX_BLOCK: u32 = 16 << 20;
+
+/// How to compute a signature.
+#[derive(Clone, Debug, Default)]
+pub struct SignatureOptions {
+    /// Block size; by default the square root of the file length, rounded
+    /// up to 1 KiB, within [`DEFAULT_MIN_BLOCK`]..=[`DEFAULT_MAX_BLOCK`].
+    pub block_size: Option<u32>,
+}
+
+impl SignatureOptions {
+    fn block_size_for(&self, len: u64) -> u32 {
+        self.block_size
+            .unwrap_or_else(|| {
+                let root = (len as f64).sqrt() as u64;
+                let rounded = root.div_ceil(1024) * 1024;
+                rounded.clamp(DEFAULT_MIN_BLOCK.into(), DEFAULT_MAX_BLOCK.into()) as u32
+            })
+            .clamp(1, MAX_BLOCK)
+    }
+}
+
+/// One block of the basis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Block {
+    pub(crate) weak: u32,
+    pub(crate) strong: u128,
+}
+
+/// The signature of a basis file: its length, block size, and the weak and
+/// strong hash of every block (the last one may be short).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    block_size: u32,
+    basis_len: u64,
+    blocks: Vec<Block>,
+}
+
+/// Bytes one block takes in the encoding.
+const BLOCK_BYTES: u64 = 4 + 16;
+
+impl Signature {
+    /// Computes the signature of `reader`, which holds `len` bytes.
+    pub fn compute<R: Read>(mut reader: R, len: u64, opts: &SignatureOptions) -> io::Result<Signature> {
+        let block_size = opts.block_size_for(len);
+        let bs = block_size as usize;
+        let chunk = bs * (1usize << 20).div_ceil(bs).max(1);
+        let mut buf = vec![0u8; chunk];
+        let mut blocks = Vec::with_capacity(len.div_ceil(block_size.into()) as usize);
+        let mut remaining = len;
+        while remaining > 0 {
+            let want = (chunk as u64).min(remaining) as usize;
+            reader.read_exact(&mut buf[..want])?;
+            for block in buf[..want].chunks(bs) {
+                blocks.push(Block {
+                    weak: Rolling::new(block).digest(),
+                    strong: strong(block),
+                });
+            }
+            remaining -= want as u64;
+        }
+        Ok(Signature {
+            block_size,
+            basis_len: len,
+            blocks,
+        })
+    }
+
+    /// The signature of an empty or absent basis.
+    pub fn empty() -> Signature {
+        Signature {
+            block_size: DEFAULT_MIN_BLOCK,
+            basis_len: 0,
+            blocks: Vec::new(),
+        }
+    }
+
+    /// The block size.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// The number of blocks.
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The length of the basis.
+    pub fn basis_len(&self) -> u64 {
+        self.basis_len
+    }
+
+    pub(crate) fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// Length of block `index` (only the last may be short).
+    pub(crate) fn block_len(&self, index: usize) -> usize {
+        let start = index as u64 * u64::from(self.block_size);
+        (self.basis_len - start).min(self.block_size.into()) as usize
+    }
+
+    /// Writes the encoding: magic, version, block size, basis length, block
+    /// count, then each block's weak (u32) and strong (u128) hash, all
+    /// big-endian. Returns the bytes written.
+    pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
+        format::write_header(&mut w, SIGNATURE_MAGIC)?;
+        w.write_all(&self.block_size.to_be_bytes())?;
+        w.write_all(&self.basis_len.to_be_bytes())?;
+        w.write_all(&(self.blocks.len() as u64).to_be_bytes())?;
+        let mut encoded = Vec::with_capacity(64 << 10);
+        for block in &self.blocks {
+            encoded.extend_from_slice(&block.weak.to_be_bytes());
+            encoded.extend_from_slice(&block.strong.to_be_bytes());
+            if encoded.len() >= 64 << 10 {
+                w.write_all(&encoded)?;
+                encoded.clear();
+            }
+        }
+        w.write_all(&encoded)?;
+        Ok(5 + 4 + 8 + 8 + BLOCK_BYTES * self.blocks.len() as u64)
+    }
+
+    /// Reads exactly one encoded signature from `r`.
+    pub fn read_from<R: Read>(mut r: R, limits: &Limits) -> Result<Signature, FormatError> {
+        format::read_header(&mut r, SIGNATURE_MAGIC, "signature header")?;
+        let block_size = format::read_u32(&mut r, "block size")?;
+        let basis_len = format::read_u64(&mut r, "basis length")?;
+        let count = format::read_u64(&mut r, "block count")?;
+        if block_size == 0 || block_size > MAX_BLOCK {
+            return Err(FormatError::Malformed("block size out of range"));
+        }
+        if basis_len > limits.max_file_len {
+            return Err(FormatError::TooLarge {
+                what: "basis length",
+                value: basis_len,
+                limit: limits.max_file_len,
+            });
+        }
+        if count != basis_len.div_ceil(block_size.into()) {
+            return Err(FormatError::Malformed("block count does not match the basis length"));
+        }
+        if count > limits.max_blocks {
+            return Err(FormatError::TooLarge {
+                what: "block count",
+                value: count,
+                limit: limits.max_blocks,
+            });
+        }
+        // Grow as blocks actually arrive: a lying count costs nothing.
+        let mut blocks = Vec::with_capacity(count.min(1 << 16) as usize);
+        let mut raw = [0u8; BLOCK_BYTES as usize];
+        for _ in 0..count {
+            r.read_exact(&mut raw).map_err(FormatError::reading("signature blocks"))?;
+            blocks.push(Block {
+                weak: u32::from_be_bytes(raw[..4].try_into().expect("4 bytes")),
+                strong: u128::from_be_bytes(raw[4..].try_into().expect("16 bytes")),
+            });
+        }
+        Ok(Signature {
+            block_size,
+            basis_len,
+            blocks,
+        })
+    }
+}
+
+/// Lookup from weak checksum to blocks, with a bit filter in front so that
+/// the common miss costs one memory access.
+pub(crate) struct Index {
+    filter: Vec<u64>,
+    first: HashMap<u32, u32>,
+    next: Vec<u32>,
+}
+
+const NONE: u32 = u32::MAX;
+const FILTER_BITS: u32 = 20;
+
+#[inline]
+fn filter_slot(weak: u32) -> usize {
+    (weak.wrapping_mul(0x9E37_79B1) >> (32 - FILTER_BITS)) as usize
+}
+
+impl Index {
+    /// Indexes the full-size blocks of `sig` (a short last block can only
+    /// match at the end of the new file and is checked there).
+    pub(crate) fn new(sig: &Signature) -> Self {
+        let mut filter = vec![0u64; (1 << FILTER_BITS) / 64];
+        let mut first = HashMap::with_capacity(sig.blocks.len());
+        let mut next = vec![NONE; sig.blocks.len()];
+        for (i, block) in sig.blocks.iter().enumerate().rev() {
+            if sig.block_len(i) != sig.block_size as usize {
+                continue;
+            }
+            let slot = filter_slot(block.weak);
+            filter[slot / 64] |= 1 << (slot % 64);
+            if let Some(prev) = first.insert(block.weak, i as u32) {
+                next[i] = prev;
+            }
+        }
+        Self { filter, first, next }
+    }
+
+    /// A block whose hashes match `window`, preferring `preferred` (the
+    /// block after the last match) so that runs stay contiguous.
+    #[inline]
+    pub(crate) fn find(&self, sig: &Signature, weak: u32, window: &[u8], preferred: usize) -> Option<usize> {
+        let slot = filter_slot(weak);
+        if self.filter[slot / 64] & (1 << (slot % 64)) == 0 {
+            return None;
+        }
+        let mut candidate = *self.first.get(&weak)?;
+        let hash = strong(window);
+        let mut found = None;
+        while candidate != NONE {
+            let i = candidate as usize;
+            if sig.blocks[i].strong == hash {
+                if i == preferred {
+                    return Some(i);
+                }
+                found.get_or_insert(i);
+            }
+            candidate = self.next[i];
+        }
+        found
+    }
+}

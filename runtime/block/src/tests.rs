@@ -1,0 +1,237 @@
+//! Round trips and hostile inputs.
+
+use std::io::Cursor;
+
+use proptest::prelude::*;
+
+use crate::*;
+
+fn signature(old: &[u8], block_size: Option<u32>) -> Signature {
+    Signature::compute(old, old.len() as u64, &SignatureOptions { block_size }).unwrap()
+}
+
+fn round_trip(old: &[u8], new: &[u8], block_size: Option<u32>) -> (DeltaStats, PatchStats) {
+    let sig = signature(old, block_size);
+    let mut encoded = Vec::new();
+    let written = sig.write_to(&mut encoded).unwrap();
+    assert_eq!(written, encoded.len() as u64);
+    let sig = Signature::read_from(&encoded[..], &Limits::default()).unwrap();
+    let mut delta_bytes = Vec::new();
+    let d = delta(&sig, new, &mut delta_bytes).unwrap();
+    assert_eq!(d.encoded_bytes, delta_bytes.len() as u64);
+    let mut rebuilt = Vec::new();
+    let p = patch(Cursor::new(old), &delta_bytes[..], &mut rebuilt, &Limits::default()).unwrap();
+    assert!(rebuilt == new, "rebuilt file differs ({} vs {} bytes)", rebuilt.len(), new.len());
+    assert_eq!((p.copied_bytes, p.literal_bytes), (d.matched_bytes, d.literal_bytes));
+    (d, p)
+}
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+enum Edit {
+    Replace(usize, Vec<u8>),
+    Insert(usize, Vec<u8>),
+    Delete(usize, usize),
+    Truncate(usize),
+    Append(Vec<u8>),
+}
+
+fn apply(old: &[u8], edits: &[Edit]) -> Vec<u8> {
+    let mut new = old.to_vec();
+    for edit in edits {
+        let at = |i: usize| if new.is_empty() { 0 } else { i % (new.len() + 1) };
+        match edit {
+            Edit::Replace(i, b) => {
+                let i = at(*i);
+                let end = (i + b.len()).min(new.len());
+                new.splice(i..end, b.iter().copied());
+            }
+            Edit::Insert(i, b) => {
+                let i = at(*i);
+                new.splice(i..i, b.iter().copied());
+            }
+            Edit::Delete(i, n) => {
+                let i = at(*i);
+                let end = (i + n).min(new.len());
+                new.drain(i..end);
+            }
+            Edit::Truncate(n) => new.truncate(*n % (new.len() + 1)),
+            Edit::Append(b) => new.extend_from_slice(b),
+        }
+    }
+    new
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let bytes = proptest::collection::vec(any::<u8>(), 0..300);
+    prop_oneof![
+        (any::<usize>(), bytes.clone()).prop_map(|(i, b)| Edit::Replace(i, b)),
+        (any::<usize>(), bytes.clone()).prop_map(|(i, b)| Edit::Insert(i, b)),
+        (any::<usize>(), 0usize..500).prop_map(|(i, n)| Edit::Delete(i, n)),
+        any::<usize>().prop_map(Edit::Truncate),
+        bytes.prop_map(Edit::Append),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn patch_of_delta_rebuilds_the_new_file(
+        len in 0usize..20_000,
+        seed in any::<u64>(),
+        edits in proptest::collection::vec(edit(), 0..6),
+        block_size in prop_oneof![Just(None), (1u32..600).prop_map(Some)],
+    ) {
+        let old = data(len, seed);
+        let new = apply(&old, &edits);
+        round_trip(&old, &new, block_size);
+    }
+
+    #[test]
+    fn sizes_around_block_boundaries(extra in 0usize..3, blocks in 0usize..5, shrink in 0usize..3) {
+        let bs = 64usize;
+        let old = data(blocks * bs + extra, 5);
+        let new = old[..old.len().saturating_sub(shrink)].to_vec();
+        round_trip(&old, &new, Some(bs as u32));
+        round_trip(&new, &old, Some(bs as u32));
+    }
+
+    #[test]
+    fn decoders_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = Signature::read_from(&bytes[..], &Limits::default());
+        let mut out = Vec::new();
+        let _ = patch(Cursor::new(&b"basis"[..]), &bytes[..], &mut out, &Limits::default());
+    }
+}
+
+#[test]
+fn unchanged_file_sends_no_literals() {
+    let old = data(1 << 20, 1);
+    let (d, _) = round_trip(&old, &old, None);
+    assert_eq!(d.literal_bytes, 0);
+    assert_eq!(d.matched_bytes, old.len() as u64);
+    // One coalesced copy: header, one copy instruction, end.
+    assert!(d.encoded_bytes < 100, "{d:?}");
+}
+
+#[test]
+fn a_shift_near_the_start_still_matches_the_rest() {
+    let old = data(1 << 20, 2);
+    let mut new = old.clone();
+    new.splice(100..100, *b"xyz");
+    let (d, _) = round_trip(&old, &new, None);
+    assert!(d.literal_bytes <= 2 * 4096 + 3, "{d:?}");
+}
+
+#[test]
+fn empty_files_and_absent_basis() {
+    round_trip(b"", b"", None);
+    round_trip(b"", b"all new", None);
+    round_trip(b"old", b"", None);
+    let new = data(3 << 20, 9);
+    let mut out = Vec::new();
+    let d = delta(&Signature::empty(), &new[..], &mut out).unwrap();
+    assert_eq!(d.literal_bytes, new.len() as u64);
+}
+
+#[test]
+fn encodings_are_self_delimiting_on_a_shared_stream() {
+    let old = data(50_000, 3);
+    let new = data(50_000, 4);
+    let sig = signature(&old, Some(1000));
+    let mut stream = Vec::new();
+    sig.write_to(&mut stream).unwrap();
+    delta(&sig, &new[..], &mut stream).unwrap();
+    stream.extend_from_slice(b"next message");
+
+    let mut reader = Cursor::new(stream);
+    let back = Signature::read_from(&mut reader, &Limits::default()).unwrap();
+    assert_eq!(back, sig);
+    let mut rebuilt = Vec::new();
+    patch(Cursor::new(&old), &mut reader, &mut rebuilt, &Limits::default()).unwrap();
+    assert_eq!(rebuilt, new);
+    let pos = reader.position() as usize;
+    assert_eq!(&reader.into_inner()[pos..], b"next message");
+}
+
+#[test]
+fn a_wrong_basis_fails_verification_instead_of_producing_a_wrong_file() {
+    let old = data(100_000, 5);
+    let new = old.clone();
+    let sig = signature(&old, Some(1000));
+    let mut d = Vec::new();
+    delta(&sig, &new[..], &mut d).unwrap();
+    // The receiver's basis changed after its signature was taken (the same
+    // situation as a weak+strong collision): the copies read other bytes.
+    let mut other = old.clone();
+    other[50_000] ^= 1;
+    let err = patch(Cursor::new(&other), &d[..], &mut Vec::new(), &Limits::default()).unwrap_err();
+    assert!(matches!(err, PatchError::Verification { .. }), "{err}");
+}
+
+#[test]
+fn every_truncation_of_a_valid_encoding_is_an_error() {
+    let old = data(5000, 6);
+    let new = apply(&old, &[Edit::Insert(10, vec![1, 2, 3])]);
+    let sig = signature(&old, Some(512));
+    let mut s = Vec::new();
+    sig.write_to(&mut s).unwrap();
+    for cut in 0..s.len() {
+        assert!(matches!(
+            Signature::read_from(&s[..cut], &Limits::default()),
+            Err(FormatError::Truncated { .. })
+        ));
+    }
+    let mut d = Vec::new();
+    delta(&sig, &new[..], &mut d).unwrap();
+    for cut in 0..d.len() {
+        let err = patch(Cursor::new(&old), &d[..cut], &mut Vec::new(), &Limits::default()).unwrap_err();
+        assert!(
+            matches!(err, PatchError::Format(FormatError::Truncated { .. })),
+            "cut at {cut}: {err}"
+        );
+    }
+}
+
+#[test]
+fn hostile_headers_are_refused_without_allocating() {
+    // A signature claiming 2^40 blocks of 1 byte.
+    let mut s = b"WMSG\x01".to_vec();
+    s.extend_from_slice(&1u32.to_be_bytes());
+    s.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    s.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    assert!(matches!(
+        Signature::read_from(&s[..], &Limits::default()),
+        Err(FormatError::TooLarge { .. })
+    ));
+    // A copy far outside the basis.
+    let mut d = b"WMDL\x01".to_vec();
+    d.extend_from_slice(&16u32.to_be_bytes());
+    d.extend_from_slice(&32u64.to_be_bytes());
+    d.push(1);
+    d.extend_from_slice(&(u64::MAX / 2).to_be_bytes());
+    d.extend_from_slice(&1u32.to_be_bytes());
+    let err = patch(Cursor::new(&[0u8; 32]), &d[..], &mut Vec::new(), &Limits::default()).unwrap_err();
+    assert!(matches!(err, PatchError::OutOfBasis { .. }), "{err}");
+    // Wrong magic and version.
+    assert!(matches!(
+        Signature::read_from(&b"WMDL\x01"[..], &Limits::default()),
+        Err(FormatError::BadMagic { .. })
+    ));
+    assert!(matches!(
+        Signature::read_from(&b"WMSG\x09"[..], &Limits::default()),
+        Err(FormatError::UnsupportedVersion { found: 9, .. })
+    ));
+}
