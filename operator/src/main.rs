@@ -1,1 +1,166 @@
-fn main() {}
+//! The `wasmover` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use wasmover::builtin::{self, DEFAULT_MOVER};
+use wasmover::{guest_test, replicate};
+use wasmover_runtime::bindings::types::Parameter;
+use wasmover_runtime::{EngineConfig, MoverEngine, MoverLimits};
+
+/// Replicate volumes with movers that run as WebAssembly components.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Directory of precompiled modules [default: $XDG_CACHE_HOME/wasmover or ~/.cache/wasmover]
+    #[arg(long, global = true, env = "WASMOVER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile modules every time instead of caching them.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make DST equal to SRC (content, modes, mtimes, symlinks; extraneous
+    /// entries removed) with a mover's data plane, both sides in this process.
+    Replicate {
+        /// The source directory (read-only to the mover).
+        src: PathBuf,
+        /// The destination directory (created if missing).
+        dst: PathBuf,
+        /// A built-in mover name or a path to a mover component (.wasm).
+        #[arg(long, default_value = DEFAULT_MOVER)]
+        mover: String,
+        /// A parameter for the mover, KEY=VALUE (repeatable).
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<Parameter>,
+        /// Guest CPU time per side, in milliseconds.
+        #[arg(long, default_value_t = MoverLimits::default().cpu_time_ms)]
+        cpu_time_ms: u64,
+        /// Linear memory per side, in bytes.
+        #[arg(long, default_value_t = MoverLimits::default().memory_bytes)]
+        memory_bytes: u64,
+    },
+    /// Run a guest's wasm unit-test harness inside the runtime.
+    Test {
+        /// The harness, a command component (see `cargo xtask guest-tests`).
+        harness: PathBuf,
+        /// Arguments for the harness (libtest's: filters, --skip, --exact).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// List the built-in movers and what they export.
+    Movers,
+}
+
+fn parse_param(s: &str) -> Result<Parameter, String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    Ok(Parameter {
+        key: key.to_owned(),
+        value: value.to_owned(),
+    })
+}
+
+fn cache_dir(cli: &Cli) -> Option<PathBuf> {
+    if cli.no_cache {
+        return None;
+    }
+    cli.cache_dir.clone().or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("wasmover/precompiled"))
+    })
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WASMOVER_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wasmover: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let engine = MoverEngine::new(EngineConfig {
+        cache_dir: cache_dir(cli),
+        ..EngineConfig::default()
+    })?;
+    match &cli.command {
+        Command::Replicate {
+            src,
+            dst,
+            mover,
+            params,
+            cpu_time_ms,
+            memory_bytes,
+        } => {
+            let module = builtin::resolve(&engine, mover)?;
+            let limits = MoverLimits {
+                cpu_time_ms: *cpu_time_ms,
+                memory_bytes: *memory_bytes,
+                ..MoverLimits::default()
+            };
+            let bar = Arc::new(wasmover::ProgressBar::on_stderr());
+            let started = Instant::now();
+            let report = replicate::replicate(&module, src, dst, limits, params, bar.clone());
+            bar.finish();
+            let r = report?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "replicated {} -> {} with {} in {secs:.2}s: {} entries, {} files rebuilt, {} removed; \
+                 {} bytes of files, {} matched, {} sent as literals, {} on the wire",
+                src.display(),
+                dst.display(),
+                module.name(),
+                r.entries_total,
+                r.files_transferred,
+                r.entries_deleted,
+                r.bytes_total,
+                r.bytes_matched,
+                r.bytes_literal,
+                r.bytes_on_wire,
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { harness, args } => Ok(if guest_test::run(&engine, harness, args)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::Movers => {
+            for module in builtin::catalog(&engine)?.modules() {
+                let capabilities: Vec<String> = module
+                    .capabilities()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                println!(
+                    "{}\t{}\t{}",
+                    module.name(),
+                    module.digest(),
+                    capabilities.join(" ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

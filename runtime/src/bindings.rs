@@ -14,6 +14,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::wasmover::mover::{control, transfer, validate};
-pub use wasmover::mover::{
-    blocks, channel, clock, events, kube, log, progress, types, volume,
-};
+pub use wasmover::mover::{blocks, channel, clock, events, kube, log, progress, types, volume};

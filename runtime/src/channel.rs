@@ -69,6 +69,14 @@ impl Channel {
         )
     }
 
+    /// One end connected to itself: what it sends, it receives. For wasm
+    /// unit tests, where one instance plays both sides of a file's
+    /// signature, delta and patch.
+    pub fn loopback() -> Channel {
+        let buffer = Loopback::default();
+        Channel::new(buffer.clone(), buffer)
+    }
+
     /// Sends one framed message.
     pub fn send_message(&mut self, message: &[u8]) -> Result<(), ChannelError> {
         let len = u32::try_from(message.len()).map_err(|_| ChannelError::TooLarge {
@@ -83,7 +91,9 @@ impl Channel {
     /// Receives one framed message of at most `limit` bytes.
     pub fn receive_message(&mut self, limit: u64) -> Result<Vec<u8>, ChannelError> {
         let mut len = [0; 4];
-        self.reader_for_receive()?.read_exact(&mut len).map_err(eof_is_closed)?;
+        self.reader_for_receive()?
+            .read_exact(&mut len)
+            .map_err(eof_is_closed)?;
         let len = u64::from(u32::from_be_bytes(len));
         if len > limit {
             return Err(ChannelError::TooLarge { len, limit });
@@ -115,9 +125,13 @@ impl Channel {
         self.writer.flush()
     }
 
-    /// Bytes received and sent on the transport so far.
+    /// Bytes received and sent so far: what the reader consumed and what
+    /// was written, whether or not it has left the buffers yet.
     pub fn bytes(&self) -> (u64, u64) {
-        (self.reader.get_ref().count, self.writer.get_ref().count)
+        (
+            self.reader.get_ref().count - self.reader.buffer().len() as u64,
+            self.writer.get_ref().count + self.writer.buffer().len() as u64,
+        )
     }
 }
 
@@ -165,9 +179,9 @@ struct PipeWriter(SyncSender<Vec<u8>>);
 
 impl Write for PipeWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .send(buf.to_vec())
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the peer closed the channel"))?;
+        self.0.send(buf.to_vec()).map_err(|_| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the peer closed the channel")
+        })?;
         Ok(buf.len())
     }
 
@@ -211,6 +225,33 @@ impl Read for PipeReader {
     }
 }
 
+/// An unbounded in-memory byte queue; reading an empty one is end of
+/// stream.
+#[derive(Clone, Default)]
+struct Loopback(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u8>>>);
+
+impl Read for Loopback {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut queue = self.0.lock().expect("loopback lock");
+        let n = buf.len().min(queue.len());
+        for (dst, src) in buf.iter_mut().zip(queue.drain(..n)) {
+            *dst = src;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Loopback {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().expect("loopback lock").extend(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,10 +265,23 @@ mod tests {
         a.flush().unwrap();
         assert_eq!(b.receive_message(100).unwrap(), b"hello");
         let mut raw = [0; 3];
-        b.reader_for_receive().unwrap().read_exact(&mut raw).unwrap();
+        b.reader_for_receive()
+            .unwrap()
+            .read_exact(&mut raw)
+            .unwrap();
         assert_eq!(&raw, b"raw");
         assert_eq!(b.receive_message(100).unwrap(), b"");
         assert_eq!(a.bytes().1, 4 + 5 + 3 + 4);
+    }
+
+    #[test]
+    fn loopback_returns_what_it_sent() {
+        let mut a = Channel::loopback();
+        a.send_message(b"one").unwrap();
+        a.send_message(b"two").unwrap();
+        assert_eq!(a.receive_message(10).unwrap(), b"one");
+        assert_eq!(a.receive_message(10).unwrap(), b"two");
+        assert!(matches!(a.receive_message(10), Err(ChannelError::Closed)));
     }
 
     #[test]

@@ -168,9 +168,10 @@ impl MoverEngine {
             path: path.display().to_string(),
             source,
         })?;
-        let name = path
-            .file_stem()
-            .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
+        let name = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
         self.load(&name, &bytes)
     }
 
@@ -217,7 +218,9 @@ impl MoverEngine {
     /// wasmtime's version and the engine's settings.
     fn cache_key(&self, digest: &str) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine().precompile_compatibility_hash().hash(&mut hasher);
+        self.engine()
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         let hex = digest.trim_start_matches("sha256:");
         format!("{hex}-{:016x}.cwasm", hasher.finish())
     }

@@ -9,7 +9,9 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 
 use crate::bindings::control::ModuleInfo;
-use crate::bindings::types::{DestinationSpec, Error, Outcome, Parameter, SourceSpec, TransferReport};
+use crate::bindings::types::{
+    DestinationSpec, Error, Outcome, Parameter, SourceSpec, TransferReport,
+};
 use crate::error::RunError;
 use crate::limits::LimitExceeded;
 use crate::module::{Capability, MoverModule};
@@ -93,11 +95,10 @@ impl MoverInstance {
                 limit_kib: stack_kib,
             };
         }
-        let mut message = error
-            .chain()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(": ");
+        // The root cause ("wasm trap: ...") says what happened; the wasm
+        // backtrace around it goes to the debug log.
+        tracing::debug!(module, export, "trap: {error:?}");
+        let mut message = error.root_cause().to_string();
         if let Some(stderr) = &store.data().stderr {
             let text = String::from_utf8_lossy(&stderr.contents()).into_owned();
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -143,7 +144,12 @@ impl MoverInstance {
 
     /// The module's own description (`control.version-info`).
     pub fn version_info(&mut self) -> Result<ModuleInfo, RunError> {
-        let indices = self.module.exports.control.clone().ok_or_else(|| self.missing(Capability::Control))?;
+        let indices = self
+            .module
+            .exports
+            .control
+            .clone()
+            .ok_or_else(|| self.missing(Capability::Control))?;
         self.call("version-info", |s| {
             let control = indices.load(&mut s.store, &s.instance)?;
             control.call_version_info(&mut s.store).map(Ok)
@@ -152,16 +158,28 @@ impl MoverInstance {
 
     /// Asks the builder for a source mover; `None` means it declined.
     pub fn from_source(&mut self, spec: &SourceSpec) -> Result<Option<Mover>, RunError> {
-        let indices = self.module.exports.control.clone().ok_or_else(|| self.missing(Capability::Control))?;
+        let indices = self
+            .module
+            .exports
+            .control
+            .clone()
+            .ok_or_else(|| self.missing(Capability::Control))?;
         self.call("from-source", |s| {
             let control = indices.load(&mut s.store, &s.instance)?;
-            Ok(control.call_from_source(&mut s.store, spec)?.map(|m| m.map(Mover)))
+            Ok(control
+                .call_from_source(&mut s.store, spec)?
+                .map(|m| m.map(Mover)))
         })
     }
 
     /// Asks the builder for a destination mover; `None` means it declined.
     pub fn from_destination(&mut self, spec: &DestinationSpec) -> Result<Option<Mover>, RunError> {
-        let indices = self.module.exports.control.clone().ok_or_else(|| self.missing(Capability::Control))?;
+        let indices = self
+            .module
+            .exports
+            .control
+            .clone()
+            .ok_or_else(|| self.missing(Capability::Control))?;
         self.call("from-destination", |s| {
             let control = indices.load(&mut s.store, &s.instance)?;
             Ok(control
@@ -172,7 +190,12 @@ impl MoverInstance {
 
     /// Advances a synchronization.
     pub fn synchronize(&mut self, mover: Mover) -> Result<Outcome, RunError> {
-        let indices = self.module.exports.control.clone().ok_or_else(|| self.missing(Capability::Control))?;
+        let indices = self
+            .module
+            .exports
+            .control
+            .clone()
+            .ok_or_else(|| self.missing(Capability::Control))?;
         self.call("synchronize", |s| {
             let control = indices.load(&mut s.store, &s.instance)?;
             control.mover().call_synchronize(&mut s.store, mover.0)
@@ -181,7 +204,12 @@ impl MoverInstance {
 
     /// Cleans up after synchronization.
     pub fn cleanup(&mut self, mover: Mover) -> Result<Outcome, RunError> {
-        let indices = self.module.exports.control.clone().ok_or_else(|| self.missing(Capability::Control))?;
+        let indices = self
+            .module
+            .exports
+            .control
+            .clone()
+            .ok_or_else(|| self.missing(Capability::Control))?;
         self.call("cleanup", |s| {
             let control = indices.load(&mut s.store, &s.instance)?;
             control.mover().call_cleanup(&mut s.store, mover.0)
@@ -203,7 +231,12 @@ impl MoverInstance {
 
     /// Runs the sending side of a transfer.
     pub fn send(&mut self, parameters: &[Parameter]) -> Result<TransferReport, RunError> {
-        let indices = self.module.exports.transfer.clone().ok_or_else(|| self.missing(Capability::Transfer))?;
+        let indices = self
+            .module
+            .exports
+            .transfer
+            .clone()
+            .ok_or_else(|| self.missing(Capability::Transfer))?;
         self.call("transfer.send", |s| {
             let transfer = indices.load(&mut s.store, &s.instance)?;
             transfer.call_send(&mut s.store, parameters)
@@ -212,7 +245,12 @@ impl MoverInstance {
 
     /// Runs the receiving side of a transfer.
     pub fn receive(&mut self, parameters: &[Parameter]) -> Result<TransferReport, RunError> {
-        let indices = self.module.exports.transfer.clone().ok_or_else(|| self.missing(Capability::Transfer))?;
+        let indices = self
+            .module
+            .exports
+            .transfer
+            .clone()
+            .ok_or_else(|| self.missing(Capability::Transfer))?;
         self.call("transfer.receive", |s| {
             let transfer = indices.load(&mut s.store, &s.instance)?;
             transfer.call_receive(&mut s.store, parameters)
@@ -222,7 +260,12 @@ impl MoverInstance {
     /// Runs a command component (`wasi:cli/run`), such as a wasm unit-test
     /// harness. A non-zero exit is an error.
     pub fn run_command(&mut self) -> Result<(), RunError> {
-        let indices = self.module.exports.run.clone().ok_or_else(|| self.missing(Capability::Command))?;
+        let indices = self
+            .module
+            .exports
+            .run
+            .clone()
+            .ok_or_else(|| self.missing(Capability::Command))?;
         let module = self.module.name.to_string();
         self.call("wasi:cli/run", |s| {
             let run = indices.load(&mut s.store, &s.instance)?;

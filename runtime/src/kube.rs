@@ -167,7 +167,12 @@ impl ScopedCluster {
     }
 
     /// Reads an object of a granted kind in the scope's namespace.
-    pub fn get(&self, api_version: &str, kind: &str, name: &str) -> Result<Option<Value>, KubeError> {
+    pub fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<Value>, KubeError> {
         self.cluster.get(&self.key(api_version, kind, name)?)
     }
 
@@ -180,7 +185,8 @@ impl ScopedCluster {
     ) -> Result<Vec<Value>, KubeError> {
         self.check_kind(api_version, kind)?;
         let selector = parse_selector(selector.unwrap_or(""))?;
-        self.cluster.list(api_version, kind, &self.namespace, &selector)
+        self.cluster
+            .list(api_version, kind, &self.namespace, &selector)
     }
 
     /// Creates an object in the scope's namespace, labelled and owned.
@@ -282,7 +288,12 @@ fn parse_selector(selector: &str) -> Result<BTreeMap<String, String>, KubeError>
         .filter(|term| !term.is_empty())
         .map(|term| {
             term.split_once('=')
-                .map(|(k, v)| (k.trim().to_owned(), v.trim_start_matches('=').trim().to_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.trim().to_owned(),
+                        v.trim_start_matches('=').trim().to_owned(),
+                    )
+                })
                 .filter(|(k, _)| !k.is_empty() && !k.ends_with('!'))
                 .ok_or_else(|| {
                     KubeError::Invalid(format!(
@@ -310,7 +321,10 @@ impl InMemoryCluster {
     /// Every object held, in key order.
     pub fn objects(&self) -> Vec<(ObjectKey, Value)> {
         let objects = self.objects.lock().expect("cluster lock");
-        objects.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        objects
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -329,7 +343,9 @@ impl Cluster for InMemoryCluster {
         let objects = self.objects.lock().expect("cluster lock");
         Ok(objects
             .iter()
-            .filter(|(k, _)| k.api_version == api_version && k.kind == kind && k.namespace == namespace)
+            .filter(|(k, _)| {
+                k.api_version == api_version && k.kind == kind && k.namespace == namespace
+            })
             .filter(|(_, v)| {
                 selector.iter().all(|(sk, sv)| {
                     v.pointer("/metadata/labels")
@@ -416,7 +432,9 @@ mod tests {
         ScopedCluster::new(
             store.clone(),
             "team-a",
-            DEFAULT_KINDS.iter().map(|(v, k)| (v.to_string(), k.to_string())),
+            DEFAULT_KINDS
+                .iter()
+                .map(|(v, k)| (v.to_string(), k.to_string())),
             Owner {
                 api_version: "wasmover.dev/v1alpha1".into(),
                 kind: "ReplicationSource".into(),
@@ -443,10 +461,16 @@ mod tests {
         let store = Arc::new(InMemoryCluster::new());
         let cluster = scoped(&store);
         let other_ns = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x", "namespace": "kube-system"}});
-        assert!(matches!(cluster.create(other_ns), Err(KubeError::Forbidden(_))));
+        assert!(matches!(
+            cluster.create(other_ns),
+            Err(KubeError::Forbidden(_))
+        ));
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}});
         assert!(matches!(cluster.create(pod), Err(KubeError::Forbidden(_))));
-        assert!(matches!(cluster.get("v1", "Node", "n1"), Err(KubeError::Forbidden(_))));
+        assert!(matches!(
+            cluster.get("v1", "Node", "n1"),
+            Err(KubeError::Forbidden(_))
+        ));
         cluster
             .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}))
             .unwrap();
@@ -466,12 +490,32 @@ mod tests {
         cluster.create(cm.clone()).unwrap();
         assert!(matches!(cluster.create(cm), Err(KubeError::Conflict(_))));
         let patched = cluster
-            .patch("v1", "ConfigMap", "c", json!({"data": {"a": null, "c": "3"}}))
+            .patch(
+                "v1",
+                "ConfigMap",
+                "c",
+                json!({"data": {"a": null, "c": "3"}}),
+            )
             .unwrap();
         assert_eq!(patched["data"], json!({"b": "2", "c": "3"}));
-        assert_eq!(cluster.list("v1", "ConfigMap", Some("wasmover.dev/owner-name=db")).unwrap().len(), 1);
-        assert_eq!(cluster.list("v1", "ConfigMap", Some("wasmover.dev/owner-name=x")).unwrap().len(), 0);
-        assert!(matches!(cluster.list("v1", "ConfigMap", Some("a in (b)")), Err(KubeError::Invalid(_))));
+        assert_eq!(
+            cluster
+                .list("v1", "ConfigMap", Some("wasmover.dev/owner-name=db"))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            cluster
+                .list("v1", "ConfigMap", Some("wasmover.dev/owner-name=x"))
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(matches!(
+            cluster.list("v1", "ConfigMap", Some("a in (b)")),
+            Err(KubeError::Invalid(_))
+        ));
         assert!(cluster.delete("v1", "ConfigMap", "c").unwrap());
         assert!(!cluster.delete("v1", "ConfigMap", "c").unwrap());
         assert!(matches!(

@@ -87,14 +87,15 @@ impl MoverModule {
         digest: String,
         component: Component,
     ) -> Result<Self, RunError> {
-        let pre = engine
-            .linker()
-            .instantiate_pre(&component)
-            .map_err(|e| RunError::Incompatible {
-                module: name.to_owned(),
-                contract: CONTRACT_VERSION,
-                source: e.into(),
-            })?;
+        let pre =
+            engine
+                .linker()
+                .instantiate_pre(&component)
+                .map_err(|e| RunError::Incompatible {
+                    module: name.to_owned(),
+                    contract: CONTRACT_VERSION,
+                    source: e.into(),
+                })?;
         let exports = Exports {
             control: control::GuestIndices::new(&pre).ok(),
             transfer: transfer::GuestIndices::new(&pre).ok(),

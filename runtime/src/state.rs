@@ -210,7 +210,11 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(module: Arc<str>, limits: MoverLimits, grants: Grants) -> wasmtime::Result<Self> {
+    pub(crate) fn new(
+        module: Arc<str>,
+        limits: MoverLimits,
+        grants: Grants,
+    ) -> wasmtime::Result<Self> {
         let mut table = ResourceTable::new();
         // Bounds the handles (files, streams) a module can hold open.
         table.set_max_capacity(1 << 16);

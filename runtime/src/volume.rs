@@ -147,14 +147,20 @@ impl Volume {
             };
             let link_target = match kind {
                 EntryKind::Symlink => {
-                    let target = self.dir.read_link(&path).map_err(VolumeError::io(&path))?;
-                    target.into_os_string().into_string().map_err(|_| VolumeError::Io {
-                        path: path.clone(),
-                        source: io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "symlink target is not UTF-8",
-                        ),
-                    })?
+                    let target = self
+                        .dir
+                        .read_link_contents(&path)
+                        .map_err(VolumeError::io(&path))?;
+                    target
+                        .into_os_string()
+                        .into_string()
+                        .map_err(|_| VolumeError::Io {
+                            path: path.clone(),
+                            source: io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "symlink target is not UTF-8",
+                            ),
+                        })?
                 }
                 _ => String::new(),
             };
@@ -162,7 +168,11 @@ impl Volume {
                 path: path.clone(),
                 kind,
                 mode: meta.mode() & 0o7777,
-                size: if kind == EntryKind::File { meta.len() } else { 0 },
+                size: if kind == EntryKind::File {
+                    meta.len()
+                } else {
+                    0
+                },
                 mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
                 link_target,
             });
@@ -189,8 +199,10 @@ impl Volume {
         self.writable()?;
         let staged = staging_path(path);
         let _ = self.dir.remove_file(&staged);
+        // The target is stored as text, like rsync's --links: creating a
+        // link never follows it, and nothing here ever resolves it outside.
         self.dir
-            .symlink(target, &staged)
+            .symlink_contents(target, &staged)
             .map_err(VolumeError::io(path))?;
         self.dir
             .rename(&staged, &self.dir, path)
@@ -232,7 +244,10 @@ impl Volume {
     }
 
     /// Opens a regular file for reading; `None` if there is none at `path`.
-    pub(crate) fn open_file(&self, path: &str) -> Result<Option<(std::fs::File, u64)>, VolumeError> {
+    pub(crate) fn open_file(
+        &self,
+        path: &str,
+    ) -> Result<Option<(std::fs::File, u64)>, VolumeError> {
         let path = checked(path)?;
         let meta = match self.dir.symlink_metadata(path) {
             Ok(meta) => meta,
@@ -254,10 +269,7 @@ impl Volume {
         let _ = self.dir.remove_file(&staged);
         let file: File = self
             .dir
-            .open_with(
-                &staged,
-                OpenOptions::new().write(true).create_new(true),
-            )
+            .open_with(&staged, OpenOptions::new().write(true).create_new(true))
             .map_err(VolumeError::io(path))?;
         Ok((file.into_std(), staged))
     }
@@ -357,7 +369,10 @@ mod tests {
         let volume = Volume::open(root.path(), Access::ReadOnly).unwrap();
         assert!(matches!(volume.remove("f"), Err(VolumeError::ReadOnly)));
         assert!(matches!(volume.create_dir("d"), Err(VolumeError::ReadOnly)));
-        assert!(matches!(volume.create_staged("f"), Err(VolumeError::ReadOnly)));
+        assert!(matches!(
+            volume.create_staged("f"),
+            Err(VolumeError::ReadOnly)
+        ));
         assert!(root.path().join("f").exists());
     }
 
@@ -374,7 +389,10 @@ mod tests {
         assert_eq!(paths, ["a", "b", "b/x", "c"]);
         assert_eq!(entries[2].size, 5);
         assert_eq!(entries[3].link_target, "b/x");
-        let mtime = std::fs::metadata(root.path().join("b/x")).unwrap().modified().unwrap();
+        let mtime = std::fs::metadata(root.path().join("b/x"))
+            .unwrap()
+            .modified()
+            .unwrap();
         assert_eq!(entries[2].mtime_ns, unix_nanos(mtime));
     }
 }

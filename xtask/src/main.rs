@@ -69,11 +69,17 @@ impl Toolchain {
             "no wasm toolchain: neither rustup's wasm32-wasip2 target nor Debian's \
              rustc-web + rust-web-src + wasi-libc is installed; run scripts/setup"
         );
-        let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output()?;
+        let sysroot = Command::new("rustc")
+            .args(["--print", "sysroot"])
+            .output()?;
         let sysroot = String::from_utf8(sysroot.stdout)?.trim().to_owned();
         let rust_lld =
             Path::new(&sysroot).join("lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld");
-        ensure!(rust_lld.exists(), "rust-lld not found at {}", rust_lld.display());
+        ensure!(
+            rust_lld.exists(),
+            "rust-lld not found at {}",
+            rust_lld.display()
+        );
         Ok(Toolchain::DebianWasip1 { rust_lld })
     }
 
@@ -93,7 +99,14 @@ impl Toolchain {
                 let mut cmd = Command::new(DEBIAN_CARGO);
                 // Debian's cargo must use Debian's rustc, whose std source
                 // -Zbuild-std compiles; nothing of the outer rustup cargo.
-                for var in ["RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTUP_TOOLCHAIN", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+                for var in [
+                    "RUSTC",
+                    "RUSTDOC",
+                    "RUSTC_WRAPPER",
+                    "RUSTUP_TOOLCHAIN",
+                    "RUSTFLAGS",
+                    "CARGO_ENCODED_RUSTFLAGS",
+                ] {
                     cmd.env_remove(var);
                 }
                 cmd.env("RUSTC", "/usr/bin/rustc")
@@ -112,13 +125,27 @@ impl Toolchain {
                     .map(|f| format!("{f:?}"))
                     .collect::<Vec<_>>()
                     .join(",");
-                let std = if tests { "std,panic_abort,test" } else { "std,panic_abort" };
+                let std = if tests {
+                    "std,panic_abort,test"
+                } else {
+                    "std,panic_abort"
+                };
                 cmd.arg(subcommand)
                     .arg(format!("-Zbuild-std={std}"))
-                    .args(["--config", &format!("target.wasm32-wasip1.linker={:?}", rust_lld.display().to_string())])
-                    .args(["--config", &format!("target.wasm32-wasip1.rustflags=[{flags}]")]);
+                    .args([
+                        "--config",
+                        &format!(
+                            "target.wasm32-wasip1.linker={:?}",
+                            rust_lld.display().to_string()
+                        ),
+                    ])
+                    .args([
+                        "--config",
+                        &format!("target.wasm32-wasip1.rustflags=[{flags}]"),
+                    ]);
                 cmd.env("CARGO_TARGET_DIR", root.join("target/guests").join(flavour));
-                cmd.current_dir(root.join(GUEST_WORKSPACE)).args(["--target", self.target()]);
+                cmd.current_dir(root.join(GUEST_WORKSPACE))
+                    .args(["--target", self.target()]);
                 return cmd;
             }
         };
@@ -202,7 +229,7 @@ fn guest_tests(root: &Path, toolchain: &Toolchain) -> Result<()> {
     let mut harnesses = Vec::new();
     for name in TESTED {
         let mut cmd = toolchain.cargo(root, "test", true);
-        cmd.args(["--no-run", "--package", name]);
+        cmd.args(["--no-run", "--lib", "--package", name]);
         for artifact in run_cargo(cmd)? {
             if artifact["profile"]["test"] != true {
                 continue;
@@ -224,7 +251,11 @@ fn guest_tests(root: &Path, toolchain: &Toolchain) -> Result<()> {
     let mut failed = Vec::new();
     for harness in &harnesses {
         let mut cmd = Command::new(&wasmover);
-        cmd.arg("test").arg(harness).args(["--", "--skip", DELIBERATE_FAILURE]);
+        // --nocapture: with panic=abort a failing test ends the process,
+        // and only uncaptured output shows its panic message.
+        cmd.arg("test")
+            .arg(harness)
+            .args(["--", "--nocapture", "--skip", DELIBERATE_FAILURE]);
         eprintln!("xtask: {cmd:?}");
         if !cmd.status()?.success() {
             failed.push(harness.display().to_string());
@@ -242,12 +273,19 @@ fn guest_tests(root: &Path, toolchain: &Toolchain) -> Result<()> {
         .stderr(std::process::Stdio::null())
         .status()?;
     if status.success() {
-        failed.push(format!("{} (the deliberately failing test passed)", hostile.display()));
+        failed.push(format!(
+            "{} (the deliberately failing test passed)",
+            hostile.display()
+        ));
     } else {
         eprintln!("xtask: the deliberately failing guest test failed the run, as it must");
     }
 
-    ensure!(failed.is_empty(), "guest tests failed: {}", failed.join(", "));
+    ensure!(
+        failed.is_empty(),
+        "guest tests failed: {}",
+        failed.join(", ")
+    );
     eprintln!("xtask: guest tests passed in {} harnesses", harnesses.len());
     Ok(())
 }

@@ -14,13 +14,8 @@ use wasmover_sdk::types::{
 use wasmover_sdk::{Params, error, events, log};
 
 /// Parameters blocksync understands; a spec with any other is not ours.
-pub const KNOWN_PARAMETERS: &[&str] = &[
-    "address",
-    "port",
-    "block-size",
-    "agent-image",
-    "key-secret",
-];
+pub const KNOWN_PARAMETERS: &[&str] =
+    &["address", "port", "block-size", "agent-image", "key-secret"];
 /// The agent's port behind the destination's Service.
 const DEFAULT_PORT: u16 = 8873;
 /// The image that runs `wasmover agent`.
@@ -50,13 +45,13 @@ pub fn validate(parameters: Vec<Parameter>) -> Result<(), Error> {
         ));
     }
     params.parse::<u16>("port")?;
-    if let Some(size) = params.parse::<u32>("block-size")? {
-        if !(512..=(1 << 20)).contains(&size) {
-            return Err(error(
-                "InvalidParameter",
-                format!("block-size={size} is outside 512..=1048576"),
-            ));
-        }
+    if let Some(size) = params.parse::<u32>("block-size")?
+        && !(512..=(1 << 20)).contains(&size)
+    {
+        return Err(error(
+            "InvalidParameter",
+            format!("block-size={size} is outside 512..=1048576"),
+        ));
     }
     Ok(())
 }
@@ -96,7 +91,10 @@ fn get(api_version: &str, kind: &str, name: &str) -> Result<Option<Value>, Error
 fn ensure(object: Value) -> Result<Value, Error> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
     let kind = object["kind"].as_str().unwrap_or_default().to_owned();
-    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     if let Some(existing) = get(&api_version, &kind, &name)? {
         return Ok(existing);
     }
@@ -107,8 +105,12 @@ fn ensure(object: Value) -> Result<Value, Error> {
                 .map_err(|e| error("ApiError", format!("created {kind} {name}: {e}")))
         }
         // Someone (an earlier call of ours) created it meanwhile.
-        Err(KubeError::Conflict(_)) => get(&api_version, &kind, &name)?
-            .ok_or_else(|| error("Conflict", format!("{kind} {name} vanished after a conflict"))),
+        Err(KubeError::Conflict(_)) => get(&api_version, &kind, &name)?.ok_or_else(|| {
+            error(
+                "Conflict",
+                format!("{kind} {name} vanished after a conflict"),
+            )
+        }),
         Err(e) => Err(kube_error(&format!("creating {kind} {name}"), e)),
     }
 }
@@ -240,7 +242,10 @@ impl Role {
             None => {
                 let name = format!("{}-dest", spec.name);
                 let capacity = spec.capacity.as_deref().ok_or_else(|| {
-                    error("MissingCapacity", "capacity is required when destinationPVC is not set")
+                    error(
+                        "MissingCapacity",
+                        "capacity is required when destinationPVC is not set",
+                    )
                 })?;
                 ensure(json!({
                     "apiVersion": "v1",
@@ -329,7 +334,10 @@ impl Role {
     fn synchronize_source(&self, spec: &SourceSpec) -> Result<Outcome, Error> {
         let params = self.parameters();
         let address = params.get("address").ok_or_else(|| {
-            error("MissingParameter", "blocksync needs the destination's address (parameter address)")
+            error(
+                "MissingParameter",
+                "blocksync needs the destination's address (parameter address)",
+            )
         })?;
         let port = params.parse::<u16>("port")?.unwrap_or(DEFAULT_PORT);
         let Some(pvc) = self.source_volume(spec)? else {
@@ -378,7 +386,10 @@ impl Role {
             }
         };
         let source = get("v1", "PersistentVolumeClaim", &spec.source_pvc)?.ok_or_else(|| {
-            error("SourcePvcNotFound", format!("PersistentVolumeClaim {} does not exist", spec.source_pvc))
+            error(
+                "SourcePvcNotFound",
+                format!("PersistentVolumeClaim {} does not exist", spec.source_pvc),
+            )
         })?;
         ensure(json!({
             "apiVersion": "v1",
@@ -391,7 +402,11 @@ impl Role {
                 "dataSource": data_source,
             },
         }))?;
-        log::debug(format!("reading through {} copy of {}", copy_method_name(spec.copy_method), spec.source_pvc));
+        log::debug(format!(
+            "reading through {} copy of {}",
+            copy_method_name(spec.copy_method),
+            spec.source_pvc
+        ));
         Ok(Some(name))
     }
 
@@ -451,9 +466,18 @@ mod tests {
         assert!(claims(&[param("address", "10.0.0.1")]));
         assert!(!claims(&[param("repository", "s3://x")]));
         assert!(validate(vec![param("block-size", "4096")]).is_ok());
-        assert_eq!(validate(vec![param("block-size", "7")]).unwrap_err().reason, "InvalidParameter");
-        assert_eq!(validate(vec![param("port", "http")]).unwrap_err().reason, "InvalidParameter");
-        assert_eq!(validate(vec![param("colour", "x")]).unwrap_err().reason, "UnknownParameter");
+        assert_eq!(
+            validate(vec![param("block-size", "7")]).unwrap_err().reason,
+            "InvalidParameter"
+        );
+        assert_eq!(
+            validate(vec![param("port", "http")]).unwrap_err().reason,
+            "InvalidParameter"
+        );
+        assert_eq!(
+            validate(vec![param("colour", "x")]).unwrap_err().reason,
+            "UnknownParameter"
+        );
     }
 
     /// Runs against the host's in-memory cluster: synchronize creates the
@@ -462,15 +486,28 @@ mod tests {
     #[test]
     fn destination_synchronize_is_idempotent_and_completes_with_the_pvc() {
         let role = Role::Destination(destination("db"));
-        assert!(matches!(role.synchronize().unwrap(), Outcome::InProgress(Some(_))));
+        assert!(matches!(
+            role.synchronize().unwrap(),
+            Outcome::InProgress(Some(_))
+        ));
         let key = get("v1", "Secret", "db-blocksync-key").unwrap().unwrap();
         assert_eq!(key["stringData"]["psk"].as_str().unwrap().len(), 64);
         // Again: nothing new, the key is kept.
-        assert!(matches!(role.synchronize().unwrap(), Outcome::InProgress(_)));
-        assert_eq!(get("v1", "Secret", "db-blocksync-key").unwrap().unwrap(), key);
+        assert!(matches!(
+            role.synchronize().unwrap(),
+            Outcome::InProgress(_)
+        ));
+        assert_eq!(
+            get("v1", "Secret", "db-blocksync-key").unwrap().unwrap(),
+            key
+        );
 
         // The Job controller's part: mark the agent done.
-        kube::patch(&key_of("batch/v1", "Job", "db-blocksync-dst"), r#"{"status":{"succeeded":1}}"#).unwrap();
+        kube::patch(
+            &key_of("batch/v1", "Job", "db-blocksync-dst"),
+            r#"{"status":{"succeeded":1}}"#,
+        )
+        .unwrap();
         match role.synchronize().unwrap() {
             Outcome::Completed(Some(image)) => {
                 assert_eq!(image.kind, ImageKind::PersistentVolumeClaim);
@@ -480,8 +517,16 @@ mod tests {
         }
         role.cleanup().unwrap();
         role.cleanup().unwrap();
-        assert!(get("batch/v1", "Job", "db-blocksync-dst").unwrap().is_none());
-        assert!(get("v1", "PersistentVolumeClaim", "db-dest").unwrap().is_some());
+        assert!(
+            get("batch/v1", "Job", "db-blocksync-dst")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            get("v1", "PersistentVolumeClaim", "db-dest")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
@@ -500,7 +545,11 @@ mod tests {
         .unwrap();
         let err = role.synchronize().unwrap_err();
         assert_eq!(err.reason, "MoverJobFailed");
-        assert!(err.message.contains("BackoffLimitExceeded"), "{}", err.message);
+        assert!(
+            err.message.contains("BackoffLimitExceeded"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -515,7 +564,10 @@ mod tests {
             access_modes: vec![],
             parameters: vec![],
         };
-        assert_eq!(Role::Source(spec).synchronize().unwrap_err().reason, "MissingParameter");
+        assert_eq!(
+            Role::Source(spec).synchronize().unwrap_err().reason,
+            "MissingParameter"
+        );
     }
 
     fn key_of(api_version: &str, kind: &str, name: &str) -> ObjectKey {

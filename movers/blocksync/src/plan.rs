@@ -173,7 +173,11 @@ mod tests {
     #[test]
     fn siblings_sharing_a_prefix_with_a_removed_dir_survive() {
         let src = vec![entry("ab", F, 1, 1)];
-        let dst = vec![entry("a", D, 0, 1), entry("a/x", F, 1, 1), entry("ab", F, 1, 1)];
+        let dst = vec![
+            entry("a", D, 0, 1),
+            entry("a/x", F, 1, 1),
+            entry("ab", F, 1, 1),
+        ];
         let p = plan(&src, &dst);
         assert_eq!(p.remove, ["a"]);
         assert!(p.transfer.is_empty());

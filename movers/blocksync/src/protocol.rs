@@ -42,7 +42,9 @@ fn send(tag: u64, body: impl FnOnce(&mut Writer)) -> Result<u64, Error> {
 fn receive(expected: u64, what: &str) -> Result<(Vec<u8>, u64), Error> {
     let bytes = channel::receive().map_err(channel_error)?;
     let len = bytes.len() as u64 + 4;
-    let tag = Reader::new(&bytes).u64().map_err(|e| decode_error(what, e))?;
+    let tag = Reader::new(&bytes)
+        .u64()
+        .map_err(|e| decode_error(what, e))?;
     if tag != expected {
         return Err(error(
             "ProtocolError",
@@ -56,9 +58,10 @@ fn receive(expected: u64, what: &str) -> Result<(Vec<u8>, u64), Error> {
 pub fn channel_error(e: channel::ChannelError) -> Error {
     match e {
         channel::ChannelError::Closed => error("PeerGone", "the peer closed the channel"),
-        channel::ChannelError::TooLarge(n) => {
-            error("ProtocolError", format!("a message of {n} bytes is too large"))
-        }
+        channel::ChannelError::TooLarge(n) => error(
+            "ProtocolError",
+            format!("a message of {n} bytes is too large"),
+        ),
         channel::ChannelError::Io(m) => error("ChannelError", m),
     }
 }
@@ -170,7 +173,10 @@ pub fn receive_tree() -> Result<(Vec<Entry>, u64), Error> {
     if entries.len() as u64 != announced {
         return Err(error(
             "ProtocolError",
-            format!("the sender announced {announced} entries and sent {}", entries.len()),
+            format!(
+                "the sender announced {announced} entries and sent {}",
+                entries.len()
+            ),
         ));
     }
     Ok((entries, wire))

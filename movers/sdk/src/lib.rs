@@ -44,13 +44,13 @@ pub mod params;
 mod pthread_stubs;
 pub mod wire;
 
-pub use bindings::exports::wasmover::mover::{control, transfer};
+pub use bindings::export_mover;
 #[cfg(feature = "validate")]
 pub use bindings::exports::wasmover::mover::validate;
+pub use bindings::exports::wasmover::mover::{control, transfer};
 pub use bindings::wasmover::mover::{
     blocks, channel, clock, events, kube, log as host_log, progress, types, volume,
 };
-pub use bindings::export_mover;
 pub use params::Params;
 
 /// A mover's clean failure, as the contract's `error` record.

@@ -29,10 +29,7 @@ impl Params {
         self.get(key)
             .map(|v| {
                 v.parse().map_err(|e| {
-                    crate::error(
-                        "InvalidParameter",
-                        format!("parameter {key}={v:?}: {e}"),
-                    )
+                    crate::error("InvalidParameter", format!("parameter {key}={v:?}: {e}"))
                 })
             })
             .transpose()

@@ -83,7 +83,10 @@ impl<'a> Reader<'a> {
     pub fn u64(&mut self) -> Result<u64, DecodeError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let (&byte, rest) = self.0.split_first().ok_or(DecodeError("truncated integer"))?;
+            let (&byte, rest) = self
+                .0
+                .split_first()
+                .ok_or(DecodeError("truncated integer"))?;
             self.0 = rest;
             v |= u64::from(byte & 0x7f)
                 .checked_shl(shift)
@@ -130,7 +133,12 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut w = Writer::new();
-        w.u64(0).u64(300).u64(u64::MAX).i64(-5).i64(i64::MIN).str("ü/x y");
+        w.u64(0)
+            .u64(300)
+            .u64(u64::MAX)
+            .i64(-5)
+            .i64(i64::MIN)
+            .str("ü/x y");
         let bytes = w.finish();
         let mut r = Reader::new(&bytes);
         assert_eq!(r.u64().unwrap(), 0);
@@ -144,9 +152,15 @@ mod tests {
 
     #[test]
     fn hostile_input_is_an_error() {
-        assert_eq!(Reader::new(&[0x80]).u64(), Err(DecodeError("truncated integer")));
+        assert_eq!(
+            Reader::new(&[0x80]).u64(),
+            Err(DecodeError("truncated integer"))
+        );
         assert!(Reader::new(&[0xff; 11]).u64().is_err());
-        assert_eq!(Reader::new(&[100, b'a']).str(), Err(DecodeError("truncated string")));
+        assert_eq!(
+            Reader::new(&[100, b'a']).str(),
+            Err(DecodeError("truncated string"))
+        );
         assert!(Reader::new(&[2, 0xff, 0xfe]).str().is_err());
     }
 }

@@ -53,7 +53,9 @@ impl<W: Write> Encoder<W> {
         self.stats.matched_bytes += data.len() as u64;
         self.stats.new_len += data.len() as u64;
         match &mut self.run {
-            Some((start, count)) if *start + u64::from(*count) == block as u64 && *count < u32::MAX => {
+            Some((start, count))
+                if *start + u64::from(*count) == block as u64 && *count < u32::MAX =>
+            {
                 *count += 1;
                 Ok(())
             }
@@ -113,7 +115,11 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 /// The search tries every byte offset with the rolling checksum, so blocks
 /// still match after insertions or deletions shift them. Memory is the
 /// signature's index plus about a megabyte of window.
-pub fn delta<R: Read, W: Write>(sig: &Signature, mut new: R, mut out: W) -> Result<DeltaStats, DeltaError> {
+pub fn delta<R: Read, W: Write>(
+    sig: &Signature,
+    mut new: R,
+    mut out: W,
+) -> Result<DeltaStats, DeltaError> {
     format::write_header(&mut out, DELTA_MAGIC)?;
     out.write_all(&sig.block_size().to_be_bytes())?;
     out.write_all(&sig.basis_len().to_be_bytes())?;

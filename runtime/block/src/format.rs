@@ -44,13 +44,22 @@ impl Default for Limits {
     }
 }
 
-pub(crate) fn read_header<R: Read>(r: &mut R, magic: [u8; 4], what: &'static str) -> Result<(), FormatError> {
+pub(crate) fn read_header<R: Read>(
+    r: &mut R,
+    magic: [u8; 4],
+    what: &'static str,
+) -> Result<(), FormatError> {
     let mut found = [0; 4];
-    r.read_exact(&mut found).map_err(FormatError::reading(what))?;
+    r.read_exact(&mut found)
+        .map_err(FormatError::reading(what))?;
     if found != magic {
         return Err(FormatError::BadMagic {
-            expected: std::str::from_utf8(if magic == SIGNATURE_MAGIC { b"WMSG" } else { b"WMDL" })
-                .expect("ascii"),
+            expected: std::str::from_utf8(if magic == SIGNATURE_MAGIC {
+                b"WMSG"
+            } else {
+                b"WMDL"
+            })
+            .expect("ascii"),
             found,
         });
     }
@@ -71,18 +80,21 @@ pub(crate) fn write_header<W: Write>(w: &mut W, magic: [u8; 4]) -> io::Result<()
 
 pub(crate) fn read_u8<R: Read>(r: &mut R, reading: &'static str) -> Result<u8, FormatError> {
     let mut b = [0; 1];
-    r.read_exact(&mut b).map_err(FormatError::reading(reading))?;
+    r.read_exact(&mut b)
+        .map_err(FormatError::reading(reading))?;
     Ok(b[0])
 }
 
 pub(crate) fn read_u32<R: Read>(r: &mut R, reading: &'static str) -> Result<u32, FormatError> {
     let mut b = [0; 4];
-    r.read_exact(&mut b).map_err(FormatError::reading(reading))?;
+    r.read_exact(&mut b)
+        .map_err(FormatError::reading(reading))?;
     Ok(u32::from_be_bytes(b))
 }
 
 pub(crate) fn read_u64<R: Read>(r: &mut R, reading: &'static str) -> Result<u64, FormatError> {
     let mut b = [0; 8];
-    r.read_exact(&mut b).map_err(FormatError::reading(reading))?;
+    r.read_exact(&mut b)
+        .map_err(FormatError::reading(reading))?;
     Ok(u64::from_be_bytes(b))
 }

@@ -75,7 +75,8 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
                 let start = format::read_u64(&mut delta, "copy start")?;
                 let count = format::read_u32(&mut delta, "copy count")?;
                 let offset = start.checked_mul(block_size);
-                let len = offset.map(|o| (u64::from(count) * block_size).min(basis_len.saturating_sub(o)));
+                let len = offset
+                    .map(|o| (u64::from(count) * block_size).min(basis_len.saturating_sub(o)));
                 let (Some(offset), Some(len)) = (offset, len) else {
                     return Err(PatchError::OutOfBasis {
                         offset: u64::MAX,
@@ -84,18 +85,28 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
                     });
                 };
                 if count == 0 || offset >= basis_len {
-                    return Err(PatchError::OutOfBasis { offset, len, basis_len });
+                    return Err(PatchError::OutOfBasis {
+                        offset,
+                        len,
+                        basis_len,
+                    });
                 }
                 basis.seek(SeekFrom::Start(offset))?;
                 let mut left = len;
                 while left > 0 {
                     let n = left.min(buf.len() as u64) as usize;
-                    basis.read_exact(&mut buf[..n]).map_err(|e| match e.kind() {
-                        // The basis is shorter than its signature said: it
-                        // changed underneath us.
-                        io::ErrorKind::UnexpectedEof => PatchError::OutOfBasis { offset, len, basis_len },
-                        _ => e.into(),
-                    })?;
+                    basis
+                        .read_exact(&mut buf[..n])
+                        .map_err(|e| match e.kind() {
+                            // The basis is shorter than its signature said: it
+                            // changed underneath us.
+                            io::ErrorKind::UnexpectedEof => PatchError::OutOfBasis {
+                                offset,
+                                len,
+                                basis_len,
+                            },
+                            _ => e.into(),
+                        })?;
                     out.write(&buf[..n])?;
                     left -= n as u64;
                 }
@@ -131,7 +142,10 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
                 let actual = out.hasher.finalize();
                 if new_len != out.written || actual.as_bytes() != &hash {
                     return Err(PatchError::Verification {
-                        expected: format!("{new_len} bytes, blake3 {}", blake3::Hash::from_bytes(hash).to_hex()),
+                        expected: format!(
+                            "{new_len} bytes, blake3 {}",
+                            blake3::Hash::from_bytes(hash).to_hex()
+                        ),
                         actual: format!("{} bytes, blake3 {}", out.written, actual.to_hex()),
                     });
                 }

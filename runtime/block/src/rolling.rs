@@ -27,7 +27,10 @@ impl Rolling {
     /// Slides the window one byte: `out` leaves, `inp` enters.
     #[inline]
     pub(crate) fn roll(&mut self, out: u8, inp: u8) {
-        self.a = self.a.wrapping_sub(u32::from(out)).wrapping_add(u32::from(inp));
+        self.a = self
+            .a
+            .wrapping_sub(u32::from(out))
+            .wrapping_add(u32::from(inp));
         self.b = self
             .b
             .wrapping_sub(self.len.wrapping_mul(u32::from(out)))

@@ -55,7 +55,11 @@ const BLOCK_BYTES: u64 = 4 + 16;
 
 impl Signature {
     /// Computes the signature of `reader`, which holds `len` bytes.
-    pub fn compute<R: Read>(mut reader: R, len: u64, opts: &SignatureOptions) -> io::Result<Signature> {
+    pub fn compute<R: Read>(
+        mut reader: R,
+        len: u64,
+        opts: &SignatureOptions,
+    ) -> io::Result<Signature> {
         let block_size = opts.block_size_for(len);
         let bs = block_size as usize;
         let chunk = bs * (1usize << 20).div_ceil(bs).max(1);
@@ -152,7 +156,9 @@ impl Signature {
             });
         }
         if count != basis_len.div_ceil(block_size.into()) {
-            return Err(FormatError::Malformed("block count does not match the basis length"));
+            return Err(FormatError::Malformed(
+                "block count does not match the basis length",
+            ));
         }
         if count > limits.max_blocks {
             return Err(FormatError::TooLarge {
@@ -165,7 +171,8 @@ impl Signature {
         let mut blocks = Vec::with_capacity(count.min(1 << 16) as usize);
         let mut raw = [0u8; BLOCK_BYTES as usize];
         for _ in 0..count {
-            r.read_exact(&mut raw).map_err(FormatError::reading("signature blocks"))?;
+            r.read_exact(&mut raw)
+                .map_err(FormatError::reading("signature blocks"))?;
             blocks.push(Block {
                 weak: u32::from_be_bytes(raw[..4].try_into().expect("4 bytes")),
                 strong: u128::from_be_bytes(raw[4..].try_into().expect("16 bytes")),
@@ -212,13 +219,23 @@ impl Index {
                 next[i] = prev;
             }
         }
-        Self { filter, first, next }
+        Self {
+            filter,
+            first,
+            next,
+        }
     }
 
     /// A block whose hashes match `window`, preferring `preferred` (the
     /// block after the last match) so that runs stay contiguous.
     #[inline]
-    pub(crate) fn find(&self, sig: &Signature, weak: u32, window: &[u8], preferred: usize) -> Option<usize> {
+    pub(crate) fn find(
+        &self,
+        sig: &Signature,
+        weak: u32,
+        window: &[u8],
+        preferred: usize,
+    ) -> Option<usize> {
         let slot = filter_slot(weak);
         if self.filter[slot / 64] & (1 << (slot % 64)) == 0 {
             return None;

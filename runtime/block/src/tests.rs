@@ -20,9 +20,23 @@ fn round_trip(old: &[u8], new: &[u8], block_size: Option<u32>) -> (DeltaStats, P
     let d = delta(&sig, new, &mut delta_bytes).unwrap();
     assert_eq!(d.encoded_bytes, delta_bytes.len() as u64);
     let mut rebuilt = Vec::new();
-    let p = patch(Cursor::new(old), &delta_bytes[..], &mut rebuilt, &Limits::default()).unwrap();
-    assert!(rebuilt == new, "rebuilt file differs ({} vs {} bytes)", rebuilt.len(), new.len());
-    assert_eq!((p.copied_bytes, p.literal_bytes), (d.matched_bytes, d.literal_bytes));
+    let p = patch(
+        Cursor::new(old),
+        &delta_bytes[..],
+        &mut rebuilt,
+        &Limits::default(),
+    )
+    .unwrap();
+    assert!(
+        rebuilt == new,
+        "rebuilt file differs ({} vs {} bytes)",
+        rebuilt.len(),
+        new.len()
+    );
+    assert_eq!(
+        (p.copied_bytes, p.literal_bytes),
+        (d.matched_bytes, d.literal_bytes)
+    );
     (d, p)
 }
 
@@ -50,7 +64,13 @@ enum Edit {
 fn apply(old: &[u8], edits: &[Edit]) -> Vec<u8> {
     let mut new = old.to_vec();
     for edit in edits {
-        let at = |i: usize| if new.is_empty() { 0 } else { i % (new.len() + 1) };
+        let at = |i: usize| {
+            if new.is_empty() {
+                0
+            } else {
+                i % (new.len() + 1)
+            }
+        };
         match edit {
             Edit::Replace(i, b) => {
                 let i = at(*i);
@@ -160,7 +180,13 @@ fn encodings_are_self_delimiting_on_a_shared_stream() {
     let back = Signature::read_from(&mut reader, &Limits::default()).unwrap();
     assert_eq!(back, sig);
     let mut rebuilt = Vec::new();
-    patch(Cursor::new(&old), &mut reader, &mut rebuilt, &Limits::default()).unwrap();
+    patch(
+        Cursor::new(&old),
+        &mut reader,
+        &mut rebuilt,
+        &Limits::default(),
+    )
+    .unwrap();
     assert_eq!(rebuilt, new);
     let pos = reader.position() as usize;
     assert_eq!(&reader.into_inner()[pos..], b"next message");
@@ -177,7 +203,13 @@ fn a_wrong_basis_fails_verification_instead_of_producing_a_wrong_file() {
     // situation as a weak+strong collision): the copies read other bytes.
     let mut other = old.clone();
     other[50_000] ^= 1;
-    let err = patch(Cursor::new(&other), &d[..], &mut Vec::new(), &Limits::default()).unwrap_err();
+    let err = patch(
+        Cursor::new(&other),
+        &d[..],
+        &mut Vec::new(),
+        &Limits::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, PatchError::Verification { .. }), "{err}");
 }
 
@@ -197,7 +229,13 @@ fn every_truncation_of_a_valid_encoding_is_an_error() {
     let mut d = Vec::new();
     delta(&sig, &new[..], &mut d).unwrap();
     for cut in 0..d.len() {
-        let err = patch(Cursor::new(&old), &d[..cut], &mut Vec::new(), &Limits::default()).unwrap_err();
+        let err = patch(
+            Cursor::new(&old),
+            &d[..cut],
+            &mut Vec::new(),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, PatchError::Format(FormatError::Truncated { .. })),
             "cut at {cut}: {err}"
@@ -223,7 +261,13 @@ fn hostile_headers_are_refused_without_allocating() {
     d.push(1);
     d.extend_from_slice(&(u64::MAX / 2).to_be_bytes());
     d.extend_from_slice(&1u32.to_be_bytes());
-    let err = patch(Cursor::new(&[0u8; 32]), &d[..], &mut Vec::new(), &Limits::default()).unwrap_err();
+    let err = patch(
+        Cursor::new(&[0u8; 32]),
+        &d[..],
+        &mut Vec::new(),
+        &Limits::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, PatchError::OutOfBasis { .. }), "{err}");
     // Wrong magic and version.
     assert!(matches!(

@@ -61,8 +61,9 @@ impl wit::Host for HostState {
         self.with_volume_and_channel(|volume, channel, _| {
             let options = SignatureOptions { block_size };
             let signature = match volume.open_file(&path)? {
-                Some((file, len)) => Signature::compute(file, len, &options)
-                    .map_err(io_error("reading", &path))?,
+                Some((file, len)) => {
+                    Signature::compute(file, len, &options).map_err(io_error("reading", &path))?
+                }
                 None => Signature::empty(),
             };
             signature
@@ -116,7 +117,9 @@ impl wit::Host for HostState {
                 let mut out = BufWriter::with_capacity(256 << 10, staged_file);
                 let stats = match basis {
                     Some((file, _)) => wasmover_block::patch(file, delta, &mut out, limits),
-                    None => wasmover_block::patch(io::Cursor::new(&[][..]), delta, &mut out, limits),
+                    None => {
+                        wasmover_block::patch(io::Cursor::new(&[][..]), delta, &mut out, limits)
+                    }
                 }
                 .map_err(|e| match e {
                     wasmover_block::PatchError::Verification { .. } => {

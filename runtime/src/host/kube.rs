@@ -50,10 +50,7 @@ impl HostState {
 
 impl wit::Host for HostState {
     fn get(&mut self, key: ObjectKey) -> wasmtime::Result<Result<Option<String>, KubeError>> {
-        self.with_cluster(|c| {
-            Ok(c.get(&key.api_version, &key.kind, &key.name)?
-                .map(text))
-        })
+        self.with_cluster(|c| Ok(c.get(&key.api_version, &key.kind, &key.name)?.map(text)))
     }
 
     fn list_objects(

@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use wasmover_sdk::control::{GuestMover, ModuleInfo, Mover};
 use wasmover_sdk::types::{DestinationSpec, Error, Outcome, Parameter, SourceSpec, TransferReport};
-use wasmover_sdk::{Params, clock, error, log};
+use wasmover_sdk::{Params, blocks, clock, error, log, volume};
 
 struct Hostile;
 
@@ -22,11 +22,11 @@ fn mode(parameters: Vec<Parameter>) -> Option<String> {
     Params::from(parameters).get("hostile").map(str::to_owned)
 }
 
-/// Recurses without bound; the array keeps frames large and the call real.
+/// Recurses without bound. Nothing is kept in linear memory, so the frames
+/// land on wasm's own call stack, which the host bounds.
 #[allow(unconditional_recursion, reason = "overflowing the stack is the point")]
 fn recurse(depth: u64) -> u64 {
-    let frame = black_box([depth; 64]);
-    recurse(depth + 1) + frame[0]
+    recurse(black_box(depth + 1)).wrapping_add(black_box(depth))
 }
 
 impl GuestMover for HostileMover {
@@ -87,9 +87,70 @@ impl wasmover_sdk::control::Guest for Hostile {
     }
 }
 
+/// The preopened volume, through WASI preview 2 directly (as std::fs
+/// would, minus Debian's 2022 wasi-libc, which does not resolve preopens).
+fn volume_dir() -> Option<wasi::filesystem::types::Descriptor> {
+    wasi::filesystem::preopens::get_directories()
+        .into_iter()
+        .find(|(_, path)| path == "/volume")
+        .map(|(dir, _)| dir)
+}
+
+fn wasi_create(path: &str) -> bool {
+    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    volume_dir().is_some_and(|dir| {
+        dir.open_at(
+            PathFlags::empty(),
+            path,
+            OpenFlags::CREATE,
+            DescriptorFlags::WRITE,
+        )
+        .and_then(|file| file.write(b"x", 0))
+        .is_ok()
+    })
+}
+
+fn wasi_mkdir(path: &str) -> bool {
+    volume_dir().is_some_and(|dir| dir.create_directory_at(path).is_ok())
+}
+
 impl wasmover_sdk::transfer::Guest for Hostile {
+    /// Tries to write to the sending side's volume, which the host grants
+    /// read-only, through WASI and through the host's functions.
     fn send(_: Vec<Parameter>) -> Result<TransferReport, Error> {
-        Err(error("Unsupported", "hostile moves no data"))
+        let attempts = [
+            ("WASI open for writing", wasi_create("intruder")),
+            ("WASI mkdir", wasi_mkdir("intruder-dir")),
+            (
+                "volume.create-dir",
+                volume::create_dir("intruder-dir").is_ok(),
+            ),
+            ("volume.remove", volume::remove("big.bin").is_ok()),
+            (
+                "volume.set-metadata",
+                volume::set_metadata("big.bin", 0o777, 0).is_ok(),
+            ),
+            (
+                "blocks.receive-patch",
+                blocks::receive_patch("big.bin", 0o644, 0).is_ok(),
+            ),
+        ];
+        let wrote: Vec<&str> = attempts
+            .iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(what, _)| *what)
+            .collect();
+        if wrote.is_empty() {
+            Err(error(
+                "Refused",
+                "every write to the read-only volume was refused",
+            ))
+        } else {
+            Err(error(
+                "Wrote",
+                format!("writes got through: {}", wrote.join(", ")),
+            ))
+        }
     }
 
     fn receive(_: Vec<Parameter>) -> Result<TransferReport, Error> {

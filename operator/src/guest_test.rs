@@ -1,0 +1,52 @@
+//! `wasmover test`: runs a guest's wasm unit-test harness inside the
+//! runtime, with the contract's imports provided for real: a scratch volume
+//! on a temporary directory, a loopback channel, and an in-memory cluster.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wasmover_runtime::kube::{DEFAULT_KINDS, InMemoryCluster, Owner, ScopedCluster};
+use wasmover_runtime::{Access, Capability, Channel, Grants, MoverEngine, MoverLimits, Volume};
+
+/// The namespace the test cluster scopes a guest to.
+pub const TEST_NAMESPACE: &str = "wasm-unit-tests";
+
+/// Runs the command component at `harness` with libtest `args`, its output
+/// on this process's stdout and stderr. Returns whether it passed.
+pub fn run(engine: &MoverEngine, harness: &Path, args: &[String]) -> anyhow::Result<bool> {
+    let module = engine.load_file(harness)?;
+    module.require(Capability::Command)?;
+    let scratch = tempfile::tempdir()?;
+    let cluster = ScopedCluster::new(
+        Arc::new(InMemoryCluster::new()),
+        TEST_NAMESPACE,
+        DEFAULT_KINDS
+            .iter()
+            .map(|(v, k)| (v.to_string(), k.to_string())),
+        Owner {
+            api_version: "wasmover.dev/v1alpha1".into(),
+            kind: "ReplicationDestination".into(),
+            name: "wasm-unit-test".into(),
+            uid: None,
+        },
+    );
+    let grants = Grants::new()
+        .with_volume(Volume::open(scratch.path(), Access::ReadWrite)?)
+        .with_channel(Channel::loopback())
+        .with_cluster(cluster)
+        .with_args(std::iter::once(module.name().to_owned()).chain(args.iter().cloned()))
+        .with_inherited_stdio();
+    // Test harnesses run many tests in one call: give them room.
+    let limits = MoverLimits {
+        cpu_time_ms: 600_000,
+        memory_bytes: 1 << 30,
+        ..MoverLimits::default()
+    };
+    match module.instantiate(limits, grants)?.run_command() {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            eprintln!("wasmover test: {e}");
+            Ok(false)
+        }
+    }
+}

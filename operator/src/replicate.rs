@@ -1,0 +1,178 @@
+//! `wasmover replicate`: a local replication, both sides of a mover's data
+//! plane in this process, joined by an in-memory channel.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wasmover_runtime::bindings::types::{Parameter, TransferReport};
+use wasmover_runtime::{
+    Access, Capability, Channel, Grants, MoverLimits, MoverModule, Observer, RunError, Volume,
+};
+
+/// Why a local replication could not run or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicateError {
+    /// The source is missing or not a directory.
+    #[error("source {0}: not a directory")]
+    SourceNotADirectory(PathBuf),
+    /// The destination exists but is not a directory.
+    #[error("destination {0}: exists and is not a directory")]
+    DestinationNotADirectory(PathBuf),
+    /// One tree contains the other.
+    #[error("{inner} is inside {outer}: source and destination must not overlap")]
+    Overlap {
+        /// The contained directory.
+        inner: PathBuf,
+        /// The containing one.
+        outer: PathBuf,
+    },
+    /// A directory could not be opened or created.
+    #[error("{path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A side of the mover failed.
+    #[error("{side} side: {source}")]
+    Mover {
+        /// `sending` or `receiving`.
+        side: &'static str,
+        /// What stopped it.
+        #[source]
+        source: RunError,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError + '_ {
+    move |source| ReplicateError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Checks the two directories, creating the destination if needed, and
+/// returns their canonical paths.
+fn prepare(src: &Path, dst: &Path) -> Result<(PathBuf, PathBuf), ReplicateError> {
+    if !src.is_dir() {
+        return Err(ReplicateError::SourceNotADirectory(src.to_owned()));
+    }
+    if dst.exists() && !dst.is_dir() {
+        return Err(ReplicateError::DestinationNotADirectory(dst.to_owned()));
+    }
+    let src = src.canonicalize().map_err(io(src))?;
+    // Compare before creating anything, so an overlapping destination is
+    // refused without leaving a directory behind.
+    let dst_abs = std::path::absolute(dst).map_err(io(dst))?;
+    let dst_resolved = match dst_abs.parent().and_then(|p| p.canonicalize().ok()) {
+        Some(parent) => parent.join(dst_abs.file_name().unwrap_or_default()),
+        None => dst_abs.clone(),
+    };
+    for (inner, outer) in [(&dst_resolved, &src), (&src, &dst_resolved)] {
+        if inner.starts_with(outer) {
+            return Err(ReplicateError::Overlap {
+                inner: inner.clone(),
+                outer: outer.clone(),
+            });
+        }
+    }
+    std::fs::create_dir_all(dst).map_err(io(dst))?;
+    let dst = dst.canonicalize().map_err(io(dst))?;
+    Ok((src, dst))
+}
+
+/// Makes `dst` equal to `src` with `module`'s data plane and returns the
+/// receiving side's report.
+pub fn replicate(
+    module: &MoverModule,
+    src: &Path,
+    dst: &Path,
+    limits: MoverLimits,
+    parameters: &[Parameter],
+    observer: Arc<dyn Observer>,
+) -> Result<TransferReport, ReplicateError> {
+    let mover_error = |side| move |source| ReplicateError::Mover { side, source };
+    module
+        .require(Capability::Transfer)
+        .map_err(mover_error("receiving"))?;
+    let (src, dst) = prepare(src, dst)?;
+    let (to_receiver, to_sender) = Channel::pair();
+    let sending = Grants::new()
+        .with_volume(Volume::open(&src, Access::ReadOnly).map_err(io(&src))?)
+        .with_channel(to_receiver);
+    let receiving = Grants::new()
+        .with_volume(Volume::open(&dst, Access::ReadWrite).map_err(io(&dst))?)
+        .with_channel(to_sender)
+        .with_observer(observer);
+
+    // Each side owns its end of the channel in its store; when a side
+    // fails, its store is dropped, the channel closes and the other side
+    // stops with "peer gone" instead of waiting forever.
+    let (sent, received) = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| module.instantiate(limits, sending)?.send(parameters));
+        let receiver = scope.spawn(|| module.instantiate(limits, receiving)?.receive(parameters));
+        (
+            sender.join().expect("sending side panicked"),
+            receiver.join().expect("receiving side panicked"),
+        )
+    });
+    match (sent, received) {
+        (Ok(_), Ok(report)) => Ok(report),
+        // Report the cause, not the peer's "the channel closed".
+        (Err(e), Err(r)) if is_peer_gone(&r) => Err(mover_error("sending")(e)),
+        (_, Err(e)) => Err(mover_error("receiving")(e)),
+        (Err(e), Ok(_)) => Err(mover_error("sending")(e)),
+    }
+}
+
+/// Whether a side failed because its peer did: the channel closed or was
+/// cut off part-way.
+fn is_peer_gone(e: &RunError) -> bool {
+    matches!(e, RunError::Mover { reason, .. } if reason == "PeerGone" || reason == "ProtocolError")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_or_missing_directories_are_refused_without_side_effects() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+
+        let inside = src.join("copy");
+        assert!(matches!(
+            prepare(&src, &inside),
+            Err(ReplicateError::Overlap { .. })
+        ));
+        assert!(
+            !inside.exists(),
+            "a refused destination must not be created"
+        );
+        assert!(matches!(
+            prepare(&src, &src),
+            Err(ReplicateError::Overlap { .. })
+        ));
+        assert!(matches!(
+            prepare(&src, tmp.path()),
+            Err(ReplicateError::Overlap { .. })
+        ));
+        assert!(matches!(
+            prepare(&tmp.path().join("missing"), &tmp.path().join("dst")),
+            Err(ReplicateError::SourceNotADirectory(_))
+        ));
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            prepare(&src, &file),
+            Err(ReplicateError::DestinationNotADirectory(_))
+        ));
+
+        let (s, d) = prepare(&src, &tmp.path().join("new/dst")).unwrap();
+        assert_eq!(s, src.canonicalize().unwrap());
+        assert!(d.is_dir());
+    }
+}

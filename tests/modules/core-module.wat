@@ -1,0 +1,2 @@
+;; A core wasm module, not a component.
+(module (func (export "synchronize")))

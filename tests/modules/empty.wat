@@ -1,0 +1,2 @@
+;; A valid component with no exports at all.
+(component)

@@ -1,0 +1,345 @@
+//! Local replication end to end: the blocksync component on both sides, on
+//! real directories.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+
+use wasmover::replicate::{ReplicateError, replicate};
+use wasmover_runtime::bindings::types::TransferReport;
+use wasmover_runtime::state::Quiet;
+use wasmover_runtime::{Access, Channel, Grants, MoverLimits, MoverModule, RunError, Volume};
+use wasmover_tests::{assert_same_tree, bytes, engine, load, make_tree, snapshot, write};
+
+fn run(module: &MoverModule, src: &Path, dst: &Path) -> TransferReport {
+    replicate(
+        module,
+        src,
+        dst,
+        MoverLimits::default(),
+        &[],
+        Arc::new(Quiet),
+    )
+    .expect("replicates")
+}
+
+#[test]
+fn replicates_a_generated_tree_exactly() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    make_tree(&src, 100 << 20);
+
+    let report = run(&blocksync, &src, &dst);
+    assert_same_tree(&src, &dst);
+    // --no-dereference compares symlinks as links (a dangling one would
+    // otherwise be an error of diff's own).
+    let diff = std::process::Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "diff -r: {}{}",
+        String::from_utf8_lossy(&diff.stdout),
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    assert_eq!(report.entries_total as usize, snapshot(&src).len());
+    assert_eq!(report.bytes_matched, 0, "a first copy has nothing to match");
+    assert_eq!(report.bytes_literal, report.bytes_total);
+    assert!(report.bytes_on_wire > report.bytes_total);
+}
+
+#[test]
+fn a_second_run_moves_only_the_changed_blocks() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    make_tree(&src, 16 << 20);
+    run(&blocksync, &src, &dst);
+
+    // Nothing changed: nothing is rebuilt.
+    let unchanged = run(&blocksync, &src, &dst);
+    assert_eq!(unchanged.files_transferred, 0);
+    assert_eq!(unchanged.bytes_literal, 0);
+
+    // 4 KiB changed in the middle of the big file, plus a shift near its
+    // start: only about that much moves.
+    let mut big = std::fs::read(src.join("big.bin")).unwrap();
+    big[8 << 20..(8 << 20) + 4096].copy_from_slice(&bytes(4096, 99));
+    big.splice(
+        1000..1000,
+        b"inserted bytes shift every block after them"
+            .iter()
+            .copied(),
+    );
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    let changed = run(&blocksync, &src, &dst);
+    assert_same_tree(&src, &dst);
+    assert_eq!(changed.files_transferred, 1);
+    assert!(
+        changed.bytes_literal < 256 << 10,
+        "only the changed blocks should be sent, sent {} literal bytes",
+        changed.bytes_literal
+    );
+    assert!(changed.bytes_matched > 15 << 20, "{changed:?}");
+    assert!(changed.bytes_on_wire < 1 << 20, "{changed:?}");
+}
+
+#[test]
+fn extraneous_entries_go_and_changed_kinds_are_replaced() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src, "x/file", b"source file");
+    write(&src, "became-dir/inner", b"inner");
+    std::os::unix::fs::symlink("x/file", src.join("link")).unwrap();
+
+    write(&dst, "extra/deep/tree", b"remove me");
+    write(&dst, "extra-file", b"remove me");
+    write(
+        &dst,
+        "became-dir",
+        b"a file where the source has a directory",
+    );
+    std::fs::create_dir_all(dst.join("link")).unwrap();
+    write(&dst, ".x.wasmover-tmp", b"left over by an interrupted run");
+
+    let report = run(&blocksync, &src, &dst);
+    assert_same_tree(&src, &dst);
+    assert_eq!(report.entries_deleted, 5);
+}
+
+/// Sends everything written to `out` on to the returned reader, until
+/// `cut_after` bytes (then the stream ends) and with the byte at
+/// `flip_at` inverted.
+fn tampering_proxy(cut_after: usize, flip_at: Option<usize>) -> (Channel, Channel) {
+    let (sender_end, proxy_in) = UnixStream::pair().unwrap();
+    let (proxy_out, receiver_end) = UnixStream::pair().unwrap();
+    let (mut from_sender, mut to_receiver) = (
+        proxy_in.try_clone().unwrap(),
+        proxy_out.try_clone().unwrap(),
+    );
+    std::thread::spawn(move || {
+        let mut seen = 0usize;
+        let mut buf = vec![0; 64 << 10];
+        loop {
+            let n = match from_sender.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let chunk = &mut buf[..n];
+            if let Some(at) = flip_at.filter(|at| (seen..seen + n).contains(at)) {
+                chunk[at - seen] ^= 0xff;
+            }
+            let keep = n.min(cut_after.saturating_sub(seen));
+            if to_receiver.write_all(&chunk[..keep]).is_err() || keep < n {
+                let _ = to_receiver.shutdown(std::net::Shutdown::Both);
+                let _ = from_sender.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            seen += n;
+        }
+    });
+    // Receiver → sender traffic goes straight through a second proxy-free pair.
+    let (back_receiver, back_sender) = UnixStream::pair().unwrap();
+    let sender = Channel::new(back_sender, sender_end);
+    let receiver = Channel::new(receiver_end, back_receiver);
+    drop((proxy_in, proxy_out));
+    (sender, receiver)
+}
+
+/// Runs both sides over a tampering proxy; returns the receiver's result.
+fn run_tampered(
+    module: &MoverModule,
+    src: &Path,
+    dst: &Path,
+    cut_after: usize,
+    flip_at: Option<usize>,
+) -> Result<TransferReport, RunError> {
+    let (to_receiver, to_sender) = tampering_proxy(cut_after, flip_at);
+    let sending = Grants::new()
+        .with_volume(Volume::open(src, Access::ReadOnly).unwrap())
+        .with_channel(to_receiver);
+    let receiving = Grants::new()
+        .with_volume(Volume::open(dst, Access::ReadWrite).unwrap())
+        .with_channel(to_sender);
+    let limits = MoverLimits::default();
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| module.instantiate(limits, sending)?.send(&[]));
+        let received = module.instantiate(limits, receiving).unwrap().receive(&[]);
+        let _ = sender.join();
+        received
+    })
+}
+
+/// Writes the destination's old version with an older mtime, so the quick
+/// check (size + mtime) sees it as changed even on coarse-clock filesystems.
+fn write_old(dst: &Path, content: &[u8]) {
+    write(dst, "data", content);
+    let file = std::fs::File::options()
+        .write(true)
+        .open(dst.join("data"))
+        .unwrap();
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000))
+        .unwrap();
+}
+
+fn files_are_old_or_new(dst: &Path, old: &[u8], new: &[u8]) {
+    let content = std::fs::read(dst.join("data")).unwrap();
+    assert!(
+        content == old || content == new,
+        "the destination file is neither old nor new ({} bytes)",
+        content.len()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dst)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".wasmover-tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "staging files left behind: {leftovers:?}"
+    );
+}
+
+#[test]
+fn a_stream_cut_part_way_leaves_the_old_file_and_no_debris() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let (old, new) = (bytes(4 << 20, 1), bytes(4 << 20, 2));
+    write(&src, "data", &new);
+    write_old(&dst, &old);
+
+    // Cut after the tree and about half of the delta.
+    let err = run_tampered(&blocksync, &src, &dst, 2 << 20, None).unwrap_err();
+    assert!(
+        matches!(&err, RunError::Mover { reason, .. } if reason == "PeerGone" || reason == "ProtocolError"),
+        "{err}"
+    );
+    files_are_old_or_new(&dst, &old, &old);
+
+    // The next, uncut run completes the job.
+    run(&blocksync, &src, &dst);
+    files_are_old_or_new(&dst, &new, &new);
+}
+
+#[test]
+fn a_corrupted_stream_is_refused_and_the_old_file_kept() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let (old, new) = (bytes(1 << 20, 3), bytes(1 << 20, 4));
+    write(&src, "data", &new);
+    write_old(&dst, &old);
+
+    // Flip a byte deep inside the delta's literal data.
+    let err = run_tampered(&blocksync, &src, &dst, usize::MAX, Some(512 << 10)).unwrap_err();
+    assert!(
+        matches!(&err, RunError::Mover { reason, .. } if reason == "VerificationFailed" || reason == "ProtocolError"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("blocksync"), "{err}");
+    files_are_old_or_new(&dst, &old, &old);
+}
+
+#[test]
+fn the_source_is_never_written() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    make_tree(&src, 1 << 20);
+    let before = snapshot(&src);
+    run(&blocksync, &src, &dst);
+    write(&dst, "only-in-destination", b"x");
+    run(&blocksync, &src, &dst);
+    assert_eq!(snapshot(&src), before);
+
+    // A module that tries to write to the sending side's volume is refused
+    // through WASI and through the host's volume functions alike.
+    let hostile = load(&engine, "hostile");
+    let grants = Grants::new().with_volume(Volume::open(&src, Access::ReadOnly).unwrap());
+    let err = hostile
+        .instantiate(MoverLimits::default(), grants)
+        .unwrap()
+        .send(&[])
+        .unwrap_err();
+    assert!(
+        matches!(&err, RunError::Mover { reason, .. } if reason == "Refused"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&src), before);
+
+    // Control: the same attempts on a writable volume get through, so the
+    // refusals above are the read-only grant at work.
+    let scratch = tmp.path().join("scratch");
+    write(&scratch, "big.bin", b"x");
+    let grants = Grants::new().with_volume(Volume::open(&scratch, Access::ReadWrite).unwrap());
+    let err = hostile
+        .instantiate(MoverLimits::default(), grants)
+        .unwrap()
+        .send(&[])
+        .unwrap_err();
+    assert!(
+        matches!(&err, RunError::Mover { reason, message, .. }
+            if reason == "Wrote" && message.contains("WASI open for writing") && message.contains("volume.remove")),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_name_what_is_wrong_and_touch_nothing() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src, "f", b"x");
+    let quiet = || Arc::new(Quiet);
+    let limits = MoverLimits::default();
+
+    let inside = src.join("copy");
+    let err = replicate(&blocksync, &src, &inside, limits, &[], quiet()).unwrap_err();
+    assert!(matches!(err, ReplicateError::Overlap { .. }), "{err}");
+    assert!(!inside.exists());
+
+    let err = replicate(
+        &blocksync,
+        &tmp.path().join("nope"),
+        &tmp.path().join("d"),
+        limits,
+        &[],
+        quiet(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+
+    // A module without a data plane is refused before anything runs.
+    let not_a_mover = engine
+        .load("control-only", include_bytes!("modules/run-only.wat"))
+        .unwrap();
+    let err = replicate(
+        &not_a_mover,
+        &src,
+        &tmp.path().join("d2"),
+        limits,
+        &[],
+        quiet(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not export wasmover:mover/transfer@0.1.0"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("d2").exists());
+}
