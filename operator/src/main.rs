@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use indicatif::DecimalBytes as HumanBytes;
 use wasmover::builtin::{self, DEFAULT_MOVER};
 use wasmover::{guest_test, replicate};
 use wasmover_runtime::bindings::types::Parameter;
@@ -126,18 +127,18 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             let r = report?;
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "replicated {} -> {} with {} in {secs:.2}s: {} entries, {} files rebuilt, {} removed; \
-                 {} bytes of files, {} matched, {} sent as literals, {} on the wire",
+                "replicated {} -> {} with {} in {secs:.2}s: {} entries ({} files rebuilt, {} removed); \
+                 {} of files: {} matched, {} sent as literals, {} on the wire",
                 src.display(),
                 dst.display(),
                 module.name(),
                 r.entries_total,
                 r.files_transferred,
                 r.entries_deleted,
-                r.bytes_total,
-                r.bytes_matched,
-                r.bytes_literal,
-                r.bytes_on_wire,
+                HumanBytes(r.bytes_total),
+                HumanBytes(r.bytes_matched),
+                HumanBytes(r.bytes_literal),
+                HumanBytes(r.bytes_on_wire),
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -97,6 +97,12 @@ pub fn replicate(
     module
         .require(Capability::Transfer)
         .map_err(mover_error("receiving"))?;
+    // Bad parameters are refused before anything is touched (a no-op for a
+    // module without the validate capability).
+    module
+        .instantiate(limits, Grants::new())
+        .and_then(|mut instance| instance.validate(parameters))
+        .map_err(mover_error("receiving"))?;
     let (src, dst) = prepare(src, dst)?;
     let (to_receiver, to_sender) = Channel::pair();
     let sending = Grants::new()

@@ -79,15 +79,15 @@ EOF
 )
 
 pids=()
+rm -f "$DIR/pids"
 cleanup_on_error() {
   local rc=$?
   if [[ $rc -ne 0 ]]; then
     log "failed (rc=$rc); stopping what was started"
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    cp "$DIR/pids" "$DIR/pids.dbg"; bash -x "$HERE/stop.sh" "$DIR" || true   # TERM, wait up to 10 s, then KILL
     for f in etcd.log kube-apiserver.log; do
       [[ -f "$DIR/$f" ]] && { echo "--- tail $DIR/$f" >&2; tail -n 30 "$DIR/$f" >&2; }
     done
-    rm -f "$DIR/pids"
   fi
 }
 trap cleanup_on_error EXIT

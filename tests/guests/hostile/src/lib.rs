@@ -50,6 +50,13 @@ impl GuestMover for HostileMover {
             "host-calls" => loop {
                 black_box(clock::now_ms());
             },
+            // For benchmarks: a thousand host-call round trips.
+            "calls-1000" => {
+                for _ in 0..1000 {
+                    black_box(clock::now_ms());
+                }
+                Ok(Outcome::Completed(None))
+            }
             "log-flood" => {
                 let line = "x".repeat(1024);
                 for _ in 0..10_000 {
