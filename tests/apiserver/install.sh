@@ -68,6 +68,7 @@ if [[ ! -x "$ETCD_DIR/etcd" ]]; then
       printf 'module wasmover.test/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n' \
         "$ETCD_GO_VERSION" >go.mod
       printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >tools.go
+      # shellcheck disable=SC2030  # subshell-local on purpose
       export GOFLAGS="-p=1 -mod=mod -buildvcs=false" CGO_ENABLED=0
       start=$(date +%s)
       nice -n 19 go mod download >&2
@@ -122,6 +123,7 @@ EOF
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
 
+  # shellcheck disable=SC2031
   export GOFLAGS="-p=1 -mod=mod -buildvcs=false" CGO_ENABLED=0
   log "building kube-apiserver $KUBE_VERSION (nice -n 19, -p 1; this is slow the first time)"
   start=$(date +%s)

@@ -84,7 +84,7 @@ cleanup_on_error() {
   local rc=$?
   if [[ $rc -ne 0 ]]; then
     log "failed (rc=$rc); stopping what was started"
-    cp "$DIR/pids" "$DIR/pids.dbg"; bash -x "$HERE/stop.sh" "$DIR" || true   # TERM, wait up to 10 s, then KILL
+    "$HERE/stop.sh" "$DIR" || true   # TERM, wait up to 10 s, then KILL
     for f in etcd.log kube-apiserver.log; do
       [[ -f "$DIR/$f" ]] && { echo "--- tail $DIR/$f" >&2; tail -n 30 "$DIR/$f" >&2; }
     done
