@@ -36,11 +36,20 @@ pub enum FormatError {
         limit: u64,
     },
     /// Values that contradict each other or the format.
-    #[error("malformed input: {0}")]
-    Malformed(&'static str),
+    #[error("malformed input: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An unknown delta instruction.
+    #[error("unknown delta instruction {opcode:#04x}")]
+    UnknownInstruction {
+        /// The opcode found.
+        opcode: u8,
+    },
     /// The underlying reader failed.
     #[error(transparent)]
-    Io(std::io::Error),
+    Io(#[from] std::io::Error),
 }
 
 impl FormatError {

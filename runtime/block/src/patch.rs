@@ -59,7 +59,10 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
     let block_size = u64::from(format::read_u32(&mut delta, "block size")?);
     let basis_len = format::read_u64(&mut delta, "basis length")?;
     if block_size == 0 {
-        return Err(FormatError::Malformed("block size is zero").into());
+        return Err(FormatError::Malformed {
+            reason: "block size is zero",
+        }
+        .into());
     }
     let mut out = Output {
         out,
@@ -153,7 +156,7 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
                 stats.written_bytes = out.written;
                 return Ok(stats);
             }
-            _ => return Err(FormatError::Malformed("unknown delta instruction").into()),
+            opcode => return Err(FormatError::UnknownInstruction { opcode }.into()),
         }
     }
 }

@@ -146,7 +146,9 @@ impl Signature {
         let basis_len = format::read_u64(&mut r, "basis length")?;
         let count = format::read_u64(&mut r, "block count")?;
         if block_size == 0 || block_size > MAX_BLOCK {
-            return Err(FormatError::Malformed("block size out of range"));
+            return Err(FormatError::Malformed {
+                reason: "block size out of range",
+            });
         }
         if basis_len > limits.max_file_len {
             return Err(FormatError::TooLarge {
@@ -156,9 +158,9 @@ impl Signature {
             });
         }
         if count != basis_len.div_ceil(block_size.into()) {
-            return Err(FormatError::Malformed(
-                "block count does not match the basis length",
-            ));
+            return Err(FormatError::Malformed {
+                reason: "block count does not match the basis length",
+            });
         }
         if count > limits.max_blocks {
             return Err(FormatError::TooLarge {

@@ -279,3 +279,90 @@ fn hostile_headers_are_refused_without_allocating() {
         Err(FormatError::UnsupportedVersion { found: 9, .. })
     ));
 }
+
+#[test]
+fn a_block_collision_fails_verification_instead_of_producing_a_wrong_file() {
+    // The signature claims the basis holds `new`'s blocks (what a weak and
+    // strong hash collision amounts to) while the basis really holds `old`:
+    // every copy reads the wrong bytes, and only verification can tell.
+    let old = data(64_000, 7);
+    let new = data(64_000, 8);
+    let forged = signature(&new, Some(4096));
+    let mut d = Vec::new();
+    let stats = delta(&forged, &new[..], &mut d).unwrap();
+    assert_eq!(stats.literal_bytes, 0);
+    let err = patch(
+        Cursor::new(&old),
+        &d[..],
+        &mut Vec::new(),
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, PatchError::Verification { .. }), "{err}");
+}
+
+/// A valid signature followed by a valid delta, and the basis they need.
+fn valid_encodings(seed: u64, block_size: u32) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let old = data(3000 + (seed % 3000) as usize, seed);
+    let new = apply(
+        &old,
+        &[
+            Edit::Insert(seed as usize, vec![9; 17]),
+            Edit::Replace(seed as usize * 7, vec![1; 40]),
+        ],
+    );
+    let sig = signature(&old, Some(block_size));
+    let (mut s, mut d) = (Vec::new(), Vec::new());
+    sig.write_to(&mut s).unwrap();
+    delta(&sig, &new[..], &mut d).unwrap();
+    (old, s, d)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn truncated_or_corrupted_encodings_are_errors_not_panics(
+        seed in any::<u64>(),
+        block_size in 16u32..700,
+        cut in any::<prop::sample::Index>(),
+        flip in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        let (old, s, d) = valid_encodings(seed, block_size);
+        let limits = Limits::default();
+        let sig_cut = cut.index(s.len());
+        prop_assert!(
+            matches!(
+                Signature::read_from(&s[..sig_cut], &limits),
+                Err(FormatError::Truncated { .. })
+            ),
+            "signature cut at {}",
+            sig_cut
+        );
+        let delta_cut = cut.index(d.len());
+        let truncated = patch(Cursor::new(&old), &d[..delta_cut], &mut Vec::new(), &limits);
+        prop_assert!(
+            matches!(truncated, Err(PatchError::Format(FormatError::Truncated { .. }))),
+            "delta cut at {}: {:?}",
+            delta_cut,
+            truncated
+        );
+        // One flipped bit anywhere: the decoder may reject it or (in a
+        // hash) accept it, but never panics, and a rebuilt file that is
+        // not the announced one is never reported as a success.
+        let mut s2 = s.clone();
+        s2[flip.index(s.len())] ^= 1 << bit;
+        let _ = Signature::read_from(&s2[..], &limits);
+        let mut d2 = d.clone();
+        d2[flip.index(d.len())] ^= 1 << bit;
+        let mut out = Vec::new();
+        if patch(Cursor::new(&old), &d2[..], &mut out, &limits).is_ok() {
+            // Only a flip in a field verification covers can get here,
+            // such as the copy start pointing at identical bytes.
+            let mut expected = Vec::new();
+            patch(Cursor::new(&old), &d[..], &mut expected, &limits).unwrap();
+            prop_assert_eq!(out, expected);
+        }
+    }
+}
