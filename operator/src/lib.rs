@@ -3,6 +3,9 @@
 #![deny(missing_docs)]
 
 pub mod builtin;
+pub mod cluster;
+pub mod controller;
+pub mod crd;
 pub mod guest_test;
 pub mod replicate;
 mod terminal;

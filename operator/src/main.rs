@@ -58,6 +58,8 @@ enum Command {
     },
     /// List the built-in movers and what they export.
     Movers,
+    /// Run the Kubernetes operator (KUBECONFIG or in-cluster config).
+    Operator,
 }
 
 fn parse_param(s: &str) -> Result<Parameter, String> {
@@ -147,6 +149,15 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         }),
+        Command::Operator => {
+            let catalog = builtin::catalog(&engine)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let client = kube::Client::try_default().await?;
+                wasmover::controller::run(client, catalog).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Movers => {
             for module in builtin::catalog(&engine)?.modules() {
                 let capabilities: Vec<String> = module

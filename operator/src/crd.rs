@@ -1,0 +1,333 @@
+//! The custom resources, `wasmover.dev/v1alpha1`: ReplicationSource and
+//! ReplicationDestination, with VolSync's field names where VolSync has
+//! them. `src/bin/crdgen.rs` prints them; `yaml/crds.yaml` is checked in.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Finalizer that makes deletion call the mover's `cleanup`.
+pub const FINALIZER: &str = "wasmover.dev/cleanup";
+
+/// When a replication runs.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    /// A cron schedule (`*/5 * * * *`, standard five fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Runs once each time this string changes; `status.lastManualSync`
+    /// records the value served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual: Option<String>,
+}
+
+/// How a volume is captured or an image produced, as VolSync's.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum CopyMethod {
+    /// Use the volume as it is.
+    #[default]
+    Direct,
+    /// Clone it first.
+    Clone,
+    /// Snapshot it first.
+    Snapshot,
+}
+
+/// A Kubernetes kind a mover may touch.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct KindRef {
+    /// `v1`, `batch/v1`, `snapshot.storage.k8s.io/v1`, ...
+    pub api_version: String,
+    /// `PersistentVolumeClaim`, `Job`, ...
+    pub kind: String,
+}
+
+/// Limits of each call of the mover module.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MoverLimitsSpec {
+    /// Guest CPU time per call, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time_ms: Option<u64>,
+    /// Linear memory, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+}
+
+/// Which mover module runs the replication and how.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MoverSpec {
+    /// A built-in mover name (`blocksync`) or an OCI reference pinned by
+    /// digest (`oci://registry/repo@sha256:...`). Empty: the one built-in
+    /// mover that claims the spec.
+    #[serde(default)]
+    pub module: String,
+    /// Parameters handed to the module's builder.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+    /// Limits of each call of the module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<MoverLimitsSpec>,
+    /// Kinds the module may touch; a subset of what the operator allows.
+    /// Default: PVCs, VolumeSnapshots, Jobs, Services, Secrets, ConfigMaps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<KindRef>,
+}
+
+/// Replicates a PVC to a ReplicationDestination.
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "wasmover.dev",
+    version = "v1alpha1",
+    kind = "ReplicationSource",
+    namespaced,
+    status = "ReplicationSourceStatus",
+    shortname = "wrs",
+    printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.sourcePVC"}"#,
+    printcolumn = r#"{"name":"Last sync","type":"string","format":"date-time","jsonPath":".status.lastSyncTime"}"#,
+    printcolumn = r#"{"name":"Next sync","type":"string","format":"date-time","jsonPath":".status.nextSyncTime"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSourceSpec {
+    /// The PVC to replicate.
+    #[serde(rename = "sourcePVC")]
+    pub source_pvc: String,
+    /// When to run; without a trigger, continuously.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    /// Stops synchronizing until cleared.
+    #[serde(default)]
+    pub paused: bool,
+    /// How the source is captured before it is read.
+    #[serde(default)]
+    pub copy_method: CopyMethod,
+    /// StorageClass of a clone or restored snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// VolumeSnapshotClass for `copyMethod: Snapshot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class_name: Option<String>,
+    /// Access modes of a clone or restored snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_modes: Vec<String>,
+    /// The mover module.
+    #[serde(default)]
+    pub mover: MoverSpec,
+}
+
+/// Receives a replication into a PVC and, per `copyMethod`, a snapshot.
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "wasmover.dev",
+    version = "v1alpha1",
+    kind = "ReplicationDestination",
+    namespaced,
+    status = "ReplicationDestinationStatus",
+    shortname = "wrd",
+    printcolumn = r#"{"name":"Last sync","type":"string","format":"date-time","jsonPath":".status.lastSyncTime"}"#,
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".status.latestImage.name"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationDestinationSpec {
+    /// When to run; without a trigger, continuously.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    /// Stops synchronizing until cleared.
+    #[serde(default)]
+    pub paused: bool,
+    /// Receive into this existing PVC instead of provisioning one.
+    #[serde(
+        rename = "destinationPVC",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_pvc: Option<String>,
+    /// Size of the PVC to provision (`10Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<String>,
+    /// `Snapshot` makes the image a VolumeSnapshot; otherwise the PVC.
+    #[serde(default)]
+    pub copy_method: CopyMethod,
+    /// StorageClass of the PVC to provision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// VolumeSnapshotClass for `copyMethod: Snapshot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class_name: Option<String>,
+    /// Access modes of the PVC to provision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_modes: Vec<String>,
+    /// The mover module.
+    #[serde(default)]
+    pub mover: MoverSpec,
+}
+
+/// The outcome of the latest mover run.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MoverStatus {
+    /// `Successful` or `Failed`.
+    pub result: String,
+    /// The end of what the mover reported.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub logs: String,
+}
+
+/// A reference to the image a synchronization produced.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRef {
+    /// `snapshot.storage.k8s.io` for a VolumeSnapshot; empty for a PVC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_group: Option<String>,
+    /// `PersistentVolumeClaim` or `VolumeSnapshot`.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// What both kinds report.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// When the last synchronization completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// When the current or last synchronization started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_start_time: Option<Time>,
+    /// How long the last synchronization took (`12.5s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_duration: Option<String>,
+    /// When the next scheduled synchronization starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_time: Option<Time>,
+    /// The manual trigger value last served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_sync: Option<String>,
+    /// The latest mover run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_mover_status: Option<MoverStatus>,
+    /// The module that ran: name and digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// Bytes moved by the last transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_transferred: Option<u64>,
+    /// Bytes of the replicated volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+    /// `Synchronizing`, with VolSync's reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Status of a ReplicationSource.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSourceStatus {
+    /// Progress and outcome.
+    #[serde(flatten)]
+    pub sync: SyncStatus,
+}
+
+/// Status of a ReplicationDestination.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationDestinationStatus {
+    /// Progress and outcome.
+    #[serde(flatten)]
+    pub sync: SyncStatus,
+    /// The image of the last completed synchronization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_image: Option<ImageRef>,
+}
+
+/// Both CRDs as one multi-document YAML, as `yaml/crds.yaml` holds them.
+pub fn yaml() -> String {
+    use kube::CustomResourceExt;
+    [ReplicationSource::crd(), ReplicationDestination::crd()]
+        .iter()
+        .map(|crd| serde_yaml::to_string(crd).expect("a CRD serializes"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// Condition type reporting synchronization, as VolSync's.
+pub const CONDITION_SYNCHRONIZING: &str = "Synchronizing";
+
+/// Reasons of the `Synchronizing` condition, as VolSync's.
+pub mod reason {
+    /// A synchronization is running.
+    pub const SYNC_IN_PROGRESS: &str = "SyncInProgress";
+    /// Waiting for the next scheduled time.
+    pub const WAITING_FOR_SCHEDULE: &str = "WaitingForSchedule";
+    /// Waiting for the manual trigger to change.
+    pub const WAITING_FOR_MANUAL: &str = "WaitingForManual";
+    /// Cleaning up after a synchronization.
+    pub const CLEANING_UP: &str = "CleaningUp";
+    /// Something failed; the message says what.
+    pub const ERROR: &str = "Error";
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    #[test]
+    fn volsync_field_names_and_defaults() {
+        let src: ReplicationSourceSpec = serde_json::from_value(serde_json::json!({
+            "sourcePVC": "data",
+            "trigger": {"schedule": "*/5 * * * *"},
+            "mover": {"module": "blocksync", "parameters": {"address": "10.0.0.1"}}
+        }))
+        .unwrap();
+        assert_eq!(src.source_pvc, "data");
+        assert_eq!(src.copy_method, CopyMethod::Direct);
+        assert!(!src.paused);
+        let dst: ReplicationDestinationSpec = serde_json::from_value(
+            serde_json::json!({"destinationPVC": "restore", "copyMethod": "Snapshot"}),
+        )
+        .unwrap();
+        assert_eq!(dst.destination_pvc.as_deref(), Some("restore"));
+        assert_eq!(dst.copy_method, CopyMethod::Snapshot);
+        let bad = serde_json::from_value::<ReplicationDestinationSpec>(
+            serde_json::json!({"copyMethod": "Teleport"}),
+        );
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn checked_in_yaml_matches_the_types() {
+        let checked_in = include_str!("../yaml/crds.yaml");
+        assert!(
+            checked_in == yaml(),
+            "yaml/crds.yaml is stale: regenerate it with `cargo run --bin crdgen > operator/yaml/crds.yaml`"
+        );
+    }
+
+    #[test]
+    fn crds_are_namespaced_wasmover_dev_v1alpha1() {
+        for crd in [ReplicationSource::crd(), ReplicationDestination::crd()] {
+            assert_eq!(crd.spec.group, "wasmover.dev");
+            assert_eq!(crd.spec.scope, "Namespaced");
+            assert_eq!(crd.spec.versions[0].name, "v1alpha1");
+            assert!(
+                crd.spec.versions[0]
+                    .subresources
+                    .as_ref()
+                    .unwrap()
+                    .status
+                    .is_some()
+            );
+        }
+    }
+}

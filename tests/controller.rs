@@ -1,0 +1,262 @@
+//! The operator against a real kube-apiserver and etcd on loopback, built
+//! and started by `tests/apiserver/` (no mocks of the API).
+//!
+//! Nothing runs Pods here. Where a synchronization waits for its agent Job,
+//! the test plays the Job controller: it writes the Job's status as the Job
+//! controller would (`job_controller_stand_in`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::json;
+use wasmover::crd::{ReplicationDestination, ReplicationSource};
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("apiserver")
+}
+
+/// A running etcd + kube-apiserver, stopped on drop.
+struct ApiServer {
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl ApiServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(scripts().join("start.sh"))
+            .arg(dir.path())
+            .output()
+            .expect("tests/apiserver/start.sh runs");
+        assert!(
+            out.status.success(),
+            "starting kube-apiserver failed (run tests/apiserver/install.sh first):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kubeconfig = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        Self { dir, kubeconfig }
+    }
+
+    async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        Client::try_from(config).unwrap()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = Command::new(scripts().join("stop.sh"))
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for doc in wasmover::crd::yaml().split("---\n") {
+        let crd: CustomResourceDefinition = serde_yaml::from_str(doc).unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    // Wait until both are served.
+    let sources: Api<ReplicationSource> = Api::all(client.clone());
+    let destinations: Api<ReplicationDestination> = Api::all(client.clone());
+    eventually("the CRDs are served", || async {
+        (sources.list(&Default::default()).await.is_ok()
+            && destinations.list(&Default::default()).await.is_ok())
+        .then_some(())
+    })
+    .await;
+}
+
+/// Polls `check` until it returns `Some`, for at most a minute.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..600 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+/// What the Job controller would write when the agent's Pod succeeded.
+async fn job_controller_stand_in(jobs: &Api<Job>, name: &str) {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "startTime": now,
+        "completionTime": now,
+        "succeeded": 1,
+        "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+            {"type": "Complete", "status": "True", "lastTransitionTime": now},
+        ],
+    }});
+    jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
+fn condition_reason(status: Option<&wasmover::crd::SyncStatus>) -> Option<(String, String)> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Synchronizing")
+        .map(|c| (c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_drives_a_mover_through_a_real_api_server() {
+    let server = ApiServer::start();
+    let client = server.client().await;
+    install_crds(&client).await;
+    let engine = wasmover_tests::engine();
+    let catalog = wasmover::builtin::catalog(&engine).unwrap();
+    let operator = tokio::spawn(wasmover::controller::run(client.clone(), catalog));
+
+    namespace(&client, "dst").await;
+    let destinations: Api<ReplicationDestination> = Api::namespaced(client.clone(), "dst");
+    let rd: ReplicationDestination = serde_json::from_value(json!({
+        "apiVersion": "wasmover.dev/v1alpha1",
+        "kind": "ReplicationDestination",
+        "metadata": {"name": "db"},
+        "spec": {
+            "capacity": "1Gi",
+            "trigger": {"manual": "first"},
+            "mover": {"module": "blocksync"},
+        },
+    }))
+    .unwrap();
+    destinations
+        .create(&PostParams::default(), &rd)
+        .await
+        .unwrap();
+
+    // The mover created its objects through the scoped host functions.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "dst");
+    let job = eventually("the agent Job exists", || async {
+        jobs.get_opt("db-blocksync-dst").await.unwrap()
+    })
+    .await;
+    let labels = job.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("wasmover.dev/owner-name").map(String::as_str),
+        Some("db")
+    );
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("ReplicationDestination", "db")
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "dst");
+    assert!(secrets.get_opt("db-blocksync-key").await.unwrap().is_some());
+    let services: Api<Service> = Api::namespaced(client.clone(), "dst");
+    assert!(services.get_opt("db-blocksync").await.unwrap().is_some());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "dst");
+    assert!(pvcs.get_opt("db-dest").await.unwrap().is_some());
+    eventually("the status says SyncInProgress", || async {
+        let rd = destinations.get("db").await.unwrap();
+        let reason = condition_reason(rd.status.as_ref().map(|s| &s.sync))?;
+        (reason.0 == "SyncInProgress").then_some(())
+    })
+    .await;
+
+    job_controller_stand_in(&jobs, "db-blocksync-dst").await;
+    let status = eventually("the synchronization completes", || async {
+        let rd = destinations.get("db").await.unwrap();
+        let status = rd.status?;
+        status.sync.last_sync_time.is_some().then_some(status)
+    })
+    .await;
+    assert_eq!(
+        status.latest_image.as_ref().map(|i| i.name.as_str()),
+        Some("db-dest")
+    );
+    assert_eq!(status.sync.last_manual_sync.as_deref(), Some("first"));
+    assert_eq!(
+        condition_reason(Some(&status.sync)).unwrap().0,
+        "WaitingForManual"
+    );
+    // cleanup removed the Job, kept the PVC, the key and the Service.
+    eventually("cleanup deleted the Job", || async {
+        jobs.get_opt("db-blocksync-dst")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(pvcs.get_opt("db-dest").await.unwrap().is_some());
+
+    // An invalid CR gets a clear condition; the operator keeps working.
+    namespace(&client, "src").await;
+    let sources: Api<ReplicationSource> = Api::namespaced(client.clone(), "src");
+    let bad: ReplicationSource = serde_json::from_value(json!({
+        "apiVersion": "wasmover.dev/v1alpha1",
+        "kind": "ReplicationSource",
+        "metadata": {"name": "app"},
+        "spec": {"sourcePVC": "data", "mover": {"module": "rclone"}},
+    }))
+    .unwrap();
+    sources.create(&PostParams::default(), &bad).await.unwrap();
+    let message = eventually("the unknown module is reported", || async {
+        let rs = sources.get("app").await.unwrap();
+        let (reason, message) = condition_reason(rs.status.as_ref().map(|s| &s.sync))?;
+        (reason == "Error").then_some(message)
+    })
+    .await;
+    assert!(message.contains("no mover named rclone"), "{message}");
+
+    // Deleting runs the finalizer (cleanup) and leaves no object behind.
+    destinations
+        .delete("db", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the destination is gone", || async {
+        destinations
+            .get_opt("db")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    sources
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the source is gone", || async {
+        sources
+            .get_opt("app")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    operator.abort();
+}
