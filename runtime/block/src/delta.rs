@@ -21,14 +21,13 @@ pub struct DeltaStats {
 }
 
 /// Bytes read from the new file at a time.
-const READ_CHUNK: usize = 1 << 20;
+const READ_CHUNK: usize = 4 << 20;
 
 /// Writes instructions, coalescing runs of consecutive blocks.
 struct Encoder<W> {
     out: W,
     stats: DeltaStats,
     run: Option<(u64, u32)>,
-    hasher: blake3::Hasher,
 }
 
 impl<W: Write> Encoder<W> {
@@ -49,7 +48,6 @@ impl<W: Write> Encoder<W> {
     }
 
     fn copy(&mut self, block: usize, data: &[u8]) -> io::Result<()> {
-        self.hasher.update(data);
         self.stats.matched_bytes += data.len() as u64;
         self.stats.new_len += data.len() as u64;
         match &mut self.run {
@@ -72,7 +70,6 @@ impl<W: Write> Encoder<W> {
             return Ok(());
         }
         self.flush_run()?;
-        self.hasher.update(data);
         self.stats.literal_bytes += data.len() as u64;
         self.stats.new_len += data.len() as u64;
         for chunk in data.chunks(LITERAL_CHUNK) {
@@ -85,12 +82,12 @@ impl<W: Write> Encoder<W> {
         Ok(())
     }
 
-    fn finish(mut self) -> io::Result<DeltaStats> {
+    fn finish(mut self, hash: blake3::Hash) -> io::Result<DeltaStats> {
         self.flush_run()?;
         let mut end = [0u8; 41];
         end[0] = OP_END;
         end[1..9].copy_from_slice(&self.stats.new_len.to_be_bytes());
-        end[9..].copy_from_slice(self.hasher.finalize().as_bytes());
+        end[9..].copy_from_slice(hash.as_bytes());
         self.put(&end)?;
         Ok(self.stats)
     }
@@ -110,11 +107,33 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Hashes what was read for the end marker, on the rayon pool when the
+/// piece is large enough to be worth splitting.
+pub(crate) fn hash_input(hasher: &mut blake3::Hasher, data: &[u8]) {
+    if data.len() >= PARALLEL_HASH_MIN {
+        hasher.update_rayon(data);
+    } else {
+        hasher.update(data);
+    }
+}
+
+/// Below this, BLAKE3 on one thread beats splitting the work.
+pub(crate) const PARALLEL_HASH_MIN: usize = 512 << 10;
+
+/// How many blocks past a mismatching one the search probes at their
+/// expected offsets before it falls back to rolling byte by byte.
+const PROBE_AHEAD: usize = 2;
+
 /// Streams the delta of `new` against `sig` into `out`.
 ///
-/// The search tries every byte offset with the rolling checksum, so blocks
-/// still match after insertions or deletions shift them. Memory is the
-/// signature's index plus about a megabyte of window.
+/// The search first tries the block that follows the last match at its
+/// expected offset (one strong hash per block for data that did not move),
+/// then any block with the same weak sum, then the next
+/// `PROBE_AHEAD` blocks at their expected offsets (a block rewritten in
+/// place costs two hashes, not a byte-by-byte scan). Only when all of
+/// that fails does it roll the weak sum through every byte offset, so
+/// blocks still match after insertions or deletions shift them. Memory is
+/// the signature's index plus a few megabytes of window.
 pub fn delta<R: Read, W: Write>(
     sig: &Signature,
     mut new: R,
@@ -130,20 +149,26 @@ pub fn delta<R: Read, W: Write>(
             ..DeltaStats::default()
         },
         run: None,
-        hasher: blake3::Hasher::new(),
     };
+    let mut hasher = blake3::Hasher::new();
+    let mut new_len = 0u64;
     let bs = sig.block_size() as usize;
     let index = Index::new(sig);
-    let searchable = sig.block_count() > 0;
+    let blocks = sig.blocks();
+    let searchable = !blocks.is_empty();
+    // Blocks that can match anywhere but at the very end (not a short last).
+    let full_blocks = (sig.basis_len() / u64::from(sig.block_size())) as usize;
+    let lookahead = (PROBE_AHEAD + 1) * bs + 1;
 
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK + bs + LITERAL_CHUNK);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK + lookahead + LITERAL_CHUNK);
     let (mut pos, mut lit) = (0usize, 0usize);
     let mut eof = false;
     let mut rolling: Option<Rolling> = None;
-    let mut preferred = usize::MAX;
+    // The block expected at `pos` if the data did not move: the one after
+    // the last match.
+    let mut expected = 0usize;
     loop {
-        // Keep one byte beyond the window, to roll into.
-        if !eof && buf.len() < pos + bs + 1 {
+        if !eof && buf.len() < pos + lookahead {
             buf.drain(..lit);
             pos -= lit;
             lit = 0;
@@ -151,6 +176,8 @@ pub fn delta<R: Read, W: Write>(
             buf.resize(old + READ_CHUNK, 0);
             let n = read_full(&mut new, &mut buf[old..])?;
             buf.truncate(old + n);
+            hash_input(&mut hasher, &buf[old..]);
+            new_len += n as u64;
             eof = n == 0;
             continue;
         }
@@ -158,14 +185,41 @@ pub fn delta<R: Read, W: Write>(
             break;
         }
         let window = &buf[pos..pos + bs];
-        let weak = rolling.get_or_insert_with(|| Rolling::new(window)).digest();
-        if let Some(block) = index.find(sig, weak, window, preferred) {
+        let found = match &rolling {
+            None => {
+                if expected < full_blocks && strong(window) == blocks[expected].strong {
+                    Some(expected)
+                } else {
+                    let r = Rolling::fast(window);
+                    let found = index.find(sig, r.digest(), window, expected);
+                    if found.is_none() {
+                        let skip = (1..=PROBE_AHEAD).find(|&j| {
+                            let at = pos + j * bs;
+                            expected + j < full_blocks
+                                && at + bs <= buf.len()
+                                && strong(&buf[at..at + bs]) == blocks[expected + j].strong
+                        });
+                        if let Some(j) = skip {
+                            // Rewritten in place: literal up to the block
+                            // that matches where it always was.
+                            pos += j * bs;
+                            expected += j;
+                            continue;
+                        }
+                        rolling = Some(r);
+                    }
+                    found
+                }
+            }
+            Some(r) => index.find(sig, r.digest(), window, expected),
+        };
+        if let Some(block) = found {
             enc.literal(&buf[lit..pos])?;
             enc.copy(block, &buf[pos..pos + bs])?;
             pos += bs;
             lit = pos;
             rolling = None;
-            preferred = block + 1;
+            expected = block + 1;
             continue;
         }
         if pos + bs == buf.len() {
@@ -174,7 +228,7 @@ pub fn delta<R: Read, W: Write>(
         }
         rolling
             .as_mut()
-            .expect("computed above")
+            .expect("set above")
             .roll(buf[pos], buf[pos + bs]);
         pos += 1;
         if pos - lit >= LITERAL_CHUNK {
@@ -189,23 +243,27 @@ pub fn delta<R: Read, W: Write>(
         loop {
             let n = read_full(&mut new, &mut buf)?;
             if n == 0 {
-                return Ok(enc.finish()?);
+                break;
             }
+            hash_input(&mut hasher, &buf[..n]);
+            new_len += n as u64;
             enc.literal(&buf[..n])?;
         }
-    }
-    // The tail may be the basis's short last block.
-    let tail = &buf[pos..];
-    let last = sig.block_count().wrapping_sub(1);
-    let tail_matches = searchable
-        && !tail.is_empty()
-        && sig.block_len(last) == tail.len()
-        && sig.blocks()[last].strong == strong(tail);
-    if tail_matches {
-        enc.literal(&buf[lit..pos])?;
-        enc.copy(last, tail)?;
     } else {
-        enc.literal(&buf[lit..])?;
+        // The tail may be the basis's short last block.
+        let tail = &buf[pos..];
+        let last = blocks.len().wrapping_sub(1);
+        let tail_matches = searchable
+            && !tail.is_empty()
+            && sig.block_len(last) == tail.len()
+            && blocks[last].strong == strong(tail);
+        if tail_matches {
+            enc.literal(&buf[lit..pos])?;
+            enc.copy(last, tail)?;
+        } else {
+            enc.literal(&buf[lit..])?;
+        }
     }
-    Ok(enc.finish()?)
+    debug_assert_eq!(new_len, enc.stats.new_len);
+    Ok(enc.finish(hasher.finalize())?)
 }

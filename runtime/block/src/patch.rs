@@ -35,7 +35,7 @@ impl<W: Write> Output<W> {
             }
             .into());
         }
-        self.hasher.update(bytes);
+        crate::delta::hash_input(&mut self.hasher, bytes);
         Ok(self.out.write_all(bytes)?)
     }
 }
@@ -71,7 +71,7 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
         limit: limits.max_file_len,
     };
     let mut stats = PatchStats::default();
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; 1 << 20];
     loop {
         match format::read_u8(&mut delta, "delta instruction")? {
             OP_COPY => {

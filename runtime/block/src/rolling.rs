@@ -10,13 +10,26 @@ pub(crate) struct Rolling {
 }
 
 impl Rolling {
-    /// The checksum of `window`.
+    /// The checksum of `window`, byte by byte: the oracle of [`Rolling::fast`].
+    #[cfg(test)]
     pub(crate) fn new(window: &[u8]) -> Self {
         let (mut a, mut b) = (0u32, 0u32);
         for &byte in window {
             a = a.wrapping_add(u32::from(byte));
             b = b.wrapping_add(a);
         }
+        Self {
+            a,
+            b,
+            len: window.len() as u32,
+        }
+    }
+
+    /// The checksum of `window`, computed with the vectorized [`weak_sum`];
+    /// equal to [`Rolling::new`] modulo 2^16, which is all `digest` keeps.
+    #[inline]
+    pub(crate) fn fast(window: &[u8]) -> Self {
+        let (a, b) = Backend::detect().weak_sum(window);
         Self {
             a,
             b,
@@ -44,6 +57,88 @@ impl Rolling {
     }
 }
 
+/// The `(a, b)` halves of the weak sum of a whole window, each modulo 2^16.
+///
+/// With `x_i` the bytes and `n` the length, `a = Σ x_i` and `b = Σ (n - i) x_i`.
+/// The window is cut into 32-byte rows: lane `j` accumulates its column
+/// (`col[j]`) and the running column sums (`run[j]`), so that
+/// `b = 32 Σ run[j] - Σ j col[j]` over the rows; the tail continues the
+/// scalar recurrence. Only 16 bits survive in the digest, so `u16` lanes
+/// wrap harmlessly and twice as many fit in a vector register.
+#[inline(always)]
+fn weak_sum_lanes(data: &[u8]) -> (u32, u32) {
+    const LANES: usize = 32;
+    let mut rows = data.chunks_exact(LANES);
+    let mut col = [0u16; LANES];
+    let mut run = [0u16; LANES];
+    for row in &mut rows {
+        for j in 0..LANES {
+            col[j] = col[j].wrapping_add(u16::from(row[j]));
+            run[j] = run[j].wrapping_add(col[j]);
+        }
+    }
+    let (mut a, mut b) = (0u32, 0u32);
+    for j in 0..LANES {
+        a = a.wrapping_add(u32::from(col[j]));
+        b = b
+            .wrapping_add((LANES as u32).wrapping_mul(u32::from(run[j])))
+            .wrapping_sub((j as u32).wrapping_mul(u32::from(col[j])));
+    }
+    for &byte in rows.remainder() {
+        a = a.wrapping_add(u32::from(byte));
+        b = b.wrapping_add(a);
+    }
+    (a & 0xffff, b & 0xffff)
+}
+
+/// The plain weak sum: fallback and oracle of the vectorized ones.
+fn weak_sum_scalar(data: &[u8]) -> (u32, u32) {
+    weak_sum_lanes(data)
+}
+
+/// The same code compiled for AVX2 (twice the lanes per instruction).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn weak_sum_avx2(data: &[u8]) -> (u32, u32) {
+    weak_sum_lanes(data)
+}
+
+/// The instruction sets the hot loops are compiled for, chosen at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// Baseline instructions (SSE2 on x86_64): fallback and oracle.
+    Scalar,
+    /// AVX2, detected at run time.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Backend {
+    /// The best backend this CPU supports (cached by std's detection).
+    #[inline]
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if !cfg!(miri) && std::is_x86_feature_detected!("avx2") {
+            return Backend::Avx2;
+        }
+        Backend::Scalar
+    }
+
+    /// The `(a, b)` halves of the weak sum of `data`, modulo 2^16.
+    #[inline]
+    pub(crate) fn weak_sum(self, data: &[u8]) -> (u32, u32) {
+        match self {
+            Backend::Scalar => weak_sum_scalar(data),
+            // Safety: detect() returns Avx2 only after checking the CPU flag.
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => unsafe { weak_sum_avx2(data) },
+        }
+    }
+}
+
 /// The strong per-block hash: XXH3-128. Not cryptographic; a collision is
 /// caught by the whole-file BLAKE3 verification.
 #[inline]
@@ -62,6 +157,24 @@ mod tests {
         fn rolling_equals_recomputing(data in proptest::collection::vec(any::<u8>(), 2..600), window in 1usize..64) {
             let window = window.min(data.len() - 1);
             let mut r = Rolling::new(&data[..window]);
+            for start in 1..=data.len() - window {
+                r.roll(data[start - 1], data[start + window - 1]);
+                prop_assert_eq!(r.digest(), Rolling::new(&data[start..start + window]).digest());
+            }
+        }
+
+        #[test]
+        fn every_backend_equals_the_plain_sum(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
+            let plain = Rolling::new(&data).digest();
+            prop_assert_eq!(Rolling::fast(&data).digest(), plain);
+            let (a, b) = Backend::Scalar.weak_sum(&data);
+            prop_assert_eq!((b << 16) | a, plain);
+        }
+
+        #[test]
+        fn a_fast_start_rolls_like_a_plain_one(data in proptest::collection::vec(any::<u8>(), 70..600)) {
+            let window = 64;
+            let mut r = Rolling::fast(&data[..window]);
             for start in 1..=data.len() - window {
                 r.roll(data[start - 1], data[start + window - 1]);
                 prop_assert_eq!(r.digest(), Rolling::new(&data[start..start + window]).digest());

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 
 use crate::error::FormatError;
 use crate::format::{self, Limits, SIGNATURE_MAGIC};
-use crate::rolling::{Rolling, strong};
+use crate::rolling::{Backend, strong};
 
 /// Smallest block size the engine chooses by itself.
 pub const DEFAULT_MIN_BLOCK: u32 = 4 << 10;
@@ -50,11 +50,40 @@ pub struct Signature {
     blocks: Vec<Block>,
 }
 
+/// Bytes of the basis read and hashed per step of [`Signature::compute`].
+const PARALLEL_CHUNK: usize = 8 << 20;
+/// Below this many bytes per task, threads cost more than they save.
+const PARALLEL_MIN: usize = 1 << 20;
+
+impl Block {
+    #[inline]
+    fn of(backend: Backend, data: &[u8]) -> Self {
+        let (a, b) = backend.weak_sum(data);
+        Block {
+            weak: (b << 16) | a,
+            strong: strong(data),
+        }
+    }
+}
+
+/// Hashes the blocks of `data` on the rayon pool into `out`.
+fn hash_blocks_parallel(backend: Backend, data: &[u8], bs: usize, out: &mut Vec<Block>) {
+    use rayon::prelude::*;
+    data.par_chunks(bs)
+        .with_min_len(PARALLEL_MIN / bs + 1)
+        .map(|b| Block::of(backend, b))
+        .collect_into_vec(out);
+}
+
 /// Bytes one block takes in the encoding.
 const BLOCK_BYTES: u64 = 4 + 16;
 
 impl Signature {
     /// Computes the signature of `reader`, which holds `len` bytes.
+    ///
+    /// Streams: memory is the signature plus two read buffers of a few
+    /// MiB. Large inputs are hashed on the rayon pool while the next chunk
+    /// is read on the calling thread.
     pub fn compute<R: Read>(
         mut reader: R,
         len: u64,
@@ -62,20 +91,35 @@ impl Signature {
     ) -> io::Result<Signature> {
         let block_size = opts.block_size_for(len);
         let bs = block_size as usize;
-        let chunk = bs * (1usize << 20).div_ceil(bs).max(1);
-        let mut buf = vec![0u8; chunk];
-        let mut blocks = Vec::with_capacity(len.div_ceil(block_size.into()) as usize);
-        let mut remaining = len;
-        while remaining > 0 {
+        let chunk = bs * (PARALLEL_CHUNK.div_ceil(bs)).max(1);
+        let count = len.div_ceil(block_size.into());
+        let mut blocks = Vec::with_capacity(count.min(1 << 24) as usize);
+        let first = (chunk as u64).min(len) as usize;
+        let mut current = vec![0u8; first];
+        reader.read_exact(&mut current)?;
+        let mut remaining = len - first as u64;
+        let mut next = Vec::new();
+        let backend = Backend::detect();
+        let mut hashed = Vec::new();
+        loop {
             let want = (chunk as u64).min(remaining) as usize;
-            reader.read_exact(&mut buf[..want])?;
-            for block in buf[..want].chunks(bs) {
-                blocks.push(Block {
-                    weak: Rolling::new(block).digest(),
-                    strong: strong(block),
-                });
+            next.resize(want, 0);
+            let read = rayon::in_place_scope(|scope| {
+                if current.len() >= 2 * PARALLEL_MIN {
+                    scope.spawn(|_| hash_blocks_parallel(backend, &current, bs, &mut hashed));
+                } else {
+                    hashed.clear();
+                    hashed.extend(current.chunks(bs).map(|b| Block::of(backend, b)));
+                }
+                reader.read_exact(&mut next)
+            });
+            read?;
+            blocks.extend_from_slice(&hashed);
+            if want == 0 {
+                break;
             }
             remaining -= want as u64;
+            std::mem::swap(&mut current, &mut next);
         }
         Ok(Signature {
             block_size,

@@ -308,7 +308,7 @@ fn valid_encodings(seed: u64, block_size: u32) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         &old,
         &[
             Edit::Insert(seed as usize, vec![9; 17]),
-            Edit::Replace(seed as usize * 7, vec![1; 40]),
+            Edit::Replace((seed as usize).wrapping_mul(7), vec![1; 40]),
         ],
     );
     let sig = signature(&old, Some(block_size));
@@ -365,4 +365,35 @@ proptest! {
             prop_assert_eq!(out, expected);
         }
     }
+}
+
+#[test]
+fn a_large_signature_equals_the_plain_per_block_hashes() {
+    // Several parallel chunks plus a short last block.
+    let old = data((20 << 20) + 1234, 10);
+    let sig = signature(&old, Some(8192));
+    assert_eq!(sig.block_count(), old.len().div_ceil(8192));
+    for (i, (block, bytes)) in sig.blocks().iter().zip(old.chunks(8192)).enumerate() {
+        assert_eq!(
+            block.weak,
+            crate::rolling::Rolling::new(bytes).digest(),
+            "block {i}"
+        );
+        assert_eq!(block.strong, crate::rolling::strong(bytes), "block {i}");
+    }
+}
+
+#[test]
+fn blocks_rewritten_in_place_cost_only_themselves() {
+    let bs = 4096;
+    let old = data(1 << 20, 11);
+    let mut new = old.clone();
+    // One block rewritten, then two adjacent ones, then three.
+    for range in [10 * bs..11 * bs, 40 * bs..42 * bs, 100 * bs..103 * bs] {
+        for b in &mut new[range] {
+            *b = b.wrapping_add(1);
+        }
+    }
+    let (d, _) = round_trip(&old, &new, Some(bs as u32));
+    assert_eq!(d.literal_bytes, 6 * bs as u64, "{d:?}");
 }
