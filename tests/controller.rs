@@ -10,7 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    Event as K8sEvent, Namespace, PersistentVolumeClaim, Secret, Service,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -211,6 +213,105 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     })
     .await;
     assert!(pvcs.get_opt("db-dest").await.unwrap().is_some());
+    let events: Api<K8sEvent> = Api::namespaced(client.clone(), "dst");
+    eventually("Events tell the story", || async {
+        let reasons: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        ["SyncStarted", "KeyCreated", "SyncCompleted"]
+            .iter()
+            .all(|r| reasons.iter().any(|x| x == r))
+            .then_some(())
+    })
+    .await;
+
+    // A new manual trigger value runs the mover again.
+    let merge = |v| Patch::Merge(v);
+    destinations
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &merge(json!({"spec": {"trigger": {"manual": "second"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the second run creates its Job", || async {
+        jobs.get_opt("db-blocksync-dst").await.unwrap()
+    })
+    .await;
+    job_controller_stand_in(&jobs, "db-blocksync-dst").await;
+    eventually("the second run completes", || async {
+        let status = destinations.get("db").await.unwrap().status?;
+        (status.sync.last_manual_sync.as_deref() == Some("second")).then_some(())
+    })
+    .await;
+
+    // Paused: nothing runs, and the condition says why.
+    destinations
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &merge(json!({"spec": {"paused": true, "trigger": {"manual": "third"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the pause is reported", || async {
+        let rd = destinations.get("db").await.unwrap();
+        let (_, message) = condition_reason(rd.status.as_ref().map(|s| &s.sync))?;
+        (message == "synchronization is paused").then_some(())
+    })
+    .await;
+    assert!(jobs.get_opt("db-blocksync-dst").await.unwrap().is_none());
+
+    // A mover granted only PVCs is refused its Secret: a clean error, and
+    // the user hears of the refusal.
+    let narrow: ReplicationDestination = serde_json::from_value(json!({
+        "apiVersion": "wasmover.dev/v1alpha1",
+        "kind": "ReplicationDestination",
+        "metadata": {"name": "narrow"},
+        "spec": {
+            "capacity": "1Gi",
+            "mover": {
+                "module": "blocksync",
+                "capabilities": [{"apiVersion": "v1", "kind": "PersistentVolumeClaim"}],
+            },
+        },
+    }))
+    .unwrap();
+    destinations
+        .create(&PostParams::default(), &narrow)
+        .await
+        .unwrap();
+    let message = eventually("the refusal is reported", || async {
+        let rd = destinations.get("narrow").await.unwrap();
+        let (reason, message) = condition_reason(rd.status.as_ref().map(|s| &s.sync))?;
+        (reason == "Error").then_some(message)
+    })
+    .await;
+    assert!(
+        message.contains("Forbidden") && message.contains("Secret"),
+        "{message}"
+    );
+    eventually("a MoverForbidden event is published", || async {
+        let list = events.list(&Default::default()).await.unwrap();
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("MoverForbidden"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        secrets
+            .get_opt("narrow-blocksync-key")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // An invalid CR gets a clear condition; the operator keeps working.
     namespace(&client, "src").await;
@@ -230,6 +331,24 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     })
     .await;
     assert!(message.contains("no mover named rclone"), "{message}");
+    let bad_cron: ReplicationSource = serde_json::from_value(json!({
+        "apiVersion": "wasmover.dev/v1alpha1",
+        "kind": "ReplicationSource",
+        "metadata": {"name": "cron"},
+        "spec": {"sourcePVC": "data", "trigger": {"schedule": "every tuesday"}},
+    }))
+    .unwrap();
+    sources
+        .create(&PostParams::default(), &bad_cron)
+        .await
+        .unwrap();
+    let message = eventually("the bad schedule is reported", || async {
+        let rs = sources.get("cron").await.unwrap();
+        let (reason, message) = condition_reason(rs.status.as_ref().map(|s| &s.sync))?;
+        (reason == "Error").then_some(message)
+    })
+    .await;
+    assert!(message.contains("invalid schedule"), "{message}");
 
     // Deleting runs the finalizer (cleanup) and leaves no object behind.
     destinations

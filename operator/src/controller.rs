@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -30,7 +31,9 @@ use wasmover_runtime::bindings::types::{
     self as wit, DestinationSpec, ImageKind, Outcome, Parameter, SourceSpec,
 };
 use wasmover_runtime::kube::{DEFAULT_KINDS, Owner, ScopedCluster};
-use wasmover_runtime::{Catalog, CatalogError, Claimed, Grants, MoverLimits, MoverModule};
+use wasmover_runtime::{
+    Catalog, CatalogError, Claimed, Grants, MoverLimits, MoverModule, Observer,
+};
 
 use crate::cluster::KubeCluster;
 use crate::crd::{
@@ -224,6 +227,37 @@ impl Replication for ReplicationDestination {
     }
 }
 
+/// Publishes what a module reports (its own Events, refusals of its
+/// Kubernetes calls) as Events on the replication object.
+struct EventForwarder {
+    recorder: Recorder,
+    reference: ObjectReference,
+    handle: tokio::runtime::Handle,
+}
+
+impl Observer for EventForwarder {
+    fn event(&self, module: &str, event: &wasmover_runtime::Event) {
+        let event = Event {
+            type_: if event.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: event.reason.clone(),
+            note: Some(format!("{module}: {}", event.note)),
+            action: event.action.clone(),
+            secondary: None,
+        };
+        // Runs on the module's blocking thread.
+        if let Err(e) = self
+            .handle
+            .block_on(self.recorder.publish(&event, &self.reference))
+        {
+            tracing::warn!("cannot publish a module's event: {e}");
+        }
+    }
+}
+
 /// What one step of a mover did.
 enum Step {
     /// `synchronize` is still running; look again after this long.
@@ -266,7 +300,9 @@ async fn run_mover<K: Replication>(obj: &K, ctx: &Context, cleaning: bool) -> Re
         .expect("the semaphore is never closed");
     let obj = obj.clone();
     let catalog = ctx.catalog.clone();
-    let cluster = KubeCluster::new(ctx.client.clone(), tokio::runtime::Handle::current());
+    let handle = tokio::runtime::Handle::current();
+    let cluster = KubeCluster::new(ctx.client.clone(), handle.clone());
+    let recorder = ctx.recorder.clone();
     let task = tokio::task::spawn_blocking(move || -> Result<Step, String> {
         let namespace = obj.namespace().unwrap_or_default();
         let owner = Owner {
@@ -292,13 +328,20 @@ async fn run_mover<K: Replication>(obj: &K, ctx: &Context, cleaning: bool) -> Re
                 .map(|c| (c.api_version.clone(), c.kind.clone()))
                 .collect()
         };
+        let events: Arc<dyn Observer> = Arc::new(EventForwarder {
+            recorder: recorder.clone(),
+            reference: obj.object_ref(&()),
+            handle: handle.clone(),
+        });
         let grants = |_: &MoverModule| {
-            Grants::new().with_cluster(ScopedCluster::new(
-                Arc::new(cluster.clone()),
-                namespace.clone(),
-                kinds.clone(),
-                owner.clone(),
-            ))
+            Grants::new()
+                .with_cluster(ScopedCluster::new(
+                    Arc::new(cluster.clone()),
+                    namespace.clone(),
+                    kinds.clone(),
+                    owner.clone(),
+                ))
+                .with_observer(events.clone())
         };
         let selected = Some(obj.mover().module.as_str()).filter(|m| !m.is_empty());
         let Claimed {

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::bindings::kube::{self as wit, KubeError, ObjectKey};
 use crate::kube::{KubeError as Error, ScopedCluster};
-use crate::state::HostState;
+use crate::state::{Event, HostState};
 
 impl From<Error> for KubeError {
     fn from(e: Error) -> Self {
@@ -38,6 +38,16 @@ impl HostState {
                 let result = f(cluster);
                 if let Err(KubeError::Forbidden(why)) = &result {
                     tracing::warn!(module = &*s.module, "refused a Kubernetes call: {why}");
+                    // The user hears of it too, not only the guest.
+                    s.grants.observer.event(
+                        &s.module,
+                        &Event {
+                            warning: true,
+                            reason: "MoverForbidden".into(),
+                            action: "Authorize".into(),
+                            note: format!("module {} was refused: {why}", s.module),
+                        },
+                    );
                 }
                 result
             }
