@@ -185,7 +185,7 @@ pub fn delta<R: Read, W: Write>(
             break;
         }
         let window = &buf[pos..pos + bs];
-        let found = match &rolling {
+        let found = match &mut rolling {
             None => {
                 if expected < full_blocks && strong(window) == blocks[expected].strong {
                     Some(expected)
@@ -211,7 +211,19 @@ pub fn delta<R: Read, W: Write>(
                     found
                 }
             }
-            Some(r) => index.find(sig, r.digest(), window, expected),
+            Some(r) => {
+                // Roll in a tight loop to the next offset the filter lets
+                // through, stopping where the window needs a refill or the
+                // literal run a flush.
+                let end = if eof {
+                    buf.len() - bs
+                } else {
+                    buf.len() - lookahead
+                };
+                let stop = end.min(lit + LITERAL_CHUNK).max(pos);
+                pos = index.scan(r, &buf, bs, pos, stop);
+                index.find(sig, r.digest(), &buf[pos..pos + bs], expected)
+            }
         };
         if let Some(block) = found {
             enc.literal(&buf[lit..pos])?;
@@ -222,7 +234,7 @@ pub fn delta<R: Read, W: Write>(
             expected = block + 1;
             continue;
         }
-        if pos + bs == buf.len() {
+        if eof && pos + bs == buf.len() {
             // At the end of the input with no match: the rest is literal.
             break;
         }
