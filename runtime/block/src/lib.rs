@@ -22,6 +22,8 @@
 mod delta;
 mod error;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod patch;
 mod rolling;
 mod signature;

@@ -397,3 +397,59 @@ fn blocks_rewritten_in_place_cost_only_themselves() {
     let (d, _) = round_trip(&old, &new, Some(bs as u32));
     assert_eq!(d.literal_bytes, 6 * bs as u64, "{d:?}");
 }
+
+/// Where `fuzz/` keeps its corpus, one directory per target.
+fn corpus_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
+}
+
+#[test]
+fn fuzz_corpus_replays_without_failures() {
+    let mut replayed = 0;
+    for (target, run) in crate::fuzzing::TARGETS {
+        let Ok(entries) = std::fs::read_dir(corpus_dir().join(target)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            run(&std::fs::read(&path).unwrap());
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0, "no corpus under {}", corpus_dir().display());
+}
+
+#[test]
+fn fuzz_seeds_pass_their_targets() {
+    for (target, name, bytes) in crate::fuzzing::seeds() {
+        let (_, run) = crate::fuzzing::TARGETS
+            .into_iter()
+            .find(|(t, _)| *t == target)
+            .unwrap_or_else(|| panic!("seed {name} for unknown target {target}"));
+        run(&bytes);
+    }
+}
+
+/// Rewrites the seed corpus: `cargo test -p wasmover-block -- --ignored
+/// write_fuzz_seeds`.
+#[test]
+#[ignore = "writes files under fuzz/corpus"]
+fn write_fuzz_seeds() {
+    for (target, name, bytes) in crate::fuzzing::seeds() {
+        let dir = corpus_dir().join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn fuzz_targets_hold_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        crate::fuzzing::parse_signature(&bytes);
+        crate::fuzzing::parse_delta(&bytes);
+        crate::fuzzing::apply(&bytes);
+        crate::fuzzing::round_trip(&bytes);
+    }
+}

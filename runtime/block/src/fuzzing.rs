@@ -1,0 +1,162 @@
+//! Bodies of the fuzz targets in `fuzz/`, here so that a stable `#[test]`
+//! replays `fuzz/corpus/*` without cargo-fuzz or nightly. Not API.
+
+use std::io::Cursor;
+
+use crate::{Limits, PatchError, Signature, SignatureOptions, delta, patch};
+
+/// A fuzz target body.
+pub type Target = fn(&[u8]);
+
+/// Every target, by the name of its `fuzz/fuzz_targets/*.rs` and corpus
+/// directory.
+pub const TARGETS: [(&str, Target); 4] = [
+    ("parse_signature", parse_signature),
+    ("parse_delta", parse_delta),
+    ("apply", apply),
+    ("round_trip", round_trip),
+];
+
+/// Limits small enough that a fuzzer notices any unbounded allocation.
+pub fn limits() -> Limits {
+    Limits {
+        max_blocks: 1 << 12,
+        max_file_len: 1 << 20,
+    }
+}
+
+/// The basis `parse_delta` patches against: 3000 seeded bytes.
+pub fn basis() -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..3000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Target `parse_signature`: decoding never panics, never reads past the
+/// signature, and what decodes re-encodes to the same bytes.
+pub fn parse_signature(data: &[u8]) {
+    let mut reader = data;
+    if let Ok(sig) = Signature::read_from(&mut reader, &limits()) {
+        let used = data.len() - reader.len();
+        let mut again = Vec::new();
+        let written = sig.write_to(&mut again).expect("writing to a Vec");
+        assert_eq!(written, again.len() as u64);
+        assert_eq!(again, &data[..used], "re-encoding differs");
+    }
+}
+
+/// Target `parse_delta`: patching [`basis`] with arbitrary bytes never
+/// panics, never writes beyond the limit, never reads past the delta, and
+/// succeeds only with output that matches the end marker.
+pub fn parse_delta(data: &[u8]) {
+    check_patch(&basis(), data);
+}
+
+/// Target `apply`: the first two bytes give the basis length, the basis
+/// follows, then the delta; checked as in [`parse_delta`].
+pub fn apply(data: &[u8]) {
+    let Some((head, rest)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let n = usize::from(u16::from_be_bytes(*head)) % (rest.len() + 1);
+    let (basis, delta) = rest.split_at(n);
+    check_patch(basis, delta);
+}
+
+/// Target `round_trip`: the input split in two is an old and a new file;
+/// signature, delta and patch (through the encodings, block size from the
+/// first byte) must rebuild the new file exactly.
+pub fn round_trip(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let (old, new) = rest.split_at(rest.len() / 2);
+    let opts = SignatureOptions {
+        block_size: Some(u32::from(first % 64) + 1),
+    };
+    let sig = Signature::compute(old, old.len() as u64, &opts).expect("reading a slice");
+    let mut stream = Vec::new();
+    sig.write_to(&mut stream).expect("writing to a Vec");
+    let mut reader = &stream[..];
+    let sig = Signature::read_from(&mut reader, &limits()).expect("own signature");
+    assert!(reader.is_empty());
+    let mut d = Vec::new();
+    delta(&sig, new, &mut d).expect("delta into a Vec");
+    let mut out = Vec::new();
+    patch(Cursor::new(old), &d[..], &mut out, &limits()).expect("own delta");
+    assert_eq!(out, new);
+}
+
+fn check_patch(basis: &[u8], data: &[u8]) {
+    let limits = limits();
+    let mut reader = data;
+    let mut out = Vec::new();
+    let result = patch(Cursor::new(basis), &mut reader, &mut out, &limits);
+    assert!(out.len() as u64 <= limits.max_file_len);
+    match result {
+        Ok(stats) => {
+            assert_eq!(stats.written_bytes, out.len() as u64);
+            assert_eq!(stats.copied_bytes + stats.literal_bytes, out.len() as u64);
+            // The end marker is the last thing read: 1 + 8 + 32 bytes.
+            let used = data.len() - reader.len();
+            assert!(used >= 5 + 4 + 8 + 41);
+        }
+        Err(PatchError::Io(e)) => panic!("I/O error from in-memory input: {e}"),
+        Err(_) => {}
+    }
+}
+
+/// Seed inputs for every target: valid encodings and broken variants.
+pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let basis = basis();
+    let mut new = basis.clone();
+    new.splice(100..100, *b"inserted");
+    new[2000..2040].fill(7);
+    new.extend_from_slice(b"appended");
+    let mut seeds = Vec::new();
+    for bs in [64u32, 700, 4096] {
+        let sig = Signature::compute(
+            &basis[..],
+            basis.len() as u64,
+            &SignatureOptions {
+                block_size: Some(bs),
+            },
+        )
+        .expect("slice");
+        let mut s = Vec::new();
+        sig.write_to(&mut s).expect("vec");
+        let mut d = Vec::new();
+        delta(&sig, &new[..], &mut d).expect("vec");
+        let variants = |name: &str, bytes: &[u8]| {
+            let mut flipped = bytes.to_vec();
+            let mid = flipped.len() / 2;
+            flipped[mid] ^= 0x40;
+            vec![
+                (format!("{name}-bs{bs}-valid"), bytes.to_vec()),
+                (format!("{name}-bs{bs}-truncated"), bytes[..mid].to_vec()),
+                (format!("{name}-bs{bs}-flipped"), flipped),
+            ]
+        };
+        for (name, bytes) in variants("sig", &s) {
+            seeds.push(("parse_signature", name, bytes));
+        }
+        for (name, bytes) in variants("delta", &d) {
+            let mut framed = (basis.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&basis);
+            framed.extend_from_slice(&bytes);
+            seeds.push(("apply", name.clone(), framed));
+            seeds.push(("parse_delta", name, bytes));
+        }
+        let mut pair = vec![bs as u8];
+        pair.extend_from_slice(&basis[..1500]);
+        pair.extend_from_slice(&new[..1500]);
+        seeds.push(("round_trip", format!("pair-bs{bs}"), pair));
+    }
+    seeds
+}
