@@ -174,11 +174,12 @@ impl Backend {
     }
 }
 
-/// The strong per-block hash: XXH3-128. Not cryptographic; a collision is
+/// The strong per-block hash: XXH3-64 (with the 32-bit weak sum, 96 bits
+/// per block; a false match needs both to collide). Not cryptographic; a collision is
 /// caught by the whole-file BLAKE3 verification.
 #[inline]
-pub(crate) fn strong(block: &[u8]) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(block)
+pub(crate) fn strong(block: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(block)
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ impl SignatureOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Block {
     pub(crate) weak: u32,
-    pub(crate) strong: u128,
+    pub(crate) strong: u64,
 }
 
 /// The signature of a basis file: its length, block size, and the weak and
@@ -71,7 +71,7 @@ fn hash_blocks(backend: Backend, data: &[u8], bs: usize, out: &mut Vec<Block>) {
 }
 
 /// Bytes one block takes in the encoding.
-const BLOCK_BYTES: u64 = 4 + 16;
+const BLOCK_BYTES: u64 = 4 + 8;
 
 impl Signature {
     /// Computes the signature of `reader`, which holds `len` bytes.
@@ -160,7 +160,7 @@ impl Signature {
     }
 
     /// Writes the encoding: magic, version, block size, basis length, block
-    /// count, then each block's weak (u32) and strong (u128) hash, all
+    /// count, then each block's weak (u32) and strong (u64) hash, all
     /// big-endian. Returns the bytes written.
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
         format::write_header(&mut w, SIGNATURE_MAGIC)?;
@@ -218,7 +218,7 @@ impl Signature {
                 .map_err(FormatError::reading("signature blocks"))?;
             blocks.push(Block {
                 weak: u32::from_be_bytes(raw[..4].try_into().expect("4 bytes")),
-                strong: u128::from_be_bytes(raw[4..].try_into().expect("16 bytes")),
+                strong: u64::from_be_bytes(raw[4..].try_into().expect("8 bytes")),
             });
         }
         Ok(Signature {

@@ -246,7 +246,7 @@ fn every_truncation_of_a_valid_encoding_is_an_error() {
 #[test]
 fn hostile_headers_are_refused_without_allocating() {
     // A signature claiming 2^40 blocks of 1 byte.
-    let mut s = b"WMSG\x01".to_vec();
+    let mut s = b"WMSG\x02".to_vec();
     s.extend_from_slice(&1u32.to_be_bytes());
     s.extend_from_slice(&(1u64 << 40).to_be_bytes());
     s.extend_from_slice(&(1u64 << 40).to_be_bytes());
@@ -255,7 +255,7 @@ fn hostile_headers_are_refused_without_allocating() {
         Err(FormatError::TooLarge { .. })
     ));
     // A copy far outside the basis.
-    let mut d = b"WMDL\x01".to_vec();
+    let mut d = b"WMDL\x02".to_vec();
     d.extend_from_slice(&16u32.to_be_bytes());
     d.extend_from_slice(&32u64.to_be_bytes());
     d.push(1);
@@ -271,7 +271,7 @@ fn hostile_headers_are_refused_without_allocating() {
     assert!(matches!(err, PatchError::OutOfBasis { .. }), "{err}");
     // Wrong magic and version.
     assert!(matches!(
-        Signature::read_from(&b"WMDL\x01"[..], &Limits::default()),
+        Signature::read_from(&b"WMDL\x02"[..], &Limits::default()),
         Err(FormatError::BadMagic { .. })
     ));
     assert!(matches!(
