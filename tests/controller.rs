@@ -123,6 +123,17 @@ async fn job_controller_stand_in(jobs: &Api<Job>, name: &str) {
         .unwrap();
 }
 
+/// A plain HTTP/1.1 GET; returns the whole response.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
 fn condition_reason(status: Option<&wasmover::crd::SyncStatus>) -> Option<(String, String)> {
     status?
         .conditions
@@ -138,7 +149,16 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     install_crds(&client).await;
     let engine = wasmover_tests::engine();
     let catalog = wasmover::builtin::catalog(&engine).unwrap();
-    let operator = tokio::spawn(wasmover::controller::run(client.clone(), catalog));
+    let metrics = std::sync::Arc::new(wasmover::metrics::Metrics::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = listener.local_addr().unwrap();
+    let router = wasmover::metrics::router(metrics.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let operator = tokio::spawn(wasmover::controller::run(
+        client.clone(),
+        catalog,
+        metrics.clone(),
+    ));
 
     namespace(&client, "dst").await;
     let destinations: Api<ReplicationDestination> = Api::namespaced(client.clone(), "dst");
@@ -229,6 +249,19 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
             .then_some(())
     })
     .await;
+
+    // The synchronization is in VolSync's metrics.
+    let text = http_get(metrics_addr, "/metrics").await;
+    assert!(
+        text.contains(r#"volsync_sync_duration_seconds_count{obj_name="db",obj_namespace="dst",role="destination",method="blocksync"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"volsync_volume_out_of_sync{obj_name="db",obj_namespace="dst",role="destination",method="blocksync"} 0"#), "{text}");
+    assert!(
+        http_get(metrics_addr, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
 
     // A new manual trigger value runs the mover again.
     let merge = |v| Patch::Merge(v);

@@ -40,6 +40,7 @@ use crate::crd::{
     CONDITION_SYNCHRONIZING, CopyMethod, FINALIZER, ImageRef, MoverSpec, ReplicationDestination,
     ReplicationSource, SyncStatus, Trigger, reason,
 };
+use crate::metrics::{ErrorLabels, Metrics, ObjectLabels};
 
 /// Field manager of the operator's status writes.
 pub const MANAGER: &str = "wasmover";
@@ -72,11 +73,13 @@ pub struct Context {
     pub recorder: Recorder,
     /// Bounds module runs in flight (each holds a blocking thread).
     pub runs: Semaphore,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
-    /// A context with the built-in catalog.
-    pub fn new(client: Client, catalog: Catalog) -> Arc<Self> {
+    /// A context serving `catalog`, recording into `metrics`.
+    pub fn new(client: Client, catalog: Catalog, metrics: Arc<Metrics>) -> Arc<Self> {
         let reporter = Reporter {
             controller: "wasmover".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -86,6 +89,7 @@ impl Context {
             client,
             catalog: Arc::new(catalog),
             runs: Semaphore::new(16),
+            metrics,
         })
     }
 }
@@ -396,6 +400,21 @@ fn condition(
     }
 }
 
+/// VolSync's metric labels of an object.
+fn labels<K: Replication>(obj: &K) -> ObjectLabels {
+    let module = &obj.mover().module;
+    ObjectLabels {
+        obj_name: obj.name_any(),
+        obj_namespace: obj.namespace().unwrap_or_default(),
+        role: K::ROLE.into(),
+        method: if module.is_empty() {
+            "auto".into()
+        } else {
+            module.clone()
+        },
+    }
+}
+
 /// Sets the condition, keeping its transition time if only the message
 /// changed; returns whether the reason changed (worth an Event).
 fn set_condition(sync: &mut SyncStatus, new: Condition) -> bool {
@@ -531,7 +550,16 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
                 .map_or(now, |t| t.0);
             match next_fire(schedule, base) {
                 Ok(next) if next > now => Some((reason::WAITING_FOR_SCHEDULE, Some(next))),
-                Ok(_) => None,
+                Ok(due) => {
+                    // Starting so late that the following run is due too.
+                    if next_fire(schedule, due).is_ok_and(|after| after <= now) {
+                        ctx.metrics
+                            .missed_intervals
+                            .get_or_create(&labels(&*obj))
+                            .inc();
+                    }
+                    None
+                }
                 Err(message) => {
                     return fail(ctx, &*obj, sync, message).await;
                 }
@@ -592,12 +620,15 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
         Ok(Step::Done(image)) => {
             let started = sync.last_sync_start_time.as_ref().map_or(now, |t| t.0);
             sync.last_sync_time = Some(Time(now));
-            sync.last_sync_duration = Some(format!(
-                "{:.1}s",
-                (now - started)
-                    .total(k8s_openapi::jiff::Unit::Second)
-                    .unwrap_or(0.0)
-            ));
+            let seconds = (now - started)
+                .total(k8s_openapi::jiff::Unit::Second)
+                .unwrap_or(0.0);
+            sync.last_sync_duration = Some(format!("{seconds:.1}s"));
+            ctx.metrics
+                .sync_duration
+                .get_or_create(&labels(&*obj))
+                .observe(seconds);
+            ctx.metrics.out_of_sync.get_or_create(&labels(&*obj)).set(0);
             sync.last_manual_sync = manual.clone();
             sync.latest_mover_status = Some(crate::crd::MoverStatus {
                 result: "Successful".into(),
@@ -643,6 +674,7 @@ async fn fail<K: Replication>(
     message: String,
 ) -> Result<Action, Error> {
     tracing::warn!(object = %obj.name_any(), "{message}");
+    ctx.metrics.out_of_sync.get_or_create(&labels(obj)).set(1);
     let generation = obj.meta().generation;
     if set_condition(
         &mut sync,
@@ -687,14 +719,20 @@ async fn reconcile<K: Replication>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-fn error_policy<K: Replication>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy<K: Replication>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(object = %obj.name_any(), "reconcile failed: {error}");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            role: K::ROLE.into(),
+        })
+        .inc();
     Action::requeue(Duration::from_secs(5))
 }
 
 /// Runs both controllers until the process is told to stop.
-pub async fn run(client: Client, catalog: Catalog) -> anyhow::Result<()> {
-    let ctx = Context::new(client.clone(), catalog);
+pub async fn run(client: Client, catalog: Catalog, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let ctx = Context::new(client.clone(), catalog, metrics.clone());
     let sources: Api<ReplicationSource> = Api::all(client.clone());
     let destinations: Api<ReplicationDestination> = Api::all(client.clone());
     for (kind, check) in [
@@ -713,6 +751,7 @@ pub async fn run(client: Client, catalog: Catalog) -> anyhow::Result<()> {
             );
         }
     }
+    metrics.set_ready();
     let source = Controller::new(sources, watcher::Config::default())
         .shutdown_on_signal()
         .run(

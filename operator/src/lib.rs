@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod controller;
 pub mod crd;
 pub mod guest_test;
+pub mod metrics;
 pub mod replicate;
 mod terminal;
 

@@ -59,7 +59,11 @@ enum Command {
     /// List the built-in movers and what they export.
     Movers,
     /// Run the Kubernetes operator (KUBECONFIG or in-cluster config).
-    Operator,
+    Operator {
+        /// Where to serve /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_addr: std::net::SocketAddr,
+    },
 }
 
 fn parse_param(s: &str) -> Result<Parameter, String> {
@@ -149,12 +153,18 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         }),
-        Command::Operator => {
+        Command::Operator { metrics_addr } => {
             let catalog = builtin::catalog(&engine)?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let client = kube::Client::try_default().await?;
-                wasmover::controller::run(client, catalog).await
+                let metrics = Arc::new(wasmover::metrics::Metrics::default());
+                let listener = tokio::net::TcpListener::bind(metrics_addr).await?;
+                let server = axum::serve(listener, wasmover::metrics::router(metrics.clone()));
+                tokio::select! {
+                    result = wasmover::controller::run(client, catalog, metrics) => result,
+                    result = server => Ok(result?),
+                }
             })?;
             Ok(ExitCode::SUCCESS)
         }
