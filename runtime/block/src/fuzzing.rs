@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-use crate::{Limits, PatchError, Signature, SignatureOptions, delta, patch};
+use crate::{Limits, PatchError, Signature, SignatureOptions, delta, patch, patch_in_place};
 
 /// A fuzz target body.
 pub type Target = fn(&[u8]);
@@ -109,6 +109,18 @@ fn check_patch(basis: &[u8], data: &[u8]) {
         }
         Err(PatchError::Io(e)) => panic!("I/O error from in-memory input: {e}"),
         Err(_) => {}
+    }
+    // Differential: in place over a copy of the basis, the same verdict
+    // and, on success, the same file.
+    let mut file = Cursor::new(basis.to_vec());
+    let in_place = patch_in_place(&mut file, data, &limits);
+    match (&result, &in_place) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b);
+            assert!(file.get_ref() == &out, "in-place result differs");
+        }
+        (Err(_), Err(_)) => {}
+        _ => panic!("patch {result:?} but patch_in_place {in_place:?}"),
     }
 }
 

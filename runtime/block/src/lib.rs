@@ -9,7 +9,8 @@
 //!   length and BLAKE3 hash.
 //! - [`patch`] rebuilds the new file from the basis and a delta and verifies
 //!   it end to end, so a weak/strong collision can never produce a silently
-//!   wrong copy.
+//!   wrong copy. [`patch_in_place`] does the same over the basis itself,
+//!   ordering copies so none reads bytes already overwritten.
 //!
 //! Every encoding is versioned, big-endian and self-delimiting: signatures
 //! and deltas travel on one byte stream with other messages, so decoders
@@ -24,6 +25,7 @@ mod error;
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+mod in_place;
 mod patch;
 mod rolling;
 mod signature;
@@ -31,6 +33,7 @@ mod signature;
 pub use delta::{DeltaStats, delta};
 pub use error::{DeltaError, FormatError, PatchError};
 pub use format::Limits;
+pub use in_place::{InPlaceFile, patch_in_place};
 pub use patch::{PatchStats, patch};
 pub use signature::{DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, Signature, SignatureOptions};
 
