@@ -10,13 +10,41 @@
 //! - [`patch`] rebuilds the new file from the basis and a delta and verifies
 //!   it end to end, so a weak/strong collision can never produce a silently
 //!   wrong copy. [`patch_in_place`] does the same over the basis itself,
-//!   ordering copies so none reads bytes already overwritten.
+//!   ordering copies so none reads bytes already overwritten, and
+//!   [`SparseWriter`] makes a patched file sparse (zero runs as holes).
 //!
 //! Every encoding is versioned, big-endian and self-delimiting: signatures
 //! and deltas travel on one byte stream with other messages, so decoders
 //! read exactly their own bytes. Decoders are hostile-input safe: a
 //! malformed or truncated input is an error, never a panic or an unbounded
 //! allocation.
+//!
+//! ```
+//! use std::io::Cursor;
+//! use wasmover_block::{Limits, Signature, SignatureOptions, delta, patch};
+//!
+//! let old = vec![7u8; 100_000];
+//! let mut new = old.clone();
+//! new[50_000..50_010].copy_from_slice(b"0123456789");
+//!
+//! // Receiver: signature of its basis, onto the shared stream.
+//! let sig = Signature::compute(&old[..], old.len() as u64, &SignatureOptions::default())?;
+//! let mut stream = Vec::new();
+//! sig.write_to(&mut stream)?;
+//!
+//! // Sender: reads exactly the signature, answers with a delta.
+//! let mut incoming = &stream[..];
+//! let sig = Signature::read_from(&mut incoming, &Limits::default())?;
+//! let mut reply = Vec::new();
+//! let stats = delta(&sig, &new[..], &mut reply)?;
+//! assert!(stats.literal_bytes < 10_000);
+//!
+//! // Receiver: rebuilds and verifies.
+//! let mut rebuilt = Vec::new();
+//! patch(Cursor::new(&old), &reply[..], &mut rebuilt, &Limits::default())?;
+//! assert_eq!(rebuilt, new);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![deny(missing_docs)]
 
@@ -29,6 +57,7 @@ mod in_place;
 mod patch;
 mod rolling;
 mod signature;
+mod sparse;
 
 pub use delta::{DeltaStats, delta};
 pub use error::{DeltaError, FormatError, PatchError};
@@ -36,6 +65,7 @@ pub use format::Limits;
 pub use in_place::{InPlaceFile, patch_in_place};
 pub use patch::{PatchStats, patch};
 pub use signature::{DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, Signature, SignatureOptions};
+pub use sparse::SparseWriter;
 
 #[cfg(test)]
 mod tests;
