@@ -17,16 +17,47 @@ pub struct PatchStats {
 }
 
 /// Writes to `out` while hashing and counting, within a length limit.
+///
+/// Pieces go through two buffers: while one is filled (from the basis or
+/// the delta) and written, the previous one is hashed on the rayon pool,
+/// so BLAKE3 overlaps the copying instead of adding to it.
 struct Output<W> {
     out: W,
     hasher: blake3::Hasher,
     written: u64,
     limit: u64,
+    bufs: [Vec<u8>; 2],
+    /// The buffer the next piece goes to; the other holds `unhashed` bytes.
+    cur: usize,
+    unhashed: usize,
 }
 
+/// Size of one piece, and of each of the two buffers.
+const PIECE: usize = 1 << 20;
+/// Smaller pieces are hashed inline: a task would cost more.
+const HASH_TASK_MIN: usize = 64 << 10;
+
 impl<W: Write> Output<W> {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), PatchError> {
-        self.written += bytes.len() as u64;
+    fn new(out: W, limit: u64) -> Self {
+        Self {
+            out,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+            limit,
+            bufs: [vec![0; PIECE], vec![0; PIECE]],
+            cur: 0,
+            unhashed: 0,
+        }
+    }
+
+    /// Appends `n <= PIECE` bytes that `fill` puts into the buffer it is
+    /// given.
+    fn piece(
+        &mut self,
+        n: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), PatchError>,
+    ) -> Result<(), PatchError> {
+        self.written += n as u64;
         if self.written > self.limit {
             return Err(FormatError::TooLarge {
                 what: "rebuilt file length",
@@ -35,8 +66,36 @@ impl<W: Write> Output<W> {
             }
             .into());
         }
-        crate::delta::hash_input(&mut self.hasher, bytes);
-        Ok(self.out.write_all(bytes)?)
+        let [a, b] = &mut self.bufs;
+        let (cur, prev) = if self.cur == 0 { (a, b) } else { (b, a) };
+        let prev = &prev[..self.unhashed];
+        let hasher = &mut self.hasher;
+        let out = &mut self.out;
+        let cur = &mut cur[..n];
+        let result = if prev.len() >= HASH_TASK_MIN {
+            rayon::in_place_scope(|scope| {
+                scope.spawn(move |_| {
+                    hasher.update(prev);
+                });
+                fill(cur)?;
+                Ok::<_, PatchError>(out.write_all(cur)?)
+            })
+        } else {
+            hasher.update(prev);
+            fill(cur).and_then(|()| Ok(out.write_all(cur)?))
+        };
+        result?;
+        self.unhashed = n;
+        self.cur ^= 1;
+        Ok(())
+    }
+
+    /// The hash of everything written.
+    fn finalize(&mut self) -> blake3::Hash {
+        let prev = &self.bufs[self.cur ^ 1][..self.unhashed];
+        self.hasher.update(prev);
+        self.unhashed = 0;
+        self.hasher.finalize()
     }
 }
 
@@ -64,14 +123,8 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
         }
         .into());
     }
-    let mut out = Output {
-        out,
-        hasher: blake3::Hasher::new(),
-        written: 0,
-        limit: limits.max_file_len,
-    };
+    let mut out = Output::new(out, limits.max_file_len);
     let mut stats = PatchStats::default();
-    let mut buf = vec![0u8; 1 << 20];
     loop {
         match format::read_u8(&mut delta, "delta instruction")? {
             OP_COPY => {
@@ -97,10 +150,9 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
                 basis.seek(SeekFrom::Start(offset))?;
                 let mut left = len;
                 while left > 0 {
-                    let n = left.min(buf.len() as u64) as usize;
-                    basis
-                        .read_exact(&mut buf[..n])
-                        .map_err(|e| match e.kind() {
+                    let n = left.min(PIECE as u64) as usize;
+                    out.piece(n, |buf| {
+                        basis.read_exact(buf).map_err(|e| match e.kind() {
                             // The basis is shorter than its signature said: it
                             // changed underneath us.
                             io::ErrorKind::UnexpectedEof => PatchError::OutOfBasis {
@@ -109,8 +161,8 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
                                 basis_len,
                             },
                             _ => e.into(),
-                        })?;
-                    out.write(&buf[..n])?;
+                        })
+                    })?;
                     left -= n as u64;
                 }
                 stats.copied_bytes += len;
@@ -127,11 +179,12 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
                 }
                 let mut left = len as usize;
                 while left > 0 {
-                    let n = left.min(buf.len());
-                    delta
-                        .read_exact(&mut buf[..n])
-                        .map_err(FormatError::reading("literal bytes"))?;
-                    out.write(&buf[..n])?;
+                    let n = left.min(PIECE);
+                    out.piece(n, |buf| {
+                        delta
+                            .read_exact(buf)
+                            .map_err(|e| FormatError::reading("literal bytes")(e).into())
+                    })?;
                     left -= n;
                 }
                 stats.literal_bytes += len;
@@ -142,7 +195,7 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
                 delta
                     .read_exact(&mut hash)
                     .map_err(FormatError::reading("new file hash"))?;
-                let actual = out.hasher.finalize();
+                let actual = out.finalize();
                 if new_len != out.written || actual.as_bytes() != &hash {
                     return Err(PatchError::Verification {
                         expected: format!(
