@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use wasmover_block::{Limits, Signature, SignatureOptions, delta, patch};
+use wasmover_block::{Limits, Signature, SignatureOptions, delta, patch, patch_in_place};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -34,10 +34,13 @@ struct Measured {
     wire: u64,
 }
 
-/// This engine, file to file, as the host runs it.
-fn ours(dir: &Path, runs: usize) -> Measured {
+/// This engine, file to file, as the host runs it: patched into a staging
+/// file, and (second result) in place over a copy of the basis, as
+/// `rsync --inplace` does.
+fn ours(dir: &Path, runs: usize) -> (Measured, Measured) {
     let (old, new, out) = (dir.join("old"), dir.join("new"), dir.join("out"));
     let (mut s, mut d, mut p, mut t) = (vec![], vec![], vec![], vec![]);
+    let (mut p2, mut t2) = (vec![], vec![]);
     let mut wire = 0;
     for _ in 0..runs {
         let start = Instant::now();
@@ -70,14 +73,32 @@ fn ours(dir: &Path, runs: usize) -> Measured {
         p.push(total - t_sig - t_delta);
         t.push(total);
         wire = sig_bytes.len() as u64 + stats.encoded_bytes;
+
+        let in_place = dir.join("in-place");
+        std::fs::copy(&old, &in_place).unwrap();
+        let start = Instant::now();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(&in_place)
+            .unwrap();
+        patch_in_place(file, &delta_bytes[..], &Limits::default()).unwrap();
+        p2.push(start.elapsed());
+        t2.push(t_sig + t_delta + start.elapsed());
     }
-    Measured {
+    let staged = Measured {
         signature: median(s),
         delta: median(d),
         patch: median(p),
         total: median(t),
         wire,
-    }
+    };
+    let in_place = Measured {
+        patch: median(p2),
+        total: median(t2),
+        ..staged
+    };
+    (staged, in_place)
 }
 
 /// fast_rsync, in memory (its API takes slices), block 4 KiB, 8-byte hash.
@@ -194,12 +215,16 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|");
     for (name, new) in &cases {
         std::fs::write(dir.join("new"), new).unwrap();
-        let o = ours(&dir, runs);
+        let (o, o_in_place) = ours(&dir, runs);
         let f = fast_rsync(&old, new, runs);
         let r = rsync(&dir, runs);
         let n = new.len();
         let ratio = |a: Duration, b: Duration| format!("{:.2}x", a.as_secs_f64() / b.as_secs_f64());
-        for (engine, m) in [("wasmover", &o), ("fast_rsync", &f)] {
+        for (engine, m) in [
+            ("wasmover", &o),
+            ("wasmover in place", &o_in_place),
+            ("fast_rsync", &f),
+        ] {
             println!(
                 "| {name} | {engine} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {} | {} |",
                 gbps(old.len(), m.signature),
