@@ -147,21 +147,28 @@ fn copy_method(method: CopyMethod) -> wit::CopyMethod {
     }
 }
 
+/// The accessors both kinds share field for field.
+macro_rules! spec_accessors {
+    () => {
+        fn mover(&self) -> &MoverSpec {
+            &self.spec.mover
+        }
+        fn trigger(&self) -> Option<&Trigger> {
+            self.spec.trigger.as_ref()
+        }
+        fn paused(&self) -> bool {
+            self.spec.paused
+        }
+        fn sync_status(&self) -> SyncStatus {
+            self.status.clone().unwrap_or_default().sync
+        }
+    };
+}
+
 impl Replication for ReplicationSource {
     const ROLE: &'static str = "source";
 
-    fn mover(&self) -> &MoverSpec {
-        &self.spec.mover
-    }
-    fn trigger(&self) -> Option<&Trigger> {
-        self.spec.trigger.as_ref()
-    }
-    fn paused(&self) -> bool {
-        self.spec.paused
-    }
-    fn sync_status(&self) -> SyncStatus {
-        self.status.clone().unwrap_or_default().sync
-    }
+    spec_accessors!();
     fn claim(
         &self,
         catalog: &Catalog,
@@ -189,18 +196,7 @@ impl Replication for ReplicationSource {
 impl Replication for ReplicationDestination {
     const ROLE: &'static str = "destination";
 
-    fn mover(&self) -> &MoverSpec {
-        &self.spec.mover
-    }
-    fn trigger(&self) -> Option<&Trigger> {
-        self.spec.trigger.as_ref()
-    }
-    fn paused(&self) -> bool {
-        self.spec.paused
-    }
-    fn sync_status(&self) -> SyncStatus {
-        self.status.clone().unwrap_or_default().sync
-    }
+    spec_accessors!();
     fn claim(
         &self,
         catalog: &Catalog,

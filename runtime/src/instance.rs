@@ -12,6 +12,7 @@ use crate::bindings::control::ModuleInfo;
 use crate::bindings::types::{
     DestinationSpec, Error, Outcome, Parameter, SourceSpec, TransferReport,
 };
+use crate::bindings::{control, transfer};
 use crate::error::RunError;
 use crate::limits::LimitExceeded;
 use crate::module::{Capability, MoverModule};
@@ -142,77 +143,70 @@ impl MoverInstance {
         }
     }
 
+    /// Calls into the module's `control` export.
+    fn with_control<R>(
+        &mut self,
+        export: &'static str,
+        f: impl FnOnce(&control::Guest, &mut Store<HostState>) -> wasmtime::Result<Result<R, Error>>,
+    ) -> Result<R, RunError> {
+        let indices = (self.module.exports.control.clone())
+            .ok_or_else(|| self.missing(Capability::Control))?;
+        self.call(export, |s| {
+            let guest = indices.load(&mut s.store, &s.instance)?;
+            f(&guest, &mut s.store)
+        })
+    }
+
+    /// Calls into the module's `transfer` export.
+    fn with_transfer<R>(
+        &mut self,
+        export: &'static str,
+        f: impl FnOnce(&transfer::Guest, &mut Store<HostState>) -> wasmtime::Result<Result<R, Error>>,
+    ) -> Result<R, RunError> {
+        let indices = (self.module.exports.transfer.clone())
+            .ok_or_else(|| self.missing(Capability::Transfer))?;
+        self.call(export, |s| {
+            let guest = indices.load(&mut s.store, &s.instance)?;
+            f(&guest, &mut s.store)
+        })
+    }
+
     /// The module's own description (`control.version-info`).
     pub fn version_info(&mut self) -> Result<ModuleInfo, RunError> {
-        let indices = self
-            .module
-            .exports
-            .control
-            .clone()
-            .ok_or_else(|| self.missing(Capability::Control))?;
-        self.call("version-info", |s| {
-            let control = indices.load(&mut s.store, &s.instance)?;
-            control.call_version_info(&mut s.store).map(Ok)
+        self.with_control("version-info", |control, store| {
+            control.call_version_info(&mut *store).map(Ok)
         })
     }
 
     /// Asks the builder for a source mover; `None` means it declined.
     pub fn from_source(&mut self, spec: &SourceSpec) -> Result<Option<Mover>, RunError> {
-        let indices = self
-            .module
-            .exports
-            .control
-            .clone()
-            .ok_or_else(|| self.missing(Capability::Control))?;
-        self.call("from-source", |s| {
-            let control = indices.load(&mut s.store, &s.instance)?;
+        self.with_control("from-source", |control, store| {
             Ok(control
-                .call_from_source(&mut s.store, spec)?
+                .call_from_source(&mut *store, spec)?
                 .map(|m| m.map(Mover)))
         })
     }
 
     /// Asks the builder for a destination mover; `None` means it declined.
     pub fn from_destination(&mut self, spec: &DestinationSpec) -> Result<Option<Mover>, RunError> {
-        let indices = self
-            .module
-            .exports
-            .control
-            .clone()
-            .ok_or_else(|| self.missing(Capability::Control))?;
-        self.call("from-destination", |s| {
-            let control = indices.load(&mut s.store, &s.instance)?;
+        self.with_control("from-destination", |control, store| {
             Ok(control
-                .call_from_destination(&mut s.store, spec)?
+                .call_from_destination(&mut *store, spec)?
                 .map(|m| m.map(Mover)))
         })
     }
 
     /// Advances a synchronization.
     pub fn synchronize(&mut self, mover: Mover) -> Result<Outcome, RunError> {
-        let indices = self
-            .module
-            .exports
-            .control
-            .clone()
-            .ok_or_else(|| self.missing(Capability::Control))?;
-        self.call("synchronize", |s| {
-            let control = indices.load(&mut s.store, &s.instance)?;
-            control.mover().call_synchronize(&mut s.store, mover.0)
+        self.with_control("synchronize", |control, store| {
+            control.mover().call_synchronize(&mut *store, mover.0)
         })
     }
 
     /// Cleans up after synchronization.
     pub fn cleanup(&mut self, mover: Mover) -> Result<Outcome, RunError> {
-        let indices = self
-            .module
-            .exports
-            .control
-            .clone()
-            .ok_or_else(|| self.missing(Capability::Control))?;
-        self.call("cleanup", |s| {
-            let control = indices.load(&mut s.store, &s.instance)?;
-            control.mover().call_cleanup(&mut s.store, mover.0)
+        self.with_control("cleanup", |control, store| {
+            control.mover().call_cleanup(&mut *store, mover.0)
         })
     }
 
@@ -231,29 +225,15 @@ impl MoverInstance {
 
     /// Runs the sending side of a transfer.
     pub fn send(&mut self, parameters: &[Parameter]) -> Result<TransferReport, RunError> {
-        let indices = self
-            .module
-            .exports
-            .transfer
-            .clone()
-            .ok_or_else(|| self.missing(Capability::Transfer))?;
-        self.call("transfer.send", |s| {
-            let transfer = indices.load(&mut s.store, &s.instance)?;
-            transfer.call_send(&mut s.store, parameters)
+        self.with_transfer("transfer.send", |transfer, store| {
+            transfer.call_send(&mut *store, parameters)
         })
     }
 
     /// Runs the receiving side of a transfer.
     pub fn receive(&mut self, parameters: &[Parameter]) -> Result<TransferReport, RunError> {
-        let indices = self
-            .module
-            .exports
-            .transfer
-            .clone()
-            .ok_or_else(|| self.missing(Capability::Transfer))?;
-        self.call("transfer.receive", |s| {
-            let transfer = indices.load(&mut s.store, &s.instance)?;
-            transfer.call_receive(&mut s.store, parameters)
+        self.with_transfer("transfer.receive", |transfer, store| {
+            transfer.call_receive(&mut *store, parameters)
         })
     }
 
