@@ -8,6 +8,21 @@ use crate::error::{FormatError, PatchError};
 use crate::format::{self, DELTA_MAGIC, Limits, MAX_LITERAL, OP_COPY, OP_END, OP_LITERAL};
 use crate::patch::PatchStats;
 
+/// Most bytes [`patch_in_place`] holds in memory: the delta's literals
+/// plus the sources of copies on cycles. Beyond it the patch stops with
+/// [`FormatError::TooLarge`] before writing anything, so the caller can
+/// fall back to a staged [`patch`](crate::patch()).
+pub const IN_PLACE_MAX_HELD: u64 = 256 << 20;
+
+fn too_much_held(value: u64) -> PatchError {
+    FormatError::TooLarge {
+        what: "bytes an in-place patch holds in memory",
+        value,
+        limit: IN_PLACE_MAX_HELD,
+    }
+    .into()
+}
+
 /// A file [`patch_in_place`] can rewrite: readable, writable, seekable,
 /// and resizable to the new length.
 pub trait InPlaceFile: Read + Write + Seek {
@@ -124,6 +139,9 @@ fn read_delta<D: Read>(
                     return Err(too_large(parsed.new_len).into());
                 }
                 let at = parsed.literals.len();
+                if at as u64 + len > IN_PLACE_MAX_HELD {
+                    return Err(too_much_held(at as u64 + len));
+                }
                 // Grows only as bytes arrive: a lying length costs nothing.
                 (&mut delta).take(len).read_to_end(&mut parsed.literals)?;
                 if ((parsed.literals.len() - at) as u64) < len {
@@ -253,7 +271,8 @@ fn move_within<F: Read + Write + Seek>(
 /// Copies that land where they already are cost nothing, so an unchanged
 /// file is only read (for verification), never written. Memory holds the
 /// delta's instructions and literals, plus the sources of copies that
-/// form cycles.
+/// form cycles, at most [`IN_PLACE_MAX_HELD`] bytes; a delta that needs
+/// more is refused before the file is touched.
 ///
 /// # Security
 /// Instructions are checked against the basis and `limits` before
@@ -276,6 +295,10 @@ pub fn patch_in_place<F: InPlaceFile, D: Read>(
         })
         .collect();
     let (order, buffered) = schedule(&copies);
+    let held = parsed.literals.len() as u64 + buffered.iter().map(|&x| copies[x].2).sum::<u64>();
+    if held > IN_PLACE_MAX_HELD {
+        return Err(too_much_held(held));
+    }
     let mut saved = Vec::with_capacity(buffered.len());
     for &x in &buffered {
         let (dst, src, len) = copies[x];
@@ -397,6 +420,34 @@ mod tests {
             file.read_to_end(&mut back).unwrap();
             assert_eq!(back, new);
         }
+    }
+
+    #[test]
+    fn too_many_literals_are_refused_before_touching_the_file() {
+        let old = vec![1u8; 1000];
+        let mut d = Vec::new();
+        let new_len = IN_PLACE_MAX_HELD + 1;
+        // A header, then literal instructions adding up past the cap
+        // (their bytes are never needed: the cap is checked first).
+        d.extend_from_slice(b"WMDL");
+        d.push(crate::format::VERSION);
+        d.extend_from_slice(&64u32.to_be_bytes());
+        d.extend_from_slice(&1000u64.to_be_bytes());
+        let mut file = Cursor::new(old.clone());
+        let mut sent = 0u64;
+        let chunk = vec![9u8; MAX_LITERAL as usize];
+        while sent < new_len {
+            d.push(OP_LITERAL);
+            d.extend_from_slice(&(MAX_LITERAL as u32).to_be_bytes());
+            d.extend_from_slice(&chunk);
+            sent += MAX_LITERAL;
+        }
+        let err = patch_in_place(&mut file, &d[..], &Limits::default()).unwrap_err();
+        assert!(
+            matches!(err, PatchError::Format(FormatError::TooLarge { .. })),
+            "{err}"
+        );
+        assert_eq!(file.into_inner(), old);
     }
 
     #[test]

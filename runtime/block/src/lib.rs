@@ -62,7 +62,7 @@ mod sparse;
 pub use delta::{DeltaStats, delta};
 pub use error::{DeltaError, FormatError, PatchError};
 pub use format::Limits;
-pub use in_place::{InPlaceFile, patch_in_place};
+pub use in_place::{IN_PLACE_MAX_HELD, InPlaceFile, patch_in_place};
 pub use patch::{PatchStats, patch};
 pub use signature::{DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, Signature, SignatureOptions};
 pub use sparse::SparseWriter;
