@@ -13,10 +13,11 @@ use wasmtime::ResourceLimiter;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct MoverLimits {
-    /// Time the guest may spend executing wasm in one call, in milliseconds.
-    /// Time inside host functions (hashing, I/O, API calls) is not counted,
-    /// so a transfer of a large volume is bounded by its guest work only.
-    /// Prevents a module that loops forever from holding a worker.
+    /// CPU time the guest may spend executing wasm in one call, in
+    /// milliseconds (the calling thread's CPU clock, checked every epoch
+    /// tick). Time inside host functions (hashing, I/O, API calls) is not
+    /// counted, so a transfer of a large volume is bounded by its guest work
+    /// only. Prevents a module that loops forever from holding a worker.
     pub cpu_time_ms: u64,
     /// Bytes of linear memory (all memories of the instance together).
     /// Prevents a module from allocating without bound.

@@ -2,7 +2,7 @@
 //! and the meter that enforces them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -170,10 +170,18 @@ impl Grants {
     }
 }
 
+/// CPU time this thread has consumed. Guests run on the calling thread, so
+/// differences of it measure work, not waiting: a loaded machine does not
+/// make a guest look slower than it is.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 /// Counts what a module consumed during one call of an export.
 #[derive(Debug)]
 pub(crate) struct Meter {
-    started: Instant,
+    started: Duration,
     in_host: Duration,
     pub(crate) host_calls: u64,
     pub(crate) log_bytes: u64,
@@ -183,7 +191,7 @@ pub(crate) struct Meter {
 impl Meter {
     fn start() -> Self {
         Self {
-            started: Instant::now(),
+            started: thread_cpu_time(),
             in_host: Duration::ZERO,
             host_calls: 0,
             log_bytes: 0,
@@ -191,9 +199,11 @@ impl Meter {
         }
     }
 
-    /// Time spent executing the guest's own code.
+    /// CPU time spent executing the guest's own code.
     pub(crate) fn guest_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.in_host)
+        thread_cpu_time()
+            .saturating_sub(self.started)
+            .saturating_sub(self.in_host)
     }
 }
 
@@ -246,9 +256,9 @@ impl HostState {
             }
             .into());
         }
-        let started = Instant::now();
+        let started = thread_cpu_time();
         let result = f(self);
-        self.meter.in_host += started.elapsed();
+        self.meter.in_host += thread_cpu_time().saturating_sub(started);
         Ok(result)
     }
 }
