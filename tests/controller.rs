@@ -18,7 +18,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
+use wasmover::controller::RunOptions;
 use wasmover::crd::{ReplicationDestination, ReplicationSource};
+use wasmover::leader::LeaseConfig;
 
 fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("apiserver")
@@ -46,12 +48,86 @@ impl ApiServer {
         Self { dir, kubeconfig }
     }
 
-    async fn client(&self) -> Client {
+    async fn config(&self) -> Config {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
-            .unwrap();
-        Client::try_from(config).unwrap()
+            .unwrap()
+    }
+
+    async fn client(&self) -> Client {
+        Client::try_from(self.config().await).unwrap()
+    }
+
+    /// Restarts the kube-apiserver (etcd keeps the data).
+    fn restart(&self) {
+        let out = Command::new(scripts().join("restart.sh"))
+            .arg(self.dir.path())
+            .output()
+            .expect("tests/apiserver/restart.sh runs");
+        assert!(
+            out.status.success(),
+            "restarting kube-apiserver failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// An operator replica running in this process, as `wasmover operator`
+/// runs in a Pod: when it fails (lost the leader Lease, no API server to
+/// start with), it is started again, as the kubelet restarts a container.
+struct Operator {
+    metrics: std::sync::Arc<wasmover::metrics::Metrics>,
+    metrics_addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Operator {
+    /// Starts an operator with the built-in movers and the hostile test
+    /// module, collecting orphans every second.
+    async fn start(server: &ApiServer, leader: Option<LeaseConfig>) -> Self {
+        let metrics = std::sync::Arc::new(wasmover::metrics::Metrics::default());
+        let client =
+            wasmover::client::instrumented(server.config().await, metrics.clone()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = listener.local_addr().unwrap();
+        let router = wasmover::metrics::router(metrics.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let options = RunOptions {
+            leader,
+            gc_interval: Duration::from_secs(1),
+        };
+        let run_metrics = metrics.clone();
+        let task = tokio::spawn(async move {
+            let engine = wasmover_tests::engine();
+            loop {
+                let mut catalog = wasmover::builtin::catalog(&engine).unwrap();
+                catalog
+                    .register(wasmover_tests::load(&engine, "hostile"))
+                    .unwrap();
+                let run = wasmover::controller::run(
+                    client.clone(),
+                    catalog,
+                    run_metrics.clone(),
+                    options.clone(),
+                );
+                if let Err(e) = run.await {
+                    eprintln!("replica restarts: {e:#}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                return anyhow::Ok(());
+            }
+        });
+        Self {
+            metrics,
+            metrics_addr,
+            task,
+        }
+    }
+
+    fn leading(&self) -> bool {
+        self.metrics.leader.get() == 1
     }
 }
 
@@ -147,18 +223,11 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     let server = ApiServer::start();
     let client = server.client().await;
     install_crds(&client).await;
-    let engine = wasmover_tests::engine();
-    let catalog = wasmover::builtin::catalog(&engine).unwrap();
-    let metrics = std::sync::Arc::new(wasmover::metrics::Metrics::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics_addr = listener.local_addr().unwrap();
-    let router = wasmover::metrics::router(metrics.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    let operator = tokio::spawn(wasmover::controller::run(
-        client.clone(),
-        catalog,
-        metrics.clone(),
-    ));
+    let Operator {
+        metrics_addr,
+        task: operator,
+        ..
+    } = Operator::start(&server, None).await;
 
     namespace(&client, "dst").await;
     let destinations: Api<ReplicationDestination> = Api::namespaced(client.clone(), "dst");
@@ -257,6 +326,10 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
         "{text}"
     );
     assert!(text.contains(r#"volsync_volume_out_of_sync{obj_name="db",obj_namespace="dst",role="destination",method="blocksync"} 0"#), "{text}");
+    assert!(
+        text.contains(r#"wasmover_kube_request_duration_seconds_count{verb="create",code="201"}"#),
+        "{text}"
+    );
     assert!(
         http_get(metrics_addr, "/readyz")
             .await
@@ -382,6 +455,52 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     })
     .await;
     assert!(message.contains("invalid schedule"), "{message}");
+    let missing: ReplicationSource = serde_json::from_value(json!({
+        "apiVersion": "wasmover.dev/v1alpha1",
+        "kind": "ReplicationSource",
+        "metadata": {"name": "missing"},
+        "spec": {
+            "sourcePVC": "absent",
+            "mover": {"module": "blocksync", "parameters": {"address": "db-blocksync.dst"}},
+        },
+    }))
+    .unwrap();
+    sources
+        .create(&PostParams::default(), &missing)
+        .await
+        .unwrap();
+    let message = eventually("the missing PVC is reported", || async {
+        let rs = sources.get("missing").await.unwrap();
+        let (reason, message) = condition_reason(rs.status.as_ref().map(|s| &s.sync))?;
+        (reason == "Error").then_some(message)
+    })
+    .await;
+    assert!(
+        message.contains("PersistentVolumeClaim absent does not exist"),
+        "{message}"
+    );
+    // A module that traps is reported, and stopped, like any failure.
+    let trapping: ReplicationSource = serde_json::from_value(json!({
+        "apiVersion": "wasmover.dev/v1alpha1",
+        "kind": "ReplicationSource",
+        "metadata": {"name": "trap"},
+        "spec": {"sourcePVC": "data", "mover": {"module": "hostile", "parameters": {"hostile": "trap"}}},
+    }))
+    .unwrap();
+    sources
+        .create(&PostParams::default(), &trapping)
+        .await
+        .unwrap();
+    let message = eventually("the trap is reported", || async {
+        let rs = sources.get("trap").await.unwrap();
+        let (reason, message) = condition_reason(rs.status.as_ref().map(|s| &s.sync))?;
+        (reason == "Error").then_some(message)
+    })
+    .await;
+    assert!(
+        message.contains("hostile") && message.contains("deliberate panic in synchronize"),
+        "{message}"
+    );
 
     // Deleting runs the finalizer (cleanup) and leaves no object behind.
     destinations
@@ -397,6 +516,17 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
             .then_some(())
     })
     .await;
+    // What its mover created (PVC, key, Service) goes with it: the
+    // operator collects what lost its owner.
+    eventually("the destination's objects are collected", || async {
+        (pvcs.get_opt("db-dest").await.unwrap().is_none()
+            && secrets.get_opt("db-blocksync-key").await.unwrap().is_none()
+            && services.get_opt("db-blocksync").await.unwrap().is_none())
+        .then_some(())
+    })
+    .await;
+    let text = http_get(metrics_addr, "/metrics").await;
+    assert!(text.contains("wasmover_orphans_deleted_total 3"), "{text}");
     sources
         .delete("app", &DeleteParams::default())
         .await
@@ -411,4 +541,124 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     })
     .await;
     operator.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_and_the_operator_survives_an_api_server_restart() {
+    let server = ApiServer::start();
+    let client = server.client().await;
+    install_crds(&client).await;
+    // Production's 15 s Lease and 10 s renew deadline (a restart takes a
+    // few seconds), retried every second.
+    let lease = |identity: &str| LeaseConfig {
+        retry_period: Duration::from_secs(1),
+        ..LeaseConfig::new("default", identity)
+    };
+    let a = Operator::start(&server, Some(lease("a"))).await;
+    let b = Operator::start(&server, Some(lease("b"))).await;
+    eventually("one replica leads", || async {
+        (a.leading() || b.leading()).then_some(())
+    })
+    .await;
+    // The other does not take a live Lease.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(a.leading() != b.leading(), "exactly one replica leads");
+    let first_leader = if a.leading() { "a" } else { "b" };
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "default");
+    let holder = |lease: k8s_openapi::api::coordination::v1::Lease| {
+        lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        holder(leases.get("wasmover-operator").await.unwrap()),
+        first_leader
+    );
+
+    namespace(&client, "dst").await;
+    let destinations: Api<ReplicationDestination> = Api::namespaced(client.clone(), "dst");
+    let rd: ReplicationDestination = serde_json::from_value(json!({
+        "apiVersion": "wasmover.dev/v1alpha1",
+        "kind": "ReplicationDestination",
+        "metadata": {"name": "db"},
+        "spec": {"capacity": "1Gi", "trigger": {"manual": "first"}},
+    }))
+    .unwrap();
+    destinations
+        .create(&PostParams::default(), &rd)
+        .await
+        .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "dst");
+    eventually("the agent Job exists", || async {
+        jobs.get_opt("db-blocksync-dst").await.unwrap()
+    })
+    .await;
+
+    // The API server goes away mid-synchronization and comes back. A
+    // leader that cannot renew within the renew deadline steps down and
+    // restarts; either way one replica finishes the synchronization.
+    let restarting = std::time::Instant::now();
+    server.restart();
+    eprintln!("kube-apiserver restarted in {:?}", restarting.elapsed());
+    job_controller_stand_in(&jobs, "db-blocksync-dst").await;
+    eventually(
+        "the synchronization completes after the restart",
+        || async {
+            let status = destinations.get("db").await.unwrap().status?;
+            (status.sync.last_manual_sync.as_deref() == Some("first")).then_some(())
+        },
+    )
+    .await;
+    eventually("one replica leads after the restart", || async {
+        (a.leading() || b.leading()).then_some(())
+    })
+    .await;
+    assert!(a.leading() != b.leading(), "exactly one replica leads");
+    let (leader, standby, standby_name) = if a.leading() {
+        (a, b, "b")
+    } else {
+        (b, a, "a")
+    };
+
+    // The leader dies without releasing the Lease: the standby takes over
+    // once it expires and carries on with the next synchronization.
+    leader.task.abort();
+    for _ in 0..60 {
+        if standby.leading() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        standby.leading(),
+        "the standby did not take over; the Lease: {:?}",
+        leases.get("wasmover-operator").await.unwrap().spec
+    );
+    assert_eq!(
+        holder(leases.get("wasmover-operator").await.unwrap()),
+        standby_name
+    );
+    destinations
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"trigger": {"manual": "second"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the new leader runs the mover", || async {
+        jobs.get_opt("db-blocksync-dst").await.unwrap()
+    })
+    .await;
+    job_controller_stand_in(&jobs, "db-blocksync-dst").await;
+    eventually("the second synchronization completes", || async {
+        let status = destinations.get("db").await.unwrap().status?;
+        (status.sync.last_manual_sync.as_deref() == Some("second")).then_some(())
+    })
+    .await;
+    let text = http_get(standby.metrics_addr, "/metrics").await;
+    assert!(text.contains("wasmover_leader 1"), "{text}");
+    standby.task.abort();
 }

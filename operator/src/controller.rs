@@ -40,6 +40,8 @@ use crate::crd::{
     CONDITION_SYNCHRONIZING, CopyMethod, FINALIZER, ImageRef, MoverSpec, ReplicationDestination,
     ReplicationSource, SyncStatus, Trigger, reason,
 };
+use crate::gc;
+use crate::leader::{Candidate, LeaseConfig};
 use crate::metrics::{ErrorLabels, Metrics, ObjectLabels};
 
 /// Field manager of the operator's status writes.
@@ -726,8 +728,34 @@ fn error_policy<K: Replication>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Runs both controllers until the process is told to stop.
-pub async fn run(client: Client, catalog: Catalog, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+/// How the operator runs besides its controllers.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Take the leader Lease before reconciling (for several replicas).
+    pub leader: Option<LeaseConfig>,
+    /// How often to delete objects whose owner is gone.
+    pub gc_interval: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            leader: None,
+            gc_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Runs both controllers until the process is told to stop (SIGTERM or
+/// Ctrl+C: reconciles in flight finish, then the Lease is released) or
+/// loses the leader Lease (an error: the replica should restart and
+/// stand by).
+pub async fn run(
+    client: Client,
+    catalog: Catalog,
+    metrics: Arc<Metrics>,
+    options: RunOptions,
+) -> anyhow::Result<()> {
     let ctx = Context::new(client.clone(), catalog, metrics.clone());
     let sources: Api<ReplicationSource> = Api::all(client.clone());
     let destinations: Api<ReplicationDestination> = Api::all(client.clone());
@@ -741,15 +769,36 @@ pub async fn run(client: Client, catalog: Catalog, metrics: Arc<Metrics>) -> any
             destinations.list(&Default::default()).await.map(|_| ()),
         ),
     ] {
-        if let Err(e) = check {
-            anyhow::bail!(
-                "cannot list {kind}s ({e}); are the CRDs installed? kubectl apply -f operator/yaml/crds.yaml"
-            );
+        match check {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
+                "the API server does not serve {kind}s: install the CRDs with kubectl apply -f operator/yaml/crds.yaml"
+            ),
+            Err(e) => anyhow::bail!("cannot list {kind}s: {e}"),
         }
     }
+    // A replica standing by is healthy and ready; it just does not act.
     metrics.set_ready();
+    let candidate = options
+        .leader
+        .map(|config| Candidate::new(client.clone(), config));
+    if let Some(candidate) = &candidate {
+        let config = candidate.config();
+        tracing::info!(lease = %config.name, identity = %config.identity, "waiting for the leader lease");
+        candidate.acquire().await;
+        tracing::info!(lease = %config.name, identity = %config.identity, "leading");
+        metrics.leader.set(1);
+    }
+
+    // Stops the controllers: a signal, or the Lease lost. Everything runs
+    // in this future (no spawned tasks), so dropping it stops it all.
+    let (stop, stopped) = tokio::sync::watch::channel(None::<String>);
+    let shutdown = |mut stopped: tokio::sync::watch::Receiver<Option<String>>| async move {
+        let _ = stopped.wait_for(Option::is_some).await;
+    };
     let source = Controller::new(sources, watcher::Config::default())
         .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown(stopped.clone()))
         .run(
             reconcile::<ReplicationSource>,
             error_policy::<ReplicationSource>,
@@ -758,14 +807,56 @@ pub async fn run(client: Client, catalog: Catalog, metrics: Arc<Metrics>) -> any
         .for_each(|_| futures::future::ready(()));
     let destination = Controller::new(destinations, watcher::Config::default())
         .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown(stopped.clone()))
         .run(
             reconcile::<ReplicationDestination>,
             error_policy::<ReplicationDestination>,
             ctx,
         )
         .for_each(|_| futures::future::ready(()));
-    tokio::join!(source, destination);
-    Ok(())
+    let hold = async {
+        if let Some(candidate) = &candidate {
+            let why = candidate.hold().await;
+            tracing::error!("{why}; stopping the controllers");
+            stop.send_replace(Some(why));
+        }
+        // Until the controllers have wound down.
+        futures::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = async { tokio::join!(source, destination) } => {}
+        _ = hold => unreachable!("holding the lease never ends by itself"),
+        _ = collect_periodically(client, metrics.clone(), options.gc_interval) => {
+            unreachable!("the collector never ends by itself")
+        }
+    }
+    metrics.leader.set(0);
+    let lost = stopped.borrow().clone();
+    match (lost, candidate) {
+        (Some(why), _) => {
+            anyhow::bail!("lost leadership: {why}; exiting so that another replica leads")
+        }
+        (None, Some(candidate)) => {
+            candidate.release().await;
+            Ok(())
+        }
+        (None, None) => Ok(()),
+    }
+}
+
+/// Deletes orphans every `interval` (the first pass right away).
+async fn collect_periodically(client: Client, metrics: Arc<Metrics>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match gc::collect_orphans(&client, DEFAULT_KINDS).await {
+            Ok(collected) => {
+                metrics.orphans_deleted.inc_by(collected.deleted as u64);
+            }
+            Err(e) => tracing::warn!("collecting orphans failed: {e}"),
+        }
+    }
 }
 
 #[cfg(test)]

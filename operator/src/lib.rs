@@ -1,12 +1,15 @@
-//! wasmover: the command line and (to come) the Kubernetes operator.
+//! wasmover: the command line and the Kubernetes operator.
 
 #![deny(missing_docs)]
 
 pub mod builtin;
+pub mod client;
 pub mod cluster;
 pub mod controller;
 pub mod crd;
+pub mod gc;
 pub mod guest_test;
+pub mod leader;
 pub mod metrics;
 pub mod replicate;
 mod terminal;

@@ -63,6 +63,21 @@ enum Command {
         /// Where to serve /metrics, /healthz and /readyz.
         #[arg(long, default_value = "0.0.0.0:8080")]
         metrics_addr: std::net::SocketAddr,
+        /// A mover component to offer besides the built-in ones (repeatable).
+        #[arg(long = "module", value_name = "FILE.wasm")]
+        modules: Vec<PathBuf>,
+        /// Reconcile without taking the leader Lease (only with one replica).
+        #[arg(long)]
+        no_leader_election: bool,
+        /// Namespace of the leader Lease.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// This replica's identity in the Lease [default: the Pod name, else host name and process id]
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Seconds between passes that delete objects whose owner is gone.
+        #[arg(long, default_value_t = 300)]
+        gc_interval_secs: u64,
     },
 }
 
@@ -153,16 +168,38 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         }),
-        Command::Operator { metrics_addr } => {
-            let catalog = builtin::catalog(&engine)?;
+        Command::Operator {
+            metrics_addr,
+            modules,
+            no_leader_election,
+            lease_namespace,
+            identity,
+            gc_interval_secs,
+        } => {
+            let mut catalog = builtin::catalog(&engine)?;
+            for path in modules {
+                catalog.register(engine.load_file(path)?)?;
+            }
+            let identity = identity.clone().unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "wasmover".into());
+                format!("{host}-{}", std::process::id())
+            });
+            let options = wasmover::controller::RunOptions {
+                leader: (!no_leader_election)
+                    .then(|| wasmover::leader::LeaseConfig::new(lease_namespace, &identity)),
+                gc_interval: std::time::Duration::from_secs(*gc_interval_secs),
+            };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
-                let client = kube::Client::try_default().await?;
                 let metrics = Arc::new(wasmover::metrics::Metrics::default());
+                let config = kube::Config::infer().await?;
+                let client = wasmover::client::instrumented(config, metrics.clone())?;
                 let listener = tokio::net::TcpListener::bind(metrics_addr).await?;
                 let server = axum::serve(listener, wasmover::metrics::router(metrics.clone()));
                 tokio::select! {
-                    result = wasmover::controller::run(client, catalog, metrics) => result,
+                    result = wasmover::controller::run(client, catalog, metrics, options) => result,
                     result = server => Ok(result?),
                 }
             })?;

@@ -35,6 +35,15 @@ pub struct ErrorLabels {
     pub role: String,
 }
 
+/// Labels of Kubernetes API requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The Kubernetes verb: get, list, watch, create, update, patch, delete.
+    pub verb: String,
+    /// The HTTP status code, or `error` if no response came.
+    pub code: String,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     /// `volsync_sync_duration_seconds`: how long synchronizations take.
@@ -47,6 +56,14 @@ pub struct Metrics {
     pub out_of_sync: Family<ObjectLabels, Gauge>,
     /// `wasmover_reconcile_errors_total`: failed reconciles.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// `wasmover_kube_request_duration_seconds`: Kubernetes API requests
+    /// (the operator's and its movers') by verb and code.
+    pub kube_request_duration: Family<RequestLabels, Histogram>,
+    /// `wasmover_leader`: 1 while this replica holds the leader Lease.
+    pub leader: Gauge,
+    /// `wasmover_orphans_deleted_total`: objects deleted because their
+    /// owner was gone.
+    pub orphans_deleted: Counter,
     registry: Registry,
     ready: AtomicBool,
 }
@@ -59,6 +76,12 @@ impl Default for Metrics {
         let missed_intervals = Family::default();
         let out_of_sync = Family::default();
         let reconcile_errors = Family::default();
+        let kube_request_duration =
+            Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 15))
+            });
+        let leader = Gauge::default();
+        let orphans_deleted = Counter::default();
         let mut registry = Registry::default();
         registry.register(
             "volsync_sync_duration_seconds",
@@ -80,11 +103,29 @@ impl Default for Metrics {
             "Failed reconciles",
             reconcile_errors.clone(),
         );
+        registry.register(
+            "wasmover_kube_request_duration_seconds",
+            "Kubernetes API requests by verb and status code",
+            kube_request_duration.clone(),
+        );
+        registry.register(
+            "wasmover_leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        registry.register(
+            "wasmover_orphans_deleted",
+            "Objects deleted because their owner was gone",
+            orphans_deleted.clone(),
+        );
         Self {
             sync_duration,
             missed_intervals,
             out_of_sync,
             reconcile_errors,
+            kube_request_duration,
+            leader,
+            orphans_deleted,
             registry,
             ready: AtomicBool::new(false),
         }

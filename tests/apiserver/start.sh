@@ -118,6 +118,8 @@ curl -fsS "$ETCD_URL/health" >/dev/null || { log "etcd not healthy"; exit 1; }
 
 # -------------------------------------------------------- kube-apiserver ----
 API_URL="https://127.0.0.1:$API_PORT"
+# No kube-controller-manager runs here to lift the pvc-protection finalizer,
+# so that admission plugin would keep deleted PVCs Terminating forever.
 setsid "$KUBE_APISERVER" \
   --etcd-servers="$ETCD_URL" \
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
@@ -127,7 +129,7 @@ setsid "$KUBE_APISERVER" \
   --service-cluster-ip-range=10.0.0.0/24 \
   --allow-privileged=true \
   --authorization-mode=RBAC \
-  --disable-admission-plugins=ServiceAccount \
+  --disable-admission-plugins=ServiceAccount,StorageObjectInUseProtection \
   --service-account-issuer=https://localhost \
   --service-account-key-file="$PKI/sa.pub" \
   --service-account-signing-key-file="$PKI/sa.key" \

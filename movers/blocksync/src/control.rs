@@ -366,6 +366,12 @@ impl Role {
     /// snapshot is not ready yet.
     fn source_volume(&self, spec: &SourceSpec) -> Result<Option<String>, Error> {
         let name = format!("{}-src", spec.name);
+        let source = get("v1", "PersistentVolumeClaim", &spec.source_pvc)?.ok_or_else(|| {
+            error(
+                "SourcePvcNotFound",
+                format!("PersistentVolumeClaim {} does not exist", spec.source_pvc),
+            )
+        })?;
         let data_source = match spec.copy_method {
             CopyMethod::Direct => return Ok(Some(spec.source_pvc.clone())),
             CopyMethod::Clone => json!({"kind": "PersistentVolumeClaim", "name": spec.source_pvc}),
@@ -385,12 +391,6 @@ impl Role {
                 json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": name})
             }
         };
-        let source = get("v1", "PersistentVolumeClaim", &spec.source_pvc)?.ok_or_else(|| {
-            error(
-                "SourcePvcNotFound",
-                format!("PersistentVolumeClaim {} does not exist", spec.source_pvc),
-            )
-        })?;
         ensure(json!({
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
@@ -568,6 +568,25 @@ mod tests {
             Role::Source(spec).synchronize().unwrap_err().reason,
             "MissingParameter"
         );
+    }
+
+    #[test]
+    fn a_missing_source_pvc_is_named_whatever_the_copy_method() {
+        for copy_method in [CopyMethod::Direct, CopyMethod::Clone] {
+            let spec = SourceSpec {
+                namespace: "team-a".into(),
+                name: "app".into(),
+                source_pvc: "absent".into(),
+                copy_method,
+                storage_class_name: None,
+                volume_snapshot_class_name: None,
+                access_modes: vec![],
+                parameters: vec![param("address", "db-blocksync.team-b")],
+            };
+            let err = Role::Source(spec).synchronize().unwrap_err();
+            assert_eq!(err.reason, "SourcePvcNotFound");
+            assert!(err.message.contains("absent does not exist"), "{}", err.message);
+        }
     }
 
     fn key_of(api_version: &str, kind: &str, name: &str) -> ObjectKey {
