@@ -43,6 +43,7 @@ use crate::crd::{
 use crate::gc;
 use crate::leader::{Candidate, LeaseConfig};
 use crate::metrics::{ErrorLabels, Metrics, ObjectLabels};
+use crate::modules::{OciModules, Selected};
 
 /// Field manager of the operator's status writes.
 pub const MANAGER: &str = "wasmover";
@@ -71,6 +72,8 @@ pub struct Context {
     pub client: Client,
     /// Movers by name.
     pub catalog: Arc<Catalog>,
+    /// Modules from OCI registries; `None`: only built-in names.
+    pub oci: Option<Arc<OciModules>>,
     /// Publishes Events.
     pub recorder: Recorder,
     /// Bounds module runs in flight (each holds a blocking thread).
@@ -80,8 +83,14 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context serving `catalog`, recording into `metrics`.
-    pub fn new(client: Client, catalog: Catalog, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// A context serving `catalog` (and OCI modules through `oci`),
+    /// recording into `metrics`.
+    pub fn new(
+        client: Client,
+        catalog: Catalog,
+        oci: Option<Arc<OciModules>>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: "wasmover".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -90,6 +99,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             catalog: Arc::new(catalog),
+            oci,
             runs: Semaphore::new(16),
             metrics,
         })
@@ -294,14 +304,22 @@ fn image(image: wit::Image) -> ImageRef {
 
 /// Runs the object's mover on a blocking thread: `synchronize`, and
 /// `cleanup` once it completed (or only `cleanup` when `cleaning`).
-async fn run_mover<K: Replication>(obj: &K, ctx: &Context, cleaning: bool) -> Result<Step, String> {
+async fn run_mover<K: Replication>(
+    obj: &K,
+    ctx: &Context,
+    module: Selected,
+    cleaning: bool,
+) -> Result<Step, String> {
     let _permit = ctx
         .runs
         .acquire()
         .await
         .expect("the semaphore is never closed");
     let obj = obj.clone();
-    let catalog = ctx.catalog.clone();
+    let Selected {
+        catalog,
+        name: selected,
+    } = module;
     let handle = tokio::runtime::Handle::current();
     let cluster = KubeCluster::new(ctx.client.clone(), handle.clone());
     let recorder = ctx.recorder.clone();
@@ -345,13 +363,12 @@ async fn run_mover<K: Replication>(obj: &K, ctx: &Context, cleaning: bool) -> Re
                 ))
                 .with_observer(events.clone())
         };
-        let selected = Some(obj.mover().module.as_str()).filter(|m| !m.is_empty());
         let Claimed {
             mut instance,
             mover,
             ..
         } = obj
-            .claim(&catalog, selected, limits(obj.mover()), &grants)
+            .claim(&catalog, selected.as_deref(), limits(obj.mover()), &grants)
             .map_err(|e| e.to_string())?;
         let cleanup =
             |instance: &mut wasmover_runtime::MoverInstance| -> Result<Option<Duration>, String> {
@@ -580,6 +597,17 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
                 None => Action::await_change(),
             });
         }
+    }
+    // Before starting: a module that cannot be had fails without a start,
+    // so the status holds still and the back-off is not cut short.
+    let module = match crate::modules::select(ctx, &*obj, &mut sync).await {
+        Ok(module) => module,
+        Err(unavailable) => {
+            fail(ctx, &*obj, sync, unavailable.message).await?;
+            return Ok(Action::requeue(unavailable.retry));
+        }
+    };
+    if !in_progress {
         // Starting a new synchronization.
         sync.last_sync_start_time = Some(Time(now));
         sync.latest_mover_status = None;
@@ -604,7 +632,7 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
     }
 
     let cleaning = current_reason(&sync) == Some(reason::CLEANING_UP);
-    match run_mover(&*obj, ctx, cleaning).await {
+    match run_mover(&*obj, ctx, module, cleaning).await {
         Ok(Step::Running(wait)) => {
             let (why, message) = if wait.is_zero() || cleaning {
                 (reason::CLEANING_UP, "cleaning up after the synchronization")
@@ -690,7 +718,12 @@ async fn fail<K: Replication>(
 
 /// Calls the mover's `cleanup` before the object goes.
 async fn cleanup<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Error> {
-    match run_mover(&*obj, ctx, true).await {
+    let selected = crate::modules::select(ctx, &*obj, &mut obj.sync_status()).await;
+    let ran = match selected {
+        Ok(module) => run_mover(&*obj, ctx, module, true).await,
+        Err(unavailable) => Err(unavailable.message),
+    };
+    match ran {
         Ok(Step::Done(_)) => Ok(Action::await_change()),
         Ok(Step::Running(wait)) => Err(Error::Kube(kube::Error::Service(
             format!("cleanup still running; retrying in {wait:?}").into(),
@@ -735,6 +768,8 @@ pub struct RunOptions {
     pub leader: Option<LeaseConfig>,
     /// How often to delete objects whose owner is gone.
     pub gc_interval: Duration,
+    /// Modules from OCI registries; `None`: only built-in names.
+    pub oci: Option<Arc<OciModules>>,
 }
 
 impl Default for RunOptions {
@@ -742,6 +777,7 @@ impl Default for RunOptions {
         Self {
             leader: None,
             gc_interval: Duration::from_secs(300),
+            oci: None,
         }
     }
 }
@@ -756,7 +792,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     options: RunOptions,
 ) -> anyhow::Result<()> {
-    let ctx = Context::new(client.clone(), catalog, metrics.clone());
+    let ctx = Context::new(client.clone(), catalog, options.oci, metrics.clone());
     let sources: Api<ReplicationSource> = Api::all(client.clone());
     let destinations: Api<ReplicationDestination> = Api::all(client.clone());
     for (kind, check) in [

@@ -63,11 +63,16 @@ pub struct MoverLimitsSpec {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct MoverSpec {
-    /// A built-in mover name (`blocksync`) or an OCI reference pinned by
-    /// digest (`oci://registry/repo@sha256:...`). Empty: the one built-in
-    /// mover that claims the spec.
+    /// A built-in mover name (`blocksync`) or an OCI reference
+    /// (`oci://registry/repo@sha256:...`). A reference by tag alone is
+    /// resolved once and its digest recorded in `status.resolvedModule`.
+    /// Empty: the one built-in mover that claims the spec.
     #[serde(default)]
     pub module: String,
+    /// A `kubernetes.io/dockerconfigjson` Secret in this namespace with
+    /// credentials for the module's registry, as a Pod's imagePullSecrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_pull_secret: Option<String>,
     /// Parameters handed to the module's builder.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub parameters: BTreeMap<String, String>,
@@ -223,9 +228,26 @@ pub struct SyncStatus {
     /// Bytes of the replicated volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_total: Option<u64>,
-    /// `Synchronizing`, with VolSync's reasons.
+    /// The OCI module `spec.mover.module` resolved to, with its digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_module: Option<ResolvedModule>,
+    /// `Synchronizing`, with VolSync's reasons, and `ModuleResolved`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// What an OCI module reference resolved to. A tag is resolved once: while
+/// `spec.mover.module` stays the same, this digest is used.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedModule {
+    /// `spec.mover.module` as it was resolved.
+    pub reference: String,
+    /// The manifest digest (`sha256:...`): the reference pinned is
+    /// `oci://host/repo@<manifestDigest>`.
+    pub manifest_digest: String,
+    /// The digest of the module's bytes.
+    pub module_digest: String,
 }
 
 /// Status of a ReplicationSource.
@@ -262,6 +284,10 @@ pub fn yaml() -> String {
 /// Condition type reporting synchronization, as VolSync's.
 pub const CONDITION_SYNCHRONIZING: &str = "Synchronizing";
 
+/// Condition type reporting where the OCI module came from, or why it
+/// could not be had.
+pub const CONDITION_MODULE_RESOLVED: &str = "ModuleResolved";
+
 /// Reasons of the `Synchronizing` condition, as VolSync's.
 pub mod reason {
     /// A synchronization is running.
@@ -274,6 +300,24 @@ pub mod reason {
     pub const CLEANING_UP: &str = "CleaningUp";
     /// Something failed; the message says what.
     pub const ERROR: &str = "Error";
+}
+
+/// Reasons of the `ModuleResolved` condition.
+pub mod module_reason {
+    /// The reference names a manifest digest.
+    pub const PINNED: &str = "Pinned";
+    /// A tag was resolved to a digest once; the reference is not pinned.
+    pub const UNPINNED: &str = "Unpinned";
+    /// The reference is malformed, or OCI modules are not enabled.
+    pub const INVALID: &str = "InvalidReference";
+    /// The registry refused the credentials, or the pull Secret is unusable.
+    pub const UNAUTHORIZED: &str = "Unauthorized";
+    /// The registry could not be reached, or the transfer failed.
+    pub const REGISTRY_UNAVAILABLE: &str = "RegistryUnavailable";
+    /// Content did not match the digest that names it; refused.
+    pub const DIGEST_MISMATCH: &str = "DigestMismatch";
+    /// Not found, not a wasm artifact, too large, or not a mover.
+    pub const UNUSABLE: &str = "ModuleUnusable";
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod gc;
 pub mod guest_test;
 pub mod leader;
 pub mod metrics;
+pub mod modules;
 pub mod replicate;
 mod terminal;
 

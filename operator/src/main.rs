@@ -8,9 +8,13 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use indicatif::DecimalBytes as HumanBytes;
 use wasmover::builtin::{self, DEFAULT_MOVER};
+use wasmover::modules::{Oci, OciModules};
 use wasmover::{guest_test, replicate};
+use wasmover_oci::{Credentials, Fetched, ModuleRef, ModuleStore};
 use wasmover_runtime::bindings::types::Parameter;
-use wasmover_runtime::{EngineConfig, MoverEngine, MoverLimits};
+use wasmover_runtime::{
+    CONTRACT_VERSION, Capability, EngineConfig, MoverEngine, MoverLimits, MoverModule,
+};
 
 /// Replicate volumes with movers that run as WebAssembly components.
 #[derive(Parser)]
@@ -22,6 +26,8 @@ struct Cli {
     /// Compile modules every time instead of caching them.
     #[arg(long, global = true)]
     no_cache: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +64,30 @@ enum Command {
     },
     /// List the built-in movers and what they export.
     Movers,
+    /// Push a mover component to a registry as a wasm OCI artifact
+    /// (config application/vnd.wasm.config.v0+json, one application/wasm
+    /// layer) and print its manifest digest.
+    Push {
+        /// The component (.wasm); it must load as a mover or a command.
+        file: PathBuf,
+        /// Where to push: oci://host[:port]/repo[:tag].
+        reference: String,
+    },
+    /// Pull a module into the module store, precompile it, and print the
+    /// reference pinned by digest.
+    Pull {
+        /// oci://host[:port]/repo[:tag][@sha256:...]
+        reference: String,
+        /// Also write the module's bytes to this file.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Describe a module (an OCI reference or a .wasm file): contract
+    /// version, exports, optional capabilities, imports, size and digest.
+    Inspect {
+        /// oci://... or a path to a component.
+        module: String,
+    },
     /// Run the Kubernetes operator (KUBECONFIG or in-cluster config).
     Operator {
         /// Where to serve /metrics, /healthz and /readyz.
@@ -135,7 +165,11 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             cpu_time_ms,
             memory_bytes,
         } => {
-            let module = builtin::resolve(&engine, mover)?;
+            let module = if mover.starts_with(wasmover_oci::SCHEME) {
+                pull(&engine, &oci(&cli.registry)?, mover)?.1
+            } else {
+                builtin::resolve(&engine, mover)?
+            };
             let limits = MoverLimits {
                 cpu_time_ms: *cpu_time_ms,
                 memory_bytes: *memory_bytes,
@@ -190,6 +224,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 leader: (!no_leader_election)
                     .then(|| wasmover::leader::LeaseConfig::new(lease_namespace, &identity)),
                 gc_interval: std::time::Duration::from_secs(*gc_interval_secs),
+                oci: Some(Arc::new(OciModules::new(
+                    engine.clone(),
+                    oci(&cli.registry)?,
+                ))),
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
@@ -221,5 +259,131 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Push { file, reference } => {
+            let reference: ModuleRef = reference.parse()?;
+            let oci = oci(&cli.registry)?;
+            let digest = current_thread()?.block_on(oci.push(&engine, file, &reference))?;
+            println!("{digest}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pull { reference, output } => {
+            let (fetched, _) = pull(&engine, &oci(&cli.registry)?, reference)?;
+            if let Some(output) = output {
+                std::fs::write(output, &fetched.bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", output.display()))?;
+            }
+            println!("{}", fetched.reference);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { module } => {
+            let (module, manifest, size) = if module.starts_with(wasmover_oci::SCHEME) {
+                let (fetched, module) = pull(&engine, &oci(&cli.registry)?, module)?;
+                (module, Some(fetched.reference), fetched.bytes.len())
+            } else {
+                let size = std::fs::metadata(module)
+                    .map_err(|e| anyhow::anyhow!("{module}: {e}"))?
+                    .len();
+                (engine.load_file(module.as_ref())?, None, size as usize)
+            };
+            inspect(&module, manifest.as_ref(), size);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Where modules come from and how registries are reached.
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// Reach every registry over plain HTTP (by default only loopback
+    /// registries are; others need HTTPS).
+    #[arg(long, global = true)]
+    insecure: bool,
+    /// Docker config file with registry credentials [default: $DOCKER_CONFIG/config.json or ~/.docker/config.json]
+    #[arg(long, global = true, env = "WASMOVER_REGISTRY_CONFIG")]
+    registry_config: Option<PathBuf>,
+    /// Where pulled modules are kept, by digest [default: $XDG_CACHE_HOME/wasmover/modules or ~/.cache/wasmover/modules]
+    #[arg(long, global = true, env = "WASMOVER_MODULE_STORE")]
+    module_store: Option<PathBuf>,
+    /// Largest module to push or pull, in bytes.
+    #[arg(long, global = true, default_value_t = wasmover_oci::DEFAULT_MAX_MODULE_BYTES)]
+    max_module_bytes: u64,
+}
+
+fn oci(args: &RegistryArgs) -> anyhow::Result<Oci> {
+    let credentials = match &args.registry_config {
+        Some(path) => Credentials::from_file(path)?,
+        None => Credentials::from_default_file()?,
+    };
+    let store = args
+        .module_store
+        .clone()
+        .or_else(wasmover::modules::default_store_dir)
+        .ok_or_else(|| anyhow::anyhow!("no module store: pass --module-store DIR"))?;
+    let store = ModuleStore::new(store).with_max_bytes(args.max_module_bytes);
+    Ok(Oci::new(store, args.insecure, credentials))
+}
+
+fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Fetches `reference` (the store first when pinned) and loads it, which
+/// also precompiles it into the cache.
+fn pull(
+    engine: &MoverEngine,
+    oci: &Oci,
+    reference: &str,
+) -> anyhow::Result<(Fetched, MoverModule)> {
+    let reference: ModuleRef = reference.parse()?;
+    let fetched = current_thread()?.block_on(oci.fetch(&reference, None))?;
+    let module = wasmover::modules::load(engine, &fetched)?;
+    Ok((fetched, module))
+}
+
+fn inspect(module: &MoverModule, reference: Option<&ModuleRef>, size: usize) {
+    let (imports, exports) = (module.imports(), module.exports());
+    let mut contracts: Vec<&str> = imports
+        .iter()
+        .chain(&exports)
+        .filter(|name| name.starts_with("wasmover:mover/"))
+        .filter_map(|name| name.rsplit_once('@').map(|(_, version)| version))
+        .collect();
+    contracts.sort_unstable();
+    contracts.dedup();
+    println!("module:    {}", module.name());
+    if let Some(reference) = reference {
+        println!("reference: {reference}");
+    }
+    println!("digest:    {}", module.digest());
+    println!("size:      {size} bytes");
+    println!(
+        "contract:  wasmover:mover@{} (this host serves {CONTRACT_VERSION})",
+        contracts.join(", ")
+    );
+    let mut found = Vec::new();
+    for capability in [
+        Capability::Control,
+        Capability::Transfer,
+        Capability::Command,
+    ] {
+        if module.has(capability) {
+            found.push(capability.export_name());
+        }
+    }
+    println!("exports:   {}", found.join(" "));
+    println!(
+        "optional:  {} {}",
+        Capability::Validate.export_name(),
+        if module.has(Capability::Validate) {
+            "(present)"
+        } else {
+            "(absent)"
+        }
+    );
+    println!("imports:");
+    for import in imports {
+        println!("  {import}");
     }
 }

@@ -147,6 +147,25 @@ impl MoverModule {
         .collect()
     }
 
+    /// Names the component imports (`wasmover:mover/kube@0.1.0`,
+    /// `wasi:io/streams@0.2.6`, ...), in its order.
+    pub fn imports(&self) -> Vec<String> {
+        let ty = self.pre.component().component_type();
+        let names = ty
+            .imports(self.engine.engine())
+            .map(|(name, _)| name.to_owned());
+        names.collect()
+    }
+
+    /// Names the component exports, in its order.
+    pub fn exports(&self) -> Vec<String> {
+        let ty = self.pre.component().component_type();
+        let names = ty
+            .exports(self.engine.engine())
+            .map(|(name, _)| name.to_owned());
+        names.collect()
+    }
+
     /// Whether the module has an export.
     pub fn has(&self, capability: Capability) -> bool {
         self.capabilities().contains(&capability)

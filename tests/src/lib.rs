@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use wasmover_runtime::{EngineConfig, MoverEngine, MoverModule};
 
+pub mod registry;
+
 /// A guest component built by `cargo xtask build-guests`.
 pub fn guest(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
