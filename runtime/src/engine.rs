@@ -237,7 +237,11 @@ fn store(dir: &Path, path: &Path, component: &Component) -> std::io::Result<()> 
     let bytes = component
         .serialize()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let staged = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per writer: two threads storing the same blob must not write
+    // into one staging file (the rename could publish a torn file).
+    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staged = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&staged, bytes)?;
     std::fs::rename(&staged, path)
 }

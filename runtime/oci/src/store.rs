@@ -151,7 +151,11 @@ impl ModuleStore {
             .mode(0o700)
             .create(dir)
             .map_err(io_error(dir))?;
-        let staged = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per writer: two threads storing the same blob must not write
+        // into one staging file (the rename could publish a torn file).
+        static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let staged = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         std::fs::write(&staged, bytes).map_err(io_error(&staged))?;
         std::fs::rename(&staged, &path).map_err(io_error(&path))
     }
@@ -201,6 +205,24 @@ mod tests {
         );
         assert!(!store.path(&digest).exists());
         assert!(store.get(&digest).unwrap().is_none());
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_blob_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModuleStore::new(dir.path());
+        let bytes = vec![42u8; 1 << 20];
+        let digest = Digest::of(&bytes);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| store.put(&digest, &bytes).unwrap());
+            }
+        });
+        assert_eq!(store.get(&digest).unwrap(), Some(bytes));
+        let files = std::fs::read_dir(dir.path().join("sha256"))
+            .unwrap()
+            .count();
+        assert_eq!(files, 1, "no staging file is left behind");
     }
 
     #[test]
