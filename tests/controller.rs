@@ -480,6 +480,44 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
         message.contains("PersistentVolumeClaim absent does not exist"),
         "{message}"
     );
+    // What a mover reports of its progress lands in status and metrics.
+    let reporting: ReplicationSource = serde_json::from_value(json!({
+        "apiVersion": "wasmover.dev/v1alpha1",
+        "kind": "ReplicationSource",
+        "metadata": {"name": "reporting"},
+        "spec": {
+            "sourcePVC": "data",
+            "trigger": {"manual": "once"},
+            "mover": {"module": "hostile", "parameters": {"hostile": "progress"}},
+        },
+    }))
+    .unwrap();
+    sources
+        .create(&PostParams::default(), &reporting)
+        .await
+        .unwrap();
+    let status = eventually("the reporting mover completes", || async {
+        let status = sources.get("reporting").await.unwrap().status?;
+        (status.sync.last_manual_sync.as_deref() == Some("once")).then_some(status.sync)
+    })
+    .await;
+    assert_eq!(
+        (status.bytes_transferred, status.bytes_total),
+        (Some(4096), Some(4096))
+    );
+    assert!(
+        status
+            .module
+            .as_deref()
+            .is_some_and(|m| m.starts_with("hostile@sha256:")),
+        "{:?}",
+        status.module
+    );
+    let text = http_get(metrics_addr, "/metrics").await;
+    assert!(
+        text.contains(r#"wasmover_bytes_transferred_total{obj_name="reporting",obj_namespace="src",role="source",method="hostile"} 4096"#),
+        "{text}"
+    );
     // A module that traps is reported, and stopped, like any failure.
     let trapping: ReplicationSource = serde_json::from_value(json!({
         "apiVersion": "wasmover.dev/v1alpha1",
@@ -769,51 +807,6 @@ async fn a_cr_selects_its_mover_by_oci_reference_and_keeps_working_from_the_cach
     assert!(
         message.contains("not pinned") && message.contains(&format!("{tag}@{digest}")),
         "{message}"
-    );
-
-    // The tag moves to another module; the CR keeps the digest it resolved
-    // (the Job is blocksync's again).
-    wasmover::modules::Oci::new(
-        ModuleStore::new(store.path().join("mover")),
-        false,
-        Credentials::default(),
-    )
-    .push(
-        &engine,
-        &wasmover_tests::guest("hostile"),
-        &tag.parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    eventually("cleanup deleted the first Job", || async {
-        jobs.get_opt("tagged-blocksync-dst")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    destinations
-        .patch(
-            "tagged",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"trigger": {"manual": "second"}}})),
-        )
-        .await
-        .unwrap();
-    eventually("the second run creates its Job", || async {
-        jobs.get_opt("tagged-blocksync-dst").await.unwrap()
-    })
-    .await;
-    job_controller_stand_in(&jobs, "tagged-blocksync-dst").await;
-    let status = eventually("the second run completes", || async {
-        let status = destinations.get("tagged").await.unwrap().status?;
-        (status.sync.last_manual_sync.as_deref() == Some("second")).then_some(status)
-    })
-    .await;
-    assert_eq!(
-        status.sync.resolved_module.unwrap().manifest_digest,
-        digest.to_string()
     );
 
     // The registry goes down. A CR pinned to the cached digest works; one

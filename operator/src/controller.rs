@@ -32,7 +32,7 @@ use wasmover_runtime::bindings::types::{
 };
 use wasmover_runtime::kube::{DEFAULT_KINDS, Owner, ScopedCluster};
 use wasmover_runtime::{
-    Catalog, CatalogError, Claimed, Grants, MoverLimits, MoverModule, Observer,
+    Catalog, CatalogError, Claimed, Grants, MoverLimits, MoverModule, Observer, Progress,
 };
 
 use crate::cluster::KubeCluster;
@@ -240,11 +240,13 @@ impl Replication for ReplicationDestination {
 }
 
 /// Publishes what a module reports (its own Events, refusals of its
-/// Kubernetes calls) as Events on the replication object.
+/// Kubernetes calls) as Events on the replication object, and keeps its
+/// latest progress for the status.
 struct EventForwarder {
     recorder: Recorder,
     reference: ObjectReference,
     handle: tokio::runtime::Handle,
+    progress: std::sync::Mutex<Option<Progress>>,
 }
 
 impl Observer for EventForwarder {
@@ -268,6 +270,18 @@ impl Observer for EventForwarder {
             tracing::warn!("cannot publish a module's event: {e}");
         }
     }
+
+    fn progress(&self, _module: &str, progress: Progress) {
+        *self.progress.lock().expect("never poisoned") = Some(progress);
+    }
+}
+
+/// One run of a mover: what it did, which module ran, what it reported.
+struct Ran {
+    step: Step,
+    /// `name@digest` of the module.
+    module: String,
+    progress: Option<Progress>,
 }
 
 /// What one step of a mover did.
@@ -309,7 +323,7 @@ async fn run_mover<K: Replication>(
     ctx: &Context,
     module: Selected,
     cleaning: bool,
-) -> Result<Step, String> {
+) -> Result<Ran, String> {
     let _permit = ctx
         .runs
         .acquire()
@@ -323,7 +337,7 @@ async fn run_mover<K: Replication>(
     let handle = tokio::runtime::Handle::current();
     let cluster = KubeCluster::new(ctx.client.clone(), handle.clone());
     let recorder = ctx.recorder.clone();
-    let task = tokio::task::spawn_blocking(move || -> Result<Step, String> {
+    let task = tokio::task::spawn_blocking(move || -> Result<Ran, String> {
         let namespace = obj.namespace().unwrap_or_default();
         let owner = Owner {
             api_version: K::api_version(&()).into_owned(),
@@ -348,11 +362,13 @@ async fn run_mover<K: Replication>(
                 .map(|c| (c.api_version.clone(), c.kind.clone()))
                 .collect()
         };
-        let events: Arc<dyn Observer> = Arc::new(EventForwarder {
+        let forwarder = Arc::new(EventForwarder {
             recorder: recorder.clone(),
             reference: obj.object_ref(&()),
             handle: handle.clone(),
+            progress: Default::default(),
         });
+        let events: Arc<dyn Observer> = forwarder.clone();
         let grants = |_: &MoverModule| {
             Grants::new()
                 .with_cluster(ScopedCluster::new(
@@ -366,10 +382,19 @@ async fn run_mover<K: Replication>(
         let Claimed {
             mut instance,
             mover,
-            ..
+            module,
         } = obj
             .claim(&catalog, selected.as_deref(), limits(obj.mover()), &grants)
             .map_err(|e| e.to_string())?;
+        let module = match catalog.get(&module) {
+            Some(m) => format!("{module}@{}", m.digest()),
+            None => module,
+        };
+        let ran = |step: Step| Ran {
+            step,
+            module: module.clone(),
+            progress: *forwarder.progress.lock().expect("never poisoned"),
+        };
         let cleanup =
             |instance: &mut wasmover_runtime::MoverInstance| -> Result<Option<Duration>, String> {
                 match instance.cleanup(mover).map_err(|e| e.to_string())? {
@@ -380,21 +405,23 @@ async fn run_mover<K: Replication>(
                 }
             };
         if cleaning {
-            return Ok(match cleanup(&mut instance)? {
+            return Ok(ran(match cleanup(&mut instance)? {
                 None => Step::Done(None),
                 Some(wait) => Step::Running(wait),
-            });
+            }));
         }
-        match instance.synchronize(mover).map_err(|e| e.to_string())? {
-            Outcome::InProgress(ms) => Ok(Step::Running(
-                ms.map_or(DEFAULT_RETRY, Duration::from_millis),
-            )),
-            Outcome::Completed(img) => match cleanup(&mut instance)? {
-                None => Ok(Step::Done(img.map(image))),
-                // Cleanup continues in the next reconciles.
-                Some(_) => Ok(Step::Running(Duration::ZERO)),
+        Ok(ran(
+            match instance.synchronize(mover).map_err(|e| e.to_string())? {
+                Outcome::InProgress(ms) => {
+                    Step::Running(ms.map_or(DEFAULT_RETRY, Duration::from_millis))
+                }
+                Outcome::Completed(img) => match cleanup(&mut instance)? {
+                    None => Step::Done(img.map(image)),
+                    // Cleanup continues in the next reconciles.
+                    Some(_) => Step::Running(Duration::ZERO),
+                },
             },
-        }
+        ))
     });
     task.await.map_err(|e| e.to_string())?
 }
@@ -611,6 +638,8 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
         // Starting a new synchronization.
         sync.last_sync_start_time = Some(Time(now));
         sync.latest_mover_status = None;
+        sync.bytes_transferred = None;
+        sync.bytes_total = None;
         set_condition(
             &mut sync,
             condition(
@@ -632,7 +661,15 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
     }
 
     let cleaning = current_reason(&sync) == Some(reason::CLEANING_UP);
-    match run_mover(&*obj, ctx, module, cleaning).await {
+    let ran = run_mover(&*obj, ctx, module, cleaning).await.map(|ran| {
+        sync.module = Some(ran.module);
+        if let Some(progress) = ran.progress {
+            sync.bytes_transferred = Some(progress.bytes_done);
+            sync.bytes_total = Some(progress.bytes_total);
+        }
+        ran.step
+    });
+    match ran {
         Ok(Step::Running(wait)) => {
             let (why, message) = if wait.is_zero() || cleaning {
                 (reason::CLEANING_UP, "cleaning up after the synchronization")
@@ -655,6 +692,10 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
                 .get_or_create(&labels(&*obj))
                 .observe(seconds);
             ctx.metrics.out_of_sync.get_or_create(&labels(&*obj)).set(0);
+            ctx.metrics
+                .bytes_transferred
+                .get_or_create(&labels(&*obj))
+                .inc_by(sync.bytes_transferred.unwrap_or(0));
             sync.last_manual_sync = manual.clone();
             sync.latest_mover_status = Some(crate::crd::MoverStatus {
                 result: "Successful".into(),
@@ -720,7 +761,9 @@ async fn fail<K: Replication>(
 async fn cleanup<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Error> {
     let selected = crate::modules::select(ctx, &*obj, &mut obj.sync_status()).await;
     let ran = match selected {
-        Ok(module) => run_mover(&*obj, ctx, module, true).await,
+        Ok(module) => run_mover(&*obj, ctx, module, true)
+            .await
+            .map(|ran| ran.step),
         Err(unavailable) => Err(unavailable.message),
     };
     match ran {
@@ -730,7 +773,7 @@ async fn cleanup<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, E
         ))),
         Err(message) => {
             // A mover that cannot be found or fails must not block deletion
-            // forever; its labelled objects are collected by owner references.
+            // forever; what it created is collected as orphans.
             tracing::warn!(object = %obj.name_any(), "cleanup failed, deleting anyway: {message}");
             publish(ctx, &*obj, true, "CleanupFailed", message).await;
             Ok(Action::await_change())

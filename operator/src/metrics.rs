@@ -54,6 +54,9 @@ pub struct Metrics {
     /// `volsync_volume_out_of_sync`: 1 while the last synchronization
     /// failed or is overdue, 0 once it completed.
     pub out_of_sync: Family<ObjectLabels, Gauge>,
+    /// `wasmover_bytes_transferred_total`: bytes movers reported moving in
+    /// completed synchronizations.
+    pub bytes_transferred: Family<ObjectLabels, Counter>,
     /// `wasmover_reconcile_errors_total`: failed reconciles.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// `wasmover_kube_request_duration_seconds`: Kubernetes API requests
@@ -75,6 +78,7 @@ impl Default for Metrics {
         });
         let missed_intervals = Family::default();
         let out_of_sync = Family::default();
+        let bytes_transferred = Family::default();
         let reconcile_errors = Family::default();
         let kube_request_duration =
             Family::<RequestLabels, Histogram>::new_with_constructor(|| {
@@ -97,6 +101,11 @@ impl Default for Metrics {
             "volsync_volume_out_of_sync",
             "1 while the volume is not synchronized",
             out_of_sync.clone(),
+        );
+        registry.register(
+            "wasmover_bytes_transferred",
+            "Bytes moved by completed synchronizations, as movers report them",
+            bytes_transferred.clone(),
         );
         registry.register(
             "wasmover_reconcile_errors",
@@ -122,6 +131,7 @@ impl Default for Metrics {
             sync_duration,
             missed_intervals,
             out_of_sync,
+            bytes_transferred,
             reconcile_errors,
             kube_request_duration,
             leader,

@@ -2,14 +2,15 @@
 //! a clear error and keeps serving other modules.
 //!
 //! It claims a spec whose parameters contain `hostile=<mode>`; `synchronize`
-//! then does what the mode says. It has no `validate` capability, so the
-//! host must cope with its absence.
+//! then does what the mode says (an unknown mode completes at once, and
+//! `progress` reports progress first: trivial movers for the operator).
+//! It has no `validate` capability, so the host must cope with its absence.
 
 use std::hint::black_box;
 
 use wasmover_sdk::control::{GuestMover, ModuleInfo, Mover};
 use wasmover_sdk::types::{DestinationSpec, Error, Outcome, Parameter, SourceSpec, TransferReport};
-use wasmover_sdk::{Params, blocks, clock, error, log, volume};
+use wasmover_sdk::{Params, blocks, clock, error, log, progress, volume};
 
 struct Hostile;
 
@@ -65,6 +66,12 @@ impl GuestMover for HostileMover {
                 Ok(Outcome::Completed(None))
             }
             "error" => Err(error("Deliberate", "this mover always fails")),
+            // Well behaved: reports what it moved, then completes.
+            "progress" => {
+                progress::report(1000, 4096, 1, 2);
+                progress::report(4096, 4096, 2, 2);
+                Ok(Outcome::Completed(None))
+            }
             _ => Ok(Outcome::Completed(None)),
         }
     }
