@@ -809,6 +809,51 @@ async fn a_cr_selects_its_mover_by_oci_reference_and_keeps_working_from_the_cach
         "{message}"
     );
 
+    // The tag moves to another module; the CR keeps the digest it resolved
+    // (the Job is blocksync's again).
+    wasmover::modules::Oci::new(
+        ModuleStore::new(store.path().join("mover")),
+        false,
+        Credentials::default(),
+    )
+    .push(
+        &engine,
+        &wasmover_tests::guest("hostile"),
+        &tag.parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually("cleanup deleted the first Job", || async {
+        jobs.get_opt("tagged-blocksync-dst")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    destinations
+        .patch(
+            "tagged",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"trigger": {"manual": "second"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the second run creates its Job", || async {
+        jobs.get_opt("tagged-blocksync-dst").await.unwrap()
+    })
+    .await;
+    job_controller_stand_in(&jobs, "tagged-blocksync-dst").await;
+    let status = eventually("the second run completes", || async {
+        let status = destinations.get("tagged").await.unwrap().status?;
+        (status.sync.last_manual_sync.as_deref() == Some("second")).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        status.sync.resolved_module.unwrap().manifest_digest,
+        digest.to_string()
+    );
+
     // The registry goes down. A CR pinned to the cached digest works; one
     // whose module was never fetched reports why, with back-off.
     registry.stop();
