@@ -2,6 +2,7 @@
 
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod builtin;
 pub mod client;
 pub mod cluster;

@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand};
 use indicatif::DecimalBytes as HumanBytes;
 use wasmover::builtin::{self, DEFAULT_MOVER};
 use wasmover::modules::{Oci, OciModules};
-use wasmover::{guest_test, replicate};
+use wasmover::{agent, guest_test, replicate};
 use wasmover_oci::{Credentials, Fetched, ModuleRef, ModuleStore};
-use wasmover_runtime::bindings::types::Parameter;
+use wasmover_runtime::bindings::types::{Parameter, TransferReport};
 use wasmover_runtime::{
     CONTRACT_VERSION, Capability, EngineConfig, MoverEngine, MoverLimits, MoverModule,
 };
@@ -41,18 +41,14 @@ enum Command {
         src: PathBuf,
         /// The destination directory (created if missing).
         dst: PathBuf,
-        /// A built-in mover name or a path to a mover component (.wasm).
-        #[arg(long, default_value = DEFAULT_MOVER)]
-        mover: String,
-        /// A parameter for the mover, KEY=VALUE (repeatable).
-        #[arg(long = "param", value_parser = parse_param)]
-        params: Vec<Parameter>,
-        /// Guest CPU time per side, in milliseconds.
-        #[arg(long, default_value_t = MoverLimits::default().cpu_time_ms)]
-        cpu_time_ms: u64,
-        /// Linear memory per side, in bytes.
-        #[arg(long, default_value_t = MoverLimits::default().memory_bytes)]
-        memory_bytes: u64,
+        #[command(flatten)]
+        mover: MoverArgs,
+    },
+    /// One side of a transfer between two hosts: `receive` listens, `send`
+    /// connects; TLS 1.3, both ends authenticated by a pre-shared key.
+    Agent {
+        #[command(subcommand)]
+        role: AgentRole,
     },
     /// Run a guest's wasm unit-test harness inside the runtime.
     Test {
@@ -111,6 +107,105 @@ enum Command {
     },
 }
 
+/// The mover a transfer runs and its limits.
+#[derive(clap::Args)]
+struct MoverArgs {
+    /// A built-in mover name, a path to a mover component (.wasm), or oci://...
+    #[arg(long, default_value = DEFAULT_MOVER)]
+    mover: String,
+    /// A parameter for the mover, KEY=VALUE (repeatable).
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<Parameter>,
+    /// Guest CPU time per side, in milliseconds.
+    #[arg(long, default_value_t = MoverLimits::default().cpu_time_ms)]
+    cpu_time_ms: u64,
+    /// Linear memory per side, in bytes.
+    #[arg(long, default_value_t = MoverLimits::default().memory_bytes)]
+    memory_bytes: u64,
+}
+
+impl MoverArgs {
+    fn limits(&self) -> MoverLimits {
+        MoverLimits {
+            cpu_time_ms: self.cpu_time_ms,
+            memory_bytes: self.memory_bytes,
+            ..MoverLimits::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum AgentRole {
+    /// Listen for a sending agent and make VOLUME equal to its volume.
+    Receive {
+        /// Where to listen, HOST:PORT.
+        #[arg(long)]
+        listen: String,
+        /// Keep serving transfers instead of exiting after the first.
+        #[arg(long)]
+        keep_serving: bool,
+        /// Refused or failed connections to tolerate; the next one is the
+        /// agent's error.
+        #[arg(long, default_value_t = 2)]
+        max_failures: u32,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Connect to a receiving agent and send VOLUME (read-only).
+    Send {
+        /// The receiver, HOST:PORT.
+        #[arg(long)]
+        connect: String,
+        /// Keep trying to connect this many seconds while nothing listens.
+        #[arg(long, default_value_t = 0.0)]
+        connect_retry_secs: f64,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+}
+
+/// What both agent roles take.
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The volume's directory.
+    #[arg(long)]
+    volume: PathBuf,
+    /// The pre-shared key: at least 32 random bytes, as hex text (e.g. the
+    /// Secret blocksync creates) or raw.
+    #[arg(long)]
+    key_file: PathBuf,
+    /// Seconds to wait for the TCP connection.
+    #[arg(long, default_value_t = wasmover_net::Options::default().connect_timeout.as_secs_f64())]
+    connect_timeout_secs: f64,
+    /// Seconds the TLS handshake and greeting may take.
+    #[arg(long, default_value_t = wasmover_net::Options::default().handshake_timeout.as_secs_f64())]
+    handshake_timeout_secs: f64,
+    /// Seconds without progress after which the peer is declared dead.
+    #[arg(long, default_value_t = wasmover_net::Options::default().idle_timeout.as_secs_f64())]
+    idle_timeout_secs: f64,
+    /// Most bytes per second to send (TLS bytes) [default: no limit]
+    #[arg(long)]
+    rate_limit: Option<u64>,
+    #[command(flatten)]
+    mover: MoverArgs,
+}
+
+impl AgentArgs {
+    fn options(&self) -> anyhow::Result<wasmover_net::Options> {
+        let secs = |s: f64| {
+            std::time::Duration::try_from_secs_f64(s)
+                .map_err(|_| anyhow::anyhow!("{s} is not a number of seconds"))
+        };
+        Ok(wasmover_net::Options {
+            connect_timeout: secs(self.connect_timeout_secs)?,
+            handshake_timeout: secs(self.handshake_timeout_secs)?,
+            idle_timeout: secs(self.idle_timeout_secs)?,
+            rate_limit: self.rate_limit,
+            ..wasmover_net::Options::default()
+        })
+    }
+}
+
 fn parse_param(s: &str) -> Result<Parameter, String> {
     let (key, value) = s
         .split_once('=')
@@ -157,46 +252,31 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         ..EngineConfig::default()
     })?;
     match &cli.command {
-        Command::Replicate {
-            src,
-            dst,
-            mover,
-            params,
-            cpu_time_ms,
-            memory_bytes,
-        } => {
-            let module = if mover.starts_with(wasmover_oci::SCHEME) {
-                pull(&engine, &oci(&cli.registry)?, mover)?.1
-            } else {
-                builtin::resolve(&engine, mover)?
-            };
-            let limits = MoverLimits {
-                cpu_time_ms: *cpu_time_ms,
-                memory_bytes: *memory_bytes,
-                ..MoverLimits::default()
-            };
+        Command::Replicate { src, dst, mover } => {
+            let module = resolve_mover(&engine, cli, &mover.mover)?;
             let bar = Arc::new(wasmover::ProgressBar::on_stderr());
             let started = Instant::now();
-            let report = replicate::replicate(&module, src, dst, limits, params, bar.clone());
+            let report = replicate::replicate(
+                &module,
+                src,
+                dst,
+                mover.limits(),
+                &mover.params,
+                bar.clone(),
+            );
             bar.finish();
             let r = report?;
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "replicated {} -> {} with {} in {secs:.2}s: {} entries ({} files rebuilt, {} removed); \
-                 {} of files: {} matched, {} sent as literals, {} on the wire",
+                "replicated {} -> {} with {} in {secs:.2}s: {}",
                 src.display(),
                 dst.display(),
                 module.name(),
-                r.entries_total,
-                r.files_transferred,
-                r.entries_deleted,
-                HumanBytes(r.bytes_total),
-                HumanBytes(r.bytes_matched),
-                HumanBytes(r.bytes_literal),
-                HumanBytes(r.bytes_on_wire),
+                summary(&r),
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agent { role } => run_agent(&engine, cli, role),
         Command::Test { harness, args } => Ok(if guest_test::run(&engine, harness, args)? {
             ExitCode::SUCCESS
         } else {
@@ -287,6 +367,118 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             };
             inspect(&module, manifest.as_ref(), size);
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// What a transfer did, for the one-line summaries.
+fn summary(r: &TransferReport) -> String {
+    format!(
+        "{} entries ({} files rebuilt, {} removed); \
+         {} of files: {} matched, {} sent as literals, {} on the wire",
+        r.entries_total,
+        r.files_transferred,
+        r.entries_deleted,
+        HumanBytes(r.bytes_total),
+        HumanBytes(r.bytes_matched),
+        HumanBytes(r.bytes_literal),
+        HumanBytes(r.bytes_on_wire),
+    )
+}
+
+/// A built-in name, a .wasm file, or an oci:// reference, loaded.
+fn resolve_mover(engine: &MoverEngine, cli: &Cli, mover: &str) -> anyhow::Result<MoverModule> {
+    Ok(if mover.starts_with(wasmover_oci::SCHEME) {
+        pull(engine, &oci(&cli.registry)?, mover)?.1
+    } else {
+        builtin::resolve(engine, mover)?
+    })
+}
+
+/// `wasmover agent receive|send`: one line per transfer on stdout, refused
+/// or failed connections on stderr.
+fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Result<ExitCode> {
+    let (AgentRole::Receive { agent: args, .. } | AgentRole::Send { agent: args, .. }) = role;
+    let module = resolve_mover(engine, cli, &args.mover.mover)?;
+    let key = wasmover_net::Psk::from_file(&args.key_file)?;
+    let options = args.options()?;
+    let transfer = agent::Transfer {
+        module: &module,
+        limits: args.mover.limits(),
+        parameters: &args.mover.params,
+    };
+    let tls = |f: &agent::Finished| {
+        format!(
+            "; {} in and {} out through TLS",
+            HumanBytes(f.tls_bytes.0),
+            HumanBytes(f.tls_bytes.1)
+        )
+    };
+    match role {
+        AgentRole::Send {
+            connect,
+            connect_retry_secs,
+            ..
+        } => {
+            let retry = std::time::Duration::try_from_secs_f64(*connect_retry_secs)?;
+            let bar = Arc::new(wasmover::ProgressBar::on_stderr());
+            let sent = agent::send(
+                &transfer,
+                &args.volume,
+                connect,
+                &key,
+                &options,
+                retry,
+                bar.clone(),
+            );
+            bar.finish();
+            let f = sent?;
+            println!(
+                "sent {} to {} with {} in {:.2}s: {}{}",
+                args.volume.display(),
+                f.peer,
+                module.name(),
+                f.elapsed.as_secs_f64(),
+                summary(&f.report),
+                tls(&f),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentRole::Receive {
+            listen,
+            keep_serving,
+            max_failures,
+            ..
+        } => {
+            let receiver = agent::Receiver::bind(&transfer, listen, &args.volume, &key, options)?;
+            eprintln!("wasmover: listening on {}", receiver.local_addr()?);
+            let mut failures = 0;
+            loop {
+                let bar = Arc::new(wasmover::ProgressBar::on_stderr());
+                let received = receiver.receive(&transfer, bar.clone());
+                bar.finish();
+                match received {
+                    Ok(f) => {
+                        println!(
+                            "received {} from {} with {} in {:.2}s: {}{}",
+                            args.volume.display(),
+                            f.peer,
+                            module.name(),
+                            f.elapsed.as_secs_f64(),
+                            summary(&f.report),
+                            tls(&f),
+                        );
+                        if !keep_serving {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                    }
+                    Err(e) if failures < *max_failures => {
+                        failures += 1;
+                        eprintln!("wasmover: {e}; waiting for the next connection");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
     }
 }

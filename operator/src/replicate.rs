@@ -83,6 +83,20 @@ fn prepare(src: &Path, dst: &Path) -> Result<(PathBuf, PathBuf), ReplicateError>
     Ok((src, dst))
 }
 
+/// Checks that `module` has a data plane and accepts `parameters`, before
+/// anything is touched (validation is a no-op for a module without the
+/// validate capability).
+pub(crate) fn check_transfer(
+    module: &MoverModule,
+    limits: MoverLimits,
+    parameters: &[Parameter],
+) -> Result<(), RunError> {
+    module.require(Capability::Transfer)?;
+    module
+        .instantiate(limits, Grants::new())
+        .and_then(|mut instance| instance.validate(parameters))
+}
+
 /// Makes `dst` equal to `src` with `module`'s data plane and returns the
 /// receiving side's report.
 pub fn replicate(
@@ -94,15 +108,7 @@ pub fn replicate(
     observer: Arc<dyn Observer>,
 ) -> Result<TransferReport, ReplicateError> {
     let mover_error = |side| move |source| ReplicateError::Mover { side, source };
-    module
-        .require(Capability::Transfer)
-        .map_err(mover_error("receiving"))?;
-    // Bad parameters are refused before anything is touched (a no-op for a
-    // module without the validate capability).
-    module
-        .instantiate(limits, Grants::new())
-        .and_then(|mut instance| instance.validate(parameters))
-        .map_err(mover_error("receiving"))?;
+    check_transfer(module, limits, parameters).map_err(mover_error("receiving"))?;
     let (src, dst) = prepare(src, dst)?;
     let (to_receiver, to_sender) = Channel::pair();
     let sending = Grants::new()

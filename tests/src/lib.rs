@@ -22,6 +22,18 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// The `wasmover` binary of a release build (`scripts/setup` builds it;
+/// `cargo test --release --workspace` rebuilds it).
+pub fn wasmover_bin() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/wasmover");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release -p wasmover` first",
+        path.display()
+    );
+    path
+}
+
 /// An engine with default settings and no on-disk cache.
 pub fn engine() -> MoverEngine {
     MoverEngine::new(EngineConfig::default()).expect("engine")

@@ -16,25 +16,23 @@ pub enum NetError {
         reason: String,
     },
     /// The listening socket could not be opened.
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}: {cause}")]
     Listen {
         /// The address.
         addr: String,
         /// The error.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// Accepting a connection failed.
     #[error("accepting a connection: {0}")]
-    Accept(#[source] io::Error),
+    Accept(io::Error),
     /// The TCP connection could not be made.
-    #[error("connecting to {addr}: {source}")]
+    #[error("connecting to {addr}: {cause}")]
     Connect {
         /// The address.
         addr: String,
         /// The error.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// The TCP connection was not made in time.
     #[error("connecting to {addr}: no answer within {secs} s")]
@@ -46,7 +44,7 @@ pub enum NetError {
     },
     /// The TLS handshake failed.
     #[error("TLS: {0}")]
-    Tls(#[source] rustls::Error),
+    Tls(rustls::Error),
     /// The handshake and greeting did not finish in time.
     #[error("the peer did not complete the TLS handshake and greeting within {secs} s")]
     HandshakeTimeout {
@@ -82,13 +80,12 @@ pub enum NetError {
     #[error("{0}")]
     Io(#[from] io::Error),
     /// A failure on a connection from `peer` (server side).
-    #[error("connection from {peer}: {source}")]
+    #[error("connection from {peer}: {cause}")]
     From {
         /// The peer's address.
         peer: SocketAddr,
         /// What failed.
-        #[source]
-        source: Box<NetError>,
+        cause: Box<NetError>,
     },
 }
 

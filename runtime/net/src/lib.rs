@@ -75,9 +75,9 @@ impl Default for Options {
 
 /// Connects to a listening agent and authenticates both ends.
 pub fn connect(addr: &str, psk: &Psk, options: &Options) -> Result<Connection, NetError> {
-    let connect_error = |source| NetError::Connect {
+    let connect_error = |cause| NetError::Connect {
         addr: addr.to_owned(),
-        source,
+        cause,
     };
     let candidates: Vec<SocketAddr> = addr.to_socket_addrs().map_err(connect_error)?.collect();
     let mut last = None;
@@ -123,9 +123,9 @@ impl std::fmt::Debug for Listener {
 impl Listener {
     /// Listens on `addr` with a freshly generated certificate.
     pub fn bind(addr: &str, psk: &Psk, options: Options) -> Result<Self, NetError> {
-        let tcp = TcpListener::bind(addr).map_err(|source| NetError::Listen {
+        let tcp = TcpListener::bind(addr).map_err(|cause| NetError::Listen {
             addr: addr.to_owned(),
-            source,
+            cause,
         })?;
         Ok(Self {
             tcp,
@@ -150,7 +150,7 @@ impl Listener {
             .map(|c| (c, peer))
             .map_err(|e| NetError::From {
                 peer,
-                source: Box::new(e),
+                cause: Box::new(e),
             })
     }
 }

@@ -98,7 +98,7 @@ fn both_ends_write_large_amounts_at_once_without_deadlock() {
 fn a_wrong_key_is_refused_by_both_ends() {
     let (server, client) = pair(psk(1), psk(2), quick());
     assert!(
-        matches!(server, Err(NetError::From { ref source, .. }) if matches!(**source, NetError::AuthenticationFailed)),
+        matches!(server, Err(NetError::From {  ref cause, .. }) if matches!(**cause, NetError::AuthenticationFailed)),
         "{server:?}"
     );
     let client = client.unwrap_err();

@@ -1,0 +1,217 @@
+//! `wasmover agent`: one side of a mover's data plane in this process, the
+//! other side in another agent, joined by a TLS connection authenticated by
+//! a pre-shared key (`wasmover-net`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmover_net::{Connection, Listener, NetError, Options, Psk};
+use wasmover_runtime::bindings::types::{Parameter, TransferReport};
+use wasmover_runtime::{
+    Access, Channel, Grants, MoverLimits, MoverModule, Observer, RunError, Volume,
+};
+
+use crate::replicate::check_transfer;
+
+/// Pause between connection attempts while the receiver is not up.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Why an agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The volume is missing or not a directory.
+    #[error("volume {0}: not a directory")]
+    NotADirectory(PathBuf),
+    /// The volume could not be opened or created.
+    #[error("volume {path}: {cause}")]
+    Volume {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        cause: std::io::Error,
+    },
+    /// The mover cannot run a transfer with these parameters.
+    #[error(transparent)]
+    Module(Box<RunError>),
+    /// No authenticated connection.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The mover failed during the transfer.
+    #[error("transfer {direction} {peer}: {cause}")]
+    Transfer {
+        /// `to` or `from`.
+        direction: &'static str,
+        /// The peer agent.
+        peer: SocketAddr,
+        /// What stopped it.
+        cause: Box<RunError>,
+    },
+    /// The transfer finished but the connection did not close cleanly.
+    #[error("closing the connection to {peer}: {cause}")]
+    Close {
+        /// The peer agent.
+        peer: SocketAddr,
+        /// The error.
+        cause: std::io::Error,
+    },
+}
+
+/// What each side runs: the module, its limits and parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Transfer<'a> {
+    /// The mover module.
+    pub module: &'a MoverModule,
+    /// Limits for the data-plane call.
+    pub limits: MoverLimits,
+    /// The mover's parameters (the same on both sides).
+    pub parameters: &'a [Parameter],
+}
+
+/// A finished transfer.
+#[derive(Debug)]
+pub struct Finished {
+    /// The peer agent.
+    pub peer: SocketAddr,
+    /// The receiving side's report (the sender gets it at the end).
+    pub report: TransferReport,
+    /// Bytes received and sent on the socket, TLS included.
+    pub tls_bytes: (u64, u64),
+    /// From authentication to the end.
+    pub elapsed: Duration,
+}
+
+impl Transfer<'_> {
+    /// Runs one side over `conn`: sends a read-only volume, receives into
+    /// a writable one.
+    fn run(
+        &self,
+        conn: &Connection,
+        volume: Volume,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Finished, AgentError> {
+        let started = Instant::now();
+        let peer = conn.peer_addr();
+        let sending = volume.access() == Access::ReadOnly;
+        let grants = Grants::new()
+            .with_volume(volume)
+            .with_channel(Channel::new(conn.reader(), conn.writer()))
+            .with_observer(observer);
+        // The instance (and with it the channel, flushing what it holds) is
+        // gone before the connection is closed.
+        let report = self
+            .module
+            .instantiate(self.limits, grants)
+            .and_then(|mut instance| {
+                if sending {
+                    instance.send(self.parameters)
+                } else {
+                    instance.receive(self.parameters)
+                }
+            })
+            .map_err(|cause| AgentError::Transfer {
+                direction: if sending { "to" } else { "from" },
+                peer,
+                cause: Box::new(cause),
+            })?;
+        conn.finish()
+            .map_err(|cause| AgentError::Close { peer, cause })?;
+        Ok(Finished {
+            peer,
+            report,
+            tls_bytes: conn.wire_bytes(),
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+fn open(path: &Path, access: Access) -> Result<Volume, AgentError> {
+    if !path.is_dir() {
+        return Err(AgentError::NotADirectory(path.to_owned()));
+    }
+    Volume::open(path, access).map_err(|cause| AgentError::Volume {
+        path: path.to_owned(),
+        cause,
+    })
+}
+
+/// Connects to the receiver at `addr` (retrying for `retry_for` while
+/// nothing listens there) and sends `volume`, read-only.
+pub fn send(
+    transfer: &Transfer,
+    volume: &Path,
+    addr: &str,
+    key: &Psk,
+    options: &Options,
+    retry_for: Duration,
+    observer: Arc<dyn Observer>,
+) -> Result<Finished, AgentError> {
+    check_transfer(transfer.module, transfer.limits, transfer.parameters)
+        .map_err(|e| AgentError::Module(Box::new(e)))?;
+    let volume = open(volume, Access::ReadOnly)?;
+    let deadline = Instant::now() + retry_for;
+    let conn = loop {
+        match wasmover_net::connect(addr, key, options) {
+            Err(e @ (NetError::Connect { .. } | NetError::ConnectTimeout { .. }))
+                if Instant::now() + RETRY_PAUSE < deadline =>
+            {
+                tracing::info!("{e}; retrying");
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            result => break result?,
+        }
+    };
+    transfer.run(&conn, volume, observer)
+}
+
+/// A receiving agent, listening.
+#[derive(Debug)]
+pub struct Receiver {
+    listener: Listener,
+    volume: PathBuf,
+}
+
+impl Receiver {
+    /// Checks the module and parameters, creates `volume` if missing, and
+    /// listens on `listen`.
+    pub fn bind(
+        transfer: &Transfer,
+        listen: &str,
+        volume: &Path,
+        key: &Psk,
+        options: Options,
+    ) -> Result<Self, AgentError> {
+        check_transfer(transfer.module, transfer.limits, transfer.parameters)
+            .map_err(|e| AgentError::Module(Box::new(e)))?;
+        let io = |cause| AgentError::Volume {
+            path: volume.to_owned(),
+            cause,
+        };
+        if volume.exists() && !volume.is_dir() {
+            return Err(AgentError::NotADirectory(volume.to_owned()));
+        }
+        std::fs::create_dir_all(volume).map_err(io)?;
+        let volume = volume.canonicalize().map_err(io)?;
+        Ok(Self {
+            listener: Listener::bind(listen, key, options)?,
+            volume,
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves the next connection: authenticates it and receives one
+    /// transfer into the volume.
+    pub fn receive(
+        &self,
+        transfer: &Transfer,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Finished, AgentError> {
+        let (conn, _) = self.listener.accept()?;
+        transfer.run(&conn, open(&self.volume, Access::ReadWrite)?, observer)
+    }
+}

@@ -1,0 +1,474 @@
+//! `wasmover agent send` and `receive` as real processes on loopback, with
+//! the faults a network brings: a wrong key, a silent or frozen peer, a
+//! sender killed part-way, and a stream cut or corrupted in transit.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wasmover_tests::{assert_same_tree, bytes, make_tree, wasmover_bin, write};
+
+/// Where the agents keep precompiled modules (shared by the tests).
+fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-cache")
+}
+
+fn wasmover() -> Command {
+    let mut command = Command::new(wasmover_bin());
+    command.arg("--cache-dir").arg(cache_dir());
+    command
+}
+
+/// A key file of 32 random-looking bytes as hex, as blocksync's Secret.
+fn key_file(dir: &Path, name: &str, seed: u64) -> PathBuf {
+    let hex: String = bytes(32, seed).iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(name);
+    std::fs::write(&path, hex).unwrap();
+    path
+}
+
+/// A running `wasmover agent receive`, its stderr collected.
+struct Receiver {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Receiver {
+    fn start(dst: &Path, key: &Path, extra: &[&str]) -> Self {
+        let mut child = wasmover()
+            .args(["agent", "receive", "--listen", "127.0.0.1:0", "--volume"])
+            .arg(dst)
+            .arg("--key-file")
+            .arg(key)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = lines
+            .next()
+            .expect("the receiver says where it listens")
+            .unwrap();
+        let addr = first
+            .strip_prefix("wasmover: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .parse()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let collected = stderr.clone();
+        thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut all = collected.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        Self {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// Waits (at most `limit`) for it to exit; returns success, stdout and
+    /// stderr.
+    fn wait(mut self, limit: Duration) -> (bool, String, String) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!(
+                    "the receiver still runs after {limit:?}; stderr: {}",
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let mut stdout = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        // Let the collector see the end of stderr.
+        thread::sleep(Duration::from_millis(50));
+        (status.success(), stdout, self.stderr())
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn send_command(src: &Path, addr: &str, key: &Path, extra: &[&str]) -> Command {
+    let mut command = wasmover();
+    command
+        .args(["agent", "send", "--connect", addr, "--volume"])
+        .arg(src)
+        .arg("--key-file")
+        .arg(key)
+        .args(extra);
+    command
+}
+
+fn send(src: &Path, addr: &str, key: &Path, extra: &[&str]) -> Output {
+    send_command(src, addr, key, extra).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `diff -r --no-dereference` finds no difference.
+fn assert_diff_clean(a: &Path, b: &Path) {
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success() && diff.stdout.is_empty(),
+        "diff -r: {}",
+        text(&diff.stdout)
+    );
+}
+
+/// The count in a summary's "(N files rebuilt".
+fn files_rebuilt(summary: &str) -> u64 {
+    let (before, _) = summary.split_once(" files rebuilt").expect(summary);
+    before.rsplit('(').next().unwrap().parse().unwrap()
+}
+
+fn staging_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.is_symlink() {
+            found.extend(staging_files(&path));
+        } else if path.to_string_lossy().ends_with(".wasmover-tmp") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn send_to_receive_replicates_a_tree_then_only_the_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    make_tree(&src, 4 << 20);
+    let key = key_file(tmp.path(), "key", 1);
+
+    for round in 0..2 {
+        let receiver = Receiver::start(&dst, &key, &[]);
+        let sent = send(&src, &receiver.addr.to_string(), &key, &[]);
+        assert!(sent.status.success(), "send: {}", text(&sent.stderr));
+        let (ok, stdout, stderr) = receiver.wait(Duration::from_secs(20));
+        assert!(ok, "receive: {stderr}");
+        assert!(stdout.starts_with("received "), "{stdout}");
+        let sent = text(&sent.stdout);
+        assert!(sent.starts_with("sent "), "{sent}");
+        assert_diff_clean(&src, &dst);
+        assert_same_tree(&src, &dst);
+        if round == 0 {
+            // Change 4 KiB in the middle of the big file for round two.
+            let mut big = std::fs::read(src.join("big.bin")).unwrap();
+            big[2 << 20..(2 << 20) + 4096].copy_from_slice(&bytes(4096, 99));
+            write(&src, "big.bin", &big);
+        } else {
+            assert_eq!(files_rebuilt(&stdout), 1, "{stdout}");
+            assert!(sent.contains("(1 files rebuilt, 0 removed)"), "{sent}");
+        }
+    }
+}
+
+#[test]
+fn a_wrong_key_is_refused_by_both_ends_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    make_tree(&src, 1 << 20);
+    let receiver = Receiver::start(
+        &dst,
+        &key_file(tmp.path(), "key", 1),
+        &["--max-failures", "0"],
+    );
+    let sent = send(
+        &src,
+        &receiver.addr.to_string(),
+        &key_file(tmp.path(), "other", 2),
+        &[],
+    );
+    let (ok, _, stderr) = receiver.wait(Duration::from_secs(10));
+    assert!(!ok && !sent.status.success());
+    let sender_error = text(&sent.stderr);
+    for said in [&sender_error, &stderr] {
+        assert!(
+            said.contains("peer failed pre-shared-key authentication"),
+            "{said}"
+        );
+    }
+    assert_eq!(sender_error.lines().count(), 1, "one line: {sender_error}");
+    assert_eq!(std::fs::read_dir(&dst).unwrap().count(), 0);
+}
+
+#[test]
+fn a_peer_that_never_answers_times_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 0);
+    let key = key_file(tmp.path(), "key", 1);
+
+    // A listener that accepts and says nothing.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        let held = silent.accept();
+        thread::sleep(Duration::from_secs(10));
+        drop(held);
+    });
+    let started = Instant::now();
+    let sent = send(&src, &addr, &key, &["--handshake-timeout-secs", "1"]);
+    let took = started.elapsed();
+    assert!(!sent.status.success());
+    let said = text(&sent.stderr);
+    assert!(
+        said.contains("did not complete the TLS handshake and greeting within 1 s"),
+        "{said}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // A client that connects and says nothing.
+    let dst = tmp.path().join("dst");
+    let receiver = Receiver::start(
+        &dst,
+        &key,
+        &["--handshake-timeout-secs", "1", "--max-failures", "0"],
+    );
+    let _quiet = TcpStream::connect(receiver.addr).unwrap();
+    let (ok, _, stderr) = receiver.wait(Duration::from_secs(5));
+    assert!(!ok);
+    assert!(
+        stderr.contains("did not complete the TLS handshake"),
+        "{stderr}"
+    );
+}
+
+/// 16 files of 2 MiB, sent at 8 MB/s: about 4 s unless interrupted.
+fn sixteen_files(src: &Path) -> Vec<String> {
+    (0..16)
+        .map(|i| {
+            let name = format!("f{i:02}");
+            write(src, &name, &bytes(2 << 20, i + 1));
+            name
+        })
+        .collect()
+}
+
+/// Files of `src` present in `dst`, each checked to be complete.
+fn complete_files(src: &Path, dst: &Path, names: &[String]) -> usize {
+    names
+        .iter()
+        .filter(|name| {
+            let Ok(got) = std::fs::read(dst.join(name)) else {
+                return false;
+            };
+            assert!(
+                got == std::fs::read(src.join(name)).unwrap(),
+                "{name} is in the destination but not complete"
+            );
+            true
+        })
+        .count()
+}
+
+#[test]
+fn a_sender_killed_part_way_then_rerun_sends_only_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let names = sixteen_files(&src);
+    let key = key_file(tmp.path(), "key", 1);
+    let receiver = Receiver::start(&dst, &key, &[]);
+    let addr = receiver.addr.to_string();
+
+    let mut slow = send_command(&src, &addr, &key, &["--rate-limit", "8000000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_dir(&dst).map_or(0, |d| d.count()) < 4 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no progress");
+        thread::sleep(Duration::from_millis(10));
+    }
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let done = complete_files(&src, &dst, &names);
+    assert!(
+        (3..16).contains(&done),
+        "{done} files arrived before the kill"
+    );
+    assert!(staging_files(&dst).is_empty(), "{:?}", staging_files(&dst));
+    let said = receiver.stderr();
+    assert!(
+        said.contains("transfer from") && said.contains("waiting for the next connection"),
+        "{said}"
+    );
+
+    let sent = send(&src, &addr, &key, &[]);
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    let (ok, stdout, stderr) = receiver.wait(Duration::from_secs(20));
+    assert!(ok, "{stderr}");
+    assert_same_tree(&src, &dst);
+    let rebuilt = files_rebuilt(&stdout);
+    eprintln!("{done} of 16 files arrived before the kill; the re-run rebuilt {rebuilt}: {stdout}");
+    assert!(
+        rebuilt <= 16 - done as u64,
+        "the re-run resent finished files: {stdout}"
+    );
+}
+
+#[test]
+fn a_frozen_sender_is_detected_by_the_idle_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let names = sixteen_files(&src);
+    let key = key_file(tmp.path(), "key", 1);
+    let receiver = Receiver::start(
+        &dst,
+        &key,
+        &["--idle-timeout-secs", "1", "--max-failures", "0"],
+    );
+    let mut slow = send_command(
+        &src,
+        &receiver.addr.to_string(),
+        &key,
+        &["--rate-limit", "8000000"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let started = Instant::now();
+    while std::fs::read_dir(&dst).map_or(0, |d| d.count()) < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no progress");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Freeze it: the connection stays open but nothing comes.
+    let stop = |signal: &str| {
+        let status = Command::new("kill")
+            .args([signal, &slow.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    stop("-STOP");
+    let frozen = Instant::now();
+    let (ok, _, stderr) = receiver.wait(Duration::from_secs(10));
+    let took = frozen.elapsed();
+    stop("-CONT");
+    let _ = slow.kill();
+    let _ = slow.wait();
+    assert!(!ok);
+    assert!(
+        stderr.contains("nothing received from the peer for 1 s"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    complete_files(&src, &dst, &names);
+    assert!(staging_files(&dst).is_empty());
+}
+
+/// A TCP proxy for one connection that cuts the sender-to-receiver
+/// direction after `cut_after` bytes, or flips one bit at `flip_at`.
+fn tampering_proxy(upstream: SocketAddr, cut_after: usize, flip_at: Option<usize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let (down, _) = listener.accept().unwrap();
+        let up = TcpStream::connect(upstream).unwrap();
+        let (mut down_read, mut up_write) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+        let (mut up_read, mut down_write) = (up.try_clone().unwrap(), down.try_clone().unwrap());
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut up_read, &mut down_write);
+            let _ = down_write.shutdown(Shutdown::Write);
+        });
+        let mut passed = 0;
+        let mut buf = vec![0; 64 << 10];
+        loop {
+            let n = match down_read.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n.min(cut_after - passed),
+            };
+            if let Some(at) = flip_at
+                && (passed..passed + n).contains(&at)
+            {
+                buf[at - passed] ^= 0x10;
+            }
+            if up_write.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            passed += n;
+            if passed == cut_after {
+                break;
+            }
+        }
+        let _ = up.shutdown(Shutdown::Both);
+        let _ = down.shutdown(Shutdown::Both);
+    });
+    addr
+}
+
+#[test]
+fn a_cut_or_corrupted_stream_is_refused_and_the_old_file_kept() {
+    // A cut shows as the stream ending early (where the block engine
+    // reads it, as a truncated delta), a flipped bit as a TLS record that
+    // fails authentication.
+    for (cut_after, flip_at, expected) in [
+        (3 << 20, None, ["cut off", "truncated"]),
+        (usize::MAX, Some(3 << 20), ["TLS", "TLS"]),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        let (old, new) = (bytes(6 << 20, 1), bytes(6 << 20, 2));
+        write(&src, "data", &new);
+        write(&dst, "data", &old);
+        let old_time = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(dst.join("data"))
+            .unwrap()
+            .set_modified(old_time)
+            .unwrap();
+        let key = key_file(tmp.path(), "key", 1);
+        let receiver = Receiver::start(&dst, &key, &["--max-failures", "0"]);
+        let proxy = tampering_proxy(receiver.addr, cut_after, flip_at);
+        let sent = send(&src, &proxy.to_string(), &key, &[]);
+        let (ok, _, stderr) = receiver.wait(Duration::from_secs(10));
+        assert!(!ok && !sent.status.success(), "{stderr}");
+        assert!(expected.iter().any(|e| stderr.contains(e)), "{stderr}");
+        assert!(
+            std::fs::read(dst.join("data")).unwrap() == old,
+            "the old file is kept"
+        );
+        assert!(staging_files(&dst).is_empty());
+    }
+}
