@@ -320,6 +320,10 @@ impl Shared {
                     since = Instant::now();
                     continue;
                 }
+                if let Blocked::No = blocked {
+                    // Nothing buffered, yet nothing accepted: closed.
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
                 blocked
             };
             self.wait_blocked(blocked, &mut since)?;
