@@ -34,18 +34,29 @@ struct ApiServer {
 
 impl ApiServer {
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(scripts().join("start.sh"))
-            .arg(dir.path())
-            .output()
-            .expect("tests/apiserver/start.sh runs");
-        assert!(
-            out.status.success(),
-            "starting kube-apiserver failed (run tests/apiserver/install.sh first):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let kubeconfig = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        Self { dir, kubeconfig }
+        // start.sh picks free ports and releases them before etcd and the
+        // API server bind them; with tests (and other work) starting
+        // servers in parallel, another process can take one in between.
+        // That shows as a server exiting at once: try again on new ports.
+        let mut attempts = 3;
+        loop {
+            let dir = tempfile::tempdir().unwrap();
+            let out = Command::new(scripts().join("start.sh"))
+                .arg(dir.path())
+                .output()
+                .expect("tests/apiserver/start.sh runs");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                let kubeconfig = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+                return Self { dir, kubeconfig };
+            }
+            attempts -= 1;
+            assert!(
+                attempts > 0 && stderr.contains("exited"),
+                "starting kube-apiserver failed (run tests/apiserver/install.sh first):\n{stderr}"
+            );
+            eprintln!("kube-apiserver or etcd exited at start, retrying on other ports:\n{stderr}");
+        }
     }
 
     async fn config(&self) -> Config {
@@ -923,4 +934,221 @@ async fn a_cr_selects_its_mover_by_oci_reference_and_keeps_working_from_the_cach
     })
     .await;
     operator.abort();
+}
+
+/// The Job controller and the kubelet, played by the test for an agent Job:
+/// runs the Job's command (`wasmover agent ...`) as a local process, with
+/// local directories standing in for its PersistentVolumeClaims, the key
+/// Secret written to a file, and the listen or connect address mapped to
+/// `port` on loopback (the Service's name resolution).
+async fn run_agent_job(
+    client: &Client,
+    namespace: &str,
+    job: &str,
+    volumes: &[(&str, &Path)],
+    scratch: &Path,
+    port: u16,
+) -> tokio::process::Child {
+    let job = Api::<Job>::namespaced(client.clone(), namespace)
+        .get(job)
+        .await
+        .unwrap();
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.command.as_deref(),
+        Some(&["wasmover".to_owned(), "agent".to_owned()][..])
+    );
+    let mut mounts = Vec::new();
+    for volume in pod.volumes.unwrap_or_default() {
+        let mount = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == volume.name)
+            .unwrap();
+        let local = if let Some(claim) = &volume.persistent_volume_claim {
+            let (_, dir) = volumes
+                .iter()
+                .find(|(name, _)| *name == claim.claim_name)
+                .unwrap_or_else(|| panic!("no directory stands in for PVC {}", claim.claim_name));
+            dir.to_path_buf()
+        } else if let Some(secret) = &volume.secret {
+            let name = secret.secret_name.clone().unwrap();
+            let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+                .get(&name)
+                .await
+                .unwrap();
+            let dir = scratch.join(format!("{namespace}-{name}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for (key, value) in secret.data.unwrap_or_default() {
+                std::fs::write(dir.join(key), value.0).unwrap();
+            }
+            dir
+        } else {
+            panic!("volume {} is neither a PVC nor a Secret", volume.name);
+        };
+        mounts.push((mount.mount_path.clone(), local));
+    }
+    let mut args = Vec::new();
+    let mut previous = String::new();
+    for arg in container.args.iter().flatten() {
+        let mapped = if previous == "--listen" || previous == "--connect" {
+            format!("127.0.0.1:{port}")
+        } else {
+            mounts
+                .iter()
+                .find_map(|(mount, local)| {
+                    arg.strip_prefix(mount.as_str())
+                        .map(|rest| format!("{}{rest}", local.display()))
+                })
+                .unwrap_or_else(|| arg.clone())
+        };
+        previous = arg.clone();
+        args.push(mapped);
+    }
+    tokio::process::Command::new(wasmover_tests::wasmover_bin())
+        .arg("agent")
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for an agent process and requires it to have succeeded.
+async fn agent_succeeded(child: tokio::process::Child, role: &str) -> String {
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the {role} agent did not finish in 2 minutes"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the {role} agent failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_in_the_source_directory_reaches_the_destination_directory() {
+    let server = ApiServer::start();
+    let client = server.client().await;
+    install_crds(&client).await;
+    let operator = Operator::start(&server, None).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let (src, dst) = (scratch.path().join("src"), scratch.path().join("dst"));
+    wasmover_tests::make_tree(&src, 3 << 20);
+    std::fs::create_dir(&dst).unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+
+    // Two namespaces stand for two clusters: the destination first.
+    namespace(&client, "dst").await;
+    let destinations: Api<ReplicationDestination> = Api::namespaced(client.clone(), "dst");
+    let rd: ReplicationDestination = serde_json::from_value(json!({
+        "apiVersion": "wasmover.dev/v1alpha1",
+        "kind": "ReplicationDestination",
+        "metadata": {"name": "db"},
+        "spec": {"capacity": "1Gi", "trigger": {"manual": "1"}},
+    }))
+    .unwrap();
+    destinations
+        .create(&PostParams::default(), &rd)
+        .await
+        .unwrap();
+    let dst_jobs: Api<Job> = Api::namespaced(client.clone(), "dst");
+    eventually("the receiving Job exists", || async {
+        dst_jobs.get_opt("db-blocksync-dst").await.unwrap()
+    })
+    .await;
+    let receiver = run_agent_job(
+        &client,
+        "dst",
+        "db-blocksync-dst",
+        &[("db-dest", &dst)],
+        scratch.path(),
+        port,
+    )
+    .await;
+
+    // The source: its PVC, the key copied from the destination (as with
+    // VolSync's rsync-tls), and the destination's Service as the address.
+    namespace(&client, "src").await;
+    let key = Api::<Secret>::namespaced(client.clone(), "dst")
+        .get("db-blocksync-key")
+        .await
+        .unwrap();
+    let copy: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "app-blocksync-key"},
+        "data": key.data,
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), "src")
+        .create(&PostParams::default(), &copy)
+        .await
+        .unwrap();
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), "src")
+        .create(&PostParams::default(), &pvc)
+        .await
+        .unwrap();
+    let sources: Api<ReplicationSource> = Api::namespaced(client.clone(), "src");
+    let rs: ReplicationSource = serde_json::from_value(json!({
+        "apiVersion": "wasmover.dev/v1alpha1",
+        "kind": "ReplicationSource",
+        "metadata": {"name": "app"},
+        "spec": {
+            "sourcePVC": "data",
+            "trigger": {"manual": "1"},
+            "mover": {"parameters": {"address": "db-blocksync.dst.svc"}},
+        },
+    }))
+    .unwrap();
+    sources.create(&PostParams::default(), &rs).await.unwrap();
+    let src_jobs: Api<Job> = Api::namespaced(client.clone(), "src");
+    eventually("the sending Job exists", || async {
+        src_jobs.get_opt("app-blocksync-src").await.unwrap()
+    })
+    .await;
+    let sender = run_agent_job(
+        &client,
+        "src",
+        "app-blocksync-src",
+        &[("data", &src)],
+        scratch.path(),
+        port,
+    )
+    .await;
+
+    let sent = agent_succeeded(sender, "sending").await;
+    agent_succeeded(receiver, "receiving").await;
+    job_controller_stand_in(&src_jobs, "app-blocksync-src").await;
+    job_controller_stand_in(&dst_jobs, "db-blocksync-dst").await;
+    wasmover_tests::assert_same_tree(&src, &dst);
+
+    let image = eventually("the destination completes", || async {
+        let status = destinations.get("db").await.unwrap().status?;
+        (status.sync.last_manual_sync.as_deref() == Some("1")).then_some(status.latest_image)
+    })
+    .await;
+    assert_eq!(image.map(|i| i.name).as_deref(), Some("db-dest"));
+    eventually("the source completes", || async {
+        let status = sources.get("app").await.unwrap().status?;
+        (status.sync.last_manual_sync.as_deref() == Some("1")).then_some(())
+    })
+    .await;
+    assert!(
+        sent.contains("sent"),
+        "the sender reports what it sent: {sent}"
+    );
+    operator.task.abort();
 }

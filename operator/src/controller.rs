@@ -488,6 +488,20 @@ fn current_reason(sync: &SyncStatus) -> Option<&str> {
         .map(|c| c.reason.as_str())
 }
 
+/// How long to wait still if the last synchronization of this generation
+/// failed less than [`ERROR_RETRY`] ago.
+fn backing_off(sync: &SyncStatus, generation: Option<i64>, now: Timestamp) -> Option<Duration> {
+    let failed = sync.conditions.iter().find(|c| {
+        c.type_ == CONDITION_SYNCHRONIZING
+            && c.reason == reason::ERROR
+            && c.observed_generation == generation
+    })?;
+    let since = Duration::try_from(now.duration_since(failed.last_transition_time.0)).ok()?;
+    ERROR_RETRY
+        .checked_sub(since)
+        .filter(|wait| !wait.is_zero())
+}
+
 /// The next time `schedule` fires after `after`.
 fn next_fire(schedule: &str, after: Timestamp) -> Result<Timestamp, String> {
     // `cron` wants seconds first; the CRD takes the usual five fields.
@@ -548,6 +562,13 @@ async fn apply_status<K: Replication>(
 
 /// Decides and advances one object.
 async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Error> {
+    // The watch cache may not hold this object's last status write yet (a
+    // reconcile triggered by an earlier write runs after the later one):
+    // decide on what the API server has, or a finished run would repeat.
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let Some(obj) = api.get_opt(&obj.name_any()).await?.map(Arc::new) else {
+        return Ok(Action::await_change());
+    };
     let mut sync = obj.sync_status();
     let generation = obj.meta().generation;
     let now = Timestamp::now();
@@ -575,6 +596,12 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
         }
         apply_status(ctx, &*obj, &sync, None).await?;
         return Ok(Action::await_change());
+    }
+
+    // A failed synchronization is retried after the back-off, not on the
+    // watch event of its own status write; a new spec retries at once.
+    if let Some(wait) = backing_off(&sync, generation, now) {
+        return Ok(Action::requeue(wait));
     }
 
     // Is a synchronization due?
@@ -952,6 +979,30 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid schedule")
         );
+    }
+
+    #[test]
+    fn a_failure_backs_off_until_the_spec_changes() {
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let mut sync = SyncStatus::default();
+        let mut failed = condition("False", reason::ERROR, "boom", Some(3));
+        failed.last_transition_time = Time(Timestamp::from_second(1_700_000_000 - 10).unwrap());
+        set_condition(&mut sync, failed);
+        assert_eq!(
+            backing_off(&sync, Some(3), now),
+            Some(ERROR_RETRY - Duration::from_secs(10))
+        );
+        // A new generation (a new manual trigger, say) retries at once.
+        assert_eq!(backing_off(&sync, Some(4), now), None);
+        // So does the same generation once the back-off has passed.
+        let later = Timestamp::from_second(1_700_000_000 + ERROR_RETRY.as_secs() as i64).unwrap();
+        assert_eq!(backing_off(&sync, Some(3), later), None);
+        // Other reasons never back off.
+        set_condition(
+            &mut sync,
+            condition("True", reason::SYNC_IN_PROGRESS, "running", Some(3)),
+        );
+        assert_eq!(backing_off(&sync, Some(3), now), None);
     }
 
     #[test]
