@@ -14,7 +14,9 @@ use k8s_openapi::api::core::v1::{
     Event as K8sEvent, Namespace, PersistentVolumeClaim, Secret, Service,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
@@ -168,6 +170,47 @@ async fn install_crds(client: &Client) {
     .await;
 }
 
+/// `snapshot.storage.k8s.io/v1` VolumeSnapshot.
+fn volume_snapshot_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "VolumeSnapshot",
+    ))
+}
+
+/// A minimal VolumeSnapshot CRD (the CSI external-snapshotter's kind, its
+/// schema left open), so that movers can request snapshots; the test plays
+/// the snapshot controller by setting `status.readyToUse`.
+async fn install_volume_snapshot_crd(client: &Client) {
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {
+            "name": "volumesnapshots.snapshot.storage.k8s.io",
+            // As the external-snapshotter's own CRD: *.k8s.io groups need it.
+            "annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes-csi/external-snapshotter/pull/419"},
+        },
+        "spec": {
+            "group": "snapshot.storage.k8s.io",
+            "names": {"kind": "VolumeSnapshot", "plural": "volumesnapshots", "singular": "volumesnapshot"},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+            }],
+        },
+    }))
+    .unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+    let snapshots: Api<DynamicObject> = Api::all_with(client.clone(), &volume_snapshot_resource());
+    eventually("VolumeSnapshots are served", || async {
+        snapshots.list(&Default::default()).await.ok().map(|_| ())
+    })
+    .await;
+}
+
 /// Polls `check` until it returns `Some`, for at most a minute.
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -235,11 +278,38 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     let server = ApiServer::start();
     let client = server.client().await;
     install_crds(&client).await;
+    install_volume_snapshot_crd(&client).await;
     let Operator {
         metrics_addr,
         task: operator,
         ..
     } = Operator::start(&server, None).await;
+
+    // On a schedule: waits for the next minute, then runs (checked below).
+    namespace(&client, "sched").await;
+    let scheduled: Api<ReplicationSource> = Api::namespaced(client.clone(), "sched");
+    let every_minute: ReplicationSource = serde_json::from_value(json!({
+        "apiVersion": "wasmover.dev/v1alpha1",
+        "kind": "ReplicationSource",
+        "metadata": {"name": "every-minute"},
+        "spec": {
+            "sourcePVC": "data",
+            "trigger": {"schedule": "* * * * *"},
+            "mover": {"module": "hostile", "parameters": {"hostile": "progress"}},
+        },
+    }))
+    .unwrap();
+    scheduled
+        .create(&PostParams::default(), &every_minute)
+        .await
+        .unwrap();
+    let next = eventually("the schedule is waited for", || async {
+        let status = scheduled.get("every-minute").await.unwrap().status?;
+        let (reason, _) = condition_reason(Some(&status.sync))?;
+        (reason == "WaitingForSchedule").then_some(status.sync.next_sync_time?)
+    })
+    .await;
+    assert_eq!(next.0.as_second() % 60, 0, "fires on a minute: {next:?}");
 
     namespace(&client, "dst").await;
     let destinations: Api<ReplicationDestination> = Api::namespaced(client.clone(), "dst");
@@ -551,6 +621,68 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
         message.contains("hostile") && message.contains("deliberate panic in synchronize"),
         "{message}"
     );
+
+    // copyMethod Snapshot: the image is a VolumeSnapshot of the PVC, once
+    // the snapshot controller (played here) has made it ready.
+    let snap: ReplicationDestination = serde_json::from_value(json!({
+        "apiVersion": "wasmover.dev/v1alpha1",
+        "kind": "ReplicationDestination",
+        "metadata": {"name": "snap"},
+        "spec": {"capacity": "1Gi", "copyMethod": "Snapshot", "trigger": {"manual": "1"}},
+    }))
+    .unwrap();
+    destinations
+        .create(&PostParams::default(), &snap)
+        .await
+        .unwrap();
+    eventually("the snapshot RD's Job exists", || async {
+        jobs.get_opt("snap-blocksync-dst").await.unwrap()
+    })
+    .await;
+    job_controller_stand_in(&jobs, "snap-blocksync-dst").await;
+    let snapshots: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "dst", &volume_snapshot_resource());
+    let snapshot = eventually("the VolumeSnapshot is requested", || async {
+        snapshots.get_opt("snap-dest-snap").await.unwrap()
+    })
+    .await;
+    assert_eq!(
+        snapshot.data["spec"]["source"]["persistentVolumeClaimName"],
+        "snap-dest"
+    );
+    snapshots
+        .patch(
+            "snap-dest-snap",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"readyToUse": true}})),
+        )
+        .await
+        .unwrap();
+    let image = eventually("the snapshot is the latest image", || async {
+        destinations.get("snap").await.unwrap().status?.latest_image
+    })
+    .await;
+    assert_eq!(
+        (
+            image.api_group.as_deref(),
+            image.kind.as_str(),
+            image.name.as_str()
+        ),
+        (
+            Some("snapshot.storage.k8s.io"),
+            "VolumeSnapshot",
+            "snap-dest-snap"
+        )
+    );
+
+    // The scheduled source ran at its minute and waits for the next.
+    let status = eventually("the scheduled source runs", || async {
+        let status = scheduled.get("every-minute").await.unwrap().status?;
+        status.sync.last_sync_time.is_some().then_some(status.sync)
+    })
+    .await;
+    assert!(status.last_sync_time.unwrap().0 >= next.0);
+    assert!(status.next_sync_time.unwrap().0 > next.0);
 
     // Deleting runs the finalizer (cleanup) and leaves no object behind.
     destinations
