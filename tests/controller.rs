@@ -211,6 +211,33 @@ async fn install_volume_snapshot_crd(client: &Client) {
     .await;
 }
 
+/// Waits until the object's `Synchronizing` condition says `Error`;
+/// returns its message.
+async fn failure<K: wasmover::controller::Replication>(api: &Api<K>, name: &str) -> String {
+    eventually(&format!("{name} reports an error"), || async {
+        let object = api.get(name).await.unwrap();
+        let (reason, message) = condition_reason(Some(&object.sync_status()))?;
+        (reason == "Error").then_some(message)
+    })
+    .await
+}
+
+/// Creates a replication object of kind `K` named `name` with `spec`.
+async fn create<K: wasmover::controller::Replication>(
+    api: &Api<K>,
+    name: &str,
+    spec: serde_json::Value,
+) {
+    let object: K = serde_json::from_value(json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap();
+}
+
 /// Polls `check` until it returns `Some`, for at most a minute.
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -288,21 +315,16 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     // On a schedule: waits for the next minute, then runs (checked below).
     namespace(&client, "sched").await;
     let scheduled: Api<ReplicationSource> = Api::namespaced(client.clone(), "sched");
-    let every_minute: ReplicationSource = serde_json::from_value(json!({
-        "apiVersion": "wasmover.dev/v1alpha1",
-        "kind": "ReplicationSource",
-        "metadata": {"name": "every-minute"},
-        "spec": {
+    create(
+        &scheduled,
+        "every-minute",
+        json!({
             "sourcePVC": "data",
             "trigger": {"schedule": "* * * * *"},
             "mover": {"module": "hostile", "parameters": {"hostile": "progress"}},
-        },
-    }))
-    .unwrap();
-    scheduled
-        .create(&PostParams::default(), &every_minute)
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
     let next = eventually("the schedule is waited for", || async {
         let status = scheduled.get("every-minute").await.unwrap().status?;
         let (reason, _) = condition_reason(Some(&status.sync))?;
@@ -313,21 +335,16 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
 
     namespace(&client, "dst").await;
     let destinations: Api<ReplicationDestination> = Api::namespaced(client.clone(), "dst");
-    let rd: ReplicationDestination = serde_json::from_value(json!({
-        "apiVersion": "wasmover.dev/v1alpha1",
-        "kind": "ReplicationDestination",
-        "metadata": {"name": "db"},
-        "spec": {
+    create(
+        &destinations,
+        "db",
+        json!({
             "capacity": "1Gi",
             "trigger": {"manual": "first"},
             "mover": {"module": "blocksync"},
-        },
-    }))
-    .unwrap();
-    destinations
-        .create(&PostParams::default(), &rd)
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
 
     // The mover created its objects through the scoped host functions.
     let jobs: Api<Job> = Api::namespaced(client.clone(), "dst");
@@ -458,29 +475,19 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
 
     // A mover granted only PVCs is refused its Secret: a clean error, and
     // the user hears of the refusal.
-    let narrow: ReplicationDestination = serde_json::from_value(json!({
-        "apiVersion": "wasmover.dev/v1alpha1",
-        "kind": "ReplicationDestination",
-        "metadata": {"name": "narrow"},
-        "spec": {
+    create(
+        &destinations,
+        "narrow",
+        json!({
             "capacity": "1Gi",
             "mover": {
                 "module": "blocksync",
                 "capabilities": [{"apiVersion": "v1", "kind": "PersistentVolumeClaim"}],
             },
-        },
-    }))
-    .unwrap();
-    destinations
-        .create(&PostParams::default(), &narrow)
-        .await
-        .unwrap();
-    let message = eventually("the refusal is reported", || async {
-        let rd = destinations.get("narrow").await.unwrap();
-        let (reason, message) = condition_reason(rd.status.as_ref().map(|s| &s.sync))?;
-        (reason == "Error").then_some(message)
-    })
+        }),
+    )
     .await;
+    let message = failure(&destinations, "narrow").await;
     assert!(
         message.contains("Forbidden") && message.contains("Secret"),
         "{message}"
@@ -504,79 +511,47 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     // An invalid CR gets a clear condition; the operator keeps working.
     namespace(&client, "src").await;
     let sources: Api<ReplicationSource> = Api::namespaced(client.clone(), "src");
-    let bad: ReplicationSource = serde_json::from_value(json!({
-        "apiVersion": "wasmover.dev/v1alpha1",
-        "kind": "ReplicationSource",
-        "metadata": {"name": "app"},
-        "spec": {"sourcePVC": "data", "mover": {"module": "rclone"}},
-    }))
-    .unwrap();
-    sources.create(&PostParams::default(), &bad).await.unwrap();
-    let message = eventually("the unknown module is reported", || async {
-        let rs = sources.get("app").await.unwrap();
-        let (reason, message) = condition_reason(rs.status.as_ref().map(|s| &s.sync))?;
-        (reason == "Error").then_some(message)
-    })
+    create(
+        &sources,
+        "app",
+        json!({"sourcePVC": "data", "mover": {"module": "rclone"}}),
+    )
     .await;
+    let message = failure(&sources, "app").await;
     assert!(message.contains("no mover named rclone"), "{message}");
-    let bad_cron: ReplicationSource = serde_json::from_value(json!({
-        "apiVersion": "wasmover.dev/v1alpha1",
-        "kind": "ReplicationSource",
-        "metadata": {"name": "cron"},
-        "spec": {"sourcePVC": "data", "trigger": {"schedule": "every tuesday"}},
-    }))
-    .unwrap();
-    sources
-        .create(&PostParams::default(), &bad_cron)
-        .await
-        .unwrap();
-    let message = eventually("the bad schedule is reported", || async {
-        let rs = sources.get("cron").await.unwrap();
-        let (reason, message) = condition_reason(rs.status.as_ref().map(|s| &s.sync))?;
-        (reason == "Error").then_some(message)
-    })
+    create(
+        &sources,
+        "cron",
+        json!({"sourcePVC": "data", "trigger": {"schedule": "every tuesday"}}),
+    )
     .await;
+    let message = failure(&sources, "cron").await;
     assert!(message.contains("invalid schedule"), "{message}");
-    let missing: ReplicationSource = serde_json::from_value(json!({
-        "apiVersion": "wasmover.dev/v1alpha1",
-        "kind": "ReplicationSource",
-        "metadata": {"name": "missing"},
-        "spec": {
+    create(
+        &sources,
+        "missing",
+        json!({
             "sourcePVC": "absent",
             "mover": {"module": "blocksync", "parameters": {"address": "db-blocksync.dst"}},
-        },
-    }))
-    .unwrap();
-    sources
-        .create(&PostParams::default(), &missing)
-        .await
-        .unwrap();
-    let message = eventually("the missing PVC is reported", || async {
-        let rs = sources.get("missing").await.unwrap();
-        let (reason, message) = condition_reason(rs.status.as_ref().map(|s| &s.sync))?;
-        (reason == "Error").then_some(message)
-    })
+        }),
+    )
     .await;
+    let message = failure(&sources, "missing").await;
     assert!(
         message.contains("PersistentVolumeClaim absent does not exist"),
         "{message}"
     );
     // What a mover reports of its progress lands in status and metrics.
-    let reporting: ReplicationSource = serde_json::from_value(json!({
-        "apiVersion": "wasmover.dev/v1alpha1",
-        "kind": "ReplicationSource",
-        "metadata": {"name": "reporting"},
-        "spec": {
+    create(
+        &sources,
+        "reporting",
+        json!({
             "sourcePVC": "data",
             "trigger": {"manual": "once"},
             "mover": {"module": "hostile", "parameters": {"hostile": "progress"}},
-        },
-    }))
-    .unwrap();
-    sources
-        .create(&PostParams::default(), &reporting)
-        .await
-        .unwrap();
+        }),
+    )
+    .await;
     let status = eventually("the reporting mover completes", || async {
         let status = sources.get("reporting").await.unwrap().status?;
         (status.sync.last_manual_sync.as_deref() == Some("once")).then_some(status.sync)
@@ -600,23 +575,8 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
         "{text}"
     );
     // A module that traps is reported, and stopped, like any failure.
-    let trapping: ReplicationSource = serde_json::from_value(json!({
-        "apiVersion": "wasmover.dev/v1alpha1",
-        "kind": "ReplicationSource",
-        "metadata": {"name": "trap"},
-        "spec": {"sourcePVC": "data", "mover": {"module": "hostile", "parameters": {"hostile": "trap"}}},
-    }))
-    .unwrap();
-    sources
-        .create(&PostParams::default(), &trapping)
-        .await
-        .unwrap();
-    let message = eventually("the trap is reported", || async {
-        let rs = sources.get("trap").await.unwrap();
-        let (reason, message) = condition_reason(rs.status.as_ref().map(|s| &s.sync))?;
-        (reason == "Error").then_some(message)
-    })
-    .await;
+    create(&sources, "trap", json!({"sourcePVC": "data", "mover": {"module": "hostile", "parameters": {"hostile": "trap"}}})).await;
+    let message = failure(&sources, "trap").await;
     assert!(
         message.contains("hostile") && message.contains("deliberate panic in synchronize"),
         "{message}"
@@ -624,17 +584,12 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
 
     // copyMethod Snapshot: the image is a VolumeSnapshot of the PVC, once
     // the snapshot controller (played here) has made it ready.
-    let snap: ReplicationDestination = serde_json::from_value(json!({
-        "apiVersion": "wasmover.dev/v1alpha1",
-        "kind": "ReplicationDestination",
-        "metadata": {"name": "snap"},
-        "spec": {"capacity": "1Gi", "copyMethod": "Snapshot", "trigger": {"manual": "1"}},
-    }))
-    .unwrap();
-    destinations
-        .create(&PostParams::default(), &snap)
-        .await
-        .unwrap();
+    create(
+        &destinations,
+        "snap",
+        json!({"capacity": "1Gi", "copyMethod": "Snapshot", "trigger": {"manual": "1"}}),
+    )
+    .await;
     eventually("the snapshot RD's Job exists", || async {
         jobs.get_opt("snap-blocksync-dst").await.unwrap()
     })
@@ -761,17 +716,12 @@ async fn one_replica_leads_and_the_operator_survives_an_api_server_restart() {
 
     namespace(&client, "dst").await;
     let destinations: Api<ReplicationDestination> = Api::namespaced(client.clone(), "dst");
-    let rd: ReplicationDestination = serde_json::from_value(json!({
-        "apiVersion": "wasmover.dev/v1alpha1",
-        "kind": "ReplicationDestination",
-        "metadata": {"name": "db"},
-        "spec": {"capacity": "1Gi", "trigger": {"manual": "first"}},
-    }))
-    .unwrap();
-    destinations
-        .create(&PostParams::default(), &rd)
-        .await
-        .unwrap();
+    create(
+        &destinations,
+        "db",
+        json!({"capacity": "1Gi", "trigger": {"manual": "first"}}),
+    )
+    .await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), "dst");
     eventually("the agent Job exists", || async {
         jobs.get_opt("db-blocksync-dst").await.unwrap()
@@ -1182,17 +1132,12 @@ async fn data_in_the_source_directory_reaches_the_destination_directory() {
     // Two namespaces stand for two clusters: the destination first.
     namespace(&client, "dst").await;
     let destinations: Api<ReplicationDestination> = Api::namespaced(client.clone(), "dst");
-    let rd: ReplicationDestination = serde_json::from_value(json!({
-        "apiVersion": "wasmover.dev/v1alpha1",
-        "kind": "ReplicationDestination",
-        "metadata": {"name": "db"},
-        "spec": {"capacity": "1Gi", "trigger": {"manual": "1"}},
-    }))
-    .unwrap();
-    destinations
-        .create(&PostParams::default(), &rd)
-        .await
-        .unwrap();
+    create(
+        &destinations,
+        "db",
+        json!({"capacity": "1Gi", "trigger": {"manual": "1"}}),
+    )
+    .await;
     let dst_jobs: Api<Job> = Api::namespaced(client.clone(), "dst");
     eventually("the receiving Job exists", || async {
         dst_jobs.get_opt("db-blocksync-dst").await.unwrap()
@@ -1234,18 +1179,16 @@ async fn data_in_the_source_directory_reaches_the_destination_directory() {
         .await
         .unwrap();
     let sources: Api<ReplicationSource> = Api::namespaced(client.clone(), "src");
-    let rs: ReplicationSource = serde_json::from_value(json!({
-        "apiVersion": "wasmover.dev/v1alpha1",
-        "kind": "ReplicationSource",
-        "metadata": {"name": "app"},
-        "spec": {
+    create(
+        &sources,
+        "app",
+        json!({
             "sourcePVC": "data",
             "trigger": {"manual": "1"},
             "mover": {"parameters": {"address": "db-blocksync.dst.svc"}},
-        },
-    }))
-    .unwrap();
-    sources.create(&PostParams::default(), &rs).await.unwrap();
+        }),
+    )
+    .await;
     let src_jobs: Api<Job> = Api::namespaced(client.clone(), "src");
     eventually("the sending Job exists", || async {
         src_jobs.get_opt("app-blocksync-src").await.unwrap()
