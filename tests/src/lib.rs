@@ -22,8 +22,8 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
-/// The `wasmover` binary of a release build (`scripts/setup` builds it;
-/// `cargo test --release --workspace` rebuilds it).
+/// The `wasmover` binary of a release build (`scripts/setup`, which
+/// `scripts/test` runs first, builds it).
 pub fn wasmover_bin() -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/wasmover");
     assert!(
