@@ -192,7 +192,7 @@ fn a_silent_peer_times_out_in_the_handshake() {
     let took = started.elapsed();
     assert!(matches!(e, NetError::HandshakeTimeout { .. }), "{e}");
     assert!(
-        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
         "{took:?}"
     );
     drop(silent.join());
@@ -214,7 +214,7 @@ fn a_peer_that_stops_sending_times_out_and_a_cut_connection_is_not_an_end() {
     let started = Instant::now();
     let e = server.reader().read(&mut [0; 10]).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(5));
 
     // Bytes, then the socket closes without a TLS close.
     client.writer().write_all(b"partial").unwrap();
@@ -247,7 +247,7 @@ fn the_bandwidth_limit_paces_writes() {
     let secs = started.elapsed().as_secs_f64();
     let expected = len as f64 / rate as f64;
     assert!(
-        secs > expected * 0.85 && secs < expected * 2.0,
+        secs > expected * 0.85 && secs < expected * 4.0,
         "{secs:.2}s for {expected:.2}s"
     );
 }
