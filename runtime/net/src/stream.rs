@@ -8,6 +8,7 @@
 //! reader (both ends may write large amounts at once), and every wait is
 //! bounded by the idle timeout.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +22,10 @@ use crate::{NetError, Options, Psk};
 /// Encrypted bytes rustls may hold unsent before a write waits for the
 /// socket (bounds memory per connection).
 const SEND_BUFFER: usize = 1 << 20;
+/// Plaintext read ahead while a write waits for the socket, at most. Two
+/// ends that both write before they read then wait for each other only
+/// once this much is in flight, beyond the kernel's buffers.
+const READ_AHEAD: usize = 64 << 20;
 /// Smallest burst of the bandwidth limit.
 const MIN_BURST: u64 = 16 << 10;
 
@@ -58,6 +63,12 @@ struct State {
     bucket: Option<Bucket>,
     wire_in: u64,
     wire_out: u64,
+    /// Plaintext read ahead by a waiting writer, for the reader.
+    ahead: VecDeque<u8>,
+    /// Reading ahead met the end of the stream or an error.
+    ahead_done: bool,
+    /// The error reading ahead met, for the reader once `ahead` is empty.
+    ahead_error: Option<io::Error>,
 }
 
 impl Connection {
@@ -157,6 +168,9 @@ impl Connection {
                     bucket: options.rate_limit.map(Bucket::new),
                     wire_in: 0,
                     wire_out: 0,
+                    ahead: VecDeque::new(),
+                    ahead_done: false,
+                    ahead_error: None,
                 }),
             }),
             version,
@@ -265,42 +279,86 @@ impl Shared {
         loop {
             {
                 let mut state = self.lock();
-                match state.conn.reader().read(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the connection ended without the peer's TLS close (cut off)",
-                        ));
+                if !state.ahead.is_empty() {
+                    let n = buf.len().min(state.ahead.len());
+                    for (dst, src) in buf.iter_mut().zip(state.ahead.drain(..n)) {
+                        *dst = src;
                     }
-                    Err(e) => return Err(e),
+                    return Ok(n);
                 }
-                match state.conn.read_tls(&mut &self.tcp) {
-                    Ok(n) => {
-                        state.wire_in += n as u64;
-                        if let Err(e) = state.conn.process_new_packets() {
-                            // Tell the peer why (best effort).
-                            let _ = state.conn.write_tls(&mut &self.tcp);
-                            return Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!("TLS: {e}"),
-                            ));
-                        }
-                        if state.conn.wants_write() {
-                            // A handshake message to answer (key update).
-                            let _ = self.push(&mut state)?;
-                        }
-                        since = Instant::now();
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
+                if let Some(e) = state.ahead_error.take() {
+                    return Err(e);
+                }
+                if let Some(result) = plaintext(&mut state, buf) {
+                    return result;
+                }
+                if self.receive(&mut state)? {
+                    since = Instant::now();
+                    continue;
                 }
             }
-            self.wait(PollFlags::IN, since)?;
+            self.wait(PollFlags::IN, since, "nothing received from")?;
         }
+    }
+
+    /// Reads encrypted bytes from the socket into rustls; whether any came.
+    /// Never blocks.
+    fn receive(&self, state: &mut State) -> io::Result<bool> {
+        match state.conn.read_tls(&mut &self.tcp) {
+            Ok(n) => {
+                state.wire_in += n as u64;
+                if let Err(e) = state.conn.process_new_packets() {
+                    // Tell the peer why (best effort).
+                    let _ = state.conn.write_tls(&mut &self.tcp);
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("TLS: {e}"),
+                    ));
+                }
+                if state.conn.wants_write() {
+                    // A handshake message to answer (key update).
+                    let _ = self.push(state)?;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves what the peer has sent into `ahead` while a write waits.
+    /// Returns whether anything came.
+    fn read_ahead(&self, state: &mut State) -> bool {
+        let mut chunk = [0; 16 << 10];
+        let mut got = false;
+        while !state.ahead_done && state.ahead.len() < READ_AHEAD {
+            match plaintext(state, &mut chunk) {
+                Some(Ok(n)) if n > 0 => {
+                    state.ahead.extend(&chunk[..n]);
+                    got = true;
+                    continue;
+                }
+                // The end (clean or cut): the reader meets it again there.
+                Some(Ok(_)) => state.ahead_done = true,
+                Some(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    state.ahead_done = true;
+                }
+                Some(Err(e)) => {
+                    state.ahead_error = Some(e);
+                    state.ahead_done = true;
+                }
+                None => match self.receive(state) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        state.ahead_error = Some(e);
+                        state.ahead_done = true;
+                    }
+                },
+            }
+        }
+        got
     }
 
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -385,7 +443,24 @@ impl Shared {
     fn wait_blocked(&self, blocked: Blocked, since: &mut Instant) -> io::Result<()> {
         match blocked {
             Blocked::No => Ok(()),
-            Blocked::Socket => self.wait(PollFlags::OUT, *since),
+            Blocked::Socket => {
+                // Meanwhile take in what the peer sends, so that it is not
+                // stuck writing to us while we are stuck writing to it.
+                let reading = {
+                    let state = self.lock();
+                    !state.ahead_done && state.ahead.len() < READ_AHEAD
+                };
+                let flags = if reading {
+                    PollFlags::OUT | PollFlags::IN
+                } else {
+                    PollFlags::OUT
+                };
+                let ready = self.wait(flags, *since, "nothing could be sent to")?;
+                if reading && ready.contains(PollFlags::IN) && self.read_ahead(&mut self.lock()) {
+                    *since = Instant::now();
+                }
+                Ok(())
+            }
             Blocked::Rate(pause) => {
                 std::thread::sleep(pause);
                 // Our own throttle is not the peer's silence.
@@ -395,19 +470,15 @@ impl Shared {
         }
     }
 
-    /// Waits until the socket is ready for `flags`, failing once the idle
-    /// timeout has passed since `since`.
-    fn wait(&self, flags: PollFlags, since: Instant) -> io::Result<()> {
+    /// Waits until the socket is ready for `flags` and returns what it is
+    /// ready for, failing (saying `what` happened) once the idle timeout has
+    /// passed since `since`.
+    fn wait(&self, flags: PollFlags, since: Instant, what: &str) -> io::Result<PollFlags> {
         let Some(left) = self
             .idle_timeout
             .checked_sub(since.elapsed())
             .filter(|d| !d.is_zero())
         else {
-            let what = if flags.contains(PollFlags::IN) {
-                "nothing received from"
-            } else {
-                "nothing could be sent to"
-            };
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
@@ -422,9 +493,23 @@ impl Shared {
         });
         let mut fds = [PollFd::new(&self.tcp, flags)];
         match rustix::event::poll(&mut fds, Some(&timeout)) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+            Ok(_) => Ok(fds[0].revents()),
+            Err(rustix::io::Errno::INTR) => Ok(PollFlags::empty()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Plaintext rustls has for the reader: `None` when it has none yet.
+fn plaintext(state: &mut State, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    match state.conn.reader().read(buf) {
+        Ok(n) => Some(Ok(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Some(Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the connection ended without the peer's TLS close (cut off)",
+        ))),
+        Err(e) => Some(Err(e)),
     }
 }
 

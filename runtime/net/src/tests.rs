@@ -94,6 +94,34 @@ fn both_ends_write_large_amounts_at_once_without_deadlock() {
     );
 }
 
+/// One thread per end, as an agent runs: each writes 32 MiB before it
+/// reads, far beyond the kernel's buffers. Without reading ahead while a
+/// write waits, both would wait until the idle timeout.
+#[test]
+fn ends_that_both_write_before_reading_do_not_wait_for_each_other() {
+    let options = Options {
+        idle_timeout: Duration::from_secs(5),
+        ..Options::default()
+    };
+    let (server, client) = pair(psk(1), psk(1), options);
+    let len = 32 << 20;
+    let ends = [server.unwrap(), client.unwrap()].map(|conn| {
+        thread::spawn(move || -> std::io::Result<()> {
+            let data = pseudo_random(len, 9);
+            let mut writer = conn.writer();
+            writer.write_all(&data)?;
+            writer.flush()?;
+            let mut got = vec![0; len];
+            conn.reader().read_exact(&mut got)?;
+            assert!(got == data, "bytes arrive unchanged and in order");
+            conn.finish()
+        })
+    });
+    for end in ends {
+        end.join().unwrap().unwrap();
+    }
+}
+
 #[test]
 fn a_wrong_key_is_refused_by_both_ends() {
     let (server, client) = pair(psk(1), psk(2), quick());
