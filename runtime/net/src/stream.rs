@@ -5,8 +5,10 @@
 //! a half holds the lock only while it moves bytes between rustls and the
 //! socket, never while it waits. It waits for readiness with `poll`
 //! without the lock, so a writer blocked on a full socket never stops the
-//! reader (both ends may write large amounts at once), and every wait is
-//! bounded by the idle timeout.
+//! reader, and every wait is bounded by the idle timeout. A writer that
+//! waits also reads ahead what the peer sends (up to [`READ_AHEAD`]), so two
+//! ends that each write a lot before reading, in one thread each, do not
+//! wait for each other.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
