@@ -6,13 +6,16 @@
 //! an in-memory pipe for a local replication, a TCP or TLS stream between
 //! agents.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Buffer size on each side; also the unit the in-memory pipe moves.
 const BUFFER: usize = 256 << 10;
-/// Chunks in flight per direction of an in-memory pipe (bounds its memory).
-const PIPE_DEPTH: usize = 16;
+/// Bytes in flight per direction of an in-memory pipe: bounds its memory,
+/// and, like the agents' read-ahead over TCP, lets both sides write this
+/// much before either reads (the protocol pipelines in both directions).
+const PIPE_BYTES: usize = 64 << 20;
 
 /// Why a channel operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +64,10 @@ impl Channel {
     /// Each direction buffers a bounded amount, so a fast side waits for a
     /// slow one instead of filling memory.
     pub fn pair() -> (Channel, Channel) {
-        let (a_tx, b_rx) = sync_channel(PIPE_DEPTH);
-        let (b_tx, a_rx) = sync_channel(PIPE_DEPTH);
+        let (a_to_b, b_to_a) = (Pipe::new(PIPE_BYTES), Pipe::new(PIPE_BYTES));
         (
-            Channel::new(PipeReader::new(a_rx), PipeWriter(a_tx)),
-            Channel::new(PipeReader::new(b_rx), PipeWriter(b_tx)),
+            Channel::new(PipeReader(b_to_a.clone()), PipeWriter(a_to_b.clone())),
+            Channel::new(PipeReader(a_to_b), PipeWriter(b_to_a)),
         )
     }
 
@@ -175,13 +177,57 @@ impl<T: Write> Write for Counting<T> {
     }
 }
 
-struct PipeWriter(SyncSender<Vec<u8>>);
+/// One direction of an in-memory pipe: chunks as written, bounded in
+/// bytes (not in chunks: many small flushes must not fill it).
+#[derive(Clone)]
+struct Pipe(Arc<(Mutex<PipeState>, Condvar)>);
+
+struct PipeState {
+    chunks: VecDeque<Vec<u8>>,
+    bytes: usize,
+    limit: usize,
+    writer_gone: bool,
+    reader_gone: bool,
+}
+
+impl Pipe {
+    fn new(limit: usize) -> Self {
+        Self(Arc::new((
+            Mutex::new(PipeState {
+                chunks: VecDeque::new(),
+                bytes: 0,
+                limit,
+                writer_gone: false,
+                reader_gone: false,
+            }),
+            Condvar::new(),
+        )))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PipeState> {
+        self.0.0.lock().expect("pipe lock")
+    }
+}
+
+struct PipeWriter(Pipe);
 
 impl Write for PipeWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.send(buf.to_vec()).map_err(|_| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "the peer closed the channel")
-        })?;
+        let (_, changed) = &*self.0.0;
+        let mut state = self.0.state();
+        // Wait for room; a chunk larger than the limit goes alone.
+        while !state.reader_gone && state.bytes > 0 && state.bytes + buf.len() > state.limit {
+            state = changed.wait(state).expect("pipe lock");
+        }
+        if state.reader_gone {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the peer closed the channel",
+            ));
+        }
+        state.bytes += buf.len();
+        state.chunks.push_back(buf.to_vec());
+        changed.notify_all();
         Ok(buf.len())
     }
 
@@ -190,45 +236,52 @@ impl Write for PipeWriter {
     }
 }
 
-struct PipeReader {
-    rx: Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    pos: usize,
+impl Drop for PipeWriter {
+    fn drop(&mut self) {
+        self.0.state().writer_gone = true;
+        self.0.0.1.notify_all();
+    }
 }
 
-impl PipeReader {
-    fn new(rx: Receiver<Vec<u8>>) -> Self {
-        Self {
-            rx,
-            chunk: Vec::new(),
-            pos: 0,
+struct PipeReader(Pipe);
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (_, changed) = &*self.0.0;
+        let mut state = self.0.state();
+        loop {
+            if let Some(chunk) = state.chunks.front_mut() {
+                let n = buf.len().min(chunk.len());
+                buf[..n].copy_from_slice(&chunk[..n]);
+                if n == chunk.len() {
+                    state.chunks.pop_front();
+                } else {
+                    chunk.drain(..n);
+                }
+                state.bytes -= n;
+                changed.notify_all();
+                return Ok(n);
+            }
+            // The writer is gone: end of stream.
+            if state.writer_gone {
+                return Ok(0);
+            }
+            state = changed.wait(state).expect("pipe lock");
         }
     }
 }
 
-impl Read for PipeReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.chunk.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.chunk = chunk;
-                    self.pos = 0;
-                }
-                // The writer is gone: end of stream.
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+impl Drop for PipeReader {
+    fn drop(&mut self) {
+        self.0.state().reader_gone = true;
+        self.0.0.1.notify_all();
     }
 }
 
 /// An unbounded in-memory byte queue; reading an empty one is end of
 /// stream.
 #[derive(Clone, Default)]
-struct Loopback(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u8>>>);
+struct Loopback(Arc<Mutex<VecDeque<u8>>>);
 
 impl Read for Loopback {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -272,6 +325,55 @@ mod tests {
         assert_eq!(&raw, b"raw");
         assert_eq!(b.receive_message(100).unwrap(), b"");
         assert_eq!(a.bytes().1, 4 + 5 + 3 + 4);
+    }
+
+    /// Both sides writing many small flushed messages before reading (the
+    /// shape of a tree of small files) must not fill the pipe: it is bounded
+    /// in bytes, not in chunks.
+    #[test]
+    fn both_sides_may_write_many_small_messages_before_reading() {
+        const MESSAGES: usize = 20_000;
+        let (a, b) = Channel::pair();
+        let (done, finished) = std::sync::mpsc::channel();
+        for mut side in [a, b] {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for i in 0..MESSAGES {
+                    side.send_message(&(i as u32).to_be_bytes()).unwrap();
+                    side.flush().unwrap();
+                }
+                for i in 0..MESSAGES {
+                    assert_eq!(side.receive_message(4).unwrap(), (i as u32).to_be_bytes());
+                }
+                done.send(()).unwrap();
+            });
+        }
+        for _ in 0..2 {
+            finished
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("a side is stuck writing: the pipes deadlocked");
+        }
+    }
+
+    #[test]
+    fn a_pipe_holds_at_most_its_limit() {
+        let pipe = Pipe::new(16);
+        let mut writer = PipeWriter(pipe.clone());
+        let sent = std::thread::spawn(move || {
+            for i in 0..100u64 {
+                writer.write_all(&i.to_be_bytes()).unwrap();
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(pipe.state().bytes, 16, "the writer waits at the limit");
+        let mut reader = PipeReader(pipe);
+        for i in 0..100u64 {
+            let mut word = [0; 8];
+            reader.read_exact(&mut word).unwrap();
+            assert_eq!(u64::from_be_bytes(word), i);
+        }
+        sent.join().unwrap();
+        assert_eq!(reader.read(&mut [0; 1]).unwrap(), 0, "end of stream");
     }
 
     #[test]
