@@ -1037,6 +1037,15 @@ async fn run_agent_job(
         .unwrap();
     let pod = job.spec.unwrap().template.spec.unwrap();
     let container = &pod.containers[0];
+    // A sender must not be able to write its volume.
+    let sending = container.args.iter().flatten().any(|a| a == "send");
+    let data = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "data")
+        .unwrap();
+    assert_eq!(data.read_only.unwrap_or(false), sending, "{data:?}");
     assert_eq!(
         container.command.as_deref(),
         Some(&["wasmover".to_owned(), "agent".to_owned()][..])
@@ -1135,7 +1144,7 @@ async fn data_in_the_source_directory_reaches_the_destination_directory() {
     create(
         &destinations,
         "db",
-        json!({"capacity": "1Gi", "trigger": {"manual": "1"}}),
+        json!({"capacity": "1Gi", "trigger": {"manual": "1"}, "mover": {"parameters": {"block-size": "4096"}}}),
     )
     .await;
     let dst_jobs: Api<Job> = Api::namespaced(client.clone(), "dst");
@@ -1185,7 +1194,7 @@ async fn data_in_the_source_directory_reaches_the_destination_directory() {
         json!({
             "sourcePVC": "data",
             "trigger": {"manual": "1"},
-            "mover": {"parameters": {"address": "db-blocksync.dst.svc"}},
+            "mover": {"parameters": {"address": "db-blocksync.dst.svc", "block-size": "4096"}},
         }),
     )
     .await;

@@ -158,8 +158,26 @@ fn copy_method_name(method: CopyMethod) -> &'static str {
     }
 }
 
-/// A Job that runs `wasmover agent` with the volume and the key mounted.
-fn agent_job(name: &str, image: &str, pvc: &str, key_secret: &str, args: &[String]) -> Value {
+/// The parameters the data plane (`transfer`) takes, for the agent's
+/// command line.
+fn transfer_params(params: &Params) -> Vec<String> {
+    params
+        .get("block-size")
+        .map(|size| vec!["--param".to_owned(), format!("block-size={size}")])
+        .unwrap_or_default()
+}
+
+/// A Job that runs `wasmover agent` with the volume (read-only for a
+/// sender) and the key mounted. The module cache goes to a scratch
+/// directory: the agent's home need not be writable.
+fn agent_job(
+    name: &str,
+    image: &str,
+    pvc: &str,
+    read_only: bool,
+    key_secret: &str,
+    args: &[String],
+) -> Value {
     json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -175,8 +193,9 @@ fn agent_job(name: &str, image: &str, pvc: &str, key_secret: &str, args: &[Strin
                         "image": image,
                         "command": ["wasmover", "agent"],
                         "args": args,
+                        "env": [{"name": "WASMOVER_CACHE_DIR", "value": "/tmp/wasmover-cache"}],
                         "volumeMounts": [
-                            {"name": "data", "mountPath": "/data"},
+                            {"name": "data", "mountPath": "/data", "readOnly": read_only},
                             {"name": "key", "mountPath": "/keys", "readOnly": true},
                         ],
                     }],
@@ -285,7 +304,7 @@ impl Role {
                 "ports": [{"name": "blocksync", "port": port, "targetPort": port}],
             },
         }))?;
-        let args = [
+        let mut args = vec![
             "receive".to_owned(),
             "--listen".to_owned(),
             format!("0.0.0.0:{port}"),
@@ -294,8 +313,9 @@ impl Role {
             "--key-file".to_owned(),
             "/keys/psk".to_owned(),
         ];
+        args.extend(transfer_params(&params));
         let image = params.get("agent-image").unwrap_or(DEFAULT_AGENT_IMAGE);
-        let job = ensure(agent_job(&job_name, image, &pvc, &secret, &args))?;
+        let job = ensure(agent_job(&job_name, image, &pvc, false, &secret, &args))?;
         match job_state(&job) {
             JobState::Running => Ok(Outcome::InProgress(Some(POLL_MS))),
             JobState::Failed(why) => Err(error("MoverJobFailed", format!("Job {job_name}: {why}"))),
@@ -344,17 +364,28 @@ impl Role {
             return Ok(Outcome::InProgress(Some(POLL_MS)));
         };
         let job_name = self.job_name();
-        let args = [
+        let mut args = vec![
             "send".to_owned(),
             "--connect".to_owned(),
             format!("{address}:{port}"),
+            // The destination's agent may start later than this one.
+            "--connect-retry-secs".to_owned(),
+            "600".to_owned(),
             "--volume".to_owned(),
             "/data".to_owned(),
             "--key-file".to_owned(),
             "/keys/psk".to_owned(),
         ];
+        args.extend(transfer_params(&params));
         let image = params.get("agent-image").unwrap_or(DEFAULT_AGENT_IMAGE);
-        let job = ensure(agent_job(&job_name, image, &pvc, &self.key_secret(), &args))?;
+        let job = ensure(agent_job(
+            &job_name,
+            image,
+            &pvc,
+            true,
+            &self.key_secret(),
+            &args,
+        ))?;
         match job_state(&job) {
             JobState::Running => Ok(Outcome::InProgress(Some(POLL_MS))),
             JobState::Failed(why) => Err(error("MoverJobFailed", format!("Job {job_name}: {why}"))),
