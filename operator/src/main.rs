@@ -407,12 +407,19 @@ fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Resul
         limits: args.mover.limits(),
         parameters: &args.mover.params,
     };
-    let tls = |f: &agent::Finished| {
-        format!(
-            "; {} in and {} out through TLS",
+    // One line per finished transfer: `sent DIR to PEER ...` or
+    // `received DIR from PEER ...`.
+    let report = |action: &str, direction: &str, f: &agent::Finished| {
+        println!(
+            "{action} {} {direction} {} with {} in {:.2}s: {}; {} in and {} out through TLS",
+            args.volume.display(),
+            f.peer,
+            module.name(),
+            f.elapsed.as_secs_f64(),
+            summary(&f.report),
             HumanBytes(f.tls_bytes.0),
-            HumanBytes(f.tls_bytes.1)
-        )
+            HumanBytes(f.tls_bytes.1),
+        );
     };
     match role {
         AgentRole::Send {
@@ -432,16 +439,7 @@ fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Resul
                 bar.clone(),
             );
             bar.finish();
-            let f = sent?;
-            println!(
-                "sent {} to {} with {} in {:.2}s: {}{}",
-                args.volume.display(),
-                f.peer,
-                module.name(),
-                f.elapsed.as_secs_f64(),
-                summary(&f.report),
-                tls(&f),
-            );
+            report("sent", "to", &sent?);
             Ok(ExitCode::SUCCESS)
         }
         AgentRole::Receive {
@@ -459,15 +457,7 @@ fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Resul
                 bar.finish();
                 match received {
                     Ok(f) => {
-                        println!(
-                            "received {} from {} with {} in {:.2}s: {}{}",
-                            args.volume.display(),
-                            f.peer,
-                            module.name(),
-                            f.elapsed.as_secs_f64(),
-                            summary(&f.report),
-                            tls(&f),
-                        );
+                        report("received", "from", &f);
                         if !keep_serving {
                             return Ok(ExitCode::SUCCESS);
                         }
