@@ -54,6 +54,29 @@ fn replicates_a_generated_tree_exactly() {
     assert!(report.bytes_on_wire > report.bytes_total);
 }
 
+/// Thousands of small files keep both sides writing small messages at once
+/// (signatures one way, deltas the other); the in-memory channel must not
+/// fill up with them (it once held 16 writes, and this hung).
+#[test]
+fn a_tree_of_many_small_files_replicates() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    for i in 0..5000u64 {
+        write(&src, &format!("d{}/f{i}", i % 10), &bytes(1024, i));
+    }
+    // A deadlock fails the test instead of hanging the run.
+    let (done, finished) = std::sync::mpsc::channel();
+    let (from, to) = (src.clone(), dst.clone());
+    std::thread::spawn(move || done.send(run(&blocksync, &from, &to)).unwrap());
+    let report = finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the replication finishes (it deadlocked once)");
+    assert_eq!(report.files_transferred, 5000);
+    assert_same_tree(&src, &dst);
+}
+
 #[test]
 fn a_second_run_moves_only_the_changed_blocks() {
     let engine = engine();
