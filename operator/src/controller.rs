@@ -958,6 +958,11 @@ async fn collect_periodically(client: Client, metrics: Arc<Metrics>, interval: D
         ticks.tick().await;
         match gc::collect_orphans(&client, DEFAULT_KINDS).await {
             Ok(collected) => {
+                tracing::debug!(
+                    examined = collected.examined,
+                    deleted = collected.deleted,
+                    "collected orphans"
+                );
                 metrics.orphans_deleted.inc_by(collected.deleted as u64);
             }
             Err(e) => tracing::warn!("collecting orphans failed: {e}"),
