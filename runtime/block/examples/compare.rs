@@ -1,21 +1,25 @@
 //! Side by side on one large file: this engine, the fast_rsync crate and
 //! rsync itself (`--no-whole-file --inplace`, local), for the cases of the
 //! block-engine issue. Prints GB/s, wire bytes and ratios, medians of
-//! several runs. Run through `benches/compare.sh`.
+//! several runs, then the issue's goals table. `benches/compare.sh` runs
+//! it twice: on both cores, then pinned to one (`taskset -c 0`, with
+//! `--one-core` to label it), which gives the per-core figures.
 //!
 //! ```text
 //! cargo run --release -p wasmover-block --example compare -- [SIZE_MIB] [RUNS] [DIR]
 //! ```
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use wasmover_block::{Limits, Signature, SignatureOptions, delta, patch, patch_in_place};
+use wasmover_block::{
+    Limits, Plan, RefineOptions, Signature, SignatureOptions, patch, patch_in_place,
+};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -26,12 +30,14 @@ fn gbps(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e9
 }
 
+#[derive(Clone, Copy)]
 struct Measured {
     signature: Duration,
     delta: Duration,
     patch: Duration,
     total: Duration,
     wire: u64,
+    rounds: u32,
 }
 
 /// This engine, file to file, as the host runs it: patched into a staging
@@ -41,22 +47,33 @@ fn ours(dir: &Path, runs: usize) -> (Measured, Option<Measured>) {
     let (old, new, out) = (dir.join("old"), dir.join("new"), dir.join("out"));
     let (mut s, mut d, mut p, mut t) = (vec![], vec![], vec![], vec![]);
     let (mut p2, mut t2) = (vec![], vec![]);
-    let mut wire = 0;
+    let (mut wire, mut rounds) = (0, 0);
     for _ in 0..runs {
         let start = Instant::now();
         let len = std::fs::metadata(&old).unwrap().len();
         let sig = Signature::compute(File::open(&old).unwrap(), len, &SignatureOptions::default())
             .unwrap();
         let mut sig_bytes = Vec::new();
-        sig.write_to(&mut sig_bytes).unwrap();
+        wire = sig.write_to(&mut sig_bytes).unwrap();
         let t_sig = start.elapsed();
+        // Rounds as the host runs them: the finer signatures are computed
+        // on the basis side, and count as delta time here.
+        // Unbuffered: the engine reads in large chunks, and a buffer would
+        // refill a megabyte for every literal run the rounds seek to.
+        let new_file = || File::open(&new).unwrap();
+        let mut plan = Plan::new(&sig, new_file()).unwrap();
+        rounds = 0;
+        while let Some(request) = plan.refinement(&RefineOptions::default()) {
+            wire += request.write_to(Vec::new()).unwrap();
+            let fine =
+                Signature::compute_refinement(File::open(&old).unwrap(), len, &request).unwrap();
+            wire += fine.write_to(Vec::new()).unwrap();
+            plan.refine(&fine, new_file()).unwrap();
+            rounds += 1;
+        }
         let mut delta_bytes = Vec::new();
-        let stats = delta(
-            &sig,
-            BufReader::with_capacity(1 << 20, File::open(&new).unwrap()),
-            &mut delta_bytes,
-        )
-        .unwrap();
+        let stats = plan.write(new_file(), &mut delta_bytes).unwrap();
+        wire += stats.encoded_bytes;
         let t_delta = start.elapsed() - t_sig;
         let mut w = BufWriter::with_capacity(1 << 20, File::create(&out).unwrap());
         patch(
@@ -72,7 +89,6 @@ fn ours(dir: &Path, runs: usize) -> (Measured, Option<Measured>) {
         d.push(t_delta);
         p.push(total - t_sig - t_delta);
         t.push(total);
-        wire = sig_bytes.len() as u64 + stats.encoded_bytes;
 
         let in_place = dir.join("in-place");
         std::fs::copy(&old, &in_place).unwrap();
@@ -94,6 +110,7 @@ fn ours(dir: &Path, runs: usize) -> (Measured, Option<Measured>) {
         patch: median(p),
         total: median(t),
         wire,
+        rounds,
     };
     let in_place = (!p2.is_empty()).then(|| Measured {
         patch: median(p2),
@@ -121,6 +138,7 @@ fn fast_rsync(old: &[u8], new: &[u8], runs: usize) -> Measured {
         let mut out = Vec::with_capacity(new.len());
         fast_rsync::apply(old, &delta_bytes, &mut out).unwrap();
         let total = start.elapsed();
+
         s.push(t_sig);
         d.push(t_delta);
         p.push(total - t_sig - t_delta);
@@ -133,6 +151,7 @@ fn fast_rsync(old: &[u8], new: &[u8], runs: usize) -> Measured {
         patch: median(p),
         total: median(t),
         wire,
+        rounds: 0,
     }
 }
 
@@ -145,7 +164,8 @@ fn rsync(dir: &Path, runs: usize) -> Option<(Duration, u64)> {
         std::fs::copy(&old, &dst).ok()?;
         let start = Instant::now();
         let out = Command::new("rsync")
-            .args(["--no-whole-file", "--inplace", "--stats"])
+            // --ignore-times: the files may share size and mtime second.
+            .args(["--no-whole-file", "--inplace", "--ignore-times", "--stats"])
             .arg(&new)
             .arg(&dst)
             .output()
@@ -165,7 +185,9 @@ fn rsync(dir: &Path, runs: usize) -> Option<(Duration, u64)> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let one_core = args.iter().any(|a| a == "--one-core");
+    args.retain(|a| a != "--one-core");
     let mib: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1024);
     let runs: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
     let dir = args
@@ -212,9 +234,10 @@ fn main() {
     std::fs::write(dir.join("old"), &old).unwrap();
     println!("{mib} MiB, median of {runs} runs, warm page cache; GB/s of the new file's length");
     println!(
-        "| case | engine | signature GB/s | delta GB/s | patch GB/s | whole s | wire bytes | time vs rsync | time vs fast_rsync |"
+        "| case | engine | signature GB/s | delta GB/s | patch GB/s | whole s | wire bytes | refinement rounds | time vs rsync | time vs fast_rsync |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut results = Vec::new();
     for (name, new) in &cases {
         std::fs::write(dir.join("new"), new).unwrap();
         let (o, o_in_place) = ours(&dir, runs);
@@ -224,7 +247,7 @@ fn main() {
         let ratio = |a: Duration, b: Duration| format!("{:.2}x", a.as_secs_f64() / b.as_secs_f64());
         if o_in_place.is_none() {
             println!(
-                "| {name} | wasmover in place | refused: literals over IN_PLACE_MAX_HELD | | | | | | |"
+                "| {name} | wasmover in place | refused: literals over IN_PLACE_MAX_HELD | | | | | | | |"
             );
         }
         let rows = [
@@ -234,24 +257,127 @@ fn main() {
         ];
         for (engine, m) in rows.into_iter().flatten() {
             println!(
-                "| {name} | {engine} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {} | {} |",
+                "| {name} | {engine} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {} | {} | {} |",
                 gbps(old.len(), m.signature),
                 gbps(n, m.delta),
                 gbps(n, m.patch),
                 m.total.as_secs_f64(),
                 m.wire,
+                if engine == "fast_rsync" {
+                    "-".to_string()
+                } else {
+                    m.rounds.to_string()
+                },
                 r.map_or("-".into(), |(t, _)| ratio(m.total, t)),
                 ratio(m.total, f.total),
             );
         }
         match r {
             Some((t, wire)) => println!(
-                "| {name} | rsync | - | - | - | {:.3} | {wire} | 1.00x | {} |",
+                "| {name} | rsync | - | - | - | {:.3} | {wire} | - | 1.00x | {} |",
                 t.as_secs_f64(),
                 ratio(t, f.total)
             ),
-            None => println!("| {name} | rsync | not installed | | | | | | |"),
+            None => println!("| {name} | rsync | not installed | | | | | | | |"),
         }
+        results.push(Case {
+            name,
+            len: n,
+            ours: o,
+            in_place: o_in_place,
+            fast_rsync: f,
+            rsync: r,
+        });
     }
     let _ = std::fs::remove_dir_all(&dir);
+    goals(old.len(), &results, one_core);
+    let differing = old.iter().zip(&cases[1].1).filter(|(a, b)| a != b).count();
+    println!(
+        "\nThe 1% case's new file differs from the old in {:.2} MB of random bytes: \
+         no delta can send fewer literals than that.",
+        differing as f64 / 1e6
+    );
+}
+
+/// One case's results.
+struct Case<'a> {
+    name: &'a str,
+    len: usize,
+    ours: Measured,
+    in_place: Option<Measured>,
+    fast_rsync: Measured,
+    rsync: Option<(Duration, u64)>,
+}
+
+/// The issue's goals table, from the cases measured above.
+fn goals(basis_len: usize, cases: &[Case], one_core: bool) {
+    let case = |name: &str| cases.iter().find(|c| c.name == name).expect("measured");
+    let (unchanged, scattered, nothing) = (
+        case("unchanged"),
+        case("1% scattered 4 KiB changes"),
+        case("nothing matches"),
+    );
+    let x = |a: f64, b: f64| format!("{:.2}x", a / b);
+    println!();
+    println!(
+        "Goals, {} (ratios are ours / peer: higher is better for speeds, lower for bytes and time)",
+        if one_core {
+            "pinned to one core: GB/s per core"
+        } else {
+            "on every core (for GB/s per core, see the run pinned to one)"
+        }
+    );
+    println!("| measure | goal | wasmover | fast_rsync | rsync | vs fast_rsync | vs rsync |");
+    println!("|---|---|---|---|---|---|---|");
+    let speed = |measure: &str, goal: &str, ours: f64, peer: f64| {
+        println!(
+            "| {measure} | {goal} | {ours:.2} | {peer:.2} | - | {} | - |",
+            x(ours, peer)
+        );
+    };
+    speed(
+        "signature, GB/s",
+        ">= 6",
+        gbps(basis_len, unchanged.ours.signature),
+        gbps(basis_len, unchanged.fast_rsync.signature),
+    );
+    speed(
+        "delta, 1% changed, GB/s (refinement rounds included)",
+        ">= 4",
+        gbps(scattered.len, scattered.ours.delta),
+        gbps(scattered.len, scattered.fast_rsync.delta),
+    );
+    speed(
+        "delta, nothing matches, GB/s",
+        ">= 0.5",
+        gbps(nothing.len, nothing.ours.delta),
+        gbps(nothing.len, nothing.fast_rsync.delta),
+    );
+    let patched = scattered.in_place.unwrap_or(scattered.ours);
+    speed(
+        "patch, 1% changed, GB/s (in place when it applies)",
+        ">= 6",
+        gbps(scattered.len, patched.patch),
+        gbps(scattered.len, scattered.fast_rsync.patch),
+    );
+    let (rsync_time, rsync_wire) = scattered.rsync.unwrap_or_default();
+    println!(
+        "| wire bytes, 1% changed | <= 1.0 MB | {:.2} MB | {:.2} MB | {:.2} MB | {} | {} |",
+        scattered.ours.wire as f64 / 1e6,
+        scattered.fast_rsync.wire as f64 / 1e6,
+        rsync_wire as f64 / 1e6,
+        x(scattered.ours.wire as f64, scattered.fast_rsync.wire as f64),
+        x(scattered.ours.wire as f64, rsync_wire as f64),
+    );
+    println!(
+        "| whole replication of that file, s | <= 0.3x rsync | {:.3} | {:.3} | {:.3} | {} | {} |",
+        patched.total.as_secs_f64(),
+        scattered.fast_rsync.total.as_secs_f64(),
+        rsync_time.as_secs_f64(),
+        x(
+            patched.total.as_secs_f64(),
+            scattered.fast_rsync.total.as_secs_f64()
+        ),
+        x(patched.total.as_secs_f64(), rsync_time.as_secs_f64()),
+    );
 }

@@ -23,43 +23,76 @@ pub struct DeltaStats {
 /// Bytes read from the new file at a time.
 const READ_CHUNK: usize = 4 << 20;
 
-/// Writes instructions, coalescing runs of consecutive blocks.
-struct Encoder<W> {
+/// Where the search puts what it finds, in the order of the new file.
+pub(crate) trait Sink {
+    /// `len` bytes of the new file equal the basis at `offset`.
+    fn copy(&mut self, offset: u64, len: u64) -> io::Result<()>;
+    /// The next bytes of the new file are not in the basis.
+    fn literal(&mut self, data: &[u8]) -> io::Result<()>;
+}
+
+/// Writes instructions, coalescing copies of adjacent basis ranges.
+pub(crate) struct Encoder<W> {
     out: W,
     stats: DeltaStats,
-    run: Option<(u64, u32)>,
+    run: Option<(u64, u64)>,
 }
 
 impl<W: Write> Encoder<W> {
+    /// Writes the delta header for a basis of `basis_len` bytes.
+    pub(crate) fn new(mut out: W, basis_len: u64) -> io::Result<Self> {
+        format::write_header(&mut out, DELTA_MAGIC)?;
+        out.write_all(&basis_len.to_be_bytes())?;
+        Ok(Self {
+            out,
+            stats: DeltaStats {
+                encoded_bytes: 5 + 8,
+                ..DeltaStats::default()
+            },
+            run: None,
+        })
+    }
+
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stats.encoded_bytes += bytes.len() as u64;
         self.out.write_all(bytes)
     }
 
     fn flush_run(&mut self) -> io::Result<()> {
-        if let Some((start, count)) = self.run.take() {
-            let mut op = [0u8; 13];
+        if let Some((offset, len)) = self.run.take() {
+            let mut op = [0u8; 17];
             op[0] = OP_COPY;
-            op[1..9].copy_from_slice(&start.to_be_bytes());
-            op[9..].copy_from_slice(&count.to_be_bytes());
+            op[1..9].copy_from_slice(&offset.to_be_bytes());
+            op[9..].copy_from_slice(&len.to_be_bytes());
             self.put(&op)?;
         }
         Ok(())
     }
 
-    fn copy(&mut self, block: usize, data: &[u8]) -> io::Result<()> {
-        self.stats.matched_bytes += data.len() as u64;
-        self.stats.new_len += data.len() as u64;
+    /// Ends the delta with the new file's length and hash.
+    pub(crate) fn finish(mut self, hash: blake3::Hash) -> io::Result<DeltaStats> {
+        self.flush_run()?;
+        let mut end = [0u8; 41];
+        end[0] = OP_END;
+        end[1..9].copy_from_slice(&self.stats.new_len.to_be_bytes());
+        end[9..].copy_from_slice(hash.as_bytes());
+        self.put(&end)?;
+        Ok(self.stats)
+    }
+}
+
+impl<W: Write> Sink for Encoder<W> {
+    fn copy(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.stats.matched_bytes += len;
+        self.stats.new_len += len;
         match &mut self.run {
-            Some((start, count))
-                if *start + u64::from(*count) == block as u64 && *count < u32::MAX =>
-            {
-                *count += 1;
+            Some((start, run)) if *start + *run == offset => {
+                *run += len;
                 Ok(())
             }
             _ => {
                 self.flush_run()?;
-                self.run = Some((block as u64, 1));
+                self.run = Some((offset, len));
                 Ok(())
             }
         }
@@ -80,16 +113,6 @@ impl<W: Write> Encoder<W> {
             self.put(chunk)?;
         }
         Ok(())
-    }
-
-    fn finish(mut self, hash: blake3::Hash) -> io::Result<DeltaStats> {
-        self.flush_run()?;
-        let mut end = [0u8; 41];
-        end[0] = OP_END;
-        end[1..9].copy_from_slice(&self.stats.new_len.to_be_bytes());
-        end[9..].copy_from_slice(hash.as_bytes());
-        self.put(&end)?;
-        Ok(self.stats)
     }
 }
 
@@ -134,33 +157,34 @@ const PROBE_AHEAD: usize = 2;
 /// that fails does it roll the weak sum through every byte offset, so
 /// blocks still match after insertions or deletions shift them. Memory is
 /// the signature's index plus a few megabytes of window.
-pub fn delta<R: Read, W: Write>(
-    sig: &Signature,
-    mut new: R,
-    mut out: W,
-) -> Result<DeltaStats, DeltaError> {
-    format::write_header(&mut out, DELTA_MAGIC)?;
-    out.write_all(&sig.block_size().to_be_bytes())?;
-    out.write_all(&sig.basis_len().to_be_bytes())?;
-    let mut enc = Encoder {
-        out,
-        stats: DeltaStats {
-            encoded_bytes: 5 + 4 + 8,
-            ..DeltaStats::default()
-        },
-        run: None,
-    };
+pub fn delta<R: Read, W: Write>(sig: &Signature, new: R, out: W) -> Result<DeltaStats, DeltaError> {
+    let mut enc = Encoder::new(out, sig.basis_len())?;
     let mut hasher = blake3::Hasher::new();
+    search(sig, &Index::new(sig), new, &mut enc, Some(&mut hasher))?;
+    Ok(enc.finish(hasher.finalize())?)
+}
+
+/// The search of [`delta`]: finds the blocks of `sig` (indexed by
+/// `index`) in `new` and tells `sink`, hashing what it reads into `hasher`
+/// if given. Returns the bytes read.
+pub(crate) fn search<R: Read, S: Sink>(
+    sig: &Signature,
+    index: &Index,
+    mut new: R,
+    enc: &mut S,
+    mut hasher: Option<&mut blake3::Hasher>,
+) -> io::Result<u64> {
     let mut new_len = 0u64;
     let bs = sig.block_size() as usize;
-    let index = Index::new(sig);
     let blocks = sig.blocks();
     let searchable = !blocks.is_empty();
     // Blocks that can match anywhere but at the very end (not a short last).
-    let full_blocks = (sig.basis_len() / u64::from(sig.block_size())) as usize;
+    let full = |i: usize| i < blocks.len() && sig.block_len(i) == bs;
     let lookahead = (PROBE_AHEAD + 1) * bs + 1;
 
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK + lookahead + LITERAL_CHUNK);
+    // Short inputs (a literal run being refined) get a buffer their size.
+    let mut chunk = READ_CHUNK.min(2 * lookahead);
+    let mut buf: Vec<u8> = Vec::with_capacity(chunk + lookahead);
     let (mut pos, mut lit) = (0usize, 0usize);
     let mut eof = false;
     let mut rolling: Option<Rolling> = None;
@@ -173,10 +197,13 @@ pub fn delta<R: Read, W: Write>(
             pos -= lit;
             lit = 0;
             let old = buf.len();
-            buf.resize(old + READ_CHUNK, 0);
+            buf.resize(old + chunk, 0);
             let n = read_full(&mut new, &mut buf[old..])?;
             buf.truncate(old + n);
-            hash_input(&mut hasher, &buf[old..]);
+            chunk = (chunk * 2).min(READ_CHUNK);
+            if let Some(h) = hasher.as_deref_mut() {
+                hash_input(h, &buf[old..]);
+            }
             new_len += n as u64;
             eof = n == 0;
             continue;
@@ -187,7 +214,7 @@ pub fn delta<R: Read, W: Write>(
         let window = &buf[pos..pos + bs];
         let found = match &mut rolling {
             None => {
-                if expected < full_blocks && strong(window) == blocks[expected].strong {
+                if full(expected) && strong(window) == blocks[expected].strong {
                     Some(expected)
                 } else {
                     let r = Rolling::fast(window);
@@ -195,7 +222,7 @@ pub fn delta<R: Read, W: Write>(
                     if found.is_none() {
                         let skip = (1..=PROBE_AHEAD).find(|&j| {
                             let at = pos + j * bs;
-                            expected + j < full_blocks
+                            full(expected + j)
                                 && at + bs <= buf.len()
                                 && strong(&buf[at..at + bs]) == blocks[expected + j].strong
                         });
@@ -227,7 +254,7 @@ pub fn delta<R: Read, W: Write>(
         };
         if let Some(block) = found {
             enc.literal(&buf[lit..pos])?;
-            enc.copy(block, &buf[pos..pos + bs])?;
+            enc.copy(sig.block_offset(block), bs as u64)?;
             pos += bs;
             lit = pos;
             rolling = None;
@@ -257,7 +284,9 @@ pub fn delta<R: Read, W: Write>(
             if n == 0 {
                 break;
             }
-            hash_input(&mut hasher, &buf[..n]);
+            if let Some(h) = hasher.as_deref_mut() {
+                hash_input(h, &buf[..n]);
+            }
             new_len += n as u64;
             enc.literal(&buf[..n])?;
         }
@@ -271,11 +300,10 @@ pub fn delta<R: Read, W: Write>(
             && blocks[last].strong == strong(tail);
         if tail_matches {
             enc.literal(&buf[lit..pos])?;
-            enc.copy(last, tail)?;
+            enc.copy(sig.block_offset(last), tail.len() as u64)?;
         } else {
             enc.literal(&buf[lit..])?;
         }
     }
-    debug_assert_eq!(new_len, enc.stats.new_len);
-    Ok(enc.finish(hasher.finalize())?)
+    Ok(new_len)
 }

@@ -2,17 +2,21 @@
 
 use std::io::{self, Read, Write};
 
-use crate::error::FormatError;
+use crate::error::{FormatError, PatchError};
 
 /// Magic of an encoded signature.
 pub(crate) const SIGNATURE_MAGIC: [u8; 4] = *b"WMSG";
 /// Magic of an encoded delta.
 pub(crate) const DELTA_MAGIC: [u8; 4] = *b"WMDL";
-/// Version of both encodings. 2: the strong hash is XXH3-64 (12 bytes per
-/// block on the wire instead of 20).
-pub(crate) const VERSION: u8 = 2;
+/// Magic of an encoded refinement request.
+pub(crate) const REFINEMENT_MAGIC: [u8; 4] = *b"WMRF";
+/// Version of every encoding. 2: the strong hash is XXH3-64 (12 bytes per
+/// block on the wire instead of 20). 3: signatures cover listed ranges of
+/// the basis (a refinement) and copies name basis byte ranges, so one
+/// delta can mix blocks of several sizes.
+pub(crate) const VERSION: u8 = 3;
 
-/// Delta opcode: copy whole basis blocks.
+/// Delta opcode: copy a byte range of the basis.
 pub(crate) const OP_COPY: u8 = 1;
 /// Delta opcode: literal bytes follow.
 pub(crate) const OP_LITERAL: u8 = 2;
@@ -55,15 +59,24 @@ pub(crate) fn read_header<R: Read>(
         .map_err(FormatError::reading(what))?;
     if found != magic {
         return Err(FormatError::BadMagic {
-            expected: std::str::from_utf8(if magic == SIGNATURE_MAGIC {
-                b"WMSG"
-            } else {
-                b"WMDL"
-            })
-            .expect("ascii"),
+            expected: magic_name(magic),
             found,
         });
     }
+    read_version(r, what)
+}
+
+/// The magic numbers as text, for errors.
+fn magic_name(magic: [u8; 4]) -> &'static str {
+    match magic {
+        SIGNATURE_MAGIC => "WMSG",
+        DELTA_MAGIC => "WMDL",
+        _ => "WMRF",
+    }
+}
+
+/// Checks the version byte that follows a magic number.
+pub(crate) fn read_version<R: Read>(r: &mut R, what: &'static str) -> Result<(), FormatError> {
     let version = read_u8(r, what)?;
     if version != VERSION {
         return Err(FormatError::UnsupportedVersion {
@@ -98,4 +111,19 @@ pub(crate) fn read_u64<R: Read>(r: &mut R, reading: &'static str) -> Result<u64,
     r.read_exact(&mut b)
         .map_err(FormatError::reading(reading))?;
     Ok(u64::from_be_bytes(b))
+}
+
+/// Reads the operands of [`OP_COPY`], a byte range of the basis, and checks
+/// it lies inside the basis the delta was computed against.
+pub(crate) fn read_copy<R: Read>(r: &mut R, basis_len: u64) -> Result<(u64, u64), PatchError> {
+    let offset = read_u64(r, "copy offset")?;
+    let len = read_u64(r, "copy length")?;
+    if len == 0 || offset.checked_add(len).is_none_or(|end| end > basis_len) {
+        return Err(PatchError::OutOfBasis {
+            offset,
+            len,
+            basis_len,
+        });
+    }
+    Ok((offset, len))
 }

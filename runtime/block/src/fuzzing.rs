@@ -3,15 +3,19 @@
 
 use std::io::Cursor;
 
-use crate::{Limits, PatchError, Signature, SignatureOptions, delta, patch, patch_in_place};
+use crate::{
+    Incoming, Limits, PatchError, Plan, RefineOptions, Signature, SignatureOptions, delta, patch,
+    patch_in_place,
+};
 
 /// A fuzz target body.
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its `fuzz/fuzz_targets/*.rs` and corpus
 /// directory.
-pub const TARGETS: [(&str, Target); 4] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("parse_signature", parse_signature),
+    ("parse_refinement", parse_refinement),
     ("parse_delta", parse_delta),
     ("apply", apply),
     ("round_trip", round_trip),
@@ -38,6 +42,16 @@ pub fn basis() -> Vec<u8> {
         .collect()
 }
 
+/// Refinement down to `min_block_size`, whatever it costs: small inputs
+/// would never pay for a round otherwise.
+pub fn eager(min_block_size: u32) -> RefineOptions {
+    RefineOptions {
+        min_block_size,
+        max_rounds: 3,
+        cost_fraction: 0,
+    }
+}
+
 /// Target `parse_signature`: decoding never panics, never reads past the
 /// signature, and what decodes re-encodes to the same bytes.
 pub fn parse_signature(data: &[u8]) {
@@ -48,6 +62,29 @@ pub fn parse_signature(data: &[u8]) {
         let written = sig.write_to(&mut again).expect("writing to a Vec");
         assert_eq!(written, again.len() as u64);
         assert_eq!(again, &data[..used], "re-encoding differs");
+    }
+}
+
+/// Target `parse_refinement`: decoding what follows a signature never
+/// panics; a refinement re-encodes to the bytes it was read from, and
+/// answering it over [`basis`] is a signature or a clear error.
+pub fn parse_refinement(data: &[u8]) {
+    let mut reader = data;
+    if let Ok(Incoming::Refinement(request)) = Incoming::read_from(&mut reader, &limits()) {
+        let used = data.len() - reader.len();
+        let mut again = Vec::new();
+        let written = request.write_to(&mut again).expect("writing to a Vec");
+        assert_eq!(written, again.len() as u64);
+        assert_eq!(again, &data[..used], "re-encoding differs");
+        let basis = basis();
+        if let Ok(sig) =
+            Signature::compute_refinement(Cursor::new(&basis), basis.len() as u64, &request)
+        {
+            let mut encoded = Vec::new();
+            sig.write_to(&mut encoded).expect("writing to a Vec");
+            let decoded = Signature::read_from(&encoded[..], &limits()).expect("own signature");
+            assert_eq!(decoded, sig);
+        }
     }
 }
 
@@ -94,6 +131,29 @@ pub fn round_trip(data: &[u8]) {
     let mut out = Vec::new();
     patch(Cursor::new(old), &d[..], &mut out, &limits()).expect("own delta");
     assert_eq!(out, new);
+
+    // Refined, down to blocks of 1 byte, through the encodings too.
+    let mut plan = Plan::new(&sig, new).expect("reading a slice");
+    while let Some(request) = plan.refinement(&eager(1)) {
+        let mut asked = Vec::new();
+        request.write_to(&mut asked).expect("writing to a Vec");
+        let Ok(Incoming::Refinement(request)) = Incoming::read_from(&asked[..], &limits()) else {
+            panic!("own refinement");
+        };
+        let fine = Signature::compute_refinement(Cursor::new(old), old.len() as u64, &request)
+            .expect("own refinement's ranges");
+        let mut answer = Vec::new();
+        fine.write_to(&mut answer).expect("writing to a Vec");
+        let fine = Signature::read_from(&answer[..], &limits()).expect("own signature");
+        plan.refine(&fine, Cursor::new(new))
+            .expect("reading a slice");
+    }
+    let mut d = Vec::new();
+    plan.write(Cursor::new(new), &mut d)
+        .expect("writing to a Vec");
+    out.clear();
+    patch(Cursor::new(old), &d[..], &mut out, &limits()).expect("own refined delta");
+    assert_eq!(out, new);
 }
 
 fn check_patch(basis: &[u8], data: &[u8]) {
@@ -108,7 +168,7 @@ fn check_patch(basis: &[u8], data: &[u8]) {
             assert_eq!(stats.copied_bytes + stats.literal_bytes, out.len() as u64);
             // The end marker is the last thing read: 1 + 8 + 32 bytes.
             let used = data.len() - reader.len();
-            assert!(used >= 5 + 4 + 8 + 41);
+            assert!(used >= 5 + 8 + 41);
         }
         Err(PatchError::Io(e)) => panic!("I/O error from in-memory input: {e}"),
         Err(_) => {}
@@ -161,7 +221,32 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         for (name, bytes) in variants("sig", &s) {
             seeds.push(("parse_signature", name, bytes));
         }
-        for (name, bytes) in variants("delta", &d) {
+        // One refinement round, where the edits leave literals to refine:
+        // the request, its answer, the refined delta.
+        let mut plan = Plan::new(&sig, &new[..]).expect("slice");
+        let mut rd = Vec::new();
+        if let Some(request) = plan.refinement(&eager(8)) {
+            let mut r = Vec::new();
+            request.write_to(&mut r).expect("vec");
+            for (name, bytes) in variants("refinement", &r) {
+                seeds.push(("parse_refinement", name, bytes));
+            }
+            let fine =
+                Signature::compute_refinement(Cursor::new(&basis), basis.len() as u64, &request)
+                    .expect("own ranges");
+            let mut f = Vec::new();
+            fine.write_to(&mut f).expect("vec");
+            for (name, bytes) in variants("refined-sig", &f) {
+                seeds.push(("parse_signature", name, bytes));
+            }
+            plan.refine(&fine, Cursor::new(&new)).expect("slice");
+            plan.write(Cursor::new(&new), &mut rd).expect("vec");
+        }
+        for (name, bytes) in variants("delta", &d).into_iter().chain(if rd.is_empty() {
+            Vec::new()
+        } else {
+            variants("refined-delta", &rd)
+        }) {
             let mut framed = (basis.len() as u16).to_be_bytes().to_vec();
             framed.extend_from_slice(&basis);
             framed.extend_from_slice(&bytes);

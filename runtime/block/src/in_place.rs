@@ -74,14 +74,7 @@ fn read_delta<D: Read>(
     limits: &Limits,
 ) -> Result<Parsed, PatchError> {
     format::read_header(&mut delta, DELTA_MAGIC, "delta header")?;
-    let block_size = u64::from(format::read_u32(&mut delta, "block size")?);
     let basis_len = format::read_u64(&mut delta, "basis length")?;
-    if block_size == 0 {
-        return Err(FormatError::Malformed {
-            reason: "block size is zero",
-        }
-        .into());
-    }
     let mut parsed = Parsed {
         ops: Vec::new(),
         literals: Vec::new(),
@@ -97,23 +90,14 @@ fn read_delta<D: Read>(
     loop {
         match format::read_u8(&mut delta, "delta instruction")? {
             OP_COPY => {
-                let start = format::read_u64(&mut delta, "copy start")?;
-                let count = format::read_u32(&mut delta, "copy count")?;
-                let out_of_basis = PatchError::OutOfBasis {
-                    offset: start.saturating_mul(block_size),
-                    len: u64::from(count).saturating_mul(block_size),
-                    basis_len,
-                };
-                let Some(src) = start.checked_mul(block_size) else {
-                    return Err(out_of_basis);
-                };
-                if count == 0 || src >= basis_len {
-                    return Err(out_of_basis);
-                }
-                let len = (u64::from(count) * block_size).min(basis_len - src);
+                let (src, len) = format::read_copy(&mut delta, basis_len)?;
                 if src + len > basis_len_actual {
                     // The file is shorter than its signature said.
-                    return Err(out_of_basis);
+                    return Err(PatchError::OutOfBasis {
+                        offset: src,
+                        len,
+                        basis_len,
+                    });
                 }
                 let dst = parsed.new_len;
                 parsed.new_len += len;
@@ -431,7 +415,6 @@ mod tests {
         // (their bytes are never needed: the cap is checked first).
         d.extend_from_slice(b"WMDL");
         d.push(crate::format::VERSION);
-        d.extend_from_slice(&64u32.to_be_bytes());
         d.extend_from_slice(&1000u64.to_be_bytes());
         let mut file = Cursor::new(old.clone());
         let mut sent = 0u64;

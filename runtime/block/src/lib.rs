@@ -12,6 +12,10 @@
 //!   wrong copy. [`patch_in_place`] does the same over the basis itself,
 //!   ordering copies so none reads bytes already overwritten, and
 //!   [`SparseWriter`] makes a patched file sparse (zero runs as holes).
+//! - [`Plan`] computes a delta in rounds: where the first left literals,
+//!   it asks the basis side for a finer signature of only the basis ranges
+//!   no copy used ([`Refinement`]), so a large file with scattered small
+//!   changes costs about its changes on the wire, not its blocks.
 //!
 //! Every encoding is versioned, big-endian and self-delimiting: signatures
 //! and deltas travel on one byte stream with other messages, so decoders
@@ -55,6 +59,7 @@ mod format;
 pub mod fuzzing;
 mod in_place;
 mod patch;
+mod refine;
 mod rolling;
 mod signature;
 mod sparse;
@@ -64,6 +69,7 @@ pub use error::{DeltaError, FormatError, PatchError};
 pub use format::Limits;
 pub use in_place::{IN_PLACE_MAX_HELD, InPlaceFile, patch_in_place};
 pub use patch::{PatchStats, patch};
+pub use refine::{Incoming, Plan, RefineOptions, Refinement};
 pub use signature::{DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, Signature, SignatureOptions};
 pub use sparse::SparseWriter;
 

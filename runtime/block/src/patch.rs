@@ -115,38 +115,13 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
     limits: &Limits,
 ) -> Result<PatchStats, PatchError> {
     format::read_header(&mut delta, DELTA_MAGIC, "delta header")?;
-    let block_size = u64::from(format::read_u32(&mut delta, "block size")?);
     let basis_len = format::read_u64(&mut delta, "basis length")?;
-    if block_size == 0 {
-        return Err(FormatError::Malformed {
-            reason: "block size is zero",
-        }
-        .into());
-    }
     let mut out = Output::new(out, limits.max_file_len);
     let mut stats = PatchStats::default();
     loop {
         match format::read_u8(&mut delta, "delta instruction")? {
             OP_COPY => {
-                let start = format::read_u64(&mut delta, "copy start")?;
-                let count = format::read_u32(&mut delta, "copy count")?;
-                let offset = start.checked_mul(block_size);
-                let len = offset
-                    .map(|o| (u64::from(count) * block_size).min(basis_len.saturating_sub(o)));
-                let (Some(offset), Some(len)) = (offset, len) else {
-                    return Err(PatchError::OutOfBasis {
-                        offset: u64::MAX,
-                        len: 0,
-                        basis_len,
-                    });
-                };
-                if count == 0 || offset >= basis_len {
-                    return Err(PatchError::OutOfBasis {
-                        offset,
-                        len,
-                        basis_len,
-                    });
-                }
+                let (offset, len) = format::read_copy(&mut delta, basis_len)?;
                 basis.seek(SeekFrom::Start(offset))?;
                 let mut left = len;
                 while left > 0 {

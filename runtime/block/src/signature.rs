@@ -1,10 +1,11 @@
 //! Signatures: per-block weak and strong hashes of a basis file.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::error::FormatError;
 use crate::format::{self, Limits, SIGNATURE_MAGIC};
+use crate::refine::Refinement;
 use crate::rolling::{Backend, Rolling, strong};
 
 /// Smallest block size the engine chooses by itself.
@@ -12,7 +13,7 @@ pub const DEFAULT_MIN_BLOCK: u32 = 4 << 10;
 /// Largest block size the engine chooses by itself.
 pub const DEFAULT_MAX_BLOCK: u32 = 128 << 10;
 /// Largest block size a signature may declare.
-const MAX_BLOCK: u32 = 16 << 20;
+pub(crate) const MAX_BLOCK: u32 = 16 << 20;
 
 /// How to compute a signature.
 #[derive(Clone, Debug, Default)]
@@ -41,12 +42,27 @@ pub(crate) struct Block {
     pub(crate) strong: u64,
 }
 
+/// A byte range of the basis that a signature covers, cut into blocks from
+/// its start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Segment {
+    offset: u64,
+    len: u64,
+    /// Index of the segment's first block in [`Signature::blocks`].
+    first_block: usize,
+}
+
 /// The signature of a basis file: its length, block size, and the weak and
-/// strong hash of every block (the last one may be short).
+/// strong hash of every block of the ranges it covers (the whole file, or
+/// the ranges a [`Refinement`] asked for; the last block of a range may be
+/// short).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signature {
     block_size: u32,
     basis_len: u64,
+    /// An answer to a [`Refinement`], not a whole-file signature.
+    refinement: bool,
+    segments: Vec<Segment>,
     blocks: Vec<Block>,
 }
 
@@ -121,6 +137,58 @@ impl Signature {
         Ok(Signature {
             block_size,
             basis_len: len,
+            refinement: false,
+            segments: whole(len),
+            blocks,
+        })
+    }
+
+    /// Computes the finer signature a [`Refinement`] asks for: blocks of
+    /// its block size over its ranges of `basis`, which holds `len` bytes.
+    /// A range beyond the basis is an error (the request came from the
+    /// peer).
+    pub fn compute_refinement<R: Read + Seek>(
+        mut basis: R,
+        len: u64,
+        refinement: &Refinement,
+    ) -> Result<Signature, FormatError> {
+        let block_size = refinement.block_size();
+        let bs = block_size as usize;
+        let backend = Backend::detect();
+        let mut segments = Vec::with_capacity(refinement.ranges().len());
+        let mut blocks = Vec::new();
+        let mut buf = Vec::new();
+        let mut hashed = Vec::new();
+        let chunk = bs * PARALLEL_CHUNK.div_ceil(bs).max(1);
+        for &(offset, range_len) in refinement.ranges() {
+            if offset.checked_add(range_len).is_none_or(|end| end > len) {
+                return Err(FormatError::Malformed {
+                    reason: "a refinement range lies outside the basis",
+                });
+            }
+            segments.push(Segment {
+                offset,
+                len: range_len,
+                first_block: blocks.len(),
+            });
+            basis.seek(SeekFrom::Start(offset))?;
+            let mut left = range_len;
+            while left > 0 {
+                let n = left.min(chunk as u64) as usize;
+                buf.resize(n, 0);
+                basis
+                    .read_exact(&mut buf)
+                    .map_err(FormatError::reading("the basis"))?;
+                hash_blocks(backend, &buf, bs, &mut hashed);
+                blocks.extend_from_slice(&hashed);
+                left -= n as u64;
+            }
+        }
+        Ok(Signature {
+            block_size,
+            basis_len: len,
+            refinement: true,
+            segments,
             blocks,
         })
     }
@@ -130,8 +198,16 @@ impl Signature {
         Signature {
             block_size: DEFAULT_MIN_BLOCK,
             basis_len: 0,
+            refinement: false,
+            segments: Vec::new(),
             blocks: Vec::new(),
         }
+    }
+
+    /// Whether this signature answers a [`Refinement`] (rather than
+    /// covering the whole basis).
+    pub fn is_refinement(&self) -> bool {
+        self.refinement
     }
 
     /// The block size.
@@ -153,19 +229,45 @@ impl Signature {
         &self.blocks
     }
 
-    /// Length of block `index` (only the last may be short).
-    pub(crate) fn block_len(&self, index: usize) -> usize {
-        let start = index as u64 * u64::from(self.block_size);
-        (self.basis_len - start).min(self.block_size.into()) as usize
+    /// The segment block `index` belongs to.
+    #[inline]
+    fn segment_of(&self, index: usize) -> &Segment {
+        match &self.segments[..] {
+            [only] => only,
+            all => &all[all.partition_point(|s| s.first_block <= index) - 1],
+        }
     }
 
-    /// Writes the encoding: magic, version, block size, basis length, block
-    /// count, then each block's weak (u32) and strong (u64) hash, all
-    /// big-endian. Returns the bytes written.
+    /// Offset of block `index` in the basis.
+    #[inline]
+    pub(crate) fn block_offset(&self, index: usize) -> u64 {
+        let seg = self.segment_of(index);
+        seg.offset + (index - seg.first_block) as u64 * u64::from(self.block_size)
+    }
+
+    /// Length of block `index` (only the last of a segment may be short).
+    #[inline]
+    pub(crate) fn block_len(&self, index: usize) -> usize {
+        let seg = self.segment_of(index);
+        let start = (index - seg.first_block) as u64 * u64::from(self.block_size);
+        (seg.len - start).min(self.block_size.into()) as usize
+    }
+
+    /// Writes the encoding: magic, version, block size, basis length, kind
+    /// (0: the whole file, 1: an answer to a refinement), the number of
+    /// ranges covered and each range's offset and length, the
+    /// block count, then each block's weak (u32) and strong (u64) hash,
+    /// all big-endian. Returns the bytes written.
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
         format::write_header(&mut w, SIGNATURE_MAGIC)?;
         w.write_all(&self.block_size.to_be_bytes())?;
         w.write_all(&self.basis_len.to_be_bytes())?;
+        w.write_all(&[u8::from(self.refinement)])?;
+        w.write_all(&(self.segments.len() as u64).to_be_bytes())?;
+        for seg in &self.segments {
+            w.write_all(&seg.offset.to_be_bytes())?;
+            w.write_all(&seg.len.to_be_bytes())?;
+        }
         w.write_all(&(self.blocks.len() as u64).to_be_bytes())?;
         let mut encoded = Vec::with_capacity(64 << 10);
         for block in &self.blocks {
@@ -177,7 +279,8 @@ impl Signature {
             }
         }
         w.write_all(&encoded)?;
-        Ok(5 + 4 + 8 + 8 + BLOCK_BYTES * self.blocks.len() as u64)
+        let ranges = 8 + 16 * self.segments.len() as u64;
+        Ok(5 + 4 + 8 + 1 + ranges + 8 + BLOCK_BYTES * self.blocks.len() as u64)
     }
 
     /// Reads exactly one encoded signature from `r`.
@@ -185,7 +288,6 @@ impl Signature {
         format::read_header(&mut r, SIGNATURE_MAGIC, "signature header")?;
         let block_size = format::read_u32(&mut r, "block size")?;
         let basis_len = format::read_u64(&mut r, "basis length")?;
-        let count = format::read_u64(&mut r, "block count")?;
         if block_size == 0 || block_size > MAX_BLOCK {
             return Err(FormatError::Malformed {
                 reason: "block size out of range",
@@ -198,9 +300,28 @@ impl Signature {
                 limit: limits.max_file_len,
             });
         }
-        if count != basis_len.div_ceil(block_size.into()) {
+        let refinement = match format::read_u8(&mut r, "signature kind")? {
+            0 => false,
+            1 => true,
+            _ => {
+                return Err(FormatError::Malformed {
+                    reason: "unknown signature kind",
+                });
+            }
+        };
+        let segments = read_segments(&mut r, basis_len, block_size, limits)?;
+        if !refinement && segments != whole(basis_len) {
             return Err(FormatError::Malformed {
-                reason: "block count does not match the basis length",
+                reason: "a whole-file signature must cover exactly the whole basis",
+            });
+        }
+        let count = format::read_u64(&mut r, "block count")?;
+        let covered = segments.last().map_or(0, |s| {
+            s.first_block as u64 + s.len.div_ceil(block_size.into())
+        });
+        if count != covered {
+            return Err(FormatError::Malformed {
+                reason: "block count does not match the ranges covered",
             });
         }
         if count > limits.max_blocks {
@@ -224,9 +345,69 @@ impl Signature {
         Ok(Signature {
             block_size,
             basis_len,
+            refinement,
+            segments,
             blocks,
         })
     }
+}
+
+/// The one segment of a whole-file signature (none for an empty file).
+fn whole(len: u64) -> Vec<Segment> {
+    if len == 0 {
+        return Vec::new();
+    }
+    vec![Segment {
+        offset: 0,
+        len,
+        first_block: 0,
+    }]
+}
+
+/// Reads and checks the ranges a signature covers: non-empty, ascending,
+/// disjoint, inside the basis, and within the block limit in total.
+fn read_segments<R: Read>(
+    r: &mut R,
+    basis_len: u64,
+    block_size: u32,
+    limits: &Limits,
+) -> Result<Vec<Segment>, FormatError> {
+    let count = format::read_u64(r, "range count")?;
+    if count > limits.max_blocks {
+        return Err(FormatError::TooLarge {
+            what: "range count",
+            value: count,
+            limit: limits.max_blocks,
+        });
+    }
+    let mut segments = Vec::with_capacity(count.min(1 << 12) as usize);
+    let (mut end, mut blocks) = (0u64, 0u64);
+    for _ in 0..count {
+        let offset = format::read_u64(r, "range offset")?;
+        let len = format::read_u64(r, "range length")?;
+        let valid =
+            len > 0 && offset >= end && offset.checked_add(len).is_some_and(|e| e <= basis_len);
+        if !valid {
+            return Err(FormatError::Malformed {
+                reason: "ranges must be non-empty, ascending, disjoint and inside the basis",
+            });
+        }
+        segments.push(Segment {
+            offset,
+            len,
+            first_block: blocks as usize,
+        });
+        end = offset + len;
+        blocks += len.div_ceil(block_size.into());
+        if blocks > limits.max_blocks {
+            return Err(FormatError::TooLarge {
+                what: "block count",
+                value: blocks,
+                limit: limits.max_blocks,
+            });
+        }
+    }
+    Ok(segments)
 }
 
 /// Lookup from weak checksum to blocks, with a bit filter in front so that

@@ -4,6 +4,7 @@ use std::io::Cursor;
 
 use proptest::prelude::*;
 
+use crate::fuzzing::eager;
 use crate::*;
 
 fn signature(old: &[u8], block_size: Option<u32>) -> Signature {
@@ -38,6 +39,79 @@ fn round_trip(old: &[u8], new: &[u8], block_size: Option<u32>) -> (DeltaStats, P
         (d.matched_bytes, d.literal_bytes)
     );
     (d, p)
+}
+
+/// What crossed the wire in a refined exchange, by direction.
+#[derive(Debug, Default)]
+struct Wire {
+    /// Signatures, from the basis side.
+    signatures: u64,
+    /// Refinement requests and the delta, from the new file's side.
+    requests_and_delta: u64,
+}
+
+/// Signature, rounds of refinement and delta through their encodings, as
+/// two peers exchange them, then patch and in-place patch; both must
+/// rebuild `new`.
+fn refined_round_trip(
+    old: &[u8],
+    new: &[u8],
+    block_size: u32,
+    options: &RefineOptions,
+) -> (DeltaStats, Wire) {
+    let limits = Limits::default();
+    let mut wire = Wire::default();
+    let mut encoded = Vec::new();
+    wire.signatures += signature(old, Some(block_size))
+        .write_to(&mut encoded)
+        .unwrap();
+    let sig = Signature::read_from(&encoded[..], &limits).unwrap();
+    assert!(!sig.is_refinement());
+    let mut plan = Plan::new(&sig, new).unwrap();
+    let mut literal = plan.literal_bytes();
+    while let Some(request) = plan.refinement(options) {
+        let mut asked = Vec::new();
+        wire.requests_and_delta += request.write_to(&mut asked).unwrap();
+        let Incoming::Refinement(request) = Incoming::read_from(&asked[..], &limits).unwrap()
+        else {
+            panic!("a refinement decodes as one");
+        };
+        let fine =
+            Signature::compute_refinement(Cursor::new(old), old.len() as u64, &request).unwrap();
+        let mut answer = Vec::new();
+        wire.signatures += fine.write_to(&mut answer).unwrap();
+        assert_eq!(fine.write_to(Vec::new()).unwrap(), answer.len() as u64);
+        let fine = Signature::read_from(&answer[..], &limits).unwrap();
+        assert!(fine.is_refinement());
+        plan.refine(&fine, Cursor::new(new)).unwrap();
+        assert!(
+            plan.literal_bytes() <= literal,
+            "a round never adds literals"
+        );
+        literal = plan.literal_bytes();
+    }
+    let mut delta_bytes = Vec::new();
+    let stats = plan.write(Cursor::new(new), &mut delta_bytes).unwrap();
+    assert_eq!(stats.encoded_bytes, delta_bytes.len() as u64);
+    assert_eq!(stats.literal_bytes, literal);
+    wire.requests_and_delta += stats.encoded_bytes;
+    let Incoming::Delta(reader) = Incoming::read_from(&delta_bytes[..], &limits).unwrap() else {
+        panic!("a delta decodes as one");
+    };
+    let mut rebuilt = Vec::new();
+    let p = patch(Cursor::new(old), reader, &mut rebuilt, &limits).unwrap();
+    assert!(rebuilt == new, "refined delta rebuilt a different file");
+    assert_eq!(
+        (p.copied_bytes, p.literal_bytes),
+        (stats.matched_bytes, stats.literal_bytes)
+    );
+    let mut file = Cursor::new(old.to_vec());
+    patch_in_place(&mut file, &delta_bytes[..], &limits).unwrap();
+    assert!(
+        file.into_inner() == new,
+        "refined delta in place rebuilt a different file"
+    );
+    (stats, wire)
 }
 
 fn data(len: usize, seed: u64) -> Vec<u8> {
@@ -117,6 +191,21 @@ proptest! {
         let old = data(len, seed);
         let new = apply(&old, &edits);
         round_trip(&old, &new, block_size);
+    }
+
+    #[test]
+    fn refined_deltas_rebuild_the_new_file(
+        len in 0usize..40_000,
+        seed in any::<u64>(),
+        edits in proptest::collection::vec(edit(), 0..8),
+        block_size in 16u32..2048,
+        min_block in 1u32..64,
+    ) {
+        let old = data(len, seed);
+        let new = apply(&old, &edits);
+        let (refined, _) = refined_round_trip(&old, &new, block_size, &eager(min_block));
+        let (plain, _) = round_trip(&old, &new, Some(block_size));
+        prop_assert!(refined.literal_bytes <= plain.literal_bytes);
     }
 
     #[test]
@@ -246,21 +335,32 @@ fn every_truncation_of_a_valid_encoding_is_an_error() {
 #[test]
 fn hostile_headers_are_refused_without_allocating() {
     // A signature claiming 2^40 blocks of 1 byte.
-    let mut s = b"WMSG\x02".to_vec();
+    let mut s = b"WMSG\x03".to_vec();
     s.extend_from_slice(&1u32.to_be_bytes());
+    s.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    s.push(0);
+    s.extend_from_slice(&1u64.to_be_bytes());
+    s.extend_from_slice(&0u64.to_be_bytes());
     s.extend_from_slice(&(1u64 << 40).to_be_bytes());
     s.extend_from_slice(&(1u64 << 40).to_be_bytes());
     assert!(matches!(
         Signature::read_from(&s[..], &Limits::default()),
         Err(FormatError::TooLarge { .. })
     ));
+    // A refinement claiming 2^40 ranges.
+    let mut r = b"WMRF\x03".to_vec();
+    r.extend_from_slice(&1024u32.to_be_bytes());
+    r.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    assert!(matches!(
+        Incoming::read_from(&r[..], &Limits::default()),
+        Err(FormatError::TooLarge { .. })
+    ));
     // A copy far outside the basis.
-    let mut d = b"WMDL\x02".to_vec();
-    d.extend_from_slice(&16u32.to_be_bytes());
+    let mut d = b"WMDL\x03".to_vec();
     d.extend_from_slice(&32u64.to_be_bytes());
     d.push(1);
     d.extend_from_slice(&(u64::MAX / 2).to_be_bytes());
-    d.extend_from_slice(&1u32.to_be_bytes());
+    d.extend_from_slice(&1u64.to_be_bytes());
     let err = patch(
         Cursor::new(&[0u8; 32]),
         &d[..],
@@ -271,7 +371,7 @@ fn hostile_headers_are_refused_without_allocating() {
     assert!(matches!(err, PatchError::OutOfBasis { .. }), "{err}");
     // Wrong magic and version.
     assert!(matches!(
-        Signature::read_from(&b"WMDL\x02"[..], &Limits::default()),
+        Signature::read_from(&b"WMDL\x03"[..], &Limits::default()),
         Err(FormatError::BadMagic { .. })
     ));
     assert!(matches!(
@@ -448,8 +548,118 @@ proptest! {
     #[test]
     fn fuzz_targets_hold_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
         crate::fuzzing::parse_signature(&bytes);
+        crate::fuzzing::parse_refinement(&bytes);
         crate::fuzzing::parse_delta(&bytes);
         crate::fuzzing::apply(&bytes);
         crate::fuzzing::round_trip(&bytes);
     }
+}
+
+#[test]
+fn scattered_small_changes_cost_their_bytes_not_their_blocks() {
+    // 16 MiB with 1% of it rewritten as scattered 4 KiB pages, 32 KiB
+    // blocks: one round spoils 32 KiB per page, refinement sends the pages.
+    let old = data(16 << 20, 11);
+    let mut new = old.clone();
+    let pages = (new.len() / 100) / 4096;
+    for k in 0..pages {
+        let at = (k * 2_654_435_761 % (new.len() / 4096)) * 4096;
+        new[at..at + 4096].copy_from_slice(&data(4096, k as u64 + 99));
+    }
+    let changed = (pages * 4096) as u64;
+    let (plain, _) = round_trip(&old, &new, Some(32 << 10));
+    let (refined, wire) = refined_round_trip(&old, &new, 32 << 10, &RefineOptions::default());
+    assert!(plain.literal_bytes >= 6 * changed, "{plain:?}");
+    assert!(
+        refined.literal_bytes <= changed + changed / 20,
+        "{refined:?} for {changed} changed bytes"
+    );
+    let total = wire.signatures + wire.requests_and_delta;
+    eprintln!("{changed} changed: one round {plain:?}; refined {refined:?}, {wire:?}");
+    assert!(
+        total <= changed + changed / 5,
+        "{wire:?} for {changed} changed bytes"
+    );
+}
+
+#[test]
+fn a_refinement_is_not_asked_for_when_it_cannot_pay() {
+    let old = data(1 << 20, 3);
+    // Mostly new: over half literal.
+    let mut new = data(1 << 20, 4);
+    new[..1 << 18].copy_from_slice(&old[..1 << 18]);
+    assert!(
+        Plan::new(&signature(&old, Some(8192)), &new[..])
+            .unwrap()
+            .refinement(&RefineOptions::default())
+            .is_none()
+    );
+    // Unchanged: nothing to refine.
+    assert!(
+        Plan::new(&signature(&old, Some(8192)), &old[..])
+            .unwrap()
+            .refinement(&RefineOptions::default())
+            .is_none()
+    );
+    // Appended: every basis block is used, so no basis is left to search.
+    let mut appended = old.clone();
+    appended.extend_from_slice(&data(1000, 5));
+    assert!(
+        Plan::new(&signature(&old, Some(8192)), &appended[..])
+            .unwrap()
+            .refinement(&RefineOptions::default())
+            .is_none()
+    );
+}
+
+#[test]
+fn hostile_refinements_and_answers_are_refused() {
+    let old = data(100_000, 7);
+    let limits = Limits::default();
+    // A request for ranges beyond the basis.
+    let mut r = b"WMRF\x03".to_vec();
+    r.extend_from_slice(&1024u32.to_be_bytes());
+    r.extend_from_slice(&1u64.to_be_bytes());
+    r.extend_from_slice(&99_000u64.to_be_bytes());
+    r.extend_from_slice(&5_000u64.to_be_bytes());
+    let Incoming::Refinement(request) = Incoming::read_from(&r[..], &limits).unwrap() else {
+        panic!("decodes as a refinement");
+    };
+    let err =
+        Signature::compute_refinement(Cursor::new(&old), old.len() as u64, &request).unwrap_err();
+    assert!(matches!(err, FormatError::Malformed { .. }), "{err}");
+    // Overlapping ranges.
+    let mut r = b"WMRF\x03".to_vec();
+    r.extend_from_slice(&1024u32.to_be_bytes());
+    r.extend_from_slice(&2u64.to_be_bytes());
+    for (o, l) in [(0u64, 4096u64), (2048, 4096)] {
+        r.extend_from_slice(&o.to_be_bytes());
+        r.extend_from_slice(&l.to_be_bytes());
+    }
+    assert!(matches!(
+        Incoming::read_from(&r[..], &limits),
+        Err(FormatError::Malformed { .. })
+    ));
+    // Neither a delta nor a refinement.
+    assert!(matches!(
+        Incoming::read_from(&b"WMSG\x03"[..], &limits),
+        Err(FormatError::BadMagic { .. })
+    ));
+    // An answer about another basis.
+    let mut new = old.clone();
+    new[50_000..50_100].fill(1);
+    let mut plan = Plan::new(&signature(&old, Some(8192)), &new[..]).unwrap();
+    let request = plan.refinement(&eager(64)).expect("worth refining");
+    let other = data(200_000, 8);
+    let fine =
+        Signature::compute_refinement(Cursor::new(&other), other.len() as u64, &request).unwrap();
+    assert!(plan.refine(&fine, Cursor::new(&new)).is_err());
+    // A whole-file signature whose range is not the whole file.
+    let mut s = Vec::new();
+    signature(&old, Some(8192)).write_to(&mut s).unwrap();
+    s[5 + 4 + 8 + 1 + 8 + 8 + 7] ^= 1; // the range's length
+    assert!(matches!(
+        Signature::read_from(&s[..], &limits),
+        Err(FormatError::Malformed { .. })
+    ));
 }

@@ -13,16 +13,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use wasmover_block::fuzzing;
 
-/// A fuzz target: its name in `fuzz/` and its body.
-type Target = (&'static str, fn(&[u8]));
-
-const TARGETS: [Target; 4] = [
-    ("parse_signature", fuzzing::parse_signature),
-    ("parse_delta", fuzzing::parse_delta),
-    ("apply", fuzzing::apply),
-    ("round_trip", fuzzing::round_trip),
-];
-
 /// Values that tend to sit on boundaries of lengths, counts and offsets.
 const INTERESTING: [u64; 8] = [0, 1, 0x7f, 0xff, 0xffff, 0x7fff_ffff, 0xffff_ffff, u64::MAX];
 
@@ -101,7 +91,7 @@ fn mutate(rng: &mut StdRng, input: &[u8], other: &[u8]) -> Vec<u8> {
 fn mutated_seeds_and_corpus_never_break_the_decoders() {
     let iterations = env_u64("WASMOVER_FUZZ_ITERATIONS", 5000);
     let seed = env_u64("WASMOVER_FUZZ_SEED", 0x7761_736d_6f76_6572);
-    for (target, body) in TARGETS {
+    for (target, body) in fuzzing::TARGETS {
         let inputs = inputs(target);
         assert!(!inputs.is_empty(), "no seeds for {target}");
         let mut rng = StdRng::seed_from_u64(seed ^ target.len() as u64);

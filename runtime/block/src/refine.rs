@@ -1,0 +1,386 @@
+//! Refinement: further rounds of matching, with smaller blocks, only where
+//! the first round left literals.
+//!
+//! A 1 GiB file with scattered 4 KiB changes spoils one 32 KiB block per
+//! change, so a single round sends eight times the changed bytes; a single
+//! round at 4 KiB instead sends a signature eight times larger for the
+//! whole file. A [`Plan`] does both cheaply: it matches the new file
+//! against the coarse signature, then asks the basis side for a finer
+//! signature of only the basis ranges no copy used ([`Refinement`]), and
+//! matches only its literal runs against that. Each round is worth it or
+//! not asked for: the finer signature must cost a small fraction of the
+//! literals it may save.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use crate::delta::{DeltaStats, Encoder, Sink, search};
+use crate::error::FormatError;
+use crate::format::{self, DELTA_MAGIC, LITERAL_CHUNK, Limits, REFINEMENT_MAGIC};
+use crate::signature::{Index, MAX_BLOCK, Signature};
+
+/// Each round asks for blocks this many times smaller.
+const REFINE_FACTOR: u32 = 8;
+
+/// When a [`Plan`] asks for another round.
+#[derive(Clone, Debug)]
+pub struct RefineOptions {
+    /// Blocks smaller than this are never asked for (at least 1).
+    pub min_block_size: u32,
+    /// At most this many rounds after the first.
+    pub max_rounds: u32,
+    /// A round is asked for only if its signature costs at most
+    /// 1/`cost_fraction` of the literal bytes it could save (0: always).
+    pub cost_fraction: u64,
+}
+
+impl Default for RefineOptions {
+    fn default() -> Self {
+        Self {
+            min_block_size: 1 << 10,
+            max_rounds: 2,
+            cost_fraction: 16,
+        }
+    }
+}
+/// Bytes one block takes in a signature's encoding.
+const SIGNATURE_BLOCK_BYTES: u64 = 12;
+
+/// A request, from the side that has the new file, for a finer signature
+/// of some ranges of the basis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refinement {
+    block_size: u32,
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Refinement {
+    /// The block size asked for.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// The `(offset, length)` ranges of the basis asked for: non-empty,
+    /// ascending and disjoint.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.ranges
+    }
+
+    /// Writes the encoding: magic `WMRF`, version, block size (u32), the
+    /// number of ranges (u64), then each range's offset and length (u64),
+    /// all big-endian. Returns the bytes written.
+    pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
+        format::write_header(&mut w, REFINEMENT_MAGIC)?;
+        let mut encoded = Vec::with_capacity(12 + 16 * self.ranges.len());
+        encoded.extend_from_slice(&self.block_size.to_be_bytes());
+        encoded.extend_from_slice(&(self.ranges.len() as u64).to_be_bytes());
+        for &(offset, len) in &self.ranges {
+            encoded.extend_from_slice(&offset.to_be_bytes());
+            encoded.extend_from_slice(&len.to_be_bytes());
+        }
+        w.write_all(&encoded)?;
+        Ok(5 + encoded.len() as u64)
+    }
+
+    /// Reads a refinement's body, after its magic number.
+    fn read_body<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
+        format::read_version(&mut r, "refinement header")?;
+        let block_size = format::read_u32(&mut r, "block size")?;
+        if block_size == 0 || block_size > MAX_BLOCK {
+            return Err(FormatError::Malformed {
+                reason: "block size out of range",
+            });
+        }
+        let count = format::read_u64(&mut r, "range count")?;
+        if count > limits.max_blocks {
+            return Err(FormatError::TooLarge {
+                what: "range count",
+                value: count,
+                limit: limits.max_blocks,
+            });
+        }
+        let mut ranges = Vec::with_capacity(count.min(1 << 12) as usize);
+        let (mut end, mut blocks) = (0u64, 0u64);
+        for _ in 0..count {
+            let offset = format::read_u64(&mut r, "range offset")?;
+            let len = format::read_u64(&mut r, "range length")?;
+            let range_end = offset.checked_add(len);
+            if len == 0 || offset < end || range_end.is_none_or(|e| e > limits.max_file_len) {
+                return Err(FormatError::Malformed {
+                    reason: "ranges must be non-empty, ascending, disjoint and within the length limit",
+                });
+            }
+            end = offset + len;
+            blocks += len.div_ceil(block_size.into());
+            if blocks > limits.max_blocks {
+                return Err(FormatError::TooLarge {
+                    what: "block count",
+                    value: blocks,
+                    limit: limits.max_blocks,
+                });
+            }
+            ranges.push((offset, len));
+        }
+        Ok(Self { block_size, ranges })
+    }
+}
+
+/// What the side that has the basis receives after sending a signature:
+/// a request for a finer one, or the delta.
+pub enum Incoming<R> {
+    /// The peer asks for a finer signature of part of the basis.
+    Refinement(Refinement),
+    /// The delta, whole: hand this reader to [`crate::patch`] or
+    /// [`crate::patch_in_place`].
+    Delta(io::Chain<&'static [u8], R>),
+}
+
+impl<R: Read> Incoming<R> {
+    /// Reads the next message's magic number and, for a refinement, the
+    /// rest of it.
+    pub fn read_from(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
+        let mut magic = [0u8; 4];
+        r.read_exact(&mut magic)
+            .map_err(FormatError::reading("delta or refinement"))?;
+        match magic {
+            REFINEMENT_MAGIC => Ok(Self::Refinement(Refinement::read_body(r, limits)?)),
+            DELTA_MAGIC => Ok(Self::Delta((&DELTA_MAGIC[..]).chain(r))),
+            found => Err(FormatError::BadMagic {
+                expected: "WMDL or WMRF",
+                found,
+            }),
+        }
+    }
+}
+
+/// One piece of the new file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    /// Equal to `len` bytes of the basis at `offset`.
+    Copy { offset: u64, len: u64 },
+    /// Not (yet) found: `len` bytes of the new file at `at`.
+    Literal { at: u64, len: u64 },
+}
+
+/// Records the search's findings as [`Op`]s, coalescing neighbours.
+struct Recorder<'a> {
+    ops: &'a mut Vec<Op>,
+    /// Offset in the new file of the next byte the search reports.
+    at: u64,
+}
+
+impl Sink for Recorder<'_> {
+    fn copy(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.at += len;
+        match self.ops.last_mut() {
+            Some(Op::Copy { offset: o, len: l }) if *o + *l == offset => *l += len,
+            _ => self.ops.push(Op::Copy { offset, len }),
+        }
+        Ok(())
+    }
+
+    fn literal(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let len = data.len() as u64;
+        match self.ops.last_mut() {
+            Some(Op::Literal { at, len: l }) if *at + *l == self.at => *l += len,
+            _ => self.ops.push(Op::Literal { at: self.at, len }),
+        }
+        self.at += len;
+        Ok(())
+    }
+}
+
+/// A delta being worked out over rounds: the new file as copies and
+/// literal runs, which later rounds may turn into more copies. Memory is
+/// one entry per run; literal bytes are read again from the new file when
+/// the delta is written.
+///
+/// ```
+/// use std::io::Cursor;
+/// use wasmover_block::{Incoming, Limits, Plan, RefineOptions, Signature, SignatureOptions, patch};
+///
+/// let old: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+/// let mut new = old.clone();
+/// new[300_000..300_100].fill(0);
+/// let limits = Limits::default();
+///
+/// let sig = Signature::compute(&old[..], old.len() as u64, &SignatureOptions::default())?;
+/// let mut plan = Plan::new(&sig, &new[..])?;
+/// while let Some(request) = plan.refinement(&RefineOptions::default()) {
+///     // Over the wire: the request one way, the finer signature back.
+///     let fine = Signature::compute_refinement(Cursor::new(&old), old.len() as u64, &request)?;
+///     plan.refine(&fine, Cursor::new(&new))?;
+/// }
+/// let mut delta = Vec::new();
+/// let stats = plan.write(Cursor::new(&new), &mut delta)?;
+/// assert!(stats.literal_bytes <= 2 << 10);
+///
+/// let Incoming::Delta(reader) = Incoming::read_from(&delta[..], &limits)? else { unreachable!() };
+/// let mut rebuilt = Vec::new();
+/// patch(Cursor::new(&old), reader, &mut rebuilt, &limits)?;
+/// assert_eq!(rebuilt, new);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Plan {
+    ops: Vec<Op>,
+    new_len: u64,
+    hash: blake3::Hash,
+    basis_len: u64,
+    block_size: u32,
+    rounds: u32,
+}
+
+fn changed_underneath() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the new file became shorter while its delta was computed",
+    )
+}
+
+impl Plan {
+    /// The first round: reads `new` once, matching it against `sig` as
+    /// [`crate::delta`] does, and hashes it for the end marker.
+    pub fn new<R: Read>(sig: &Signature, new: R) -> io::Result<Self> {
+        let mut ops = Vec::new();
+        let mut hasher = blake3::Hasher::new();
+        let index = Index::new(sig);
+        let mut recorder = Recorder {
+            ops: &mut ops,
+            at: 0,
+        };
+        let new_len = search(sig, &index, new, &mut recorder, Some(&mut hasher))?;
+        Ok(Self {
+            ops,
+            new_len,
+            hash: hasher.finalize(),
+            basis_len: sig.basis_len(),
+            block_size: sig.block_size(),
+            rounds: 0,
+        })
+    }
+
+    /// Bytes still to be sent as literals.
+    pub fn literal_bytes(&self) -> u64 {
+        self.ops
+            .iter()
+            .map(|op| match *op {
+                Op::Literal { len, .. } => len,
+                Op::Copy { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// The refinement worth asking for next under `options`, if any:
+    /// blocks eight times smaller over the basis ranges no copy uses, when
+    /// that signature is cheap enough; a mostly-new file (over half
+    /// literal) is not refined at all.
+    pub fn refinement(&self, options: &RefineOptions) -> Option<Refinement> {
+        let block_size = (self.block_size / REFINE_FACTOR)
+            .max(options.min_block_size)
+            .max(1);
+        let literal = self.literal_bytes();
+        if self.rounds >= options.max_rounds
+            || block_size >= self.block_size
+            || literal == 0
+            || literal > self.new_len / 2
+        {
+            return None;
+        }
+        let mut used: Vec<(u64, u64)> = self
+            .ops
+            .iter()
+            .filter_map(|op| match *op {
+                Op::Copy { offset, len } => Some((offset, offset + len)),
+                Op::Literal { .. } => None,
+            })
+            .collect();
+        used.sort_unstable();
+        let mut ranges = Vec::new();
+        let mut cursor = 0u64;
+        for (start, end) in used.into_iter().chain([(self.basis_len, self.basis_len)]) {
+            if start >= cursor + u64::from(block_size) {
+                ranges.push((cursor, start - cursor));
+            }
+            cursor = cursor.max(end);
+        }
+        let unused: u64 = ranges.iter().map(|r| r.1).sum();
+        let cost =
+            unused / u64::from(block_size) * SIGNATURE_BLOCK_BYTES + 16 * ranges.len() as u64;
+        if unused == 0 || cost.saturating_mul(options.cost_fraction) > literal {
+            return None;
+        }
+        Some(Refinement { block_size, ranges })
+    }
+
+    /// Matches the literal runs of the plan against `fine`, the basis
+    /// side's answer to [`Plan::refinement`], reading them again from
+    /// `new`.
+    pub fn refine<R: Read + Seek>(&mut self, fine: &Signature, mut new: R) -> io::Result<()> {
+        if fine.basis_len() != self.basis_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the refined signature is of a basis of {} bytes, not {}",
+                    fine.basis_len(),
+                    self.basis_len
+                ),
+            ));
+        }
+        let index = Index::new(fine);
+        let mut ops = Vec::with_capacity(self.ops.len());
+        for &op in &self.ops {
+            match op {
+                Op::Copy { offset, len } => Recorder {
+                    ops: &mut ops,
+                    at: 0,
+                }
+                .copy(offset, len)?,
+                Op::Literal { at, len } => {
+                    new.seek(SeekFrom::Start(at))?;
+                    let mut recorder = Recorder { ops: &mut ops, at };
+                    let read = search(fine, &index, (&mut new).take(len), &mut recorder, None)?;
+                    if read != len {
+                        return Err(changed_underneath());
+                    }
+                }
+            }
+        }
+        self.ops = ops;
+        self.block_size = fine.block_size();
+        self.rounds += 1;
+        Ok(())
+    }
+
+    /// Writes the delta, reading its literals from `new`, and ending with
+    /// the length and hash the first round read (so a file changed since
+    /// then fails verification on the other side instead of producing a
+    /// mix).
+    pub fn write<R: Read + Seek, W: Write>(&self, mut new: R, out: W) -> io::Result<DeltaStats> {
+        let mut enc = Encoder::new(out, self.basis_len)?;
+        let mut buf = vec![0u8; LITERAL_CHUNK];
+        for &op in &self.ops {
+            match op {
+                Op::Copy { offset, len } => enc.copy(offset, len)?,
+                Op::Literal { at, len } => {
+                    new.seek(SeekFrom::Start(at))?;
+                    let mut left = len;
+                    while left > 0 {
+                        let n = left.min(buf.len() as u64) as usize;
+                        new.read_exact(&mut buf[..n]).map_err(|e| match e.kind() {
+                            io::ErrorKind::UnexpectedEof => changed_underneath(),
+                            _ => e,
+                        })?;
+                        enc.literal(&buf[..n])?;
+                        left -= n as u64;
+                    }
+                }
+            }
+        }
+        let stats = enc.finish(self.hash)?;
+        debug_assert_eq!(stats.new_len, self.new_len);
+        Ok(stats)
+    }
+}
