@@ -9,6 +9,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::channel::Channel;
+use crate::host::BlockSession;
 use crate::kube::ScopedCluster;
 use crate::limits::{LimitExceeded, MemoryLimiter, MoverLimits};
 use crate::volume::{Access, Volume};
@@ -214,6 +215,7 @@ pub struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) meter: Meter,
     pub(crate) grants: Grants,
+    pub(crate) blocks: BlockSession,
     pub(crate) stderr: Option<MemoryOutputPipe>,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -237,6 +239,7 @@ impl HostState {
             wasi,
             stderr,
             grants,
+            blocks: BlockSession::default(),
             table,
         })
     }

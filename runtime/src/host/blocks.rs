@@ -1,9 +1,19 @@
 //! `blocks`: signature, delta and patch run natively between the volume and
 //! the channel, through the block engine.
+//!
+//! A large file is delta'd in rounds: where the first round against the
+//! peer's signature leaves literals, the sending side asks for a finer
+//! signature of the basis ranges no copy used, and the receiving side
+//! answers from inside `receive-patch` before the delta arrives. The
+//! receiving side may have sent signatures of later files ahead of that
+//! answer; they are kept, in order, for the next `send-delta` calls.
 
+use std::collections::VecDeque;
 use std::io::{self, BufWriter, Write};
 
-use wasmover_block::{Limits, Signature, SignatureOptions};
+use wasmover_block::{
+    FormatError, Incoming, Limits, Plan, RefineOptions, Signature, SignatureOptions,
+};
 
 use crate::bindings::blocks::{self as wit, BlockError, BlockStats};
 use crate::bindings::channel::ChannelError;
@@ -31,11 +41,83 @@ fn io_error(context: &str, path: &str) -> impl FnOnce(io::Error) -> BlockError {
     }
 }
 
+/// Files shorter than this are delta'd in one streaming pass: another
+/// round trip would cost more than it could save.
+const REFINE_MIN_FILE: u64 = 1 << 20;
+/// Signatures of later files the peer may send ahead of the answer to a
+/// refinement (the blocksync mover keeps at most 64 in flight).
+const MAX_SIGNATURES_AHEAD: usize = 1024;
+
+/// State of the block protocol between calls.
+#[derive(Debug, Default)]
+pub(crate) struct BlockSession {
+    /// Signatures that arrived while a refinement answer was awaited.
+    ahead: VecDeque<Signature>,
+}
+
+fn protocol_error(what: &str, path: &str) -> impl FnOnce(FormatError) -> BlockError {
+    move |e| match e {
+        FormatError::Io(e) => io_error(what, path)(e),
+        e => BlockError::Protocol(format!("{what} {path}: {e}")),
+    }
+}
+
+/// Reads one signature from the peer.
+fn read_signature(
+    channel: &mut Channel,
+    limits: &Limits,
+    path: &str,
+) -> Result<Signature, BlockError> {
+    let reader = channel
+        .reader_for_receive()
+        .map_err(io_error("receiving the signature of", path))?;
+    Signature::read_from(reader, limits).map_err(protocol_error("signature of", path))
+}
+
+/// Answers refinement requests from `basis` until the delta arrives, then
+/// patches `basis` with it into `out`.
+fn receive_delta<B: io::Read + io::Seek>(
+    mut basis: B,
+    basis_len: u64,
+    channel: &mut Channel,
+    limits: &Limits,
+    path: &str,
+    out: &mut impl Write,
+) -> Result<wasmover_block::PatchStats, BlockError> {
+    loop {
+        let reader = channel
+            .reader_for_receive()
+            .map_err(io_error("receiving the delta of", path))?;
+        match Incoming::read_from(reader, limits).map_err(protocol_error("delta of", path))? {
+            Incoming::Refinement(request) => {
+                let fine = Signature::compute_refinement(&mut basis, basis_len, &request)
+                    .map_err(protocol_error("finer signature of", path))?;
+                fine.write_to(channel.writer())
+                    .map_err(io_error("sending the finer signature of", path))?;
+            }
+            Incoming::Delta(delta) => {
+                return wasmover_block::patch(basis, delta, out, limits).map_err(|e| match e {
+                    wasmover_block::PatchError::Verification { .. } => {
+                        BlockError::Verification(format!("{path}: {e}"))
+                    }
+                    wasmover_block::PatchError::Io(e) => io_error("patching", path)(e),
+                    e => BlockError::Protocol(format!("delta of {path}: {e}")),
+                });
+            }
+        }
+    }
+}
+
 impl HostState {
     /// Runs `f` with the granted volume and channel; both are required.
     fn with_volume_and_channel(
         &mut self,
-        f: impl FnOnce(&Volume, &mut Channel, &Limits) -> Result<BlockStats, BlockError>,
+        f: impl FnOnce(
+            &Volume,
+            &mut Channel,
+            &mut BlockSession,
+            &Limits,
+        ) -> Result<BlockStats, BlockError>,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.host_call(|s| {
             let (Some(volume), Some(channel)) = (&s.grants.volume, &mut s.grants.channel) else {
@@ -44,7 +126,7 @@ impl HostState {
                 ));
             };
             let before = channel.bytes();
-            let mut stats = f(volume, channel, &Limits::default())?;
+            let mut stats = f(volume, channel, &mut s.blocks, &Limits::default())?;
             let after = channel.bytes();
             stats.wire_bytes = (after.0 - before.0) + (after.1 - before.1);
             Ok(stats)
@@ -58,7 +140,7 @@ impl wit::Host for HostState {
         path: String,
         block_size: Option<u32>,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
-        self.with_volume_and_channel(|volume, channel, _| {
+        self.with_volume_and_channel(|volume, channel, _, _| {
             let options = SignatureOptions { block_size };
             let signature = match volume.open_file(&path)? {
                 Some((file, len)) => {
@@ -79,19 +161,47 @@ impl wit::Host for HostState {
     }
 
     fn send_delta(&mut self, path: String) -> wasmtime::Result<Result<BlockStats, BlockError>> {
-        self.with_volume_and_channel(|volume, channel, limits| {
-            let signature = {
-                let reader = channel
-                    .reader_for_receive()
-                    .map_err(io_error("receiving the signature of", &path))?;
-                Signature::read_from(reader, limits)
-                    .map_err(|e| BlockError::Protocol(format!("signature of {path}: {e}")))?
+        self.with_volume_and_channel(|volume, channel, session, limits| {
+            let signature = match session.ahead.pop_front() {
+                Some(signature) => signature,
+                None => read_signature(channel, limits, &path)?,
             };
-            let (file, _) = volume
+            if signature.is_refinement() {
+                return Err(BlockError::Protocol(format!(
+                    "expected the signature of {path}, received the answer to a refinement"
+                )));
+            }
+            let (mut file, len) = volume
                 .open_file(&path)?
                 .ok_or_else(|| BlockError::NotFound(path.clone()))?;
-            let stats = wasmover_block::delta(&signature, file, channel.writer())
-                .map_err(|e| BlockError::Io(format!("delta of {path}: {e}")))?;
+            let delta_error = |e: io::Error| BlockError::Io(format!("delta of {path}: {e}"));
+            let stats = if len < REFINE_MIN_FILE || signature.block_count() == 0 {
+                wasmover_block::delta(&signature, file, channel.writer())
+                    .map_err(|e| BlockError::Io(format!("delta of {path}: {e}")))?
+            } else {
+                let mut plan = Plan::new(&signature, &mut file).map_err(delta_error)?;
+                while let Some(request) = plan.refinement(&RefineOptions::default()) {
+                    request
+                        .write_to(channel.writer())
+                        .map_err(io_error("asking for a finer signature of", &path))?;
+                    let fine = loop {
+                        let next = read_signature(channel, limits, &path)?;
+                        if next.is_refinement() {
+                            break next;
+                        }
+                        if session.ahead.len() >= MAX_SIGNATURES_AHEAD {
+                            return Err(BlockError::Protocol(format!(
+                                "more than {MAX_SIGNATURES_AHEAD} signatures arrived ahead of \
+                                 the finer signature of {path}"
+                            )));
+                        }
+                        session.ahead.push_back(next);
+                    };
+                    plan.refine(&fine, &mut file).map_err(delta_error)?;
+                }
+                plan.write(&mut file, channel.writer())
+                    .map_err(delta_error)?
+            };
             Ok(BlockStats {
                 file_bytes: stats.new_len,
                 matched_bytes: stats.matched_bytes,
@@ -107,27 +217,24 @@ impl wit::Host for HostState {
         mode: u32,
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
-        self.with_volume_and_channel(|volume, channel, limits| {
+        self.with_volume_and_channel(|volume, channel, _, limits| {
             let basis = volume.open_file(&path)?;
             let (staged_file, staged) = volume.create_staged(&path)?;
             let result = (|| {
-                let delta = channel
-                    .reader_for_receive()
-                    .map_err(io_error("receiving the delta of", &path))?;
                 let mut out = BufWriter::with_capacity(256 << 10, staged_file);
-                let stats = match basis {
-                    Some((file, _)) => wasmover_block::patch(file, delta, &mut out, limits),
-                    None => {
-                        wasmover_block::patch(io::Cursor::new(&[][..]), delta, &mut out, limits)
+                let stats = match &basis {
+                    Some((file, len)) => {
+                        receive_delta(file, *len, channel, limits, &path, &mut out)
                     }
-                }
-                .map_err(|e| match e {
-                    wasmover_block::PatchError::Verification { .. } => {
-                        BlockError::Verification(format!("{path}: {e}"))
-                    }
-                    wasmover_block::PatchError::Io(e) => io_error("patching", &path)(e),
-                    e => BlockError::Protocol(format!("delta of {path}: {e}")),
-                })?;
+                    None => receive_delta(
+                        io::Cursor::new(&[][..]),
+                        0,
+                        channel,
+                        limits,
+                        &path,
+                        &mut out,
+                    ),
+                }?;
                 out.flush().map_err(io_error("writing", &path))?;
                 Ok(stats)
             })();

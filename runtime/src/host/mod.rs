@@ -11,6 +11,8 @@ mod kube;
 mod observe;
 mod volume;
 
+pub(crate) use blocks::BlockSession;
+
 use crate::bindings::types;
 use crate::state::HostState;
 
