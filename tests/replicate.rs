@@ -423,3 +423,26 @@ fn scattered_small_changes_in_large_files_cost_about_their_bytes() {
         "{report:?} for {changed} changed bytes"
     );
 }
+
+#[test]
+fn zero_runs_arrive_as_holes() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    // 8 MiB: data, 6 MiB of zeros, data.
+    let mut image = bytes(1 << 20, 5);
+    image.resize(7 << 20, 0);
+    image.extend_from_slice(&bytes(1 << 20, 6));
+    write(&src, "disk.img", &image);
+    run(&blocksync, &src, &dst);
+    assert_same_tree(&src, &dst);
+    let allocated = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dst.join("disk.img")).unwrap().blocks() * 512
+    };
+    assert!(
+        allocated <= 3 << 20,
+        "{allocated} bytes allocated for 2 MiB of data in an 8 MiB file"
+    );
+}

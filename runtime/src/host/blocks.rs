@@ -9,10 +9,10 @@
 //! answer; they are kept, in order, for the next `send-delta` calls.
 
 use std::collections::VecDeque;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 
 use wasmover_block::{
-    FormatError, Incoming, Limits, Plan, RefineOptions, Signature, SignatureOptions,
+    FormatError, Incoming, Limits, Plan, RefineOptions, Signature, SignatureOptions, SparseWriter,
 };
 
 use crate::bindings::blocks::{self as wit, BlockError, BlockStats};
@@ -221,7 +221,8 @@ impl wit::Host for HostState {
             let basis = volume.open_file(&path)?;
             let (staged_file, staged) = volume.create_staged(&path)?;
             let result = (|| {
-                let mut out = BufWriter::with_capacity(256 << 10, staged_file);
+                // Zero runs become holes: the staged file starts empty.
+                let mut out = SparseWriter::new(staged_file);
                 let stats = match &basis {
                     Some((file, len)) => {
                         receive_delta(file, *len, channel, limits, &path, &mut out)
@@ -235,7 +236,7 @@ impl wit::Host for HostState {
                         &mut out,
                     ),
                 }?;
-                out.flush().map_err(io_error("writing", &path))?;
+                out.finish().map_err(io_error("writing", &path))?;
                 Ok(stats)
             })();
             match result {
