@@ -4,14 +4,14 @@
 //! by `cap-std`, which refuses `..` and symlinks that lead outside. A volume
 //! opened read-only refuses every change.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cap_fs_ext::{DirExt, SystemTimeSpec};
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, SystemTimeSpec};
 use cap_std::fs::{Dir, File, MetadataExt, OpenOptions, Permissions, PermissionsExt};
 
-use crate::bindings::volume::{Entry, EntryKind};
+use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
 /// Whether a volume may be changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,10 +73,30 @@ impl std::fmt::Debug for Volume {
     }
 }
 
+/// Directory at the root of a volume where the host keeps what one run
+/// leaves for the next: the partial content of files whose transfer a lost
+/// peer cut off, so the next run resumes instead of resending it. It is not
+/// part of the replicated tree: scans and digests skip it.
+pub const STATE_DIR: &str = ".wasmover";
+
+/// Where `path`'s partial content is kept.
+fn partial_path(path: &str) -> String {
+    format!("{STATE_DIR}/partial/{path}")
+}
+
 /// Suffix of the temporary files and links a change is staged in before it
 /// is renamed into place; a run interrupted part-way leaves at most these
 /// behind, and the next run removes them as extraneous.
 pub const STAGING_SUFFIX: &str = ".wasmover-tmp";
+
+/// The BLAKE3 key-derivation context of the tree digest; a change of what
+/// the digest covers or how it is encoded must change it.
+const DIGEST_CONTEXT: &str = "wasmover tree digest v1";
+/// The read buffer of the tree digest. Plain reads and one thread: a
+/// 1 GiB file in the page cache hashes in 0.25 s (4.3 GB/s) that way,
+/// and in 0.30–0.43 s with `update_rayon` on the two shared cores it was
+/// measured on; a reader keeps up without mmap.
+const DIGEST_BUFFER: usize = 1 << 20;
 
 impl Volume {
     /// Opens the directory `root`.
@@ -108,11 +128,91 @@ impl Volume {
     /// devices, fifos) are skipped.
     pub fn scan(&self) -> Result<Vec<Entry>, VolumeError> {
         let mut entries = Vec::new();
-        self.scan_dir("", &mut entries)?;
+        self.walk("", &mut |entry| {
+            entries.push(entry);
+            Ok(())
+        })?;
         Ok(entries)
     }
 
-    fn scan_dir(&self, dir: &str, out: &mut Vec<Entry>) -> Result<(), VolumeError> {
+    /// The tree digest (see `tree-digest` in `wit/mover.wit`): the entries
+    /// in [`scan`](Self::scan) order, each hashed as it is met, with the
+    /// content of every regular file hashed natively. Memory stays bounded
+    /// by one read buffer and the names of the directories being walked.
+    pub fn digest(&self) -> Result<TreeDigest, VolumeError> {
+        let mut tree = blake3::Hasher::new_derive_key(DIGEST_CONTEXT);
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        let mut buffer = vec![0; DIGEST_BUFFER];
+        self.walk("", &mut |entry| {
+            let kind: u8 = match entry.kind {
+                EntryKind::File => 0,
+                EntryKind::Directory => 1,
+                EntryKind::Symlink => 2,
+            };
+            tree.update(&[kind]);
+            tree.update(&(entry.path.len() as u64).to_le_bytes());
+            tree.update(entry.path.as_bytes());
+            tree.update(&entry.mode.to_le_bytes());
+            tree.update(&entry.mtime_ns.to_le_bytes());
+            match entry.kind {
+                EntryKind::File => {
+                    let (hash, len) = self.content_hash(&entry.path, &mut buffer)?;
+                    tree.update(&len.to_le_bytes());
+                    tree.update(hash.as_bytes());
+                    bytes += len;
+                }
+                EntryKind::Symlink => {
+                    tree.update(blake3::hash(entry.link_target.as_bytes()).as_bytes());
+                }
+                EntryKind::Directory => {}
+            }
+            entries += 1;
+            Ok(())
+        })?;
+        tree.update(&entries.to_le_bytes());
+        tree.update(&bytes.to_le_bytes());
+        Ok(TreeDigest {
+            root: tree.finalize().to_hex().to_string(),
+            entries,
+            bytes,
+        })
+    }
+
+    /// BLAKE3 of a regular file's content, and its length as read.
+    fn content_hash(
+        &self,
+        path: &str,
+        buffer: &mut [u8],
+    ) -> Result<(blake3::Hash, u64), VolumeError> {
+        let mut file = self
+            .dir
+            .open_with(
+                path,
+                OpenOptions::new().read(true).follow(FollowSymlinks::No),
+            )
+            .map_err(VolumeError::io(path))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut len = 0u64;
+        loop {
+            let n = match file.read(buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(VolumeError::io(path)(e)),
+            };
+            hasher.update(&buffer[..n]);
+            len += n as u64;
+        }
+        Ok((hasher.finalize(), len))
+    }
+
+    /// Calls `visit` with every entry under `dir`, parents before
+    /// children, siblings by name.
+    fn walk(
+        &self,
+        dir: &str,
+        visit: &mut dyn FnMut(Entry) -> Result<(), VolumeError>,
+    ) -> Result<(), VolumeError> {
         let shown = if dir.is_empty() { "." } else { dir };
         let mut names = Vec::new();
         for entry in self.dir.read_dir(shown).map_err(VolumeError::io(shown))? {
@@ -124,6 +224,9 @@ impl Volume {
             names.push(name);
         }
         names.sort_unstable();
+        if dir.is_empty() {
+            names.retain(|name| name != STATE_DIR);
+        }
         for name in names {
             let path = if dir.is_empty() {
                 name
@@ -164,7 +267,7 @@ impl Volume {
                 }
                 _ => String::new(),
             };
-            out.push(Entry {
+            visit(Entry {
                 path: path.clone(),
                 kind,
                 mode: meta.mode() & 0o7777,
@@ -175,9 +278,9 @@ impl Volume {
                 },
                 mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
                 link_target,
-            });
+            })?;
             if kind == EntryKind::Directory {
-                self.scan_dir(&path, out)?;
+                self.walk(&path, visit)?;
             }
         }
         Ok(())
@@ -293,6 +396,47 @@ impl Volume {
     pub(crate) fn discard_staged(&self, staged: &str) {
         let _ = self.dir.remove_file(staged);
     }
+
+    /// What an interrupted run received of `path`'s new content, if any.
+    pub(crate) fn open_partial(
+        &self,
+        path: &str,
+    ) -> Result<Option<(std::fs::File, u64)>, VolumeError> {
+        self.open_file(&partial_path(checked(path)?))
+    }
+
+    /// Keeps a staged file that a lost peer left unfinished as `path`'s
+    /// partial content, unless the partial kept before is longer; best
+    /// effort (resuming is an optimisation).
+    pub(crate) fn keep_partial(&self, staged: &str, path: &str) {
+        let partial = partial_path(path);
+        let len = |p: &str| self.dir.metadata(p).map(|m| m.len()).unwrap_or(0);
+        if len(staged) <= len(&partial) {
+            self.discard_staged(staged);
+            return;
+        }
+        let parent = partial.rsplit_once('/').map_or(STATE_DIR, |(dir, _)| dir);
+        if self.dir.create_dir_all(parent).is_err()
+            || self.dir.rename(staged, &self.dir, &partial).is_err()
+        {
+            self.discard_staged(staged);
+        }
+    }
+
+    /// Removes `path`'s partial content and the state directories it
+    /// empties; best effort.
+    pub(crate) fn remove_partial(&self, path: &str) {
+        let mut partial = partial_path(path);
+        if self.dir.remove_file(&partial).is_err() {
+            return;
+        }
+        while let Some((dir, _)) = partial.rsplit_once('/') {
+            if self.dir.remove_dir(dir).is_err() {
+                break;
+            }
+            partial = dir.to_owned();
+        }
+    }
 }
 
 /// Checks that a module's path stays inside the volume.
@@ -394,5 +538,144 @@ mod tests {
             .modified()
             .unwrap();
         assert_eq!(entries[2].mtime_ns, unix_nanos(mtime));
+    }
+
+    /// A small tree with every kind of entry, fixed metadata.
+    fn digest_tree(root: &Path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::write(root.join("d/e/f"), b"some content").unwrap();
+        std::fs::write(root.join("empty"), b"").unwrap();
+        std::fs::write(root.join("big"), vec![7u8; 3 << 20]).unwrap();
+        std::os::unix::fs::symlink("d/e/f", root.join("link")).unwrap();
+        let when = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for file in ["d/e/f", "empty", "big"] {
+            let path = root.join(file);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        for dir in ["d/e", "d"] {
+            std::fs::File::open(root.join(dir))
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+    }
+
+    /// Sets the symlink's own mtime, as a receiver does.
+    fn pin_link(root: &Path) {
+        let dir = Dir::open_ambient_dir(root, cap_std::ambient_authority()).unwrap();
+        dir.set_symlink_times("link", None, Some(time_spec(5_000_000_000)))
+            .unwrap();
+    }
+
+    fn digest_of(root: &Path) -> TreeDigest {
+        Volume::open(root, Access::ReadOnly)
+            .unwrap()
+            .digest()
+            .unwrap()
+    }
+
+    #[test]
+    fn equal_trees_have_equal_digests() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        digest_tree(a.path());
+        digest_tree(b.path());
+        // A symlink's own mtime is set as the receiver sets it.
+        pin_link(a.path());
+        pin_link(b.path());
+        let (da, db) = (digest_of(a.path()), digest_of(b.path()));
+        assert_eq!(da.root, db.root);
+        assert_eq!(da.root.len(), 64);
+        assert_eq!((da.entries, da.bytes), (6, (3 << 20) + 12));
+        // Reading does not change it.
+        assert_eq!(digest_of(a.path()).root, da.root);
+    }
+
+    /// Every property the digest covers changes it: one change at a time
+    /// to a copy of the same tree.
+    #[test]
+    fn any_change_to_the_tree_changes_the_digest() {
+        use std::os::unix::fs::PermissionsExt as _;
+        type Change = fn(&Path);
+        let changes: [(&str, Change); 9] = [
+            ("one byte of a small file", |r| {
+                let mut f = std::fs::File::options()
+                    .write(true)
+                    .open(r.join("d/e/f"))
+                    .unwrap();
+                std::io::Write::write_all(&mut f, b"S").unwrap();
+                f.set_modified(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+                    .unwrap();
+            }),
+            ("one byte in the middle of a big file", |r| {
+                use std::os::unix::fs::FileExt;
+                let f = std::fs::File::options()
+                    .write(true)
+                    .open(r.join("big"))
+                    .unwrap();
+                f.write_at(b"\x08", 2 << 20).unwrap();
+                f.set_modified(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+                    .unwrap();
+            }),
+            ("a mode", |r| {
+                std::fs::set_permissions(r.join("empty"), std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+            }),
+            ("a file's mtime by 1 ns", |r| {
+                std::fs::File::options()
+                    .write(true)
+                    .open(r.join("empty"))
+                    .unwrap()
+                    .set_modified(UNIX_EPOCH + Duration::new(1_700_000_000, 1))
+                    .unwrap();
+            }),
+            ("a directory's mtime", |r| {
+                std::fs::File::open(r.join("d/e"))
+                    .unwrap()
+                    .set_modified(UNIX_EPOCH + Duration::from_secs(1))
+                    .unwrap();
+            }),
+            ("a name", |r| {
+                std::fs::rename(r.join("empty"), r.join("empty2")).unwrap();
+            }),
+            ("a symlink's target", |r| {
+                std::fs::remove_file(r.join("link")).unwrap();
+                std::os::unix::fs::symlink("d/e/g", r.join("link")).unwrap();
+            }),
+            ("a file became a symlink", |r| {
+                std::fs::remove_file(r.join("empty")).unwrap();
+                std::os::unix::fs::symlink("x", r.join("empty")).unwrap();
+            }),
+            ("an added empty directory", |r| {
+                std::fs::create_dir(r.join("new")).unwrap();
+            }),
+        ];
+        let base = tempfile::tempdir().unwrap();
+        digest_tree(base.path());
+        pin_link(base.path());
+        let expected = digest_of(base.path()).root;
+        for (what, change) in changes {
+            let copy = tempfile::tempdir().unwrap();
+            digest_tree(copy.path());
+            pin_link(copy.path());
+            assert_eq!(digest_of(copy.path()).root, expected, "before: {what}");
+            change(copy.path());
+            if copy.path().join("link").is_symlink() {
+                pin_link(copy.path());
+            }
+            // The root directory's own metadata is not covered.
+            std::fs::File::open(copy.path())
+                .unwrap()
+                .set_modified(UNIX_EPOCH)
+                .unwrap();
+            let changed = digest_of(copy.path()).root;
+            assert_ne!(changed, expected, "{what} did not change the digest");
+        }
     }
 }

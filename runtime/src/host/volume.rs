@@ -1,6 +1,6 @@
 //! `volume`: Unix metadata of the granted volume.
 
-use crate::bindings::volume::{self as wit, Entry, VolumeError};
+use crate::bindings::volume::{self as wit, Entry, TreeDigest, VolumeError};
 use crate::state::HostState;
 use crate::volume::{Volume, VolumeError as Error};
 
@@ -31,6 +31,10 @@ impl HostState {
 impl wit::Host for HostState {
     fn scan(&mut self) -> wasmtime::Result<Result<Vec<Entry>, VolumeError>> {
         self.with_volume(Volume::scan)
+    }
+
+    fn digest(&mut self) -> wasmtime::Result<Result<TreeDigest, VolumeError>> {
+        self.with_volume(Volume::digest)
     }
 
     fn create_dir(&mut self, path: String) -> wasmtime::Result<Result<(), VolumeError>> {
