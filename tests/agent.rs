@@ -151,6 +151,15 @@ fn assert_diff_clean(a: &Path, b: &Path) {
     );
 }
 
+/// The tree digest of a directory, as the agents compute it.
+fn tree_digest(root: &Path) -> String {
+    wasmover_runtime::Volume::open(root, wasmover_runtime::Access::ReadOnly)
+        .unwrap()
+        .digest()
+        .unwrap()
+        .root
+}
+
 /// The count in a summary's "(N files rebuilt".
 fn files_rebuilt(summary: &str) -> u64 {
     let (before, _) = summary.split_once(" files rebuilt").expect(summary);
@@ -188,6 +197,11 @@ fn send_to_receive_replicates_a_tree_then_only_the_change() {
         assert!(sent.starts_with("sent "), "{sent}");
         assert_diff_clean(&src, &dst);
         assert_same_tree(&src, &dst);
+        // Both ends report the end-to-end verification, with the source's
+        // tree digest as this process computes it.
+        let verified = format!("verified: tree digest {}", tree_digest(&src));
+        assert!(stdout.contains(&format!("; {verified};")), "{stdout}");
+        assert!(sent.contains(&format!("; {verified};")), "{sent}");
         if round == 0 {
             // Change 4 KiB in the middle of the big file for round two.
             let mut big = std::fs::read(src.join("big.bin")).unwrap();

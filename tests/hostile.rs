@@ -213,7 +213,7 @@ fn invalid_and_incompatible_modules_are_refused_at_load() {
         .unwrap_err();
     assert!(matches!(&err, RunError::MissingExport { .. }), "{err}");
     assert!(
-        err.to_string().contains("wasmover:mover/control@0.1.0"),
+        err.to_string().contains("wasmover:mover/control@0.2.0"),
         "{err}"
     );
 
@@ -228,7 +228,7 @@ fn invalid_and_incompatible_modules_are_refused_at_load() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "module run-only does not export wasmover:mover/control@0.1.0"
+        "module run-only does not export wasmover:mover/control@0.2.0"
     );
     still_serves(&engine);
 }

@@ -52,6 +52,68 @@ fn replicates_a_generated_tree_exactly() {
     assert_eq!(report.bytes_matched, 0, "a first copy has nothing to match");
     assert_eq!(report.bytes_literal, report.bytes_total);
     assert!(report.bytes_on_wire > report.bytes_total);
+    // Verified end to end, and the digest is the source's own, as the host
+    // computes it here independently of the mover.
+    assert!(report.verified, "{report:?}");
+    assert_eq!(report.tree_digest, tree_digest(&src).root);
+    assert_eq!(report.tree_digest, tree_digest(&dst).root);
+}
+
+fn tree_digest(root: &Path) -> wasmover_runtime::bindings::volume::TreeDigest {
+    Volume::open(root, Access::ReadOnly)
+        .unwrap()
+        .digest()
+        .unwrap()
+}
+
+/// A destination file altered behind the mover's back, keeping its size
+/// and modification time, passes the quick check and is not resent; the
+/// tree digests catch it, and the transfer fails naming both.
+#[test]
+fn a_file_changed_behind_the_movers_back_fails_verification() {
+    use std::os::unix::fs::FileExt;
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    make_tree(&src, 1 << 20);
+    let first = run(&blocksync, &src, &dst);
+    assert!(first.verified);
+
+    let path = dst.join("big.bin");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, 1000).unwrap();
+    file.write_at(&[!byte[0]], 1000).unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    let altered = tree_digest(&dst).root;
+    let source = tree_digest(&src).root;
+    assert_ne!(altered, source);
+
+    let err = replicate(
+        &blocksync,
+        &src,
+        &dst,
+        MoverLimits::default(),
+        &[],
+        Arc::new(Quiet),
+    )
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(&err, ReplicateError::Mover { source: RunError::Mover { reason, .. }, .. } if reason == "VerificationFailed"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&altered) && message.contains(&source),
+        "{message}"
+    );
 }
 
 /// Thousands of small files keep both sides writing small messages at once
@@ -361,7 +423,7 @@ fn errors_name_what_is_wrong_and_touch_nothing() {
     .unwrap_err();
     assert!(
         err.to_string()
-            .contains("does not export wasmover:mover/transfer@0.1.0"),
+            .contains("does not export wasmover:mover/transfer@0.2.0"),
         "{err}"
     );
     assert!(!tmp.path().join("d2").exists());
@@ -445,4 +507,33 @@ fn zero_runs_arrive_as_holes() {
         allocated <= 3 << 20,
         "{allocated} bytes allocated for 2 MiB of data in an 8 MiB file"
     );
+}
+
+#[test]
+fn a_cut_transfer_resumes_without_resending_what_arrived() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let (old, new) = (bytes(8 << 20, 1), bytes(8 << 20, 2));
+    write(&src, "data", &new);
+    write_old(&dst, &old);
+
+    // Cut after about half of the new content crossed.
+    run_tampered(&blocksync, &src, &dst, 4 << 20, None).unwrap_err();
+    files_are_old_or_new(&dst, &old, &old);
+    let partial = std::fs::read(dst.join(".wasmover/partial/data")).expect("kept");
+    assert!(partial.len() >= 2 << 20, "{} bytes kept", partial.len());
+    assert!(new.starts_with(&partial), "the kept part is not a prefix");
+
+    // The next run sends only the rest, and leaves no state behind.
+    let report = run(&blocksync, &src, &dst);
+    files_are_old_or_new(&dst, &new, &new);
+    assert!(
+        report.bytes_literal <= new.len() as u64 - partial.len() as u64 + (64 << 10),
+        "{report:?} after {} bytes had arrived",
+        partial.len()
+    );
+    assert!(!dst.join(".wasmover").exists(), "state left behind");
+    assert_same_tree(&src, &dst);
 }

@@ -375,7 +375,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 fn summary(r: &TransferReport) -> String {
     format!(
         "{} entries ({} files rebuilt, {} removed); \
-         {} of files: {} matched, {} sent as literals, {} on the wire",
+         {} of files: {} matched, {} sent as literals, {} on the wire; {}",
         r.entries_total,
         r.files_transferred,
         r.entries_deleted,
@@ -383,7 +383,17 @@ fn summary(r: &TransferReport) -> String {
         HumanBytes(r.bytes_matched),
         HumanBytes(r.bytes_literal),
         HumanBytes(r.bytes_on_wire),
+        verification(r),
     )
+}
+
+/// The end-to-end verdict of a transfer, for the summaries.
+fn verification(r: &TransferReport) -> String {
+    match (r.verified, r.tree_digest.is_empty()) {
+        (true, _) => format!("verified: tree digest {}", r.tree_digest),
+        (false, true) => "not verified (the mover compares no tree digests)".into(),
+        (false, false) => format!("NOT verified: tree digest {}", r.tree_digest),
+    }
 }
 
 /// A built-in name, a .wasm file, or an oci:// reference, loaded.

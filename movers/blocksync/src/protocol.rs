@@ -8,16 +8,21 @@
 //!                         ◀─────  Want{indices}
 //!                         ◀─────  signature(i)   (native, windowed)
 //! delta(i)                ─────▶  patch(i)       (native)
-//!                         ◀─────  Done{report}
+//! Digest{tree digest}     ─────▶  compares it with its own
+//!                         ◀─────  Done{report, its digest, verified}
 //! ```
+//!
+//! Both sides compute their tree digest (`volume.digest`, natively) once
+//! their part of the transfer is done, at the same time.
 
 use wasmover_sdk::types::{Error, TransferReport};
-use wasmover_sdk::volume::{Entry, EntryKind};
+use wasmover_sdk::volume::{Entry, EntryKind, TreeDigest};
 use wasmover_sdk::wire::{DecodeError, Reader, Writer};
 use wasmover_sdk::{channel, error};
 
-/// Version of this message set; a receiver refuses any other.
-pub const VERSION: u64 = 1;
+/// Version of this message set; a receiver refuses any other. 2: the
+/// `Digest` message, and the digest and verdict in `Done`.
+pub const VERSION: u64 = 2;
 /// Encoded entries per `Entries` message, at most.
 const BATCH_BYTES: usize = 1 << 20;
 
@@ -26,6 +31,7 @@ const ENTRIES: u64 = 2;
 const END: u64 = 3;
 const WANT: u64 = 4;
 const DONE: u64 = 5;
+const DIGEST: u64 = 6;
 
 /// Sends one message; the tag first.
 fn send(tag: u64, body: impl FnOnce(&mut Writer)) -> Result<u64, Error> {
@@ -216,7 +222,30 @@ pub fn receive_want(entries: &[Entry]) -> Result<(Vec<usize>, u64), Error> {
     Ok((want, wire))
 }
 
-/// Tells the sender the transfer is complete.
+/// Sends the sender's tree digest, after the last delta.
+pub fn send_digest(digest: &TreeDigest) -> Result<u64, Error> {
+    send(DIGEST, |w| {
+        w.str(&digest.root).u64(digest.entries).u64(digest.bytes);
+    })
+}
+
+/// Receives the sender's tree digest. Returns it and the bytes taken off
+/// the channel.
+pub fn receive_digest() -> Result<(TreeDigest, u64), Error> {
+    let (bytes, wire) = receive(DIGEST, "digest")?;
+    let mut r = Reader::new(&bytes);
+    let bad = |e| decode_error("digest", e);
+    r.u64().map_err(bad)?;
+    let digest = TreeDigest {
+        root: r.str().map_err(bad)?.to_owned(),
+        entries: r.u64().map_err(bad)?,
+        bytes: r.u64().map_err(bad)?,
+    };
+    Ok((digest, wire))
+}
+
+/// Tells the sender the transfer is complete, with the receiver's digest
+/// and whether it matched.
 pub fn send_done(report: &TransferReport) -> Result<u64, Error> {
     send(DONE, |w| {
         w.u64(report.entries_total)
@@ -225,7 +254,9 @@ pub fn send_done(report: &TransferReport) -> Result<u64, Error> {
             .u64(report.bytes_total)
             .u64(report.bytes_matched)
             .u64(report.bytes_literal)
-            .u64(report.bytes_on_wire);
+            .u64(report.bytes_on_wire)
+            .str(&report.tree_digest)
+            .u64(report.verified.into());
     })
 }
 
@@ -243,6 +274,8 @@ pub fn receive_done() -> Result<TransferReport, Error> {
         bytes_matched: r.u64().map_err(bad)?,
         bytes_literal: r.u64().map_err(bad)?,
         bytes_on_wire: r.u64().map_err(bad)?,
+        tree_digest: r.str().map_err(bad)?.to_owned(),
+        verified: r.u64().map_err(bad)? == 1,
     })
 }
 

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use wasmover_sdk::types::{Error, Parameter, TransferReport};
-use wasmover_sdk::volume::{Entry, EntryKind, VolumeError};
+use wasmover_sdk::volume::{Entry, EntryKind, TreeDigest, VolumeError};
 use wasmover_sdk::{Params, blocks, error, log, progress, volume};
 
 use crate::plan::plan;
@@ -69,7 +69,36 @@ pub fn send(options: &Options) -> Result<TransferReport, Error> {
         let path = &entries[i].path;
         blocks::send_delta(path).map_err(|e| block_error(path, e))?;
     }
-    protocol::receive_done()
+    // Hashed while the receiver applies the last patches and hashes its
+    // own tree.
+    let digest = volume::digest().map_err(volume_error)?;
+    protocol::send_digest(&digest)?;
+    let report = protocol::receive_done()?;
+    check_verified(&report, &digest)?;
+    Ok(report)
+}
+
+/// Fails unless the receiver's digest (in its report) equals the
+/// source's.
+pub fn check_verified(report: &TransferReport, source: &TreeDigest) -> Result<(), Error> {
+    if report.verified && report.tree_digest == source.root {
+        return Ok(());
+    }
+    let destination = if report.tree_digest.is_empty() {
+        "(none)"
+    } else {
+        &report.tree_digest
+    };
+    Err(error(
+        "VerificationFailed",
+        format!(
+            "the destination's tree digest {destination} differs from the source's {} \
+             ({} entries, {} bytes of files): the destination does not hold the \
+             source's tree (a file whose size and modification time agree on both \
+             sides is not compared by content: one changed behind the mover's back)",
+            source.root, source.entries, source.bytes,
+        ),
+    ))
 }
 
 /// The receiving side.
@@ -107,6 +136,8 @@ pub fn receive(options: &Options) -> Result<TransferReport, Error> {
         bytes_matched: 0,
         bytes_literal: 0,
         bytes_on_wire: 0,
+        tree_digest: String::new(),
+        verified: false,
     };
     wire += rebuild(
         &source,
@@ -128,10 +159,32 @@ pub fn receive(options: &Options) -> Result<TransferReport, Error> {
         set_metadata(&source[i])?;
     }
 
+    let digest = volume::digest().map_err(volume_error)?;
+    let (source_digest, digest_wire) = protocol::receive_digest()?;
+    wire += digest_wire;
+    verify(report, wire, &digest, &source_digest)
+}
+
+/// Compares the destination's digest with the source's, tells the sender
+/// (the `Done` message carries the verdict either way), and fails on a
+/// mismatch.
+pub fn verify(
+    mut report: TransferReport,
+    wire: u64,
+    destination: &TreeDigest,
+    source: &TreeDigest,
+) -> Result<TransferReport, Error> {
+    report.tree_digest = destination.root.clone();
+    report.verified = destination.root == source.root;
+    log::info(format!(
+        "tree digest {} ({} entries, {} bytes); the source's {}",
+        destination.root, destination.entries, destination.bytes, source.root
+    ));
     // The report counts the Done message itself too.
     report.bytes_on_wire = wire;
     let done = protocol::send_done(&report)?;
     report.bytes_on_wire += done;
+    check_verified(&report, source)?;
     Ok(report)
 }
 
@@ -295,5 +348,56 @@ mod tests {
                 Err(VolumeError::InvalidPath(_))
             ));
         }
+    }
+
+    fn empty_report() -> TransferReport {
+        TransferReport {
+            entries_total: 0,
+            files_transferred: 0,
+            entries_deleted: 0,
+            bytes_total: 0,
+            bytes_matched: 0,
+            bytes_literal: 0,
+            bytes_on_wire: 0,
+            tree_digest: String::new(),
+            verified: false,
+        }
+    }
+
+    /// The receiver's last step, with the loopback channel standing in for
+    /// the sender: equal digests verify, different ones fail on both
+    /// sides, and the `Done` the sender gets carries the verdict.
+    #[test]
+    fn a_digest_mismatch_fails_the_transfer_on_both_sides() {
+        write("verify/f", b"some content");
+        let digest = volume::digest().unwrap();
+        assert_eq!(digest.root.len(), 64, "{digest:?}");
+        assert!(digest.entries >= 2 && digest.bytes >= 12, "{digest:?}");
+
+        let ok = verify(empty_report(), 0, &digest, &digest).unwrap();
+        assert!(ok.verified && ok.tree_digest == digest.root, "{ok:?}");
+        let done = protocol::receive_done().unwrap();
+        assert!(done.verified && done.tree_digest == digest.root, "{done:?}");
+        check_verified(&done, &digest).unwrap();
+
+        let source = TreeDigest {
+            root: "0".repeat(64),
+            ..digest.clone()
+        };
+        let err = verify(empty_report(), 0, &digest, &source).unwrap_err();
+        assert_eq!(err.reason, "VerificationFailed");
+        assert!(
+            err.message.contains(&digest.root) && err.message.contains(&source.root),
+            "{}",
+            err.message
+        );
+        let done = protocol::receive_done().unwrap();
+        assert!(
+            !done.verified && done.tree_digest == digest.root,
+            "{done:?}"
+        );
+        let err = check_verified(&done, &source).unwrap_err();
+        assert_eq!(err.reason, "VerificationFailed");
+        assert!(err.message.contains(&digest.root), "{}", err.message);
     }
 }

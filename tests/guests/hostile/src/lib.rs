@@ -96,7 +96,7 @@ impl wasmover_sdk::control::Guest for Hostile {
         ModuleInfo {
             name: "hostile".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            contract: "0.1.0".into(),
+            contract: "0.2.0".into(),
         }
     }
 }
