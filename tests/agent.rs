@@ -494,3 +494,148 @@ fn a_cut_or_corrupted_stream_is_refused_and_the_old_file_kept() {
         assert!(staging_files(&dst).is_empty());
     }
 }
+
+/// A small filesystem mounted on a directory for one test; unmounted when
+/// dropped, whatever the test did.
+struct SmallFs {
+    mountpoint: PathBuf,
+}
+
+impl SmallFs {
+    /// Mounts a filesystem of `mib` MiB on `mountpoint`: tmpfs if this
+    /// process may mount, else a loop-mounted ext4 image beside it; the
+    /// reasons when neither works here.
+    fn mount(mountpoint: &Path, mib: u32) -> Result<Self, String> {
+        std::fs::create_dir_all(mountpoint).unwrap();
+        let run = |cmd: &mut Command| match cmd.output() {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(text(&o.stderr).trim().to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        let tmpfs = run(Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m"),
+                "wasmover-test",
+            ])
+            .arg(mountpoint));
+        let Err(tmpfs) = tmpfs else {
+            return Ok(Self {
+                mountpoint: mountpoint.to_owned(),
+            });
+        };
+        let image = mountpoint.with_extension("ext4");
+        let ext4 = std::fs::File::create(&image)
+            .and_then(|f| f.set_len(u64::from(mib) << 20))
+            .map_err(|e| e.to_string())
+            .and_then(|()| run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image)))
+            .and_then(|()| {
+                run(Command::new("mount")
+                    .args(["-o", "loop"])
+                    .arg(&image)
+                    .arg(mountpoint))
+            });
+        match ext4 {
+            Ok(()) => Ok(Self {
+                mountpoint: mountpoint.to_owned(),
+            }),
+            Err(ext4) => Err(format!("tmpfs: {tmpfs}; loop-mounted ext4: {ext4}")),
+        }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.mountpoint)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Still busy (a receiver that outlived a failed assertion): detach it.
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountpoint)
+                .status();
+        }
+    }
+}
+
+/// The receiver's volume is an 8 MiB filesystem and the sender's tree is
+/// 16 MiB: the receiver fails naming the lack of space, both agents exit
+/// non-zero, and every destination file is its old or its new content,
+/// with no staging file left behind.
+#[test]
+fn a_full_destination_fails_both_ends_and_leaves_files_old_or_new() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let _fs = match SmallFs::mount(&dst, 8) {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a small filesystem here ({why})");
+            return;
+        }
+    };
+    let names: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        write(&src, name, &bytes(2 << 20, i as u64 + 1));
+    }
+    // Old versions (a quarter of the size, older in time) of the two files
+    // rebuilt last, which the disk is full before.
+    let old: Vec<Vec<u8>> = (0..2).map(|i| bytes(512 << 10, i + 50)).collect();
+    let old_names = &names[6..];
+    for (name, content) in old_names.iter().zip(&old) {
+        write(&dst, name, content);
+        std::fs::File::options()
+            .write(true)
+            .open(dst.join(name))
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+            .unwrap();
+    }
+    let key = key_file(tmp.path(), "key", 1);
+    let receiver = Receiver::start(&dst, &key, &["--max-failures", "0"]);
+    let sent = send(&src, &receiver.addr.to_string(), &key, &[]);
+    let (ok, stdout, stderr) = receiver.wait(Duration::from_secs(20));
+    let sender_error = text(&sent.stderr);
+    eprintln!("receiver: {stderr}sender: {sender_error}");
+    assert!(!ok, "the receiver succeeded: {stdout}");
+    assert!(!sent.status.success(), "the sender succeeded");
+    assert!(
+        stderr.contains("No space left on device"),
+        "the receiver does not say why: {stderr}"
+    );
+    assert!(
+        sender_error.contains("the receiver closed the connection while this sender was"),
+        "{sender_error}"
+    );
+
+    let (mut new_files, mut old_files) = (0, 0);
+    for name in &names {
+        let Ok(got) = std::fs::read(dst.join(name)) else {
+            continue;
+        };
+        let old = old_names.iter().position(|n| n == name).map(|i| &old[i]);
+        if got == std::fs::read(src.join(name)).unwrap() {
+            new_files += 1;
+        } else {
+            assert!(
+                old == Some(&got),
+                "{name} is neither its old nor its new content ({} bytes)",
+                got.len()
+            );
+            old_files += 1;
+        }
+    }
+    assert!(
+        new_files > 0 && new_files < names.len(),
+        "{new_files} new files"
+    );
+    assert_eq!(old_files, 2, "the files not reached keep their old content");
+    assert!(staging_files(&dst).is_empty(), "{:?}", staging_files(&dst));
+    eprintln!(
+        "{new_files} of {} files arrived before the disk was full",
+        names.len()
+    );
+}

@@ -67,15 +67,40 @@ pub fn send(options: &Options) -> Result<TransferReport, Error> {
     let (want, _) = protocol::receive_want(&entries)?;
     for &i in &want {
         let path = &entries[i].path;
-        blocks::send_delta(path).map_err(|e| block_error(path, e))?;
+        blocks::send_delta(path)
+            .map_err(|e| receiver_gone(block_error(path, e), &format!("sending {path}")))?;
     }
     // Hashed while the receiver applies the last patches and hashes its
     // own tree.
     let digest = volume::digest().map_err(volume_error)?;
-    protocol::send_digest(&digest)?;
-    let report = protocol::receive_done()?;
+    let waiting = "waiting for its verdict";
+    protocol::send_digest(&digest).map_err(|e| receiver_gone(e, waiting))?;
+    let report = protocol::receive_done().map_err(|e| receiver_gone(e, waiting))?;
     check_verified(&report, &digest)?;
     Ok(report)
+}
+
+/// Says what the sender was doing when the receiver went away: the cause
+/// is on the receiver's side, which ends a transfer it cannot finish by
+/// closing the connection. The host reports a connection reset or a broken
+/// pipe met while streaming a delta as an I/O error of that file.
+fn receiver_gone(e: Error, doing: &str) -> Error {
+    const RESET_OR_BROKEN_PIPE: [&str; 2] = ["(os error 104)", "(os error 32)"];
+    let gone = e.reason == "PeerGone"
+        || e.reason == "ChannelError"
+        || (e.reason == "VolumeError"
+            && RESET_OR_BROKEN_PIPE.iter().any(|c| e.message.ends_with(c)));
+    if !gone {
+        return e;
+    }
+    error(
+        "PeerGone",
+        format!(
+            "the receiver closed the connection while this sender was {doing} ({}): \
+             it failed or was stopped (its log says why)",
+            e.message
+        ),
+    )
 }
 
 /// Fails unless the receiver's digest (in its report) equals the
