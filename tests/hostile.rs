@@ -208,6 +208,18 @@ fn invalid_and_incompatible_modules_are_refused_at_load() {
     );
     assert!(message.contains("wasmover:mover/log@9.0.0"), "{message}");
 
+    // A guest of the previous, incompatible contract names what it lacks.
+    let err = engine
+        .load("old", include_bytes!("modules/contract-0.1.wat"))
+        .unwrap_err();
+    assert!(matches!(&err, RunError::Incompatible { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("wasmover:mover/clock@0.1.0")
+            && message.contains("contract wasmover:mover@0.2.0"),
+        "{message}"
+    );
+
     let err = engine
         .load("empty", include_bytes!("modules/empty.wat"))
         .unwrap_err();
