@@ -9,7 +9,9 @@
 //! answer; they are kept, in order, for the next `send-delta` calls.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 
 use wasmover_block::{
     FormatError, Incoming, Limits, Plan, RefineOptions, Signature, SignatureOptions, SparseWriter,
@@ -58,6 +60,8 @@ pub(crate) struct BlockSession {
 fn protocol_error(what: &str, path: &str) -> impl FnOnce(FormatError) -> BlockError {
     move |e| match e {
         FormatError::Io(e) => io_error(what, path)(e),
+        // The stream ended part-way: the peer went away.
+        FormatError::Truncated { .. } => BlockError::Channel(ChannelError::Closed),
         e => BlockError::Protocol(format!("{what} {path}: {e}")),
     }
 }
@@ -72,6 +76,58 @@ fn read_signature(
         .reader_for_receive()
         .map_err(io_error("receiving the signature of", path))?;
     Signature::read_from(reader, limits).map_err(protocol_error("signature of", path))
+}
+
+/// What a file is rebuilt from: its old content, followed by the partial
+/// new content an interrupted run kept ([`Volume::keep_partial`]), so a
+/// resumed transfer finds the blocks that already arrived.
+struct Basis {
+    parts: Vec<(File, u64)>,
+    pos: u64,
+}
+
+impl Basis {
+    fn open(volume: &Volume, path: &str) -> Result<Self, BlockError> {
+        let parts = [volume.open_file(path)?, volume.open_partial(path)?];
+        Ok(Self {
+            parts: parts.into_iter().flatten().collect(),
+            pos: 0,
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.parts.iter().map(|(_, len)| len).sum()
+    }
+}
+
+impl io::Read for Basis {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut start = 0;
+        for (file, len) in &self.parts {
+            if self.pos < start + len {
+                let at = self.pos - start;
+                let want = buf.len().min((len - at) as usize);
+                let n = file.read_at(&mut buf[..want], at)?;
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            start += len;
+        }
+        Ok(0)
+    }
+}
+
+impl io::Seek for Basis {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            io::SeekFrom::Start(p) => Some(p),
+            io::SeekFrom::End(d) => self.len().checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = pos
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
+    }
 }
 
 /// Answers refinement requests from `basis` until the delta arrives, then
@@ -101,6 +157,7 @@ fn receive_delta<B: io::Read + io::Seek>(
                         BlockError::Verification(format!("{path}: {e}"))
                     }
                     wasmover_block::PatchError::Io(e) => io_error("patching", path)(e),
+                    wasmover_block::PatchError::Format(e) => protocol_error("delta of", path)(e),
                     e => BlockError::Protocol(format!("delta of {path}: {e}")),
                 });
             }
@@ -142,11 +199,11 @@ impl wit::Host for HostState {
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, _, _| {
             let options = SignatureOptions { block_size };
-            let signature = match volume.open_file(&path)? {
-                Some((file, len)) => {
-                    Signature::compute(file, len, &options).map_err(io_error("reading", &path))?
-                }
-                None => Signature::empty(),
+            let mut basis = Basis::open(volume, &path)?;
+            let signature = match basis.len() {
+                0 => Signature::empty(),
+                len => Signature::compute(&mut basis, len, &options)
+                    .map_err(io_error("reading", &path))?,
             };
             signature
                 .write_to(channel.writer())
@@ -218,36 +275,31 @@ impl wit::Host for HostState {
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, _, limits| {
-            let basis = volume.open_file(&path)?;
+            let mut basis = Basis::open(volume, &path)?;
             let (staged_file, staged) = volume.create_staged(&path)?;
             let result = (|| {
                 // Zero runs become holes: the staged file starts empty.
                 let mut out = SparseWriter::new(staged_file);
-                let stats = match &basis {
-                    Some((file, len)) => {
-                        receive_delta(file, *len, channel, limits, &path, &mut out)
-                    }
-                    None => receive_delta(
-                        io::Cursor::new(&[][..]),
-                        0,
-                        channel,
-                        limits,
-                        &path,
-                        &mut out,
-                    ),
-                }?;
+                let len = basis.len();
+                let stats = receive_delta(&mut basis, len, channel, limits, &path, &mut out)?;
                 out.finish().map_err(io_error("writing", &path))?;
                 Ok(stats)
             })();
             match result {
                 Ok(stats) => {
                     volume.commit_staged(&staged, &path, mode, mtime_ns)?;
+                    volume.remove_partial(&path);
                     Ok(BlockStats {
                         file_bytes: stats.written_bytes,
                         matched_bytes: stats.copied_bytes,
                         literal_bytes: stats.literal_bytes,
                         wire_bytes: 0,
                     })
+                }
+                // The peer is gone: what arrived is kept for the next run.
+                Err(e @ BlockError::Channel(_)) => {
+                    volume.keep_partial(&staged, &path);
+                    Err(e)
                 }
                 Err(e) => {
                     volume.discard_staged(&staged);
