@@ -6,6 +6,7 @@
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, SystemTimeSpec};
@@ -62,6 +63,9 @@ pub struct Volume {
     root: PathBuf,
     dir: Dir,
     access: Access,
+    /// Whether [`STATE_DIR`] may exist: when it does not, the per-file
+    /// lookups of partial content are skipped.
+    has_state: AtomicBool,
 }
 
 impl std::fmt::Debug for Volume {
@@ -103,7 +107,13 @@ impl Volume {
     pub fn open(root: impl Into<PathBuf>, access: Access) -> io::Result<Self> {
         let root = root.into();
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
-        Ok(Self { root, dir, access })
+        let has_state = AtomicBool::new(dir.symlink_metadata(STATE_DIR).is_ok());
+        Ok(Self {
+            root,
+            dir,
+            access,
+            has_state,
+        })
     }
 
     /// The host directory behind the volume.
@@ -402,7 +412,11 @@ impl Volume {
         &self,
         path: &str,
     ) -> Result<Option<(std::fs::File, u64)>, VolumeError> {
-        self.open_file(&partial_path(checked(path)?))
+        let path = checked(path)?;
+        if !self.has_state.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        self.open_file(&partial_path(path))
     }
 
     /// Keeps a staged file that a lost peer left unfinished as `path`'s
@@ -416,6 +430,7 @@ impl Volume {
             return;
         }
         let parent = partial.rsplit_once('/').map_or(STATE_DIR, |(dir, _)| dir);
+        self.has_state.store(true, Ordering::Relaxed);
         if self.dir.create_dir_all(parent).is_err()
             || self.dir.rename(staged, &self.dir, &partial).is_err()
         {
@@ -426,6 +441,9 @@ impl Volume {
     /// Removes `path`'s partial content and the state directories it
     /// empties; best effort.
     pub(crate) fn remove_partial(&self, path: &str) {
+        if !self.has_state.load(Ordering::Relaxed) {
+            return;
+        }
         let mut partial = partial_path(path);
         if self.dir.remove_file(&partial).is_err() {
             return;
