@@ -278,12 +278,13 @@ pub(crate) fn search<R: Read, S: Sink>(
     if !eof {
         // Nothing to search for (an empty basis): the rest is literal.
         enc.literal(&buf[lit..])?;
-        buf.resize(READ_CHUNK, 0);
         loop {
+            buf.resize(chunk, 0);
             let n = read_full(&mut new, &mut buf)?;
             if n == 0 {
                 break;
             }
+            chunk = (chunk * 2).min(READ_CHUNK);
             if let Some(h) = hasher.as_deref_mut() {
                 hash_input(h, &buf[..n]);
             }

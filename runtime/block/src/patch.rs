@@ -44,7 +44,9 @@ impl<W: Write> Output<W> {
             hasher: blake3::Hasher::new(),
             written: 0,
             limit,
-            bufs: [vec![0; PIECE], vec![0; PIECE]],
+            // Grown to the largest piece seen: a small file must not pay
+            // for zeroing two megabytes.
+            bufs: [Vec::new(), Vec::new()],
             cur: 0,
             unhashed: 0,
         }
@@ -68,6 +70,9 @@ impl<W: Write> Output<W> {
         }
         let [a, b] = &mut self.bufs;
         let (cur, prev) = if self.cur == 0 { (a, b) } else { (b, a) };
+        if cur.len() < n {
+            cur.resize(n, 0);
+        }
         let prev = &prev[..self.unhashed];
         let hasher = &mut self.hasher;
         let out = &mut self.out;

@@ -465,6 +465,14 @@ impl Index {
     /// Indexes the full-size blocks of `sig` (a short last block can only
     /// match at the end of the new file and is checked there).
     pub(crate) fn new(sig: &Signature) -> Self {
+        if sig.blocks.is_empty() {
+            // Nothing to find: no filter to zero (a new file's delta).
+            return Self {
+                filter: Vec::new(),
+                first: HashMap::default(),
+                next: Vec::new(),
+            };
+        }
         let mut filter = vec![0u64; FILTER_WORDS];
         let mut first = HashMap::with_capacity_and_hasher(sig.blocks.len(), BuildWeakHasher);
         let mut next = vec![NONE; sig.blocks.len()];
