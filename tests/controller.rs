@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Event as K8sEvent, Namespace, PersistentVolumeClaim, Secret, Service,
+    Event as K8sEvent, Namespace, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -561,6 +561,14 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
         (status.bytes_transferred, status.bytes_total),
         (Some(4096), Some(4096))
     );
+    // The transfer report it completed with: its tree digest and verdict.
+    assert_eq!(
+        (
+            status.last_sync_digest.as_deref(),
+            status.last_sync_verified
+        ),
+        (Some("5ca1ab1e".repeat(8).as_str()), Some(true))
+    );
     assert!(
         status
             .module
@@ -1095,6 +1103,15 @@ async fn run_agent_job(
                 })
                 .unwrap_or_else(|| arg.clone())
         };
+        let mapped = if previous == "--report-file" {
+            // The container's termination message file, read back by
+            // `kubelet_stand_in`.
+            report_file(scratch, namespace, job.metadata.name.as_deref().unwrap())
+                .display()
+                .to_string()
+        } else {
+            mapped
+        };
         previous = arg.clone();
         args.push(mapped);
     }
@@ -1106,6 +1123,41 @@ async fn run_agent_job(
         .kill_on_drop(true)
         .spawn()
         .unwrap()
+}
+
+/// Where `run_agent_job` lets an agent write its termination message.
+fn report_file(scratch: &Path, namespace: &str, job: &str) -> PathBuf {
+    scratch.join(format!("{namespace}-{job}-termination-log"))
+}
+
+/// What the kubelet would leave of an agent Job's Pod after the agent
+/// exited 0: a Pod with the Job's label, its termination message in the
+/// container's status.
+async fn kubelet_stand_in(client: &Client, namespace: &str, job: &str, scratch: &Path) {
+    let message = std::fs::read_to_string(report_file(scratch, namespace, job))
+        .expect("the agent wrote its report (--report-file)");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let name = format!("{job}-agent");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"wasmover.dev/agent": job}},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "agent", "image": "wasmover"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "phase": "Succeeded",
+        "containerStatuses": [{
+            "name": "agent", "image": "wasmover", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {
+                "exitCode": 0, "reason": "Completed", "message": message,
+                "startedAt": now, "finishedAt": now,
+            }},
+        }],
+    }});
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
 }
 
 /// Waits for an agent process and requires it to have succeeded.
@@ -1215,21 +1267,52 @@ async fn data_in_the_source_directory_reaches_the_destination_directory() {
 
     let sent = agent_succeeded(sender, "sending").await;
     agent_succeeded(receiver, "receiving").await;
+    kubelet_stand_in(&client, "src", "app-blocksync-src", scratch.path()).await;
+    kubelet_stand_in(&client, "dst", "db-blocksync-dst", scratch.path()).await;
     job_controller_stand_in(&src_jobs, "app-blocksync-src").await;
     job_controller_stand_in(&dst_jobs, "db-blocksync-dst").await;
     wasmover_tests::assert_same_tree(&src, &dst);
 
-    let image = eventually("the destination completes", || async {
+    let status = eventually("the destination completes", || async {
         let status = destinations.get("db").await.unwrap().status?;
-        (status.sync.last_manual_sync.as_deref() == Some("1")).then_some(status.latest_image)
+        (status.sync.last_manual_sync.as_deref() == Some("1")).then_some(status)
     })
     .await;
-    assert_eq!(image.map(|i| i.name).as_deref(), Some("db-dest"));
-    eventually("the source completes", || async {
+    assert_eq!(
+        status.latest_image.map(|i| i.name).as_deref(),
+        Some("db-dest")
+    );
+    // Both statuses carry the digest of the source tree, verified; the
+    // agents' reports came through their Pods' termination messages.
+    let digest = wasmover_runtime::Volume::open(&src, wasmover_runtime::Access::ReadOnly)
+        .unwrap()
+        .digest()
+        .unwrap()
+        .root;
+    assert_eq!(
+        (
+            status.sync.last_sync_digest.as_deref(),
+            status.sync.last_sync_verified
+        ),
+        (Some(digest.as_str()), Some(true))
+    );
+    let status = eventually("the source completes", || async {
         let status = sources.get("app").await.unwrap().status?;
-        (status.sync.last_manual_sync.as_deref() == Some("1")).then_some(())
+        (status.sync.last_manual_sync.as_deref() == Some("1")).then_some(status)
     })
     .await;
+    assert_eq!(
+        (
+            status.sync.last_sync_digest.as_deref(),
+            status.sync.last_sync_verified
+        ),
+        (Some(digest.as_str()), Some(true))
+    );
+    assert!(
+        status.sync.bytes_transferred.is_some_and(|b| b > 3 << 20),
+        "{:?}",
+        status.sync
+    );
     assert!(
         sent.contains("sent"),
         "the sender reports what it sent: {sent}"

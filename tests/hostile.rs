@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use wasmover_runtime::bindings::types::{CopyMethod, Outcome, Parameter, SourceSpec};
+use wasmover_runtime::bindings::types::{Completion, CopyMethod, Outcome, Parameter, SourceSpec};
 use wasmover_runtime::state::Quiet;
 use wasmover_runtime::{
     Capability, Catalog, CatalogError, Grants, LimitExceeded, MoverEngine, MoverLimits,
@@ -163,7 +163,13 @@ fn flooding_the_log_is_bounded_but_not_fatal() {
     let hostile = load(&engine, "hostile");
     // 10 MB of log lines against a 1 MiB budget: dropped, and the call ends.
     let outcome = synchronize(&hostile, "log-flood", MoverLimits::default()).unwrap();
-    assert!(matches!(outcome, Outcome::Completed(None)));
+    assert!(matches!(
+        outcome,
+        Outcome::Completed(Completion {
+            image: None,
+            transfer: None
+        })
+    ));
 }
 
 #[test]

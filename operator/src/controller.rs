@@ -282,6 +282,8 @@ struct Ran {
     /// `name@digest` of the module.
     module: String,
     progress: Option<Progress>,
+    /// Set when `synchronize` completed: the transfer it reported, if any.
+    synchronized: Option<Option<wit::TransferReport>>,
 }
 
 /// What one step of a mover did.
@@ -394,6 +396,7 @@ async fn run_mover<K: Replication>(
             step,
             module: module.clone(),
             progress: *forwarder.progress.lock().expect("never poisoned"),
+            synchronized: None,
         };
         let cleanup =
             |instance: &mut wasmover_runtime::MoverInstance| -> Result<Option<Duration>, String> {
@@ -410,18 +413,21 @@ async fn run_mover<K: Replication>(
                 Some(wait) => Step::Running(wait),
             }));
         }
-        Ok(ran(
+        Ok(
             match instance.synchronize(mover).map_err(|e| e.to_string())? {
-                Outcome::InProgress(ms) => {
-                    Step::Running(ms.map_or(DEFAULT_RETRY, Duration::from_millis))
-                }
-                Outcome::Completed(img) => match cleanup(&mut instance)? {
-                    None => Step::Done(img.map(image)),
-                    // Cleanup continues in the next reconciles.
-                    Some(_) => Step::Running(Duration::ZERO),
+                Outcome::InProgress(ms) => ran(Step::Running(
+                    ms.map_or(DEFAULT_RETRY, Duration::from_millis),
+                )),
+                Outcome::Completed(done) => Ran {
+                    synchronized: Some(done.transfer),
+                    ..ran(match cleanup(&mut instance)? {
+                        None => Step::Done(done.image.map(image)),
+                        // Cleanup continues in the next reconciles.
+                        Some(_) => Step::Running(Duration::ZERO),
+                    })
                 },
             },
-        ))
+        )
     });
     task.await.map_err(|e| e.to_string())?
 }
@@ -693,6 +699,19 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
         if let Some(progress) = ran.progress {
             sync.bytes_transferred = Some(progress.bytes_done);
             sync.bytes_total = Some(progress.bytes_total);
+        }
+        if let Some(transfer) = ran.synchronized {
+            // What the finished synchronization's transfer reported (its
+            // agents, for blocksync) outranks progress along the way.
+            if let Some(t) = &transfer {
+                sync.bytes_transferred = Some(t.bytes_on_wire);
+                sync.bytes_total = Some(t.bytes_total);
+            }
+            sync.last_sync_digest = transfer
+                .as_ref()
+                .map(|t| t.tree_digest.clone())
+                .filter(|d| !d.is_empty());
+            sync.last_sync_verified = transfer.map(|t| t.verified);
         }
         ran.step
     });

@@ -228,6 +228,17 @@ pub struct SyncStatus {
     /// Bytes of the replicated volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_total: Option<u64>,
+    /// The destination's tree digest after the last synchronization's
+    /// transfer (BLAKE3 over every path, kind, mode, mtime, link target and
+    /// file content; 64 hex digits), as the mover reported it; absent when
+    /// the mover reported none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_digest: Option<String>,
+    /// Whether that digest equals the source's: the destination was
+    /// verified end to end. A mover fails a synchronization whose digests
+    /// differ, so `false` means that it did not verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_verified: Option<bool>,
     /// The OCI module `spec.mover.module` resolved to, with its digests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_module: Option<ResolvedModule>,

@@ -186,6 +186,12 @@ struct AgentArgs {
     /// Most bytes per second to send (TLS bytes) [default: no limit]
     #[arg(long)]
     rate_limit: Option<u64>,
+    /// After a transfer, write its report here as JSON (the transfer
+    /// report's fields in camelCase: `treeDigest`, `verified`,
+    /// `bytesOnWire`, ...). In a Pod, `/dev/termination-log`: the mover's
+    /// control plane reads it from the Pod's status.
+    #[arg(long)]
+    report_file: Option<PathBuf>,
     #[command(flatten)]
     mover: MoverArgs,
 }
@@ -387,6 +393,21 @@ fn summary(r: &TransferReport) -> String {
     )
 }
 
+/// A transfer report as JSON, for `--report-file`.
+fn report_json(r: &TransferReport) -> serde_json::Value {
+    serde_json::json!({
+        "entriesTotal": r.entries_total,
+        "filesTransferred": r.files_transferred,
+        "entriesDeleted": r.entries_deleted,
+        "bytesTotal": r.bytes_total,
+        "bytesMatched": r.bytes_matched,
+        "bytesLiteral": r.bytes_literal,
+        "bytesOnWire": r.bytes_on_wire,
+        "treeDigest": r.tree_digest,
+        "verified": r.verified,
+    })
+}
+
 /// The end-to-end verdict of a transfer, for the summaries.
 fn verification(r: &TransferReport) -> String {
     match (r.verified, r.tree_digest.is_empty()) {
@@ -430,6 +451,15 @@ fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Resul
             HumanBytes(f.tls_bytes.0),
             HumanBytes(f.tls_bytes.1),
         );
+        if let Some(path) = &args.report_file {
+            let json = report_json(&f.report).to_string();
+            if let Err(e) = std::fs::write(path, json) {
+                eprintln!(
+                    "wasmover: cannot write the report to {}: {e}",
+                    path.display()
+                );
+            }
+        }
     };
     match role {
         AgentRole::Send {

@@ -98,6 +98,11 @@ pub const DEFAULT_KINDS: &[(&str, &str)] = &[
     ("v1", "ConfigMap"),
 ];
 
+/// Kinds every module may read (get, list) in its namespace but never
+/// create, change or delete: the Pods of its agent Jobs, whose termination
+/// messages carry what the agents did.
+pub const READABLE_KINDS: &[(&str, &str)] = &[("v1", "Pod")];
+
 /// A [`Cluster`] seen through a replication's scope.
 pub struct ScopedCluster {
     cluster: std::sync::Arc<dyn Cluster>,
@@ -148,6 +153,18 @@ impl ScopedCluster {
         }
     }
 
+    /// Like [`check_kind`](Self::check_kind), for reading: the
+    /// [`READABLE_KINDS`] pass too.
+    fn check_readable(&self, api_version: &str, kind: &str) -> Result<(), KubeError> {
+        if READABLE_KINDS
+            .iter()
+            .any(|(v, k)| *v == api_version && *k == kind)
+        {
+            return Ok(());
+        }
+        self.check_kind(api_version, kind)
+    }
+
     fn key(&self, api_version: &str, kind: &str, name: &str) -> Result<ObjectKey, KubeError> {
         self.check_kind(api_version, kind)?;
         Ok(ObjectKey {
@@ -166,24 +183,31 @@ impl ScopedCluster {
         ]
     }
 
-    /// Reads an object of a granted kind in the scope's namespace.
+    /// Reads an object of a granted or readable kind in the scope's
+    /// namespace.
     pub fn get(
         &self,
         api_version: &str,
         kind: &str,
         name: &str,
     ) -> Result<Option<Value>, KubeError> {
-        self.cluster.get(&self.key(api_version, kind, name)?)
+        self.check_readable(api_version, kind)?;
+        self.cluster.get(&ObjectKey {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: self.namespace.clone(),
+            name: name.into(),
+        })
     }
 
-    /// Lists a granted kind; `selector` is `k=v[,k=v]`.
+    /// Lists a granted or readable kind; `selector` is `k=v[,k=v]`.
     pub fn list(
         &self,
         api_version: &str,
         kind: &str,
         selector: Option<&str>,
     ) -> Result<Vec<Value>, KubeError> {
-        self.check_kind(api_version, kind)?;
+        self.check_readable(api_version, kind)?;
         let selector = parse_selector(selector.unwrap_or(""))?;
         self.cluster
             .list(api_version, kind, &self.namespace, &selector)
@@ -467,6 +491,17 @@ mod tests {
         ));
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}});
         assert!(matches!(cluster.create(pod), Err(KubeError::Forbidden(_))));
+        // Pods are readable, never writable.
+        assert!(cluster.get("v1", "Pod", "x").unwrap().is_none());
+        assert!(cluster.list("v1", "Pod", Some("a=b")).unwrap().is_empty());
+        assert!(matches!(
+            cluster.patch("v1", "Pod", "x", json!({})),
+            Err(KubeError::Forbidden(_))
+        ));
+        assert!(matches!(
+            cluster.delete("v1", "Pod", "x"),
+            Err(KubeError::Forbidden(_))
+        ));
         assert!(matches!(
             cluster.get("v1", "Node", "n1"),
             Err(KubeError::Forbidden(_))

@@ -9,7 +9,8 @@
 use serde_json::{Value, json};
 use wasmover_sdk::kube::{self, KubeError, ObjectKey};
 use wasmover_sdk::types::{
-    CopyMethod, DestinationSpec, Error, Image, ImageKind, Outcome, Parameter, SourceSpec,
+    Completion, CopyMethod, DestinationSpec, Error, Image, ImageKind, Outcome, Parameter,
+    SourceSpec, TransferReport,
 };
 use wasmover_sdk::{Params, error, events, log};
 
@@ -22,6 +23,12 @@ const DEFAULT_PORT: u16 = 8873;
 const DEFAULT_AGENT_IMAGE: &str = "ghcr.io/wasmover/wasmover:0.1.0";
 /// How long to wait between looks at a running Job.
 const POLL_MS: u64 = 5_000;
+/// Where an agent writes its transfer report (`--report-file`): its
+/// container's termination message, which the kubelet copies into the
+/// Pod's status for the control plane to read.
+const REPORT_FILE: &str = "/dev/termination-log";
+/// The label of an agent Job's Pods, naming the Job.
+const AGENT_LABEL: &str = "wasmover.dev/agent";
 
 /// Whether `parameters` belong to blocksync.
 pub fn claims(parameters: &[Parameter]) -> bool {
@@ -119,6 +126,61 @@ fn delete(api_version: &str, kind: &str, name: &str) -> Result<(), Error> {
     kube::delete(&key(api_version, kind, name))
         .map(|_| ())
         .map_err(|e| kube_error(&format!("deleting {kind} {name}"), e))
+}
+
+/// The transfer report the agent of Job `job` left as its Pod's
+/// termination message; `None` when no Pod of the Job ended with one, or
+/// when Pods cannot be read here.
+fn agent_report(job: &str) -> Option<TransferReport> {
+    let pods = match kube::list_objects("v1", "Pod", Some(&format!("{AGENT_LABEL}={job}"))) {
+        Ok(pods) => pods,
+        Err(e) => {
+            log::warn(kube_error(&format!("reading the Pods of Job {job}"), e).message);
+            return None;
+        }
+    };
+    let report = pods
+        .iter()
+        .filter_map(|pod| serde_json::from_str::<Value>(pod).ok())
+        .find_map(|pod| report_of_pod(&pod));
+    if report.is_none() {
+        log::warn(format!(
+            "no Pod of Job {job} left a transfer report: the status shows no tree digest"
+        ));
+    }
+    report
+}
+
+/// The report in a Pod's termination message, if a container ended well
+/// with one (`wasmover agent --report-file`).
+fn report_of_pod(pod: &Value) -> Option<TransferReport> {
+    pod["status"]["containerStatuses"]
+        .as_array()?
+        .iter()
+        .find_map(|status| {
+            let ended = &status["state"]["terminated"];
+            if ended["exitCode"].as_i64() != Some(0) {
+                return None;
+            }
+            let r: Value = serde_json::from_str(ended["message"].as_str()?).ok()?;
+            let n = |key: &str| r[key].as_u64();
+            Some(TransferReport {
+                entries_total: n("entriesTotal")?,
+                files_transferred: n("filesTransferred")?,
+                entries_deleted: n("entriesDeleted")?,
+                bytes_total: n("bytesTotal")?,
+                bytes_matched: n("bytesMatched")?,
+                bytes_literal: n("bytesLiteral")?,
+                bytes_on_wire: n("bytesOnWire")?,
+                tree_digest: r["treeDigest"].as_str()?.to_owned(),
+                verified: r["verified"].as_bool()?,
+            })
+        })
+}
+
+/// A finished `synchronize` or `cleanup`.
+fn completed(image: Option<Image>, transfer: Option<TransferReport>) -> Outcome {
+    Outcome::Completed(Completion { image, transfer })
 }
 
 /// The state of an agent Job.
@@ -312,6 +374,8 @@ impl Role {
             "/data".to_owned(),
             "--key-file".to_owned(),
             "/keys/psk".to_owned(),
+            "--report-file".to_owned(),
+            REPORT_FILE.to_owned(),
         ];
         args.extend(transfer_params(&params));
         let image = params.get("agent-image").unwrap_or(DEFAULT_AGENT_IMAGE);
@@ -319,17 +383,23 @@ impl Role {
         match job_state(&job) {
             JobState::Running => Ok(Outcome::InProgress(Some(POLL_MS))),
             JobState::Failed(why) => Err(error("MoverJobFailed", format!("Job {job_name}: {why}"))),
-            JobState::Succeeded => self.destination_image(spec, &pvc),
+            JobState::Succeeded => match self.destination_image(spec, &pvc)? {
+                Outcome::Completed(done) => Ok(completed(done.image, agent_report(&job_name))),
+                waiting => Ok(waiting),
+            },
         }
     }
 
     /// The image of a finished destination: the PVC, or a snapshot of it.
     fn destination_image(&self, spec: &DestinationSpec, pvc: &str) -> Result<Outcome, Error> {
         if spec.copy_method != CopyMethod::Snapshot {
-            return Ok(Outcome::Completed(Some(Image {
-                kind: ImageKind::PersistentVolumeClaim,
-                name: pvc.to_owned(),
-            })));
+            return Ok(completed(
+                Some(Image {
+                    kind: ImageKind::PersistentVolumeClaim,
+                    name: pvc.to_owned(),
+                }),
+                None,
+            ));
         }
         let name = format!("{}-dest-snap", spec.name);
         let snapshot = ensure(json!({
@@ -342,10 +412,13 @@ impl Role {
             },
         }))?;
         if snapshot["status"]["readyToUse"] == true {
-            Ok(Outcome::Completed(Some(Image {
-                kind: ImageKind::VolumeSnapshot,
-                name,
-            })))
+            Ok(completed(
+                Some(Image {
+                    kind: ImageKind::VolumeSnapshot,
+                    name,
+                }),
+                None,
+            ))
         } else {
             Ok(Outcome::InProgress(Some(POLL_MS)))
         }
@@ -375,6 +448,8 @@ impl Role {
             "/data".to_owned(),
             "--key-file".to_owned(),
             "/keys/psk".to_owned(),
+            "--report-file".to_owned(),
+            REPORT_FILE.to_owned(),
         ];
         args.extend(transfer_params(&params));
         let image = params.get("agent-image").unwrap_or(DEFAULT_AGENT_IMAGE);
@@ -389,7 +464,7 @@ impl Role {
         match job_state(&job) {
             JobState::Running => Ok(Outcome::InProgress(Some(POLL_MS))),
             JobState::Failed(why) => Err(error("MoverJobFailed", format!("Job {job_name}: {why}"))),
-            JobState::Succeeded => Ok(Outcome::Completed(None)),
+            JobState::Succeeded => Ok(completed(None, agent_report(&job_name))),
         }
     }
 
@@ -454,7 +529,7 @@ impl Role {
                 delete("snapshot.storage.k8s.io/v1", "VolumeSnapshot", &name)?;
             }
         }
-        Ok(Outcome::Completed(None))
+        Ok(completed(None, None))
     }
 }
 
@@ -489,6 +564,35 @@ mod tests {
             access_modes: vec![],
             parameters: vec![],
         }
+    }
+
+    /// What `wasmover agent --report-file` writes and the kubelet copies
+    /// into the Pod's status is read back; other terminations are not.
+    #[test]
+    fn the_agents_report_is_read_from_its_pods_termination_message() {
+        let message = json!({
+            "entriesTotal": 4, "filesTransferred": 2, "entriesDeleted": 1,
+            "bytesTotal": 100, "bytesMatched": 60, "bytesLiteral": 40,
+            "bytesOnWire": 90, "treeDigest": "ab".repeat(32), "verified": true,
+        })
+        .to_string();
+        let pod = |exit_code: i64, message: &str| {
+            json!({"status": {"containerStatuses": [
+                {"state": {"terminated": {"exitCode": exit_code, "message": message}}},
+            ]}})
+        };
+        let report = report_of_pod(&pod(0, &message)).unwrap();
+        assert_eq!(report.tree_digest, "ab".repeat(32));
+        assert!(report.verified);
+        assert_eq!(
+            (report.entries_total, report.entries_deleted, report.bytes_on_wire),
+            (4, 1, 90)
+        );
+        assert!(report_of_pod(&pod(1, &message)).is_none(), "a failed agent");
+        assert!(report_of_pod(&pod(0, "done")).is_none(), "not a report");
+        assert!(report_of_pod(&json!({"status": {}})).is_none(), "still running");
+        // The test cluster has no Pods for this Job: no report, no error.
+        assert!(agent_report("nothing-ran").is_none());
     }
 
     #[test]
@@ -540,9 +644,14 @@ mod tests {
         )
         .unwrap();
         match role.synchronize().unwrap() {
-            Outcome::Completed(Some(image)) => {
+            Outcome::Completed(Completion {
+                image: Some(image),
+                transfer,
+            }) => {
                 assert_eq!(image.kind, ImageKind::PersistentVolumeClaim);
                 assert_eq!(image.name, "db-dest");
+                // No Pod ran here, so no agent left a report.
+                assert!(transfer.is_none(), "{transfer:?}");
             }
             other => panic!("expected completion, got {other:?}"),
         }

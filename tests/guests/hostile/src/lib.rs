@@ -9,10 +9,23 @@
 use std::hint::black_box;
 
 use wasmover_sdk::control::{GuestMover, ModuleInfo, Mover};
-use wasmover_sdk::types::{DestinationSpec, Error, Outcome, Parameter, SourceSpec, TransferReport};
+use wasmover_sdk::types::{
+    Completion, DestinationSpec, Error, Outcome, Parameter, SourceSpec, TransferReport,
+};
 use wasmover_sdk::{Params, blocks, clock, error, log, progress, volume};
 
 struct Hostile;
+
+/// The tree digest the `progress` mode reports.
+const REPORTED_DIGEST: &str = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e";
+
+/// Completed, with nothing to show.
+fn done() -> Outcome {
+    Outcome::Completed(Completion {
+        image: None,
+        transfer: None,
+    })
+}
 
 /// The mover resource: the mode it was built with.
 struct HostileMover {
@@ -56,28 +69,42 @@ impl GuestMover for HostileMover {
                 for _ in 0..1000 {
                     black_box(clock::now_ms());
                 }
-                Ok(Outcome::Completed(None))
+                Ok(done())
             }
             "log-flood" => {
                 let line = "x".repeat(1024);
                 for _ in 0..10_000 {
                     log::info(&line);
                 }
-                Ok(Outcome::Completed(None))
+                Ok(done())
             }
             "error" => Err(error("Deliberate", "this mover always fails")),
-            // Well behaved: reports what it moved, then completes.
+            // Well behaved: reports what it moved, then completes with the
+            // report of a verified transfer.
             "progress" => {
                 progress::report(1000, 4096, 1, 2);
                 progress::report(4096, 4096, 2, 2);
-                Ok(Outcome::Completed(None))
+                Ok(Outcome::Completed(Completion {
+                    image: None,
+                    transfer: Some(TransferReport {
+                        entries_total: 2,
+                        files_transferred: 2,
+                        entries_deleted: 0,
+                        bytes_total: 4096,
+                        bytes_matched: 0,
+                        bytes_literal: 4096,
+                        bytes_on_wire: 4096,
+                        tree_digest: REPORTED_DIGEST.into(),
+                        verified: true,
+                    }),
+                }))
             }
-            _ => Ok(Outcome::Completed(None)),
+            _ => Ok(done()),
         }
     }
 
     fn cleanup(&self) -> Result<Outcome, Error> {
-        Ok(Outcome::Completed(None))
+        Ok(done())
     }
 }
 
