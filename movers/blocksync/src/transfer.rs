@@ -119,8 +119,9 @@ pub fn check_verified(report: &TransferReport, source: &TreeDigest) -> Result<()
         format!(
             "the destination's tree digest {destination} differs from the source's {} \
              ({} entries, {} bytes of files): the destination does not hold the \
-             source's tree (a file whose size and modification time agree on both \
-             sides is not compared by content: one changed behind the mover's back)",
+             source's tree. Either side changed during the transfer, or a destination \
+             file changed behind the mover's back keeping its size and modification \
+             time (such a file is not compared by content)",
             source.root, source.entries, source.bytes,
         ),
     ))
