@@ -537,3 +537,47 @@ fn a_cut_transfer_resumes_without_resending_what_arrived() {
     assert!(!dst.join(".wasmover").exists(), "state left behind");
     assert_same_tree(&src, &dst);
 }
+
+#[test]
+fn hard_links_stay_links_and_owners_are_kept_where_permitted() {
+    use std::os::unix::fs::{MetadataExt, chown};
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src, "data/a", &bytes(300_000, 1));
+    std::fs::hard_link(src.join("data/a"), src.join("data/b")).unwrap();
+    std::fs::create_dir_all(src.join("other")).unwrap();
+    std::fs::hard_link(src.join("data/a"), src.join("other/c")).unwrap();
+    write(&src, "owned", b"someone else's");
+    let privileged = chown(src.join("owned"), Some(1234), Some(5678)).is_ok();
+    let meta = |root: &Path, path: &str| std::fs::symlink_metadata(root.join(path)).unwrap();
+
+    let report = run(&blocksync, &src, &dst);
+    assert_same_tree(&src, &dst);
+    // The linked content crossed once.
+    assert!(report.bytes_literal < 400_000, "{report:?}");
+    let inode = meta(&dst, "data/a").ino();
+    assert_eq!(
+        (meta(&dst, "data/b").ino(), meta(&dst, "other/c").ino()),
+        (inode, inode)
+    );
+    assert_eq!(meta(&dst, "data/a").nlink(), 3);
+    if privileged {
+        let owned = meta(&dst, "owned");
+        assert_eq!((owned.uid(), owned.gid()), (1234, 5678));
+    } else {
+        eprintln!("not privileged: ownership is not checked");
+    }
+
+    // The content changes: it is rebuilt once and relinked.
+    std::fs::write(src.join("data/b"), bytes(300_000, 2)).unwrap();
+    let report = run(&blocksync, &src, &dst);
+    assert_same_tree(&src, &dst);
+    assert_eq!(report.files_transferred, 1, "{report:?}");
+    let inode = meta(&dst, "data/a").ino();
+    assert_eq!(
+        (meta(&dst, "data/b").ino(), meta(&dst, "other/c").ino()),
+        (inode, inode)
+    );
+}

@@ -288,6 +288,10 @@ impl Volume {
                 },
                 mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
                 link_target,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                inode: meta.ino(),
+                links: meta.nlink().try_into().unwrap_or(u32::MAX),
             })?;
             if kind == EntryKind::Directory {
                 self.walk(&path, visit)?;
@@ -320,6 +324,59 @@ impl Volume {
         self.dir
             .rename(&staged, &self.dir, path)
             .map_err(VolumeError::io(path))
+    }
+
+    /// Makes `path` a hard link to the file at `existing`, replacing what
+    /// is at `path` atomically (linked beside it, then renamed over it).
+    pub fn hard_link(&self, existing: &str, path: &str) -> Result<(), VolumeError> {
+        let (existing, path) = (checked(existing)?, checked(path)?);
+        self.writable()?;
+        let staged = staging_path(path);
+        let _ = self.dir.remove_file(&staged);
+        self.dir
+            .hard_link(existing, &self.dir, &staged)
+            .map_err(VolumeError::io(path))?;
+        self.dir.rename(&staged, &self.dir, path).map_err(|e| {
+            let _ = self.dir.remove_file(&staged);
+            VolumeError::io(path)(e)
+        })
+    }
+
+    /// Sets the owner of `path` (a symlink itself, not its target).
+    /// `Ok(false)` when this process may not: ownership is kept where
+    /// permitted.
+    pub fn set_owner(&self, path: &str, uid: u32, gid: u32) -> Result<bool, VolumeError> {
+        let path = checked(path)?;
+        self.writable()?;
+        // Resolve the parent through cap-std, which keeps the lookup
+        // inside the volume; chown the last component without following it.
+        let (parent, name) = match path.rsplit_once('/') {
+            Some((parent, name)) => (
+                Some(
+                    self.dir
+                        .open_dir_nofollow(parent)
+                        .map_err(VolumeError::io(path))?,
+                ),
+                name,
+            ),
+            None => (None, path),
+        };
+        let dir = parent.as_ref().unwrap_or(&self.dir);
+        let (uid, gid) = (
+            rustix::fs::Uid::from_raw(uid),
+            rustix::fs::Gid::from_raw(gid),
+        );
+        match rustix::fs::chownat(
+            dir,
+            name,
+            Some(uid),
+            Some(gid),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::PERM) => Ok(false),
+            Err(e) => Err(VolumeError::io(path)(e.into())),
+        }
     }
 
     /// Removes a file, a symlink or a directory tree; fine if absent.

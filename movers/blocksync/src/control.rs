@@ -585,12 +585,19 @@ mod tests {
         assert_eq!(report.tree_digest, "ab".repeat(32));
         assert!(report.verified);
         assert_eq!(
-            (report.entries_total, report.entries_deleted, report.bytes_on_wire),
+            (
+                report.entries_total,
+                report.entries_deleted,
+                report.bytes_on_wire
+            ),
             (4, 1, 90)
         );
         assert!(report_of_pod(&pod(1, &message)).is_none(), "a failed agent");
         assert!(report_of_pod(&pod(0, "done")).is_none(), "not a report");
-        assert!(report_of_pod(&json!({"status": {}})).is_none(), "still running");
+        assert!(
+            report_of_pod(&json!({"status": {}})).is_none(),
+            "still running"
+        );
         // The test cluster has no Pods for this Job: no report, no error.
         assert!(agent_report("nothing-ran").is_none());
     }
@@ -725,7 +732,11 @@ mod tests {
             };
             let err = Role::Source(spec).synchronize().unwrap_err();
             assert_eq!(err.reason, "SourcePvcNotFound");
-            assert!(err.message.contains("absent does not exist"), "{}", err.message);
+            assert!(
+                err.message.contains("absent does not exist"),
+                "{}",
+                err.message
+            );
         }
     }
 

@@ -24,6 +24,13 @@ pub struct Plan {
     /// Source indices of every directory, deepest first: their metadata is
     /// set last, after their contents changed.
     pub dirs_deepest_first: Vec<usize>,
+    /// Files that are further hard links of an earlier source file, as
+    /// `(first, link)` source indices: `link` is linked to `first` after the
+    /// content moved, instead of being transferred again.
+    pub hard_links: Vec<(usize, usize)>,
+    /// Source indices of entries whose owner must be set: new or rebuilt
+    /// ones, and those whose owner differs.
+    pub owners: Vec<usize>,
 }
 
 /// Compares the source tree with the destination's.
@@ -35,6 +42,19 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Plan {
     let existing: HashMap<&str, &Entry> =
         destination.iter().map(|e| (e.path.as_str(), e)).collect();
     let mut plan = Plan::default();
+    // The first source path of every file with several links.
+    let mut first_link: HashMap<u64, usize> = HashMap::new();
+    for (i, e) in source.iter().enumerate() {
+        if e.kind == EntryKind::File && e.links > 1 {
+            first_link.entry(e.inode).or_insert(i);
+        }
+    }
+    let first_of = |i: usize| {
+        let e = &source[i];
+        (e.kind == EntryKind::File && e.links > 1)
+            .then(|| first_link[&e.inode])
+            .filter(|&first| first != i)
+    };
 
     // Destination entries come parents first, so a removed directory is seen
     // before its children and they can be skipped.
@@ -73,6 +93,7 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Plan {
                 }
             }
             EntryKind::File => match current {
+                _ if first_of(index).is_some() => {}
                 Some(dst) if dst.size == src.size && dst.mtime_ns == src.mtime_ns => {
                     if dst.mode != src.mode {
                         plan.metadata.push(index);
@@ -81,7 +102,38 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Plan {
                 _ => plan.transfer.push(index),
             },
         }
+        let owner_differs = current.is_none_or(|dst| (dst.uid, dst.gid) != (src.uid, src.gid));
+        if owner_differs && first_of(index).is_none() {
+            plan.owners.push(index);
+        }
     }
+
+    // A link is made again when its first path's content is rebuilt (a new
+    // inode), or when on the destination it is not already that file.
+    let mut rebuilt = vec![false; source.len()];
+    for &index in &plan.transfer {
+        rebuilt[index] = true;
+    }
+    for (index, src) in source.iter().enumerate() {
+        let Some(first) = first_of(index) else {
+            continue;
+        };
+        let dst_inode = |path: &str| {
+            existing
+                .get(path)
+                .filter(|d| d.kind == EntryKind::File)
+                .map(|d| d.inode)
+        };
+        let linked =
+            dst_inode(&src.path).is_some_and(|ino| Some(ino) == dst_inode(&source[first].path));
+        if !linked || rebuilt[first] {
+            plan.hard_links.push((first, index));
+        }
+    }
+    // Rebuilt files are new inodes, owned by whoever wrote them.
+    plan.owners.extend(plan.transfer.iter().copied());
+    plan.owners.sort_unstable();
+    plan.owners.dedup();
 
     plan.dirs_deepest_first = source
         .iter()
@@ -106,6 +158,10 @@ mod tests {
             size,
             mtime_ns: mtime,
             link_target: String::new(),
+            uid: 0,
+            gid: 0,
+            inode: 0,
+            links: 1,
         }
     }
     use EntryKind::{Directory as D, File as F, Symlink as L};
@@ -181,5 +237,62 @@ mod tests {
         let p = plan(&src, &dst);
         assert_eq!(p.remove, ["a"]);
         assert!(p.transfer.is_empty());
+    }
+
+    fn linked(path: &str, inode: u64, size: u64, mtime: i64) -> Entry {
+        Entry {
+            inode,
+            links: 2,
+            ..entry(path, F, size, mtime)
+        }
+    }
+
+    #[test]
+    fn hard_links_move_once_and_are_linked() {
+        let src = vec![
+            linked("a", 7, 5, 1),
+            linked("b", 7, 5, 1),
+            entry("c", F, 1, 1),
+        ];
+        // New destination: "a" is transferred, "b" linked to it.
+        let p = plan(&src, &[]);
+        assert_eq!(p.transfer, [0, 2]);
+        assert_eq!(p.hard_links, [(0, 1)]);
+        assert_eq!(p.owners, [0, 2]);
+        // Already linked and current: nothing to do.
+        let dst = vec![
+            linked("a", 9, 5, 1),
+            linked("b", 9, 5, 1),
+            entry("c", F, 1, 1),
+        ];
+        let p = plan(&src, &dst);
+        assert!(p.transfer.is_empty() && p.hard_links.is_empty(), "{p:?}");
+        // Current content, but the destination has two separate files.
+        let dst = vec![
+            linked("a", 9, 5, 1),
+            entry("b", F, 5, 1),
+            entry("c", F, 1, 1),
+        ];
+        assert_eq!(plan(&src, &dst).hard_links, [(0, 1)]);
+        // The first path is rebuilt (a new inode): the link is made again.
+        let dst = vec![
+            linked("a", 9, 4, 1),
+            linked("b", 9, 4, 1),
+            entry("c", F, 1, 1),
+        ];
+        let p = plan(&src, &dst);
+        assert_eq!(
+            (p.transfer.as_slice(), p.hard_links.as_slice()),
+            (&[0][..], &[(0, 1)][..])
+        );
+    }
+
+    #[test]
+    fn owners_are_set_where_they_differ_or_the_entry_is_new() {
+        let mut owned = entry("o", F, 1, 1);
+        owned.uid = 1000;
+        let src = vec![entry("d", D, 0, 1), owned.clone(), entry("same", F, 1, 1)];
+        let dst = vec![entry("same", F, 1, 1), entry("o", F, 1, 1)];
+        assert_eq!(plan(&src, &dst).owners, [0, 1]);
     }
 }

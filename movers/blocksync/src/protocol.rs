@@ -90,7 +90,11 @@ fn write_entry(w: &mut Writer, e: &Entry) {
         .u64(e.mode.into())
         .u64(e.size)
         .i64(e.mtime_ns)
-        .str(&e.link_target);
+        .str(&e.link_target)
+        .u64(e.uid.into())
+        .u64(e.gid.into())
+        .u64(e.inode)
+        .u64(e.links.into());
 }
 
 fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
@@ -108,6 +112,10 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
         size: r.u64()?,
         mtime_ns: r.i64()?,
         link_target: r.str()?.to_owned(),
+        uid: r.u32()?,
+        gid: r.u32()?,
+        inode: r.u64()?,
+        links: r.u32()?,
     })
 }
 
@@ -292,6 +300,10 @@ mod tests {
             size: 0,
             mtime_ns: -1_500_000_000,
             link_target: "../x".into(),
+            uid: 1000,
+            gid: u32::MAX,
+            inode: u64::MAX - 1,
+            links: 3,
         };
         let mut w = Writer::new();
         write_entry(&mut w, &entry);

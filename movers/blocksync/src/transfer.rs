@@ -173,11 +173,15 @@ pub fn receive(options: &Options) -> Result<TransferReport, Error> {
         &mut report,
     )?;
 
+    for &(first, link) in &plan.hard_links {
+        volume::hard_link(&source[first].path, &source[link].path).map_err(volume_error)?;
+    }
     for &i in &plan.links {
         let link = &source[i];
         volume::symlink(&link.link_target, &link.path).map_err(volume_error)?;
         set_metadata(link)?;
     }
+    set_owners(&source, &plan.owners)?;
     for &i in &plan.metadata {
         set_metadata(&source[i])?;
     }
@@ -212,6 +216,26 @@ pub fn verify(
     report.bytes_on_wire += done;
     check_verified(&report, source)?;
     Ok(report)
+}
+
+/// Sets the owners of `indices` where this host may; a set-user-id or
+/// set-group-id file gets its mode again, since a change of owner clears
+/// those bits.
+fn set_owners(source: &[Entry], indices: &[usize]) -> Result<(), Error> {
+    for &i in indices {
+        let e = &source[i];
+        if !volume::set_owner(&e.path, e.uid, e.gid).map_err(volume_error)? {
+            log::warn(format!(
+                "owners are not kept: this receiver may not change them ({} entries)",
+                indices.len()
+            ));
+            return Ok(());
+        }
+        if e.kind == EntryKind::File && e.mode & 0o6000 != 0 {
+            set_metadata(e)?;
+        }
+    }
+    Ok(())
 }
 
 fn set_metadata(entry: &Entry) -> Result<(), Error> {

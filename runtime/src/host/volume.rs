@@ -61,4 +61,21 @@ impl wit::Host for HostState {
     ) -> wasmtime::Result<Result<(), VolumeError>> {
         self.with_volume(|v| v.set_metadata(&path, mode, mtime_ns))
     }
+
+    fn set_owner(
+        &mut self,
+        path: String,
+        uid: u32,
+        gid: u32,
+    ) -> wasmtime::Result<Result<bool, VolumeError>> {
+        self.with_volume(|v| v.set_owner(&path, uid, gid))
+    }
+
+    fn hard_link(
+        &mut self,
+        existing: String,
+        path: String,
+    ) -> wasmtime::Result<Result<(), VolumeError>> {
+        self.with_volume(|v| v.hard_link(&existing, &path))
+    }
 }
