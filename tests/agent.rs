@@ -634,6 +634,9 @@ fn a_full_destination_fails_both_ends_and_leaves_files_old_or_new() {
     );
     assert_eq!(old_files, 2, "the files not reached keep their old content");
     assert!(staging_files(&dst).is_empty(), "{:?}", staging_files(&dst));
+    // Nor partial content kept for a resumption: the disk is full, not the
+    // connection lost.
+    assert!(!dst.join(".wasmover").exists(), "partial content kept");
     eprintln!(
         "{new_files} of {} files arrived before the disk was full",
         names.len()
