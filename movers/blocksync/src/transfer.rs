@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 
+use wasmover_sdk::channel::ChannelError;
 use wasmover_sdk::types::{Error, Parameter, TransferReport};
 use wasmover_sdk::volume::{Entry, EntryKind, TreeDigest, VolumeError};
 use wasmover_sdk::{Params, blocks, error, log, progress, volume};
@@ -48,6 +49,12 @@ fn volume_error(e: VolumeError) -> Error {
 fn block_error(path: &str, e: blocks::BlockError) -> Error {
     use blocks::BlockError as B;
     match e {
+        // Mid-file: the stream was cut off, and what arrived of this file
+        // is kept for the next run to resume from.
+        B::Channel(ChannelError::Closed) => error(
+            "PeerGone",
+            format!("{path}: the stream was cut off part-way: the peer closed the channel"),
+        ),
         B::Channel(e) => protocol::channel_error(e),
         B::Verification(m) => error("VerificationFailed", m),
         B::Protocol(m) => error("ProtocolError", m),
