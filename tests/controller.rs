@@ -561,6 +561,10 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
         (status.bytes_transferred, status.bytes_total),
         (Some(4096), Some(4096))
     );
+    assert_eq!(
+        (status.files_transferred, status.files_to_transfer),
+        (Some(2), Some(2))
+    );
     // The transfer report it completed with: its tree digest and verdict.
     assert_eq!(
         (
@@ -580,6 +584,10 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     let text = http_get(metrics_addr, "/metrics").await;
     assert!(
         text.contains(r#"wasmover_bytes_transferred_total{obj_name="reporting",obj_namespace="src",role="source",method="hostile"} 4096"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"wasmover_files_transferred_total{obj_name="reporting",obj_namespace="src",role="source",method="hostile"} 2"#),
         "{text}"
     );
     // A module that traps is reported, and stopped, like any failure.
@@ -1310,6 +1318,12 @@ async fn data_in_the_source_directory_reaches_the_destination_directory() {
     );
     assert!(
         status.sync.bytes_transferred.is_some_and(|b| b > 3 << 20),
+        "{:?}",
+        status.sync
+    );
+    assert!(
+        status.sync.files_transferred.is_some_and(|f| f > 0)
+            && status.sync.files_transferred == status.sync.files_to_transfer,
         "{:?}",
         status.sync
     );

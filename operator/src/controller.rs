@@ -673,6 +673,8 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
         sync.latest_mover_status = None;
         sync.bytes_transferred = None;
         sync.bytes_total = None;
+        sync.files_transferred = None;
+        sync.files_to_transfer = None;
         set_condition(
             &mut sync,
             condition(
@@ -699,6 +701,8 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
         if let Some(progress) = ran.progress {
             sync.bytes_transferred = Some(progress.bytes_done);
             sync.bytes_total = Some(progress.bytes_total);
+            sync.files_transferred = Some(progress.entries_done);
+            sync.files_to_transfer = Some(progress.entries_total);
         }
         if let Some(transfer) = ran.synchronized {
             // What the finished synchronization's transfer reported (its
@@ -706,6 +710,8 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
             if let Some(t) = &transfer {
                 sync.bytes_transferred = Some(t.bytes_on_wire);
                 sync.bytes_total = Some(t.bytes_total);
+                sync.files_transferred = Some(t.files_transferred);
+                sync.files_to_transfer = Some(t.files_transferred);
             }
             sync.last_sync_digest = transfer
                 .as_ref()
@@ -742,6 +748,10 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
                 .bytes_transferred
                 .get_or_create(&labels(&*obj))
                 .inc_by(sync.bytes_transferred.unwrap_or(0));
+            ctx.metrics
+                .files_transferred
+                .get_or_create(&labels(&*obj))
+                .inc_by(sync.files_transferred.unwrap_or(0));
             sync.last_manual_sync = manual.clone();
             sync.latest_mover_status = Some(crate::crd::MoverStatus {
                 result: "Successful".into(),

@@ -228,6 +228,13 @@ pub struct SyncStatus {
     /// Bytes of the replicated volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_total: Option<u64>,
+    /// Files whose content the current or last transfer rebuilt so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_transferred: Option<u64>,
+    /// Files the current or last transfer set out to rebuild (the changed
+    /// ones; the rest were current already).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_to_transfer: Option<u64>,
     /// The destination's tree digest after the last synchronization's
     /// transfer (BLAKE3 over every path, kind, mode, mtime, link target and
     /// file content; 64 hex digits), as the mover reported it; absent when

@@ -57,6 +57,9 @@ pub struct Metrics {
     /// `wasmover_bytes_transferred_total`: bytes movers reported moving in
     /// completed synchronizations.
     pub bytes_transferred: Family<ObjectLabels, Counter>,
+    /// `wasmover_files_transferred_total`: files whose content completed
+    /// synchronizations rebuilt, as movers report them.
+    pub files_transferred: Family<ObjectLabels, Counter>,
     /// `wasmover_reconcile_errors_total`: failed reconciles.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// `wasmover_kube_request_duration_seconds`: Kubernetes API requests
@@ -79,6 +82,7 @@ impl Default for Metrics {
         let missed_intervals = Family::default();
         let out_of_sync = Family::default();
         let bytes_transferred = Family::default();
+        let files_transferred = Family::default();
         let reconcile_errors = Family::default();
         let kube_request_duration =
             Family::<RequestLabels, Histogram>::new_with_constructor(|| {
@@ -108,6 +112,11 @@ impl Default for Metrics {
             bytes_transferred.clone(),
         );
         registry.register(
+            "wasmover_files_transferred",
+            "Files rebuilt by completed synchronizations, as movers report them",
+            files_transferred.clone(),
+        );
+        registry.register(
             "wasmover_reconcile_errors",
             "Failed reconciles",
             reconcile_errors.clone(),
@@ -132,6 +141,7 @@ impl Default for Metrics {
             missed_intervals,
             out_of_sync,
             bytes_transferred,
+            files_transferred,
             reconcile_errors,
             kube_request_duration,
             leader,
