@@ -107,7 +107,7 @@ fn a_file_changed_behind_the_movers_back_fails_verification() {
     .unwrap_err();
     let message = err.to_string();
     assert!(
-        matches!(&err, ReplicateError::Mover { source: RunError::Mover { reason, .. }, .. } if reason == "VerificationFailed"),
+        matches!(&err, ReplicateError::Mover { error: RunError::Mover { reason, .. }, .. } if reason == "VerificationFailed"),
         "{message}"
     );
     assert!(

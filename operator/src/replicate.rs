@@ -26,30 +26,30 @@ pub enum ReplicateError {
         /// The containing one.
         outer: PathBuf,
     },
+    // The causes are part of the messages and not also `source()`s, so
+    // that printing the error with its chain says each thing once.
     /// A directory could not be opened or created.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The directory.
         path: PathBuf,
         /// The error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A side of the mover failed.
-    #[error("{side} side: {source}")]
+    #[error("{side} side: {error}")]
     Mover {
         /// `sending` or `receiving`.
         side: &'static str,
         /// What stopped it.
-        #[source]
-        source: RunError,
+        error: RunError,
     },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError + '_ {
-    move |source| ReplicateError::Io {
+    move |error| ReplicateError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
@@ -107,7 +107,7 @@ pub fn replicate(
     parameters: &[Parameter],
     observer: Arc<dyn Observer>,
 ) -> Result<TransferReport, ReplicateError> {
-    let mover_error = |side| move |source| ReplicateError::Mover { side, source };
+    let mover_error = |side| move |error| ReplicateError::Mover { side, error };
     check_transfer(module, limits, parameters).map_err(mover_error("receiving"))?;
     let (src, dst) = prepare(src, dst)?;
     let (to_receiver, to_sender) = Channel::pair();

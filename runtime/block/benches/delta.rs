@@ -1,4 +1,7 @@
-//! Delta throughput against fast_rsync, one group per kind of change.
+//! Delta throughput against fast_rsync, one group per kind of change:
+//! the one-pass streaming delta, and the refined delta as the host runs
+//! it for large files (rounds computed in memory, finer signatures of the
+//! basis included in the time).
 
 mod common;
 
@@ -6,7 +9,9 @@ use std::hint::black_box;
 
 use common::{LEN, fast_rsync_options, random, scattered_changes};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wasmover_block::{Signature, SignatureOptions, delta};
+use std::io::Cursor;
+
+use wasmover_block::{Plan, RefineOptions, Signature, SignatureOptions, delta};
 
 fn deltas(c: &mut Criterion) {
     let old = random(LEN, 1);
@@ -27,6 +32,19 @@ fn deltas(c: &mut Criterion) {
             b.iter(|| {
                 let mut out = Vec::with_capacity(LEN / 8);
                 delta(&ours, black_box(&new[..]), &mut out).unwrap()
+            })
+        });
+        group.bench_function(BenchmarkId::new("wasmover-refined", LEN), |b| {
+            b.iter(|| {
+                let mut plan = Plan::new(&ours, black_box(&new[..])).unwrap();
+                while let Some(request) = plan.refinement(&RefineOptions::default()) {
+                    let fine =
+                        Signature::compute_refinement(Cursor::new(&old), LEN as u64, &request)
+                            .unwrap();
+                    plan.refine(&fine, Cursor::new(new)).unwrap();
+                }
+                let mut out = Vec::with_capacity(LEN / 8);
+                plan.write(Cursor::new(new), &mut out).unwrap()
             })
         });
         group.bench_function(BenchmarkId::new("fast_rsync", LEN), |b| {
