@@ -130,6 +130,11 @@ impl io::Seek for Basis {
     }
 }
 
+/// Refinement requests answered per file before the peer is refused: the
+/// engine asks for at most two, and a hostile peer must not keep this side
+/// hashing forever.
+const MAX_REFINEMENTS: usize = 8;
+
 /// Answers refinement requests from `basis` until the delta arrives, then
 /// patches `basis` with it into `out`.
 fn receive_delta<B: io::Read + io::Seek>(
@@ -140,16 +145,23 @@ fn receive_delta<B: io::Read + io::Seek>(
     path: &str,
     out: &mut impl Write,
 ) -> Result<wasmover_block::PatchStats, BlockError> {
+    let mut answered = 0;
     loop {
         let reader = channel
             .reader_for_receive()
             .map_err(io_error("receiving the delta of", path))?;
         match Incoming::read_from(reader, limits).map_err(protocol_error("delta of", path))? {
+            Incoming::Refinement(_) if answered == MAX_REFINEMENTS => {
+                return Err(BlockError::Protocol(format!(
+                    "delta of {path}: the peer asked for more than {MAX_REFINEMENTS} finer signatures"
+                )));
+            }
             Incoming::Refinement(request) => {
                 let fine = Signature::compute_refinement(&mut basis, basis_len, &request)
                     .map_err(protocol_error("finer signature of", path))?;
                 fine.write_to(channel.writer())
                     .map_err(io_error("sending the finer signature of", path))?;
+                answered += 1;
             }
             Incoming::Delta(delta) => {
                 return wasmover_block::patch(basis, delta, out, limits).map_err(|e| match e {
@@ -307,5 +319,58 @@ impl wit::Host for HostState {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// A refinement request for the first 4 KiB of a basis.
+    fn request() -> Vec<u8> {
+        let mut r = b"WMRF\x03".to_vec();
+        r.extend_from_slice(&1024u32.to_be_bytes());
+        r.extend_from_slice(&1u64.to_be_bytes());
+        r.extend_from_slice(&0u64.to_be_bytes());
+        r.extend_from_slice(&4096u64.to_be_bytes());
+        assert!(matches!(
+            Incoming::read_from(&r[..], &Limits::default()),
+            Ok(Incoming::Refinement(_))
+        ));
+        r
+    }
+
+    #[test]
+    fn a_peer_that_keeps_asking_for_finer_signatures_is_refused() {
+        let (mut here, mut peer) = Channel::pair();
+        let basis = vec![7u8; 64 << 10];
+        let asker = std::thread::spawn(move || {
+            for _ in 0..=MAX_REFINEMENTS {
+                peer.writer().write_all(&request()).unwrap();
+            }
+            peer.flush().unwrap();
+            // Read the answers until this side gives up and hangs up.
+            let mut sink = Vec::new();
+            let _ = peer.reader_for_receive().unwrap().read_to_end(&mut sink);
+            sink.len()
+        });
+        let err = receive_delta(
+            io::Cursor::new(&basis),
+            basis.len() as u64,
+            &mut here,
+            &Limits::default(),
+            "f",
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, BlockError::Protocol(m) if m.contains("more than 8 finer signatures")),
+            "{err:?}"
+        );
+        drop(here);
+        let answered = asker.join().unwrap();
+        assert!(answered > 0, "the first requests were answered");
     }
 }
