@@ -642,3 +642,76 @@ fn a_full_destination_fails_both_ends_and_leaves_files_old_or_new() {
         names.len()
     );
 }
+
+#[test]
+fn a_sender_killed_inside_a_large_file_resumes_from_what_arrived() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let big = bytes(24 << 20, 5);
+    write(&src, "big.img", &big);
+    let key = key_file(tmp.path(), "key", 1);
+    let receiver = Receiver::start(&dst, &key, &[]);
+    let addr = receiver.addr.to_string();
+
+    // At 8 MB/s the file takes three seconds: kill the sender once at
+    // least 6 MiB of it are written on the receiving side.
+    let mut slow = send_command(&src, &addr, &key, &["--rate-limit", "8000000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staged = dst.join(".big.img.wasmover-tmp");
+    let started = Instant::now();
+    while std::fs::metadata(&staged).map_or(0, |m| m.len()) < 6 << 20 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no progress");
+        thread::sleep(Duration::from_millis(5));
+    }
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    let killed = Instant::now();
+    while !receiver
+        .stderr()
+        .contains("waiting for the next connection")
+    {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "{}",
+            receiver.stderr()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !dst.join("big.img").exists(),
+        "no half-written file in place"
+    );
+    let kept = std::fs::read(dst.join(".wasmover/partial/big.img")).expect("kept");
+    assert!(
+        kept.len() >= 6 << 20 && big.starts_with(&kept),
+        "{} bytes kept",
+        kept.len()
+    );
+
+    let report = tmp.path().join("report.json");
+    let sent = send(
+        &src,
+        &addr,
+        &key,
+        &["--report-file", report.to_str().unwrap()],
+    );
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    let (ok, _, stderr) = receiver.wait(Duration::from_secs(20));
+    assert!(ok, "{stderr}");
+    assert_same_tree(&src, &dst);
+    assert!(!dst.join(".wasmover").exists(), "state left behind");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let literal = report["bytesLiteral"].as_u64().unwrap();
+    eprintln!(
+        "{} bytes kept after the kill; the re-run sent {literal} as literals",
+        kept.len()
+    );
+    assert!(
+        literal <= (big.len() - kept.len()) as u64 + (256 << 10),
+        "the re-run resent what had arrived: {report}"
+    );
+}
