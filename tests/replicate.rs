@@ -581,3 +581,23 @@ fn hard_links_stay_links_and_owners_are_kept_where_permitted() {
         (inode, inode)
     );
 }
+
+#[test]
+fn partial_content_of_a_file_the_source_dropped_is_discarded() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src, "data", &bytes(8 << 20, 2));
+    write_old(&dst, &bytes(8 << 20, 1));
+    run_tampered(&blocksync, &src, &dst, 4 << 20, None).unwrap_err();
+    assert!(dst.join(".wasmover/partial/data").exists());
+
+    // The source no longer has the file: the run completes without using
+    // the partial content, and drops it.
+    std::fs::remove_file(src.join("data")).unwrap();
+    write(&src, "other", b"x");
+    run(&blocksync, &src, &dst);
+    assert!(!dst.join(".wasmover").exists(), "state left behind");
+    assert_same_tree(&src, &dst);
+}

@@ -86,6 +86,7 @@ impl Transfer<'_> {
         let started = Instant::now();
         let peer = conn.peer_addr();
         let sending = volume.access() == Access::ReadOnly;
+        let root = volume.root().to_owned();
         let grants = Grants::new()
             .with_volume(volume)
             .with_channel(Channel::new(conn.reader(), conn.writer()))
@@ -107,6 +108,9 @@ impl Transfer<'_> {
                 peer,
                 cause: Box::new(cause),
             })?;
+        if !sending && let Ok(volume) = Volume::open(&root, Access::ReadWrite) {
+            volume.discard_partials();
+        }
         // The transfer is complete on both sides by now (the receiver's
         // report is the last message): a close that goes wrong loses
         // nothing.

@@ -131,7 +131,12 @@ pub fn replicate(
         )
     });
     match (sent, received) {
-        (Ok(_), Ok(report)) => Ok(report),
+        (Ok(_), Ok(report)) => {
+            if let Ok(volume) = Volume::open(&dst, Access::ReadWrite) {
+                volume.discard_partials();
+            }
+            Ok(report)
+        }
         // Report the cause, not the peer's "the channel closed".
         (Err(e), Err(r)) if is_peer_gone(&r) => Err(mover_error("sending")(e)),
         (_, Err(e)) => Err(mover_error("receiving")(e)),

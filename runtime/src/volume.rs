@@ -495,6 +495,16 @@ impl Volume {
         }
     }
 
+    /// Removes every partial content and the state directory: after a
+    /// transfer completed, what is left there belongs to files the source
+    /// no longer has (or has as the destination does); best effort.
+    pub fn discard_partials(&self) {
+        if self.has_state.swap(false, Ordering::Relaxed) {
+            let _ = self.dir.remove_dir_all(format!("{STATE_DIR}/partial"));
+            let _ = self.dir.remove_dir(STATE_DIR);
+        }
+    }
+
     /// Removes `path`'s partial content and the state directories it
     /// empties; best effort.
     pub(crate) fn remove_partial(&self, path: &str) {
