@@ -127,3 +127,47 @@ pub(crate) fn read_copy<R: Read>(r: &mut R, basis_len: u64) -> Result<(u64, u64)
     }
     Ok((offset, len))
 }
+
+/// Reads a count of byte ranges, then each range's offset and length:
+/// they must be non-empty, ascending, disjoint and end by `end`, and hold
+/// at most `limits.max_blocks` blocks of `block_size` (non-zero) in all.
+pub(crate) fn read_ranges<R: Read>(
+    r: &mut R,
+    block_size: u32,
+    end: u64,
+    limits: &Limits,
+) -> Result<Vec<(u64, u64)>, FormatError> {
+    let count = read_u64(r, "range count")?;
+    if count > limits.max_blocks {
+        return Err(FormatError::TooLarge {
+            what: "range count",
+            value: count,
+            limit: limits.max_blocks,
+        });
+    }
+    // Grows as ranges arrive: a lying count costs nothing.
+    let mut ranges = Vec::with_capacity(count.min(1 << 12) as usize);
+    let (mut previous_end, mut blocks) = (0u64, 0u64);
+    for _ in 0..count {
+        let offset = read_u64(r, "range offset")?;
+        let len = read_u64(r, "range length")?;
+        let valid =
+            len > 0 && offset >= previous_end && offset.checked_add(len).is_some_and(|e| e <= end);
+        if !valid {
+            return Err(FormatError::Malformed {
+                reason: "ranges must be non-empty, ascending, disjoint and within bounds",
+            });
+        }
+        previous_end = offset + len;
+        blocks += len.div_ceil(block_size.into());
+        if blocks > limits.max_blocks {
+            return Err(FormatError::TooLarge {
+                what: "block count",
+                value: blocks,
+                limit: limits.max_blocks,
+            });
+        }
+        ranges.push((offset, len));
+    }
+    Ok(ranges)
+}

@@ -90,36 +90,7 @@ impl Refinement {
                 reason: "block size out of range",
             });
         }
-        let count = format::read_u64(&mut r, "range count")?;
-        if count > limits.max_blocks {
-            return Err(FormatError::TooLarge {
-                what: "range count",
-                value: count,
-                limit: limits.max_blocks,
-            });
-        }
-        let mut ranges = Vec::with_capacity(count.min(1 << 12) as usize);
-        let (mut end, mut blocks) = (0u64, 0u64);
-        for _ in 0..count {
-            let offset = format::read_u64(&mut r, "range offset")?;
-            let len = format::read_u64(&mut r, "range length")?;
-            let range_end = offset.checked_add(len);
-            if len == 0 || offset < end || range_end.is_none_or(|e| e > limits.max_file_len) {
-                return Err(FormatError::Malformed {
-                    reason: "ranges must be non-empty, ascending, disjoint and within the length limit",
-                });
-            }
-            end = offset + len;
-            blocks += len.div_ceil(block_size.into());
-            if blocks > limits.max_blocks {
-                return Err(FormatError::TooLarge {
-                    what: "block count",
-                    value: blocks,
-                    limit: limits.max_blocks,
-                });
-            }
-            ranges.push((offset, len));
-        }
+        let ranges = format::read_ranges(&mut r, block_size, limits.max_file_len, limits)?;
         Ok(Self { block_size, ranges })
     }
 }

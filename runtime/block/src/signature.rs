@@ -364,49 +364,27 @@ fn whole(len: u64) -> Vec<Segment> {
     }]
 }
 
-/// Reads and checks the ranges a signature covers: non-empty, ascending,
-/// disjoint, inside the basis, and within the block limit in total.
+/// Reads the ranges a signature covers (see [`format::read_ranges`]) and
+/// numbers their blocks.
 fn read_segments<R: Read>(
     r: &mut R,
     basis_len: u64,
     block_size: u32,
     limits: &Limits,
 ) -> Result<Vec<Segment>, FormatError> {
-    let count = format::read_u64(r, "range count")?;
-    if count > limits.max_blocks {
-        return Err(FormatError::TooLarge {
-            what: "range count",
-            value: count,
-            limit: limits.max_blocks,
-        });
-    }
-    let mut segments = Vec::with_capacity(count.min(1 << 12) as usize);
-    let (mut end, mut blocks) = (0u64, 0u64);
-    for _ in 0..count {
-        let offset = format::read_u64(r, "range offset")?;
-        let len = format::read_u64(r, "range length")?;
-        let valid =
-            len > 0 && offset >= end && offset.checked_add(len).is_some_and(|e| e <= basis_len);
-        if !valid {
-            return Err(FormatError::Malformed {
-                reason: "ranges must be non-empty, ascending, disjoint and inside the basis",
-            });
-        }
-        segments.push(Segment {
-            offset,
-            len,
-            first_block: blocks as usize,
-        });
-        end = offset + len;
-        blocks += len.div_ceil(block_size.into());
-        if blocks > limits.max_blocks {
-            return Err(FormatError::TooLarge {
-                what: "block count",
-                value: blocks,
-                limit: limits.max_blocks,
-            });
-        }
-    }
+    let mut first_block = 0;
+    let segments = format::read_ranges(r, block_size, basis_len, limits)?
+        .into_iter()
+        .map(|(offset, len)| {
+            let segment = Segment {
+                offset,
+                len,
+                first_block,
+            };
+            first_block += len.div_ceil(block_size.into()) as usize;
+            segment
+        })
+        .collect();
     Ok(segments)
 }
 
