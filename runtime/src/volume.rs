@@ -447,15 +447,19 @@ impl Volume {
     /// Renames a staged file over `path` after applying its metadata.
     pub(crate) fn commit_staged(
         &self,
+        file: std::fs::File,
         staged: &str,
         path: &str,
         mode: u32,
         mtime_ns: i64,
     ) -> Result<(), VolumeError> {
-        self.dir
-            .set_permissions(staged, Permissions::from_mode(mode & 0o7777))
-            .and_then(|()| self.dir.set_times(staged, None, Some(time_spec(mtime_ns))))
-            .and_then(|()| self.dir.rename(staged, &self.dir, path))
+        // Through the open file (fchmod, futimens): no path lookups.
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))
+            .and_then(|()| file.set_modified(system_time(mtime_ns)))
+            .and_then(|()| {
+                drop(file);
+                self.dir.rename(staged, &self.dir, path)
+            })
             .map_err(VolumeError::io(path))
     }
 
@@ -546,13 +550,16 @@ fn staging_path(path: &str) -> String {
     }
 }
 
-fn time_spec(mtime_ns: i64) -> SystemTimeSpec {
-    let time = if mtime_ns >= 0 {
+fn system_time(mtime_ns: i64) -> SystemTime {
+    if mtime_ns >= 0 {
         UNIX_EPOCH + Duration::from_nanos(mtime_ns as u64)
     } else {
         UNIX_EPOCH - Duration::from_nanos(mtime_ns.unsigned_abs())
-    };
-    SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(time))
+    }
+}
+
+fn time_spec(mtime_ns: i64) -> SystemTimeSpec {
+    SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(system_time(mtime_ns)))
 }
 
 /// Nanoseconds since the epoch of a [`SystemTime`], for tests and callers

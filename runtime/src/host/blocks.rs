@@ -294,12 +294,12 @@ impl wit::Host for HostState {
                 let mut out = SparseWriter::new(staged_file);
                 let len = basis.len();
                 let stats = receive_delta(&mut basis, len, channel, limits, &path, &mut out)?;
-                out.finish().map_err(io_error("writing", &path))?;
-                Ok(stats)
+                let file = out.finish().map_err(io_error("writing", &path))?;
+                Ok((stats, file))
             })();
             match result {
-                Ok(stats) => {
-                    volume.commit_staged(&staged, &path, mode, mtime_ns)?;
+                Ok((stats, file)) => {
+                    volume.commit_staged(file, &staged, &path, mode, mtime_ns)?;
                     volume.remove_partial(&path);
                     Ok(BlockStats {
                         file_bytes: stats.written_bytes,
