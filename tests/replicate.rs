@@ -473,6 +473,7 @@ fn scattered_small_changes_in_large_files_cost_about_their_bytes() {
         write(&src, &format!("small-{i}"), &bytes(3000, 20 + i));
     }
     let report = run(&src, &dst);
+    eprintln!("{changed} bytes changed in the big files: {report:?}");
     assert_same_tree(&src, &dst);
     assert_eq!(report.files_transferred, 8, "{report:?}");
     let small = 4 * 3000;

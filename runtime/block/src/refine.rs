@@ -302,16 +302,17 @@ impl Plan {
         }
         let index = Index::new(fine);
         let mut ops = Vec::with_capacity(self.ops.len());
+        // The ops cover the new file in order, so one recorder walks it.
+        let mut recorder = Recorder {
+            ops: &mut ops,
+            at: 0,
+        };
         for &op in &self.ops {
             match op {
-                Op::Copy { offset, len } => Recorder {
-                    ops: &mut ops,
-                    at: 0,
-                }
-                .copy(offset, len)?,
+                Op::Copy { offset, len } => recorder.copy(offset, len)?,
                 Op::Literal { at, len } => {
+                    debug_assert_eq!(recorder.at, at);
                     new.seek(SeekFrom::Start(at))?;
-                    let mut recorder = Recorder { ops: &mut ops, at };
                     let read = search(fine, &index, (&mut new).take(len), &mut recorder, None)?;
                     if read != len {
                         return Err(changed_underneath());

@@ -319,16 +319,10 @@ impl Signature {
         let covered = segments.last().map_or(0, |s| {
             s.first_block as u64 + s.len.div_ceil(block_size.into())
         });
+        // read_segments bounded the ranges' blocks by the limit already.
         if count != covered {
             return Err(FormatError::Malformed {
                 reason: "block count does not match the ranges covered",
-            });
-        }
-        if count > limits.max_blocks {
-            return Err(FormatError::TooLarge {
-                what: "block count",
-                value: count,
-                limit: limits.max_blocks,
             });
         }
         // Grow as blocks actually arrive: a lying count costs nothing.
