@@ -55,102 +55,325 @@ impl InPlaceFile for io::Cursor<Vec<u8>> {
 enum Op {
     /// Bytes `src..src + len` of the basis go to `dst`.
     Copy { dst: u64, src: u64, len: u64 },
-    /// Bytes `at..at + len` of the literal buffer go to `dst`.
-    Literal { dst: u64, at: usize, len: u64 },
+    /// Bytes `at..at + len` of the literals go to `dst`.
+    Literal { dst: u64, at: u64, len: u64 },
 }
 
-/// A whole delta, read into memory.
-struct Parsed {
+/// Where a delta's literal bytes wait until they are written.
+enum Literals {
+    /// In memory, counted against [`IN_PLACE_MAX_HELD`].
+    Memory(Vec<u8>),
+    /// In a file the caller provided, for patches larger than memory.
+    Spilled { file: std::fs::File, len: u64 },
+}
+
+impl Literals {
+    fn len(&self) -> u64 {
+        match self {
+            Literals::Memory(bytes) => bytes.len() as u64,
+            Literals::Spilled { len, .. } => *len,
+        }
+    }
+
+    /// Bytes held in memory.
+    fn held(&self) -> u64 {
+        match self {
+            Literals::Memory(bytes) => bytes.len() as u64,
+            Literals::Spilled { .. } => 0,
+        }
+    }
+
+    /// Appends up to `len` bytes from `r`; returns how many arrived.
+    fn append(&mut self, r: &mut impl Read, len: u64) -> io::Result<u64> {
+        match self {
+            // Grows only as bytes arrive: a lying length costs nothing.
+            Literals::Memory(bytes) => r.take(len).read_to_end(bytes).map(|n| n as u64),
+            Literals::Spilled { file, len: spilled } => {
+                let n = io::copy(&mut r.take(len), &mut &*file)?;
+                *spilled += n;
+                Ok(n)
+            }
+        }
+    }
+
+    /// Writes bytes `at..at + len` to `out`.
+    fn write_to(&self, at: u64, len: u64, out: &mut impl Write, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            Literals::Memory(bytes) => out.write_all(&bytes[at as usize..(at + len) as usize]),
+            Literals::Spilled { file, .. } => {
+                use std::os::unix::fs::FileExt;
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(buf.len() as u64) as usize;
+                    file.read_exact_at(&mut buf[..n], at + done)?;
+                    out.write_all(&buf[..n])?;
+                    done += n as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A whole delta, read and scheduled to rebuild the new file over its own
+/// basis: nothing is written until [`apply`](Self::apply), and
+/// [`overwritten`](Self::overwritten) says beforehand which bytes of the
+/// basis applying will destroy, so they can be saved first (see
+/// [`write_undo`](crate::write_undo)).
+pub struct InPlacePatch {
     ops: Vec<Op>,
-    literals: Vec<u8>,
+    literals: Literals,
+    basis_len: u64,
     new_len: u64,
     hash: [u8; 32],
     copied: u64,
+    /// `(dst, src, len)` of the copies that move bytes.
+    copies: Vec<(u64, u64, u64)>,
+    /// Copies in an order where none reads what an earlier one wrote.
+    order: Vec<usize>,
+    /// Copies on cycles, whose sources are read into memory first.
+    buffered: Vec<usize>,
 }
 
-fn read_delta<D: Read>(
-    mut delta: D,
-    basis_len_actual: u64,
-    limits: &Limits,
-) -> Result<Parsed, PatchError> {
-    format::read_header(&mut delta, DELTA_MAGIC, "delta header")?;
-    let basis_len = format::read_u64(&mut delta, "basis length")?;
-    let mut parsed = Parsed {
-        ops: Vec::new(),
-        literals: Vec::new(),
-        new_len: 0,
-        hash: [0; 32],
-        copied: 0,
-    };
-    let too_large = |value| FormatError::TooLarge {
-        what: "rebuilt file length",
-        value,
-        limit: limits.max_file_len,
-    };
-    loop {
-        match format::read_u8(&mut delta, "delta instruction")? {
-            OP_COPY => {
-                let (src, len) = format::read_copy(&mut delta, basis_len)?;
-                if src + len > basis_len_actual {
-                    // The file is shorter than its signature said.
-                    return Err(PatchError::OutOfBasis {
-                        offset: src,
-                        len,
-                        basis_len,
-                    });
-                }
-                let dst = parsed.new_len;
-                parsed.new_len += len;
-                if parsed.new_len > limits.max_file_len {
-                    return Err(too_large(parsed.new_len).into());
-                }
-                parsed.copied += len;
-                parsed.ops.push(Op::Copy { dst, src, len });
-            }
-            OP_LITERAL => {
-                let len = u64::from(format::read_u32(&mut delta, "literal length")?);
-                if len > MAX_LITERAL {
-                    return Err(FormatError::TooLarge {
-                        what: "literal run",
-                        value: len,
-                        limit: MAX_LITERAL,
+impl std::fmt::Debug for InPlacePatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InPlacePatch")
+            .field("basis_len", &self.basis_len)
+            .field("new_len", &self.new_len)
+            .field("literal_bytes", &self.literals.len())
+            .field("moved_copies", &self.copies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl InPlacePatch {
+    /// Reads one delta from `delta` (never past its end marker) against
+    /// the basis `file`, whose length it takes, and checks every
+    /// instruction against that length and `limits`.
+    ///
+    /// Literals are held in memory, or, when `spill` is given, written to
+    /// that file (which should be empty) so a patch of any size fits. What
+    /// memory would hold beyond [`IN_PLACE_MAX_HELD`] is refused with
+    /// [`FormatError::TooLarge`], the basis untouched.
+    pub fn read<F: Seek, D: Read>(
+        file: &mut F,
+        mut delta: D,
+        limits: &Limits,
+        spill: Option<std::fs::File>,
+    ) -> Result<Self, PatchError> {
+        let basis_len_actual = file.seek(SeekFrom::End(0))?;
+        format::read_header(&mut delta, DELTA_MAGIC, "delta header")?;
+        let basis_len = format::read_u64(&mut delta, "basis length")?;
+        let mut patch = Self {
+            ops: Vec::new(),
+            literals: match spill {
+                Some(file) => Literals::Spilled { file, len: 0 },
+                None => Literals::Memory(Vec::new()),
+            },
+            basis_len: basis_len_actual,
+            new_len: 0,
+            hash: [0; 32],
+            copied: 0,
+            copies: Vec::new(),
+            order: Vec::new(),
+            buffered: Vec::new(),
+        };
+        let too_large = |value| FormatError::TooLarge {
+            what: "rebuilt file length",
+            value,
+            limit: limits.max_file_len,
+        };
+        loop {
+            match format::read_u8(&mut delta, "delta instruction")? {
+                OP_COPY => {
+                    let (src, len) = format::read_copy(&mut delta, basis_len)?;
+                    if src + len > basis_len_actual {
+                        // The file is shorter than its signature said.
+                        return Err(PatchError::OutOfBasis {
+                            offset: src,
+                            len,
+                            basis_len,
+                        });
                     }
-                    .into());
-                }
-                let dst = parsed.new_len;
-                parsed.new_len += len;
-                if parsed.new_len > limits.max_file_len {
-                    return Err(too_large(parsed.new_len).into());
-                }
-                let at = parsed.literals.len();
-                if at as u64 + len > IN_PLACE_MAX_HELD {
-                    return Err(too_much_held(at as u64 + len));
-                }
-                // Grows only as bytes arrive: a lying length costs nothing.
-                (&mut delta).take(len).read_to_end(&mut parsed.literals)?;
-                if ((parsed.literals.len() - at) as u64) < len {
-                    return Err(FormatError::Truncated {
-                        reading: "literal bytes",
+                    let dst = patch.new_len;
+                    patch.new_len += len;
+                    if patch.new_len > limits.max_file_len {
+                        return Err(too_large(patch.new_len).into());
                     }
-                    .into());
+                    patch.copied += len;
+                    patch.ops.push(Op::Copy { dst, src, len });
                 }
-                parsed.ops.push(Op::Literal { dst, at, len });
-            }
-            OP_END => {
-                let new_len = format::read_u64(&mut delta, "new length")?;
-                delta
-                    .read_exact(&mut parsed.hash)
-                    .map_err(FormatError::reading("new file hash"))?;
-                if new_len != parsed.new_len {
-                    return Err(PatchError::Verification {
-                        expected: format!("{new_len} bytes"),
-                        actual: format!("{} bytes of instructions", parsed.new_len),
-                    });
+                OP_LITERAL => {
+                    let len = u64::from(format::read_u32(&mut delta, "literal length")?);
+                    if len > MAX_LITERAL {
+                        return Err(FormatError::TooLarge {
+                            what: "literal run",
+                            value: len,
+                            limit: MAX_LITERAL,
+                        }
+                        .into());
+                    }
+                    let dst = patch.new_len;
+                    patch.new_len += len;
+                    if patch.new_len > limits.max_file_len {
+                        return Err(too_large(patch.new_len).into());
+                    }
+                    let at = patch.literals.len();
+                    if patch.literals.held() + len > IN_PLACE_MAX_HELD {
+                        return Err(too_much_held(patch.literals.held() + len));
+                    }
+                    if patch.literals.append(&mut delta, len)? < len {
+                        return Err(FormatError::Truncated {
+                            reading: "literal bytes",
+                        }
+                        .into());
+                    }
+                    patch.ops.push(Op::Literal { dst, at, len });
                 }
-                return Ok(parsed);
+                OP_END => {
+                    let new_len = format::read_u64(&mut delta, "new length")?;
+                    delta
+                        .read_exact(&mut patch.hash)
+                        .map_err(FormatError::reading("new file hash"))?;
+                    if new_len != patch.new_len {
+                        return Err(PatchError::Verification {
+                            expected: format!("{new_len} bytes"),
+                            actual: format!("{} bytes of instructions", patch.new_len),
+                        });
+                    }
+                    break;
+                }
+                opcode => return Err(FormatError::UnknownInstruction { opcode }.into()),
             }
-            opcode => return Err(FormatError::UnknownInstruction { opcode }.into()),
         }
+        patch.copies = patch
+            .ops
+            .iter()
+            .filter_map(|op| match *op {
+                Op::Copy { dst, src, len } if dst != src => Some((dst, src, len)),
+                _ => None,
+            })
+            .collect();
+        (patch.order, patch.buffered) = schedule(&patch.copies);
+        let held = patch.literals.held()
+            + patch
+                .buffered
+                .iter()
+                .map(|&x| patch.copies[x].2)
+                .sum::<u64>();
+        if held > IN_PLACE_MAX_HELD {
+            return Err(too_much_held(held));
+        }
+        Ok(patch)
+    }
+
+    /// Length of the basis the patch was read against.
+    pub fn basis_len(&self) -> u64 {
+        self.basis_len
+    }
+
+    /// Length of the new file.
+    pub fn new_len(&self) -> u64 {
+        self.new_len
+    }
+
+    /// The byte ranges of the basis that [`apply`](Self::apply) changes,
+    /// as `(offset, len)`, ascending, disjoint and not adjacent: where
+    /// copies and literals land (copies that stay in place excluded) and,
+    /// when the file shrinks, its lost tail.
+    pub fn overwritten(&self) -> Vec<(u64, u64)> {
+        let mut ranges: Vec<(u64, u64)> = self
+            .ops
+            .iter()
+            .filter_map(|op| match *op {
+                Op::Copy { dst, src, len } if dst != src => Some((dst, len)),
+                Op::Literal { dst, len, .. } => Some((dst, len)),
+                Op::Copy { .. } => None,
+            })
+            .chain((self.new_len < self.basis_len).then(|| (self.new_len, self.basis_len)))
+            .filter_map(|(start, len)| {
+                let end = (start + len).min(self.basis_len);
+                (start < end).then_some((start, end))
+            })
+            .collect();
+        // Ops come in `dst` order, the tail last: already sorted.
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (start, end) in ranges.drain(..) {
+            match merged.last_mut() {
+                Some((_, last_end)) if *last_end >= start => *last_end = (*last_end).max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged.into_iter().map(|(s, e)| (s, e - s)).collect()
+    }
+
+    /// Rebuilds the new file over `file` (the basis [`read`](Self::read)
+    /// was given), resizes it to the new length (only if that differs, so
+    /// a block device of the right size works), and verifies length and
+    /// BLAKE3 by reading it back.
+    ///
+    /// Copies that land where they already are cost nothing, so an
+    /// unchanged file is only read, never written.
+    ///
+    /// # Security
+    /// A delta that fails verification has already rewritten the file:
+    /// save [`overwritten`](Self::overwritten) first (an undo journal) or
+    /// use [`patch`](crate::patch()) into a staging file.
+    pub fn apply<F: InPlaceFile>(self, mut file: F) -> Result<PatchStats, PatchError> {
+        let copies = &self.copies;
+        let mut saved = Vec::with_capacity(self.buffered.len());
+        for &x in &self.buffered {
+            let (dst, src, len) = copies[x];
+            let mut bytes = Vec::new();
+            file.seek(SeekFrom::Start(src))?;
+            (&mut file).take(len).read_to_end(&mut bytes)?;
+            saved.push((dst, bytes));
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        for &x in &self.order {
+            let (dst, src, len) = copies[x];
+            move_within(&mut file, src, dst, len, &mut buf)?;
+        }
+        for (dst, bytes) in saved {
+            file.seek(SeekFrom::Start(dst))?;
+            file.write_all(&bytes)?;
+        }
+        for op in &self.ops {
+            if let Op::Literal { dst, at, len } = *op {
+                file.seek(SeekFrom::Start(dst))?;
+                self.literals.write_to(at, len, &mut file, &mut buf)?;
+            }
+        }
+        if self.new_len != self.basis_len {
+            file.set_len(self.new_len)?;
+        }
+        file.flush()?;
+
+        let mut hasher = blake3::Hasher::new();
+        file.seek(SeekFrom::Start(0))?;
+        let mut left = self.new_len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            file.read_exact(&mut buf[..n])?;
+            crate::delta::hash_input(&mut hasher, &buf[..n]);
+            left -= n as u64;
+        }
+        let actual = hasher.finalize();
+        if actual.as_bytes() != &self.hash {
+            return Err(PatchError::Verification {
+                expected: format!(
+                    "{} bytes, blake3 {}",
+                    self.new_len,
+                    blake3::Hash::from_bytes(self.hash).to_hex()
+                ),
+                actual: format!("{} bytes, blake3 {}", self.new_len, actual.to_hex()),
+            });
+        }
+        Ok(PatchStats {
+            written_bytes: self.new_len,
+            copied_bytes: self.copied,
+            literal_bytes: self.literals.len(),
+        })
     }
 }
 
@@ -249,91 +472,21 @@ fn move_within<F: Read + Write + Seek>(
 }
 
 /// Rebuilds the new file over its basis `file`, from one delta read from
-/// `delta` (never past its end marker), then truncates it to the new
-/// length and verifies length and BLAKE3 by reading it back.
-///
-/// Copies that land where they already are cost nothing, so an unchanged
-/// file is only read (for verification), never written. Memory holds the
-/// delta's instructions and literals, plus the sources of copies that
-/// form cycles, at most [`IN_PLACE_MAX_HELD`] bytes; a delta that needs
-/// more is refused before the file is touched.
+/// `delta`: [`InPlacePatch::read`] (literals in memory) then
+/// [`InPlacePatch::apply`].
 ///
 /// # Security
 /// Instructions are checked against the basis and `limits` before
 /// anything is written, but a delta that fails verification has already
-/// rewritten the file: use [`patch`](crate::patch()) into a staging file unless
-/// the basis is expendable (it can be fetched whole again).
+/// rewritten the file: use [`patch_journaled`](crate::patch_journaled), or
+/// [`patch`](crate::patch()) into a staging file, unless the basis is
+/// expendable (it can be fetched whole again).
 pub fn patch_in_place<F: InPlaceFile, D: Read>(
     mut file: F,
     delta: D,
     limits: &Limits,
 ) -> Result<PatchStats, PatchError> {
-    let basis_len = file.seek(SeekFrom::End(0))?;
-    let parsed = read_delta(delta, basis_len, limits)?;
-    let copies: Vec<(u64, u64, u64)> = parsed
-        .ops
-        .iter()
-        .filter_map(|op| match *op {
-            Op::Copy { dst, src, len } if dst != src => Some((dst, src, len)),
-            _ => None,
-        })
-        .collect();
-    let (order, buffered) = schedule(&copies);
-    let held = parsed.literals.len() as u64 + buffered.iter().map(|&x| copies[x].2).sum::<u64>();
-    if held > IN_PLACE_MAX_HELD {
-        return Err(too_much_held(held));
-    }
-    let mut saved = Vec::with_capacity(buffered.len());
-    for &x in &buffered {
-        let (dst, src, len) = copies[x];
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(src))?;
-        (&mut file).take(len).read_to_end(&mut bytes)?;
-        saved.push((dst, bytes));
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    for x in order {
-        let (dst, src, len) = copies[x];
-        move_within(&mut file, src, dst, len, &mut buf)?;
-    }
-    for (dst, bytes) in saved {
-        file.seek(SeekFrom::Start(dst))?;
-        file.write_all(&bytes)?;
-    }
-    for op in &parsed.ops {
-        if let Op::Literal { dst, at, len } = *op {
-            file.seek(SeekFrom::Start(dst))?;
-            file.write_all(&parsed.literals[at..at + len as usize])?;
-        }
-    }
-    file.set_len(parsed.new_len)?;
-    file.flush()?;
-
-    let mut hasher = blake3::Hasher::new();
-    file.seek(SeekFrom::Start(0))?;
-    let mut left = parsed.new_len;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        file.read_exact(&mut buf[..n])?;
-        crate::delta::hash_input(&mut hasher, &buf[..n]);
-        left -= n as u64;
-    }
-    let actual = hasher.finalize();
-    if actual.as_bytes() != &parsed.hash {
-        return Err(PatchError::Verification {
-            expected: format!(
-                "{} bytes, blake3 {}",
-                parsed.new_len,
-                blake3::Hash::from_bytes(parsed.hash).to_hex()
-            ),
-            actual: format!("{} bytes, blake3 {}", parsed.new_len, actual.to_hex()),
-        });
-    }
-    Ok(PatchStats {
-        written_bytes: parsed.new_len,
-        copied_bytes: parsed.copied,
-        literal_bytes: parsed.literals.len() as u64,
-    })
+    InPlacePatch::read(&mut file, delta, limits, None)?.apply(file)
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@
 //!   wrong copy. [`patch_in_place`] does the same over the basis itself,
 //!   ordering copies so none reads bytes already overwritten, and
 //!   [`SparseWriter`] makes a patched file sparse (zero runs as holes).
+//!   [`patch_journaled`] patches in place under an undo journal, so a
+//!   block device or image file rewritten in place is always either old
+//!   or new: [`roll_back`] undoes an interrupted patch.
 //! - [`Plan`] computes a delta in rounds: where the first left literals,
 //!   it asks the basis side for a finer signature of only the basis ranges
 //!   no copy used ([`Refinement`]), so a large file with scattered small
@@ -58,6 +61,7 @@ mod format;
 #[doc(hidden)]
 pub mod fuzzing;
 mod in_place;
+mod journal;
 mod patch;
 mod refine;
 mod rolling;
@@ -67,7 +71,8 @@ mod sparse;
 pub use delta::{DeltaStats, delta};
 pub use error::{DeltaError, FormatError, PatchError};
 pub use format::Limits;
-pub use in_place::{IN_PLACE_MAX_HELD, InPlaceFile, patch_in_place};
+pub use in_place::{IN_PLACE_MAX_HELD, InPlaceFile, InPlacePatch, patch_in_place};
+pub use journal::{RollBack, patch_journaled, roll_back, write_undo};
 pub use patch::{PatchStats, patch};
 pub use refine::{Incoming, Plan, RefineOptions, Refinement};
 pub use signature::{DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, Signature, SignatureOptions};
