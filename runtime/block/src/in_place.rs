@@ -290,7 +290,10 @@ impl InPlacePatch {
                 Op::Literal { dst, len, .. } => Some((dst, len)),
                 Op::Copy { .. } => None,
             })
-            .chain((self.new_len < self.basis_len).then(|| (self.new_len, self.basis_len)))
+            .chain(
+                (self.new_len < self.basis_len)
+                    .then_some((self.new_len, self.basis_len - self.new_len)),
+            )
             .filter_map(|(start, len)| {
                 let end = (start + len).min(self.basis_len);
                 (start < end).then_some((start, end))
