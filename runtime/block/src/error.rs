@@ -97,6 +97,19 @@ pub enum PatchError {
         /// Length and hash of what was written.
         actual: String,
     },
+    /// An in-place patch failed part-way and so did rolling it back from
+    /// its undo journal: the file is neither old nor new until the journal
+    /// is rolled back, so the journal must be kept.
+    #[error(
+        "{error}; rolling back from the undo journal failed too ({roll_back}): \
+         the journal must be kept and rolled back before the file is used"
+    )]
+    Unrecovered {
+        /// Why the patch failed.
+        error: String,
+        /// Why rolling back failed.
+        roll_back: String,
+    },
     /// Reading the basis or writing the output failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -207,9 +207,10 @@ pub fn roll_back(journal: &File, target: &File) -> Result<RollBack, PatchError> 
 /// Applies `patch` to `target` under an undo journal in `journal` (an
 /// empty file): the overwritten bytes are saved and synced first, then
 /// the patch is applied, verified and synced. If applying or verifying
-/// fails, the target is rolled back before the error returns. On
-/// success the caller deletes the journal; until then a crash leaves a
-/// journal that [`roll_back`] undoes.
+/// fails, the target is rolled back before the error returns, or the
+/// error is [`PatchError::Unrecovered`] and the journal must be kept. On
+/// success (or a rolled-back failure) the caller deletes the journal;
+/// until then a crash leaves a journal that [`roll_back`] undoes.
 pub fn patch_journaled(
     target: &mut File,
     patch: InPlacePatch,
@@ -223,10 +224,10 @@ pub fn patch_journaled(
         }
         Err(e) => match roll_back(journal, target) {
             Ok(_) => Err(e),
-            Err(undo) => Err(PatchError::Io(io::Error::other(format!(
-                "{e}; rolling back from the undo journal failed too ({undo}): \
-                 the journal is kept for the next attempt"
-            )))),
+            Err(undo) => Err(PatchError::Unrecovered {
+                error: e.to_string(),
+                roll_back: undo.to_string(),
+            }),
         },
     }
 }
