@@ -57,6 +57,7 @@ fn still_serves(engine: &MoverEngine) {
         &blocksync,
         &tmp.path().join("src"),
         &tmp.path().join("dst"),
+        None,
         MoverLimits::default(),
         &[],
         Arc::new(Quiet),

@@ -2,8 +2,9 @@
 //! real directories.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use wasmover::replicate::{ReplicateError, replicate};
@@ -17,6 +18,7 @@ fn run(module: &MoverModule, src: &Path, dst: &Path) -> TransferReport {
         module,
         src,
         dst,
+        None,
         MoverLimits::default(),
         &[],
         Arc::new(Quiet),
@@ -100,6 +102,7 @@ fn a_file_changed_behind_the_movers_back_fails_verification() {
         &blocksync,
         &src,
         &dst,
+        None,
         MoverLimits::default(),
         &[],
         Arc::new(Quiet),
@@ -393,7 +396,7 @@ fn errors_name_what_is_wrong_and_touch_nothing() {
     let limits = MoverLimits::default();
 
     let inside = src.join("copy");
-    let err = replicate(&blocksync, &src, &inside, limits, &[], quiet()).unwrap_err();
+    let err = replicate(&blocksync, &src, &inside, None, limits, &[], quiet()).unwrap_err();
     assert!(matches!(err, ReplicateError::Overlap { .. }), "{err}");
     assert!(!inside.exists());
 
@@ -401,12 +404,17 @@ fn errors_name_what_is_wrong_and_touch_nothing() {
         &blocksync,
         &tmp.path().join("nope"),
         &tmp.path().join("d"),
+        None,
         limits,
         &[],
         quiet(),
     )
     .unwrap_err();
-    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not a directory, block device or regular file"),
+        "{err}"
+    );
 
     // A module without a data plane is refused before anything runs.
     let not_a_mover = engine
@@ -416,6 +424,7 @@ fn errors_name_what_is_wrong_and_touch_nothing() {
         &not_a_mover,
         &src,
         &tmp.path().join("d2"),
+        None,
         limits,
         &[],
         quiet(),
@@ -452,6 +461,7 @@ fn scattered_small_changes_in_large_files_cost_about_their_bytes() {
             &blocksync,
             src,
             dst,
+            None,
             MoverLimits::default(),
             &block_size,
             Arc::new(Quiet),
@@ -601,4 +611,160 @@ fn partial_content_of_a_file_the_source_dropped_is_discarded() {
     run(&blocksync, &src, &dst);
     assert!(!dst.join(".wasmover").exists(), "state left behind");
     assert_same_tree(&src, &dst);
+}
+
+/// Rewrites `count` 4 KiB pages of `data`, spread over it, unaligned.
+fn rewrite_pages(data: &mut [u8], count: usize, seed: u64) -> u64 {
+    let stride = data.len() / count;
+    for i in 0..count {
+        let at = i * stride + 777;
+        data[at..at + 4096].copy_from_slice(&bytes(4096, seed + i as u64));
+    }
+    (count * 4096) as u64
+}
+
+#[test]
+fn an_image_file_is_patched_in_place_and_only_its_changes_move() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src.img"), tmp.path().join("dst.img"));
+    let journal = tmp.path().join(".dst.img.wasmover-journal");
+    let mut data = bytes(8 << 20, 1);
+    std::fs::write(&src, &data).unwrap();
+
+    // The destination image is created and takes the source's content.
+    let first = run(&blocksync, &src, &dst);
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+    assert!(first.verified, "{first:?}");
+    assert_eq!((first.entries_total, first.bytes_total), (1, 8 << 20));
+    let inode = std::fs::metadata(&dst).unwrap().ino();
+
+    // 20 scattered pages (1%) change: they cross, the rest is matched, and
+    // the image is the same file, patched in place.
+    let changed = rewrite_pages(&mut data, 20, 100);
+    std::fs::write(&src, &data).unwrap();
+    let second = run(&blocksync, &src, &dst);
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+    assert!(second.verified, "{second:?}");
+    assert_eq!(std::fs::metadata(&dst).unwrap().ino(), inode);
+    assert!(
+        (changed..changed * 2).contains(&second.bytes_literal),
+        "{changed} bytes changed, {} sent as literals",
+        second.bytes_literal
+    );
+    assert!(!journal.exists(), "a finished patch leaves no journal");
+
+    // Unchanged, it is compared by content and nothing is sent; then it
+    // shrinks and grows with the source.
+    let third = run(&blocksync, &src, &dst);
+    assert_eq!(third.bytes_literal, 0);
+    for len in [5 << 20, 9 << 20] {
+        data.resize(len, 3);
+        std::fs::write(&src, &data).unwrap();
+        run(&blocksync, &src, &dst);
+        assert_eq!(std::fs::read(&dst).unwrap(), data, "{len} bytes");
+    }
+    eprintln!(
+        "image 8 MiB, {changed} bytes changed: {} literal bytes, {} on the wire",
+        second.bytes_literal, second.bytes_on_wire
+    );
+}
+
+/// Loop devices over files, detached when dropped.
+struct LoopDevices(Vec<PathBuf>);
+
+impl LoopDevices {
+    /// Attaches a loop device to each file, or `None` where this machine
+    /// has no loop devices for us (not root, or no /dev/loop-control).
+    fn attach(files: &[&Path]) -> Option<Self> {
+        let mut devices = Self(Vec::new());
+        for file in files {
+            let out = std::process::Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(file)
+                .output()
+                .ok()?;
+            if !out.status.success() {
+                eprintln!("losetup: {}", String::from_utf8_lossy(&out.stderr));
+                return None;
+            }
+            let device = String::from_utf8(out.stdout).ok()?;
+            devices.0.push(PathBuf::from(device.trim()));
+        }
+        Some(devices)
+    }
+}
+
+impl Drop for LoopDevices {
+    fn drop(&mut self) {
+        for device in &self.0 {
+            let _ = std::process::Command::new("losetup")
+                .arg("-d")
+                .arg(device)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_block_device_is_patched_in_place_under_its_journal() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let files = ["src.img", "dst.img", "small.img"].map(|f| tmp.path().join(f));
+    let mut data = bytes(8 << 20, 2);
+    std::fs::write(&files[0], &data).unwrap();
+    std::fs::write(&files[1], vec![0u8; 8 << 20]).unwrap();
+    std::fs::write(&files[2], vec![9u8; 4 << 20]).unwrap();
+    let Some(devices) = LoopDevices::attach(&files.each_ref().map(|f| f.as_path())) else {
+        eprintln!("SKIPPED: no loop devices here (needs root and /dev/loop-control)");
+        return;
+    };
+    let [src, dst, small] = [0, 1, 2].map(|i| devices.0[i].clone());
+    let journal = tmp.path().join("journal");
+    let replicate_to = |dst: &Path| {
+        replicate(
+            &blocksync,
+            &src,
+            dst,
+            Some(journal.clone()),
+            MoverLimits::default(),
+            &[],
+            Arc::new(Quiet),
+        )
+    };
+
+    // A device without a journal is refused before anything runs.
+    let err = replicate(
+        &blocksync,
+        &src,
+        &dst,
+        None,
+        MoverLimits::default(),
+        &[],
+        Arc::new(Quiet),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("--journal"), "{err}");
+
+    let first = replicate_to(&dst).expect("replicates");
+    assert!(first.verified, "{first:?}");
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+
+    rewrite_pages(&mut data, 20, 200);
+    std::fs::write(&src, &data).unwrap();
+    let second = replicate_to(&dst).expect("replicates");
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+    assert!(second.bytes_literal < 2 * 20 * 4096, "{second:?}");
+    assert!(!journal.exists());
+
+    // A device smaller than the source keeps its size and its content.
+    let err = replicate_to(&small).unwrap_err();
+    assert!(
+        err.to_string().contains("must be as large as the source"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&small).unwrap(), vec![9u8; 4 << 20]);
+    assert!(!journal.exists());
 }

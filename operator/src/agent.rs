@@ -3,7 +3,7 @@
 //! a pre-shared key (`wasmover-net`).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,13 +21,10 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Why an agent failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The volume is missing or not a directory.
-    #[error("volume {0}: not a directory")]
-    NotADirectory(PathBuf),
     /// The volume could not be opened or created.
     #[error("volume {path}: {cause}")]
     Volume {
-        /// The directory.
+        /// The directory, device or image file.
         path: PathBuf,
         /// The error.
         cause: std::io::Error,
@@ -86,7 +83,12 @@ impl Transfer<'_> {
         let started = Instant::now();
         let peer = conn.peer_addr();
         let sending = volume.access() == Access::ReadOnly;
-        let root = volume.root().to_owned();
+        // What interrupted runs kept for resuming a tree is removed after
+        // a complete one.
+        let tree = match &volume {
+            Volume::Tree(tree) if !sending => Some(tree.root().to_owned()),
+            _ => None,
+        };
         let grants = Grants::new()
             .with_volume(volume)
             .with_channel(Channel::new(conn.reader(), conn.writer()))
@@ -108,7 +110,9 @@ impl Transfer<'_> {
                 peer,
                 cause: Box::new(cause),
             })?;
-        if !sending && let Ok(volume) = Volume::open(&root, Access::ReadWrite) {
+        if let Some(root) = tree
+            && let Ok(volume) = Volume::open(&root, Access::ReadWrite)
+        {
             volume.discard_partials();
         }
         // The transfer is complete on both sides by now (the receiver's
@@ -128,21 +132,32 @@ impl Transfer<'_> {
     }
 }
 
-fn open(path: &Path, access: Access) -> Result<Volume, AgentError> {
-    if !path.is_dir() {
-        return Err(AgentError::NotADirectory(path.to_owned()));
+/// Where a side's volume is.
+#[derive(Clone, Debug)]
+pub struct VolumePath {
+    /// A directory, a block device or an image file.
+    pub path: PathBuf,
+    /// The undo journal of a block volume received into (see
+    /// [`Volume::open_with_journal`]).
+    pub journal: Option<PathBuf>,
+}
+
+impl VolumePath {
+    fn open(&self, access: Access) -> Result<Volume, AgentError> {
+        Volume::open_with_journal(&self.path, access, self.journal.clone()).map_err(|cause| {
+            AgentError::Volume {
+                path: self.path.clone(),
+                cause,
+            }
+        })
     }
-    Volume::open(path, access).map_err(|cause| AgentError::Volume {
-        path: path.to_owned(),
-        cause,
-    })
 }
 
 /// Connects to the receiver at `addr` (retrying for `retry_for` while
 /// nothing listens there) and sends `volume`, read-only.
 pub fn send(
     transfer: &Transfer,
-    volume: &Path,
+    volume: &VolumePath,
     addr: &str,
     key: &Psk,
     options: &Options,
@@ -151,7 +166,7 @@ pub fn send(
 ) -> Result<Finished, AgentError> {
     check_transfer(transfer.module, transfer.limits, transfer.parameters)
         .map_err(|e| AgentError::Module(Box::new(e)))?;
-    let volume = open(volume, Access::ReadOnly)?;
+    let volume = volume.open(Access::ReadOnly)?;
     let deadline = Instant::now() + retry_for;
     let conn = loop {
         match wasmover_net::connect(addr, key, options) {
@@ -171,30 +186,34 @@ pub fn send(
 #[derive(Debug)]
 pub struct Receiver {
     listener: Listener,
-    volume: PathBuf,
+    volume: VolumePath,
 }
 
 impl Receiver {
-    /// Checks the module and parameters, creates `volume` if missing, and
+    /// Checks the module and parameters, creates `volume` as a directory
+    /// if missing, rolls back a block volume's interrupted patch, and
     /// listens on `listen`.
     pub fn bind(
         transfer: &Transfer,
         listen: &str,
-        volume: &Path,
+        volume: &VolumePath,
         key: &Psk,
         options: Options,
     ) -> Result<Self, AgentError> {
         check_transfer(transfer.module, transfer.limits, transfer.parameters)
             .map_err(|e| AgentError::Module(Box::new(e)))?;
         let io = |cause| AgentError::Volume {
-            path: volume.to_owned(),
+            path: volume.path.clone(),
             cause,
         };
-        if volume.exists() && !volume.is_dir() {
-            return Err(AgentError::NotADirectory(volume.to_owned()));
+        if !volume.path.exists() {
+            std::fs::create_dir_all(&volume.path).map_err(io)?;
         }
-        std::fs::create_dir_all(volume).map_err(io)?;
-        let volume = volume.canonicalize().map_err(io)?;
+        let volume = VolumePath {
+            path: volume.path.canonicalize().map_err(io)?,
+            journal: volume.journal.clone(),
+        };
+        volume.open(Access::ReadWrite)?;
         Ok(Self {
             listener: Listener::bind(listen, key, options)?,
             volume,
@@ -214,6 +233,6 @@ impl Receiver {
         observer: Arc<dyn Observer>,
     ) -> Result<Finished, AgentError> {
         let (conn, _) = self.listener.accept()?;
-        transfer.run(&conn, open(&self.volume, Access::ReadWrite)?, observer)
+        transfer.run(&conn, self.volume.open(Access::ReadWrite)?, observer)
     }
 }

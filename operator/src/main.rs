@@ -37,10 +37,18 @@ enum Command {
     /// Make DST equal to SRC (content, modes, mtimes, symlinks; extraneous
     /// entries removed) with a mover's data plane, both sides in this process.
     Replicate {
-        /// The source directory (read-only to the mover).
+        /// The source (read-only to the mover): a directory, or a block
+        /// device or image file.
         src: PathBuf,
-        /// The destination directory (created if missing).
+        /// The destination, of the source's kind: a directory (created if
+        /// missing), or a block device or image file (an image file is
+        /// created if missing and takes the source's length; a device must
+        /// have it).
         dst: PathBuf,
+        /// Undo journal of a block-volume destination (see `agent
+        /// --journal`) [default for an image file: beside it]
+        #[arg(long)]
+        journal: Option<PathBuf>,
         #[command(flatten)]
         mover: MoverArgs,
     },
@@ -167,9 +175,17 @@ enum AgentRole {
 /// What both agent roles take.
 #[derive(clap::Args)]
 struct AgentArgs {
-    /// The volume's directory.
+    /// The volume: a directory, or a block device or image file (a block
+    /// volume, moved as one image and patched in place). A missing
+    /// receiving volume is created as a directory.
     #[arg(long)]
     volume: PathBuf,
+    /// Where a receiving block volume keeps its undo journal while it is
+    /// patched: a file on a filesystem that outlives the run, with room
+    /// for the bytes one run overwrites. Required for a block device
+    /// [default for an image file: `.NAME.wasmover-journal` beside it]
+    #[arg(long)]
+    journal: Option<PathBuf>,
     /// The pre-shared key: at least 32 random bytes, as hex text (e.g. the
     /// Secret blocksync creates) or raw.
     #[arg(long)]
@@ -258,7 +274,12 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         ..EngineConfig::default()
     })?;
     match &cli.command {
-        Command::Replicate { src, dst, mover } => {
+        Command::Replicate {
+            src,
+            dst,
+            journal,
+            mover,
+        } => {
             let module = resolve_mover(&engine, cli, &mover.mover)?;
             let bar = Arc::new(wasmover::ProgressBar::on_stderr());
             let started = Instant::now();
@@ -266,6 +287,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 &module,
                 src,
                 dst,
+                journal.clone(),
                 mover.limits(),
                 &mover.params,
                 bar.clone(),
@@ -433,6 +455,10 @@ fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Resul
     let module = resolve_mover(engine, cli, &args.mover.mover)?;
     let key = wasmover_net::Psk::from_file(&args.key_file)?;
     let options = args.options()?;
+    let volume = agent::VolumePath {
+        path: args.volume.clone(),
+        journal: args.journal.clone(),
+    };
     let transfer = agent::Transfer {
         module: &module,
         limits: args.mover.limits(),
@@ -471,7 +497,7 @@ fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Resul
             let bar = Arc::new(wasmover::ProgressBar::on_stderr());
             let sent = agent::send(
                 &transfer,
-                &args.volume,
+                &volume,
                 connect,
                 &key,
                 &options,
@@ -488,7 +514,7 @@ fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Resul
             max_failures,
             ..
         } => {
-            let receiver = agent::Receiver::bind(&transfer, listen, &args.volume, &key, options)?;
+            let receiver = agent::Receiver::bind(&transfer, listen, &volume, &key, options)?;
             eprintln!("wasmover: listening on {}", receiver.local_addr()?);
             let mut failures = 0;
             loop {

@@ -1,6 +1,7 @@
 //! `wasmover replicate`: a local replication, both sides of a mover's data
 //! plane in this process, joined by an in-memory channel.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,12 +13,17 @@ use wasmover_runtime::{
 /// Why a local replication could not run or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicateError {
-    /// The source is missing or not a directory.
-    #[error("source {0}: not a directory")]
-    SourceNotADirectory(PathBuf),
-    /// The destination exists but is not a directory.
-    #[error("destination {0}: exists and is not a directory")]
-    DestinationNotADirectory(PathBuf),
+    /// The source is missing, or not a directory, block device or file.
+    #[error("source {0}: not a directory, block device or regular file")]
+    BadSource(PathBuf),
+    /// The destination exists but is not of the source's kind.
+    #[error("destination {path}: exists and is not {kind}, as the source is")]
+    DestinationKind {
+        /// The destination.
+        path: PathBuf,
+        /// What it must be.
+        kind: &'static str,
+    },
     /// One tree contains the other.
     #[error("{inner} is inside {outer}: source and destination must not overlap")]
     Overlap {
@@ -53,14 +59,31 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError + '_ {
     }
 }
 
-/// Checks the two directories, creating the destination if needed, and
-/// returns their canonical paths.
+/// Checks the two volumes, creating the destination if needed (a
+/// directory, or an empty image file for a block source), and returns
+/// their canonical paths.
 fn prepare(src: &Path, dst: &Path) -> Result<(PathBuf, PathBuf), ReplicateError> {
-    if !src.is_dir() {
-        return Err(ReplicateError::SourceNotADirectory(src.to_owned()));
+    let meta = std::fs::metadata(src).map_err(|_| ReplicateError::BadSource(src.to_owned()))?;
+    let block = |m: &std::fs::Metadata| m.is_file() || m.file_type().is_block_device();
+    let tree = meta.is_dir();
+    if !tree && !block(&meta) {
+        return Err(ReplicateError::BadSource(src.to_owned()));
     }
-    if dst.exists() && !dst.is_dir() {
-        return Err(ReplicateError::DestinationNotADirectory(dst.to_owned()));
+    if let Ok(existing) = std::fs::metadata(dst)
+        && (if tree {
+            !existing.is_dir()
+        } else {
+            !block(&existing)
+        })
+    {
+        return Err(ReplicateError::DestinationKind {
+            path: dst.to_owned(),
+            kind: if tree {
+                "a directory"
+            } else {
+                "a block device or regular file"
+            },
+        });
     }
     let src = src.canonicalize().map_err(io(src))?;
     // Compare before creating anything, so an overlapping destination is
@@ -78,7 +101,11 @@ fn prepare(src: &Path, dst: &Path) -> Result<(PathBuf, PathBuf), ReplicateError>
             });
         }
     }
-    std::fs::create_dir_all(dst).map_err(io(dst))?;
+    if tree {
+        std::fs::create_dir_all(dst).map_err(io(dst))?;
+    } else if !dst.exists() {
+        std::fs::File::create_new(dst).map_err(io(dst))?;
+    }
     let dst = dst.canonicalize().map_err(io(dst))?;
     Ok((src, dst))
 }
@@ -103,6 +130,7 @@ pub fn replicate(
     module: &MoverModule,
     src: &Path,
     dst: &Path,
+    journal: Option<PathBuf>,
     limits: MoverLimits,
     parameters: &[Parameter],
     observer: Arc<dyn Observer>,
@@ -115,7 +143,7 @@ pub fn replicate(
         .with_volume(Volume::open(&src, Access::ReadOnly).map_err(io(&src))?)
         .with_channel(to_receiver);
     let receiving = Grants::new()
-        .with_volume(Volume::open(&dst, Access::ReadWrite).map_err(io(&dst))?)
+        .with_volume(Volume::open_with_journal(&dst, Access::ReadWrite, journal).map_err(io(&dst))?)
         .with_channel(to_sender)
         .with_observer(observer);
 
@@ -132,7 +160,9 @@ pub fn replicate(
     });
     match (sent, received) {
         (Ok(_), Ok(report)) => {
-            if let Ok(volume) = Volume::open(&dst, Access::ReadWrite) {
+            if dst.is_dir()
+                && let Ok(volume) = Volume::open(&dst, Access::ReadWrite)
+            {
                 volume.discard_partials();
             }
             Ok(report)
@@ -179,14 +209,21 @@ mod tests {
         ));
         assert!(matches!(
             prepare(&tmp.path().join("missing"), &tmp.path().join("dst")),
-            Err(ReplicateError::SourceNotADirectory(_))
+            Err(ReplicateError::BadSource(_))
         ));
         let file = tmp.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         assert!(matches!(
             prepare(&src, &file),
-            Err(ReplicateError::DestinationNotADirectory(_))
+            Err(ReplicateError::DestinationKind { .. })
         ));
+        // A file source is a block volume: its destination is a file too.
+        assert!(matches!(
+            prepare(&file, &src),
+            Err(ReplicateError::DestinationKind { .. })
+        ));
+        let (_, image) = prepare(&file, &tmp.path().join("image")).unwrap();
+        assert!(image.is_file());
 
         let (s, d) = prepare(&src, &tmp.path().join("new/dst")).unwrap();
         assert_eq!(s, src.canonicalize().unwrap());

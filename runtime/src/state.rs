@@ -105,8 +105,8 @@ impl Grants {
         Self::default()
     }
 
-    /// Grants a volume, preopened at [`GUEST_VOLUME_PATH`] and reachable
-    /// through the `volume` and `blocks` imports.
+    /// Grants a volume, reachable through the `volume` and `blocks`
+    /// imports; a directory tree is also preopened at [`GUEST_VOLUME_PATH`].
     pub fn with_volume(mut self, volume: Volume) -> Self {
         self.volume = Some(volume);
         self
@@ -160,7 +160,9 @@ impl Grants {
             wasi.stderr(pipe.clone());
             Some(pipe)
         };
-        if let Some(volume) = &self.volume {
+        // A block volume has no directory to show; its content is reached
+        // through `blocks` only.
+        if let Some(Volume::Tree(volume)) = &self.volume {
             let perms = match volume.access() {
                 Access::ReadOnly => FsPerms::ReadOnly,
                 Access::ReadWrite => FsPerms::ReadWrite,

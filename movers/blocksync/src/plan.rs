@@ -36,7 +36,9 @@ pub struct Plan {
 /// Compares the source tree with the destination's.
 ///
 /// A file is current when kind, size and modification time agree (rsync's
-/// quick check); its mode alone may still need setting.
+/// quick check); its mode alone may still need setting. A block volume is
+/// always compared by content: its delta costs little when nothing
+/// changed.
 pub fn plan(source: &[Entry], destination: &[Entry]) -> Plan {
     let wanted: HashMap<&str, &Entry> = source.iter().map(|e| (e.path.as_str(), e)).collect();
     let existing: HashMap<&str, &Entry> =
@@ -101,6 +103,12 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Plan {
                 }
                 _ => plan.transfer.push(index),
             },
+            // A device has no useful modification time, and its mode and
+            // owner belong to the node, not the content.
+            EntryKind::Block => {
+                plan.transfer.push(index);
+                continue;
+            }
         }
         let owner_differs = current.is_none_or(|dst| (dst.uid, dst.gid) != (src.uid, src.gid));
         if owner_differs && first_of(index).is_none() {
@@ -131,7 +139,12 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Plan {
         }
     }
     // Rebuilt files are new inodes, owned by whoever wrote them.
-    plan.owners.extend(plan.transfer.iter().copied());
+    plan.owners.extend(
+        plan.transfer
+            .iter()
+            .copied()
+            .filter(|&i| source[i].kind == EntryKind::File),
+    );
     plan.owners.sort_unstable();
     plan.owners.dedup();
 
@@ -164,7 +177,17 @@ mod tests {
             links: 1,
         }
     }
-    use EntryKind::{Directory as D, File as F, Symlink as L};
+    use EntryKind::{Block as B, Directory as D, File as F, Symlink as L};
+
+    #[test]
+    fn a_block_volume_is_always_compared_and_keeps_its_node() {
+        let src = vec![entry("", B, 4096, 1)];
+        let mut dst = vec![entry("", B, 4096, 1)];
+        dst[0].uid = 7;
+        let p = plan(&src, &dst);
+        assert_eq!(p.transfer, [0]);
+        assert!(p.remove.is_empty() && p.owners.is_empty() && p.metadata.is_empty());
+    }
 
     #[test]
     fn identical_trees_need_only_directory_metadata() {

@@ -81,6 +81,7 @@ fn kind_code(kind: EntryKind) -> u64 {
         EntryKind::File => 0,
         EntryKind::Directory => 1,
         EntryKind::Symlink => 2,
+        EntryKind::Block => 3,
     }
 }
 
@@ -103,6 +104,7 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
         0 => EntryKind::File,
         1 => EntryKind::Directory,
         2 => EntryKind::Symlink,
+        3 => EntryKind::Block,
         _ => return Err(DecodeError("unknown entry kind")),
     };
     Ok(Entry {
@@ -206,8 +208,8 @@ pub fn send_want(indices: &[usize]) -> Result<u64, Error> {
     })
 }
 
-/// Receives the receiver's request; every index must name a file of
-/// `entries`.
+/// Receives the receiver's request; every index must name a file (or the
+/// block volume) of `entries`.
 pub fn receive_want(entries: &[Entry]) -> Result<(Vec<usize>, u64), Error> {
     let (bytes, wire) = receive(WANT, "want")?;
     let mut r = Reader::new(&bytes);
@@ -218,7 +220,7 @@ pub fn receive_want(entries: &[Entry]) -> Result<(Vec<usize>, u64), Error> {
     for _ in 0..count {
         let i = usize::try_from(r.u64().map_err(bad)?).unwrap_or(usize::MAX);
         match entries.get(i) {
-            Some(e) if e.kind == EntryKind::File => want.push(i),
+            Some(e) if matches!(e.kind, EntryKind::File | EntryKind::Block) => want.push(i),
             _ => {
                 return Err(error(
                     "ProtocolError",

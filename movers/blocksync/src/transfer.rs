@@ -138,10 +138,29 @@ pub fn check_verified(report: &TransferReport, source: &TreeDigest) -> Result<()
 pub fn receive(options: &Options) -> Result<TransferReport, Error> {
     let (source, mut wire) = protocol::receive_tree()?;
     let local = volume::scan().map_err(volume_error)?;
+    let is_block = |tree: &[Entry]| tree.iter().any(|e| e.kind == EntryKind::Block);
+    let mode = |block| {
+        if block {
+            "a block volume (a device or image file)"
+        } else {
+            "a directory"
+        }
+    };
+    if is_block(&source) != is_block(&local) {
+        return Err(error(
+            "VolumeModeMismatch",
+            format!(
+                "the source is {} and the destination {}: both sides must be the same \
+                 kind of volume (as a PVC's volumeMode)",
+                mode(is_block(&source)),
+                mode(is_block(&local))
+            ),
+        ));
+    }
     let plan = plan(&source, &local);
     let bytes_total: u64 = source
         .iter()
-        .filter(|e| e.kind == EntryKind::File)
+        .filter(|e| matches!(e.kind, EntryKind::File | EntryKind::Block))
         .map(|e| e.size)
         .sum();
     let transfer_bytes: u64 = plan.transfer.iter().map(|&i| source[i].size).sum();

@@ -10,18 +10,19 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 
 use wasmover_block::{
-    FormatError, Incoming, Limits, Plan, RefineOptions, Signature, SignatureOptions, SparseWriter,
+    FormatError, InPlacePatch, Incoming, Limits, PatchError, PatchStats, Plan, RefineOptions,
+    Signature, SignatureOptions, SparseWriter,
 };
 
 use crate::bindings::blocks::{self as wit, BlockError, BlockStats};
 use crate::bindings::channel::ChannelError;
 use crate::channel::Channel;
 use crate::state::HostState;
-use crate::volume::{Volume, VolumeError};
+use crate::volume::{Image, Tree, Volume, VolumeError};
 
 impl From<VolumeError> for BlockError {
     fn from(e: VolumeError) -> Self {
@@ -29,6 +30,7 @@ impl From<VolumeError> for BlockError {
             VolumeError::ReadOnly => BlockError::ReadOnly,
             VolumeError::InvalidPath(p) => BlockError::InvalidPath(p),
             VolumeError::NotFound(p) => BlockError::NotFound(p),
+            e @ VolumeError::NotATree(_) => BlockError::InvalidPath(e.to_string()),
             e @ VolumeError::Io { .. } => BlockError::Io(e.to_string()),
         }
     }
@@ -78,6 +80,24 @@ fn read_signature(
     Signature::read_from(reader, limits).map_err(protocol_error("signature of", path))
 }
 
+/// Opens a block volume for reading: its only path is the empty one.
+fn open_image(image: &Image, path: &str) -> Result<(File, u64), BlockError> {
+    if !path.is_empty() {
+        return Err(BlockError::InvalidPath(format!(
+            "{path}: a block volume has one entry, the empty path"
+        )));
+    }
+    Ok(image.open_read()?)
+}
+
+/// Opens the file a delta is computed from.
+fn open_source(volume: &Volume, path: &str) -> Result<Option<(File, u64)>, BlockError> {
+    match volume {
+        Volume::Tree(tree) => Ok(tree.open_file(path)?),
+        Volume::Image(image) => open_image(image, path).map(Some),
+    }
+}
+
 /// What a file is rebuilt from: its old content, followed by the partial
 /// new content an interrupted run kept ([`Volume::keep_partial`]), so a
 /// resumed transfer finds the blocks that already arrived.
@@ -88,7 +108,17 @@ struct Basis {
 
 impl Basis {
     fn open(volume: &Volume, path: &str) -> Result<Self, BlockError> {
-        let parts = [volume.open_file(path)?, volume.open_partial(path)?];
+        match volume {
+            Volume::Tree(tree) => Self::open_tree(tree, path),
+            Volume::Image(image) => Ok(Self {
+                parts: vec![open_image(image, path)?],
+                pos: 0,
+            }),
+        }
+    }
+
+    fn open_tree(tree: &Tree, path: &str) -> Result<Self, BlockError> {
+        let parts = [tree.open_file(path)?, tree.open_partial(path)?];
         Ok(Self {
             parts: parts.into_iter().flatten().collect(),
             pos: 0,
@@ -135,16 +165,26 @@ impl io::Seek for Basis {
 /// hashing forever.
 const MAX_REFINEMENTS: usize = 8;
 
+/// Maps a patch's failure to the guest's error.
+fn patch_error(path: &str) -> impl FnOnce(PatchError) -> BlockError + '_ {
+    move |e| match e {
+        PatchError::Verification { .. } => BlockError::Verification(format!("{path}: {e}")),
+        PatchError::Io(e) => io_error("patching", path)(e),
+        PatchError::Format(e) => protocol_error("delta of", path)(e),
+        e => BlockError::Protocol(format!("delta of {path}: {e}")),
+    }
+}
+
 /// Answers refinement requests from `basis` until the delta arrives, then
-/// patches `basis` with it into `out`.
+/// hands `basis` and the delta to `apply`.
 fn receive_delta<B: io::Read + io::Seek>(
-    mut basis: B,
+    basis: &mut B,
     basis_len: u64,
     channel: &mut Channel,
     limits: &Limits,
     path: &str,
-    out: &mut impl Write,
-) -> Result<wasmover_block::PatchStats, BlockError> {
+    apply: impl FnOnce(&mut B, &mut dyn io::Read) -> Result<PatchStats, BlockError>,
+) -> Result<PatchStats, BlockError> {
     let mut answered = 0;
     loop {
         let reader = channel
@@ -157,24 +197,47 @@ fn receive_delta<B: io::Read + io::Seek>(
                 )));
             }
             Incoming::Refinement(request) => {
-                let fine = Signature::compute_refinement(&mut basis, basis_len, &request)
+                let fine = Signature::compute_refinement(&mut *basis, basis_len, &request)
                     .map_err(protocol_error("finer signature of", path))?;
                 fine.write_to(channel.writer())
                     .map_err(io_error("sending the finer signature of", path))?;
                 answered += 1;
             }
-            Incoming::Delta(delta) => {
-                return wasmover_block::patch(basis, delta, out, limits).map_err(|e| match e {
-                    wasmover_block::PatchError::Verification { .. } => {
-                        BlockError::Verification(format!("{path}: {e}"))
-                    }
-                    wasmover_block::PatchError::Io(e) => io_error("patching", path)(e),
-                    wasmover_block::PatchError::Format(e) => protocol_error("delta of", path)(e),
-                    e => BlockError::Protocol(format!("delta of {path}: {e}")),
-                });
-            }
+            Incoming::Delta(mut delta) => return apply(basis, &mut delta),
         }
     }
+}
+
+/// Receives a delta for a block volume and applies it in place under the
+/// undo journal: nothing is written until the whole delta arrived and the
+/// bytes it overwrites are saved, and a failure rolls the volume back.
+fn receive_in_place(
+    image: &Image,
+    path: &str,
+    channel: &mut Channel,
+    limits: &Limits,
+) -> Result<PatchStats, BlockError> {
+    open_image(image, path)?;
+    let (mut file, len) = image.open_write()?;
+    let device = image.is_device()?;
+    receive_delta(&mut file, len, channel, limits, path, |file, delta| {
+        let patch = InPlacePatch::read(file, delta, limits, Some(image.spill()?))
+            .map_err(patch_error(path))?;
+        if device && patch.new_len() != len {
+            return Err(BlockError::Io(format!(
+                "the source volume is {} bytes and this block device {len}: a device \
+                 keeps its size, so it must be as large as the source",
+                patch.new_len()
+            )));
+        }
+        let journal = image.begin_journal()?;
+        let result = wasmover_block::patch_journaled(file, patch, &journal);
+        drop(journal);
+        if !matches!(result, Err(PatchError::Unrecovered { .. })) {
+            image.end_journal()?;
+        }
+        result.map_err(patch_error(path))
+    })
 }
 
 impl HostState {
@@ -240,9 +303,8 @@ impl wit::Host for HostState {
                     "expected the signature of {path}, received the answer to a refinement"
                 )));
             }
-            let (mut file, len) = volume
-                .open_file(&path)?
-                .ok_or_else(|| BlockError::NotFound(path.clone()))?;
+            let (mut file, len) =
+                open_source(volume, &path)?.ok_or_else(|| BlockError::NotFound(path.clone()))?;
             let delta_error = |e: io::Error| BlockError::Io(format!("delta of {path}: {e}"));
             let stats = if len < REFINE_MIN_FILE || signature.block_count() == 0 {
                 wasmover_block::delta(&signature, file, channel.writer())
@@ -287,44 +349,64 @@ impl wit::Host for HostState {
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, _, limits| {
-            let mut basis = Basis::open(volume, &path)?;
-            let (staged_file, staged) = volume.create_staged(&path)?;
-            let result = (|| {
-                // Zero runs become holes: the staged file starts empty.
-                let mut out = SparseWriter::new(staged_file);
-                let len = basis.len();
-                let stats = receive_delta(&mut basis, len, channel, limits, &path, &mut out)?;
-                let file = out.finish().map_err(io_error("writing", &path))?;
-                Ok((stats, file))
-            })();
-            match result {
-                Ok((stats, file)) => {
-                    volume.commit_staged(file, &staged, &path, mode, mtime_ns)?;
-                    volume.remove_partial(&path);
-                    Ok(BlockStats {
-                        file_bytes: stats.written_bytes,
-                        matched_bytes: stats.copied_bytes,
-                        literal_bytes: stats.literal_bytes,
-                        wire_bytes: 0,
-                    })
-                }
-                // The peer is gone: what arrived is kept for the next run.
-                Err(e @ BlockError::Channel(_)) => {
-                    volume.keep_partial(&staged, &path);
-                    Err(e)
-                }
-                Err(e) => {
-                    volume.discard_staged(&staged);
-                    Err(e)
-                }
-            }
+            let stats = match volume {
+                Volume::Tree(tree) => receive_beside(tree, &path, mode, mtime_ns, channel, limits)?,
+                Volume::Image(image) => receive_in_place(image, &path, channel, limits)?,
+            };
+            Ok(BlockStats {
+                file_bytes: stats.written_bytes,
+                matched_bytes: stats.copied_bytes,
+                literal_bytes: stats.literal_bytes,
+                wire_bytes: 0,
+            })
         })
+    }
+}
+
+/// Receives a delta for a file of a tree, rebuilds it beside the old one
+/// and renames it into place; a peer lost part-way leaves what arrived for
+/// the next run to resume from.
+fn receive_beside(
+    tree: &Tree,
+    path: &str,
+    mode: u32,
+    mtime_ns: i64,
+    channel: &mut Channel,
+    limits: &Limits,
+) -> Result<PatchStats, BlockError> {
+    let mut basis = Basis::open_tree(tree, path)?;
+    let (staged_file, staged) = tree.create_staged(path)?;
+    let result = (|| {
+        // Zero runs become holes: the staged file starts empty.
+        let mut out = SparseWriter::new(staged_file);
+        let len = basis.len();
+        let stats = receive_delta(&mut basis, len, channel, limits, path, |basis, delta| {
+            wasmover_block::patch(basis, delta, &mut out, limits).map_err(patch_error(path))
+        })?;
+        let file = out.finish().map_err(io_error("writing", path))?;
+        Ok((stats, file))
+    })();
+    match result {
+        Ok((stats, file)) => {
+            tree.commit_staged(file, &staged, path, mode, mtime_ns)?;
+            tree.remove_partial(path);
+            Ok(stats)
+        }
+        // The peer is gone: what arrived is kept for the next run.
+        Err(e @ BlockError::Channel(_)) => {
+            tree.keep_partial(&staged, path);
+            Err(e)
+        }
+        Err(e) => {
+            tree.discard_staged(&staged);
+            Err(e)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
+    use std::io::{Read, Write};
 
     use super::*;
 
@@ -357,12 +439,12 @@ mod tests {
             sink.len()
         });
         let err = receive_delta(
-            io::Cursor::new(&basis),
+            &mut io::Cursor::new(&basis),
             basis.len() as u64,
             &mut here,
             &Limits::default(),
             "f",
-            &mut Vec::new(),
+            |_, _| unreachable!("no delta is sent"),
         )
         .unwrap_err();
         assert!(

@@ -10,6 +10,7 @@ impl From<Error> for VolumeError {
             Error::ReadOnly => VolumeError::ReadOnly,
             Error::InvalidPath(p) => VolumeError::InvalidPath(p),
             Error::NotFound(p) => VolumeError::NotFound(p),
+            e @ Error::NotATree(_) => VolumeError::InvalidPath(e.to_string()),
             e @ Error::Io { .. } => VolumeError::Io(e.to_string()),
         }
     }
@@ -38,7 +39,7 @@ impl wit::Host for HostState {
     }
 
     fn create_dir(&mut self, path: String) -> wasmtime::Result<Result<(), VolumeError>> {
-        self.with_volume(|v| v.create_dir(&path))
+        self.with_volume(|v| v.tree(&path)?.create_dir(&path))
     }
 
     fn symlink(
@@ -46,11 +47,11 @@ impl wit::Host for HostState {
         target: String,
         path: String,
     ) -> wasmtime::Result<Result<(), VolumeError>> {
-        self.with_volume(|v| v.symlink(&target, &path))
+        self.with_volume(|v| v.tree(&path)?.symlink(&target, &path))
     }
 
     fn remove(&mut self, path: String) -> wasmtime::Result<Result<(), VolumeError>> {
-        self.with_volume(|v| v.remove(&path))
+        self.with_volume(|v| v.tree(&path)?.remove(&path))
     }
 
     fn set_metadata(
@@ -59,7 +60,7 @@ impl wit::Host for HostState {
         mode: u32,
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<(), VolumeError>> {
-        self.with_volume(|v| v.set_metadata(&path, mode, mtime_ns))
+        self.with_volume(|v| v.tree(&path)?.set_metadata(&path, mode, mtime_ns))
     }
 
     fn set_owner(
@@ -68,7 +69,7 @@ impl wit::Host for HostState {
         uid: u32,
         gid: u32,
     ) -> wasmtime::Result<Result<bool, VolumeError>> {
-        self.with_volume(|v| v.set_owner(&path, uid, gid))
+        self.with_volume(|v| v.tree(&path)?.set_owner(&path, uid, gid))
     }
 
     fn hard_link(
@@ -76,6 +77,6 @@ impl wit::Host for HostState {
         existing: String,
         path: String,
     ) -> wasmtime::Result<Result<(), VolumeError>> {
-        self.with_volume(|v| v.hard_link(&existing, &path))
+        self.with_volume(|v| v.tree(&path)?.hard_link(&existing, &path))
     }
 }

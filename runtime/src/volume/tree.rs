@@ -1,4 +1,4 @@
-//! The volume a data-plane call runs on, opened without ambient authority.
+//! A directory tree as a volume, opened without ambient authority.
 //!
 //! Every path a module names is relative to the volume root and is resolved
 //! by `cap-std`, which refuses `..` and symlinks that lead outside. A volume
@@ -12,54 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, SystemTimeSpec};
 use cap_std::fs::{Dir, File, MetadataExt, OpenOptions, Permissions, PermissionsExt};
 
+use super::{Access, DIGEST_CONTEXT, VolumeError};
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
-/// Whether a volume may be changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// The sending side: nothing may be written.
-    ReadOnly,
-    /// The receiving side.
-    ReadWrite,
-}
-
-/// Why a volume operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum VolumeError {
-    /// The volume was opened read-only.
-    #[error("the volume is read-only")]
-    ReadOnly,
-    /// The path is malformed or escapes the volume.
-    #[error("invalid path {0:?}: paths are relative, '/'-separated, without '.' or '..'")]
-    InvalidPath(String),
-    /// The path does not exist.
-    #[error("{0}: not found")]
-    NotFound(String),
-    /// Any other I/O error.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path operated on.
-        path: String,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl VolumeError {
-    fn io(path: &str) -> impl FnOnce(io::Error) -> VolumeError + '_ {
-        move |source| match source.kind() {
-            io::ErrorKind::NotFound => VolumeError::NotFound(path.to_owned()),
-            _ => VolumeError::Io {
-                path: path.to_owned(),
-                source,
-            },
-        }
-    }
-}
-
 /// A directory tree granted to one run.
-pub struct Volume {
+pub struct Tree {
     root: PathBuf,
     dir: Dir,
     access: Access,
@@ -68,9 +25,9 @@ pub struct Volume {
     has_state: AtomicBool,
 }
 
-impl std::fmt::Debug for Volume {
+impl std::fmt::Debug for Tree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Volume")
+        f.debug_struct("Tree")
             .field("root", &self.root)
             .field("access", &self.access)
             .finish()
@@ -93,16 +50,13 @@ fn partial_path(path: &str) -> String {
 /// behind, and the next run removes them as extraneous.
 pub const STAGING_SUFFIX: &str = ".wasmover-tmp";
 
-/// The BLAKE3 key-derivation context of the tree digest; a change of what
-/// the digest covers or how it is encoded must change it.
-const DIGEST_CONTEXT: &str = "wasmover tree digest v1";
 /// The read buffer of the tree digest. Plain reads and one thread: a
 /// 1 GiB file in the page cache hashes in 0.25 s (4.3 GB/s) that way,
 /// and in 0.30–0.43 s with `update_rayon` on the two shared cores it was
 /// measured on; a reader keeps up without mmap.
-const DIGEST_BUFFER: usize = 1 << 20;
+pub(super) const DIGEST_BUFFER: usize = 1 << 20;
 
-impl Volume {
+impl Tree {
     /// Opens the directory `root`.
     pub fn open(root: impl Into<PathBuf>, access: Access) -> io::Result<Self> {
         let root = root.into();
@@ -158,6 +112,7 @@ impl Volume {
                 EntryKind::File => 0,
                 EntryKind::Directory => 1,
                 EntryKind::Symlink => 2,
+                EntryKind::Block => 3,
             };
             tree.update(&[kind]);
             tree.update(&(entry.path.len() as u64).to_le_bytes());
@@ -174,7 +129,7 @@ impl Volume {
                 EntryKind::Symlink => {
                     tree.update(blake3::hash(entry.link_target.as_bytes()).as_bytes());
                 }
-                EntryKind::Directory => {}
+                EntryKind::Directory | EntryKind::Block => {}
             }
             entries += 1;
             Ok(())
@@ -562,18 +517,10 @@ fn time_spec(mtime_ns: i64) -> SystemTimeSpec {
     SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(system_time(mtime_ns)))
 }
 
-/// Nanoseconds since the epoch of a [`SystemTime`], for tests and callers
-/// that compare trees.
-pub fn unix_nanos(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i64,
-        Err(e) => -(e.duration().as_nanos() as i64),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::volume::unix_nanos;
 
     #[test]
     fn paths_that_escape_are_refused() {
@@ -592,7 +539,7 @@ mod tests {
         std::fs::write(outside.path().join("secret"), b"x").unwrap();
         let root = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
-        let volume = Volume::open(root.path(), Access::ReadWrite).unwrap();
+        let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
         assert!(volume.open_file("escape/secret").is_err());
         assert!(volume.create_staged("escape/secret").is_err());
         assert!(outside.path().join("secret").exists());
@@ -602,7 +549,7 @@ mod tests {
     fn read_only_volume_refuses_changes() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("f"), b"x").unwrap();
-        let volume = Volume::open(root.path(), Access::ReadOnly).unwrap();
+        let volume = Tree::open(root.path(), Access::ReadOnly).unwrap();
         assert!(matches!(volume.remove("f"), Err(VolumeError::ReadOnly)));
         assert!(matches!(volume.create_dir("d"), Err(VolumeError::ReadOnly)));
         assert!(matches!(
@@ -619,7 +566,7 @@ mod tests {
         std::fs::write(root.path().join("b/x"), b"hello").unwrap();
         std::fs::write(root.path().join("a"), b"").unwrap();
         std::os::unix::fs::symlink("b/x", root.path().join("c")).unwrap();
-        let volume = Volume::open(root.path(), Access::ReadOnly).unwrap();
+        let volume = Tree::open(root.path(), Access::ReadOnly).unwrap();
         let entries = volume.scan().unwrap();
         let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["a", "b", "b/x", "c"]);
@@ -667,7 +614,7 @@ mod tests {
     }
 
     fn digest_of(root: &Path) -> TreeDigest {
-        Volume::open(root, Access::ReadOnly)
+        Tree::open(root, Access::ReadOnly)
             .unwrap()
             .digest()
             .unwrap()

@@ -1,0 +1,165 @@
+//! The volume a data-plane call runs on: a directory tree ([`Tree`]), or
+//! a raw block device or image file rewritten in place under an undo
+//! journal ([`Image`]).
+
+mod image;
+mod tree;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use image::{Image, JOURNAL_SUFFIX};
+pub use tree::{STAGING_SUFFIX, STATE_DIR, Tree};
+
+use crate::bindings::volume::{Entry, TreeDigest};
+
+/// Whether a volume may be changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The sending side: nothing may be written.
+    ReadOnly,
+    /// The receiving side.
+    ReadWrite,
+}
+
+/// Why a volume operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// The volume was opened read-only.
+    #[error("the volume is read-only")]
+    ReadOnly,
+    /// The path is malformed or escapes the volume.
+    #[error("invalid path {0:?}: paths are relative, '/'-separated, without '.' or '..'")]
+    InvalidPath(String),
+    /// The path does not exist.
+    #[error("{0}: not found")]
+    NotFound(String),
+    /// The volume is a block device or image file, which has no paths.
+    #[error("{0}: the volume is a block device or image file, which has no paths")]
+    NotATree(String),
+    /// Any other I/O error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path operated on.
+        path: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl VolumeError {
+    pub(crate) fn io(path: &str) -> impl FnOnce(io::Error) -> VolumeError + '_ {
+        move |source| match source.kind() {
+            io::ErrorKind::NotFound => VolumeError::NotFound(path.to_owned()),
+            _ => VolumeError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
+/// The BLAKE3 key-derivation context of the tree digest; a change of what
+/// the digest covers or how it is encoded must change it.
+pub(crate) const DIGEST_CONTEXT: &str = "wasmover tree digest v1";
+
+/// Nanoseconds since the epoch of a [`SystemTime`], for tests and callers
+/// that compare trees.
+pub fn unix_nanos(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}
+
+/// A volume granted to one run.
+#[derive(Debug)]
+pub enum Volume {
+    /// A directory tree.
+    Tree(Tree),
+    /// A block device or image file.
+    Image(Image),
+}
+
+impl Volume {
+    /// Opens `root`: a directory as a [`Tree`]; a block device or a
+    /// regular file as an [`Image`], with its undo journal beside it (a
+    /// writable device must name one: [`Volume::open_with_journal`]).
+    pub fn open(root: impl Into<PathBuf>, access: Access) -> io::Result<Self> {
+        Self::open_with_journal(root, access, None)
+    }
+
+    /// Opens `root` as [`Volume::open`] does, a block volume with its undo
+    /// journal at `journal` if given: a file on a filesystem that outlives
+    /// the run, with room for the bytes one run overwrites.
+    pub fn open_with_journal(
+        root: impl Into<PathBuf>,
+        access: Access,
+        journal: Option<PathBuf>,
+    ) -> io::Result<Self> {
+        let root = root.into();
+        if !std::fs::metadata(&root)?.is_dir() {
+            return Image::open(root, access, journal).map(Volume::Image);
+        }
+        if journal.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a directory: an undo journal is for block devices and image files",
+                    root.display()
+                ),
+            ));
+        }
+        Tree::open(root, access).map(Volume::Tree)
+    }
+
+    /// The directory, device or file behind the volume.
+    pub fn root(&self) -> &Path {
+        match self {
+            Volume::Tree(tree) => tree.root(),
+            Volume::Image(image) => image.path(),
+        }
+    }
+
+    /// How the volume was opened.
+    pub fn access(&self) -> Access {
+        match self {
+            Volume::Tree(tree) => tree.access(),
+            Volume::Image(image) => image.access(),
+        }
+    }
+
+    /// The directory tree, or [`VolumeError::NotATree`] naming `path`.
+    pub fn tree(&self, path: &str) -> Result<&Tree, VolumeError> {
+        match self {
+            Volume::Tree(tree) => Ok(tree),
+            Volume::Image(_) => Err(VolumeError::NotATree(path.to_owned())),
+        }
+    }
+
+    /// Every entry (see [`Tree::scan`]); a block volume lists only itself.
+    pub fn scan(&self) -> Result<Vec<Entry>, VolumeError> {
+        match self {
+            Volume::Tree(tree) => tree.scan(),
+            Volume::Image(image) => Ok(vec![image.entry()?]),
+        }
+    }
+
+    /// The tree digest (see `tree-digest` in `wit/mover.wit`).
+    pub fn digest(&self) -> Result<TreeDigest, VolumeError> {
+        match self {
+            Volume::Tree(tree) => tree.digest(),
+            Volume::Image(image) => image.digest(),
+        }
+    }
+
+    /// Removes what interrupted runs kept for resuming (see
+    /// [`Tree::discard_partials`]); nothing on a block volume.
+    pub fn discard_partials(&self) {
+        if let Volume::Tree(tree) = self {
+            tree.discard_partials();
+        }
+    }
+}
