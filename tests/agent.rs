@@ -51,16 +51,20 @@ impl Receiver {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let first = lines
-            .next()
-            .expect("the receiver says where it listens")
-            .unwrap();
-        let addr = first
-            .strip_prefix("wasmover: listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .parse()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
+        // Log lines may come first (a journal rolled back when it opened
+        // the volume).
+        let mut before = String::new();
+        let addr = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("the receiver exited before listening: {before}"))
+                .unwrap();
+            match line.strip_prefix("wasmover: listening on ") {
+                Some(addr) => break addr.parse().unwrap(),
+                None => before.push_str(&line),
+            }
+        };
+        let stderr = Arc::new(Mutex::new(before));
         let collected = stderr.clone();
         thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
@@ -615,8 +619,10 @@ fn a_full_destination_fails_both_ends_and_leaves_files_old_or_new() {
         stderr.contains("No space left on device"),
         "the receiver does not say why: {stderr}"
     );
+    // The sender learns why from the receiver.
     assert!(
-        sender_error.contains("the receiver closed the connection while this sender was"),
+        sender_error.contains("PeerFailed: the peer failed: VolumeError")
+            && sender_error.contains("No space left on device"),
         "{sender_error}"
     );
 
@@ -702,4 +708,105 @@ fn a_sender_killed_inside_a_large_file_resumes_from_what_arrived() {
         literal <= (big.len() - kept.len()) as u64 + (256 << 10),
         "the re-run resent what had arrived: {report}"
     );
+}
+
+#[test]
+fn a_receiver_killed_while_patching_an_image_is_rolled_back_then_completed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src.img"), tmp.path().join("dst.img"));
+    let journal = tmp.path().join(".dst.img.wasmover-journal");
+    let old = bytes(32 << 20, 5);
+    let mut new = old.clone();
+    // A quarter rewritten in 64 KiB pieces: the patch has megabytes to
+    // save and write.
+    for at in (0..new.len()).step_by(256 << 10) {
+        new[at..at + (64 << 10)].copy_from_slice(&bytes(64 << 10, at as u64));
+    }
+    std::fs::write(&src, &new).unwrap();
+    std::fs::write(&dst, &old).unwrap();
+    let key = key_file(tmp.path(), "key", 4);
+
+    // SIGKILL the receiver once its journal exists (it is saving what
+    // the patch overwrites), then once the journal holds the 8 MiB the
+    // patch overwrites (it is patching, or done but has not yet dropped
+    // the journal). Either way the next receiver finds the old image.
+    let journal_len = || std::fs::metadata(&journal).map_or(None, |m| Some(m.len()));
+    let mut outcomes = Vec::new();
+    for saved in [0, 8 << 20] {
+        let mut receiver = Receiver::start(&dst, &key, &[]);
+        outcomes.push(receiver.stderr());
+        let mut sender = send_command(&src, &receiver.addr.to_string(), &key, &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while journal_len().is_none_or(|len| len < saved) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20) && sender.try_wait().unwrap().is_none(),
+                "the patch never started: {}",
+                receiver.stderr()
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        receiver.child.kill().unwrap();
+        receiver.child.wait().unwrap();
+        assert!(
+            !sender.wait().unwrap().success(),
+            "the sender lost its peer"
+        );
+        assert!(journal.exists(), "the crash left the journal");
+    }
+
+    // The next receiver rolls the image back before it listens, then
+    // completes the transfer.
+    let receiver = Receiver::start(&dst, &key, &[]);
+    outcomes.push(receiver.stderr());
+    assert!(
+        std::fs::read(&dst).unwrap() == old,
+        "not rolled back to the old image"
+    );
+    assert!(!journal.exists());
+    let rolled_back: Vec<&str> = outcomes
+        .iter()
+        .filter_map(|said| said.split("outcome").nth(1))
+        .collect();
+    assert_eq!(rolled_back.len(), 2, "{outcomes:?}");
+    assert!(
+        rolled_back[1].contains("Restored"),
+        "a complete journal was rolled back: {outcomes:?}"
+    );
+    let sent = send(&src, &receiver.addr.to_string(), &key, &[]);
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    let (ok, stdout, stderr) = receiver.wait(Duration::from_secs(30));
+    assert!(ok, "{stderr}");
+    assert!(std::fs::read(&dst).unwrap() == new, "{stdout}");
+    assert!(!journal.exists());
+    eprintln!("rolled back after two crashes ({rolled_back:?}), then: {stdout}");
+}
+
+#[test]
+fn a_block_volume_into_a_directory_is_refused_on_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src.img"), tmp.path().join("dst"));
+    std::fs::write(&src, bytes(1 << 20, 6)).unwrap();
+    make_tree(&dst, 4096);
+    let before = tree_digest(&dst);
+    let key = key_file(tmp.path(), "key", 5);
+    let receiver = Receiver::start(&dst, &key, &["--max-failures", "0"]);
+    let sent = send(&src, &receiver.addr.to_string(), &key, &[]);
+    assert!(!sent.status.success());
+    let (ok, _, stderr) = receiver.wait(Duration::from_secs(20));
+    assert!(!ok);
+    assert!(
+        stderr.contains("VolumeModeMismatch") && stderr.contains("a block volume"),
+        "{stderr}"
+    );
+    // The sender learns why: the receiver said so before it hung up.
+    let said = text(&sent.stderr);
+    assert!(
+        said.contains("PeerFailed: the peer failed: VolumeModeMismatch: the source is a block"),
+        "{said}"
+    );
+    assert_eq!(tree_digest(&dst), before, "nothing written");
 }
