@@ -13,8 +13,11 @@ use wasmover_runtime::{
     Access, Channel, Grants, MoverLimits, MoverModule, Observer, RunError, Volume,
 };
 
-use crate::replicate::check_transfer;
+use crate::replicate::{check_transfer, is_peer_gone};
 
+/// How long a side that failed keeps reading from its peer so that the
+/// peer reads why ([`Connection::abandon`]).
+const ABANDON_LIMIT: Duration = Duration::from_secs(5);
 /// Pause between connection attempts while the receiver is not up.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -105,10 +108,18 @@ impl Transfer<'_> {
                     instance.receive(self.parameters)
                 }
             })
-            .map_err(|cause| AgentError::Transfer {
-                direction: if sending { "to" } else { "from" },
-                peer,
-                cause: Box::new(cause),
+            .map_err(|cause| {
+                // This side failed on its own and told the peer why: let
+                // the peer finish what it is writing and read that, rather
+                // than reset the connection under it.
+                if !is_peer_gone(&cause) {
+                    conn.abandon(ABANDON_LIMIT);
+                }
+                AgentError::Transfer {
+                    direction: if sending { "to" } else { "from" },
+                    peer,
+                    cause: Box::new(cause),
+                }
             })?;
         if let Some(root) = tree
             && let Ok(volume) = Volume::open(&root, Access::ReadWrite)

@@ -175,9 +175,9 @@ pub fn replicate(
 }
 
 /// Whether a side failed because its peer did: the channel closed or was
-/// cut off part-way.
-fn is_peer_gone(e: &RunError) -> bool {
-    matches!(e, RunError::Mover { reason, .. } if reason == "PeerGone" || reason == "ProtocolError")
+/// cut off part-way, or the peer said it failed.
+pub(crate) fn is_peer_gone(e: &RunError) -> bool {
+    matches!(e, RunError::Mover { reason, .. } if ["PeerGone", "PeerFailed", "ProtocolError"].contains(&reason.as_str()))
 }
 
 #[cfg(test)]

@@ -31,10 +31,20 @@ pub enum ChannelError {
         /// The limit.
         limit: u64,
     },
+    /// The peer gave up, and said why ([`Channel::abort`]).
+    #[error("the peer aborted: {0}")]
+    Aborted(String),
     /// Transport failure.
     #[error("channel I/O: {0}")]
     Io(#[from] io::Error),
 }
+
+/// Starts an abort record. It can stand where a message or a native stream
+/// starts: as a message length it would exceed any limit, and it is no
+/// signature's or delta's magic number.
+pub const ABORT_MAGIC: [u8; 4] = *b"WMAB";
+/// Most bytes of an abort reason.
+const MAX_ABORT_REASON: usize = 4096;
 
 /// One end of a channel.
 pub struct Channel {
@@ -96,6 +106,9 @@ impl Channel {
         self.reader_for_receive()?
             .read_exact(&mut len)
             .map_err(eof_is_closed)?;
+        if len == ABORT_MAGIC {
+            return Err(ChannelError::Aborted(read_abort_reason(&mut self.reader)));
+        }
         let len = u64::from(u32::from_be_bytes(len));
         if len > limit {
             return Err(ChannelError::TooLarge { len, limit });
@@ -108,6 +121,22 @@ impl Channel {
             return Err(ChannelError::Closed);
         }
         Ok(message)
+    }
+
+    /// Tells the peer this side gives up and why: an abort record, then a
+    /// flush. Best effort: a peer already gone is not an error.
+    pub fn abort(&mut self, reason: &str) {
+        let mut end = reason.len().min(MAX_ABORT_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let reason = &reason.as_bytes()[..end];
+        let _ = self
+            .writer
+            .write_all(&ABORT_MAGIC)
+            .and_then(|()| self.writer.write_all(&(reason.len() as u32).to_be_bytes()))
+            .and_then(|()| self.writer.write_all(reason))
+            .and_then(|()| self.writer.flush());
     }
 
     /// The writing half, for native streams.
@@ -134,6 +163,21 @@ impl Channel {
             self.reader.get_ref().count - self.reader.buffer().len() as u64,
             self.writer.get_ref().count + self.writer.buffer().len() as u64,
         )
+    }
+}
+
+/// Reads the reason of an abort record whose magic was read; what cannot be
+/// read is said so.
+pub fn read_abort_reason(reader: &mut impl Read) -> String {
+    let mut len = [0; 4];
+    if reader.read_exact(&mut len).is_err() {
+        return "(the reason was cut off)".into();
+    }
+    let len = (u32::from_be_bytes(len) as usize).min(MAX_ABORT_REASON);
+    let mut reason = Vec::with_capacity(len);
+    match reader.take(len as u64).read_to_end(&mut reason) {
+        Ok(n) if n == len => String::from_utf8_lossy(&reason).into_owned(),
+        _ => "(the reason was cut off)".into(),
     }
 }
 
@@ -325,6 +369,31 @@ mod tests {
         assert_eq!(&raw, b"raw");
         assert_eq!(b.receive_message(100).unwrap(), b"");
         assert_eq!(a.bytes().1, 4 + 5 + 3 + 4);
+    }
+
+    #[test]
+    fn an_abort_ends_a_message_wait_with_the_reason_cut_at_a_character() {
+        let (mut a, mut b) = Channel::pair();
+        a.abort("VolumeModeMismatch: no");
+        assert!(matches!(
+            b.receive_message(1 << 30),
+            Err(ChannelError::Aborted(r)) if r == "VolumeModeMismatch: no"
+        ));
+        // 4095 bytes of 'x' then a 2-byte character: cut before it.
+        let long = format!("{}é and more", "x".repeat(MAX_ABORT_REASON - 1));
+        a.abort(&long);
+        match b.receive_message(100) {
+            Err(ChannelError::Aborted(r)) => assert_eq!(r, "x".repeat(MAX_ABORT_REASON - 1)),
+            other => panic!("{other:?}"),
+        }
+        // An abort cut off part-way still ends the wait.
+        a.writer().write_all(&ABORT_MAGIC).unwrap();
+        a.writer().write_all(&[0, 0]).unwrap();
+        drop(a);
+        assert!(matches!(
+            b.receive_message(100),
+            Err(ChannelError::Aborted(r)) if r.contains("cut off")
+        ));
     }
 
     /// Both sides writing many small flushed messages before reading (the

@@ -76,11 +76,15 @@ impl wasmover_sdk::control::Guest for Blocksync {
 
 impl wasmover_sdk::transfer::Guest for Blocksync {
     fn send(parameters: Vec<Parameter>) -> Result<TransferReport, Error> {
-        transfer::send(&transfer::Options::from_parameters(parameters)?)
+        transfer::tell_peer(
+            transfer::Options::from_parameters(parameters).and_then(|o| transfer::send(&o)),
+        )
     }
 
     fn receive(parameters: Vec<Parameter>) -> Result<TransferReport, Error> {
-        transfer::receive(&transfer::Options::from_parameters(parameters)?)
+        transfer::tell_peer(
+            transfer::Options::from_parameters(parameters).and_then(|o| transfer::receive(&o)),
+        )
     }
 }
 

@@ -69,6 +69,7 @@ pub fn channel_error(e: channel::ChannelError) -> Error {
             format!("a message of {n} bytes is too large"),
         ),
         channel::ChannelError::Io(m) => error("ChannelError", m),
+        channel::ChannelError::Aborted(m) => error("PeerFailed", format!("the peer failed: {m}")),
     }
 }
 

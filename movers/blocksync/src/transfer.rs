@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use wasmover_sdk::channel::ChannelError;
 use wasmover_sdk::types::{Error, Parameter, TransferReport};
 use wasmover_sdk::volume::{Entry, EntryKind, TreeDigest, VolumeError};
-use wasmover_sdk::{Params, blocks, error, log, progress, volume};
+use wasmover_sdk::{Params, blocks, channel, error, log, progress, volume};
 
 use crate::plan::plan;
 use crate::protocol;
@@ -63,6 +63,17 @@ fn block_error(path: &str, e: blocks::BlockError) -> Error {
         B::NotFound(m) => error("NotFound", m),
         B::Io(m) => error("VolumeError", m),
     }
+}
+
+/// Tells the peer why this side failed, unless the failure came from the
+/// peer: it then reports the cause, not "the channel closed".
+pub fn tell_peer(result: Result<TransferReport, Error>) -> Result<TransferReport, Error> {
+    if let Err(e) = &result
+        && !matches!(e.reason.as_str(), "PeerGone" | "PeerFailed")
+    {
+        channel::abort(&format!("{}: {}", e.reason, e.message));
+    }
+    result
 }
 
 /// The sending side.

@@ -211,11 +211,27 @@ impl Connection {
     /// anything it still sends, so that neither end resets a connection
     /// whose last bytes the other has not read yet.
     pub fn finish(&self) -> io::Result<()> {
+        self.close_and_drain(None)
+    }
+
+    /// Ends a connection this side gives up on: closes its direction, then
+    /// reads and discards what the peer still sends, for at most `limit`.
+    /// A peer in the middle of writing gets to the end of its write and
+    /// reads the last thing this side said (why it gives up), where closing
+    /// with unread data at once would reset the connection under it.
+    pub fn abandon(&self, limit: Duration) {
+        let _ = self.close_and_drain(Some(Instant::now() + limit));
+    }
+
+    fn close_and_drain(&self, deadline: Option<Instant>) -> io::Result<()> {
         self.shared.lock().conn.send_close_notify();
         self.shared.flush()?;
         let _ = self.shared.tcp.shutdown(Shutdown::Write);
         let mut sink = [0; 16 << 10];
         loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(());
+            }
             match self.shared.read(&mut sink) {
                 Ok(0) => return Ok(()),
                 Ok(_) => {}

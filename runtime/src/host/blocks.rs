@@ -77,7 +77,21 @@ fn read_signature(
     let reader = channel
         .reader_for_receive()
         .map_err(io_error("receiving the signature of", path))?;
-    Signature::read_from(reader, limits).map_err(protocol_error("signature of", path))
+    Signature::read_from(&mut *reader, limits)
+        .map_err(|e| aborted(&e, reader).unwrap_or_else(|| protocol_error("signature of", path)(e)))
+}
+
+/// The peer's abort, when what was read as a stream's magic number was an
+/// abort record's ([`crate::channel::ABORT_MAGIC`]).
+fn aborted(e: &FormatError, reader: &mut impl io::Read) -> Option<BlockError> {
+    match e {
+        FormatError::BadMagic { found, .. } if *found == crate::channel::ABORT_MAGIC => {
+            Some(BlockError::Channel(ChannelError::Aborted(
+                crate::channel::read_abort_reason(reader),
+            )))
+        }
+        _ => None,
+    }
 }
 
 /// Opens a block volume for reading: its only path is the empty one.
@@ -190,7 +204,15 @@ fn receive_delta<B: io::Read + io::Seek>(
         let reader = channel
             .reader_for_receive()
             .map_err(io_error("receiving the delta of", path))?;
-        match Incoming::read_from(reader, limits).map_err(protocol_error("delta of", path))? {
+        let incoming = match Incoming::read_from(&mut *reader, limits) {
+            Ok(incoming) => incoming,
+            Err(e) => {
+                return Err(
+                    aborted(&e, reader).unwrap_or_else(|| protocol_error("delta of", path)(e))
+                );
+            }
+        };
+        match incoming {
             Incoming::Refinement(_) if answered == MAX_REFINEMENTS => {
                 return Err(BlockError::Protocol(format!(
                     "delta of {path}: the peer asked for more than {MAX_REFINEMENTS} finer signatures"
@@ -454,5 +476,30 @@ mod tests {
         drop(here);
         let answered = asker.join().unwrap();
         assert!(answered > 0, "the first requests were answered");
+    }
+
+    #[test]
+    fn an_abort_where_a_signature_or_delta_was_due_says_why() {
+        let (mut here, mut peer) = Channel::pair();
+        peer.abort("VolumeError: disk full");
+        peer.abort("VolumeError: still full");
+        let err = read_signature(&mut here, &Limits::default(), "f").unwrap_err();
+        assert!(
+            matches!(&err, BlockError::Channel(ChannelError::Aborted(r)) if r == "VolumeError: disk full"),
+            "{err:?}"
+        );
+        let err = receive_delta(
+            &mut io::Cursor::new(Vec::new()),
+            0,
+            &mut here,
+            &Limits::default(),
+            "f",
+            |_, _| unreachable!("no delta is sent"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, BlockError::Channel(ChannelError::Aborted(r)) if r == "VolumeError: still full"),
+            "{err:?}"
+        );
     }
 }

@@ -9,6 +9,7 @@ impl From<Error> for ChannelError {
         match e {
             Error::Closed => ChannelError::Closed,
             Error::TooLarge { len, .. } => ChannelError::TooLarge(len),
+            Error::Aborted(reason) => ChannelError::Aborted(reason),
             Error::Io(e) => ChannelError::Io(e.to_string()),
         }
     }
@@ -19,6 +20,14 @@ impl wit::Host for HostState {
         self.host_call(|s| match &mut s.grants.channel {
             Some(channel) => channel.send_message(&message).map_err(Into::into),
             None => Err(ChannelError::Closed),
+        })
+    }
+
+    fn abort(&mut self, reason: String) -> wasmtime::Result<()> {
+        self.host_call(|s| {
+            if let Some(channel) = &mut s.grants.channel {
+                channel.abort(&reason);
+            }
         })
     }
 
