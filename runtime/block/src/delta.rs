@@ -18,6 +18,8 @@ pub struct DeltaStats {
     pub literal_bytes: u64,
     /// Bytes of the encoded delta.
     pub encoded_bytes: u64,
+    /// BLAKE3 of the new file as it was read, which the delta ends with.
+    pub hash: [u8; 32],
 }
 
 /// Bytes read from the new file at a time.
@@ -77,6 +79,7 @@ impl<W: Write> Encoder<W> {
         end[1..9].copy_from_slice(&self.stats.new_len.to_be_bytes());
         end[9..].copy_from_slice(hash.as_bytes());
         self.put(&end)?;
+        self.stats.hash = *hash.as_bytes();
         Ok(self.stats)
     }
 }

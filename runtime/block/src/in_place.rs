@@ -376,6 +376,7 @@ impl InPlacePatch {
             written_bytes: self.new_len,
             copied_bytes: self.copied,
             literal_bytes: self.literals.len(),
+            hash: self.hash,
         })
     }
 }

@@ -14,6 +14,8 @@ pub struct PatchStats {
     pub copied_bytes: u64,
     /// Bytes taken from the delta's literals.
     pub literal_bytes: u64,
+    /// BLAKE3 of the rebuilt file, verified against the delta's.
+    pub hash: [u8; 32],
 }
 
 /// Writes to `out` while hashing and counting, within a length limit.
@@ -187,6 +189,7 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
                 }
                 out.out.flush()?;
                 stats.written_bytes = out.written;
+                stats.hash = hash;
                 return Ok(stats);
             }
             opcode => return Err(FormatError::UnknownInstruction { opcode }.into()),

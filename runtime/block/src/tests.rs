@@ -38,6 +38,8 @@ fn round_trip(old: &[u8], new: &[u8], block_size: Option<u32>) -> (DeltaStats, P
         (p.copied_bytes, p.literal_bytes),
         (d.matched_bytes, d.literal_bytes)
     );
+    // Both report the new file's BLAKE3, so a host need not hash it again.
+    assert_eq!((d.hash, p.hash), (*blake3::hash(new).as_bytes(), d.hash));
     (d, p)
 }
 
@@ -105,8 +107,13 @@ fn refined_round_trip(
         (p.copied_bytes, p.literal_bytes),
         (stats.matched_bytes, stats.literal_bytes)
     );
+    assert_eq!(
+        (stats.hash, p.hash),
+        (*blake3::hash(new).as_bytes(), stats.hash)
+    );
     let mut file = Cursor::new(old.to_vec());
-    patch_in_place(&mut file, &delta_bytes[..], &limits).unwrap();
+    let in_place = patch_in_place(&mut file, &delta_bytes[..], &limits).unwrap();
+    assert_eq!(in_place, p);
     assert!(
         file.into_inner() == new,
         "refined delta in place rebuilt a different file"

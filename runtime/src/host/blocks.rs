@@ -22,7 +22,7 @@ use crate::bindings::blocks::{self as wit, BlockError, BlockStats};
 use crate::bindings::channel::ChannelError;
 use crate::channel::Channel;
 use crate::state::HostState;
-use crate::volume::{Image, Tree, Volume, VolumeError};
+use crate::volume::{Image, Stamp, Tree, Volume, VolumeError};
 
 impl From<VolumeError> for BlockError {
     fn from(e: VolumeError) -> Self {
@@ -258,7 +258,11 @@ fn receive_in_place(
         if !matches!(result, Err(PatchError::Unrecovered { .. })) {
             image.end_journal()?;
         }
-        result.map_err(patch_error(path))
+        let stats = result.map_err(patch_error(path))?;
+        if let Some(stamp) = Stamp::of_file(file) {
+            image.remember_hash(stamp, stats.hash);
+        }
+        Ok(stats)
     })
 }
 
@@ -327,6 +331,9 @@ impl wit::Host for HostState {
             }
             let (mut file, len) =
                 open_source(volume, &path)?.ok_or_else(|| BlockError::NotFound(path.clone()))?;
+            // Taken before the file is read: a change while it is read
+            // changes the stamp, and the digest then reads it again.
+            let stamp = Stamp::of_file(&file);
             let delta_error = |e: io::Error| BlockError::Io(format!("delta of {path}: {e}"));
             let stats = if len < REFINE_MIN_FILE || signature.block_count() == 0 {
                 wasmover_block::delta(&signature, file, channel.writer())
@@ -355,6 +362,9 @@ impl wit::Host for HostState {
                 plan.write(&mut file, channel.writer())
                     .map_err(delta_error)?
             };
+            if let Some(stamp) = stamp {
+                volume.remember_hash(&path, stamp, stats.hash);
+            }
             Ok(BlockStats {
                 file_bytes: stats.new_len,
                 matched_bytes: stats.matched_bytes,
@@ -410,7 +420,7 @@ fn receive_beside(
     })();
     match result {
         Ok((stats, file)) => {
-            tree.commit_staged(file, &staged, path, mode, mtime_ns)?;
+            tree.commit_staged(file, &staged, path, mode, mtime_ns, stats.hash)?;
             tree.remove_partial(path);
             Ok(stats)
         }

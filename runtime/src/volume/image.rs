@@ -13,7 +13,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::{Access, DIGEST_CONTEXT, VolumeError};
+use super::{Access, DIGEST_CONTEXT, KnownHashes, Stamp, VolumeError};
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
 /// Suffix of the undo journal an image file keeps beside itself while a
@@ -31,6 +31,9 @@ pub struct Image {
     /// Where the undo journal lives while a patch is applied; `None` on the
     /// read-only side.
     journal: Option<PathBuf>,
+    /// The content hash this run learned, for an image file (a device's
+    /// node does not change when its content does, so it has no stamp).
+    pub(super) known: KnownHashes,
 }
 
 fn io_error(source: io::Error) -> VolumeError {
@@ -87,6 +90,7 @@ impl Image {
             path,
             access,
             journal,
+            known: KnownHashes::default(),
         };
         if access == Access::ReadWrite {
             image.recover()?;
@@ -164,25 +168,17 @@ impl Image {
 
     /// The digest of a block volume: its kind, length and content hash.
     pub(crate) fn digest(&self) -> Result<TreeDigest, VolumeError> {
-        let (mut file, _) = self.open_read()?;
-        let mut content = blake3::Hasher::new();
-        let mut buffer = vec![0; super::tree::DIGEST_BUFFER];
-        let mut len = 0u64;
-        loop {
-            let n = match file.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_error(e)),
-            };
-            content.update(&buffer[..n]);
-            len += n as u64;
-        }
+        let (file, _) = self.open_read()?;
+        let meta = file.metadata().map_err(io_error)?;
+        let (hash, len) = match self.known.take("", Stamp::of(&meta)) {
+            Some(hash) if meta.is_file() => (hash, meta.len()),
+            _ => content_hash(file)?,
+        };
         let mut tree = blake3::Hasher::new_derive_key(DIGEST_CONTEXT);
         tree.update(&[3]);
         tree.update(&0u64.to_le_bytes());
         tree.update(&len.to_le_bytes());
-        tree.update(content.finalize().as_bytes());
+        tree.update(hash.as_bytes());
         tree.update(&1u64.to_le_bytes());
         tree.update(&len.to_le_bytes());
         Ok(TreeDigest {
@@ -190,6 +186,12 @@ impl Image {
             entries: 1,
             bytes: len,
         })
+    }
+
+    /// Records that the volume, as `stamp` identifies it, hashes to `hash`
+    /// (see [`KnownHashes`]).
+    pub(crate) fn remember_hash(&self, stamp: Stamp, hash: [u8; 32]) {
+        self.known.remember("", stamp, hash);
     }
 
     /// Opens the volume for reading, with its length (a device's is found
@@ -254,6 +256,24 @@ impl Image {
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
         tempfile::tempfile_in(dir.unwrap_or(Path::new("."))).map_err(io_error)
     }
+}
+
+/// BLAKE3 of everything `file` holds, and its length as read.
+fn content_hash(mut file: File) -> Result<(blake3::Hash, u64), VolumeError> {
+    let mut content = blake3::Hasher::new();
+    let mut buffer = vec![0; super::tree::DIGEST_BUFFER];
+    let mut len = 0u64;
+    loop {
+        let n = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error(e)),
+        };
+        content.update(&buffer[..n]);
+        len += n as u64;
+    }
+    Ok((content.finalize(), len))
 }
 
 /// `dir/.name.wasmover-journal` for the image file `dir/name`.

@@ -5,8 +5,11 @@
 mod image;
 mod tree;
 
+use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use image::{Image, JOURNAL_SUFFIX};
@@ -71,6 +74,84 @@ pub fn unix_nanos(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_nanos() as i64,
         Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}
+
+/// What identifies one version of a file within a run: when any of it
+/// changed, so may the content have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    inode: u64,
+    len: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl Stamp {
+    /// The stamp of an open regular file; `None` for anything else (a
+    /// device's node does not change when its content does).
+    pub(crate) fn of_file(file: &std::fs::File) -> Option<Self> {
+        let meta = file.metadata().ok()?;
+        meta.is_file().then(|| Self::of(&meta))
+    }
+
+    pub(crate) fn of(meta: &impl MetadataExt) -> Self {
+        Self::new(
+            meta.ino(),
+            meta.size(),
+            meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        )
+    }
+
+    pub(crate) fn new(inode: u64, len: u64, mtime_ns: i64, ctime_ns: i64) -> Self {
+        Self {
+            inode,
+            len,
+            mtime_ns,
+            ctime_ns,
+        }
+    }
+}
+
+/// Content hashes a run learned while it read or wrote whole files (a
+/// delta reads the new file whole and hashes it; a patch verifies the file
+/// it rebuilt), so the tree digest does not read those files again. A hash
+/// is used only while the file's [`Stamp`] is the one it was learned with,
+/// and only within the run: the digest still reads every other file.
+#[derive(Debug, Default)]
+pub(crate) struct KnownHashes(Mutex<HashMap<String, (Stamp, blake3::Hash)>>);
+
+impl KnownHashes {
+    pub(crate) fn remember(&self, path: &str, stamp: Stamp, hash: [u8; 32]) {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        known.insert(path.to_owned(), (stamp, blake3::Hash::from_bytes(hash)));
+    }
+
+    /// Whether a hash of `path` is known.
+    pub(crate) fn contains(&self, path: &str) -> bool {
+        let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        known.contains_key(path)
+    }
+
+    /// Carries the hash of `path` over a change of its metadata alone (an
+    /// owner), if it was learned for `before`.
+    pub(crate) fn restamp(&self, path: &str, before: Stamp, after: Stamp) {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((stamp, _)) = known.get_mut(path)
+            && *stamp == before
+        {
+            *stamp = after;
+        }
+    }
+
+    /// The hash of `path` if it was learned for this very `stamp`.
+    pub(crate) fn take(&self, path: &str, stamp: Stamp) -> Option<blake3::Hash> {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match known.remove(path) {
+            Some((learned, hash)) if learned == stamp => Some(hash),
+            _ => None,
+        }
     }
 }
 
@@ -152,6 +233,15 @@ impl Volume {
         match self {
             Volume::Tree(tree) => tree.digest(),
             Volume::Image(image) => image.digest(),
+        }
+    }
+
+    /// Records that the file at `path`, as `stamp` identifies it, hashes to
+    /// `hash` (see [`KnownHashes`]).
+    pub(crate) fn remember_hash(&self, path: &str, stamp: Stamp, hash: [u8; 32]) {
+        match self {
+            Volume::Tree(tree) => tree.known.remember(path, stamp, hash),
+            Volume::Image(image) => image.remember_hash(stamp, hash),
         }
     }
 

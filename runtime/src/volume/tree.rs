@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, SystemTimeSpec};
 use cap_std::fs::{Dir, File, MetadataExt, OpenOptions, Permissions, PermissionsExt};
 
-use super::{Access, DIGEST_CONTEXT, VolumeError};
+use super::{Access, DIGEST_CONTEXT, KnownHashes, Stamp, VolumeError};
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
 /// A directory tree granted to one run.
@@ -23,6 +23,8 @@ pub struct Tree {
     /// Whether [`STATE_DIR`] may exist: when it does not, the per-file
     /// lookups of partial content are skipped.
     has_state: AtomicBool,
+    /// Hashes of files this run read or wrote whole.
+    pub(super) known: KnownHashes,
 }
 
 impl std::fmt::Debug for Tree {
@@ -67,6 +69,7 @@ impl Tree {
             dir,
             access,
             has_state,
+            known: KnownHashes::default(),
         })
     }
 
@@ -92,7 +95,7 @@ impl Tree {
     /// devices, fifos) are skipped.
     pub fn scan(&self) -> Result<Vec<Entry>, VolumeError> {
         let mut entries = Vec::new();
-        self.walk("", &mut |entry| {
+        self.walk("", &mut |entry, _| {
             entries.push(entry);
             Ok(())
         })?;
@@ -107,7 +110,7 @@ impl Tree {
         let mut tree = blake3::Hasher::new_derive_key(DIGEST_CONTEXT);
         let (mut entries, mut bytes) = (0u64, 0u64);
         let mut buffer = vec![0; DIGEST_BUFFER];
-        self.walk("", &mut |entry| {
+        self.walk("", &mut |entry, stamp| {
             let kind: u8 = match entry.kind {
                 EntryKind::File => 0,
                 EntryKind::Directory => 1,
@@ -121,7 +124,10 @@ impl Tree {
             tree.update(&entry.mtime_ns.to_le_bytes());
             match entry.kind {
                 EntryKind::File => {
-                    let (hash, len) = self.content_hash(&entry.path, &mut buffer)?;
+                    let (hash, len) = match self.known.take(&entry.path, stamp) {
+                        Some(hash) => (hash, entry.size),
+                        None => self.content_hash(&entry.path, &mut buffer)?,
+                    };
                     tree.update(&len.to_le_bytes());
                     tree.update(hash.as_bytes());
                     bytes += len;
@@ -176,7 +182,7 @@ impl Tree {
     fn walk(
         &self,
         dir: &str,
-        visit: &mut dyn FnMut(Entry) -> Result<(), VolumeError>,
+        visit: &mut dyn FnMut(Entry, Stamp) -> Result<(), VolumeError>,
     ) -> Result<(), VolumeError> {
         let shown = if dir.is_empty() { "." } else { dir };
         let mut names = Vec::new();
@@ -232,22 +238,27 @@ impl Tree {
                 }
                 _ => String::new(),
             };
-            visit(Entry {
-                path: path.clone(),
-                kind,
-                mode: meta.mode() & 0o7777,
-                size: if kind == EntryKind::File {
-                    meta.len()
-                } else {
-                    0
+            let stamp = cap_stamp(&meta);
+            let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+            visit(
+                Entry {
+                    path: path.clone(),
+                    kind,
+                    mode: meta.mode() & 0o7777,
+                    size: if kind == EntryKind::File {
+                        meta.len()
+                    } else {
+                        0
+                    },
+                    mtime_ns,
+                    link_target,
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    inode: meta.ino(),
+                    links: meta.nlink().try_into().unwrap_or(u32::MAX),
                 },
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-                link_target,
-                uid: meta.uid(),
-                gid: meta.gid(),
-                inode: meta.ino(),
-                links: meta.nlink().try_into().unwrap_or(u32::MAX),
-            })?;
+                stamp,
+            )?;
             if kind == EntryKind::Directory {
                 self.walk(&path, visit)?;
             }
@@ -321,6 +332,12 @@ impl Tree {
             rustix::fs::Uid::from_raw(uid),
             rustix::fs::Gid::from_raw(gid),
         );
+        // A known content hash survives the owner change.
+        let stamp = || {
+            let meta = self.dir.symlink_metadata(path).ok()?;
+            Some(cap_stamp(&meta))
+        };
+        let before = self.known.contains(path).then(stamp).flatten();
         match rustix::fs::chownat(
             dir,
             name,
@@ -328,7 +345,12 @@ impl Tree {
             Some(gid),
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         ) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                if let Some((before, after)) = before.zip(stamp()) {
+                    self.known.restamp(path, before, after);
+                }
+                Ok(true)
+            }
             Err(rustix::io::Errno::PERM) => Ok(false),
             Err(e) => Err(VolumeError::io(path)(e.into())),
         }
@@ -399,7 +421,8 @@ impl Tree {
         Ok((file.into_std(), staged))
     }
 
-    /// Renames a staged file over `path` after applying its metadata.
+    /// Renames a staged file over `path` after applying its metadata, and
+    /// remembers that its content hashes to `hash` (see [`KnownHashes`]).
     pub(crate) fn commit_staged(
         &self,
         file: std::fs::File,
@@ -407,15 +430,18 @@ impl Tree {
         path: &str,
         mode: u32,
         mtime_ns: i64,
+        hash: [u8; 32],
     ) -> Result<(), VolumeError> {
         // Through the open file (fchmod, futimens): no path lookups.
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))
             .and_then(|()| file.set_modified(system_time(mtime_ns)))
-            .and_then(|()| {
-                drop(file);
-                self.dir.rename(staged, &self.dir, path)
-            })
-            .map_err(VolumeError::io(path))
+            .and_then(|()| self.dir.rename(staged, &self.dir, path))
+            .map_err(VolumeError::io(path))?;
+        // After the rename, which may change the inode's ctime.
+        if let Some(stamp) = Stamp::of_file(&file) {
+            self.known.remember(path, stamp, hash);
+        }
+        Ok(())
     }
 
     /// Removes a staged file after a failure; best effort.
@@ -483,6 +509,16 @@ impl Tree {
     }
 }
 
+/// The [`Stamp`] of what cap-std's metadata describes.
+fn cap_stamp(meta: &cap_std::fs::Metadata) -> Stamp {
+    Stamp::new(
+        meta.ino(),
+        meta.len(),
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+    )
+}
+
 /// Checks that a module's path stays inside the volume.
 fn checked(path: &str) -> Result<&str, VolumeError> {
     let bad = path.is_empty()
@@ -521,6 +557,41 @@ fn time_spec(mtime_ns: i64) -> SystemTimeSpec {
 mod tests {
     use super::*;
     use crate::volume::unix_nanos;
+
+    #[test]
+    fn the_digest_trusts_a_known_hash_only_for_the_file_version_it_was_learned_for() {
+        let root = tempfile::tempdir().unwrap();
+        let f = root.path().join("f");
+        std::fs::write(&f, b"abc").unwrap();
+        let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let honest = volume.digest().unwrap().root;
+        let meta = std::fs::metadata(&f).unwrap();
+        volume.known.remember("f", Stamp::of(&meta), [7; 32]);
+        assert_ne!(
+            volume.digest().unwrap().root,
+            honest,
+            "the known hash is used"
+        );
+        assert_eq!(volume.digest().unwrap().root, honest, "and only once");
+
+        // Rewritten with the same length and mtime after the hash was
+        // learned: the change time differs, so the file is read again.
+        volume.known.remember("f", Stamp::of(&meta), [7; 32]);
+        std::fs::write(&f, b"abd").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(meta.modified().unwrap())
+            .unwrap();
+        let fresh = Tree::open(root.path(), Access::ReadOnly)
+            .unwrap()
+            .digest()
+            .unwrap()
+            .root;
+        assert_ne!(fresh, honest);
+        assert_eq!(volume.digest().unwrap().root, fresh);
+    }
 
     #[test]
     fn paths_that_escape_are_refused() {
