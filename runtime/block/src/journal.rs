@@ -3,11 +3,14 @@
 //! cut off part-way (a crash, a full disk, a failed verification) can be
 //! rolled back and the file is always either old or new.
 //!
-//! A journal is `WMUJ`, a version byte, the file's old length, the number
-//! of saved ranges, each range as offset, length and the old bytes, and a
-//! BLAKE3 hash of everything before it. The target is written only after
-//! the whole journal is on disk, so a journal without a valid hash (the
-//! writer died while writing it) means the target was never touched.
+//! A journal is `WMUJ`, a version byte, the file's old length, records in
+//! ascending offsets, an end record, and a BLAKE3 hash of everything
+//! before it. A record is a tag, an offset and a length, then for saved
+//! bytes the bytes; a run of old bytes that were all zero is a record
+//! without bytes, so the journal of a first copy onto a fresh (zeroed)
+//! device stays small. The target is written only after the whole journal
+//! is on disk, so a journal that ends early (the writer died while writing
+//! it) means the target was never touched.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -19,8 +22,13 @@ use crate::in_place::InPlacePatch;
 use crate::patch::PatchStats;
 
 const JOURNAL_MAGIC: [u8; 4] = *b"WMUJ";
-/// Copy buffer of journal writes and roll-backs.
+/// Copy buffer of journal writes and roll-backs, and the unit in which
+/// zero runs are found.
 const BUFFER: usize = 1 << 20;
+/// Record tags.
+const END: u8 = 0;
+const BYTES: u8 = 1;
+const ZEROS: u8 = 2;
 
 /// What [`roll_back`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +63,7 @@ impl<W: Write> Write for Hashing<W> {
 
 /// Saves the bytes of `target` that `patch` will overwrite, and its
 /// length, into `journal` (empty, opened for writing), and syncs it.
-/// Returns the bytes saved. The caller must also make the journal's
+/// Returns the bytes saved (zero runs are recorded, not saved). The caller must also make the journal's
 /// directory entry durable before it lets the patch write.
 pub fn write_undo(target: &File, patch: &InPlacePatch, journal: &File) -> io::Result<u64> {
     let ranges = patch.overwritten();
@@ -66,21 +74,39 @@ pub fn write_undo(target: &File, patch: &InPlacePatch, journal: &File) -> io::Re
     out.write_all(&JOURNAL_MAGIC)?;
     out.write_all(&[format::VERSION])?;
     out.write_all(&patch.basis_len().to_be_bytes())?;
-    out.write_all(&(ranges.len() as u64).to_be_bytes())?;
     let mut buf = vec![0u8; BUFFER];
     let mut saved = 0;
+    let record = |out: &mut Hashing<_>, tag: u8, at: u64, len: u64| -> io::Result<()> {
+        out.write_all(&[tag])?;
+        out.write_all(&at.to_be_bytes())?;
+        out.write_all(&len.to_be_bytes())
+    };
     for &(offset, len) in &ranges {
-        out.write_all(&offset.to_be_bytes())?;
-        out.write_all(&len.to_be_bytes())?;
         let mut done = 0;
+        // A run of zero chunks not yet written.
+        let mut zeros: Option<(u64, u64)> = None;
         while done < len {
+            let at = offset + done;
             let n = (len - done).min(BUFFER as u64) as usize;
-            target.read_exact_at(&mut buf[..n], offset + done)?;
-            out.write_all(&buf[..n])?;
+            target.read_exact_at(&mut buf[..n], at)?;
+            if buf[..n].iter().all(|&b| b == 0) {
+                let run = zeros.get_or_insert((at, 0));
+                run.1 += n as u64;
+            } else {
+                if let Some((z, zlen)) = zeros.take() {
+                    record(&mut out, ZEROS, z, zlen)?;
+                }
+                record(&mut out, BYTES, at, n as u64)?;
+                out.write_all(&buf[..n])?;
+                saved += n as u64;
+            }
             done += n as u64;
         }
-        saved += len;
+        if let Some((z, zlen)) = zeros {
+            record(&mut out, ZEROS, z, zlen)?;
+        }
     }
+    record(&mut out, END, 0, 0)?;
     let hash = out.hasher.finalize();
     let mut inner = out.inner;
     inner.write_all(hash.as_bytes())?;
@@ -124,14 +150,8 @@ fn walk(
     if let Err(e) = format::read_header(&mut r, JOURNAL_MAGIC, "undo journal header") {
         return incomplete(e);
     }
-    let mut header = || -> Result<(u64, u64), FormatError> {
-        Ok((
-            format::read_u64(&mut r, "old length")?,
-            format::read_u64(&mut r, "range count")?,
-        ))
-    };
-    let (old_len, count) = match header() {
-        Ok(h) => h,
+    let old_len = match format::read_u64(&mut r, "old length") {
+        Ok(len) => len,
         Err(e) => return incomplete(e),
     };
     let malformed = |reason| -> PatchError { FormatError::Malformed { reason }.into() };
@@ -140,30 +160,38 @@ fn walk(
     }
     let mut buf = vec![0u8; BUFFER];
     let mut end = 0;
-    for _ in 0..count {
-        let range = (|| -> Result<(u64, u64), FormatError> {
+    loop {
+        let record = (|| -> Result<(u8, u64, u64), FormatError> {
             Ok((
-                format::read_u64(&mut r, "range offset")?,
-                format::read_u64(&mut r, "range length")?,
+                format::read_u8(&mut r, "record tag")?,
+                format::read_u64(&mut r, "record offset")?,
+                format::read_u64(&mut r, "record length")?,
             ))
         })();
-        let (offset, len) = match range {
-            Ok(range) => range,
+        let (tag, offset, len) = match record {
+            Ok(record) => record,
             Err(e) => return incomplete(e),
         };
+        if tag == END {
+            break;
+        }
         if offset < end || offset.checked_add(len).is_none_or(|e| e > old_len) {
             return Err(malformed(
-                "undo journal: ranges out of order or beyond the old length",
+                "undo journal: records out of order or beyond the old length",
             ));
         }
         end = offset + len;
         let mut done = 0;
         while done < len {
             let n = (len - done).min(BUFFER as u64) as usize;
-            match r.read_exact(&mut buf[..n]) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-                Err(e) => return Err(e.into()),
+            match tag {
+                BYTES => match r.read_exact(&mut buf[..n]) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                },
+                ZEROS => buf[..n].fill(0),
+                _ => return Err(malformed("undo journal: unknown record")),
             }
             restore(offset + done, &buf[..n])?;
             done += n as u64;
@@ -299,11 +327,10 @@ mod tests {
         assert_eq!(patch.overwritten(), [(8192, 4096), (200_704, 4096)]);
         patch_journaled(&mut target, patch, &journal).unwrap();
         assert_eq!(contents(&target), new);
-        let header = 4 + 1 + 8 + 8;
-        let per_range = 16 + 4096;
+        let (header, record) = (4 + 1 + 8, 1 + 8 + 8);
         assert_eq!(
             journal.metadata().unwrap().len(),
-            header + 2 * per_range + 32
+            header + 2 * (record + 4096) + record + 32
         );
         // Rolling back the finished patch (a crash before the journal
         // was deleted) gives the old file, and doing it twice is the same.
@@ -350,6 +377,26 @@ mod tests {
         let err = roll_back(&file_with(&damaged), &target).unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
         assert_eq!(contents(&target), new);
+    }
+
+    #[test]
+    fn old_zeros_are_recorded_not_saved() {
+        // A fresh device: 8 MiB of zeros with one old page of data, all of
+        // it rewritten.
+        let mut old = vec![0u8; 8 << 20];
+        old[3 << 20..(3 << 20) + 4096].fill(5);
+        let new = pseudo_random(8 << 20, 11);
+        let mut target = file_with(&old);
+        let journal = tempfile::tempfile().unwrap();
+        let d = delta_of(&old, &new, 4096);
+        let patch = InPlacePatch::read(&mut target, &d[..], &Limits::default(), None).unwrap();
+        let saved = write_undo(&target, &patch, &journal).unwrap();
+        assert_eq!(saved, 1 << 20, "only the one MiB chunk holding data");
+        assert!(journal.metadata().unwrap().len() < (1 << 20) + 1000);
+        patch.apply(&mut target).unwrap();
+        assert_eq!(contents(&target), new);
+        roll_back(&journal, &target).unwrap();
+        assert!(contents(&target) == old);
     }
 
     #[test]
