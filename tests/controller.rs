@@ -1055,30 +1055,49 @@ async fn run_agent_job(
     let container = &pod.containers[0];
     // A sender must not be able to write its volume.
     let sending = container.args.iter().flatten().any(|a| a == "send");
-    let data = container
+    let data_mount = container
         .volume_mounts
         .iter()
         .flatten()
-        .find(|m| m.name == "data")
-        .unwrap();
-    assert_eq!(data.read_only.unwrap_or(false), sending, "{data:?}");
+        .find(|m| m.name == "data");
+    match data_mount {
+        Some(data) => assert_eq!(data.read_only.unwrap_or(false), sending, "{data:?}"),
+        // A block-mode PVC: a device, read-only through the claim.
+        None => {
+            let claim = pod.volumes.iter().flatten().find(|v| v.name == "data");
+            let claim = claim
+                .and_then(|v| v.persistent_volume_claim.as_ref())
+                .unwrap();
+            assert_eq!(claim.read_only.unwrap_or(false), sending, "{claim:?}");
+        }
+    }
     assert_eq!(
         container.command.as_deref(),
         Some(&["wasmover".to_owned(), "agent".to_owned()][..])
     );
     let mut mounts = Vec::new();
     for volume in pod.volumes.unwrap_or_default() {
-        let mount = container
+        // Where the container sees it: a mount, or a block device.
+        let mount_path = container
             .volume_mounts
             .iter()
             .flatten()
             .find(|m| m.name == volume.name)
-            .unwrap();
+            .map(|m| m.mount_path.clone())
+            .or_else(|| {
+                container
+                    .volume_devices
+                    .iter()
+                    .flatten()
+                    .find(|d| d.name == volume.name)
+                    .map(|d| d.device_path.clone())
+            })
+            .unwrap_or_else(|| panic!("volume {} is not mounted", volume.name));
         let local = if let Some(claim) = &volume.persistent_volume_claim {
             let (_, dir) = volumes
                 .iter()
                 .find(|(name, _)| *name == claim.claim_name)
-                .unwrap_or_else(|| panic!("no directory stands in for PVC {}", claim.claim_name));
+                .unwrap_or_else(|| panic!("nothing stands in for PVC {}", claim.claim_name));
             dir.to_path_buf()
         } else if let Some(secret) = &volume.secret {
             let name = secret.secret_name.clone().unwrap();
@@ -1095,7 +1114,7 @@ async fn run_agent_job(
         } else {
             panic!("volume {} is neither a PVC nor a Secret", volume.name);
         };
-        mounts.push((mount.mount_path.clone(), local));
+        mounts.push((mount_path, local));
     }
     let mut args = Vec::new();
     let mut previous = String::new();
@@ -1185,14 +1204,35 @@ async fn agent_succeeded(child: tokio::process::Child, role: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_in_the_source_directory_reaches_the_destination_directory() {
+    replicate_through_the_cluster(false).await;
+}
+
+/// The same with `volumeMode: Block` PVCs: image files stand in for the
+/// devices the agents get, and a directory for the journal's PVC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_mode_pvc_reaches_the_destination_device() {
+    replicate_through_the_cluster(true).await;
+}
+
+/// A ReplicationDestination and a ReplicationSource in two namespaces,
+/// with their agent Jobs run as local processes.
+async fn replicate_through_the_cluster(block: bool) {
     let server = ApiServer::start();
     let client = server.client().await;
     install_crds(&client).await;
     let operator = Operator::start(&server, None).await;
     let scratch = tempfile::tempdir().unwrap();
     let (src, dst) = (scratch.path().join("src"), scratch.path().join("dst"));
-    wasmover_tests::make_tree(&src, 3 << 20);
-    std::fs::create_dir(&dst).unwrap();
+    let journal = scratch.path().join("journal");
+    if block {
+        std::fs::write(&src, wasmover_tests::bytes(3 << 20, 9)).unwrap();
+        std::fs::File::create(&dst).unwrap();
+        std::fs::create_dir(&journal).unwrap();
+    } else {
+        wasmover_tests::make_tree(&src, 3 << 20);
+        std::fs::create_dir(&dst).unwrap();
+    }
+    let volume_mode = if block { "Block" } else { "Filesystem" };
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
@@ -1204,7 +1244,11 @@ async fn data_in_the_source_directory_reaches_the_destination_directory() {
     create(
         &destinations,
         "db",
-        json!({"capacity": "1Gi", "trigger": {"manual": "1"}, "mover": {"parameters": {"block-size": "4096"}}}),
+        json!({
+            "capacity": "1Gi",
+            "trigger": {"manual": "1"},
+            "mover": {"parameters": {"block-size": "4096", "volume-mode": volume_mode}},
+        }),
     )
     .await;
     let dst_jobs: Api<Job> = Api::namespaced(client.clone(), "dst");
@@ -1212,11 +1256,15 @@ async fn data_in_the_source_directory_reaches_the_destination_directory() {
         dst_jobs.get_opt("db-blocksync-dst").await.unwrap()
     })
     .await;
+    let job = dst_jobs.get("db-blocksync-dst").await.unwrap();
+    let container = &job.spec.unwrap().template.spec.unwrap().containers[0];
+    let devices: Vec<_> = container.volume_devices.iter().flatten().collect();
+    assert_eq!(devices.len(), usize::from(block), "{devices:?}");
     let receiver = run_agent_job(
         &client,
         "dst",
         "db-blocksync-dst",
-        &[("db-dest", &dst)],
+        &[("db-dest", &dst), ("db-blocksync-journal", &journal)],
         scratch.path(),
         port,
     )
@@ -1240,7 +1288,11 @@ async fn data_in_the_source_directory_reaches_the_destination_directory() {
         .unwrap();
     let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
         "metadata": {"name": "data"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+            "volumeMode": volume_mode,
+        },
     }))
     .unwrap();
     Api::<PersistentVolumeClaim>::namespaced(client.clone(), "src")
@@ -1279,7 +1331,16 @@ async fn data_in_the_source_directory_reaches_the_destination_directory() {
     kubelet_stand_in(&client, "dst", "db-blocksync-dst", scratch.path()).await;
     job_controller_stand_in(&src_jobs, "app-blocksync-src").await;
     job_controller_stand_in(&dst_jobs, "db-blocksync-dst").await;
-    wasmover_tests::assert_same_tree(&src, &dst);
+    if block {
+        assert!(std::fs::read(&src).unwrap() == std::fs::read(&dst).unwrap());
+        let left: Vec<_> = std::fs::read_dir(&journal).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "a finished patch leaves no journal: {left:?}"
+        );
+    } else {
+        wasmover_tests::assert_same_tree(&src, &dst);
+    }
 
     let status = eventually("the destination completes", || async {
         let status = destinations.get("db").await.unwrap().status?;

@@ -5,6 +5,11 @@
 //! read (the PVC itself, a clone, or a PVC from a snapshot per
 //! `copyMethod`) and an agent Job that sends. Every step first looks at what
 //! exists, so `synchronize` and `cleanup` can be called any number of times.
+//!
+//! A PVC of `volumeMode: Block` is handed to its agent as a device and moved
+//! as a block volume; the receiving agent keeps its undo journal on a small
+//! PVC of its own (`journal-capacity`), which outlives a lost Pod so the
+//! next agent can roll an interrupted patch back.
 
 use serde_json::{Value, json};
 use wasmover_sdk::kube::{self, KubeError, ObjectKey};
@@ -15,8 +20,21 @@ use wasmover_sdk::types::{
 use wasmover_sdk::{Params, error, events, log};
 
 /// Parameters blocksync understands; a spec with any other is not ours.
-pub const KNOWN_PARAMETERS: &[&str] =
-    &["address", "port", "block-size", "agent-image", "key-secret"];
+pub const KNOWN_PARAMETERS: &[&str] = &[
+    "address",
+    "port",
+    "block-size",
+    "agent-image",
+    "key-secret",
+    "volume-mode",
+    "journal-capacity",
+];
+/// Where an agent sees a block-mode PVC.
+const DEVICE_PATH: &str = "/dev/wasmover-volume";
+/// Where a receiving agent keeps the undo journal of a block-mode PVC.
+const JOURNAL_FILE: &str = "/journal/undo";
+/// Size of the journal PVC: the old bytes one run overwrites must fit.
+const DEFAULT_JOURNAL_CAPACITY: &str = "1Gi";
 /// The agent's port behind the destination's Service.
 const DEFAULT_PORT: u16 = 8873;
 /// The image that runs `wasmover agent`.
@@ -52,6 +70,14 @@ pub fn validate(parameters: Vec<Parameter>) -> Result<(), Error> {
         ));
     }
     params.parse::<u16>("port")?;
+    if let Some(mode) = params.get("volume-mode")
+        && !["Filesystem", "Block"].contains(&mode)
+    {
+        return Err(error(
+            "InvalidParameter",
+            format!("volume-mode={mode} is neither Filesystem nor Block"),
+        ));
+    }
     if let Some(size) = params.parse::<u32>("block-size")?
         && !(512..=(1 << 20)).contains(&size)
     {
@@ -232,15 +258,41 @@ fn transfer_params(params: &Params) -> Vec<String> {
 /// A Job that runs `wasmover agent` with the volume (read-only for a
 /// sender) and the key mounted. The module cache goes to a scratch
 /// directory: the agent's home need not be writable.
+/// Which PVCs an agent Job gets.
+struct Volumes<'a> {
+    /// The data: mounted at `/data`, or a device at [`DEVICE_PATH`].
+    pvc: &'a str,
+    /// The data PVC is of `volumeMode: Block`.
+    block: bool,
+    /// The undo journal's PVC, mounted at `/journal` (a receiver of a
+    /// block volume).
+    journal: Option<String>,
+}
+
+impl Volumes<'_> {
+    /// The agent's arguments that name them.
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--volume".to_owned(),
+            if self.block { DEVICE_PATH } else { "/data" }.to_owned(),
+        ];
+        if self.journal.is_some() {
+            args.extend(["--journal".to_owned(), JOURNAL_FILE.to_owned()]);
+        }
+        args
+    }
+}
+
 fn agent_job(
     name: &str,
     image: &str,
-    pvc: &str,
+    volumes: &Volumes,
     read_only: bool,
     key_secret: &str,
     args: &[String],
 ) -> Value {
-    json!({
+    let pvc = volumes.pvc;
+    let mut job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name},
@@ -268,7 +320,31 @@ fn agent_job(
                 },
             },
         },
-    })
+    });
+    let pod = &mut job["spec"]["template"]["spec"];
+    if volumes.block {
+        let container = &mut pod["containers"][0];
+        container["volumeDevices"] = json!([{"name": "data", "devicePath": DEVICE_PATH}]);
+        container["volumeMounts"] =
+            json!([{"name": "key", "mountPath": "/keys", "readOnly": true}]);
+        pod["volumes"][0]["persistentVolumeClaim"]["readOnly"] = json!(read_only);
+    }
+    if let Some(journal) = &volumes.journal {
+        pod["containers"][0]["volumeMounts"]
+            .as_array_mut()
+            .expect("a list")
+            .push(json!({"name": "journal", "mountPath": "/journal"}));
+        pod["volumes"]
+            .as_array_mut()
+            .expect("a list")
+            .push(json!({"name": "journal", "persistentVolumeClaim": {"claimName": journal}}));
+    }
+    job
+}
+
+/// Whether a PVC is of `volumeMode: Block`.
+fn is_block(pvc: &Value) -> bool {
+    pvc["spec"]["volumeMode"] == "Block"
 }
 
 /// A mover bound to one ReplicationSource or ReplicationDestination.
@@ -318,8 +394,13 @@ impl Role {
     fn synchronize_destination(&self, spec: &DestinationSpec) -> Result<Outcome, Error> {
         let params = self.parameters();
         let port = params.parse::<u16>("port")?.unwrap_or(DEFAULT_PORT);
-        let pvc = match &spec.destination_pvc {
-            Some(pvc) => pvc.clone(),
+        let wants_block = params.get("volume-mode") == Some("Block");
+        let (pvc, block) = match &spec.destination_pvc {
+            Some(pvc) => {
+                let block = get("v1", "PersistentVolumeClaim", pvc)?
+                    .map_or(wants_block, |existing| is_block(&existing));
+                (pvc.clone(), block)
+            }
             None => {
                 let name = format!("{}-dest", spec.name);
                 let capacity = spec.capacity.as_deref().ok_or_else(|| {
@@ -328,7 +409,7 @@ impl Role {
                         "capacity is required when destinationPVC is not set",
                     )
                 })?;
-                ensure(json!({
+                let created = ensure(json!({
                     "apiVersion": "v1",
                     "kind": "PersistentVolumeClaim",
                     "metadata": {"name": name},
@@ -336,10 +417,36 @@ impl Role {
                         "accessModes": access_modes(&spec.access_modes),
                         "resources": {"requests": {"storage": capacity}},
                         "storageClassName": spec.storage_class_name,
+                        "volumeMode": if wants_block { "Block" } else { "Filesystem" },
                     },
                 }))?;
-                name
+                (name, is_block(&created))
             }
+        };
+        // A block volume is patched in place: its undo journal must
+        // outlive the agent's Pod.
+        let journal = if block {
+            let name = format!("{}-blocksync-journal", spec.name);
+            let capacity = params
+                .get("journal-capacity")
+                .unwrap_or(DEFAULT_JOURNAL_CAPACITY);
+            ensure(json!({
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": capacity}},
+                },
+            }))?;
+            Some(name)
+        } else {
+            None
+        };
+        let volumes = Volumes {
+            pvc: &pvc,
+            block,
+            journal,
         };
         let secret = self.key_secret();
         if get("v1", "Secret", &secret)?.is_none() {
@@ -370,16 +477,15 @@ impl Role {
             "receive".to_owned(),
             "--listen".to_owned(),
             format!("0.0.0.0:{port}"),
-            "--volume".to_owned(),
-            "/data".to_owned(),
             "--key-file".to_owned(),
             "/keys/psk".to_owned(),
             "--report-file".to_owned(),
             REPORT_FILE.to_owned(),
         ];
+        args.extend(volumes.args());
         args.extend(transfer_params(&params));
         let image = params.get("agent-image").unwrap_or(DEFAULT_AGENT_IMAGE);
-        let job = ensure(agent_job(&job_name, image, &pvc, false, &secret, &args))?;
+        let job = ensure(agent_job(&job_name, image, &volumes, false, &secret, &args))?;
         match job_state(&job) {
             JobState::Running => Ok(Outcome::InProgress(Some(POLL_MS))),
             JobState::Failed(why) => Err(error("MoverJobFailed", format!("Job {job_name}: {why}"))),
@@ -433,8 +539,13 @@ impl Role {
             )
         })?;
         let port = params.parse::<u16>("port")?.unwrap_or(DEFAULT_PORT);
-        let Some(pvc) = self.source_volume(spec)? else {
+        let Some((pvc, block)) = self.source_volume(spec)? else {
             return Ok(Outcome::InProgress(Some(POLL_MS)));
+        };
+        let volumes = Volumes {
+            pvc: &pvc,
+            block,
+            journal: None,
         };
         let job_name = self.job_name();
         let mut args = vec![
@@ -444,19 +555,18 @@ impl Role {
             // The destination's agent may start later than this one.
             "--connect-retry-secs".to_owned(),
             "600".to_owned(),
-            "--volume".to_owned(),
-            "/data".to_owned(),
             "--key-file".to_owned(),
             "/keys/psk".to_owned(),
             "--report-file".to_owned(),
             REPORT_FILE.to_owned(),
         ];
+        args.extend(volumes.args());
         args.extend(transfer_params(&params));
         let image = params.get("agent-image").unwrap_or(DEFAULT_AGENT_IMAGE);
         let job = ensure(agent_job(
             &job_name,
             image,
-            &pvc,
+            &volumes,
             true,
             &self.key_secret(),
             &args,
@@ -470,7 +580,7 @@ impl Role {
 
     /// The PVC the source agent reads, per copy method; `None` while a
     /// snapshot is not ready yet.
-    fn source_volume(&self, spec: &SourceSpec) -> Result<Option<String>, Error> {
+    fn source_volume(&self, spec: &SourceSpec) -> Result<Option<(String, bool)>, Error> {
         let name = format!("{}-src", spec.name);
         let source = get("v1", "PersistentVolumeClaim", &spec.source_pvc)?.ok_or_else(|| {
             error(
@@ -479,7 +589,7 @@ impl Role {
             )
         })?;
         let data_source = match spec.copy_method {
-            CopyMethod::Direct => return Ok(Some(spec.source_pvc.clone())),
+            CopyMethod::Direct => return Ok(Some((spec.source_pvc.clone(), is_block(&source)))),
             CopyMethod::Clone => json!({"kind": "PersistentVolumeClaim", "name": spec.source_pvc}),
             CopyMethod::Snapshot => {
                 let snapshot = ensure(json!({
@@ -506,6 +616,7 @@ impl Role {
                 "resources": source["spec"]["resources"],
                 "storageClassName": spec.storage_class_name,
                 "dataSource": data_source,
+                "volumeMode": source["spec"]["volumeMode"],
             },
         }))?;
         log::debug(format!(
@@ -513,11 +624,13 @@ impl Role {
             copy_method_name(spec.copy_method),
             spec.source_pvc
         ));
-        Ok(Some(name))
+        Ok(Some((name, is_block(&source))))
     }
 
     /// Removes the Job and the source's temporary copies; keeps the
-    /// destination's PVC, key and Service for the next synchronization.
+    /// destination's PVC, key, Service and journal for the next
+    /// synchronization (a journal left by a lost agent is what rolls its
+    /// interrupted patch back).
     pub fn cleanup(&self) -> Result<Outcome, Error> {
         delete("batch/v1", "Job", &self.job_name())?;
         if let Role::Source(spec) = self {
@@ -619,6 +732,72 @@ mod tests {
         assert_eq!(
             validate(vec![param("colour", "x")]).unwrap_err().reason,
             "UnknownParameter"
+        );
+        assert!(validate(vec![param("volume-mode", "Block")]).is_ok());
+        assert_eq!(
+            validate(vec![param("volume-mode", "Raw")])
+                .unwrap_err()
+                .reason,
+            "InvalidParameter"
+        );
+    }
+
+    /// A block-mode destination: the PVC is provisioned as a block device,
+    /// the agent gets it as a device and its undo journal on a PVC of its
+    /// own, which cleanup keeps.
+    #[test]
+    fn a_block_destination_gets_a_device_and_a_journal_that_outlives_the_pod() {
+        let mut spec = destination("raw");
+        spec.parameters = vec![
+            param("volume-mode", "Block"),
+            param("journal-capacity", "2Gi"),
+        ];
+        let role = Role::Destination(spec);
+        role.synchronize().unwrap();
+        let pvc = get("v1", "PersistentVolumeClaim", "raw-dest")
+            .unwrap()
+            .unwrap();
+        assert_eq!(pvc["spec"]["volumeMode"], "Block");
+        let journal = get("v1", "PersistentVolumeClaim", "raw-blocksync-journal")
+            .unwrap()
+            .unwrap();
+        assert_eq!(journal["spec"]["resources"]["requests"]["storage"], "2Gi");
+        let job = get("batch/v1", "Job", "raw-blocksync-dst")
+            .unwrap()
+            .unwrap();
+        let pod = &job["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["volumeDevices"],
+            json!([{"name": "data", "devicePath": DEVICE_PATH}])
+        );
+        let mounts: Vec<&str> = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mountPath"].as_str().unwrap())
+            .collect();
+        assert_eq!(mounts, ["/keys", "/journal"]);
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let at = args.iter().position(|&a| a == "--volume").unwrap();
+        assert_eq!(
+            args[at..at + 4],
+            ["--volume", DEVICE_PATH, "--journal", JOURNAL_FILE]
+        );
+        assert_eq!(
+            pod["volumes"][2]["persistentVolumeClaim"]["claimName"],
+            "raw-blocksync-journal"
+        );
+        role.cleanup().unwrap();
+        assert!(
+            get("v1", "PersistentVolumeClaim", "raw-blocksync-journal")
+                .unwrap()
+                .is_some()
         );
     }
 
