@@ -810,3 +810,46 @@ fn a_block_volume_into_a_directory_is_refused_on_both_sides() {
     );
     assert_eq!(tree_digest(&dst), before, "nothing written");
 }
+
+#[test]
+fn a_sender_killed_while_an_image_streams_resumes_and_the_image_stays_old_meanwhile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src.img"), tmp.path().join("dst.img"));
+    let old = bytes(24 << 20, 6);
+    let new = bytes(24 << 20, 7);
+    std::fs::write(&src, &new).unwrap();
+    std::fs::write(&dst, &old).unwrap();
+    let key = key_file(tmp.path(), "key", 6);
+    let receiver = Receiver::start(&dst, &key, &[]);
+    let addr = receiver.addr.to_string();
+
+    // At 8 MB/s the image takes three seconds: kill the sender once at
+    // least 6 MiB of literals wait beside the journal.
+    let partial = tmp.path().join(".dst.img.wasmover-journal.partial");
+    kill_sender_once(&src, &key, &receiver, || {
+        std::fs::metadata(&partial).map_or(0, |m| m.len()) >= 6 << 20
+    });
+    assert!(std::fs::read(&dst).unwrap() == old, "the image was touched");
+    let kept = std::fs::metadata(&partial).expect("kept").len();
+
+    let report = tmp.path().join("report.json");
+    let sent = send(
+        &src,
+        &addr,
+        &key,
+        &["--report-file", report.to_str().unwrap()],
+    );
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    let (ok, _, stderr) = receiver.wait(Duration::from_secs(20));
+    assert!(ok, "{stderr}");
+    assert!(std::fs::read(&dst).unwrap() == new);
+    assert!(!partial.exists(), "state left behind");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let literal = report["bytesLiteral"].as_u64().unwrap();
+    eprintln!("{kept} bytes kept after the kill; the re-run sent {literal} as literals");
+    assert!(
+        literal <= new.len() as u64 - kept + (256 << 10),
+        "the re-run resent what had arrived: {report}"
+    );
+}

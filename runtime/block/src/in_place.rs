@@ -123,7 +123,10 @@ impl Literals {
 pub struct InPlacePatch {
     ops: Vec<Op>,
     literals: Literals,
+    /// Length of the file patched.
     basis_len: u64,
+    /// Bytes of literals the delta carried.
+    literal_bytes: u64,
     new_len: u64,
     hash: [u8; 32],
     copied: u64,
@@ -140,7 +143,7 @@ impl std::fmt::Debug for InPlacePatch {
         f.debug_struct("InPlacePatch")
             .field("basis_len", &self.basis_len)
             .field("new_len", &self.new_len)
-            .field("literal_bytes", &self.literals.len())
+            .field("literal_bytes", &self.literal_bytes)
             .field("moved_copies", &self.copies.len())
             .finish_non_exhaustive()
     }
@@ -151,26 +154,39 @@ impl InPlacePatch {
     /// the basis `file`, whose length it takes, and checks every
     /// instruction against that length and `limits`.
     ///
-    /// Literals are held in memory, or, when `spill` is given, written to
-    /// that file (which should be empty) so a patch of any size fits. What
+    /// Literals are held in memory, or, when `spill` is given, appended to
+    /// that file (opened for appending) so a patch of any size fits. What
     /// memory would hold beyond [`IN_PLACE_MAX_HELD`] is refused with
     /// [`FormatError::TooLarge`], the basis untouched.
+    ///
+    /// What `spill` already holds continues the basis after `file`: copies
+    /// past the end of `file` take their bytes from it. A transfer cut off
+    /// while its delta arrived keeps the literals it appended, and the
+    /// next one offers them as basis (signature of `file` then `spill`),
+    /// so it does not receive them again.
     pub fn read<F: Seek, D: Read>(
         file: &mut F,
         mut delta: D,
         limits: &Limits,
         spill: Option<std::fs::File>,
     ) -> Result<Self, PatchError> {
-        let basis_len_actual = file.seek(SeekFrom::End(0))?;
+        let file_len = file.seek(SeekFrom::End(0))?;
+        let (literals, spilled) = match spill {
+            Some(file) => {
+                // New literals go after what it holds.
+                let len = (&file).seek(SeekFrom::End(0))?;
+                (Literals::Spilled { file, len }, len)
+            }
+            None => (Literals::Memory(Vec::new()), 0),
+        };
+        let basis_len_actual = file_len + spilled;
         format::read_header(&mut delta, DELTA_MAGIC, "delta header")?;
         let basis_len = format::read_u64(&mut delta, "basis length")?;
         let mut patch = Self {
             ops: Vec::new(),
-            literals: match spill {
-                Some(file) => Literals::Spilled { file, len: 0 },
-                None => Literals::Memory(Vec::new()),
-            },
-            basis_len: basis_len_actual,
+            literals,
+            basis_len: file_len,
+            literal_bytes: 0,
             new_len: 0,
             hash: [0; 32],
             copied: 0,
@@ -201,7 +217,22 @@ impl InPlacePatch {
                         return Err(too_large(patch.new_len).into());
                     }
                     patch.copied += len;
-                    patch.ops.push(Op::Copy { dst, src, len });
+                    // The part past `file` is in the spill: a literal.
+                    let inside = len.min(file_len.saturating_sub(src));
+                    if inside > 0 {
+                        patch.ops.push(Op::Copy {
+                            dst,
+                            src,
+                            len: inside,
+                        });
+                    }
+                    if inside < len {
+                        patch.ops.push(Op::Literal {
+                            dst: dst + inside,
+                            at: src + inside - file_len,
+                            len: len - inside,
+                        });
+                    }
                 }
                 OP_LITERAL => {
                     let len = u64::from(format::read_u32(&mut delta, "literal length")?);
@@ -228,6 +259,7 @@ impl InPlacePatch {
                         }
                         .into());
                     }
+                    patch.literal_bytes += len;
                     patch.ops.push(Op::Literal { dst, at, len });
                 }
                 OP_END => {
@@ -267,7 +299,8 @@ impl InPlacePatch {
         Ok(patch)
     }
 
-    /// Length of the basis the patch was read against.
+    /// Length of the file patched (the basis without what the spill
+    /// added).
     pub fn basis_len(&self) -> u64 {
         self.basis_len
     }
@@ -375,7 +408,7 @@ impl InPlacePatch {
         Ok(PatchStats {
             written_bytes: self.new_len,
             copied_bytes: self.copied,
-            literal_bytes: self.literals.len(),
+            literal_bytes: self.literal_bytes,
             hash: self.hash,
         })
     }
@@ -524,6 +557,61 @@ mod tests {
         (0..n * bs)
             .map(|i| (i / bs) as u8 ^ seed ^ (i as u8).wrapping_mul(31))
             .collect()
+    }
+
+    #[test]
+    fn a_spill_left_by_a_cut_transfer_continues_the_basis() {
+        let bs = 256;
+        let old = blocks(5, 64, bs);
+        let mut new = old[..8 * bs].to_vec();
+        new.extend((0..40 * bs).map(|i| (i * 7 % 253) as u8));
+        new.extend_from_slice(&old[20 * bs..]);
+        let sig = |basis: &[u8]| {
+            let options = SignatureOptions {
+                block_size: Some(bs as u32),
+            };
+            Signature::compute(basis, basis.len() as u64, &options).unwrap()
+        };
+        let spill = tempfile::tempfile().unwrap();
+        let mut first = Vec::new();
+        delta(&sig(&old), &new[..], &mut first).unwrap();
+        // Cut off after 6000 bytes: the literals that arrived stay.
+        let mut file = Cursor::new(old.clone());
+        let cut = &first[..6000];
+        let err = InPlacePatch::read(
+            &mut file,
+            cut,
+            &Limits::default(),
+            Some(spill.try_clone().unwrap()),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, PatchError::Format(FormatError::Truncated { .. })),
+            "{err}"
+        );
+        let kept = spill.metadata().unwrap().len();
+        assert!(kept > 4000, "{kept} literal bytes kept");
+        assert_eq!(file.get_ref(), &old, "nothing written");
+
+        // The next transfer's basis is the file, then what was kept.
+        let mut kept_bytes = vec![0; kept as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&spill, &mut kept_bytes, 0).unwrap();
+        let mut second = Vec::new();
+        delta(
+            &sig(&[&old[..], &kept_bytes].concat()),
+            &new[..],
+            &mut second,
+        )
+        .unwrap();
+        let patch =
+            InPlacePatch::read(&mut file, &second[..], &Limits::default(), Some(spill)).unwrap();
+        assert_eq!(patch.basis_len(), old.len() as u64);
+        let stats = patch.apply(&mut file).unwrap();
+        assert_eq!(file.into_inner(), new);
+        assert!(
+            stats.literal_bytes + kept <= 40 * bs as u64 + bs as u64,
+            "the kept literals were sent again: {stats:?}"
+        );
     }
 
     #[test]

@@ -113,8 +113,9 @@ fn open_source(volume: &Volume, path: &str) -> Result<Option<(File, u64)>, Block
 }
 
 /// What a file is rebuilt from: its old content, followed by the partial
-/// new content an interrupted run kept ([`Volume::keep_partial`]), so a
-/// resumed transfer finds the blocks that already arrived.
+/// new content an interrupted run kept ([`Tree::keep_partial`], or a
+/// block volume's appended literals), so a resumed transfer finds the
+/// blocks that already arrived.
 struct Basis {
     parts: Vec<(File, u64)>,
     pos: u64,
@@ -124,11 +125,16 @@ impl Basis {
     fn open(volume: &Volume, path: &str) -> Result<Self, BlockError> {
         match volume {
             Volume::Tree(tree) => Self::open_tree(tree, path),
-            Volume::Image(image) => Ok(Self {
-                parts: vec![open_image(image, path)?],
-                pos: 0,
-            }),
+            Volume::Image(image) => Self::open_image(image, path),
         }
+    }
+
+    fn open_image(image: &Image, path: &str) -> Result<Self, BlockError> {
+        let parts = [Some(open_image(image, path)?), image.open_partial()?];
+        Ok(Self {
+            parts: parts.into_iter().flatten().collect(),
+            pos: 0,
+        })
     }
 
     fn open_tree(tree: &Tree, path: &str) -> Result<Self, BlockError> {
@@ -185,6 +191,7 @@ fn patch_error(path: &str) -> impl FnOnce(PatchError) -> BlockError + '_ {
         PatchError::Verification { .. } => BlockError::Verification(format!("{path}: {e}")),
         PatchError::Io(e) => io_error("patching", path)(e),
         PatchError::Format(e) => protocol_error("delta of", path)(e),
+        e @ PatchError::Unrecovered { .. } => BlockError::Io(format!("patching {path}: {e}")),
         e => BlockError::Protocol(format!("delta of {path}: {e}")),
     }
 }
@@ -233,17 +240,24 @@ fn receive_delta<B: io::Read + io::Seek>(
 /// Receives a delta for a block volume and applies it in place under the
 /// undo journal: nothing is written until the whole delta arrived and the
 /// bytes it overwrites are saved, and a failure rolls the volume back.
+/// Literals wait in the volume's partial content, which a lost peer leaves
+/// for the next transfer to resume from.
 fn receive_in_place(
     image: &Image,
     path: &str,
     channel: &mut Channel,
     limits: &Limits,
 ) -> Result<PatchStats, BlockError> {
-    open_image(image, path)?;
+    // The basis the peer's signature covered: the volume, then the partial
+    // content.
+    let mut basis = Basis::open_image(image, path)?;
+    // How messages name it: its path is empty.
+    let path = "the block volume";
     let (mut file, len) = image.open_write()?;
     let device = image.is_device()?;
-    receive_delta(&mut file, len, channel, limits, path, |file, delta| {
-        let patch = InPlacePatch::read(file, delta, limits, Some(image.spill()?))
+    let basis_len = basis.len();
+    let result = receive_delta(&mut basis, basis_len, channel, limits, path, |_, delta| {
+        let patch = InPlacePatch::read(&mut file, delta, limits, Some(image.spill()?))
             .map_err(patch_error(path))?;
         if device && patch.new_len() != len {
             return Err(BlockError::Io(format!(
@@ -253,17 +267,22 @@ fn receive_in_place(
             )));
         }
         let journal = image.begin_journal()?;
-        let result = wasmover_block::patch_journaled(file, patch, &journal);
+        let result = wasmover_block::patch_journaled(&mut file, patch, &journal);
         drop(journal);
         if !matches!(result, Err(PatchError::Unrecovered { .. })) {
             image.end_journal()?;
         }
         let stats = result.map_err(patch_error(path))?;
-        if let Some(stamp) = Stamp::of_file(file) {
+        if let Some(stamp) = Stamp::of_file(&file) {
             image.remember_hash(stamp, stats.hash);
         }
         Ok(stats)
-    })
+    });
+    // The peer is gone: what arrived is kept for the next run.
+    if !matches!(result, Err(BlockError::Channel(_))) {
+        image.discard_partial();
+    }
+    result
 }
 
 impl HostState {

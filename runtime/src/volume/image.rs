@@ -249,12 +249,49 @@ impl Image {
             .map_err(io_error)
     }
 
-    /// An anonymous file beside the journal for a patch's literals, so a
-    /// patch larger than memory still applies in place.
+    /// Where the literals of the patch being received wait, beside the
+    /// journal: appended as they arrive, kept when the peer is lost so the
+    /// next transfer offers them as basis (after the volume) instead of
+    /// receiving them again.
+    fn partial_path(&self) -> Result<PathBuf, VolumeError> {
+        let mut path = self.journal_path()?.as_os_str().to_owned();
+        path.push(".partial");
+        Ok(PathBuf::from(path))
+    }
+
+    /// What an interrupted transfer received, if anything; `None` on the
+    /// read-only side.
+    pub(crate) fn open_partial(&self) -> Result<Option<(File, u64)>, VolumeError> {
+        if self.journal.is_none() {
+            return Ok(None);
+        }
+        match File::open(self.partial_path()?) {
+            Ok(file) => {
+                let len = file.metadata().map_err(io_error)?.len();
+                Ok((len > 0).then_some((file, len)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    /// The partial content, created if missing, for a patch to read and
+    /// append its literals to (see [`wasmover_block::InPlacePatch::read`]).
     pub(crate) fn spill(&self) -> Result<File, VolumeError> {
-        let path = self.journal_path()?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        tempfile::tempfile_in(dir.unwrap_or(Path::new("."))).map_err(io_error)
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(self.partial_path()?)
+            .map_err(io_error)
+    }
+
+    /// Removes the partial content after a transfer completed or failed
+    /// for a reason other than a lost peer; best effort.
+    pub(crate) fn discard_partial(&self) {
+        if let Ok(path) = self.partial_path() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
