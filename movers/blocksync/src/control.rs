@@ -33,7 +33,8 @@ pub const KNOWN_PARAMETERS: &[&str] = &[
 const DEVICE_PATH: &str = "/dev/wasmover-volume";
 /// Where a receiving agent keeps the undo journal of a block-mode PVC.
 const JOURNAL_FILE: &str = "/journal/undo";
-/// Size of the journal PVC: the old bytes one run overwrites must fit.
+/// Size of the journal PVC when the volume's is unknown: the old bytes one
+/// run overwrites and its literals must fit.
 const DEFAULT_JOURNAL_CAPACITY: &str = "1Gi";
 /// The agent's port behind the destination's Service.
 const DEFAULT_PORT: u16 = 8873;
@@ -395,12 +396,8 @@ impl Role {
         let params = self.parameters();
         let port = params.parse::<u16>("port")?.unwrap_or(DEFAULT_PORT);
         let wants_block = params.get("volume-mode") == Some("Block");
-        let (pvc, block) = match &spec.destination_pvc {
-            Some(pvc) => {
-                let block = get("v1", "PersistentVolumeClaim", pvc)?
-                    .map_or(wants_block, |existing| is_block(&existing));
-                (pvc.clone(), block)
-            }
+        let (pvc, existing) = match &spec.destination_pvc {
+            Some(pvc) => (pvc.clone(), get("v1", "PersistentVolumeClaim", pvc)?),
             None => {
                 let name = format!("{}-dest", spec.name);
                 let capacity = spec.capacity.as_deref().ok_or_else(|| {
@@ -420,15 +417,22 @@ impl Role {
                         "volumeMode": if wants_block { "Block" } else { "Filesystem" },
                     },
                 }))?;
-                (name, is_block(&created))
+                (name, Some(created))
             }
         };
+        let block = existing.as_ref().map_or(wants_block, is_block);
         // A block volume is patched in place: its undo journal must
         // outlive the agent's Pod.
         let journal = if block {
             let name = format!("{}-blocksync-journal", spec.name);
+            // By default as large as the volume: a first copy's literals
+            // are all of it.
+            let size = existing
+                .as_ref()
+                .and_then(|pvc| pvc["spec"]["resources"]["requests"]["storage"].as_str());
             let capacity = params
                 .get("journal-capacity")
+                .or(size)
                 .unwrap_or(DEFAULT_JOURNAL_CAPACITY);
             ensure(json!({
                 "apiVersion": "v1",
@@ -748,10 +752,8 @@ mod tests {
     #[test]
     fn a_block_destination_gets_a_device_and_a_journal_that_outlives_the_pod() {
         let mut spec = destination("raw");
-        spec.parameters = vec![
-            param("volume-mode", "Block"),
-            param("journal-capacity", "2Gi"),
-        ];
+        spec.parameters = vec![param("volume-mode", "Block")];
+        spec.capacity = Some("5Gi".into());
         let role = Role::Destination(spec);
         role.synchronize().unwrap();
         let pvc = get("v1", "PersistentVolumeClaim", "raw-dest")
@@ -761,7 +763,8 @@ mod tests {
         let journal = get("v1", "PersistentVolumeClaim", "raw-blocksync-journal")
             .unwrap()
             .unwrap();
-        assert_eq!(journal["spec"]["resources"]["requests"]["storage"], "2Gi");
+        // As large as the volume unless told: a first copy is all literals.
+        assert_eq!(journal["spec"]["resources"]["requests"]["storage"], "5Gi");
         let job = get("batch/v1", "Job", "raw-blocksync-dst")
             .unwrap()
             .unwrap();
