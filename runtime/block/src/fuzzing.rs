@@ -1,11 +1,13 @@
 //! Bodies of the fuzz targets in `fuzz/`, here so that a stable `#[test]`
 //! replays `fuzz/corpus/*` without cargo-fuzz or nightly. Not API.
 
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{Cursor, Read, Seek, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{
-    Incoming, Limits, PatchError, Plan, RefineOptions, Signature, SignatureOptions, delta, patch,
-    patch_in_place,
+    InPlacePatch, Incoming, Limits, PatchError, Plan, RefineOptions, RollBack, Signature,
+    SignatureOptions, delta, patch, patch_in_place, write_undo,
 };
 
 /// A fuzz target body.
@@ -13,12 +15,13 @@ pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its `fuzz/fuzz_targets/*.rs` and corpus
 /// directory.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("parse_signature", parse_signature),
     ("parse_refinement", parse_refinement),
     ("parse_delta", parse_delta),
     ("apply", apply),
     ("round_trip", round_trip),
+    ("roll_back", roll_back),
 ];
 
 /// Limits small enough that a fuzzer notices any unbounded allocation.
@@ -187,6 +190,53 @@ fn check_patch(basis: &[u8], data: &[u8]) {
     }
 }
 
+/// An unnamed scratch file holding `bytes` (created in the temporary
+/// directory and unlinked at once).
+fn scratch_file(bytes: &[u8]) -> File {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "wasmover-fuzz-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .expect("temporary directory writable");
+    let _ = std::fs::remove_file(&path);
+    file.write_all(bytes).expect("scratch file writable");
+    file
+}
+
+fn contents(mut file: &File) -> Vec<u8> {
+    let mut out = Vec::new();
+    file.rewind().expect("seekable");
+    file.read_to_end(&mut out).expect("readable");
+    out
+}
+
+/// The file [`roll_back`] journals are for.
+fn journaled_file() -> Vec<u8> {
+    (0..8192u32).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// Target `roll_back`: the input is an undo journal of an 8 KiB file.
+/// Rolling back never panics, and unless it restores (only a journal with
+/// its hash intact does) it leaves the file exactly as it was.
+pub fn roll_back(data: &[u8]) {
+    let journal = scratch_file(data);
+    let before = journaled_file();
+    let target = scratch_file(&before);
+    match crate::roll_back(&journal, &target) {
+        Ok(RollBack::Restored { .. }) => {}
+        Ok(RollBack::Incomplete) | Err(_) => {
+            assert!(contents(&target) == before, "a refused journal wrote")
+        }
+    }
+}
+
 /// Seed inputs for every target: valid encodings and broken variants.
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let basis = basis();
@@ -258,5 +308,42 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         pair.extend_from_slice(&new[..1500]);
         seeds.push(("round_trip", format!("pair-bs{bs}"), pair));
     }
+    // The undo journal of patching the journaled file into a new one that
+    // keeps a run of its zeros: saved bytes and a zero record.
+    let old = {
+        let mut old = journaled_file();
+        old[4096..6144].fill(0);
+        old
+    };
+    let mut new = old.clone();
+    new[1000..1100].fill(9);
+    new[4096..6144].fill(1);
+    new.truncate(7000);
+    let sig = Signature::compute(
+        &old[..],
+        old.len() as u64,
+        &SignatureOptions {
+            block_size: Some(256),
+        },
+    )
+    .expect("slice");
+    let mut d = Vec::new();
+    delta(&sig, &new[..], &mut d).expect("vec");
+    let mut file = Cursor::new(old.clone());
+    let in_place = InPlacePatch::read(&mut file, &d[..], &limits(), None).expect("own delta");
+    let target = scratch_file(&old);
+    let journal = scratch_file(&[]);
+    write_undo(&target, &in_place, &journal).expect("scratch files");
+    let bytes = contents(&journal);
+    let mid = bytes.len() / 2;
+    let mut flipped = bytes.clone();
+    flipped[mid] ^= 0x40;
+    seeds.push(("roll_back", "journal-valid".into(), bytes.clone()));
+    seeds.push((
+        "roll_back",
+        "journal-truncated".into(),
+        bytes[..mid].to_vec(),
+    ));
+    seeds.push(("roll_back", "journal-flipped".into(), flipped));
     seeds
 }

@@ -18,7 +18,7 @@ use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
 /// Suffix of the undo journal an image file keeps beside itself while a
 /// patch is applied: `disk.img` has `.disk.img.wasmover-journal`.
-pub const JOURNAL_SUFFIX: &str = ".wasmover-journal";
+const JOURNAL_SUFFIX: &str = ".wasmover-journal";
 
 /// How errors name the volume: its host path is not the module's business.
 const LABEL: &str = "(block volume)";
@@ -136,14 +136,9 @@ impl Image {
         self.access
     }
 
-    /// Where the undo journal lives while a patch is applied.
-    pub fn journal(&self) -> Option<&Path> {
-        self.journal.as_deref()
-    }
-
     /// Whether the volume is a block device (fixed length) rather than an
     /// image file.
-    pub fn is_device(&self) -> Result<bool, VolumeError> {
+    pub(crate) fn is_device(&self) -> Result<bool, VolumeError> {
         let meta = std::fs::metadata(&self.path).map_err(io_error)?;
         Ok(meta.file_type().is_block_device())
     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use image::{Image, JOURNAL_SUFFIX};
+pub use image::Image;
 pub use tree::{STAGING_SUFFIX, STATE_DIR, Tree};
 
 use crate::bindings::volume::{Entry, TreeDigest};
