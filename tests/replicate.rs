@@ -10,7 +10,9 @@ use std::sync::Arc;
 use wasmover::replicate::{ReplicateError, replicate};
 use wasmover_runtime::bindings::types::{Parameter, TransferReport};
 use wasmover_runtime::state::Quiet;
-use wasmover_runtime::{Access, Channel, Grants, MoverLimits, MoverModule, RunError, Volume};
+use wasmover_runtime::{
+    Access, Channel, Grants, MoverLimits, MoverModule, Observer, Progress, RunError, Volume,
+};
 use wasmover_tests::{assert_same_tree, bytes, engine, load, make_tree, snapshot, write};
 
 fn run(module: &MoverModule, src: &Path, dst: &Path) -> TransferReport {
@@ -767,4 +769,58 @@ fn a_block_device_is_patched_in_place_under_its_journal() {
     );
     assert_eq!(std::fs::read(&small).unwrap(), vec![9u8; 4 << 20]);
     assert!(!journal.exists());
+}
+
+/// Keeps every progress report.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<Progress>>);
+
+impl Observer for Recorder {
+    fn progress(&self, _: &str, progress: Progress) {
+        self.0.lock().unwrap().push(progress);
+    }
+}
+
+#[test]
+fn a_large_file_reports_progress_while_it_moves() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let len = 48u64 << 20;
+    for image in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = if image {
+            let src = tmp.path().join("src.img");
+            std::fs::write(&src, bytes(len as usize, 3)).unwrap();
+            (src, tmp.path().join("dst.img"))
+        } else {
+            let src = tmp.path().join("src");
+            write(&src, "big", &bytes(len as usize, 3));
+            (src, tmp.path().join("dst"))
+        };
+        let recorder = Arc::new(Recorder::default());
+        replicate(
+            &blocksync,
+            &src,
+            &dst,
+            None,
+            MoverLimits::default(),
+            &[],
+            recorder.clone(),
+        )
+        .unwrap();
+        let reports = recorder.0.lock().unwrap().clone();
+        let within = reports
+            .iter()
+            .filter(|p| p.bytes_done > 0 && p.bytes_done < len)
+            .count();
+        assert!(within >= 2, "image {image}: {reports:?}");
+        assert!(
+            reports
+                .windows(2)
+                .all(|w| w[0].bytes_done <= w[1].bytes_done),
+            "{reports:?}"
+        );
+        assert!(reports.iter().all(|p| p.bytes_total == len), "{reports:?}");
+        assert_eq!(reports.last().unwrap().bytes_done, len);
+    }
 }

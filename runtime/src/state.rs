@@ -218,6 +218,9 @@ pub struct HostState {
     pub(crate) meter: Meter,
     pub(crate) grants: Grants,
     pub(crate) blocks: BlockSession,
+    /// What the module last reported through `progress`: native work
+    /// within a file reports on top of it.
+    pub(crate) progress: Progress,
     pub(crate) stderr: Option<MemoryOutputPipe>,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -242,6 +245,7 @@ impl HostState {
             stderr,
             grants,
             blocks: BlockSession::default(),
+            progress: Progress::default(),
             table,
         })
     }

@@ -294,6 +294,9 @@ fn rebuild(
     let mut in_flight_bytes = 0u64;
     let mut next = 0;
     let mut done_bytes = 0u64;
+    // The totals first: the host reports within large files on top of
+    // this.
+    progress::report(0, transfer_bytes, 0, indices.len() as u64);
     for (done, _) in indices.iter().enumerate() {
         while next < indices.len()
             && (in_flight.is_empty()

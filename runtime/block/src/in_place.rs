@@ -166,9 +166,22 @@ impl InPlacePatch {
     /// so it does not receive them again.
     pub fn read<F: Seek, D: Read>(
         file: &mut F,
+        delta: D,
+        limits: &Limits,
+        spill: Option<std::fs::File>,
+    ) -> Result<Self, PatchError> {
+        Self::read_reporting(file, delta, limits, spill, &mut |_| {})
+    }
+
+    /// [`read`](Self::read), calling `progress` with the length of the new
+    /// file the instructions read so far describe: how far the peer's
+    /// delta has come.
+    pub fn read_reporting<F: Seek, D: Read>(
+        file: &mut F,
         mut delta: D,
         limits: &Limits,
         spill: Option<std::fs::File>,
+        progress: &mut dyn FnMut(u64),
     ) -> Result<Self, PatchError> {
         let file_len = file.seek(SeekFrom::End(0))?;
         let (literals, spilled) = match spill {
@@ -200,6 +213,7 @@ impl InPlacePatch {
             limit: limits.max_file_len,
         };
         loop {
+            progress(patch.new_len);
             match format::read_u8(&mut delta, "delta instruction")? {
                 OP_COPY => {
                     let (src, len) = format::read_copy(&mut delta, basis_len)?;

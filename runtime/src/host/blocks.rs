@@ -21,7 +21,7 @@ use wasmover_block::{
 use crate::bindings::blocks::{self as wit, BlockError, BlockStats};
 use crate::bindings::channel::ChannelError;
 use crate::channel::Channel;
-use crate::state::HostState;
+use crate::state::{HostState, Observer, Progress};
 use crate::volume::{Image, Stamp, Tree, Volume, VolumeError};
 
 impl From<VolumeError> for BlockError {
@@ -180,6 +180,59 @@ impl io::Seek for Basis {
     }
 }
 
+/// Bytes of a file between two reports of its progress.
+const PROGRESS_STEP: u64 = 16 << 20;
+
+/// Reports a large file's progress while it moves, on top of what the
+/// module last reported (blocksync reports after each file), every
+/// [`PROGRESS_STEP`] bytes: a progress bar moves within a 100 GiB device.
+pub(crate) struct FileProgress<'a> {
+    observer: &'a dyn Observer,
+    module: &'a str,
+    base: Progress,
+    next: u64,
+}
+
+impl FileProgress<'_> {
+    fn advance(&mut self, done_in_file: u64) {
+        if done_in_file < self.next {
+            return;
+        }
+        self.next = done_in_file + PROGRESS_STEP;
+        let mut bytes_done = self.base.bytes_done + done_in_file;
+        if self.base.bytes_total > 0 {
+            bytes_done = bytes_done.min(self.base.bytes_total);
+        }
+        self.observer.progress(
+            self.module,
+            Progress {
+                bytes_done,
+                ..self.base
+            },
+        );
+    }
+}
+
+/// A writer that reports the bytes through it as a file's progress.
+struct Reporting<'a, 'b, W> {
+    inner: W,
+    written: u64,
+    progress: &'a mut FileProgress<'b>,
+}
+
+impl<W: io::Write> io::Write for Reporting<'_, '_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        self.progress.advance(self.written);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Refinement requests answered per file before the peer is refused: the
 /// engine asks for at most two, and a hostile peer must not keep this side
 /// hashing forever.
@@ -247,6 +300,7 @@ fn receive_in_place(
     path: &str,
     channel: &mut Channel,
     limits: &Limits,
+    progress: &mut FileProgress,
 ) -> Result<PatchStats, BlockError> {
     // The basis the peer's signature covered: the volume, then the partial
     // content.
@@ -257,7 +311,9 @@ fn receive_in_place(
     let device = image.is_device()?;
     let basis_len = basis.len();
     let result = receive_delta(&mut basis, basis_len, channel, limits, path, |_, delta| {
-        let patch = InPlacePatch::read(&mut file, delta, limits, Some(image.spill()?))
+        let spill = Some(image.spill()?);
+        let mut report = |done| progress.advance(done);
+        let patch = InPlacePatch::read_reporting(&mut file, delta, limits, spill, &mut report)
             .map_err(patch_error(path))?;
         if device && patch.new_len() != len {
             return Err(BlockError::Io(format!(
@@ -294,6 +350,7 @@ impl HostState {
             &mut Channel,
             &mut BlockSession,
             &Limits,
+            &mut FileProgress,
         ) -> Result<BlockStats, BlockError>,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.host_call(|s| {
@@ -302,8 +359,20 @@ impl HostState {
                     "this run grants no volume or no channel".into(),
                 ));
             };
+            let mut progress = FileProgress {
+                observer: &*s.grants.observer,
+                module: &s.module,
+                base: s.progress,
+                next: PROGRESS_STEP,
+            };
             let before = channel.bytes();
-            let mut stats = f(volume, channel, &mut s.blocks, &Limits::default())?;
+            let mut stats = f(
+                volume,
+                channel,
+                &mut s.blocks,
+                &Limits::default(),
+                &mut progress,
+            )?;
             let after = channel.bytes();
             stats.wire_bytes = (after.0 - before.0) + (after.1 - before.1);
             Ok(stats)
@@ -317,7 +386,7 @@ impl wit::Host for HostState {
         path: String,
         block_size: Option<u32>,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
-        self.with_volume_and_channel(|volume, channel, _, _| {
+        self.with_volume_and_channel(|volume, channel, _, _, _| {
             let options = SignatureOptions { block_size };
             let mut basis = Basis::open(volume, &path)?;
             let signature = match basis.len() {
@@ -338,7 +407,7 @@ impl wit::Host for HostState {
     }
 
     fn send_delta(&mut self, path: String) -> wasmtime::Result<Result<BlockStats, BlockError>> {
-        self.with_volume_and_channel(|volume, channel, session, limits| {
+        self.with_volume_and_channel(|volume, channel, session, limits, _| {
             let signature = match session.ahead.pop_front() {
                 Some(signature) => signature,
                 None => read_signature(channel, limits, &path)?,
@@ -399,10 +468,12 @@ impl wit::Host for HostState {
         mode: u32,
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
-        self.with_volume_and_channel(|volume, channel, _, limits| {
+        self.with_volume_and_channel(|volume, channel, _, limits, progress| {
             let stats = match volume {
-                Volume::Tree(tree) => receive_beside(tree, &path, mode, mtime_ns, channel, limits)?,
-                Volume::Image(image) => receive_in_place(image, &path, channel, limits)?,
+                Volume::Tree(tree) => {
+                    receive_beside(tree, &path, mode, mtime_ns, channel, limits, progress)?
+                }
+                Volume::Image(image) => receive_in_place(image, &path, channel, limits, progress)?,
             };
             Ok(BlockStats {
                 file_bytes: stats.written_bytes,
@@ -424,6 +495,7 @@ fn receive_beside(
     mtime_ns: i64,
     channel: &mut Channel,
     limits: &Limits,
+    progress: &mut FileProgress,
 ) -> Result<PatchStats, BlockError> {
     let mut basis = Basis::open_tree(tree, path)?;
     let (staged_file, staged) = tree.create_staged(path)?;
@@ -432,6 +504,11 @@ fn receive_beside(
         let mut out = SparseWriter::new(staged_file);
         let len = basis.len();
         let stats = receive_delta(&mut basis, len, channel, limits, path, |basis, delta| {
+            let mut out = Reporting {
+                inner: &mut out,
+                written: 0,
+                progress,
+            };
             wasmover_block::patch(basis, delta, &mut out, limits).map_err(patch_error(path))
         })?;
         let file = out.finish().map_err(io_error("writing", path))?;

@@ -68,6 +68,7 @@ impl crate::bindings::progress::Host for HostState {
                 entries_done,
                 entries_total,
             };
+            s.progress = progress;
             s.grants.observer.progress(&s.module, progress);
         })
     }
