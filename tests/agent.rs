@@ -658,6 +658,28 @@ fn a_full_destination_fails_both_ends_and_leaves_files_old_or_new() {
     );
 }
 
+/// Sends `src` to `receiver`, requires both to succeed, and returns the
+/// sender's report (`--report-file`).
+fn send_to_completion(
+    src: &Path,
+    receiver: Receiver,
+    key: &Path,
+    scratch: &Path,
+) -> serde_json::Value {
+    let report = scratch.join("report.json");
+    let addr = receiver.addr.to_string();
+    let sent = send(
+        src,
+        &addr,
+        key,
+        &["--report-file", report.to_str().unwrap()],
+    );
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    let (ok, _, stderr) = receiver.wait(Duration::from_secs(20));
+    assert!(ok, "{stderr}");
+    serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
+}
+
 #[test]
 fn a_sender_killed_inside_a_large_file_resumes_from_what_arrived() {
     let tmp = tempfile::tempdir().unwrap();
@@ -666,7 +688,6 @@ fn a_sender_killed_inside_a_large_file_resumes_from_what_arrived() {
     write(&src, "big.img", &big);
     let key = key_file(tmp.path(), "key", 1);
     let receiver = Receiver::start(&dst, &key, &[]);
-    let addr = receiver.addr.to_string();
 
     // At 8 MB/s the file takes three seconds: kill the sender once at
     // least 6 MiB of it are written on the receiving side.
@@ -685,20 +706,9 @@ fn a_sender_killed_inside_a_large_file_resumes_from_what_arrived() {
         kept.len()
     );
 
-    let report = tmp.path().join("report.json");
-    let sent = send(
-        &src,
-        &addr,
-        &key,
-        &["--report-file", report.to_str().unwrap()],
-    );
-    assert!(sent.status.success(), "{}", text(&sent.stderr));
-    let (ok, _, stderr) = receiver.wait(Duration::from_secs(20));
-    assert!(ok, "{stderr}");
+    let report = send_to_completion(&src, receiver, &key, tmp.path());
     assert_same_tree(&src, &dst);
     assert!(!dst.join(".wasmover").exists(), "state left behind");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let literal = report["bytesLiteral"].as_u64().unwrap();
     eprintln!(
         "{} bytes kept after the kill; the re-run sent {literal} as literals",
@@ -821,7 +831,6 @@ fn a_sender_killed_while_an_image_streams_resumes_and_the_image_stays_old_meanwh
     std::fs::write(&dst, &old).unwrap();
     let key = key_file(tmp.path(), "key", 6);
     let receiver = Receiver::start(&dst, &key, &[]);
-    let addr = receiver.addr.to_string();
 
     // At 8 MB/s the image takes three seconds: kill the sender once at
     // least 6 MiB of literals wait beside the journal.
@@ -832,20 +841,9 @@ fn a_sender_killed_while_an_image_streams_resumes_and_the_image_stays_old_meanwh
     assert!(std::fs::read(&dst).unwrap() == old, "the image was touched");
     let kept = std::fs::metadata(&partial).expect("kept").len();
 
-    let report = tmp.path().join("report.json");
-    let sent = send(
-        &src,
-        &addr,
-        &key,
-        &["--report-file", report.to_str().unwrap()],
-    );
-    assert!(sent.status.success(), "{}", text(&sent.stderr));
-    let (ok, _, stderr) = receiver.wait(Duration::from_secs(20));
-    assert!(ok, "{stderr}");
+    let report = send_to_completion(&src, receiver, &key, tmp.path());
     assert!(std::fs::read(&dst).unwrap() == new);
     assert!(!partial.exists(), "state left behind");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let literal = report["bytesLiteral"].as_u64().unwrap();
     eprintln!("{kept} bytes kept after the kill; the re-run sent {literal} as literals");
     assert!(

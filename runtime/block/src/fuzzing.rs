@@ -34,8 +34,14 @@ pub fn limits() -> Limits {
 
 /// The basis `parse_delta` patches against: 3000 seeded bytes.
 pub fn basis() -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..3000)
+    pseudo_random(3000, 0x9E37_79B9_7F4A_7C15)
+}
+
+/// `len` bytes of a xorshift stream from `seed`: incompressible, and the
+/// same for a seed.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -43,6 +49,17 @@ pub fn basis() -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// The delta of `new` against a signature of `old` at `block_size`.
+pub fn delta_of(old: &[u8], new: &[u8], block_size: u32) -> Vec<u8> {
+    let options = SignatureOptions {
+        block_size: Some(block_size),
+    };
+    let sig = Signature::compute(old, old.len() as u64, &options).expect("slice");
+    let mut d = Vec::new();
+    delta(&sig, new, &mut d).expect("vec");
+    d
 }
 
 /// Refinement down to `min_block_size`, whatever it costs: small inputs
@@ -319,16 +336,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     new[1000..1100].fill(9);
     new[4096..6144].fill(1);
     new.truncate(7000);
-    let sig = Signature::compute(
-        &old[..],
-        old.len() as u64,
-        &SignatureOptions {
-            block_size: Some(256),
-        },
-    )
-    .expect("slice");
-    let mut d = Vec::new();
-    delta(&sig, &new[..], &mut d).expect("vec");
+    let d = delta_of(&old, &new, 256);
     let mut file = Cursor::new(old.clone());
     let in_place = InPlacePatch::read(&mut file, &d[..], &limits(), None).expect("own delta");
     let target = scratch_file(&old);

@@ -550,16 +550,7 @@ mod tests {
     use crate::{Signature, SignatureOptions, delta};
 
     fn in_place(old: &[u8], new: &[u8], bs: u32) -> (Vec<u8>, PatchStats) {
-        let sig = Signature::compute(
-            old,
-            old.len() as u64,
-            &SignatureOptions {
-                block_size: Some(bs),
-            },
-        )
-        .unwrap();
-        let mut d = Vec::new();
-        delta(&sig, new, &mut d).unwrap();
+        let d = crate::fuzzing::delta_of(old, new, bs);
         let mut file = Cursor::new(old.to_vec());
         let mut reader = &d[..];
         let stats = patch_in_place(&mut file, &mut reader, &Limits::default()).unwrap();

@@ -292,7 +292,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::{Signature, SignatureOptions, delta};
+    use crate::fuzzing::{delta_of, pseudo_random};
 
     fn file_with(bytes: &[u8]) -> File {
         let mut f = tempfile::tempfile().unwrap();
@@ -305,32 +305,6 @@ mod tests {
         f.seek(SeekFrom::Start(0)).unwrap();
         f.read_to_end(&mut out).unwrap();
         out
-    }
-
-    fn delta_of(old: &[u8], new: &[u8], bs: u32) -> Vec<u8> {
-        let sig = Signature::compute(
-            old,
-            old.len() as u64,
-            &SignatureOptions {
-                block_size: Some(bs),
-            },
-        )
-        .unwrap();
-        let mut d = Vec::new();
-        delta(&sig, new, &mut d).unwrap();
-        d
-    }
-
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     /// A 256 KiB file with two 4 KiB pages rewritten.

@@ -4,7 +4,7 @@ use std::io::Cursor;
 
 use proptest::prelude::*;
 
-use crate::fuzzing::eager;
+use crate::fuzzing::{eager, pseudo_random as data};
 use crate::*;
 
 fn signature(old: &[u8], block_size: Option<u32>) -> Signature {
@@ -119,18 +119,6 @@ fn refined_round_trip(
         "refined delta in place rebuilt a different file"
     );
     (stats, wire)
-}
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[derive(Clone, Debug)]
