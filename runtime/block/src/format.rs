@@ -99,6 +99,19 @@ pub(crate) fn read_u8<R: Read>(r: &mut R, reading: &'static str) -> Result<u8, F
     Ok(b[0])
 }
 
+/// Reads the length of a literal run, refusing one over [`MAX_LITERAL`].
+pub(crate) fn read_literal_len<R: Read>(r: &mut R) -> Result<u64, FormatError> {
+    let len = u64::from(read_u32(r, "literal length")?);
+    if len > MAX_LITERAL {
+        return Err(FormatError::TooLarge {
+            what: "literal run",
+            value: len,
+            limit: MAX_LITERAL,
+        });
+    }
+    Ok(len)
+}
+
 pub(crate) fn read_u32<R: Read>(r: &mut R, reading: &'static str) -> Result<u32, FormatError> {
     let mut b = [0; 4];
     r.read_exact(&mut b)

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::error::{FormatError, PatchError};
-use crate::format::{self, DELTA_MAGIC, Limits, MAX_LITERAL, OP_COPY, OP_END, OP_LITERAL};
+use crate::format::{self, DELTA_MAGIC, Limits, OP_COPY, OP_END, OP_LITERAL};
 use crate::patch::PatchStats;
 
 /// Most bytes [`patch_in_place`] holds in memory: the delta's literals
@@ -249,15 +249,7 @@ impl InPlacePatch {
                     }
                 }
                 OP_LITERAL => {
-                    let len = u64::from(format::read_u32(&mut delta, "literal length")?);
-                    if len > MAX_LITERAL {
-                        return Err(FormatError::TooLarge {
-                            what: "literal run",
-                            value: len,
-                            limit: MAX_LITERAL,
-                        }
-                        .into());
-                    }
+                    let len = format::read_literal_len(&mut delta)?;
                     let dst = patch.new_len;
                     patch.new_len += len;
                     if patch.new_len > limits.max_file_len {
@@ -547,6 +539,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::format::MAX_LITERAL;
     use crate::{Signature, SignatureOptions, delta};
 
     fn in_place(old: &[u8], new: &[u8], bs: u32) -> (Vec<u8>, PatchStats) {

@@ -3,7 +3,7 @@
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::error::{FormatError, PatchError};
-use crate::format::{self, DELTA_MAGIC, Limits, MAX_LITERAL, OP_COPY, OP_END, OP_LITERAL};
+use crate::format::{self, DELTA_MAGIC, Limits, OP_COPY, OP_END, OP_LITERAL};
 
 /// What a patch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -150,15 +150,7 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
                 stats.copied_bytes += len;
             }
             OP_LITERAL => {
-                let len = u64::from(format::read_u32(&mut delta, "literal length")?);
-                if len > MAX_LITERAL {
-                    return Err(FormatError::TooLarge {
-                        what: "literal run",
-                        value: len,
-                        limit: MAX_LITERAL,
-                    }
-                    .into());
-                }
+                let len = format::read_literal_len(&mut delta)?;
                 let mut left = len as usize;
                 while left > 0 {
                     let n = left.min(PIECE);
