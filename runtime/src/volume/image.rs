@@ -9,11 +9,11 @@
 //! volume that is either old or new.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::{Access, DIGEST_CONTEXT, KnownHashes, Stamp, VolumeError};
+use super::{Access, DIGEST_BUFFER, DIGEST_CONTEXT, KnownHashes, Stamp, VolumeError, content_hash};
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
 /// Suffix of the undo journal an image file keeps beside itself while a
@@ -167,7 +167,7 @@ impl Image {
         let meta = file.metadata().map_err(io_error)?;
         let (hash, len) = match self.known.take("", Stamp::of(&meta)) {
             Some(hash) if meta.is_file() => (hash, meta.len()),
-            _ => content_hash(file)?,
+            _ => content_hash(file, &mut vec![0; DIGEST_BUFFER]).map_err(io_error)?,
         };
         let mut tree = blake3::Hasher::new_derive_key(DIGEST_CONTEXT);
         tree.update(&[3]);
@@ -288,24 +288,6 @@ impl Image {
             let _ = std::fs::remove_file(path);
         }
     }
-}
-
-/// BLAKE3 of everything `file` holds, and its length as read.
-fn content_hash(mut file: File) -> Result<(blake3::Hash, u64), VolumeError> {
-    let mut content = blake3::Hasher::new();
-    let mut buffer = vec![0; super::tree::DIGEST_BUFFER];
-    let mut len = 0u64;
-    loop {
-        let n = match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error(e)),
-        };
-        content.update(&buffer[..n]);
-        len += n as u64;
-    }
-    Ok((content.finalize(), len))
 }
 
 /// `dir/.name.wasmover-journal` for the image file `dir/name`.

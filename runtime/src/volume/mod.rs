@@ -77,6 +77,30 @@ pub fn unix_nanos(time: SystemTime) -> i64 {
     }
 }
 
+/// The read buffer of the digests. Plain reads and one thread: a 1 GiB
+/// file in the page cache hashes in 0.25 s (4.3 GB/s) that way, and in
+/// 0.30–0.43 s with `update_rayon` on the two shared cores it was measured
+/// on; a reader keeps up without mmap.
+const DIGEST_BUFFER: usize = 1 << 20;
+
+/// BLAKE3 of everything `reader` yields, and its length, read through
+/// `buffer`.
+fn content_hash(mut reader: impl io::Read, buffer: &mut [u8]) -> io::Result<(blake3::Hash, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut len = 0u64;
+    loop {
+        let n = match reader.read(buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..n]);
+        len += n as u64;
+    }
+    Ok((hasher.finalize(), len))
+}
+
 /// What identifies one version of a file within a run: when any of it
 /// changed, so may the content have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
