@@ -104,11 +104,22 @@ fn open_image(image: &Image, path: &str) -> Result<(File, u64), BlockError> {
     Ok(image.open_read()?)
 }
 
-/// Opens the file a delta is computed from.
-fn open_source(volume: &Volume, path: &str) -> Result<Option<(File, u64)>, BlockError> {
+/// Opens the file a delta is computed from, with its stamp taken before
+/// it is read (none for a device): a change while it is read changes the
+/// stamp, and the digest then reads it again.
+fn open_source(
+    volume: &Volume,
+    path: &str,
+) -> Result<Option<(File, u64, Option<Stamp>)>, BlockError> {
     match volume {
-        Volume::Tree(tree) => Ok(tree.open_file(path)?),
-        Volume::Image(image) => open_image(image, path).map(Some),
+        Volume::Tree(tree) => Ok(tree
+            .open_file(path)?
+            .map(|(file, len, stamp)| (file, len, Some(stamp)))),
+        Volume::Image(image) => {
+            let (file, len) = open_image(image, path)?;
+            let stamp = Stamp::of_file(&file);
+            Ok(Some((file, len, stamp)))
+        }
     }
 }
 
@@ -130,19 +141,22 @@ impl Basis {
     }
 
     fn open_image(image: &Image, path: &str) -> Result<Self, BlockError> {
-        let parts = [Some(open_image(image, path)?), image.open_partial()?];
-        Ok(Self {
-            parts: parts.into_iter().flatten().collect(),
-            pos: 0,
-        })
+        Ok(Self::of([
+            Some(open_image(image, path)?),
+            image.open_partial()?,
+        ]))
     }
 
     fn open_tree(tree: &Tree, path: &str) -> Result<Self, BlockError> {
-        let parts = [tree.open_file(path)?, tree.open_partial(path)?];
-        Ok(Self {
+        let old = tree.open_file(path)?.map(|(file, len, _)| (file, len));
+        Ok(Self::of([old, tree.open_partial(path)?]))
+    }
+
+    fn of(parts: [Option<(File, u64)>; 2]) -> Self {
+        Self {
             parts: parts.into_iter().flatten().collect(),
             pos: 0,
-        })
+        }
     }
 
     fn len(&self) -> u64 {
@@ -417,11 +431,8 @@ impl wit::Host for HostState {
                     "expected the signature of {path}, received the answer to a refinement"
                 )));
             }
-            let (mut file, len) =
+            let (mut file, len, stamp) =
                 open_source(volume, &path)?.ok_or_else(|| BlockError::NotFound(path.clone()))?;
-            // Taken before the file is read: a change while it is read
-            // changes the stamp, and the digest then reads it again.
-            let stamp = Stamp::of_file(&file);
             let delta_error = |e: io::Error| BlockError::Io(format!("delta of {path}: {e}"));
             let stats = if len < REFINE_MIN_FILE || signature.block_count() == 0 {
                 wasmover_block::delta(&signature, file, channel.writer())

@@ -372,11 +372,12 @@ impl Tree {
         .map_err(VolumeError::io(path))
     }
 
-    /// Opens a regular file for reading; `None` if there is none at `path`.
+    /// Opens a regular file for reading, with its length and stamp (taken
+    /// as it is opened); `None` if there is none at `path`.
     pub(crate) fn open_file(
         &self,
         path: &str,
-    ) -> Result<Option<(std::fs::File, u64)>, VolumeError> {
+    ) -> Result<Option<(std::fs::File, u64, Stamp)>, VolumeError> {
         let path = checked(path)?;
         let meta = match self.dir.symlink_metadata(path) {
             Ok(meta) => meta,
@@ -387,7 +388,7 @@ impl Tree {
             return Ok(None);
         }
         let file = self.dir.open(path).map_err(VolumeError::io(path))?;
-        Ok(Some((file.into_std(), meta.len())))
+        Ok(Some((file.into_std(), meta.len(), cap_stamp(&meta))))
     }
 
     /// Creates the staging file for `path`, replacing a stale one.
@@ -440,7 +441,9 @@ impl Tree {
         if !self.has_state.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        self.open_file(&partial_path(path))
+        Ok(self
+            .open_file(&partial_path(path))?
+            .map(|(file, len, _)| (file, len)))
     }
 
     /// Keeps a staged file that a lost peer left unfinished as `path`'s
@@ -539,6 +542,39 @@ fn time_spec(mtime_ns: i64) -> SystemTimeSpec {
 mod tests {
     use super::*;
     use crate::volume::unix_nanos;
+
+    /// The stamps the block calls take (as a file is opened; after a
+    /// staged file is renamed into place) are the ones the digest's walk
+    /// sees, so what they remember is used: a wrong hash shows.
+    #[test]
+    fn the_stamps_of_opened_and_committed_files_match_the_digests() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("read"), b"abc").unwrap();
+        let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let (_, _, stamp) = volume.open_file("read").unwrap().unwrap();
+        let (mut file, staged) = volume.create_staged("written").unwrap();
+        std::io::Write::write_all(&mut file, b"xyz").unwrap();
+        let honest = |v: &Tree| {
+            v.known.take("read", stamp);
+            v.known.take("written", Stamp::new(0, 0, 0, 0));
+            v.digest().unwrap().root
+        };
+        volume
+            .commit_staged(file, &staged, "written", 0o644, 1_000_000_000, [7; 32])
+            .unwrap();
+        let with_written = volume.digest().unwrap().root;
+        assert_ne!(
+            with_written,
+            honest(&volume),
+            "the committed file's hash was not used"
+        );
+        volume.known.remember("read", stamp, [7; 32]);
+        assert_ne!(
+            volume.digest().unwrap().root,
+            honest(&volume),
+            "the opened file's hash was not used"
+        );
+    }
 
     #[test]
     fn the_digest_trusts_a_known_hash_only_for_the_file_version_it_was_learned_for() {
