@@ -380,7 +380,7 @@ mod tests {
     }
 
     #[test]
-    fn a_writable_device_needs_a_journal_and_a_directory_none() {
+    fn a_directory_takes_no_journal_and_a_character_device_is_no_volume() {
         let dir = tempfile::tempdir().unwrap();
         let err =
             Volume::open_with_journal(dir.path(), Access::ReadWrite, Some(dir.path().join("j")))
