@@ -321,7 +321,7 @@ impl InPlacePatch {
     /// copies and literals land (copies that stay in place excluded) and,
     /// when the file shrinks, its lost tail.
     pub fn overwritten(&self) -> Vec<(u64, u64)> {
-        let mut ranges: Vec<(u64, u64)> = self
+        let ranges = self
             .ops
             .iter()
             .filter_map(|op| match *op {
@@ -336,11 +336,10 @@ impl InPlacePatch {
             .filter_map(|(start, len)| {
                 let end = (start + len).min(self.basis_len);
                 (start < end).then_some((start, end))
-            })
-            .collect();
+            });
         // Ops come in `dst` order, the tail last: already sorted.
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-        for (start, end) in ranges.drain(..) {
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (start, end) in ranges {
             match merged.last_mut() {
                 Some((_, last_end)) if *last_end >= start => *last_end = (*last_end).max(end),
                 _ => merged.push((start, end)),
