@@ -35,6 +35,13 @@ impl wit::Host for HostState {
     }
 
     fn digest(&mut self) -> wasmtime::Result<Result<TreeDigest, VolumeError>> {
+        // Hashing a tree takes a while: what this side wrote last (the tail
+        // of its final delta) must not wait in the channel's buffer
+        // meanwhile, or the peer stalls until the digest is done. A peer
+        // already gone shows in the next channel call.
+        if let Some(channel) = &mut self.grants.channel {
+            let _ = channel.flush();
+        }
         self.with_volume(Volume::digest)
     }
 
