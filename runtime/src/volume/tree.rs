@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, SystemTimeSpec};
+use cap_fs_ext::{DirExt, SystemTimeSpec};
 use cap_std::fs::{Dir, File, MetadataExt, OpenOptions, Permissions, PermissionsExt};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::{Access, DIGEST_BUFFER, DIGEST_CONTEXT, KnownHashes, Stamp, VolumeError};
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
@@ -89,8 +90,8 @@ impl Tree {
     /// devices, fifos) are skipped.
     pub fn scan(&self) -> Result<Vec<Entry>, VolumeError> {
         let mut entries = Vec::new();
-        self.walk("", &mut |entry, _| {
-            entries.push(entry);
+        self.walk(&mut |found| {
+            entries.push(found.entry);
             Ok(())
         })?;
         Ok(entries)
@@ -104,7 +105,8 @@ impl Tree {
         let mut tree = blake3::Hasher::new_derive_key(DIGEST_CONTEXT);
         let (mut entries, mut bytes) = (0u64, 0u64);
         let mut buffer = vec![0; DIGEST_BUFFER];
-        self.walk("", &mut |entry, stamp| {
+        self.walk(&mut |found| {
+            let entry = &found.entry;
             let kind: u8 = match entry.kind {
                 EntryKind::File => 0,
                 EntryKind::Directory => 1,
@@ -118,9 +120,9 @@ impl Tree {
             tree.update(&entry.mtime_ns.to_le_bytes());
             match entry.kind {
                 EntryKind::File => {
-                    let (hash, len) = match self.known.take(&entry.path, stamp) {
+                    let (hash, len) = match self.known.take(&entry.path, found.stamp) {
                         Some(hash) => (hash, entry.size),
-                        None => self.content_hash(&entry.path, &mut buffer)?,
+                        None => found.content_hash(&mut buffer)?,
                     };
                     tree.update(&len.to_le_bytes());
                     tree.update(hash.as_bytes());
@@ -143,109 +145,13 @@ impl Tree {
         })
     }
 
-    /// BLAKE3 of a regular file's content, and its length as read.
-    fn content_hash(
-        &self,
-        path: &str,
-        buffer: &mut [u8],
-    ) -> Result<(blake3::Hash, u64), VolumeError> {
-        let file = self
-            .dir
-            .open_with(
-                path,
-                OpenOptions::new().read(true).follow(FollowSymlinks::No),
-            )
-            .map_err(VolumeError::io(path))?;
-        super::content_hash(file, buffer).map_err(VolumeError::io(path))
-    }
-
-    /// Calls `visit` with every entry under `dir`, parents before
+    /// Calls `visit` with every entry of the tree, parents before
     /// children, siblings by name.
     fn walk(
         &self,
-        dir: &str,
-        visit: &mut dyn FnMut(Entry, Stamp) -> Result<(), VolumeError>,
+        visit: &mut dyn FnMut(Found<'_>) -> Result<(), VolumeError>,
     ) -> Result<(), VolumeError> {
-        let shown = if dir.is_empty() { "." } else { dir };
-        let mut names = Vec::new();
-        for entry in self.dir.read_dir(shown).map_err(VolumeError::io(shown))? {
-            let name = entry.map_err(VolumeError::io(shown))?.file_name();
-            let name = name.into_string().map_err(|name| VolumeError::Io {
-                path: format!("{shown}/{}", name.to_string_lossy()),
-                source: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8"),
-            })?;
-            names.push(name);
-        }
-        names.sort_unstable();
-        if dir.is_empty() {
-            names.retain(|name| name != STATE_DIR);
-        }
-        for name in names {
-            let path = if dir.is_empty() {
-                name
-            } else {
-                format!("{dir}/{name}")
-            };
-            let meta = self
-                .dir
-                .symlink_metadata(&path)
-                .map_err(VolumeError::io(&path))?;
-            let file_type = meta.file_type();
-            let kind = if file_type.is_symlink() {
-                EntryKind::Symlink
-            } else if file_type.is_dir() {
-                EntryKind::Directory
-            } else if file_type.is_file() {
-                EntryKind::File
-            } else {
-                tracing::warn!(path, "skipping special file");
-                continue;
-            };
-            let link_target = match kind {
-                EntryKind::Symlink => {
-                    let target = self
-                        .dir
-                        .read_link_contents(&path)
-                        .map_err(VolumeError::io(&path))?;
-                    target
-                        .into_os_string()
-                        .into_string()
-                        .map_err(|_| VolumeError::Io {
-                            path: path.clone(),
-                            source: io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                "symlink target is not UTF-8",
-                            ),
-                        })?
-                }
-                _ => String::new(),
-            };
-            let stamp = cap_stamp(&meta);
-            let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-            visit(
-                Entry {
-                    path: path.clone(),
-                    kind,
-                    mode: meta.mode() & 0o7777,
-                    size: if kind == EntryKind::File {
-                        meta.len()
-                    } else {
-                        0
-                    },
-                    mtime_ns,
-                    link_target,
-                    uid: meta.uid(),
-                    gid: meta.gid(),
-                    inode: meta.ino(),
-                    links: meta.nlink().try_into().unwrap_or(u32::MAX),
-                },
-                stamp,
-            )?;
-            if kind == EntryKind::Directory {
-                self.walk(&path, visit)?;
-            }
-        }
-        Ok(())
+        walk_dir(&self.dir, "", visit)
     }
 
     /// Creates a directory; fine if it is one already.
@@ -494,6 +400,126 @@ impl Tree {
     }
 }
 
+/// An entry the walk met: what it is, its [`Stamp`], and the directory
+/// it is in, so it can be opened without resolving its path again.
+struct Found<'a> {
+    entry: Entry,
+    stamp: Stamp,
+    parent: &'a Dir,
+    name: &'a str,
+}
+
+impl Found<'_> {
+    /// BLAKE3 of a regular file's content, and its length as read.
+    fn content_hash(&self, buffer: &mut [u8]) -> Result<(blake3::Hash, u64), VolumeError> {
+        let path = &self.entry.path;
+        // One name, straight from the directory's listing, under a handle
+        // already inside the volume: nothing to resolve, no symlink
+        // followed; a fifo swapped in meanwhile is not waited on.
+        let file = rustix::fs::openat(
+            self.parent,
+            self.name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(|e| VolumeError::io(path)(e.into()))?;
+        super::content_hash(std::fs::File::from(file), buffer).map_err(VolumeError::io(path))
+    }
+}
+
+/// Calls `visit` with every entry under `dir`, the directory at `path`,
+/// parents before children, siblings by name. Each directory is opened
+/// once and its entries are looked at by their single names, so the cost
+/// per entry is one `statx`, whatever the depth.
+fn walk_dir(
+    dir: &Dir,
+    path: &str,
+    visit: &mut dyn FnMut(Found<'_>) -> Result<(), VolumeError>,
+) -> Result<(), VolumeError> {
+    let shown = if path.is_empty() { "." } else { path };
+    let mut names = Vec::new();
+    for entry in dir.entries().map_err(VolumeError::io(shown))? {
+        let name = entry.map_err(VolumeError::io(shown))?.file_name();
+        let name = name.into_string().map_err(|name| VolumeError::Io {
+            path: format!("{shown}/{}", name.to_string_lossy()),
+            source: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8"),
+        })?;
+        names.push(name);
+    }
+    names.sort_unstable();
+    if path.is_empty() {
+        names.retain(|name| name != STATE_DIR);
+    }
+    for name in &names {
+        let child = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path}/{name}")
+        };
+        let io_error = |e: rustix::io::Errno| VolumeError::io(&child)(e.into());
+        let stat = rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io_error)?;
+        let kind = match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Symlink => EntryKind::Symlink,
+            FileType::Directory => EntryKind::Directory,
+            FileType::RegularFile => EntryKind::File,
+            _ => {
+                tracing::warn!(path = child, "skipping special file");
+                continue;
+            }
+        };
+        let link_target = match kind {
+            EntryKind::Symlink => rustix::fs::readlinkat(dir, name.as_str(), Vec::new())
+                .map_err(io_error)?
+                .into_string()
+                .map_err(|_| VolumeError::Io {
+                    path: child.clone(),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "symlink target is not UTF-8",
+                    ),
+                })?,
+            _ => String::new(),
+        };
+        let stamp = stat_stamp(&stat);
+        let entry = Entry {
+            path: child,
+            kind,
+            mode: stat.st_mode & 0o7777,
+            size: if kind == EntryKind::File { stamp.len } else { 0 },
+            mtime_ns: stamp.mtime_ns,
+            link_target,
+            uid: stat.st_uid,
+            gid: stat.st_gid,
+            inode: stamp.inode,
+            links: stat.st_nlink.try_into().unwrap_or(u32::MAX),
+        };
+        let child = (kind == EntryKind::Directory).then(|| entry.path.clone());
+        visit(Found {
+            entry,
+            stamp,
+            parent: dir,
+            name,
+        })?;
+        if let Some(child) = child {
+            // Not followed if a symlink took the directory's place since.
+            let sub = dir.open_dir_nofollow(name).map_err(VolumeError::io(&child))?;
+            walk_dir(&sub, &child, visit)?;
+        }
+    }
+    Ok(())
+}
+
+/// The [`Stamp`] of what `statat` found.
+fn stat_stamp(stat: &rustix::fs::Stat) -> Stamp {
+    Stamp::new(
+        stat.st_ino,
+        stat.st_size as u64,
+        stat.st_mtime * 1_000_000_000 + stat.st_mtime_nsec as i64,
+        stat.st_ctime * 1_000_000_000 + stat.st_ctime_nsec as i64,
+    )
+}
+
 /// The [`Stamp`] of what cap-std's metadata describes.
 fn cap_stamp(meta: &cap_std::fs::Metadata) -> Stamp {
     Stamp::new(
@@ -609,6 +635,50 @@ mod tests {
             .root;
         assert_ne!(fresh, honest);
         assert_eq!(volume.digest().unwrap().root, fresh);
+    }
+
+    /// The walk lists a symlinked directory as a link without entering
+    /// it, skips a fifo, and digests the files it holds through the
+    /// directory handles it walked with, at any depth.
+    #[test]
+    fn the_walk_does_not_follow_links_and_skips_special_files() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"x").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("a/b/c")).unwrap();
+        std::fs::write(root.path().join("a/b/c/deep"), b"deep").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("a/out")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.path().join("a/fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let volume = Tree::open(root.path(), Access::ReadOnly).unwrap();
+        let paths: Vec<_> = volume
+            .scan()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.path, e.kind))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("a".to_owned(), EntryKind::Directory),
+                ("a/b".to_owned(), EntryKind::Directory),
+                ("a/b/c".to_owned(), EntryKind::Directory),
+                ("a/b/c/deep".to_owned(), EntryKind::File),
+                ("a/out".to_owned(), EntryKind::Symlink),
+            ]
+        );
+        let before = volume.digest().unwrap();
+        assert_eq!((before.entries, before.bytes), (5, 4));
+        std::fs::write(root.path().join("a/b/c/deep"), b"DEEP").unwrap();
+        std::fs::write(outside.path().join("secret"), b"y").unwrap();
+        let after = volume.digest().unwrap();
+        assert_ne!(after.root, before.root, "the deep file's content counts");
     }
 
     #[test]
