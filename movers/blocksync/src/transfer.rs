@@ -147,8 +147,10 @@ pub fn check_verified(report: &TransferReport, source: &TreeDigest) -> Result<()
 
 /// The receiving side.
 pub fn receive(options: &Options) -> Result<TransferReport, Error> {
-    let (source, mut wire) = protocol::receive_tree()?;
+    // Scanned while the sender scans its own tree, before its entries
+    // arrive.
     let local = volume::scan().map_err(volume_error)?;
+    let (source, mut wire) = protocol::receive_tree()?;
     let is_block = |tree: &[Entry]| tree.iter().any(|e| e.kind == EntryKind::Block);
     let mode = |block| {
         if block {
