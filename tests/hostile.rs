@@ -57,7 +57,7 @@ fn still_serves(engine: &MoverEngine) {
         &blocksync,
         &tmp.path().join("src"),
         &tmp.path().join("dst"),
-        None,
+        &wasmover::replicate::ReplicateOptions::default(),
         MoverLimits::default(),
         &[],
         Arc::new(Quiet),

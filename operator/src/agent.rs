@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use wasmover_net::{Connection, Listener, NetError, Options, Psk};
 use wasmover_runtime::bindings::types::{Parameter, TransferReport};
 use wasmover_runtime::{
-    Access, Channel, Grants, MoverLimits, MoverModule, Observer, RunError, Volume,
+    Access, Channel, Grants, HashStore, MoverLimits, MoverModule, Observer, RunError, Volume,
 };
 
 use crate::replicate::{check_transfer, is_peer_gone};
@@ -151,16 +151,31 @@ pub struct VolumePath {
     /// The undo journal of a block volume received into (see
     /// [`Volume::open_with_journal`]).
     pub journal: Option<PathBuf>,
+    /// Where the digest keeps its file hashes between runs [default: a
+    /// receiving tree keeps them in its state directory, a sending one
+    /// nowhere].
+    pub hashes: Option<PathBuf>,
+    /// The digest reads every file, trusting no kept hash.
+    pub read_every_file: bool,
 }
 
 impl VolumePath {
     fn open(&self, access: Access) -> Result<Volume, AgentError> {
-        Volume::open_with_journal(&self.path, access, self.journal.clone()).map_err(|cause| {
-            AgentError::Volume {
-                path: self.path.clone(),
-                cause,
-            }
-        })
+        let error = |cause| AgentError::Volume {
+            path: self.path.clone(),
+            cause,
+        };
+        let mut volume =
+            Volume::open_with_journal(&self.path, access, self.journal.clone()).map_err(error)?;
+        if let Some(hashes) = &self.hashes {
+            volume
+                .set_hash_store(HashStore::File(hashes.clone()))
+                .map_err(error)?;
+        }
+        if self.read_every_file {
+            volume.read_every_file();
+        }
+        Ok(volume)
     }
 }
 
@@ -222,7 +237,7 @@ impl Receiver {
         }
         let volume = VolumePath {
             path: volume.path.canonicalize().map_err(io)?,
-            journal: volume.journal.clone(),
+            ..volume.clone()
         };
         volume.open(Access::ReadWrite)?;
         Ok(Self {

@@ -50,6 +50,8 @@ enum Command {
         #[arg(long)]
         journal: Option<PathBuf>,
         #[command(flatten)]
+        verify: VerifyArgs,
+        #[command(flatten)]
         mover: MoverArgs,
     },
     /// One side of a transfer between two hosts: `receive` listens, `send`
@@ -209,7 +211,40 @@ struct AgentArgs {
     #[arg(long)]
     report_file: Option<PathBuf>,
     #[command(flatten)]
+    verify: VerifyArgs,
+    #[command(flatten)]
     mover: MoverArgs,
+}
+
+/// How the end-to-end digest reads the volumes.
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// Where the sending side's digest keeps the content hash of every
+    /// file between runs, so that the next digest reads only the files
+    /// whose inode, size, mtime or ctime changed. A receiving directory
+    /// keeps its own in `.wasmover/hashes` inside it (on `agent receive`,
+    /// this file instead) [default: under the cache directory, per source
+    /// path; none with --no-cache]
+    #[arg(long, value_name = "FILE")]
+    hashes: Option<PathBuf>,
+    /// Make both digests read every file, trusting no kept hash (a full
+    /// check, e.g. now and then); the hashes are kept again for next time.
+    #[arg(long)]
+    read_every_file: bool,
+}
+
+impl VerifyArgs {
+    /// Where the sending side at `volume` keeps its hashes: `--hashes`,
+    /// else a file under the cache directory named for the volume's
+    /// canonical path.
+    fn source_hashes(&self, cli: &Cli, volume: &std::path::Path) -> Option<PathBuf> {
+        self.hashes.clone().or_else(|| {
+            let root = hash_dir(cli)?;
+            let path = volume.canonicalize().ok()?;
+            let key = blake3::hash(path.as_os_str().as_encoded_bytes());
+            Some(root.join(&key.to_hex()[..32]))
+        })
+    }
 }
 
 impl AgentArgs {
@@ -250,6 +285,12 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
     })
 }
 
+/// Where sending sides keep their file hashes: `hashes` beside the
+/// precompiled modules.
+fn hash_dir(cli: &Cli) -> Option<PathBuf> {
+    Some(cache_dir(cli)?.join("hashes"))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -280,6 +321,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             src,
             dst,
             journal,
+            verify,
             mover,
         } => {
             let module = resolve_mover(&engine, cli, &mover.mover)?;
@@ -289,7 +331,11 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 &module,
                 src,
                 dst,
-                journal.clone(),
+                &replicate::ReplicateOptions {
+                    journal: journal.clone(),
+                    source_hashes: verify.source_hashes(cli, src),
+                    read_every_file: verify.read_every_file,
+                },
                 mover.limits(),
                 &mover.params,
                 bar.clone(),
@@ -460,6 +506,11 @@ fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Resul
     let volume = agent::VolumePath {
         path: args.volume.clone(),
         journal: args.journal.clone(),
+        hashes: match role {
+            AgentRole::Send { .. } => args.verify.source_hashes(cli, &args.volume),
+            AgentRole::Receive { .. } => args.verify.hashes.clone(),
+        },
+        read_every_file: args.verify.read_every_file,
     };
     let transfer = agent::Transfer {
         module: &module,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use wasmover_runtime::bindings::types::{Parameter, TransferReport};
 use wasmover_runtime::{
-    Access, Capability, Channel, Grants, MoverLimits, MoverModule, Observer, RunError, Volume,
+    Access, Capability, Channel, Grants, HashStore, MoverLimits, MoverModule, Observer, RunError,
+    Volume,
 };
 
 /// Why a local replication could not run or failed.
@@ -124,13 +125,27 @@ pub(crate) fn check_transfer(
         .and_then(|mut instance| instance.validate(parameters))
 }
 
+/// How [`replicate`] opens the two volumes, beyond their paths.
+#[derive(Clone, Debug, Default)]
+pub struct ReplicateOptions {
+    /// The undo journal of a block-volume destination (see
+    /// [`Volume::open_with_journal`]).
+    pub journal: Option<PathBuf>,
+    /// Where the source's digest keeps its file hashes between runs, so
+    /// that it reads only files changed since [default: nowhere; the
+    /// destination keeps its own in its state directory].
+    pub source_hashes: Option<PathBuf>,
+    /// Both digests read every file, trusting no kept hash.
+    pub read_every_file: bool,
+}
+
 /// Makes `dst` equal to `src` with `module`'s data plane and returns the
 /// receiving side's report.
 pub fn replicate(
     module: &MoverModule,
     src: &Path,
     dst: &Path,
-    journal: Option<PathBuf>,
+    options: &ReplicateOptions,
     limits: MoverLimits,
     parameters: &[Parameter],
     observer: Arc<dyn Observer>,
@@ -139,11 +154,22 @@ pub fn replicate(
     check_transfer(module, limits, parameters).map_err(mover_error("receiving"))?;
     let (src, dst) = prepare(src, dst)?;
     let (to_receiver, to_sender) = Channel::pair();
-    let sending = Grants::new()
-        .with_volume(Volume::open(&src, Access::ReadOnly).map_err(io(&src))?)
-        .with_channel(to_receiver);
+    let mut source = Volume::open(&src, Access::ReadOnly).map_err(io(&src))?;
+    if let Some(hashes) = &options.source_hashes {
+        source
+            .set_hash_store(HashStore::File(hashes.clone()))
+            .map_err(io(&src))?;
+    }
+    let mut destination =
+        Volume::open_with_journal(&dst, Access::ReadWrite, options.journal.clone())
+            .map_err(io(&dst))?;
+    if options.read_every_file {
+        source.read_every_file();
+        destination.read_every_file();
+    }
+    let sending = Grants::new().with_volume(source).with_channel(to_receiver);
     let receiving = Grants::new()
-        .with_volume(Volume::open_with_journal(&dst, Access::ReadWrite, journal).map_err(io(&dst))?)
+        .with_volume(destination)
         .with_channel(to_sender)
         .with_observer(observer);
 

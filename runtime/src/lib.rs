@@ -35,4 +35,4 @@ pub use instance::{Mover, MoverInstance};
 pub use limits::{LimitExceeded, MoverLimits};
 pub use module::{CONTRACT_VERSION, Capability, MoverModule};
 pub use state::{Event, Grants, Observer, Progress};
-pub use volume::{Access, Volume};
+pub use volume::{Access, HashStore, Volume};

@@ -118,11 +118,16 @@ pub enum Node {
     Link(PathBuf, i64),
 }
 
-/// Every entry under `root` (not `root` itself), by relative path.
+/// Every entry under `root` (not `root` itself), by relative path; the
+/// state directory a receiving volume keeps for its next run
+/// (`.wasmover` at the root) is not part of the tree.
 pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
+            if dir == root && path.file_name() == Some(".wasmover".as_ref()) {
+                continue;
+            }
             let meta = std::fs::symlink_metadata(&path).unwrap();
             let rel = path.strip_prefix(root).unwrap().to_owned();
             let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();

@@ -166,7 +166,7 @@ impl Image {
         let (file, _) = self.open_read()?;
         let meta = file.metadata().map_err(io_error)?;
         let (hash, len) = match self.known.take("", Stamp::of(&meta)) {
-            Some(hash) if meta.is_file() => (hash, meta.len()),
+            Some((hash, _)) if meta.is_file() => (hash, meta.len()),
             _ => content_hash(file, &mut vec![0; DIGEST_BUFFER]).map_err(io_error)?,
         };
         let mut tree = blake3::Hasher::new_derive_key(DIGEST_CONTEXT);

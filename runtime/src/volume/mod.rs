@@ -3,16 +3,16 @@
 //! journal ([`Image`]).
 
 mod image;
+mod known;
 mod tree;
 
-use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use image::Image;
+pub use known::HashStore;
+pub(crate) use known::{KnownHashes, Stamp};
 pub use tree::{STAGING_SUFFIX, STATE_DIR, Tree};
 
 use crate::bindings::volume::{Entry, TreeDigest};
@@ -101,84 +101,6 @@ fn content_hash(mut reader: impl io::Read, buffer: &mut [u8]) -> io::Result<(bla
     Ok((hasher.finalize(), len))
 }
 
-/// What identifies one version of a file within a run: when any of it
-/// changed, so may the content have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Stamp {
-    inode: u64,
-    len: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-}
-
-impl Stamp {
-    /// The stamp of an open regular file; `None` for anything else (a
-    /// device's node does not change when its content does).
-    pub(crate) fn of_file(file: &std::fs::File) -> Option<Self> {
-        let meta = file.metadata().ok()?;
-        meta.is_file().then(|| Self::of(&meta))
-    }
-
-    pub(crate) fn of(meta: &impl MetadataExt) -> Self {
-        Self::new(
-            meta.ino(),
-            meta.size(),
-            meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-        )
-    }
-
-    pub(crate) fn new(inode: u64, len: u64, mtime_ns: i64, ctime_ns: i64) -> Self {
-        Self {
-            inode,
-            len,
-            mtime_ns,
-            ctime_ns,
-        }
-    }
-}
-
-/// Content hashes a run learned while it read or wrote whole files (a
-/// delta reads the new file whole and hashes it; a patch verifies the file
-/// it rebuilt), so the tree digest does not read those files again. A hash
-/// is used only while the file's [`Stamp`] is the one it was learned with,
-/// and only within the run: the digest still reads every other file.
-#[derive(Debug, Default)]
-pub(crate) struct KnownHashes(Mutex<HashMap<String, (Stamp, blake3::Hash)>>);
-
-impl KnownHashes {
-    pub(crate) fn remember(&self, path: &str, stamp: Stamp, hash: [u8; 32]) {
-        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        known.insert(path.to_owned(), (stamp, blake3::Hash::from_bytes(hash)));
-    }
-
-    /// Whether a hash of `path` is known.
-    pub(crate) fn contains(&self, path: &str) -> bool {
-        let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        known.contains_key(path)
-    }
-
-    /// Carries the hash of `path` over a change of its metadata alone (an
-    /// owner), if it was learned for `before`.
-    pub(crate) fn restamp(&self, path: &str, before: Stamp, after: Stamp) {
-        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((stamp, _)) = known.get_mut(path)
-            && *stamp == before
-        {
-            *stamp = after;
-        }
-    }
-
-    /// The hash of `path` if it was learned for this very `stamp`.
-    pub(crate) fn take(&self, path: &str, stamp: Stamp) -> Option<blake3::Hash> {
-        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match known.remove(path) {
-            Some((learned, hash)) if learned == stamp => Some(hash),
-            _ => None,
-        }
-    }
-}
-
 /// A volume granted to one run.
 #[derive(Debug)]
 pub enum Volume {
@@ -218,6 +140,24 @@ impl Volume {
             ));
         }
         Tree::open(root, access).map(Volume::Tree)
+    }
+
+    /// Sets where a tree's digest keeps the hashes it saw for the next run
+    /// (see [`HashStore`]); a block volume's digest reads it whole every
+    /// time.
+    pub fn set_hash_store(&mut self, store: HashStore) -> io::Result<()> {
+        match self {
+            Volume::Tree(tree) => tree.set_hash_store(store),
+            Volume::Image(_) => Ok(()),
+        }
+    }
+
+    /// Makes a tree's digest read every file, trusting no stored hash (see
+    /// [`Tree::read_every_file`]); a block volume's always does.
+    pub fn read_every_file(&mut self) {
+        if let Volume::Tree(tree) = self {
+            tree.read_every_file();
+        }
     }
 
     /// The directory, device or file behind the volume.

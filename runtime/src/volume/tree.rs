@@ -13,7 +13,8 @@ use cap_fs_ext::{DirExt, SystemTimeSpec};
 use cap_std::fs::{Dir, File, MetadataExt, OpenOptions, Permissions, PermissionsExt};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use super::{Access, DIGEST_BUFFER, DIGEST_CONTEXT, KnownHashes, Stamp, VolumeError};
+use super::known::{self, Stored};
+use super::{Access, DIGEST_BUFFER, DIGEST_CONTEXT, HashStore, KnownHashes, Stamp, VolumeError};
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
 /// A directory tree granted to one run.
@@ -21,11 +22,15 @@ pub struct Tree {
     root: PathBuf,
     dir: Dir,
     access: Access,
-    /// Whether [`STATE_DIR`] may exist: when it does not, the per-file
-    /// lookups of partial content are skipped.
-    has_state: AtomicBool,
+    /// Whether partial content may be kept in [`STATE_DIR`]: when none
+    /// is, the per-file lookups of it are skipped.
+    has_partials: AtomicBool,
     /// Hashes of files this run read or wrote whole.
     pub(super) known: KnownHashes,
+    /// Where the digest keeps the hashes it saw for the next run.
+    store: HashStore,
+    /// Whether the digest reads every file, trusting no stored hash.
+    read_all: bool,
 }
 
 impl std::fmt::Debug for Tree {
@@ -39,8 +44,9 @@ impl std::fmt::Debug for Tree {
 
 /// Directory at the root of a volume where the host keeps what one run
 /// leaves for the next: the partial content of files whose transfer a lost
-/// peer cut off, so the next run resumes instead of resending it. It is not
-/// part of the replicated tree: scans and digests skip it.
+/// peer cut off, so the next run resumes instead of resending it, and the
+/// content hashes the digest saw ([`HashStore::InVolume`]). It is not part
+/// of the replicated tree: scans and digests skip it.
 pub const STATE_DIR: &str = ".wasmover";
 
 /// Where `path`'s partial content is kept.
@@ -48,24 +54,54 @@ fn partial_path(path: &str) -> String {
     format!("{STATE_DIR}/partial/{path}")
 }
 
+/// Where [`HashStore::InVolume`] keeps the hashes.
+const HASHES: &str = ".wasmover/hashes";
+
 /// Suffix of the temporary files and links a change is staged in before it
 /// is renamed into place; a run interrupted part-way leaves at most these
 /// behind, and the next run removes them as extraneous.
 pub const STAGING_SUFFIX: &str = ".wasmover-tmp";
 
 impl Tree {
-    /// Opens the directory `root`.
+    /// Opens the directory `root`. A writable tree keeps its hashes in
+    /// its state directory; a read-only one nowhere, unless told
+    /// ([`Tree::set_hash_store`]).
     pub fn open(root: impl Into<PathBuf>, access: Access) -> io::Result<Self> {
         let root = root.into();
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
-        let has_state = AtomicBool::new(dir.symlink_metadata(STATE_DIR).is_ok());
+        let has_partials =
+            AtomicBool::new(dir.symlink_metadata(format!("{STATE_DIR}/partial")).is_ok());
         Ok(Self {
             root,
             dir,
             access,
-            has_state,
+            has_partials,
             known: KnownHashes::default(),
+            store: match access {
+                Access::ReadWrite => HashStore::InVolume,
+                Access::ReadOnly => HashStore::Off,
+            },
+            read_all: false,
         })
+    }
+
+    /// Sets where the digest keeps the hashes it saw for the next run
+    /// ([`HashStore::InVolume`] needs a writable tree).
+    pub fn set_hash_store(&mut self, store: HashStore) -> io::Result<()> {
+        if store == HashStore::InVolume && self.access == Access::ReadOnly {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a read-only volume cannot keep its hashes in itself",
+            ));
+        }
+        self.store = store;
+        Ok(())
+    }
+
+    /// Makes the digest read every file, trusting no stored hash (a full
+    /// check); it still keeps what it read for the next run.
+    pub fn read_every_file(&mut self) {
+        self.read_all = true;
     }
 
     /// The host directory behind the volume.
@@ -99,12 +135,22 @@ impl Tree {
 
     /// The tree digest (see `tree-digest` in `wit/mover.wit`): the entries
     /// in [`scan`](Self::scan) order, each hashed as it is met, with the
-    /// content of every regular file hashed natively. Memory stays bounded
-    /// by one read buffer and the names of the directories being walked.
+    /// content of every regular file hashed natively, unless its hash is
+    /// known for the file's unchanged [`Stamp`]: learned this run, or kept
+    /// in the [`HashStore`] by an earlier digest. The hashes of files that
+    /// had settled are kept for the next run. Memory is one read buffer,
+    /// the names of the directories being walked, and 64 bytes per file
+    /// of kept hashes.
     pub fn digest(&self) -> Result<TreeDigest, VolumeError> {
         let mut tree = blake3::Hasher::new_derive_key(DIGEST_CONTEXT);
         let (mut entries, mut bytes) = (0u64, 0u64);
         let mut buffer = vec![0; DIGEST_BUFFER];
+        let stored = if self.read_all {
+            Stored::new()
+        } else {
+            self.load_hashes()
+        };
+        let mut kept = Vec::new();
         self.walk(&mut |found| {
             let entry = &found.entry;
             let kind: u8 = match entry.kind {
@@ -120,10 +166,21 @@ impl Tree {
             tree.update(&entry.mtime_ns.to_le_bytes());
             match entry.kind {
                 EntryKind::File => {
-                    let (hash, len) = match self.known.take(&entry.path, found.stamp) {
-                        Some(hash) => (hash, entry.size),
-                        None => found.content_hash(&mut buffer)?,
+                    let (hash, len, keep) = match self.known.take(&entry.path, found.stamp) {
+                        Some((hash, settled)) => (hash, entry.size, settled),
+                        None => match stored.get(&found.stamp.inode) {
+                            Some(&(stamp, hash)) if stamp == found.stamp => {
+                                (hash, entry.size, true)
+                            }
+                            _ => {
+                                let (hash, len) = found.content_hash(&mut buffer)?;
+                                (hash, len, found.stamp.settled() && len == entry.size)
+                            }
+                        },
                     };
+                    if keep && self.store != HashStore::Off {
+                        kept.push((found.stamp, hash));
+                    }
                     tree.update(&len.to_le_bytes());
                     tree.update(hash.as_bytes());
                     bytes += len;
@@ -138,11 +195,71 @@ impl Tree {
         })?;
         tree.update(&entries.to_le_bytes());
         tree.update(&bytes.to_le_bytes());
+        self.save_hashes(&kept);
         Ok(TreeDigest {
             root: tree.finalize().to_hex().to_string(),
             entries,
             bytes,
         })
+    }
+
+    /// The hashes an earlier digest kept; none if there are none or they
+    /// cannot be used (said in a warning: the digest then reads every
+    /// file, which is slower but as sure).
+    fn load_hashes(&self) -> Stored {
+        let bytes = match &self.store {
+            HashStore::Off => return Stored::new(),
+            HashStore::InVolume => self.dir.read(HASHES),
+            HashStore::File(path) => std::fs::read(path),
+        };
+        let shown = || match &self.store {
+            HashStore::File(path) => path.display().to_string(),
+            _ => self.root.join(HASHES).display().to_string(),
+        };
+        match bytes {
+            Ok(bytes) => known::decode(&bytes).unwrap_or_else(|why| {
+                tracing::warn!(store = shown(), "ignoring the stored hashes: {why}");
+                Stored::new()
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Stored::new(),
+            Err(e) => {
+                tracing::warn!(store = shown(), "ignoring the stored hashes: {e}");
+                Stored::new()
+            }
+        }
+    }
+
+    /// Replaces the stored hashes with `kept`, atomically; best effort (a
+    /// store that cannot be written costs the next run reads, nothing
+    /// else).
+    fn save_hashes(&self, kept: &[(Stamp, blake3::Hash)]) {
+        let bytes = known::encode(kept);
+        let saved = match &self.store {
+            HashStore::Off => return,
+            // Nothing settled yet: no state directory just for that.
+            HashStore::InVolume if kept.is_empty() => match self.dir.remove_file(HASHES) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                removed => removed,
+            },
+            HashStore::InVolume => {
+                let staged = format!("{HASHES}{STAGING_SUFFIX}");
+                self.dir
+                    .create_dir_all(STATE_DIR)
+                    .and_then(|()| self.dir.write(&staged, &bytes))
+                    .and_then(|()| self.dir.rename(&staged, &self.dir, HASHES))
+            }
+            HashStore::File(path) => {
+                let mut staged = path.clone().into_os_string();
+                staged.push(STAGING_SUFFIX);
+                path.parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(&staged, &bytes))
+                    .and_then(|()| std::fs::rename(&staged, path))
+            }
+        };
+        if let Err(e) = saved {
+            tracing::warn!(root = %self.root.display(), "could not keep the hashes for the next run: {e}");
+        }
     }
 
     /// Calls `visit` with every entry of the tree, parents before
@@ -344,7 +461,7 @@ impl Tree {
         path: &str,
     ) -> Result<Option<(std::fs::File, u64)>, VolumeError> {
         let path = checked(path)?;
-        if !self.has_state.load(Ordering::Relaxed) {
+        if !self.has_partials.load(Ordering::Relaxed) {
             return Ok(None);
         }
         Ok(self
@@ -363,7 +480,7 @@ impl Tree {
             return;
         }
         let parent = partial.rsplit_once('/').map_or(STATE_DIR, |(dir, _)| dir);
-        self.has_state.store(true, Ordering::Relaxed);
+        self.has_partials.store(true, Ordering::Relaxed);
         if self.dir.create_dir_all(parent).is_err()
             || self.dir.rename(staged, &self.dir, &partial).is_err()
         {
@@ -375,7 +492,7 @@ impl Tree {
     /// transfer completed, what is left there belongs to files the source
     /// no longer has (or has as the destination does); best effort.
     pub fn discard_partials(&self) {
-        if self.has_state.swap(false, Ordering::Relaxed) {
+        if self.has_partials.swap(false, Ordering::Relaxed) {
             let _ = self.dir.remove_dir_all(format!("{STATE_DIR}/partial"));
             let _ = self.dir.remove_dir(STATE_DIR);
         }
@@ -384,7 +501,7 @@ impl Tree {
     /// Removes `path`'s partial content and the state directories it
     /// empties; best effort.
     pub(crate) fn remove_partial(&self, path: &str) {
-        if !self.has_state.load(Ordering::Relaxed) {
+        if !self.has_partials.load(Ordering::Relaxed) {
             return;
         }
         let mut partial = partial_path(path);
@@ -457,8 +574,8 @@ fn walk_dir(
             format!("{path}/{name}")
         };
         let io_error = |e: rustix::io::Errno| VolumeError::io(&child)(e.into());
-        let stat = rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(io_error)?;
+        let stat =
+            rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(io_error)?;
         let kind = match FileType::from_raw_mode(stat.st_mode) {
             FileType::Symlink => EntryKind::Symlink,
             FileType::Directory => EntryKind::Directory,
@@ -486,7 +603,11 @@ fn walk_dir(
             path: child,
             kind,
             mode: stat.st_mode & 0o7777,
-            size: if kind == EntryKind::File { stamp.len } else { 0 },
+            size: if kind == EntryKind::File {
+                stamp.len
+            } else {
+                0
+            },
             mtime_ns: stamp.mtime_ns,
             link_target,
             uid: stat.st_uid,
@@ -503,7 +624,9 @@ fn walk_dir(
         })?;
         if let Some(child) = child {
             // Not followed if a symlink took the directory's place since.
-            let sub = dir.open_dir_nofollow(name).map_err(VolumeError::io(&child))?;
+            let sub = dir
+                .open_dir_nofollow(name)
+                .map_err(VolumeError::io(&child))?;
             walk_dir(&sub, &child, visit)?;
         }
     }
@@ -679,6 +802,88 @@ mod tests {
         std::fs::write(outside.path().join("secret"), b"y").unwrap();
         let after = volume.digest().unwrap();
         assert_ne!(after.root, before.root, "the deep file's content counts");
+    }
+
+    /// The digest keeps the hashes of settled files, and the next digest
+    /// believes them (a store that lies shows), but only for the very file
+    /// version, never when told to read every file, and not when the store
+    /// is damaged.
+    #[test]
+    fn kept_hashes_spare_reads_only_for_unchanged_files() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        std::fs::write(&a, b"aaa").unwrap();
+        std::fs::write(&b, b"bbb").unwrap();
+        let store = root.path().join(HASHES);
+        let digest = |read_all: bool| {
+            let mut tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
+            if read_all {
+                tree.read_every_file();
+            }
+            tree.digest().unwrap().root
+        };
+        let honest = digest(false);
+        assert!(!store.exists(), "files changed just now are not kept");
+        std::thread::sleep(Duration::from_nanos(2 * known::SETTLE_NS as u64));
+        assert_eq!(digest(false), honest);
+        let kept = known::decode(&std::fs::read(&store).unwrap()).unwrap();
+        assert_eq!(kept.len(), 2);
+
+        let lie = |only: &Path| {
+            let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(only).unwrap());
+            let lies: Vec<_> = kept
+                .values()
+                .map(|&(stamp, hash)| match stamp.inode == inode {
+                    true => (stamp, blake3::hash(b"lie")),
+                    false => (stamp, hash),
+                })
+                .collect();
+            std::fs::write(&store, known::encode(&lies)).unwrap();
+        };
+        lie(&a);
+        assert_ne!(digest(false), honest, "the kept hash is used");
+        lie(&a);
+        assert_eq!(digest(true), honest, "read_every_file trusts none");
+        lie(&a);
+        let mut damaged = std::fs::read(&store).unwrap();
+        damaged[10] ^= 1;
+        std::fs::write(&store, damaged).unwrap();
+        assert_eq!(digest(false), honest, "a damaged store is ignored");
+
+        // Rewritten with the same content and mtime: its ctime moved, so
+        // it is read again.
+        lie(&a);
+        let mtime = std::fs::metadata(&a).unwrap().modified().unwrap();
+        std::fs::write(&a, b"aaa").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(digest(false), honest, "a changed file is read again");
+    }
+
+    /// A read-only tree keeps its hashes only where it is told, never in
+    /// itself.
+    #[test]
+    fn a_read_only_tree_keeps_hashes_only_outside_itself() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("a"), b"aaa").unwrap();
+        let mut tree = Tree::open(root.path(), Access::ReadOnly).unwrap();
+        assert!(tree.set_hash_store(HashStore::InVolume).is_err());
+        std::thread::sleep(Duration::from_nanos(2 * known::SETTLE_NS as u64));
+        tree.digest().unwrap();
+        assert!(!root.path().join(STATE_DIR).exists());
+        let file = elsewhere.path().join("deep/hashes");
+        tree.set_hash_store(HashStore::File(file.clone())).unwrap();
+        tree.digest().unwrap();
+        assert_eq!(
+            known::decode(&std::fs::read(&file).unwrap()).unwrap().len(),
+            1
+        );
+        assert!(!root.path().join(STATE_DIR).exists());
     }
 
     #[test]

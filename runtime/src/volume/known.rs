@@ -1,0 +1,255 @@
+//! Content hashes a volume already knows, so that the tree digest need not
+//! read those files again: the ones a run learned while it read or wrote
+//! whole files ([`KnownHashes`]), and the ones an earlier run's digest kept
+//! for the next ([`HashStore`]). Either is used only while the file's
+//! [`Stamp`] is the one the hash was learned with.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use super::unix_nanos;
+
+/// How long before a hash was read a file must have last changed for the
+/// hash to be kept for a later run. A change stamps a file with the
+/// filesystem's coarse clock, so a write in the same tick as the read (a
+/// few milliseconds; a second or two on coarse filesystems) could leave
+/// the stamp as it was: such a file is read again next time instead.
+pub(super) const SETTLE_NS: i64 = if cfg!(test) {
+    // Unit tests wait this out; the rule is the same.
+    200_000_000
+} else {
+    2_000_000_000
+};
+
+/// What identifies one version of a file: when any of it changed, so may
+/// the content have. Two stamps are equal when they identify the same
+/// version, whenever they were taken.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamp {
+    pub(super) inode: u64,
+    pub(super) len: u64,
+    pub(super) mtime_ns: i64,
+    pub(super) ctime_ns: i64,
+    /// When the stamp was taken (before the content it vouches for was
+    /// read); 0 for stamps loaded from a [`HashStore`].
+    seen_ns: i64,
+}
+
+impl PartialEq for Stamp {
+    fn eq(&self, other: &Self) -> bool {
+        (self.inode, self.len, self.mtime_ns, self.ctime_ns)
+            == (other.inode, other.len, other.mtime_ns, other.ctime_ns)
+    }
+}
+
+impl Eq for Stamp {}
+
+impl Stamp {
+    /// The stamp of an open regular file; `None` for anything else (a
+    /// device's node does not change when its content does).
+    pub(crate) fn of_file(file: &std::fs::File) -> Option<Self> {
+        let meta = file.metadata().ok()?;
+        meta.is_file().then(|| Self::of(&meta))
+    }
+
+    pub(crate) fn of(meta: &impl MetadataExt) -> Self {
+        Self::new(
+            meta.ino(),
+            meta.size(),
+            meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        )
+    }
+
+    /// A stamp taken now.
+    pub(crate) fn new(inode: u64, len: u64, mtime_ns: i64, ctime_ns: i64) -> Self {
+        Self {
+            inode,
+            len,
+            mtime_ns,
+            ctime_ns,
+            seen_ns: unix_nanos(SystemTime::now()),
+        }
+    }
+
+    /// Whether the file had last changed well before the stamp was taken,
+    /// so that a hash of what was read after it may serve a later run
+    /// (see [`SETTLE_NS`]).
+    pub(crate) fn settled(&self) -> bool {
+        self.ctime_ns < self.seen_ns.saturating_sub(SETTLE_NS)
+    }
+}
+
+/// Content hashes a run learned while it read or wrote whole files (a
+/// delta reads the new file whole and hashes it; a patch verifies the file
+/// it rebuilt), so the tree digest does not read those files again. A hash
+/// is used only while the file's [`Stamp`] is the one it was learned with,
+/// and only once.
+#[derive(Debug, Default)]
+pub(crate) struct KnownHashes(Mutex<HashMap<String, (Stamp, blake3::Hash)>>);
+
+impl KnownHashes {
+    pub(crate) fn remember(&self, path: &str, stamp: Stamp, hash: [u8; 32]) {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        known.insert(path.to_owned(), (stamp, blake3::Hash::from_bytes(hash)));
+    }
+
+    /// Whether a hash of `path` is known.
+    pub(crate) fn contains(&self, path: &str) -> bool {
+        let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        known.contains_key(path)
+    }
+
+    /// Carries the hash of `path` over a change of its metadata alone (an
+    /// owner), if it was learned for `before`.
+    pub(crate) fn restamp(&self, path: &str, before: Stamp, after: Stamp) {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((stamp, _)) = known.get_mut(path)
+            && *stamp == before
+        {
+            *stamp = after;
+        }
+    }
+
+    /// The hash of `path` if it was learned for this very `stamp`, and
+    /// whether it may serve a later run ([`Stamp::settled`] when learned).
+    pub(crate) fn take(&self, path: &str, stamp: Stamp) -> Option<(blake3::Hash, bool)> {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match known.remove(path) {
+            Some((learned, hash)) if learned == stamp => Some((hash, learned.settled())),
+            _ => None,
+        }
+    }
+}
+
+/// Where a tree's digest keeps the content hashes of the files it saw, so
+/// that the next run's digest reads only the files that changed since (by
+/// their [`Stamp`]: inode, length, modification and change times).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashStore {
+    /// Nowhere: every digest reads every file.
+    Off,
+    /// In the volume's own state directory, where the receiving side keeps
+    /// what one run leaves for the next.
+    InVolume,
+    /// In this file, for a volume that is not written (the sending side).
+    File(PathBuf),
+}
+
+/// Hashes a store holds, by inode: a [`Stamp`] names one version of one
+/// file whatever its path (hard links share it), so no path is kept.
+pub(crate) type Stored = HashMap<u64, (Stamp, blake3::Hash)>;
+
+const MAGIC: &[u8; 4] = b"WMHS";
+const VERSION: u8 = 1;
+
+/// Bytes of one entry.
+const ENTRY: usize = 4 * 8 + 32;
+
+/// Encodes what a digest keeps: magic `WMHS`, version, then per file its
+/// inode, length, mtime and ctime (u64/i64) and content hash; then the
+/// count (u64) and a BLAKE3 of all that, so a torn or damaged store is
+/// ignored rather than trusted. Big-endian.
+pub(crate) fn encode(kept: &[(Stamp, blake3::Hash)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + kept.len() * ENTRY + 40);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    for (stamp, hash) in kept {
+        out.extend_from_slice(&stamp.inode.to_be_bytes());
+        out.extend_from_slice(&stamp.len.to_be_bytes());
+        out.extend_from_slice(&stamp.mtime_ns.to_be_bytes());
+        out.extend_from_slice(&stamp.ctime_ns.to_be_bytes());
+        out.extend_from_slice(hash.as_bytes());
+    }
+    out.extend_from_slice(&(kept.len() as u64).to_be_bytes());
+    let check = blake3::hash(&out);
+    out.extend_from_slice(check.as_bytes());
+    out
+}
+
+/// Decodes what [`encode`] wrote, or says why it cannot be used.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Stored, &'static str> {
+    if bytes.len() < MAGIC.len() + 1 + 8 + 32 {
+        return Err("it is truncated");
+    }
+    let (body, check) = bytes.split_at(bytes.len() - 32);
+    if blake3::hash(body).as_bytes() != check {
+        return Err("its checksum does not match (torn or damaged)");
+    }
+    if &body[..4] != MAGIC {
+        return Err("it is not a hash store");
+    }
+    if body[4] != VERSION {
+        return Err("it is of another version");
+    }
+    let (entries, count) = body[5..].split_at(body.len() - 5 - 8);
+    let count = u64::from_be_bytes(count.try_into().expect("8 bytes"));
+    if entries.len() % ENTRY != 0 || (entries.len() / ENTRY) as u64 != count {
+        return Err("its length does not match its count");
+    }
+    let at = |e: &[u8], i: usize| u64::from_be_bytes(e[i..i + 8].try_into().expect("8 bytes"));
+    Ok(entries
+        .chunks_exact(ENTRY)
+        .map(|e| {
+            let stamp = Stamp {
+                inode: at(e, 0),
+                len: at(e, 8),
+                mtime_ns: at(e, 16) as i64,
+                ctime_ns: at(e, 24) as i64,
+                seen_ns: 0,
+            };
+            let hash = blake3::Hash::from_bytes(e[32..].try_into().expect("32 bytes"));
+            (stamp.inode, (stamp, hash))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(inode: u64) -> Stamp {
+        Stamp::new(inode, 10, 1_000, 2_000)
+    }
+
+    #[test]
+    fn a_store_round_trips_and_refuses_any_damage() {
+        let kept = vec![
+            (stamp(1), blake3::hash(b"a")),
+            (stamp(2), blake3::hash(b"b")),
+        ];
+        let bytes = encode(&kept);
+        let stored = decode(&bytes).unwrap();
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[&2], (stamp(2), blake3::hash(b"b")));
+        assert_eq!(decode(&encode(&[])).unwrap().len(), 0);
+
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x40;
+            assert!(decode(&bad).is_err(), "flipped at {at}");
+        }
+    }
+
+    #[test]
+    fn only_a_file_that_changed_well_before_it_was_read_is_settled() {
+        let now = unix_nanos(SystemTime::now());
+        assert!(Stamp::new(1, 1, 0, now - 3 * SETTLE_NS).settled());
+        assert!(!Stamp::new(1, 1, 0, now).settled());
+        assert!(!Stamp::new(1, 1, 0, now - SETTLE_NS / 2).settled());
+        // The time a stamp was taken is not part of what it identifies.
+        assert_eq!(
+            Stamp::new(1, 1, 0, 5),
+            Stamp {
+                seen_ns: 0,
+                ..Stamp::new(1, 1, 0, 5)
+            }
+        );
+    }
+}
