@@ -249,8 +249,11 @@ impl Tree {
                     .and_then(|()| self.dir.rename(&staged, &self.dir, HASHES))
             }
             HashStore::File(path) => {
+                // Another process may keep the same store (a second sender
+                // of the same directory): each stages its own file, and
+                // the last rename wins whole.
                 let mut staged = path.clone().into_os_string();
-                staged.push(STAGING_SUFFIX);
+                staged.push(format!(".{}{STAGING_SUFFIX}", std::process::id()));
                 path.parent()
                     .map_or(Ok(()), std::fs::create_dir_all)
                     .and_then(|()| std::fs::write(&staged, &bytes))
