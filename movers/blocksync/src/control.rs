@@ -10,6 +10,11 @@
 //! as a block volume; the receiving agent keeps its undo journal on a small
 //! PVC of its own (`journal-capacity`), which outlives a lost Pod so the
 //! next agent can roll an interrupted patch back.
+//!
+//! Both agents verify the transfer with a tree digest. The receiver keeps
+//! its file hashes in the destination PVC, so its digest reads only what
+//! changed; the sender keeps its own between runs only on a PVC asked for
+//! with `hashes-capacity`, and otherwise reads its whole volume every run.
 
 use serde_json::{Value, json};
 use wasmover_sdk::kube::{self, KubeError, ObjectKey};
@@ -28,11 +33,15 @@ pub const KNOWN_PARAMETERS: &[&str] = &[
     "key-secret",
     "volume-mode",
     "journal-capacity",
+    "hashes-capacity",
 ];
 /// Where an agent sees a block-mode PVC.
 const DEVICE_PATH: &str = "/dev/wasmover-volume";
 /// Where a receiving agent keeps the undo journal of a block-mode PVC.
 const JOURNAL_FILE: &str = "/journal/undo";
+/// Where a sending agent keeps its file hashes, on the PVC asked for with
+/// `hashes-capacity`.
+const HASHES_FILE: &str = "/hashes/source";
 /// Size of the journal PVC when the volume's is unknown: the old bytes one
 /// run overwrites and its literals must fit.
 const DEFAULT_JOURNAL_CAPACITY: &str = "1Gi";
@@ -268,6 +277,9 @@ struct Volumes<'a> {
     /// The undo journal's PVC, mounted at `/journal` (a receiver of a
     /// block volume).
     journal: Option<String>,
+    /// The PVC of the file hashes, mounted at `/hashes` (a sender asked
+    /// to keep them).
+    hashes: Option<String>,
 }
 
 impl Volumes<'_> {
@@ -279,6 +291,9 @@ impl Volumes<'_> {
         ];
         if self.journal.is_some() {
             args.extend(["--journal".to_owned(), JOURNAL_FILE.to_owned()]);
+        }
+        if self.hashes.is_some() {
+            args.extend(["--hashes".to_owned(), HASHES_FILE.to_owned()]);
         }
         args
     }
@@ -330,15 +345,16 @@ fn agent_job(
             json!([{"name": "key", "mountPath": "/keys", "readOnly": true}]);
         pod["volumes"][0]["persistentVolumeClaim"]["readOnly"] = json!(read_only);
     }
-    if let Some(journal) = &volumes.journal {
+    for (name, claim) in [("journal", &volumes.journal), ("hashes", &volumes.hashes)] {
+        let Some(claim) = claim else { continue };
         pod["containers"][0]["volumeMounts"]
             .as_array_mut()
             .expect("a list")
-            .push(json!({"name": "journal", "mountPath": "/journal"}));
+            .push(json!({"name": name, "mountPath": format!("/{name}")}));
         pod["volumes"]
             .as_array_mut()
             .expect("a list")
-            .push(json!({"name": "journal", "persistentVolumeClaim": {"claimName": journal}}));
+            .push(json!({"name": name, "persistentVolumeClaim": {"claimName": claim}}));
     }
     job
 }
@@ -451,6 +467,7 @@ impl Role {
             pvc: &pvc,
             block,
             journal,
+            hashes: None,
         };
         let secret = self.key_secret();
         if get("v1", "Secret", &secret)?.is_none() {
@@ -546,10 +563,28 @@ impl Role {
         let Some((pvc, block)) = self.source_volume(spec)? else {
             return Ok(Outcome::InProgress(Some(POLL_MS)));
         };
+        // A block volume's digest reads it whole whatever is kept.
+        let hashes = match params.get("hashes-capacity") {
+            Some(capacity) if !block => {
+                let name = format!("{}-blocksync-hashes", spec.name);
+                ensure(json!({
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": capacity}},
+                    },
+                }))?;
+                Some(name)
+            }
+            _ => None,
+        };
         let volumes = Volumes {
             pvc: &pvc,
             block,
             journal: None,
+            hashes,
         };
         let job_name = self.job_name();
         let mut args = vec![
@@ -632,8 +667,8 @@ impl Role {
     }
 
     /// Removes the Job and the source's temporary copies; keeps the
-    /// destination's PVC, key, Service and journal for the next
-    /// synchronization (a journal left by a lost agent is what rolls its
+    /// destination's PVC, key, Service and journal, and the source's
+    /// hashes, for the next synchronization (a journal left by a lost agent is what rolls its
     /// interrupted patch back).
     pub fn cleanup(&self) -> Result<Outcome, Error> {
         delete("batch/v1", "Job", &self.job_name())?;
@@ -920,6 +955,82 @@ mod tests {
                 err.message
             );
         }
+    }
+
+    /// A source asked to keep its file hashes gets a PVC for them, mounted
+    /// where `--hashes` points, which cleanup keeps for the next run.
+    #[test]
+    fn a_source_keeps_its_hashes_on_a_pvc_only_when_asked() {
+        ensure(json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "files"},
+            "spec": {"resources": {"requests": {"storage": "1Gi"}}},
+        }))
+        .unwrap();
+        let source = |name: &str, parameters| SourceSpec {
+            namespace: "team-a".into(),
+            name: name.into(),
+            source_pvc: "files".into(),
+            copy_method: CopyMethod::Direct,
+            storage_class_name: None,
+            volume_snapshot_class_name: None,
+            access_modes: vec![],
+            parameters,
+        };
+        let job_of = |name: &str| {
+            let job = get("batch/v1", "Job", &format!("{name}-blocksync-src"))
+                .unwrap()
+                .unwrap();
+            let container = job["spec"]["template"]["spec"]["containers"][0].clone();
+            let args: Vec<String> = serde_json::from_value(container["args"].clone()).unwrap();
+            let mounts: Vec<String> = container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["mountPath"].as_str().unwrap().to_owned())
+                .collect();
+            (args, mounts)
+        };
+
+        let plain = Role::Source(source("plain", vec![param("address", "dst.team-b")]));
+        plain.synchronize().unwrap();
+        let (args, mounts) = job_of("plain");
+        assert!(!args.contains(&"--hashes".to_owned()), "{args:?}");
+        assert_eq!(mounts, ["/data", "/keys"]);
+        assert!(
+            get("v1", "PersistentVolumeClaim", "plain-blocksync-hashes")
+                .unwrap()
+                .is_none()
+        );
+
+        let keeping = Role::Source(source(
+            "keeping",
+            vec![
+                param("address", "dst.team-b"),
+                param("hashes-capacity", "64Mi"),
+            ],
+        ));
+        keeping.synchronize().unwrap();
+        let (args, mounts) = job_of("keeping");
+        let at = args.iter().position(|a| a == "--hashes").unwrap();
+        assert_eq!(args[at + 1], HASHES_FILE);
+        assert_eq!(mounts, ["/data", "/keys", "/hashes"]);
+        let pvc = get("v1", "PersistentVolumeClaim", "keeping-blocksync-hashes")
+            .unwrap()
+            .unwrap();
+        assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "64Mi");
+        keeping.cleanup().unwrap();
+        assert!(
+            get("batch/v1", "Job", "keeping-blocksync-src")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            get("v1", "PersistentVolumeClaim", "keeping-blocksync-hashes")
+                .unwrap()
+                .is_some()
+        );
     }
 
     fn key_of(api_version: &str, kind: &str, name: &str) -> ObjectKey {

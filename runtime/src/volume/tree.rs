@@ -236,7 +236,7 @@ impl Tree {
         let bytes = known::encode(kept);
         let saved = match &self.store {
             HashStore::Off => return,
-            // Nothing settled yet: no state directory just for that.
+            // Nothing settled yet: no file (nor state directory) for that.
             HashStore::InVolume if kept.is_empty() => match self.dir.remove_file(HASHES) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 removed => removed,
@@ -248,6 +248,10 @@ impl Tree {
                     .and_then(|()| self.dir.write(&staged, &bytes))
                     .and_then(|()| self.dir.rename(&staged, &self.dir, HASHES))
             }
+            HashStore::File(path) if kept.is_empty() => match std::fs::remove_file(path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                removed => removed,
+            },
             HashStore::File(path) => {
                 // Another process may keep the same store (a second sender
                 // of the same directory): each stages its own file, and
