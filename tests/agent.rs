@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wasmover_tests::{assert_same_tree, bytes, make_tree, wasmover_bin, write};
+use wasmover_tests::{Node, assert_same_tree, bytes, make_tree, snapshot, wasmover_bin, write};
 
 /// Where the agents keep precompiled modules (shared by the tests).
 fn cache_dir() -> PathBuf {
@@ -216,6 +216,53 @@ fn send_to_receive_replicates_a_tree_then_only_the_change() {
             assert!(sent.contains("(1 files rebuilt, 0 removed)"), "{sent}");
         }
     }
+}
+
+/// Both agents keep the content hash of every settled file between runs
+/// (the sender where `--hashes` says, the receiver in its state
+/// directory), one 64-byte entry per file, and still verify every run,
+/// with `--read-every-file` too.
+#[test]
+fn the_agents_keep_file_hashes_between_runs_and_still_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    make_tree(&src, 1 << 20);
+    let key = key_file(tmp.path(), "key", 1);
+    let sent_hashes = tmp.path().join("kept/source");
+    let hashes = sent_hashes.to_str().unwrap();
+    let files = snapshot(&src)
+        .values()
+        .filter(|n| matches!(n, Node::File(..)))
+        .count() as u64;
+    let run = |extra: &[&str]| {
+        let receiver = Receiver::start(&dst, &key, extra);
+        let sent = send(
+            &src,
+            &receiver.addr.to_string(),
+            &key,
+            &[&["--hashes", hashes], extra].concat(),
+        );
+        assert!(sent.status.success(), "send: {}", text(&sent.stderr));
+        let (ok, stdout, stderr) = receiver.wait(Duration::from_secs(20));
+        assert!(ok, "receive: {stderr}");
+        assert!(stdout.contains("; verified: tree digest"), "{stdout}");
+        assert_diff_clean(&src, &dst);
+    };
+    run(&[]);
+    // What changed within the last 2 s is read again next time, not kept.
+    thread::sleep(Duration::from_millis(2100));
+    run(&[]);
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    // Magic and version, 64 bytes per file, the count and a checksum.
+    let expected = 5 + 64 * files + 8 + 32;
+    assert_eq!(size(&sent_hashes), expected, "the sender's store");
+    assert_eq!(
+        size(&dst.join(".wasmover/hashes")),
+        expected,
+        "the receiver's"
+    );
+    run(&["--read-every-file"]);
+    assert_eq!(size(&sent_hashes), expected, "kept again after a full read");
 }
 
 #[test]
