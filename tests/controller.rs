@@ -1224,6 +1224,8 @@ async fn replicate_through_the_cluster(block: bool) {
     let scratch = tempfile::tempdir().unwrap();
     let (src, dst) = (scratch.path().join("src"), scratch.path().join("dst"));
     let journal = scratch.path().join("journal");
+    let hashes = scratch.path().join("hashes");
+    std::fs::create_dir(&hashes).unwrap();
     if block {
         std::fs::write(&src, wasmover_tests::bytes(3 << 20, 9)).unwrap();
         std::fs::File::create(&dst).unwrap();
@@ -1306,7 +1308,11 @@ async fn replicate_through_the_cluster(block: bool) {
         json!({
             "sourcePVC": "data",
             "trigger": {"manual": "1"},
-            "mover": {"parameters": {"address": "db-blocksync.dst.svc", "block-size": "4096"}},
+            "mover": {"parameters": {
+                "address": "db-blocksync.dst.svc",
+                "block-size": "4096",
+                "hashes-capacity": "64Mi",
+            }},
         }),
     )
     .await;
@@ -1315,11 +1321,13 @@ async fn replicate_through_the_cluster(block: bool) {
         src_jobs.get_opt("app-blocksync-src").await.unwrap()
     })
     .await;
+    // A hash is kept only for a file that changed 2 s before it is read.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let sender = run_agent_job(
         &client,
         "src",
         "app-blocksync-src",
-        &[("data", &src)],
+        &[("data", &src), ("app-blocksync-hashes", &hashes)],
         scratch.path(),
         port,
     )
@@ -1338,8 +1346,18 @@ async fn replicate_through_the_cluster(block: bool) {
             left.is_empty(),
             "a finished patch leaves no journal: {left:?}"
         );
+        // A block volume's digest reads it whole: no PVC for hashes.
+        assert_eq!(std::fs::read_dir(&hashes).unwrap().count(), 0);
     } else {
         wasmover_tests::assert_same_tree(&src, &dst);
+        // The sending agent kept one hash per file on its PVC (with the
+        // store's magic, count and checksum).
+        let files = wasmover_tests::snapshot(&src)
+            .values()
+            .filter(|n| matches!(n, wasmover_tests::Node::File(..)))
+            .count() as u64;
+        let kept = std::fs::metadata(hashes.join("source")).map(|m| m.len());
+        assert_eq!(kept.ok(), Some(5 + 64 * files + 8 + 32));
     }
 
     let status = eventually("the destination completes", || async {
