@@ -320,9 +320,10 @@ impl Tree {
         })
     }
 
-    /// Sets the owner of `path` (a symlink itself, not its target).
-    /// `Ok(false)` when this process may not: ownership is kept where
-    /// permitted.
+    /// Sets the owner of `path` (a symlink itself, not its target); one
+    /// that has it already is left alone (a chown would still change its
+    /// ctime and clear set-id bits). `Ok(false)` when this process may
+    /// not: ownership is kept where permitted.
     pub fn set_owner(&self, path: &str, uid: u32, gid: u32) -> Result<bool, VolumeError> {
         let path = checked(path)?;
         self.writable()?;
@@ -340,26 +341,25 @@ impl Tree {
             None => (None, path),
         };
         let dir = parent.as_ref().unwrap_or(&self.dir);
-        let (uid, gid) = (
-            rustix::fs::Uid::from_raw(uid),
-            rustix::fs::Gid::from_raw(gid),
-        );
-        // A known content hash survives the owner change.
-        let stamp = || {
-            let meta = self.dir.symlink_metadata(path).ok()?;
-            Some(cap_stamp(&meta))
-        };
-        let before = self.known.contains(path).then(stamp).flatten();
+        let stat = |dir: &Dir| rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW);
+        let before = stat(dir).map_err(|e| VolumeError::io(path)(e.into()))?;
+        if (before.st_uid, before.st_gid) == (uid, gid) {
+            return Ok(true);
+        }
         match rustix::fs::chownat(
             dir,
             name,
-            Some(uid),
-            Some(gid),
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
         ) {
             Ok(()) => {
-                if let Some((before, after)) = before.zip(stamp()) {
-                    self.known.restamp(path, before, after);
+                // A known content hash survives the owner change.
+                if self.known.contains(path)
+                    && let Ok(after) = stat(dir)
+                {
+                    self.known
+                        .restamp(path, stat_stamp(&before), stat_stamp(&after));
                 }
                 Ok(true)
             }
@@ -891,6 +891,27 @@ mod tests {
             1
         );
         assert!(!root.path().join(STATE_DIR).exists());
+    }
+
+    /// Setting the owner a file has already changes nothing, not even its
+    /// ctime (a chown would, and would clear set-id bits).
+    #[test]
+    fn the_owner_a_file_has_is_left_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let f = root.path().join("d/f");
+        std::fs::create_dir(root.path().join("d")).unwrap();
+        std::fs::write(&f, b"x").unwrap();
+        let before = std::fs::symlink_metadata(&f).unwrap();
+        // Past the coarse clock's tick, so a chown would show.
+        std::thread::sleep(Duration::from_millis(50));
+        let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        assert!(volume.set_owner("d/f", before.uid(), before.gid()).unwrap());
+        let after = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!(
+            (after.ctime(), after.ctime_nsec()),
+            (before.ctime(), before.ctime_nsec())
+        );
     }
 
     #[test]
