@@ -359,6 +359,21 @@ fn agent_job(
     job
 }
 
+/// Ensures a PVC `name` of `capacity` where an agent keeps what outlives
+/// its Pod (an undo journal, file hashes); returns its name.
+fn state_pvc(name: String, capacity: &str) -> Result<String, Error> {
+    ensure(json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": capacity}},
+        },
+    }))?;
+    Ok(name)
+}
+
 /// Whether a PVC is of `volumeMode: Block`.
 fn is_block(pvc: &Value) -> bool {
     pvc["spec"]["volumeMode"] == "Block"
@@ -450,16 +465,7 @@ impl Role {
                 .get("journal-capacity")
                 .or(size)
                 .unwrap_or(DEFAULT_JOURNAL_CAPACITY);
-            ensure(json!({
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": name},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": capacity}},
-                },
-            }))?;
-            Some(name)
+            Some(state_pvc(name, capacity)?)
         } else {
             None
         };
@@ -565,19 +571,10 @@ impl Role {
         };
         // A block volume's digest reads it whole whatever is kept.
         let hashes = match params.get("hashes-capacity") {
-            Some(capacity) if !block => {
-                let name = format!("{}-blocksync-hashes", spec.name);
-                ensure(json!({
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "metadata": {"name": name},
-                    "spec": {
-                        "accessModes": ["ReadWriteOnce"],
-                        "resources": {"requests": {"storage": capacity}},
-                    },
-                }))?;
-                Some(name)
-            }
+            Some(capacity) if !block => Some(state_pvc(
+                format!("{}-blocksync-hashes", spec.name),
+                capacity,
+            )?),
             _ => None,
         };
         let volumes = Volumes {

@@ -153,7 +153,8 @@ impl Volume {
     }
 
     /// Makes a tree's digest read every file, trusting no stored hash (see
-    /// [`Tree::read_every_file`]); a block volume's always does.
+    /// [`Tree::read_every_file`]); a block volume keeps no hashes between
+    /// runs.
     pub fn read_every_file(&mut self) {
         if let Volume::Tree(tree) = self {
             tree.read_every_file();
