@@ -331,7 +331,7 @@ impl InPlacePatch {
             })
             .chain(
                 (self.new_len < self.basis_len)
-                    .then_some((self.new_len, self.basis_len - self.new_len)),
+                    .then(|| (self.new_len, self.basis_len - self.new_len)),
             )
             .filter_map(|(start, len)| {
                 let end = (start + len).min(self.basis_len);
