@@ -67,16 +67,18 @@ mod refine;
 mod rolling;
 mod signature;
 mod sparse;
+mod tree_hash;
 
 pub use delta::{DeltaStats, delta};
 pub use error::{DeltaError, FormatError, PatchError};
 pub use format::Limits;
 pub use in_place::{IN_PLACE_MAX_HELD, InPlaceFile, InPlacePatch, patch_in_place};
 pub use journal::{RollBack, patch_journaled, roll_back, write_undo};
-pub use patch::{PatchStats, patch};
+pub use patch::{PatchStats, patch, patch_from_file};
 pub use refine::{Incoming, Plan, RefineOptions, Refinement};
 pub use signature::{DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, Signature, SignatureOptions};
 pub use sparse::SparseWriter;
+pub use tree_hash::BasisHashes;
 
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,14 @@
 //! Patch: rebuild a new file from its basis and a delta, verified.
 
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use blake3::hazmat::ChainingValue;
 
 use crate::error::{FormatError, PatchError};
 use crate::format::{self, DELTA_MAGIC, Limits, OP_COPY, OP_END, OP_LITERAL};
+use crate::sparse::{DataRanges, SparseWriter};
+use crate::tree_hash::{BasisHashes, TreeHasher, granule_for};
 
 /// What a patch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,6 +23,50 @@ pub struct PatchStats {
     pub hash: [u8; 32],
 }
 
+/// Where a patch writes: any writer, or a sparse file that takes ranges of
+/// the basis file straight from the kernel.
+trait Sink: Write {
+    /// Appends `len` bytes of `from` at `offset`.
+    fn copy_range(
+        &mut self,
+        from: &File,
+        data: &DataRanges,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()>;
+}
+
+/// Any writer, which is given bytes only.
+struct Plain<W>(W);
+
+impl<W: Write> Write for Plain<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> Sink for Plain<W> {
+    fn copy_range(&mut self, _: &File, _: &DataRanges, _: u64, _: u64) -> io::Result<()> {
+        unreachable!("a plain patch has no basis file to copy from")
+    }
+}
+
+impl Sink for &mut SparseWriter<File> {
+    fn copy_range(
+        &mut self,
+        from: &File,
+        data: &DataRanges,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        SparseWriter::copy_range(self, from, data, offset, len)
+    }
+}
+
 /// Writes to `out` while hashing and counting, within a length limit.
 ///
 /// Pieces go through two buffers: while one is filled (from the basis or
@@ -25,7 +74,7 @@ pub struct PatchStats {
 /// so BLAKE3 overlaps the copying instead of adding to it.
 struct Output<W> {
     out: W,
-    hasher: blake3::Hasher,
+    hasher: TreeHasher,
     written: u64,
     limit: u64,
     bufs: [Vec<u8>; 2],
@@ -39,11 +88,11 @@ const PIECE: usize = 1 << 20;
 /// Smaller pieces are hashed inline: a task would cost more.
 const HASH_TASK_MIN: usize = 64 << 10;
 
-impl<W: Write> Output<W> {
-    fn new(out: W, limit: u64) -> Self {
+impl<W: Sink> Output<W> {
+    fn new(out: W, limit: u64, granule: u64) -> Self {
         Self {
             out,
-            hasher: blake3::Hasher::new(),
+            hasher: TreeHasher::new(granule),
             written: 0,
             limit,
             // Grown to the largest piece seen: a small file must not pay
@@ -61,15 +110,7 @@ impl<W: Write> Output<W> {
         n: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<(), PatchError>,
     ) -> Result<(), PatchError> {
-        self.written += n as u64;
-        if self.written > self.limit {
-            return Err(FormatError::TooLarge {
-                what: "rebuilt file length",
-                value: self.written,
-                limit: self.limit,
-            }
-            .into());
-        }
+        self.grow(n as u64)?;
         let [a, b] = &mut self.bufs;
         let (cur, prev) = if self.cur == 0 { (a, b) } else { (b, a) };
         if cur.len() < n {
@@ -97,13 +138,76 @@ impl<W: Write> Output<W> {
         Ok(())
     }
 
-    /// The hash of everything written.
-    fn finalize(&mut self) -> blake3::Hash {
+    fn grow(&mut self, n: u64) -> Result<(), PatchError> {
+        self.written += n;
+        if self.written > self.limit {
+            return Err(FormatError::TooLarge {
+                what: "rebuilt file length",
+                value: self.written,
+                limit: self.limit,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Hashes the piece still waiting for it.
+    fn hash_pending(&mut self) {
         let prev = &self.bufs[self.cur ^ 1][..self.unhashed];
         self.hasher.update(prev);
         self.unhashed = 0;
-        self.hasher.finalize()
     }
+
+    /// Appends whole granules of the basis `from`, copied by the kernel,
+    /// whose chaining values `cvs` are known: they are not read.
+    fn copy_known(
+        &mut self,
+        (from, data): (&File, &DataRanges),
+        offset: u64,
+        len: u64,
+        cvs: &[ChainingValue],
+    ) -> Result<(), PatchError> {
+        self.grow(len)?;
+        self.hash_pending();
+        self.hasher.push_known(cvs);
+        self.out.copy_range(from, data, offset, len)?;
+        Ok(())
+    }
+
+    /// The hash of everything written.
+    fn finalize(&mut self) -> blake3::Hash {
+        self.hash_pending();
+        std::mem::replace(&mut self.hasher, TreeHasher::new(blake3::CHUNK_LEN as u64)).finalize()
+    }
+}
+
+/// Copies `len` bytes of `basis` at `offset` through `out`.
+fn copy_through<B: Read + Seek, W: Sink>(
+    basis: &mut B,
+    out: &mut Output<W>,
+    offset: u64,
+    len: u64,
+    basis_len: u64,
+) -> Result<(), PatchError> {
+    basis.seek(SeekFrom::Start(offset))?;
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(PIECE as u64) as usize;
+        out.piece(n, |buf| {
+            basis.read_exact(buf).map_err(|e| match e.kind() {
+                // The basis is shorter than its signature said: it
+                // changed underneath us.
+                io::ErrorKind::UnexpectedEof => PatchError::OutOfBasis {
+                    offset,
+                    len,
+                    basis_len,
+                },
+                _ => e.into(),
+            })
+        })?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// Reads exactly one delta from `delta`, rebuilds the new file into `out`
@@ -116,37 +220,84 @@ impl<W: Write> Output<W> {
 /// does not verify is reported as [`PatchError::Verification`]. The caller
 /// writes to a staging file and keeps it only on success.
 pub fn patch<B: Read + Seek, D: Read, W: Write>(
-    mut basis: B,
-    mut delta: D,
+    basis: B,
+    delta: D,
     out: W,
     limits: &Limits,
 ) -> Result<PatchStats, PatchError> {
+    let granule = granule_for(0);
+    let output = Output::new(Plain(out), limits.max_file_len, granule);
+    patch_into(basis, delta, output, None, &mut |_| {})
+}
+
+/// [`patch`] of a basis that is one file into a new sparse file, for a
+/// basis whose granule hashes its signature kept
+/// ([`Signature::compute_with_hashes`](crate::Signature::compute_with_hashes)):
+/// each whole granule a copy puts back in its own place is copied by the
+/// kernel and accounted for by its known hash instead of being read,
+/// written and hashed here. The result is verified the same way, against
+/// the new file's BLAKE3 the delta ends with.
+///
+/// `hashes` must describe `basis` as it is now: the caller checks that the
+/// file did not change since they were computed (by its stamp), or the
+/// verification would vouch for granules as they were. `progress` is
+/// called with the bytes rebuilt so far.
+pub fn patch_from_file<D: Read>(
+    basis: &File,
+    hashes: &BasisHashes,
+    delta: D,
+    out: &mut SparseWriter<File>,
+    limits: &Limits,
+    progress: &mut dyn FnMut(u64),
+) -> Result<PatchStats, PatchError> {
+    let output = Output::new(out, limits.max_file_len, hashes.granule());
+    let data = DataRanges::of(basis)?;
+    patch_into(basis, delta, output, Some((basis, &data, hashes)), progress)
+}
+
+fn patch_into<B: Read + Seek, D: Read, W: Sink>(
+    mut basis: B,
+    mut delta: D,
+    mut out: Output<W>,
+    known: Option<(&File, &DataRanges, &BasisHashes)>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<PatchStats, PatchError> {
     format::read_header(&mut delta, DELTA_MAGIC, "delta header")?;
     let basis_len = format::read_u64(&mut delta, "basis length")?;
-    let mut out = Output::new(out, limits.max_file_len);
     let mut stats = PatchStats::default();
     loop {
+        progress(out.written);
         match format::read_u8(&mut delta, "delta instruction")? {
             OP_COPY => {
                 let (offset, len) = format::read_copy(&mut delta, basis_len)?;
-                basis.seek(SeekFrom::Start(offset))?;
-                let mut left = len;
-                while left > 0 {
-                    let n = left.min(PIECE as u64) as usize;
-                    out.piece(n, |buf| {
-                        basis.read_exact(buf).map_err(|e| match e.kind() {
-                            // The basis is shorter than its signature said: it
-                            // changed underneath us.
-                            io::ErrorKind::UnexpectedEof => PatchError::OutOfBasis {
-                                offset,
-                                len,
-                                basis_len,
-                            },
-                            _ => e.into(),
-                        })
-                    })?;
-                    left -= n as u64;
+                let end = offset + len;
+                let mut at = offset;
+                // Whole granules (after the first) that stay in place.
+                if let Some((file, data, hashes)) = known
+                    && offset == out.written
+                {
+                    let g = hashes.granule();
+                    let first = offset.div_ceil(g).max(1);
+                    let last = end.min(hashes.len()) / g;
+                    if let Some(cvs) = hashes.whole(first, last.saturating_sub(first))
+                        && !cvs.is_empty()
+                    {
+                        copy_through(&mut basis, &mut out, at, first * g - at, basis_len)?;
+                        out.copy_known((file, data), first * g, (last - first) * g, cvs)
+                            .map_err(|e| match e {
+                                PatchError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                                    PatchError::OutOfBasis {
+                                        offset,
+                                        len,
+                                        basis_len,
+                                    }
+                                }
+                                e => e,
+                            })?;
+                        at = last * g;
+                    }
                 }
+                copy_through(&mut basis, &mut out, at, end - at, basis_len)?;
                 stats.copied_bytes += len;
             }
             OP_LITERAL => {

@@ -1,6 +1,6 @@
 //! Sparse output: runs of zeros become holes instead of written blocks.
 
-use std::io::{self, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 
 use crate::in_place::InPlaceFile;
 
@@ -72,6 +72,126 @@ impl<W: InPlaceFile> SparseWriter<W> {
         }
         Ok(())
     }
+}
+
+/// Where a file holds data rather than holes: its data ranges, found
+/// once (each `SEEK_HOLE` may scan to the end of the file, so looking them
+/// up per copy would cost the square of the file's size).
+#[derive(Debug)]
+pub(crate) struct DataRanges(Vec<(u64, u64)>);
+
+impl DataRanges {
+    /// The data ranges of `file`, sorted.
+    pub(crate) fn of(file: &std::fs::File) -> io::Result<Self> {
+        use rustix::fs::{SeekFrom, seek};
+        let len = file.metadata()?.len();
+        let mut ranges = Vec::new();
+        let mut pos = 0;
+        while pos < len {
+            let data = match seek(file, SeekFrom::Data(pos)) {
+                Ok(data) => data,
+                // No data after `pos`: the rest is a hole.
+                Err(rustix::io::Errno::NXIO) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let hole = seek(file, SeekFrom::Hole(data))?.min(len);
+            if hole <= data {
+                break;
+            }
+            ranges.push((data, hole));
+            pos = hole;
+        }
+        Ok(Self(ranges))
+    }
+
+    /// The parts of `[start, end)` that hold data.
+    fn within(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let first = self.0.partition_point(|&(_, e)| e <= start);
+        self.0[first..]
+            .iter()
+            .take_while(move |&&(s, _)| s < end)
+            .map(move |&(s, e)| (s.max(start), e.min(end)))
+    }
+}
+
+impl SparseWriter<std::fs::File> {
+    /// Appends `len` bytes of `from` starting at `offset`, copied by the
+    /// kernel (no pass through this process; a file system that shares
+    /// extents shares them), with the holes of `from` (its `data`
+    /// ranges' complement) kept as holes. Only at a 4 KiB boundary of this
+    /// file. A `from` shorter than the range is an
+    /// [`io::ErrorKind::UnexpectedEof`].
+    pub(crate) fn copy_range(
+        &mut self,
+        from: &std::fs::File,
+        data: &DataRanges,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        assert!(
+            self.pending.is_empty(),
+            "copy_range at a granule boundary only"
+        );
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range overflows"))?;
+        let mut copied = 0;
+        for (start, stop) in data.within(offset, end) {
+            copy_file_range(
+                from,
+                start,
+                &self.inner,
+                self.len + (start - offset),
+                stop - start,
+            )?;
+            copied += stop - start;
+        }
+        // A range that ends in a hole past the end of `from` is short.
+        let from_len = from.metadata()?.len();
+        if from_len < end {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the range ends at {end}, the file at {from_len}"),
+            ));
+        }
+        self.skipped += len - copied;
+        self.len += len;
+        self.inner.seek(SeekFrom::Start(self.len))?;
+        Ok(())
+    }
+}
+
+/// Copies `len` bytes of `from` at `offset` to `to` at `at` in the kernel,
+/// falling back to reading and writing where the file systems cannot.
+fn copy_file_range(
+    from: &std::fs::File,
+    mut offset: u64,
+    to: &std::fs::File,
+    mut at: u64,
+    len: u64,
+) -> io::Result<()> {
+    use rustix::io::Errno;
+    use std::os::unix::fs::FileExt;
+    let end = offset + len;
+    while offset < end {
+        let want = (end - offset).min(1 << 30) as usize;
+        match rustix::fs::copy_file_range(from, Some(&mut offset), to, Some(&mut at), want) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(Errno::XDEV | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL) => {
+                let mut buf = vec![0u8; (end - offset).min(1 << 20) as usize];
+                while offset < end {
+                    let n = (end - offset).min(buf.len() as u64) as usize;
+                    from.read_exact_at(&mut buf[..n], offset)?;
+                    to.write_all_at(&buf[..n], at)?;
+                    offset += n as u64;
+                    at += n as u64;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 #[inline]

@@ -658,3 +658,109 @@ fn hostile_refinements_and_answers_are_refused() {
         Err(FormatError::Malformed { .. })
     ));
 }
+
+/// Rebuilds `new` from the real file `old` with [`patch_from_file`]:
+/// returns the rebuilt file and the patch's figures.
+fn patch_from_a_file(
+    old: &std::fs::File,
+    hashes: &BasisHashes,
+    sig: &Signature,
+    new: &[u8],
+) -> Result<(std::fs::File, PatchStats), PatchError> {
+    let mut delta_bytes = Vec::new();
+    delta(sig, new, &mut delta_bytes).unwrap();
+    let mut out = SparseWriter::new(tempfile::tempfile().unwrap());
+    let mut reported = 0;
+    let stats = patch_from_file(
+        old,
+        hashes,
+        &delta_bytes[..],
+        &mut out,
+        &Limits::default(),
+        &mut |done| reported = done,
+    )?;
+    assert_eq!(reported, new.len() as u64, "progress reaches the end");
+    Ok((out.finish().unwrap(), stats))
+}
+
+fn contents(mut file: &std::fs::File) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut back = Vec::new();
+    file.seek(std::io::SeekFrom::Start(0)).unwrap();
+    file.read_to_end(&mut back).unwrap();
+    back
+}
+
+#[test]
+fn a_patch_from_a_file_takes_granules_in_place_by_their_hashes() {
+    use std::io::{Seek, Write};
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    // 8 MiB with a 2 MiB hole in the middle.
+    let len = 8 << 20;
+    let mut old = data(len, 21);
+    old[3 << 20..5 << 20].fill(0);
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(&old[..3 << 20]).unwrap();
+    file.write_all_at(&old[5 << 20..], 5 << 20).unwrap();
+    file.rewind().unwrap();
+    let (sig, hashes) =
+        Signature::compute_with_hashes(&file, len as u64, &SignatureOptions::default()).unwrap();
+    assert_eq!(
+        sig,
+        signature(&old, None),
+        "the same signature as without hashes"
+    );
+    assert_eq!(hashes.len(), len as u64);
+
+    let scattered = {
+        let mut new = old.clone();
+        for i in (0..len).step_by(700_001) {
+            new[i..(i + 4096).min(len)].fill(7);
+        }
+        new
+    };
+    let shifted = {
+        let mut new = old.clone();
+        new.splice(6 << 20..6 << 20, *b"inserted");
+        new.truncate(len - 5000);
+        new
+    };
+    let grown = [old.clone(), data(100_000, 2)].concat();
+    let tiny = old[..1000].to_vec();
+    for (name, new) in [
+        ("unchanged", &old),
+        ("scattered", &scattered),
+        ("shifted", &shifted),
+        ("grown", &grown),
+        ("tiny", &tiny),
+    ] {
+        let (rebuilt, stats) = patch_from_a_file(&file, &hashes, &sig, new).unwrap();
+        assert!(
+            contents(&rebuilt) == *new,
+            "{name}: rebuilt a different file"
+        );
+        assert_eq!(stats.hash, *blake3::hash(new).as_bytes(), "{name}");
+        if name != "tiny" {
+            // The hole came across as a hole, not as 2 MiB of zeros.
+            let allocated = rebuilt.metadata().unwrap().blocks() * 512;
+            assert!(
+                allocated < (len as u64) - (3 << 19),
+                "{name}: {allocated} bytes allocated"
+            );
+        }
+    }
+
+    // Hashes of another basis vouch for granules that are not there: the
+    // rebuilt file does not verify.
+    let other = tempfile::tempfile().unwrap();
+    other.write_all_at(&data(len, 22), 0).unwrap();
+    let (_, wrong) =
+        Signature::compute_with_hashes(&other, len as u64, &SignatureOptions::default()).unwrap();
+    let err = patch_from_a_file(&file, &wrong, &sig, &scattered).unwrap_err();
+    assert!(matches!(err, PatchError::Verification { .. }), "{err:?}");
+
+    // A basis cut short under the patch is refused, not read past.
+    file.set_len(4 << 20).unwrap();
+    let err = patch_from_a_file(&file, &hashes, &sig, &scattered).unwrap_err();
+    assert!(matches!(err, PatchError::OutOfBasis { .. }), "{err:?}");
+}

@@ -14,8 +14,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use wasmover_block::{
-    FormatError, InPlacePatch, Incoming, Limits, PatchError, PatchStats, Plan, RefineOptions,
-    Signature, SignatureOptions, SparseWriter,
+    BasisHashes, FormatError, InPlacePatch, Incoming, Limits, PatchError, PatchStats, Plan,
+    RefineOptions, Signature, SignatureOptions, SparseWriter,
 };
 
 use crate::bindings::blocks::{self as wit, BlockError, BlockStats};
@@ -52,11 +52,39 @@ const REFINE_MIN_FILE: u64 = 1 << 20;
 /// refinement (the blocksync mover keeps at most 64 in flight).
 const MAX_SIGNATURES_AHEAD: usize = 1024;
 
+/// Files at least this large keep the hashes of their granules while
+/// their signature is computed, so their rebuild copies unchanged granules
+/// in the kernel and need not read and hash them again.
+const BASIS_HASHES_MIN_FILE: u64 = 8 << 20;
+/// Basis hashes kept for patches to come (the blocksync mover has at most
+/// 64 signatures in flight).
+const MAX_BASIS_HASHES: usize = 128;
+
 /// State of the block protocol between calls.
 #[derive(Debug, Default)]
 pub(crate) struct BlockSession {
     /// Signatures that arrived while a refinement answer was awaited.
     ahead: VecDeque<Signature>,
+    /// Granule hashes of bases whose signature went out, by path, with
+    /// the stamp the basis had before it was read.
+    basis_hashes: VecDeque<(String, Stamp, BasisHashes)>,
+}
+
+impl BlockSession {
+    fn keep_basis_hashes(&mut self, path: &str, stamp: Stamp, hashes: BasisHashes) {
+        if self.basis_hashes.len() == MAX_BASIS_HASHES {
+            self.basis_hashes.pop_front();
+        }
+        self.basis_hashes
+            .push_back((path.to_owned(), stamp, hashes));
+    }
+
+    fn take_basis_hashes(&mut self, path: &str) -> Option<(Stamp, BasisHashes)> {
+        let i = self.basis_hashes.iter().position(|(p, ..)| p == path)?;
+        self.basis_hashes
+            .remove(i)
+            .map(|(_, stamp, hashes)| (stamp, hashes))
+    }
 }
 
 fn protocol_error(what: &str, path: &str) -> impl FnOnce(FormatError) -> BlockError {
@@ -130,6 +158,8 @@ fn open_source(
 struct Basis {
     parts: Vec<(File, u64)>,
     pos: u64,
+    /// The old file's stamp, for a tree's file.
+    stamp: Option<Stamp>,
 }
 
 impl Basis {
@@ -148,14 +178,30 @@ impl Basis {
     }
 
     fn open_tree(tree: &Tree, path: &str) -> Result<Self, BlockError> {
-        let old = tree.open_file(path)?.map(|(file, len, _)| (file, len));
-        Ok(Self::of([old, tree.open_partial(path)?]))
+        let (old, stamp) = match tree.open_file(path)? {
+            Some((file, len, stamp)) => (Some((file, len)), Some(stamp)),
+            None => (None, None),
+        };
+        Ok(Self {
+            stamp,
+            ..Self::of([old, tree.open_partial(path)?])
+        })
     }
 
     fn of(parts: [Option<(File, u64)>; 2]) -> Self {
         Self {
             parts: parts.into_iter().flatten().collect(),
             pos: 0,
+            stamp: None,
+        }
+    }
+
+    /// The old file of a tree and its stamp, when it is the whole basis
+    /// (no partial content follows it).
+    fn only_file(&self) -> Option<(&File, Stamp)> {
+        match (&self.parts[..], self.stamp) {
+            ([(file, _)], Some(stamp)) => Some((file, stamp)),
+            _ => None,
         }
     }
 
@@ -400,12 +446,26 @@ impl wit::Host for HostState {
         path: String,
         block_size: Option<u32>,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
-        self.with_volume_and_channel(|volume, channel, _, _, _| {
+        self.with_volume_and_channel(|volume, channel, session, _, _| {
             let options = SignatureOptions { block_size };
             let mut basis = Basis::open(volume, &path)?;
-            let signature = match basis.len() {
-                0 => Signature::empty(),
-                len => Signature::compute(&mut basis, len, &options)
+            let len = basis.len();
+            // A file that changed lately might change again within the
+            // same tick of its clock, unseen by its stamp.
+            let hashed = basis
+                .only_file()
+                .filter(|(_, stamp)| len >= BASIS_HASHES_MIN_FILE && stamp.settled())
+                .map(|(_, stamp)| stamp);
+            let signature = match (len, hashed) {
+                (0, _) => Signature::empty(),
+                (len, Some(stamp)) => {
+                    let (signature, hashes) =
+                        Signature::compute_with_hashes(&mut basis, len, &options)
+                            .map_err(io_error("reading", &path))?;
+                    session.keep_basis_hashes(&path, stamp, hashes);
+                    signature
+                }
+                (len, None) => Signature::compute(&mut basis, len, &options)
                     .map_err(io_error("reading", &path))?,
             };
             signature
@@ -479,10 +539,16 @@ impl wit::Host for HostState {
         mode: u32,
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
-        self.with_volume_and_channel(|volume, channel, _, limits, progress| {
+        self.with_volume_and_channel(|volume, channel, session, limits, progress| {
             let stats = match volume {
                 Volume::Tree(tree) => {
-                    receive_beside(tree, &path, mode, mtime_ns, channel, limits, progress)?
+                    let hashes = session.take_basis_hashes(&path);
+                    let file = Target {
+                        path: &path,
+                        mode,
+                        mtime_ns,
+                    };
+                    receive_beside(tree, file, hashes, channel, limits, progress)?
                 }
                 Volume::Image(image) => receive_in_place(image, &path, channel, limits, progress)?,
             };
@@ -496,38 +562,86 @@ impl wit::Host for HostState {
     }
 }
 
+/// A file of a tree to rebuild, and the metadata it gets.
+struct Target<'a> {
+    path: &'a str,
+    mode: u32,
+    mtime_ns: i64,
+}
+
 /// Receives a delta for a file of a tree, rebuilds it beside the old one
 /// and renames it into place; a peer lost part-way leaves what arrived for
 /// the next run to resume from.
+///
+/// With the hashes of the old file's granules (`hashes`, from its
+/// signature), granules the delta keeps in place are copied by the kernel
+/// and not read again, as long as the old file still has the stamp it had
+/// when they were hashed.
 fn receive_beside(
     tree: &Tree,
-    path: &str,
-    mode: u32,
-    mtime_ns: i64,
+    file: Target,
+    hashes: Option<(Stamp, BasisHashes)>,
     channel: &mut Channel,
     limits: &Limits,
     progress: &mut FileProgress,
 ) -> Result<PatchStats, BlockError> {
+    let path = file.path;
     let mut basis = Basis::open_tree(tree, path)?;
+    let known = hashes.filter(|(stamp, _)| basis.only_file().is_some_and(|(_, now)| now == *stamp));
     let (staged_file, staged) = tree.create_staged(path)?;
     let result = (|| {
         // Zero runs become holes: the staged file starts empty.
         let mut out = SparseWriter::new(staged_file);
         let len = basis.len();
-        let stats = receive_delta(&mut basis, len, channel, limits, path, |basis, delta| {
-            let mut out = Reporting {
-                inner: &mut out,
-                written: 0,
-                progress,
-            };
-            wasmover_block::patch(basis, delta, &mut out, limits).map_err(patch_error(path))
-        })?;
+        let stats = receive_delta(
+            &mut basis,
+            len,
+            channel,
+            limits,
+            path,
+            |basis, delta| match (&known, basis.only_file()) {
+                (Some((stamp, hashes)), Some((old, _))) => {
+                    let mut report = |done| progress.advance(done);
+                    let stats = wasmover_block::patch_from_file(
+                        old,
+                        hashes,
+                        delta,
+                        &mut out,
+                        limits,
+                        &mut report,
+                    )
+                    .map_err(patch_error(path))?;
+                    if Stamp::of_file(old).is_none_or(|now| now != *stamp) {
+                        return Err(BlockError::Verification(format!(
+                            "{path}: the old file changed while it was the basis of its new \
+                             content: the next run rebuilds it again"
+                        )));
+                    }
+                    Ok(stats)
+                }
+                _ => {
+                    let mut out = Reporting {
+                        inner: &mut out,
+                        written: 0,
+                        progress,
+                    };
+                    wasmover_block::patch(basis, delta, &mut out, limits).map_err(patch_error(path))
+                }
+            },
+        )?;
         let file = out.finish().map_err(io_error("writing", path))?;
         Ok((stats, file))
     })();
     match result {
-        Ok((stats, file)) => {
-            tree.commit_staged(file, &staged, path, mode, mtime_ns, stats.hash)?;
+        Ok((stats, staged_file)) => {
+            tree.commit_staged(
+                staged_file,
+                &staged,
+                path,
+                file.mode,
+                file.mtime_ns,
+                stats.hash,
+            )?;
             tree.remove_partial(path);
             Ok(stats)
         }
@@ -561,6 +675,89 @@ mod tests {
             Ok(Incoming::Refinement(_))
         ));
         r
+    }
+
+    /// Rebuilds `path` of `tree` from `new` through [`receive_beside`],
+    /// with the old file's granule hashes as its signature left them,
+    /// after `meanwhile` ran; the peer's delta is against the old file as
+    /// it was hashed.
+    fn rebuild_with_hashes(
+        tree: &Tree,
+        path: &str,
+        new: &[u8],
+        meanwhile: impl FnOnce(),
+    ) -> Result<PatchStats, BlockError> {
+        let mut basis = Basis::open_tree(tree, path).unwrap();
+        let (_, stamp) = basis.only_file().unwrap();
+        // Old enough for its stamp to be trusted.
+        std::thread::sleep(std::time::Duration::from_nanos(
+            crate::volume::SETTLE_NS as u64 + 50_000_000,
+        ));
+        let stamp = Stamp::of_file(basis.only_file().unwrap().0)
+            .filter(|s| *s == stamp)
+            .unwrap();
+        let len = basis.len();
+        let (signature, hashes) =
+            Signature::compute_with_hashes(&mut basis, len, &SignatureOptions::default()).unwrap();
+        drop(basis);
+        meanwhile();
+        let (mut here, mut peer) = Channel::pair();
+        let new = new.to_vec();
+        let sender = std::thread::spawn(move || {
+            wasmover_block::delta(&signature, &new[..], peer.writer()).unwrap();
+            peer.flush().unwrap();
+            peer
+        });
+        let observer = crate::state::Quiet;
+        let mut progress = FileProgress {
+            observer: &observer,
+            module: "test",
+            base: Progress::default(),
+            next: PROGRESS_STEP,
+        };
+        let target = Target {
+            path,
+            mode: 0o644,
+            mtime_ns: 1_000_000_000,
+        };
+        let result = receive_beside(
+            tree,
+            target,
+            Some((stamp, hashes)),
+            &mut here,
+            &Limits::default(),
+            &mut progress,
+        );
+        drop(sender.join().unwrap());
+        result
+    }
+
+    #[test]
+    fn granules_in_place_are_taken_by_their_hashes_only_while_the_old_file_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = wasmover_block::fuzzing::pseudo_random(9 << 20, 5);
+        let mut new = old.clone();
+        new[5_000_000..5_004_096].fill(1);
+        std::fs::write(dir.path().join("f"), &old).unwrap();
+        let tree = Tree::open(dir.path(), crate::volume::Access::ReadWrite).unwrap();
+
+        let stats = rebuild_with_hashes(&tree, "f", &new, || {}).unwrap();
+        assert_eq!(stats.hash, *blake3::hash(&new).as_bytes());
+        assert!(std::fs::read(dir.path().join("f")).unwrap() == new);
+
+        // The old file changes (same length) after its hashes were taken:
+        // they are not believed, so the patch reads what is there now, and
+        // the rebuilt file does not verify instead of passing with hashes
+        // of bytes that are gone. The file is left as it was.
+        let mut changed = new.clone();
+        changed[1 << 20] ^= 0xff;
+        let path = dir.path().join("f");
+        let err = rebuild_with_hashes(&tree, "f", &old, || {
+            std::fs::write(&path, &changed).unwrap();
+        })
+        .unwrap_err();
+        assert!(matches!(err, BlockError::Verification(_)), "{err:?}");
+        assert!(std::fs::read(dir.path().join("f")).unwrap() == changed);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::unix_nanos;
 /// filesystem's coarse clock, so a write in the same tick as the read (a
 /// few milliseconds; a second or two on coarse filesystems) could leave
 /// the stamp as it was: such a file is read again next time instead.
-pub(super) const SETTLE_NS: i64 = if cfg!(test) {
+pub(crate) const SETTLE_NS: i64 = if cfg!(test) {
     // Unit tests wait this out; the rule is the same.
     200_000_000
 } else {

@@ -12,6 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use image::Image;
 pub use known::HashStore;
+#[cfg(test)]
+pub(crate) use known::SETTLE_NS;
 pub(crate) use known::{KnownHashes, Stamp};
 pub use tree::{STAGING_SUFFIX, STATE_DIR, Tree};
 

@@ -1,0 +1,276 @@
+//! A file's BLAKE3 from the hashes of its aligned granules.
+//!
+//! BLAKE3 is a tree hash: every aligned power-of-two run of 1 KiB chunks
+//! is a subtree with its own chaining value. [`BasisHashes`] keeps the
+//! chaining values of a basis file's granules, learned while its signature
+//! was read; a patch that copies a granule to the same place in the new
+//! file takes its chaining value from there instead of reading and hashing
+//! the bytes again ([`TreeHasher::push_known`]), and still ends with the
+//! new file's standard BLAKE3, checked against the sender's.
+
+use blake3::Hasher;
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
+};
+
+/// Smallest granule: 16 chunks, what one AVX-512 pass hashes at once.
+const MIN_GRANULE: u64 = 16 << 10;
+/// Most granules one file keeps hashes of (2 MiB of chaining values).
+const MAX_GRANULES: u64 = 1 << 16;
+
+/// The granule used for a file of `len` bytes: a power of two of at least
+/// 16 KiB, large enough that the file has at most 65,536 of them.
+pub(crate) fn granule_for(len: u64) -> u64 {
+    len.div_ceil(MAX_GRANULES)
+        .next_power_of_two()
+        .max(MIN_GRANULE)
+}
+
+/// The chaining values of every granule of a basis file of `len` bytes
+/// (the last one may be short), as read when its signature was computed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasisHashes {
+    granule: u64,
+    len: u64,
+    cvs: Vec<ChainingValue>,
+}
+
+impl BasisHashes {
+    /// Bytes of one granule.
+    pub fn granule(&self) -> u64 {
+        self.granule
+    }
+
+    /// Length of the file hashed.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file hashed was empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The chaining values of the whole granules `[first, first + count)`,
+    /// if the basis has them all (a short last granule is never whole).
+    pub(crate) fn whole(&self, first: u64, count: u64) -> Option<&[ChainingValue]> {
+        let end = first.checked_add(count)?;
+        if end.checked_mul(self.granule)? > self.len {
+            return None;
+        }
+        self.cvs.get(first as usize..end as usize)
+    }
+}
+
+/// Streaming BLAKE3 of a file, cut into granules: fed bytes in order, or,
+/// at a granule boundary, the chaining values of whole granules whose
+/// bytes it does not see. Ends with the standard BLAKE3 of the file.
+#[derive(Clone, Debug)]
+pub(crate) struct TreeHasher {
+    granule: u64,
+    /// Chaining values of the granules before the current one.
+    cvs: Vec<ChainingValue>,
+    /// The current granule: it starts at `cvs.len() * granule`.
+    current: Hasher,
+    /// Bytes of the current granule seen.
+    in_current: u64,
+}
+
+impl TreeHasher {
+    /// A hasher by granules of `granule` bytes (a power of two, at least
+    /// one chunk).
+    pub(crate) fn new(granule: u64) -> Self {
+        debug_assert!(granule.is_power_of_two() && granule >= blake3::CHUNK_LEN as u64);
+        Self {
+            granule,
+            cvs: Vec::new(),
+            current: Hasher::new(),
+            in_current: 0,
+        }
+    }
+
+    /// Bytes hashed or accounted for so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.cvs.len() as u64 * self.granule + self.in_current
+    }
+
+    /// Closes the current granule if it is full: done only when more input
+    /// follows, since a file of one granule is hashed as a root instead.
+    fn close_full(&mut self) {
+        if self.in_current == self.granule {
+            self.cvs.push(self.current.finalize_non_root());
+            self.in_current = 0;
+            self.current = Hasher::new();
+            self.current.set_input_offset(self.len());
+        }
+    }
+
+    /// Hashes the next bytes of the file.
+    pub(crate) fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            self.close_full();
+            let take = ((self.granule - self.in_current) as usize).min(data.len());
+            self.current.update(&data[..take]);
+            self.in_current += take as u64;
+            data = &data[take..];
+        }
+    }
+
+    /// Accounts for whole granules by their chaining values. Only at a
+    /// granule boundary, and never for the file's first granule (a file
+    /// that turns out to be that one granule needs its bytes).
+    pub(crate) fn push_known(&mut self, cvs: &[ChainingValue]) {
+        if cvs.is_empty() {
+            return;
+        }
+        self.close_full();
+        assert!(
+            self.in_current == 0 && !self.cvs.is_empty(),
+            "known granules are pushed at a boundary after the first"
+        );
+        self.cvs.extend_from_slice(cvs);
+        self.current = Hasher::new();
+        self.current.set_input_offset(self.len());
+    }
+
+    /// The chaining values of every granule hashed, for a basis whose
+    /// granules a later patch may copy.
+    pub(crate) fn into_basis(mut self) -> BasisHashes {
+        let len = self.len();
+        if self.in_current > 0 {
+            self.cvs.push(self.current.finalize_non_root());
+        }
+        BasisHashes {
+            granule: self.granule,
+            len,
+            cvs: self.cvs,
+        }
+    }
+
+    /// The BLAKE3 of everything hashed.
+    pub(crate) fn finalize(mut self) -> blake3::Hash {
+        if self.cvs.is_empty() {
+            // One granule at most, all of it seen: a plain hash.
+            return self.current.finalize();
+        }
+        let len = self.len();
+        if self.in_current > 0 {
+            self.cvs.push(self.current.finalize_non_root());
+        }
+        let left = left_subtree_len(len);
+        merge_subtrees_root(
+            &subtree(&self.cvs, self.granule, 0, left),
+            &subtree(&self.cvs, self.granule, left, len - left),
+            Mode::Hash,
+        )
+    }
+}
+
+/// The chaining value of the subtree over `[offset, offset + len)`, built
+/// from granule chaining values the way BLAKE3 splits its tree: the left
+/// side is the largest power of two of chunks short of the whole, so every
+/// split falls on a granule boundary.
+fn subtree(cvs: &[ChainingValue], granule: u64, offset: u64, len: u64) -> ChainingValue {
+    if len <= granule {
+        return cvs[(offset / granule) as usize];
+    }
+    let left = left_subtree_len(len);
+    merge_subtrees_non_root(
+        &subtree(cvs, granule, offset, left),
+        &subtree(cvs, granule, offset + left, len - left),
+        Mode::Hash,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn bytes(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 10) as u8)
+            .collect()
+    }
+
+    proptest! {
+        /// Any length, any split of the input: the standard BLAKE3.
+        #[test]
+        fn streamed_granules_hash_as_blake3(
+            len in 0usize..300_000,
+            granule_log in 10u32..16,
+            splits in proptest::collection::vec(1usize..70_000, 1..6),
+        ) {
+            let data = bytes(len, 3);
+            let mut h = TreeHasher::new(1 << granule_log);
+            let mut rest = &data[..];
+            for &s in splits.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (now, later) = rest.split_at(s.min(rest.len()));
+                h.update(now);
+                rest = later;
+            }
+            prop_assert_eq!(h.len(), len as u64);
+            prop_assert_eq!(h.finalize(), blake3::hash(&data));
+        }
+
+        /// A new file made of a basis's granules (pushed by their hashes)
+        /// and new bytes: the standard BLAKE3 of the new file.
+        #[test]
+        fn known_granules_stand_in_for_their_bytes(
+            granules in 2u64..40,
+            tail in 0usize..20_000,
+            known in proptest::collection::vec(any::<bool>(), 40),
+        ) {
+            let g = 4096u64;
+            let basis = bytes((granules * g) as usize + 777, 9);
+            let mut b = TreeHasher::new(g);
+            b.update(&basis);
+            let hashes = b.into_basis();
+            prop_assert_eq!(hashes.len(), basis.len() as u64);
+
+            let mut new = Vec::new();
+            let mut h = TreeHasher::new(g);
+            for i in 0..granules {
+                let range = (i * g) as usize..((i + 1) * g) as usize;
+                if i > 0 && known[i as usize] {
+                    h.push_known(hashes.whole(i, 1).unwrap());
+                    new.extend_from_slice(&basis[range]);
+                } else {
+                    let fresh = bytes(g as usize, i as u8);
+                    h.update(&fresh);
+                    new.extend_from_slice(&fresh);
+                }
+            }
+            let end = bytes(tail, 1);
+            h.update(&end);
+            new.extend_from_slice(&end);
+            prop_assert_eq!(h.finalize(), blake3::hash(&new));
+        }
+    }
+
+    #[test]
+    fn a_short_last_granule_is_not_whole() {
+        let mut b = TreeHasher::new(4096);
+        b.update(&bytes(3 * 4096 + 1, 0));
+        let hashes = b.into_basis();
+        assert!(hashes.whole(1, 2).is_some());
+        assert!(
+            hashes.whole(1, 3).is_none(),
+            "the fourth granule has one byte"
+        );
+        assert!(hashes.whole(u64::MAX, 2).is_none());
+    }
+
+    #[test]
+    fn granules_grow_with_the_file_and_stay_few() {
+        assert_eq!(granule_for(0), 16 << 10);
+        assert_eq!(granule_for(1 << 30), 16 << 10);
+        assert_eq!(granule_for((1 << 30) + 1), 32 << 10);
+        assert_eq!(granule_for(1 << 40), 16 << 20);
+        assert!((1u64 << 40).div_ceil(granule_for(1 << 40)) <= MAX_GRANULES);
+    }
+}
