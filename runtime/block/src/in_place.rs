@@ -7,6 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use crate::error::{FormatError, PatchError};
 use crate::format::{self, DELTA_MAGIC, Limits, OP_COPY, OP_END, OP_LITERAL};
 use crate::patch::PatchStats;
+use crate::tree_hash::{BasisHashes, hash_changed};
 
 /// Most bytes [`patch_in_place`] holds in memory: the delta's literals
 /// plus the sources of copies on cycles. Beyond it the patch stops with
@@ -136,6 +137,8 @@ pub struct InPlacePatch {
     order: Vec<usize>,
     /// Copies on cycles, whose sources are read into memory first.
     buffered: Vec<usize>,
+    /// Granule hashes of the file patched, as it is before the patch.
+    basis_hashes: Option<BasisHashes>,
 }
 
 impl std::fmt::Debug for InPlacePatch {
@@ -206,6 +209,7 @@ impl InPlacePatch {
             copies: Vec::new(),
             order: Vec::new(),
             buffered: Vec::new(),
+            basis_hashes: None,
         };
         let too_large = |value| FormatError::TooLarge {
             what: "rebuilt file length",
@@ -316,6 +320,18 @@ impl InPlacePatch {
         self.new_len
     }
 
+    /// Gives the granule hashes of the file to patch, from its signature
+    /// ([`Signature::compute_with_hashes`](crate::Signature::compute_with_hashes)):
+    /// [`apply`](Self::apply) then verifies the new file reading only the
+    /// granules it wrote, and takes the others by their hashes.
+    ///
+    /// They must describe the file as it is now: the caller checks that
+    /// nothing wrote to it since they were computed.
+    pub fn with_basis_hashes(mut self, hashes: BasisHashes) -> Self {
+        self.basis_hashes = Some(hashes);
+        self
+    }
+
     /// The byte ranges of the basis that [`apply`](Self::apply) changes,
     /// as `(offset, len)`, ascending, disjoint and not adjacent: where
     /// copies and literals land (copies that stay in place excluded) and,
@@ -351,7 +367,8 @@ impl InPlacePatch {
     /// Rebuilds the new file over `file` (the basis [`read`](Self::read)
     /// was given), resizes it to the new length (only if that differs, so
     /// a block device of the right size works), and verifies length and
-    /// BLAKE3 by reading it back.
+    /// BLAKE3 by reading it back (with [basis
+    /// hashes](Self::with_basis_hashes), only the granules it wrote).
     ///
     /// Copies that land where they already are cost nothing, so an
     /// unchanged file is only read, never written.
@@ -390,16 +407,28 @@ impl InPlacePatch {
         }
         file.flush()?;
 
-        let mut hasher = blake3::Hasher::new();
-        file.seek(SeekFrom::Start(0))?;
-        let mut left = self.new_len;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            file.read_exact(&mut buf[..n])?;
-            crate::delta::hash_input(&mut hasher, &buf[..n]);
-            left -= n as u64;
-        }
-        let actual = hasher.finalize();
+        let actual = match &self.basis_hashes {
+            Some(hashes) => {
+                let mut changed = self.overwritten();
+                // What the file grew by is new too.
+                if self.new_len > self.basis_len {
+                    changed.push((self.basis_len, self.new_len - self.basis_len));
+                }
+                hash_changed(&mut file, self.new_len, hashes, &changed, &mut buf)?
+            }
+            None => {
+                let mut hasher = blake3::Hasher::new();
+                file.seek(SeekFrom::Start(0))?;
+                let mut left = self.new_len;
+                while left > 0 {
+                    let n = left.min(buf.len() as u64) as usize;
+                    file.read_exact(&mut buf[..n])?;
+                    crate::delta::hash_input(&mut hasher, &buf[..n]);
+                    left -= n as u64;
+                }
+                hasher.finalize()
+            }
+        };
         if actual.as_bytes() != &self.hash {
             return Err(PatchError::Verification {
                 expected: format!(

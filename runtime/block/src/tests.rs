@@ -764,3 +764,56 @@ fn a_patch_from_a_file_takes_granules_in_place_by_their_hashes() {
     let err = patch_from_a_file(&file, &hashes, &sig, &scattered).unwrap_err();
     assert!(matches!(err, PatchError::OutOfBasis { .. }), "{err:?}");
 }
+
+#[test]
+fn an_in_place_patch_with_basis_hashes_reads_back_only_what_it_wrote() {
+    use std::io::Write;
+    let len = 6 << 20;
+    let old = data(len, 31);
+    let (sig, hashes) =
+        Signature::compute_with_hashes(&old[..], len as u64, &SignatureOptions::default()).unwrap();
+    let scattered = {
+        let mut new = old.clone();
+        for i in (0..len).step_by(500_009) {
+            new[i..(i + 4096).min(len)].fill(3);
+        }
+        new
+    };
+    let moved = [&old[1 << 20..], &old[..1 << 20]].concat();
+    let shrunk = old[..len - 70_000].to_vec();
+    let grown = [old.clone(), data(90_000, 4)].concat();
+    for (name, new) in [
+        ("scattered", &scattered),
+        ("moved", &moved),
+        ("shrunk", &shrunk),
+        ("grown", &grown),
+    ] {
+        let mut delta_bytes = Vec::new();
+        delta(&sig, &new[..], &mut delta_bytes).unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&old).unwrap();
+        let patch = InPlacePatch::read(&mut file, &delta_bytes[..], &Limits::default(), None)
+            .unwrap()
+            .with_basis_hashes(hashes.clone());
+        let stats = patch.apply(&mut file).unwrap();
+        assert_eq!(stats.hash, *blake3::hash(new).as_bytes(), "{name}");
+        assert!(contents(&file) == *new, "{name}: a different file");
+    }
+
+    // Hashes of another file vouch for granules that are not there.
+    let (_, wrong) = Signature::compute_with_hashes(
+        &data(len, 32)[..],
+        len as u64,
+        &SignatureOptions::default(),
+    )
+    .unwrap();
+    let mut delta_bytes = Vec::new();
+    delta(&sig, &scattered[..], &mut delta_bytes).unwrap();
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(&old).unwrap();
+    let patch = InPlacePatch::read(&mut file, &delta_bytes[..], &Limits::default(), None)
+        .unwrap()
+        .with_basis_hashes(wrong);
+    let err = patch.apply(&mut file).unwrap_err();
+    assert!(matches!(err, PatchError::Verification { .. }), "{err:?}");
+}

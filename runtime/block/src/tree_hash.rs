@@ -8,6 +8,8 @@
 //! the bytes again ([`TreeHasher::push_known`]), and still ends with the
 //! new file's standard BLAKE3, checked against the sender's.
 
+use std::io::{self, Read, Seek, SeekFrom};
+
 use blake3::Hasher;
 use blake3::hazmat::{
     ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
@@ -166,6 +168,58 @@ impl TreeHasher {
     }
 }
 
+/// The BLAKE3 of `file`, `len` bytes that differ from the basis `hashes`
+/// describe at most in the `changed` ranges (`(offset, len)`, sorted and
+/// disjoint):
+/// every other whole granule is taken by its hash, the rest is read.
+pub(crate) fn hash_changed<F: Read + Seek>(
+    mut file: F,
+    len: u64,
+    hashes: &BasisHashes,
+    changed: &[(u64, u64)],
+    buf: &mut [u8],
+) -> io::Result<blake3::Hash> {
+    let g = hashes.granule;
+    let touched = |start: u64, end: u64| {
+        let i = changed.partition_point(|&(o, l)| o + l <= start);
+        changed.get(i).is_some_and(|&(o, _)| o < end)
+    };
+    let known = |i: u64| {
+        let (start, end) = (i * g, (i + 1) * g);
+        i >= 1 && end <= len && !touched(start, end)
+    };
+    let count = len.div_ceil(g);
+    let mut tree = TreeHasher::new(g);
+    let mut i = 0;
+    while i < count {
+        let first = i;
+        if let Some(cvs) = known(i).then(|| hashes.whole(i, 1)).flatten() {
+            let mut cvs_len = cvs.len() as u64;
+            while first + cvs_len < count
+                && known(first + cvs_len)
+                && hashes.whole(first, cvs_len + 1).is_some()
+            {
+                cvs_len += 1;
+            }
+            tree.push_known(hashes.whole(first, cvs_len).expect("checked above"));
+            i += cvs_len;
+            continue;
+        }
+        while i < count && !(known(i) && hashes.whole(i, 1).is_some()) {
+            i += 1;
+        }
+        let (mut at, end) = (first * g, (i * g).min(len));
+        file.seek(SeekFrom::Start(at))?;
+        while at < end {
+            let n = (end - at).min(buf.len() as u64) as usize;
+            file.read_exact(&mut buf[..n])?;
+            tree.update(&buf[..n]);
+            at += n as u64;
+        }
+    }
+    Ok(tree.finalize())
+}
+
 /// The chaining value of the subtree over `[offset, offset + len)`, built
 /// from granule chaining values the way BLAKE3 splits its tree: the left
 /// side is the largest power of two of chunks short of the whole, so every
@@ -249,6 +303,49 @@ mod tests {
             h.update(&end);
             new.extend_from_slice(&end);
             prop_assert_eq!(h.finalize(), blake3::hash(&new));
+        }
+    }
+
+    proptest! {
+        /// A file changed in some ranges, grown or shrunk: its BLAKE3 from
+        /// the basis's granule hashes and the changed granules' bytes.
+        #[test]
+        fn a_changed_file_hashes_from_its_basis_and_its_changes(
+            basis_len in 0usize..60_000,
+            len in 0usize..60_000,
+            changes in proptest::collection::vec((0usize..60_000, 1usize..5000), 0..5),
+        ) {
+            let g = 4096;
+            let basis = bytes(basis_len, 4);
+            let mut b = TreeHasher::new(g);
+            b.update(&basis);
+            let hashes = b.into_basis();
+            let mut new = basis.clone();
+            new.resize(len, 9);
+            let mut changed = Vec::new();
+            for &(at, n) in &changes {
+                let at = at.min(len);
+                let end = (at + n).min(len);
+                new[at..end].fill(0x5a);
+                changed.push((at as u64, (end - at) as u64));
+            }
+            if len > basis_len {
+                changed.push((basis_len as u64, (len - basis_len) as u64));
+            }
+            // Sorted and disjoint, as the contract says.
+            changed.sort();
+            let mut merged: Vec<(u64, u64)> = Vec::new();
+            for (o, l) in changed {
+                match merged.last_mut() {
+                    Some((mo, ml)) if *mo + *ml >= o => *ml = (*ml).max(o + l - *mo),
+                    _ => merged.push((o, l)),
+                }
+            }
+            let changed = merged;
+            let mut buf = vec![0; 1000];
+            let hash = hash_changed(std::io::Cursor::new(&new), len as u64, &hashes, &changed, &mut buf)
+                .unwrap();
+            prop_assert_eq!(hash, blake3::hash(&new));
         }
     }
 

@@ -171,10 +171,13 @@ impl Basis {
     }
 
     fn open_image(image: &Image, path: &str) -> Result<Self, BlockError> {
-        Ok(Self::of([
-            Some(open_image(image, path)?),
-            image.open_partial()?,
-        ]))
+        let (file, len) = open_image(image, path)?;
+        // A device has none: its node does not change when it is written.
+        let stamp = Stamp::of_file(&file);
+        Ok(Self {
+            stamp,
+            ..Self::of([Some((file, len)), image.open_partial()?])
+        })
     }
 
     fn open_tree(tree: &Tree, path: &str) -> Result<Self, BlockError> {
@@ -196,8 +199,8 @@ impl Basis {
         }
     }
 
-    /// The old file of a tree and its stamp, when it is the whole basis
-    /// (no partial content follows it).
+    /// The old file (of a tree, or an image file) and its stamp, when it
+    /// is the whole basis (no partial content follows it).
     fn only_file(&self) -> Option<(&File, Stamp)> {
         match (&self.parts[..], self.stamp) {
             ([(file, _)], Some(stamp)) => Some((file, stamp)),
@@ -358,6 +361,7 @@ fn receive_delta<B: io::Read + io::Seek>(
 fn receive_in_place(
     image: &Image,
     path: &str,
+    hashes: Option<(Stamp, BasisHashes)>,
     channel: &mut Channel,
     limits: &Limits,
     progress: &mut FileProgress,
@@ -365,6 +369,11 @@ fn receive_in_place(
     // The basis the peer's signature covered: the volume, then the partial
     // content.
     let mut basis = Basis::open_image(image, path)?;
+    // Granule hashes of an image file that nothing wrote since they were
+    // taken: the verification reads back only what the patch wrote.
+    let hashes = hashes
+        .filter(|(stamp, _)| basis.only_file().is_some_and(|(_, now)| now == *stamp))
+        .map(|(_, hashes)| hashes);
     // How messages name it: its path is empty.
     let path = "the block volume";
     let (mut file, len) = image.open_write()?;
@@ -373,8 +382,11 @@ fn receive_in_place(
     let result = receive_delta(&mut basis, basis_len, channel, limits, path, |_, delta| {
         let spill = Some(image.spill()?);
         let mut report = |done| progress.advance(done);
-        let patch = InPlacePatch::read_reporting(&mut file, delta, limits, spill, &mut report)
+        let mut patch = InPlacePatch::read_reporting(&mut file, delta, limits, spill, &mut report)
             .map_err(patch_error(path))?;
+        if let Some(hashes) = hashes {
+            patch = patch.with_basis_hashes(hashes);
+        }
         if device && patch.new_len() != len {
             return Err(BlockError::Io(format!(
                 "the source volume is {} bytes and this block device {len}: a device \
@@ -454,7 +466,9 @@ impl wit::Host for HostState {
             // same tick of its clock, unseen by its stamp.
             let hashed = basis
                 .only_file()
-                .filter(|(_, stamp)| len >= BASIS_HASHES_MIN_FILE && stamp.settled())
+                .filter(|(_, stamp)| {
+                    len >= BASIS_HASHES_MIN_FILE && stamp.settled(volume.settle_ns())
+                })
                 .map(|(_, stamp)| stamp);
             let signature = match (len, hashed) {
                 (0, _) => Signature::empty(),
@@ -550,7 +564,10 @@ impl wit::Host for HostState {
                     };
                     receive_beside(tree, file, hashes, channel, limits, progress)?
                 }
-                Volume::Image(image) => receive_in_place(image, &path, channel, limits, progress)?,
+                Volume::Image(image) => {
+                    let hashes = session.take_basis_hashes(&path);
+                    receive_in_place(image, &path, hashes, channel, limits, progress)?
+                }
             };
             Ok(BlockStats {
                 file_bytes: stats.written_bytes,
@@ -691,7 +708,7 @@ mod tests {
         let (_, stamp) = basis.only_file().unwrap();
         // Old enough for its stamp to be trusted.
         std::thread::sleep(std::time::Duration::from_nanos(
-            crate::volume::SETTLE_NS as u64 + 50_000_000,
+            crate::volume::known::SETTLE_NS as u64 + 50_000_000,
         ));
         let stamp = Stamp::of_file(basis.only_file().unwrap().0)
             .filter(|s| *s == stamp)

@@ -165,7 +165,7 @@ impl Image {
     pub(crate) fn digest(&self) -> Result<TreeDigest, VolumeError> {
         let (file, _) = self.open_read()?;
         let meta = file.metadata().map_err(io_error)?;
-        let (hash, len) = match self.known.take("", Stamp::of(&meta)) {
+        let (hash, len) = match self.known.take("", Stamp::of(&meta), 0) {
             Some((hash, _)) if meta.is_file() => (hash, meta.len()),
             _ => content_hash(file, &mut vec![0; DIGEST_BUFFER]).map_err(io_error)?,
         };

@@ -13,16 +13,58 @@ use std::time::SystemTime;
 use super::unix_nanos;
 
 /// How long before a hash was read a file must have last changed for the
-/// hash to be kept for a later run. A change stamps a file with the
-/// filesystem's coarse clock, so a write in the same tick as the read (a
-/// few milliseconds; a second or two on coarse filesystems) could leave
-/// the stamp as it was: such a file is read again next time instead.
+/// hash to be kept for a later run, where changes may share a timestamp. A
+/// change stamps a file with the filesystem's coarse clock, so a write in
+/// the same tick as the read (a few milliseconds; a second or two on
+/// coarse filesystems) could leave the stamp as it was: such a file is
+/// read again next time instead. See [`fine_ctime`] for filesystems where
+/// no margin is needed.
 pub(crate) const SETTLE_NS: i64 = if cfg!(test) {
     // Unit tests wait this out; the rule is the same.
     200_000_000
 } else {
     2_000_000_000
 };
+
+/// Changes that [`fine_ctime`] checked for in a row.
+const PROBES: usize = 16;
+
+/// Whether, on the filesystem of `dir`, a change made after a file's
+/// status was read always gives it a new ctime, so a stamp can never miss
+/// a later change (Linux 6.13's multigrain timestamps on ext4, XFS, Btrfs
+/// and tmpfs). Then a hash may serve a later run however recently its file
+/// changed, and [`Stamp::settled`] needs no margin.
+///
+/// Checked, not assumed from a version: an unnamed temporary file (never
+/// visible in the directory) is written and stat'ed [`PROBES`] times in a
+/// row, microseconds apart; on a coarse clock most of those changes would
+/// share one tick. Any failure (no `O_TMPFILE`, a read-only mount) answers
+/// no.
+pub(crate) fn fine_ctime(dir: &impl rustix::fd::AsFd) -> bool {
+    use rustix::fs::{Mode, OFlags, fstat, openat};
+    let Ok(file) = openat(
+        dir,
+        ".",
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    ) else {
+        return false;
+    };
+    let ctime = |stat: rustix::fs::Stat| (stat.st_ctime, stat.st_ctime_nsec);
+    let Ok(mut last) = fstat(&file).map(ctime) else {
+        return false;
+    };
+    for i in 0..PROBES {
+        if rustix::io::pwrite(&file, &[i as u8], 0) != Ok(1) {
+            return false;
+        }
+        match fstat(&file).map(ctime) {
+            Ok(now) if now != last => last = now,
+            _ => return false,
+        }
+    }
+    true
+}
 
 /// What identifies one version of a file: when any of it changed, so may
 /// the content have. Two stamps are equal when they identify the same
@@ -75,11 +117,11 @@ impl Stamp {
         }
     }
 
-    /// Whether the file had last changed well before the stamp was taken,
-    /// so that a hash of what was read after it may serve a later run
-    /// (see [`SETTLE_NS`]).
-    pub(crate) fn settled(&self) -> bool {
-        self.ctime_ns < self.seen_ns.saturating_sub(SETTLE_NS)
+    /// Whether the file had last changed at least `margin_ns` before the
+    /// stamp was taken, so that a hash of what was read after it may serve
+    /// a later run ([`SETTLE_NS`], or 0 where [`fine_ctime`] holds).
+    pub(crate) fn settled(&self, margin_ns: i64) -> bool {
+        self.ctime_ns < self.seen_ns.saturating_sub(margin_ns)
     }
 }
 
@@ -115,11 +157,17 @@ impl KnownHashes {
     }
 
     /// The hash of `path` if it was learned for this very `stamp`, and
-    /// whether it may serve a later run ([`Stamp::settled`] when learned).
-    pub(crate) fn take(&self, path: &str, stamp: Stamp) -> Option<(blake3::Hash, bool)> {
+    /// whether it may serve a later run ([`Stamp::settled`] by `margin_ns`
+    /// when learned).
+    pub(crate) fn take(
+        &self,
+        path: &str,
+        stamp: Stamp,
+        margin_ns: i64,
+    ) -> Option<(blake3::Hash, bool)> {
         let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match known.remove(path) {
-            Some((learned, hash)) if learned == stamp => Some((hash, learned.settled())),
+            Some((learned, hash)) if learned == stamp => Some((hash, learned.settled(margin_ns))),
             _ => None,
         }
     }
@@ -240,9 +288,10 @@ mod tests {
     #[test]
     fn only_a_file_that_changed_well_before_it_was_read_is_settled() {
         let now = unix_nanos(SystemTime::now());
-        assert!(Stamp::new(1, 1, 0, now - 3 * SETTLE_NS).settled());
-        assert!(!Stamp::new(1, 1, 0, now).settled());
-        assert!(!Stamp::new(1, 1, 0, now - SETTLE_NS / 2).settled());
+        assert!(Stamp::new(1, 1, 0, now - 3 * SETTLE_NS).settled(SETTLE_NS));
+        assert!(!Stamp::new(1, 1, 0, now).settled(SETTLE_NS));
+        assert!(!Stamp::new(1, 1, 0, now - SETTLE_NS / 2).settled(SETTLE_NS));
+        assert!(Stamp::new(1, 1, 0, now - 1000).settled(0));
         // The time a stamp was taken is not part of what it identifies.
         assert_eq!(
             Stamp::new(1, 1, 0, 5),

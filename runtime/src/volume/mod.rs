@@ -3,7 +3,7 @@
 //! journal ([`Image`]).
 
 mod image;
-mod known;
+pub(crate) mod known;
 mod tree;
 
 use std::io;
@@ -12,8 +12,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use image::Image;
 pub use known::HashStore;
-#[cfg(test)]
-pub(crate) use known::SETTLE_NS;
 pub(crate) use known::{KnownHashes, Stamp};
 pub use tree::{STAGING_SUFFIX, STATE_DIR, Tree};
 
@@ -205,6 +203,15 @@ impl Volume {
 
     /// Records that the file at `path`, as `stamp` identifies it, hashes to
     /// `hash` (see [`KnownHashes`]).
+    /// How long before a stamp a file must have changed for what was read
+    /// after it to be trusted later by that stamp ([`Stamp::settled`]).
+    pub(crate) fn settle_ns(&self) -> i64 {
+        match self {
+            Volume::Tree(tree) => tree.settle_ns(),
+            Volume::Image(_) => known::SETTLE_NS,
+        }
+    }
+
     pub(crate) fn remember_hash(&self, path: &str, stamp: Stamp, hash: [u8; 32]) {
         match self {
             Volume::Tree(tree) => tree.known.remember(path, stamp, hash),

@@ -31,6 +31,9 @@ pub struct Tree {
     store: HashStore,
     /// Whether the digest reads every file, trusting no stored hash.
     read_all: bool,
+    /// How long before a stamp a file must have changed for a hash read
+    /// after it to serve a later run ([`Stamp::settled`]).
+    settle_ns: i64,
 }
 
 impl std::fmt::Debug for Tree {
@@ -69,6 +72,12 @@ impl Tree {
     pub fn open(root: impl Into<PathBuf>, access: Access) -> io::Result<Self> {
         let root = root.into();
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
+        // Only a writable tree is probed: nothing is written to a volume
+        // granted read-only, not even an unnamed file.
+        let settle_ns = match access {
+            Access::ReadWrite if known::fine_ctime(&dir) => 0,
+            _ => known::SETTLE_NS,
+        };
         let has_partials =
             AtomicBool::new(dir.symlink_metadata(format!("{STATE_DIR}/partial")).is_ok());
         Ok(Self {
@@ -82,7 +91,15 @@ impl Tree {
                 Access::ReadOnly => HashStore::Off,
             },
             read_all: false,
+            settle_ns,
         })
+    }
+
+    /// How long before a stamp a file must have changed for a hash read
+    /// after it to serve a later run: 0 where a later change always shows
+    /// in the stamp ([`known::fine_ctime`]), else [`known::SETTLE_NS`].
+    pub(crate) fn settle_ns(&self) -> i64 {
+        self.settle_ns
     }
 
     /// Sets where the digest keeps the hashes it saw for the next run
@@ -166,18 +183,23 @@ impl Tree {
             tree.update(&entry.mtime_ns.to_le_bytes());
             match entry.kind {
                 EntryKind::File => {
-                    let (hash, len, keep) = match self.known.take(&entry.path, found.stamp) {
-                        Some((hash, settled)) => (hash, entry.size, settled),
-                        None => match stored.get(&found.stamp.inode) {
-                            Some(&(stamp, hash)) if stamp == found.stamp => {
-                                (hash, entry.size, true)
-                            }
-                            _ => {
-                                let (hash, len) = found.content_hash(&mut buffer)?;
-                                (hash, len, found.stamp.settled() && len == entry.size)
-                            }
-                        },
-                    };
+                    let (hash, len, keep) =
+                        match self.known.take(&entry.path, found.stamp, self.settle_ns) {
+                            Some((hash, settled)) => (hash, entry.size, settled),
+                            None => match stored.get(&found.stamp.inode) {
+                                Some(&(stamp, hash)) if stamp == found.stamp => {
+                                    (hash, entry.size, true)
+                                }
+                                _ => {
+                                    let (hash, len) = found.content_hash(&mut buffer)?;
+                                    (
+                                        hash,
+                                        len,
+                                        found.stamp.settled(self.settle_ns) && len == entry.size,
+                                    )
+                                }
+                            },
+                        };
                     if keep && self.store != HashStore::Off {
                         kept.push((found.stamp, hash));
                     }
@@ -706,13 +728,15 @@ mod tests {
     fn the_stamps_of_opened_and_committed_files_match_the_digests() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("read"), b"abc").unwrap();
-        let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let mut volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        // What this run learned, not what an earlier one kept.
+        volume.set_hash_store(HashStore::Off).unwrap();
         let (_, _, stamp) = volume.open_file("read").unwrap().unwrap();
         let (mut file, staged) = volume.create_staged("written").unwrap();
         std::io::Write::write_all(&mut file, b"xyz").unwrap();
         let honest = |v: &Tree| {
-            v.known.take("read", stamp);
-            v.known.take("written", Stamp::new(0, 0, 0, 0));
+            v.known.take("read", stamp, 0);
+            v.known.take("written", Stamp::new(0, 0, 0, 0), 0);
             v.digest().unwrap().root
         };
         volume
@@ -737,7 +761,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let f = root.path().join("f");
         std::fs::write(&f, b"abc").unwrap();
-        let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let mut volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        // What this run learned, not what an earlier one kept.
+        volume.set_hash_store(HashStore::Off).unwrap();
         let honest = volume.digest().unwrap().root;
         let meta = std::fs::metadata(&f).unwrap();
         volume.known.remember("f", Stamp::of(&meta), [7; 32]);
@@ -824,6 +850,9 @@ mod tests {
         let store = root.path().join(HASHES);
         let digest = |read_all: bool| {
             let mut tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
+            // The rule of filesystems with a coarse ctime (see
+            // `fine_ctime_means_a_change_after_a_stat_always_shows`).
+            tree.settle_ns = known::SETTLE_NS;
             if read_all {
                 tree.read_every_file();
             }
@@ -869,6 +898,45 @@ mod tests {
             .set_modified(mtime)
             .unwrap();
         assert_eq!(digest(false), honest, "a changed file is read again");
+    }
+
+    /// Where the probe finds a fine ctime, a change right after a stat
+    /// always moves the ctime, so a file written just now keeps its hash
+    /// at once; elsewhere it waits to settle.
+    #[test]
+    fn fine_ctime_means_a_change_after_a_stat_always_shows() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = Dir::open_ambient_dir(root.path(), cap_std::ambient_authority()).unwrap();
+        let fine = known::fine_ctime(&dir);
+        let f = root.path().join("f");
+        std::fs::write(&f, b"a").unwrap();
+        let mut same = 0;
+        for i in 0..500u32 {
+            let before = std::fs::metadata(&f).unwrap();
+            std::fs::write(&f, i.to_le_bytes()).unwrap();
+            let after = std::fs::metadata(&f).unwrap();
+            same += u32::from(
+                (before.ctime(), before.ctime_nsec()) == (after.ctime(), after.ctime_nsec()),
+            );
+        }
+        if fine {
+            assert_eq!(
+                same, 0,
+                "the probe said fine, but {same} of 500 changes kept the ctime"
+            );
+        }
+        let tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        assert_eq!(tree.settle_ns(), if fine { 0 } else { known::SETTLE_NS });
+        tree.digest().unwrap();
+        assert_eq!(
+            root.path().join(HASHES).exists(),
+            fine,
+            "a file written just now is kept only where a later change always shows"
+        );
+        // Never probed (nor kept in itself) when read-only.
+        let read_only = Tree::open(root.path(), Access::ReadOnly).unwrap();
+        assert_eq!(read_only.settle_ns(), known::SETTLE_NS);
     }
 
     /// A read-only tree keeps its hashes only where it is told, never in
