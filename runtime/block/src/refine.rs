@@ -11,7 +11,11 @@
 //! not asked for: the finer signature must cost a small fraction of the
 //! literals it may save.
 
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+
+use blake3::hazmat::{HasherExt, Mode, left_subtree_len, merge_subtrees_root};
 
 use crate::delta::{DeltaStats, Encoder, Sink, search};
 use crate::error::FormatError;
@@ -204,6 +208,13 @@ pub struct Plan {
     rounds: u32,
 }
 
+fn changed_length() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the new file changed length while its delta was computed",
+    )
+}
+
 fn changed_underneath() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
@@ -211,7 +222,81 @@ fn changed_underneath() -> io::Error {
     )
 }
 
+/// Files at least this large are searched as two halves at once
+/// ([`Plan::from_file`]).
+const PARALLEL_SEARCH_MIN: u64 = if cfg!(test) { 1 << 20 } else { 64 << 20 };
+
+/// Reads `file` from `pos` up to `end` (or its end) at offsets, so that
+/// several readers share one open file.
+struct At<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min(self.end.saturating_sub(self.pos) as usize);
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 impl Plan {
+    /// [`new`](Self::new) for a file: a large one is searched as two
+    /// halves on two threads, split where BLAKE3's tree splits it, so each
+    /// half's hash joins into the file's. The seam may cost one block of
+    /// literals, which a refinement round then narrows.
+    pub fn from_file(sig: &Signature, file: &File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        let whole = At {
+            file,
+            pos: 0,
+            end: u64::MAX,
+        };
+        if len < PARALLEL_SEARCH_MIN {
+            return Self::new(sig, whole);
+        }
+        let mid = left_subtree_len(len);
+        let index = Index::new(sig);
+        let half = |start: u64, end: u64| {
+            let mut ops = Vec::new();
+            let mut recorder = Recorder {
+                ops: &mut ops,
+                at: start,
+            };
+            let mut hasher = blake3::Hasher::new();
+            hasher.set_input_offset(start);
+            let read = At {
+                file,
+                pos: start,
+                end,
+            };
+            let n = search(sig, &index, read, &mut recorder, Some(&mut hasher))?;
+            Ok::<_, io::Error>((ops, n, (n > 0).then(|| hasher.finalize_non_root())))
+        };
+        let (left, right) = rayon::join(|| half(0, mid), || half(mid, u64::MAX));
+        let ((mut ops, left_len, left_cv), (right_ops, right_len, right_cv)) = (left?, right?);
+        let new_len = left_len + right_len;
+        let (Some(left_cv), Some(right_cv)) = (left_cv, right_cv) else {
+            return Err(changed_length());
+        };
+        // The split must be the one BLAKE3 makes of the length read.
+        if left_len != mid || left_subtree_len(new_len) != mid {
+            return Err(changed_length());
+        }
+        ops.extend(right_ops);
+        Ok(Self {
+            ops,
+            new_len,
+            hash: merge_subtrees_root(&left_cv, &right_cv, Mode::Hash),
+            basis_len: sig.basis_len(),
+            block_size: sig.block_size(),
+            rounds: 0,
+        })
+    }
+
     /// The first round: reads `new` once, matching it against `sig` as
     /// [`crate::delta`] does, and hashes it for the end marker.
     pub fn new<R: Read>(sig: &Signature, new: R) -> io::Result<Self> {

@@ -817,3 +817,42 @@ fn an_in_place_patch_with_basis_hashes_reads_back_only_what_it_wrote() {
     let err = patch.apply(&mut file).unwrap_err();
     assert!(matches!(err, PatchError::Verification { .. }), "{err:?}");
 }
+
+#[test]
+fn a_file_searched_in_two_halves_plans_what_one_search_does() {
+    use std::io::Write;
+    let len = (3 << 20) + 12_345;
+    let old = data(len, 41);
+    let mid = blake3::hazmat::left_subtree_len(len as u64) as usize;
+    let mut new = old.clone();
+    for i in (0..len).step_by(300_007) {
+        new[i..(i + 100).min(len)].fill(9);
+    }
+    // Shifted across the seam: the blocks after it match at new offsets.
+    new.splice(mid - 5000..mid - 5000, *b"shift");
+    let sig = signature(&old, Some(4096));
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(&new).unwrap();
+
+    let write = |plan: Plan| {
+        let mut out = Vec::new();
+        let stats = plan.write(Cursor::new(&new), &mut out).unwrap();
+        let mut rebuilt = Vec::new();
+        let Incoming::Delta(reader) = Incoming::read_from(&out[..], &Limits::default()).unwrap()
+        else {
+            panic!("a delta decodes as one");
+        };
+        patch(Cursor::new(&old), reader, &mut rebuilt, &Limits::default()).unwrap();
+        assert!(rebuilt == new, "rebuilt a different file");
+        stats
+    };
+    let halves = write(Plan::from_file(&sig, &file).unwrap());
+    let one = write(Plan::new(&sig, &new[..]).unwrap());
+    assert_eq!(halves.hash, *blake3::hash(&new).as_bytes());
+    assert!(
+        halves.literal_bytes <= one.literal_bytes + 4096,
+        "{} vs {} literal bytes",
+        halves.literal_bytes,
+        one.literal_bytes
+    );
+}

@@ -512,7 +512,7 @@ impl wit::Host for HostState {
                 wasmover_block::delta(&signature, file, channel.writer())
                     .map_err(|e| BlockError::Io(format!("delta of {path}: {e}")))?
             } else {
-                let mut plan = Plan::new(&signature, &mut file).map_err(delta_error)?;
+                let mut plan = Plan::from_file(&signature, &file).map_err(delta_error)?;
                 while let Some(request) = plan.refinement(&RefineOptions::default()) {
                     request
                         .write_to(channel.writer())
