@@ -135,11 +135,16 @@ impl Signature {
         loop {
             let want = (chunk as u64).min(remaining) as usize;
             next.resize(want, 0);
-            let hash = |hashed: &mut Vec<Block>, tree: &mut Option<&mut TreeHasher>| {
-                hash_blocks(backend, &current, bs, hashed);
-                if let Some(tree) = tree {
-                    tree.update(&current);
+            let hash = |hashed: &mut Vec<Block>, tree: &mut Option<&mut TreeHasher>| match tree {
+                // Two tasks: BLAKE3 alone takes as long as the blocks'
+                // two hashes, and the reader leaves room for both.
+                Some(tree) => {
+                    rayon::join(
+                        || hash_blocks(backend, &current, bs, hashed),
+                        || tree.update(&current),
+                    );
                 }
+                None => hash_blocks(backend, &current, bs, hashed),
             };
             let read = rayon::in_place_scope(|scope| {
                 if want > 0 {
