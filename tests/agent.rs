@@ -778,16 +778,50 @@ fn a_receiver_killed_while_patching_an_image_is_rolled_back_then_completed() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src.img"), tmp.path().join("dst.img"));
     let journal = tmp.path().join(".dst.img.wasmover-journal");
-    let old = bytes(32 << 20, 5);
+    killed_while_patching_in_place(tmp.path(), (&src, &src), (&dst, &dst), &journal, 32 << 20);
+}
+
+/// A large file of a tree is patched in place too, under the tree's
+/// journal in its state directory.
+#[test]
+fn a_receiver_killed_while_patching_a_large_file_in_place_is_rolled_back_then_completed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    let journal = dst.join(".wasmover/journal");
+    let (src_file, dst_file) = (src.join("big"), dst.join("big"));
+    // Files of 64 MiB and more are patched in place.
+    killed_while_patching_in_place(
+        tmp.path(),
+        (&src, &src_file),
+        (&dst, &dst_file),
+        &journal,
+        64 << 20,
+    );
+}
+
+/// Kills the receiver twice while it patches `dst_file` in place (of the
+/// volume `dst`, with its undo journal at `journal`), then checks the next
+/// receiver rolls it back and completes the transfer.
+fn killed_while_patching_in_place(
+    tmp: &Path,
+    (src, src_file): (&Path, &Path),
+    (dst, dst_file): (&Path, &Path),
+    journal: &Path,
+    len: usize,
+) {
+    let old = bytes(len, 5);
     let mut new = old.clone();
     // A quarter rewritten in 64 KiB pieces: the patch has megabytes to
     // save and write.
     for at in (0..new.len()).step_by(256 << 10) {
         new[at..at + (64 << 10)].copy_from_slice(&bytes(64 << 10, at as u64));
     }
-    std::fs::write(&src, &new).unwrap();
-    std::fs::write(&dst, &old).unwrap();
-    let key = key_file(tmp.path(), "key", 4);
+    std::fs::write(src_file, &new).unwrap();
+    std::fs::write(dst_file, &old).unwrap();
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dst_file).unwrap());
+    let key = key_file(tmp, "key", 4);
 
     // SIGKILL the receiver once its journal exists (it is saving what
     // the patch overwrites), then once the image's first rewritten page
@@ -797,7 +831,7 @@ fn a_receiver_killed_while_patching_an_image_is_rolled_back_then_completed() {
     // again for another try.
     let first_page_changed = || {
         let mut page = [0u8; 4096];
-        let image = std::fs::File::open(&dst).unwrap();
+        let image = std::fs::File::open(dst_file).unwrap();
         std::os::unix::fs::FileExt::read_exact_at(&image, &mut page, 0).unwrap();
         page[..] != old[..4096]
     };
@@ -805,9 +839,9 @@ fn a_receiver_killed_while_patching_an_image_is_rolled_back_then_completed() {
     let mut caught = 0;
     for attempt in 0..8 {
         let writing = attempt > 0;
-        let mut receiver = Receiver::start(&dst, &key, &[]);
+        let mut receiver = Receiver::start(dst, &key, &[]);
         outcomes.push(receiver.stderr());
-        let mut sender = send_command(&src, &receiver.addr.to_string(), &key, &[])
+        let mut sender = send_command(src, &receiver.addr.to_string(), &key, &[])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -832,10 +866,10 @@ fn a_receiver_killed_while_patching_an_image_is_rolled_back_then_completed() {
         sender.wait().unwrap();
         if !journal.exists() {
             assert!(
-                std::fs::read(&dst).unwrap() == new,
+                std::fs::read(dst_file).unwrap() == new,
                 "neither journal nor new image"
             );
-            std::fs::write(&dst, &old).unwrap();
+            std::fs::write(dst_file, &old).unwrap();
             continue;
         }
         caught += 1;
@@ -847,10 +881,10 @@ fn a_receiver_killed_while_patching_an_image_is_rolled_back_then_completed() {
 
     // The next receiver rolls the image back before it listens, then
     // completes the transfer.
-    let receiver = Receiver::start(&dst, &key, &[]);
+    let receiver = Receiver::start(dst, &key, &[]);
     outcomes.push(receiver.stderr());
     assert!(
-        std::fs::read(&dst).unwrap() == old,
+        std::fs::read(dst_file).unwrap() == old,
         "not rolled back to the old image"
     );
     assert!(!journal.exists());
@@ -863,12 +897,17 @@ fn a_receiver_killed_while_patching_an_image_is_rolled_back_then_completed() {
         rolled_back[1].contains("Restored"),
         "a complete journal was rolled back: {outcomes:?}"
     );
-    let sent = send(&src, &receiver.addr.to_string(), &key, &[]);
+    let sent = send(src, &receiver.addr.to_string(), &key, &[]);
     assert!(sent.status.success(), "{}", text(&sent.stderr));
     let (ok, stdout, stderr) = receiver.wait(Duration::from_secs(30));
     assert!(ok, "{stderr}");
-    assert!(std::fs::read(&dst).unwrap() == new, "{stdout}");
+    assert!(std::fs::read(dst_file).unwrap() == new, "{stdout}");
     assert!(!journal.exists());
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dst_file).unwrap()),
+        inode,
+        "patched in place, not replaced"
+    );
     eprintln!("rolled back after two crashes ({rolled_back:?}), then: {stdout}");
 }
 

@@ -56,8 +56,8 @@ const MAX_SIGNATURES_AHEAD: usize = 1024;
 /// their signature is computed, so their rebuild copies unchanged granules
 /// in the kernel and need not read and hash them again.
 const BASIS_HASHES_MIN_FILE: u64 = 8 << 20;
-/// Basis hashes kept for patches to come (the blocksync mover has at most
-/// 64 signatures in flight).
+/// Basis hashes (and large files) kept for patches to come (the blocksync
+/// mover has at most 64 signatures in flight).
 const MAX_BASIS_HASHES: usize = 128;
 
 /// State of the block protocol between calls.
@@ -68,6 +68,9 @@ pub(crate) struct BlockSession {
     /// Granule hashes of bases whose signature went out, by path, with
     /// the stamp the basis had before it was read.
     basis_hashes: VecDeque<(String, Stamp, BasisHashes)>,
+    /// Files of a tree whose signature went out, large enough to be
+    /// patched in place ([`IN_PLACE_MIN_FILE`]).
+    large: VecDeque<String>,
 }
 
 impl BlockSession {
@@ -77,6 +80,18 @@ impl BlockSession {
         }
         self.basis_hashes
             .push_back((path.to_owned(), stamp, hashes));
+    }
+
+    fn keep_large(&mut self, path: &str) {
+        if self.large.len() == MAX_BASIS_HASHES {
+            self.large.pop_front();
+        }
+        self.large.push_back(path.to_owned());
+    }
+
+    fn take_large(&mut self, path: &str) -> bool {
+        let found = self.large.iter().position(|p| p == path);
+        found.and_then(|i| self.large.remove(i)).is_some()
     }
 
     fn take_basis_hashes(&mut self, path: &str) -> Option<(Stamp, BasisHashes)> {
@@ -353,11 +368,117 @@ fn receive_delta<B: io::Read + io::Seek>(
     }
 }
 
-/// Receives a delta for a block volume and applies it in place under the
+/// Files of a tree at least this large (with one link) are patched in
+/// place under an undo journal instead of rebuilt beside: only the changed
+/// bytes are written, and no room for a second copy is needed.
+const IN_PLACE_MIN_FILE: u64 = if cfg!(test) { 1 << 20 } else { 64 << 20 };
+
+/// Where a patch in place keeps its undo journal and the literals waiting
+/// for it.
+trait InPlaceTarget {
+    /// The partial content, created if missing, for the patch to read and
+    /// append its literals to.
+    fn spill(&self) -> Result<File, VolumeError>;
+    /// Creates the (empty) undo journal, durably.
+    fn begin_journal(&self) -> Result<File, VolumeError>;
+    /// Deletes the undo journal, durably.
+    fn end_journal(&self) -> Result<(), VolumeError>;
+    /// Removes the partial content; best effort.
+    fn discard_partial(&self);
+}
+
+impl InPlaceTarget for Image {
+    fn spill(&self) -> Result<File, VolumeError> {
+        Image::spill(self)
+    }
+
+    fn begin_journal(&self) -> Result<File, VolumeError> {
+        Image::begin_journal(self)
+    }
+
+    fn end_journal(&self) -> Result<(), VolumeError> {
+        Image::end_journal(self)
+    }
+
+    fn discard_partial(&self) {
+        Image::discard_partial(self)
+    }
+}
+
+/// A file of a tree being patched in place.
+struct TreeFile<'a> {
+    tree: &'a Tree,
+    path: &'a str,
+}
+
+impl InPlaceTarget for TreeFile<'_> {
+    fn spill(&self) -> Result<File, VolumeError> {
+        self.tree.spill(self.path)
+    }
+
+    fn begin_journal(&self) -> Result<File, VolumeError> {
+        self.tree.begin_journal(self.path)
+    }
+
+    fn end_journal(&self) -> Result<(), VolumeError> {
+        self.tree.end_journal()
+    }
+
+    fn discard_partial(&self) {
+        self.tree.remove_partial(self.path)
+    }
+}
+
+/// Receives a delta and applies it to `file` in place under `target`'s
 /// undo journal: nothing is written until the whole delta arrived and the
-/// bytes it overwrites are saved, and a failure rolls the volume back.
-/// Literals wait in the volume's partial content, which a lost peer leaves
-/// for the next transfer to resume from.
+/// bytes it overwrites are saved, and a failure rolls the file back.
+/// Literals wait in the partial content, which a lost peer leaves for the
+/// next transfer to resume from. `check_len` may refuse the new length
+/// before anything is written.
+#[allow(clippy::too_many_arguments)]
+fn receive_in_place_journaled(
+    target: &impl InPlaceTarget,
+    mut basis: Basis,
+    file: &mut File,
+    hashes: Option<(Stamp, BasisHashes)>,
+    check_len: impl FnOnce(u64) -> Result<(), BlockError>,
+    label: &str,
+    channel: &mut Channel,
+    limits: &Limits,
+    progress: &mut FileProgress,
+) -> Result<PatchStats, BlockError> {
+    // Granule hashes of a file that nothing wrote since they were taken:
+    // the verification reads back only what the patch wrote.
+    let hashes = hashes
+        .filter(|(stamp, _)| basis.only_file().is_some_and(|(_, now)| now == *stamp))
+        .map(|(_, hashes)| hashes);
+    let basis_len = basis.len();
+    let result = receive_delta(&mut basis, basis_len, channel, limits, label, |_, delta| {
+        let spill = Some(target.spill()?);
+        let mut report = |done| progress.advance(done);
+        let mut patch = InPlacePatch::read_reporting(&mut *file, delta, limits, spill, &mut report)
+            .map_err(patch_error(label))?;
+        if let Some(hashes) = hashes {
+            patch = patch.with_basis_hashes(hashes);
+        }
+        check_len(patch.new_len())?;
+        let journal = target.begin_journal()?;
+        let result = wasmover_block::patch_journaled(file, patch, &journal);
+        drop(journal);
+        if !matches!(result, Err(PatchError::Unrecovered { .. })) {
+            target.end_journal()?;
+        }
+        result.map_err(patch_error(label))
+    });
+    // The peer is gone: what arrived is kept for the next run.
+    if !matches!(result, Err(BlockError::Channel(_))) {
+        target.discard_partial();
+    }
+    result
+}
+
+/// Receives a delta for a block volume and applies it in place under the
+/// undo journal ([`receive_in_place_journaled`]).
 fn receive_in_place(
     image: &Image,
     path: &str,
@@ -368,49 +489,58 @@ fn receive_in_place(
 ) -> Result<PatchStats, BlockError> {
     // The basis the peer's signature covered: the volume, then the partial
     // content.
-    let mut basis = Basis::open_image(image, path)?;
-    // Granule hashes of an image file that nothing wrote since they were
-    // taken: the verification reads back only what the patch wrote.
-    let hashes = hashes
-        .filter(|(stamp, _)| basis.only_file().is_some_and(|(_, now)| now == *stamp))
-        .map(|(_, hashes)| hashes);
-    // How messages name it: its path is empty.
-    let path = "the block volume";
+    let basis = Basis::open_image(image, path)?;
     let (mut file, len) = image.open_write()?;
     let device = image.is_device()?;
-    let basis_len = basis.len();
-    let result = receive_delta(&mut basis, basis_len, channel, limits, path, |_, delta| {
-        let spill = Some(image.spill()?);
-        let mut report = |done| progress.advance(done);
-        let mut patch = InPlacePatch::read_reporting(&mut file, delta, limits, spill, &mut report)
-            .map_err(patch_error(path))?;
-        if let Some(hashes) = hashes {
-            patch = patch.with_basis_hashes(hashes);
-        }
-        if device && patch.new_len() != len {
+    let check_len = |new_len| {
+        if device && new_len != len {
             return Err(BlockError::Io(format!(
-                "the source volume is {} bytes and this block device {len}: a device \
-                 keeps its size, so it must be as large as the source",
-                patch.new_len()
+                "the source volume is {new_len} bytes and this block device {len}: a \
+                 device keeps its size, so it must be as large as the source"
             )));
         }
-        let journal = image.begin_journal()?;
-        let result = wasmover_block::patch_journaled(&mut file, patch, &journal);
-        drop(journal);
-        if !matches!(result, Err(PatchError::Unrecovered { .. })) {
-            image.end_journal()?;
-        }
-        let stats = result.map_err(patch_error(path))?;
-        if let Some(stamp) = Stamp::of_file(&file) {
-            image.remember_hash(stamp, stats.hash);
-        }
-        Ok(stats)
-    });
-    // The peer is gone: what arrived is kept for the next run.
-    if !matches!(result, Err(BlockError::Channel(_))) {
-        image.discard_partial();
+        Ok(())
+    };
+    // How messages name it: its path is empty.
+    let label = "the block volume";
+    let stats = receive_in_place_journaled(
+        image, basis, &mut file, hashes, check_len, label, channel, limits, progress,
+    )?;
+    if let Some(stamp) = Stamp::of_file(&file) {
+        image.remember_hash(stamp, stats.hash);
     }
-    result
+    Ok(stats)
+}
+
+/// Receives a delta for a large file of a tree and patches it in place
+/// under the tree's undo journal ([`receive_in_place_journaled`]); an
+/// interrupted run leaves the journal, and the next open of the tree
+/// rolls the file back.
+fn receive_in_place_tree(
+    tree: &Tree,
+    file: Target,
+    mut open: File,
+    hashes: Option<(Stamp, BasisHashes)>,
+    channel: &mut Channel,
+    limits: &Limits,
+    progress: &mut FileProgress,
+) -> Result<PatchStats, BlockError> {
+    let path = file.path;
+    let basis = Basis::open_tree(tree, path)?;
+    let target = TreeFile { tree, path };
+    let stats = receive_in_place_journaled(
+        &target,
+        basis,
+        &mut open,
+        hashes,
+        |_| Ok(()),
+        path,
+        channel,
+        limits,
+        progress,
+    )?;
+    tree.commit_in_place(&open, path, file.mode, file.mtime_ns, stats.hash)?;
+    Ok(stats)
 }
 
 impl HostState {
@@ -462,6 +592,9 @@ impl wit::Host for HostState {
             let options = SignatureOptions { block_size };
             let mut basis = Basis::open(volume, &path)?;
             let len = basis.len();
+            if matches!(volume, Volume::Tree(_)) && len >= IN_PLACE_MIN_FILE {
+                session.keep_large(&path);
+            }
             // A file that changed lately might change again within the
             // same tick of its clock, unseen by its stamp.
             let hashed = basis
@@ -562,7 +695,16 @@ impl wit::Host for HostState {
                         mode,
                         mtime_ns,
                     };
-                    receive_beside(tree, file, hashes, channel, limits, progress)?
+                    let in_place = match session.take_large(&path) {
+                        true => tree.open_in_place(&path)?,
+                        false => None,
+                    };
+                    match in_place.filter(|(_, len)| *len >= IN_PLACE_MIN_FILE) {
+                        Some((open, _)) => receive_in_place_tree(
+                            tree, file, open, hashes, channel, limits, progress,
+                        )?,
+                        None => receive_beside(tree, file, hashes, channel, limits, progress)?,
+                    }
                 }
                 Volume::Image(image) => {
                     let hashes = session.take_basis_hashes(&path);
