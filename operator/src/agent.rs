@@ -124,7 +124,7 @@ impl Transfer<'_> {
         if let Some(root) = tree
             && let Ok(volume) = Volume::open(&root, Access::ReadWrite)
         {
-            volume.discard_partials();
+            volume.discard_leftovers();
         }
         // The transfer is complete on both sides by now (the receiver's
         // report is the last message): a close that goes wrong loses

@@ -189,7 +189,7 @@ pub fn replicate(
             if dst.is_dir()
                 && let Ok(volume) = Volume::open(&dst, Access::ReadWrite)
             {
-                volume.discard_partials();
+                volume.discard_leftovers();
             }
             Ok(report)
         }

@@ -320,6 +320,29 @@ impl InPlacePatch {
         self.new_len
     }
 
+    /// The byte ranges of the new file that [`apply`](Self::apply) leaves
+    /// as they are in the basis (`(offset, len)`, ascending and
+    /// disjoint): what it neither overwrites nor adds.
+    pub fn unchanged(&self) -> Vec<(u64, u64)> {
+        let end = self.basis_len.min(self.new_len);
+        let mut unchanged = Vec::new();
+        let mut at = 0;
+        for (offset, len) in self.overwritten() {
+            if offset > at {
+                unchanged.push((at, offset.min(end) - at));
+            }
+            at = at.max(offset + len);
+            if at >= end {
+                break;
+            }
+        }
+        if at < end {
+            unchanged.push((at, end - at));
+        }
+        unchanged.retain(|&(_, len)| len > 0);
+        unchanged
+    }
+
     /// Gives the granule hashes of the file to patch, from its signature
     /// ([`Signature::compute_with_hashes`](crate::Signature::compute_with_hashes)):
     /// [`apply`](Self::apply) then verifies the new file reading only the

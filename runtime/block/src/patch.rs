@@ -242,6 +242,11 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
 /// file did not change since they were computed (by its stamp), or the
 /// verification would vouch for granules as they were. `progress` is
 /// called with the bytes rebuilt so far.
+///
+/// Also returns the ranges of the new file that were copied from the same
+/// place of the basis (sorted and disjoint), where the new file's
+/// signature and granule hashes are the basis's
+/// ([`Signature::updated`](crate::Signature::updated)).
 pub fn patch_from_file<D: Read>(
     basis: &File,
     hashes: &BasisHashes,
@@ -249,17 +254,34 @@ pub fn patch_from_file<D: Read>(
     out: &mut SparseWriter<File>,
     limits: &Limits,
     progress: &mut dyn FnMut(u64),
-) -> Result<PatchStats, PatchError> {
+) -> Result<(PatchStats, Vec<(u64, u64)>), PatchError> {
     let output = Output::new(out, limits.max_file_len, hashes.granule());
     let data = DataRanges::of(basis)?;
-    patch_into(basis, delta, output, Some((basis, &data, hashes)), progress)
+    let mut in_place = Vec::new();
+    let known = Known {
+        file: basis,
+        data: &data,
+        hashes,
+        in_place: &mut in_place,
+    };
+    let stats = patch_into(basis, delta, output, Some(known), progress)?;
+    Ok((stats, in_place))
+}
+
+/// What [`patch_from_file`] knows of its basis, and where it notes the
+/// copies that stay in place.
+struct Known<'a> {
+    file: &'a File,
+    data: &'a DataRanges,
+    hashes: &'a BasisHashes,
+    in_place: &'a mut Vec<(u64, u64)>,
 }
 
 fn patch_into<B: Read + Seek, D: Read, W: Sink>(
     mut basis: B,
     mut delta: D,
     mut out: Output<W>,
-    known: Option<(&File, &DataRanges, &BasisHashes)>,
+    mut known: Option<Known>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<PatchStats, PatchError> {
     format::read_header(&mut delta, DELTA_MAGIC, "delta header")?;
@@ -273,9 +295,18 @@ fn patch_into<B: Read + Seek, D: Read, W: Sink>(
                 let end = offset + len;
                 let mut at = offset;
                 // Whole granules (after the first) that stay in place.
-                if let Some((file, data, hashes)) = known
+                if let Some(Known {
+                    file,
+                    data,
+                    hashes,
+                    in_place,
+                }) = &mut known
                     && offset == out.written
                 {
+                    match in_place.last_mut() {
+                        Some((o, l)) if *o + *l == offset => *l += len,
+                        _ => in_place.push((offset, len)),
+                    }
                     let g = hashes.granule();
                     let first = offset.div_ceil(g).max(1);
                     let last = end.min(hashes.len()) / g;
@@ -283,7 +314,7 @@ fn patch_into<B: Read + Seek, D: Read, W: Sink>(
                         && !cvs.is_empty()
                     {
                         copy_through(&mut basis, &mut out, at, first * g - at, basis_len)?;
-                        out.copy_known((file, data), first * g, (last - first) * g, cvs)
+                        out.copy_known((*file, *data), first * g, (last - first) * g, cvs)
                             .map_err(|e| match e {
                                 PatchError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                                     PatchError::OutOfBasis {

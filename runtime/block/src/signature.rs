@@ -7,7 +7,7 @@ use crate::error::FormatError;
 use crate::format::{self, Limits, SIGNATURE_MAGIC};
 use crate::refine::Refinement;
 use crate::rolling::{Backend, Rolling, strong};
-use crate::tree_hash::{BasisHashes, TreeHasher, granule_for};
+use crate::tree_hash::{BasisHashes, TreeHasher, granule_for, inside};
 
 /// Smallest block size the engine chooses by itself.
 pub const DEFAULT_MIN_BLOCK: u32 = 4 << 10;
@@ -25,7 +25,8 @@ pub struct SignatureOptions {
 }
 
 impl SignatureOptions {
-    fn block_size_for(&self, len: u64) -> u32 {
+    /// The block size a signature of a basis of `len` bytes gets.
+    pub fn block_size_for(&self, len: u64) -> u32 {
         self.block_size
             .unwrap_or_else(|| {
                 let root = (len as f64).sqrt() as u64;
@@ -172,6 +173,46 @@ impl Signature {
             segments: whole(len),
             blocks,
         })
+    }
+
+    /// The signature of `file` as it is now, `len` bytes that equal the
+    /// basis this signature describes inside the `unchanged` ranges
+    /// (`(offset, len)`, sorted and disjoint): blocks wholly inside one are
+    /// taken from here, the others read. `None` when `len` calls for
+    /// another block size, or this is not a whole-file signature.
+    pub fn updated(
+        &self,
+        file: &std::fs::File,
+        len: u64,
+        opts: &SignatureOptions,
+        unchanged: &[(u64, u64)],
+    ) -> io::Result<Option<Signature>> {
+        use std::os::unix::fs::FileExt;
+        let block_size = opts.block_size_for(len);
+        if self.refinement || block_size != self.block_size {
+            return Ok(None);
+        }
+        let bs = u64::from(block_size);
+        let backend = Backend::detect();
+        let mut buf = vec![0u8; block_size as usize];
+        let mut blocks = Vec::with_capacity(len.div_ceil(bs) as usize);
+        for (i, start) in (0..len).step_by(bs as usize).enumerate() {
+            let end = (start + bs).min(len);
+            let n = (end - start) as usize;
+            if i < self.blocks.len() && self.block_len(i) == n && inside(unchanged, start, end) {
+                blocks.push(self.blocks[i]);
+            } else {
+                file.read_exact_at(&mut buf[..n], start)?;
+                blocks.push(Block::of(backend, &buf[..n]));
+            }
+        }
+        Ok(Some(Signature {
+            block_size,
+            basis_len: len,
+            refinement: false,
+            segments: whole(len),
+            blocks,
+        }))
     }
 
     /// Computes the finer signature a [`Refinement`] asks for: blocks of

@@ -666,12 +666,12 @@ fn patch_from_a_file(
     hashes: &BasisHashes,
     sig: &Signature,
     new: &[u8],
-) -> Result<(std::fs::File, PatchStats), PatchError> {
+) -> Result<(std::fs::File, PatchStats, Vec<(u64, u64)>), PatchError> {
     let mut delta_bytes = Vec::new();
     delta(sig, new, &mut delta_bytes).unwrap();
     let mut out = SparseWriter::new(tempfile::tempfile().unwrap());
     let mut reported = 0;
-    let stats = patch_from_file(
+    let (stats, in_place) = patch_from_file(
         old,
         hashes,
         &delta_bytes[..],
@@ -680,7 +680,7 @@ fn patch_from_a_file(
         &mut |done| reported = done,
     )?;
     assert_eq!(reported, new.len() as u64, "progress reaches the end");
-    Ok((out.finish().unwrap(), stats))
+    Ok((out.finish().unwrap(), stats, in_place))
 }
 
 fn contents(mut file: &std::fs::File) -> Vec<u8> {
@@ -734,12 +734,30 @@ fn a_patch_from_a_file_takes_granules_in_place_by_their_hashes() {
         ("grown", &grown),
         ("tiny", &tiny),
     ] {
-        let (rebuilt, stats) = patch_from_a_file(&file, &hashes, &sig, new).unwrap();
+        let (rebuilt, stats, in_place) = patch_from_a_file(&file, &hashes, &sig, new).unwrap();
         assert!(
             contents(&rebuilt) == *new,
             "{name}: rebuilt a different file"
         );
         assert_eq!(stats.hash, *blake3::hash(new).as_bytes(), "{name}");
+        // The new file's signature and granule hashes, from the old ones
+        // and what the copies in place did not cover: what reading the
+        // whole new file gives.
+        let opts = SignatureOptions::default();
+        let len = new.len() as u64;
+        let (fresh_sig, fresh_hashes) =
+            Signature::compute_with_hashes(&contents(&rebuilt)[..], len, &opts).unwrap();
+        let updated = sig.updated(&rebuilt, len, &opts, &in_place).unwrap();
+        assert!(updated.is_none_or(|u| u == fresh_sig), "{name}: signature");
+        let updated = hashes.updated(&rebuilt, len, &in_place).unwrap();
+        assert!(
+            updated.is_none_or(|u| u == fresh_hashes),
+            "{name}: granule hashes"
+        );
+        if name == "scattered" {
+            let copied: u64 = in_place.iter().map(|&(_, l)| l).sum();
+            assert!(copied > len / 2, "{name}: {in_place:?}");
+        }
         if name != "tiny" {
             // The hole came across as a hole, not as 2 MiB of zeros.
             let allocated = rebuilt.metadata().unwrap().blocks() * 512;
@@ -757,6 +775,16 @@ fn a_patch_from_a_file_takes_granules_in_place_by_their_hashes() {
     let (_, wrong) =
         Signature::compute_with_hashes(&other, len as u64, &SignatureOptions::default()).unwrap();
     let err = patch_from_a_file(&file, &wrong, &sig, &scattered).unwrap_err();
+    let mut encoded = Vec::new();
+    let written = hashes.write_to(&mut encoded).unwrap();
+    assert_eq!(written, encoded.len() as u64);
+    assert_eq!(BasisHashes::read_from(&encoded[..]).unwrap(), hashes);
+    for cut in [0, 4, 20, encoded.len() - 1] {
+        assert!(
+            BasisHashes::read_from(&encoded[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
     assert!(matches!(err, PatchError::Verification { .. }), "{err:?}");
 
     // A basis cut short under the patch is refused, not read past.
@@ -795,9 +823,21 @@ fn an_in_place_patch_with_basis_hashes_reads_back_only_what_it_wrote() {
         let patch = InPlacePatch::read(&mut file, &delta_bytes[..], &Limits::default(), None)
             .unwrap()
             .with_basis_hashes(hashes.clone());
+        let unchanged = patch.unchanged();
         let stats = patch.apply(&mut file).unwrap();
         assert_eq!(stats.hash, *blake3::hash(new).as_bytes(), "{name}");
         assert!(contents(&file) == *new, "{name}: a different file");
+        for &(offset, len) in &unchanged {
+            let range = offset as usize..(offset + len) as usize;
+            assert!(
+                old[range.clone()] == new[range],
+                "{name}: {offset}+{len} changed"
+            );
+        }
+        if name == "scattered" {
+            let kept: u64 = unchanged.iter().map(|&(_, l)| l).sum();
+            assert!(kept > len as u64 * 9 / 10, "{name}: {unchanged:?}");
+        }
     }
 
     // Hashes of another file vouch for granules that are not there.

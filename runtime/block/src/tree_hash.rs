@@ -8,7 +8,7 @@
 //! the bytes again ([`TreeHasher::push_known`]), and still ends with the
 //! new file's standard BLAKE3, checked against the sender's.
 
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use blake3::Hasher;
 use blake3::hazmat::{
@@ -61,6 +61,92 @@ impl BasisHashes {
             return None;
         }
         self.cvs.get(first as usize..end as usize)
+    }
+}
+
+impl BasisHashes {
+    /// The granule hashes of `file` as it is now, `len` bytes that equal
+    /// the basis these describe inside the `unchanged` ranges (sorted and
+    /// disjoint): granules wholly inside one keep their hash, the others
+    /// are read. `None` when `len` calls for another granule.
+    pub fn updated(
+        &self,
+        file: &std::fs::File,
+        len: u64,
+        unchanged: &[(u64, u64)],
+    ) -> io::Result<Option<BasisHashes>> {
+        use std::os::unix::fs::FileExt;
+        let g = self.granule;
+        if granule_for(len) != g {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; g as usize];
+        let mut cvs = Vec::with_capacity(len.div_ceil(g) as usize);
+        for (i, start) in (0..len).step_by(g as usize).enumerate() {
+            let end = (start + g).min(len);
+            let old_end = (start + g).min(self.len);
+            match self.cvs.get(i) {
+                Some(cv) if old_end == end && inside(unchanged, start, end) => cvs.push(*cv),
+                _ => {
+                    let n = (end - start) as usize;
+                    file.read_exact_at(&mut buf[..n], start)?;
+                    let mut hasher = Hasher::new();
+                    hasher.set_input_offset(start);
+                    hasher.update(&buf[..n]);
+                    cvs.push(hasher.finalize_non_root());
+                }
+            }
+        }
+        Ok(Some(BasisHashes {
+            granule: g,
+            len,
+            cvs,
+        }))
+    }
+
+    /// Writes the encoding: magic, version, granule, length, then every
+    /// chaining value; returns the bytes written.
+    pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
+        crate::format::write_header(&mut w, GRANULES_MAGIC)?;
+        w.write_all(&self.granule.to_be_bytes())?;
+        w.write_all(&self.len.to_be_bytes())?;
+        for cv in &self.cvs {
+            w.write_all(cv)?;
+        }
+        Ok(5 + 16 + 32 * self.cvs.len() as u64)
+    }
+
+    /// Reads what [`write_to`](Self::write_to) wrote; a granule or count
+    /// the engine would not have chosen is refused.
+    pub fn read_from<R: Read>(mut r: R) -> Result<BasisHashes, crate::FormatError> {
+        use crate::format::{read_header, read_u64};
+        read_header(&mut r, GRANULES_MAGIC, "granule hashes header")?;
+        let granule = read_u64(&mut r, "granule")?;
+        let len = read_u64(&mut r, "length")?;
+        if granule != granule_for(len) {
+            return Err(crate::FormatError::Malformed {
+                reason: "a granule the engine does not choose for that length",
+            });
+        }
+        let mut cvs = vec![[0u8; 32]; len.div_ceil(granule) as usize];
+        for cv in &mut cvs {
+            r.read_exact(cv)
+                .map_err(crate::FormatError::reading("chaining value"))?;
+        }
+        Ok(BasisHashes { granule, len, cvs })
+    }
+}
+
+/// Magic number of [`BasisHashes`]' encoding.
+const GRANULES_MAGIC: [u8; 4] = *b"WMGH";
+
+/// Whether `[start, end)` lies inside one of `ranges` (`(offset, len)`,
+/// sorted and disjoint).
+pub(crate) fn inside(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    let i = ranges.partition_point(|&(o, _)| o <= start);
+    i > 0 && {
+        let (o, l) = ranges[i - 1];
+        o + l >= end
     }
 }
 

@@ -22,7 +22,7 @@ use crate::bindings::blocks::{self as wit, BlockError, BlockStats};
 use crate::bindings::channel::ChannelError;
 use crate::channel::Channel;
 use crate::state::{HostState, Observer, Progress};
-use crate::volume::{Image, Stamp, Tree, Volume, VolumeError};
+use crate::volume::{Image, KeptSignature, Stamp, Tree, Volume, VolumeError};
 
 impl From<VolumeError> for BlockError {
     fn from(e: VolumeError) -> Self {
@@ -65,21 +65,65 @@ const MAX_BASIS_HASHES: usize = 128;
 pub(crate) struct BlockSession {
     /// Signatures that arrived while a refinement answer was awaited.
     ahead: VecDeque<Signature>,
-    /// Granule hashes of bases whose signature went out, by path, with
-    /// the stamp the basis had before it was read.
-    basis_hashes: VecDeque<(String, Stamp, BasisHashes)>,
+    /// What the signature pass of bases kept for their patches.
+    basis_hashes: VecDeque<BasisKept>,
     /// Files of a tree whose signature went out, large enough to be
     /// patched in place ([`IN_PLACE_MIN_FILE`]).
     large: VecDeque<String>,
 }
 
+/// What the signature pass of a basis kept for its patch: the stamp the
+/// basis had before it was read, the signature sent and the basis's
+/// granule hashes.
+#[derive(Debug)]
+struct BasisKept {
+    path: String,
+    stamp: Stamp,
+    signature: Signature,
+    hashes: BasisHashes,
+}
+
+impl BasisKept {
+    /// The signature and granule hashes of the file a patch of this basis
+    /// just wrote (`file`, `len` bytes, now stamped `stamp`), from these
+    /// and the ranges the patch left as they were in the basis: to keep
+    /// for the next run. `None` where the new length calls for another
+    /// block size or granule, or the file cannot be read.
+    fn updated(
+        &self,
+        file: &File,
+        len: u64,
+        unchanged: &[(u64, u64)],
+        stamp: Stamp,
+    ) -> Option<KeptSignature> {
+        let options = SignatureOptions {
+            block_size: Some(self.signature.block_size()),
+        };
+        let updated = self
+            .signature
+            .updated(file, len, &options, unchanged)
+            .and_then(|signature| Ok((signature, self.hashes.updated(file, len, unchanged)?)));
+        match updated {
+            Ok((Some(signature), Some(hashes))) => Some(KeptSignature {
+                stamp,
+                signature,
+                hashes,
+            }),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(path = self.path, "could not update its signature: {e}");
+                None
+            }
+        }
+    }
+}
+
 impl BlockSession {
-    fn keep_basis_hashes(&mut self, path: &str, stamp: Stamp, hashes: BasisHashes) {
+    fn keep_basis_hashes(&mut self, kept: BasisKept) {
         if self.basis_hashes.len() == MAX_BASIS_HASHES {
             self.basis_hashes.pop_front();
         }
-        self.basis_hashes
-            .push_back((path.to_owned(), stamp, hashes));
+        self.basis_hashes.push_back(kept);
     }
 
     fn keep_large(&mut self, path: &str) {
@@ -94,11 +138,9 @@ impl BlockSession {
         found.and_then(|i| self.large.remove(i)).is_some()
     }
 
-    fn take_basis_hashes(&mut self, path: &str) -> Option<(Stamp, BasisHashes)> {
-        let i = self.basis_hashes.iter().position(|(p, ..)| p == path)?;
-        self.basis_hashes
-            .remove(i)
-            .map(|(_, stamp, hashes)| (stamp, hashes))
+    fn take_basis_hashes(&mut self, path: &str) -> Option<BasisKept> {
+        let i = self.basis_hashes.iter().position(|k| k.path == path)?;
+        self.basis_hashes.remove(i)
     }
 }
 
@@ -329,14 +371,14 @@ fn patch_error(path: &str) -> impl FnOnce(PatchError) -> BlockError + '_ {
 
 /// Answers refinement requests from `basis` until the delta arrives, then
 /// hands `basis` and the delta to `apply`.
-fn receive_delta<B: io::Read + io::Seek>(
+fn receive_delta<B: io::Read + io::Seek, T>(
     basis: &mut B,
     basis_len: u64,
     channel: &mut Channel,
     limits: &Limits,
     path: &str,
-    apply: impl FnOnce(&mut B, &mut dyn io::Read) -> Result<PatchStats, BlockError>,
-) -> Result<PatchStats, BlockError> {
+    apply: impl FnOnce(&mut B, &mut dyn io::Read) -> Result<T, BlockError>,
+) -> Result<T, BlockError> {
     let mut answered = 0;
     loop {
         let reader = channel
@@ -435,23 +477,24 @@ impl InPlaceTarget for TreeFile<'_> {
 /// Literals wait in the partial content, which a lost peer leaves for the
 /// next transfer to resume from. `check_len` may refuse the new length
 /// before anything is written.
+///
+/// Also returns the ranges the patch left as they were (see
+/// [`InPlacePatch::unchanged`]).
 #[allow(clippy::too_many_arguments)]
 fn receive_in_place_journaled(
     target: &impl InPlaceTarget,
     mut basis: Basis,
     file: &mut File,
-    hashes: Option<(Stamp, BasisHashes)>,
+    kept: Option<&BasisKept>,
     check_len: impl FnOnce(u64) -> Result<(), BlockError>,
     label: &str,
     channel: &mut Channel,
     limits: &Limits,
     progress: &mut FileProgress,
-) -> Result<PatchStats, BlockError> {
+) -> Result<(PatchStats, Vec<(u64, u64)>), BlockError> {
     // Granule hashes of a file that nothing wrote since they were taken:
     // the verification reads back only what the patch wrote.
-    let hashes = hashes
-        .filter(|(stamp, _)| basis.only_file().is_some_and(|(_, now)| now == *stamp))
-        .map(|(_, hashes)| hashes);
+    let hashes = kept.map(|kept| kept.hashes.clone());
     let basis_len = basis.len();
     let result = receive_delta(&mut basis, basis_len, channel, limits, label, |_, delta| {
         let spill = Some(target.spill()?);
@@ -462,13 +505,14 @@ fn receive_in_place_journaled(
             patch = patch.with_basis_hashes(hashes);
         }
         check_len(patch.new_len())?;
+        let unchanged = patch.unchanged();
         let journal = target.begin_journal()?;
         let result = wasmover_block::patch_journaled(file, patch, &journal);
         drop(journal);
         if !matches!(result, Err(PatchError::Unrecovered { .. })) {
             target.end_journal()?;
         }
-        result.map_err(patch_error(label))
+        Ok((result.map_err(patch_error(label))?, unchanged))
     });
     // The peer is gone: what arrived is kept for the next run.
     if !matches!(result, Err(BlockError::Channel(_))) {
@@ -482,7 +526,7 @@ fn receive_in_place_journaled(
 fn receive_in_place(
     image: &Image,
     path: &str,
-    hashes: Option<(Stamp, BasisHashes)>,
+    hashes: Option<BasisKept>,
     channel: &mut Channel,
     limits: &Limits,
     progress: &mut FileProgress,
@@ -503,8 +547,17 @@ fn receive_in_place(
     };
     // How messages name it: its path is empty.
     let label = "the block volume";
-    let stats = receive_in_place_journaled(
-        image, basis, &mut file, hashes, check_len, label, channel, limits, progress,
+    let kept = hashes.filter(|kept| basis.only_file().is_some_and(|(_, now)| now == kept.stamp));
+    let (stats, _) = receive_in_place_journaled(
+        image,
+        basis,
+        &mut file,
+        kept.as_ref(),
+        check_len,
+        label,
+        channel,
+        limits,
+        progress,
     )?;
     if let Some(stamp) = Stamp::of_file(&file) {
         image.remember_hash(stamp, stats.hash);
@@ -520,26 +573,31 @@ fn receive_in_place_tree(
     tree: &Tree,
     file: Target,
     mut open: File,
-    hashes: Option<(Stamp, BasisHashes)>,
+    hashes: Option<BasisKept>,
     channel: &mut Channel,
     limits: &Limits,
     progress: &mut FileProgress,
 ) -> Result<PatchStats, BlockError> {
     let path = file.path;
     let basis = Basis::open_tree(tree, path)?;
+    let kept = hashes.filter(|kept| basis.only_file().is_some_and(|(_, now)| now == kept.stamp));
     let target = TreeFile { tree, path };
-    let stats = receive_in_place_journaled(
+    let (stats, unchanged) = receive_in_place_journaled(
         &target,
         basis,
         &mut open,
-        hashes,
+        kept.as_ref(),
         |_| Ok(()),
         path,
         channel,
         limits,
         progress,
     )?;
-    tree.commit_in_place(&open, path, file.mode, file.mtime_ns, stats.hash)?;
+    let stamp = tree.commit_in_place(&open, path, file.mode, file.mtime_ns, stats.hash)?;
+    let next = kept
+        .zip(stamp)
+        .and_then(|(kept, stamp)| kept.updated(&open, stats.written_bytes, &unchanged, stamp));
+    tree.keep_signature(path, next.as_ref());
     Ok(stats)
 }
 
@@ -603,16 +661,40 @@ impl wit::Host for HostState {
                     len >= BASIS_HASHES_MIN_FILE && stamp.settled(volume.settle_ns())
                 })
                 .map(|(_, stamp)| stamp);
-            let signature = match (len, hashed) {
-                (0, _) => Signature::empty(),
-                (len, Some(stamp)) => {
+            // What the run that wrote the file kept of it, if the file is
+            // as that run left it: then it is not read at all.
+            let kept = match (volume, hashed) {
+                (Volume::Tree(tree), Some(stamp)) => tree.kept_signature(&path).filter(|kept| {
+                    kept.stamp == stamp
+                        && kept.signature.block_size() == options.block_size_for(len)
+                }),
+                _ => None,
+            };
+            let signature = match (len, hashed, kept) {
+                (0, ..) => Signature::empty(),
+                (_, Some(stamp), Some(kept)) => {
+                    tracing::debug!(path, "sending the signature kept by the run that wrote it");
+                    session.keep_basis_hashes(BasisKept {
+                        path: path.clone(),
+                        stamp,
+                        signature: kept.signature.clone(),
+                        hashes: kept.hashes,
+                    });
+                    kept.signature
+                }
+                (len, Some(stamp), None) => {
                     let (signature, hashes) =
                         Signature::compute_with_hashes(&mut basis, len, &options)
                             .map_err(io_error("reading", &path))?;
-                    session.keep_basis_hashes(&path, stamp, hashes);
+                    session.keep_basis_hashes(BasisKept {
+                        path: path.clone(),
+                        stamp,
+                        signature: signature.clone(),
+                        hashes,
+                    });
                     signature
                 }
-                (len, None) => Signature::compute(&mut basis, len, &options)
+                (len, None, _) => Signature::compute(&mut basis, len, &options)
                     .map_err(io_error("reading", &path))?,
             };
             signature
@@ -739,44 +821,44 @@ struct Target<'a> {
 fn receive_beside(
     tree: &Tree,
     file: Target,
-    hashes: Option<(Stamp, BasisHashes)>,
+    hashes: Option<BasisKept>,
     channel: &mut Channel,
     limits: &Limits,
     progress: &mut FileProgress,
 ) -> Result<PatchStats, BlockError> {
     let path = file.path;
     let mut basis = Basis::open_tree(tree, path)?;
-    let known = hashes.filter(|(stamp, _)| basis.only_file().is_some_and(|(_, now)| now == *stamp));
+    let known = hashes.filter(|kept| basis.only_file().is_some_and(|(_, now)| now == kept.stamp));
     let (staged_file, staged) = tree.create_staged(path)?;
     let result = (|| {
         // Zero runs become holes: the staged file starts empty.
         let mut out = SparseWriter::new(staged_file);
         let len = basis.len();
-        let stats = receive_delta(
+        let (stats, in_place) = receive_delta(
             &mut basis,
             len,
             channel,
             limits,
             path,
             |basis, delta| match (&known, basis.only_file()) {
-                (Some((stamp, hashes)), Some((old, _))) => {
+                (Some(kept), Some((old, _))) => {
                     let mut report = |done| progress.advance(done);
-                    let stats = wasmover_block::patch_from_file(
+                    let (stats, in_place) = wasmover_block::patch_from_file(
                         old,
-                        hashes,
+                        &kept.hashes,
                         delta,
                         &mut out,
                         limits,
                         &mut report,
                     )
                     .map_err(patch_error(path))?;
-                    if Stamp::of_file(old).is_none_or(|now| now != *stamp) {
+                    if Stamp::of_file(old).is_none_or(|now| now != kept.stamp) {
                         return Err(BlockError::Verification(format!(
                             "{path}: the old file changed while it was the basis of its new \
                              content: the next run rebuilds it again"
                         )));
                     }
-                    Ok(stats)
+                    Ok((stats, Some(in_place)))
                 }
                 _ => {
                     let mut out = Reporting {
@@ -784,17 +866,19 @@ fn receive_beside(
                         written: 0,
                         progress,
                     };
-                    wasmover_block::patch(basis, delta, &mut out, limits).map_err(patch_error(path))
+                    let stats = wasmover_block::patch(basis, delta, &mut out, limits)
+                        .map_err(patch_error(path))?;
+                    Ok((stats, None))
                 }
             },
         )?;
         let file = out.finish().map_err(io_error("writing", path))?;
-        Ok((stats, file))
+        Ok((stats, in_place, file))
     })();
     match result {
-        Ok((stats, staged_file)) => {
-            tree.commit_staged(
-                staged_file,
+        Ok((stats, in_place, staged_file)) => {
+            let stamp = tree.commit_staged(
+                &staged_file,
                 &staged,
                 path,
                 file.mode,
@@ -802,6 +886,13 @@ fn receive_beside(
                 stats.hash,
             )?;
             tree.remove_partial(path);
+            let next = match (known, in_place, stamp) {
+                (Some(kept), Some(in_place), Some(stamp)) => {
+                    kept.updated(&staged_file, stats.written_bytes, &in_place, stamp)
+                }
+                _ => None,
+            };
+            tree.keep_signature(path, next.as_ref());
             Ok(stats)
         }
         // The peer is gone: what arrived is kept for the next run.
@@ -862,8 +953,9 @@ mod tests {
         meanwhile();
         let (mut here, mut peer) = Channel::pair();
         let new = new.to_vec();
+        let for_sender = signature.clone();
         let sender = std::thread::spawn(move || {
-            wasmover_block::delta(&signature, &new[..], peer.writer()).unwrap();
+            wasmover_block::delta(&for_sender, &new[..], peer.writer()).unwrap();
             peer.flush().unwrap();
             peer
         });
@@ -879,10 +971,16 @@ mod tests {
             mode: 0o644,
             mtime_ns: 1_000_000_000,
         };
+        let kept = BasisKept {
+            path: path.to_owned(),
+            stamp,
+            signature,
+            hashes,
+        };
         let result = receive_beside(
             tree,
             target,
-            Some((stamp, hashes)),
+            Some(kept),
             &mut here,
             &Limits::default(),
             &mut progress,
@@ -903,6 +1001,21 @@ mod tests {
         let stats = rebuild_with_hashes(&tree, "f", &new, || {}).unwrap();
         assert_eq!(stats.hash, *blake3::hash(&new).as_bytes());
         assert!(std::fs::read(dir.path().join("f")).unwrap() == new);
+        // What is kept for the next run is what reading the new file gives,
+        // under the stamp it has now; nothing where the filesystem's ctime
+        // could miss a change made right after it was written.
+        let kept = tree.kept_signature("f");
+        if tree.settle_ns() > 0 {
+            assert!(kept.is_none());
+        } else {
+            let kept = kept.expect("a signature is kept");
+            let (file, len, stamp) = tree.open_file("f").unwrap().unwrap();
+            let (signature, hashes) =
+                Signature::compute_with_hashes(&file, len, &SignatureOptions::default()).unwrap();
+            assert_eq!(kept.stamp, stamp);
+            assert_eq!(kept.signature, signature);
+            assert_eq!(kept.hashes, hashes);
+        }
 
         // The old file changes (same length) after its hashes were taken:
         // they are not believed, so the patch reads what is there now, and
@@ -939,7 +1052,7 @@ mod tests {
             &mut here,
             &Limits::default(),
             "f",
-            |_, _| unreachable!("no delta is sent"),
+            |_, _| -> Result<(), BlockError> { unreachable!("no delta is sent") },
         )
         .unwrap_err();
         assert!(
@@ -967,7 +1080,7 @@ mod tests {
             &mut here,
             &Limits::default(),
             "f",
-            |_, _| unreachable!("no delta is sent"),
+            |_, _| -> Result<(), BlockError> { unreachable!("no delta is sent") },
         )
         .unwrap_err();
         assert!(

@@ -106,6 +106,18 @@ impl Stamp {
         )
     }
 
+    /// A stamp kept by an earlier run: when it was taken is unknown, so
+    /// it is only compared.
+    pub(crate) fn stored(inode: u64, len: u64, mtime_ns: i64, ctime_ns: i64) -> Self {
+        Self {
+            inode,
+            len,
+            mtime_ns,
+            ctime_ns,
+            seen_ns: 0,
+        }
+    }
+
     /// A stamp taken now.
     pub(crate) fn new(inode: u64, len: u64, mtime_ns: i64, ctime_ns: i64) -> Self {
         Self {
@@ -242,13 +254,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Stored, &'static str> {
     Ok(entries
         .chunks_exact(ENTRY)
         .map(|e| {
-            let stamp = Stamp {
-                inode: at(e, 0),
-                len: at(e, 8),
-                mtime_ns: at(e, 16) as i64,
-                ctime_ns: at(e, 24) as i64,
-                seen_ns: 0,
-            };
+            let stamp = Stamp::stored(at(e, 0), at(e, 8), at(e, 16) as i64, at(e, 24) as i64);
             let hash = blake3::Hash::from_bytes(e[32..].try_into().expect("32 bytes"));
             (stamp.inode, (stamp, hash))
         })

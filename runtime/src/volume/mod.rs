@@ -4,6 +4,7 @@
 
 mod image;
 pub(crate) mod known;
+mod signatures;
 mod tree;
 
 use std::io;
@@ -13,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use image::Image;
 pub use known::HashStore;
 pub(crate) use known::{KnownHashes, Stamp};
+pub(crate) use signatures::KeptSignature;
 pub use tree::{STAGING_SUFFIX, STATE_DIR, Tree};
 
 use crate::bindings::volume::{Entry, TreeDigest};
@@ -219,11 +221,11 @@ impl Volume {
         }
     }
 
-    /// Removes what interrupted runs kept for resuming (see
-    /// [`Tree::discard_partials`]); nothing on a block volume.
-    pub fn discard_partials(&self) {
+    /// Removes what earlier runs left that a completed transfer no longer
+    /// needs (see [`Tree::discard_leftovers`]); nothing on a block volume.
+    pub fn discard_leftovers(&self) {
         if let Volume::Tree(tree) = self {
-            tree.discard_partials();
+            tree.discard_leftovers();
         }
     }
 }

@@ -14,6 +14,7 @@ use cap_std::fs::{Dir, File, MetadataExt, OpenOptions, Permissions, PermissionsE
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::known::{self, Stored};
+use super::signatures::{self, KeptSignature};
 use super::{Access, DIGEST_BUFFER, DIGEST_CONTEXT, HashStore, KnownHashes, Stamp, VolumeError};
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
@@ -25,6 +26,8 @@ pub struct Tree {
     /// Whether partial content may be kept in [`STATE_DIR`]: when none
     /// is, the per-file lookups of it are skipped.
     has_partials: AtomicBool,
+    /// Whether signatures may be kept in [`SIGNATURES`], likewise.
+    has_signatures: AtomicBool,
     /// Hashes of files this run read or wrote whole.
     pub(super) known: KnownHashes,
     /// Where the digest keeps the hashes it saw for the next run.
@@ -60,6 +63,18 @@ fn partial_path(path: &str) -> String {
 /// Where [`HashStore::InVolume`] keeps the hashes.
 const HASHES: &str = ".wasmover/hashes";
 
+/// Where the signatures of large files are kept ([`Tree::keep_signature`]).
+const SIGNATURES: &str = ".wasmover/signatures";
+
+/// Where the signature kept of `path` lives: named by a hash of the path,
+/// which the file also holds.
+fn signature_path(path: &str) -> String {
+    format!(
+        "{SIGNATURES}/{}",
+        &blake3::hash(path.as_bytes()).to_hex()[..32]
+    )
+}
+
 /// The undo journal of the file being patched in place, and the path of
 /// that file (written first): a run interrupted while it patched leaves
 /// both, and the next open of the tree rolls the file back.
@@ -86,11 +101,13 @@ impl Tree {
         };
         let has_partials =
             AtomicBool::new(dir.symlink_metadata(format!("{STATE_DIR}/partial")).is_ok());
+        let has_signatures = AtomicBool::new(dir.symlink_metadata(SIGNATURES).is_ok());
         let tree = Self {
             root,
             dir,
             access,
             has_partials,
+            has_signatures,
             known: KnownHashes::default(),
             store: match access {
                 Access::ReadWrite => HashStore::InVolume,
@@ -510,32 +527,37 @@ impl Tree {
         let _ = self.dir.remove_file(&staged);
         let file: File = self
             .dir
-            .open_with(&staged, OpenOptions::new().write(true).create_new(true))
+            .open_with(
+                &staged,
+                OpenOptions::new().read(true).write(true).create_new(true),
+            )
             .map_err(VolumeError::io(path))?;
         Ok((file.into_std(), staged))
     }
 
     /// Renames a staged file over `path` after applying its metadata, and
     /// remembers that its content hashes to `hash` (see [`KnownHashes`]).
+    /// Returns the file's stamp after all that.
     pub(crate) fn commit_staged(
         &self,
-        file: std::fs::File,
+        file: &std::fs::File,
         staged: &str,
         path: &str,
         mode: u32,
         mtime_ns: i64,
         hash: [u8; 32],
-    ) -> Result<(), VolumeError> {
+    ) -> Result<Option<Stamp>, VolumeError> {
         // Through the open file (fchmod, futimens): no path lookups.
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))
             .and_then(|()| file.set_modified(system_time(mtime_ns)))
             .and_then(|()| self.dir.rename(staged, &self.dir, path))
             .map_err(VolumeError::io(path))?;
         // After the rename, which may change the inode's ctime.
-        if let Some(stamp) = Stamp::of_file(&file) {
+        let stamp = Stamp::of_file(file);
+        if let Some(stamp) = stamp {
             self.known.remember(path, stamp, hash);
         }
-        Ok(())
+        Ok(stamp)
     }
 
     /// Opens `path` for patching in place: a regular file with one link
@@ -630,7 +652,8 @@ impl Tree {
     }
 
     /// Sets `path`'s metadata after a patch in place through the open
-    /// file, and remembers that its content hashes to `hash`.
+    /// file, and remembers that its content hashes to `hash`. Returns the
+    /// file's stamp after that.
     pub(crate) fn commit_in_place(
         &self,
         file: &std::fs::File,
@@ -638,14 +661,57 @@ impl Tree {
         mode: u32,
         mtime_ns: i64,
         hash: [u8; 32],
-    ) -> Result<(), VolumeError> {
+    ) -> Result<Option<Stamp>, VolumeError> {
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))
             .and_then(|()| file.set_modified(system_time(mtime_ns)))
             .map_err(VolumeError::io(path))?;
-        if let Some(stamp) = Stamp::of_file(file) {
+        let stamp = Stamp::of_file(file);
+        if let Some(stamp) = stamp {
             self.known.remember(path, stamp, hash);
         }
-        Ok(())
+        Ok(stamp)
+    }
+
+    /// The signature and granule hashes kept of `path` by an earlier run,
+    /// if any; the caller compares their stamp with the file's.
+    pub(crate) fn kept_signature(&self, path: &str) -> Option<KeptSignature> {
+        let shown = || self.root.join(signature_path(path)).display().to_string();
+        match self.dir.read(signature_path(path)) {
+            Ok(bytes) => signatures::decode(&bytes, path)
+                .inspect_err(|why| {
+                    tracing::warn!(file = shown(), "ignoring a kept signature: {why}");
+                })
+                .ok(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(file = shown(), "ignoring a kept signature: {e}");
+                None
+            }
+        }
+    }
+
+    /// Keeps the signature and granule hashes of `path` for the next run,
+    /// if its stamp lets a later run trust it ([`Stamp::settled`]);
+    /// otherwise drops what was kept. Best effort: a signature not kept
+    /// costs the next run one read of the file.
+    pub(crate) fn keep_signature(&self, path: &str, kept: Option<&KeptSignature>) {
+        let file = signature_path(path);
+        let Some(kept) = kept.filter(|k| k.stamp.settled(self.settle_ns)) else {
+            if self.has_signatures.load(Ordering::Relaxed) {
+                let _ = self.dir.remove_file(&file);
+            }
+            return;
+        };
+        self.has_signatures.store(true, Ordering::Relaxed);
+        let staged = format!("{file}{STAGING_SUFFIX}");
+        let kept = self
+            .dir
+            .create_dir_all(SIGNATURES)
+            .and_then(|()| self.dir.write(&staged, signatures::encode(path, kept)))
+            .and_then(|()| self.dir.rename(&staged, &self.dir, &file));
+        if let Err(e) = kept {
+            tracing::warn!(path, "could not keep its signature for the next run: {e}");
+        }
     }
 
     /// Removes a staged file after a failure; best effort.
@@ -686,14 +752,36 @@ impl Tree {
         }
     }
 
-    /// Removes every partial content and the state directory: after a
-    /// transfer completed, what is left there belongs to files the source
-    /// no longer has (or has as the destination does); best effort.
-    pub fn discard_partials(&self) {
+    /// Removes what earlier runs left that a completed transfer no longer
+    /// needs: every partial content (it belongs to files the source no
+    /// longer has, or has as the destination does now) and the signatures
+    /// kept of files the tree no longer holds. Best effort.
+    pub fn discard_leftovers(&self) {
         if self.has_partials.swap(false, Ordering::Relaxed) {
             let _ = self.dir.remove_dir_all(format!("{STATE_DIR}/partial"));
-            let _ = self.dir.remove_dir(STATE_DIR);
         }
+        if self.has_signatures.load(Ordering::Relaxed)
+            && let Ok(entries) = self.dir.read_dir(SIGNATURES)
+        {
+            for entry in entries.flatten() {
+                let name = format!("{SIGNATURES}/{}", entry.file_name().to_string_lossy());
+                let kept_for = self
+                    .dir
+                    .open(&name)
+                    .ok()
+                    .and_then(|file| signatures::path_of(file.into_std()));
+                let gone = kept_for.is_none_or(
+                    |path| !matches!(self.dir.symlink_metadata(&path), Ok(meta) if meta.is_file()),
+                );
+                if gone {
+                    let _ = self.dir.remove_file(&name);
+                }
+            }
+            if self.dir.remove_dir(SIGNATURES).is_ok() {
+                self.has_signatures.store(false, Ordering::Relaxed);
+            }
+        }
+        let _ = self.dir.remove_dir(STATE_DIR);
     }
 
     /// Removes `path`'s partial content and the state directories it
@@ -909,7 +997,7 @@ mod tests {
             v.digest().unwrap().root
         };
         volume
-            .commit_staged(file, &staged, "written", 0o644, 1_000_000_000, [7; 32])
+            .commit_staged(&file, &staged, "written", 0o644, 1_000_000_000, [7; 32])
             .unwrap();
         let with_written = volume.digest().unwrap().root;
         assert_ne!(
@@ -1170,6 +1258,45 @@ mod tests {
             2,
             "the state directory is not part of the tree"
         );
+    }
+
+    /// A signature is kept only under a stamp a later run may trust, and
+    /// a completed transfer drops those of files that are gone.
+    #[test]
+    fn kept_signatures_go_with_their_files() {
+        use wasmover_block::{Signature, SignatureOptions};
+        let root = tempfile::tempdir().unwrap();
+        for name in ["a", "b"] {
+            std::fs::write(root.path().join(name), b"content").unwrap();
+        }
+        let mut tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let kept = |path: &str| {
+            let (file, len, stamp) = tree.open_file(path).unwrap().unwrap();
+            let (signature, hashes) =
+                Signature::compute_with_hashes(&file, len, &SignatureOptions::default()).unwrap();
+            KeptSignature {
+                stamp,
+                signature,
+                hashes,
+            }
+        };
+        let (a, b) = (kept("a"), kept("b"));
+        tree.settle_ns = known::SETTLE_NS;
+        tree.keep_signature("a", Some(&a));
+        assert!(tree.kept_signature("a").is_none(), "not settled: not kept");
+        tree.settle_ns = 0;
+        tree.keep_signature("a", Some(&a));
+        tree.keep_signature("b", Some(&b));
+        assert_eq!(tree.kept_signature("a").unwrap().stamp, a.stamp);
+        assert_eq!(tree.kept_signature("b").unwrap().signature, b.signature);
+
+        std::fs::remove_file(root.path().join("b")).unwrap();
+        tree.discard_leftovers();
+        assert!(tree.kept_signature("a").is_some());
+        assert!(tree.kept_signature("b").is_none());
+        std::fs::remove_file(root.path().join("a")).unwrap();
+        tree.discard_leftovers();
+        assert!(!root.path().join(SIGNATURES).exists());
     }
 
     /// A read-only tree keeps its hashes only where it is told, never in

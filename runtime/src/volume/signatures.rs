@@ -1,0 +1,145 @@
+//! Signatures a receiving tree keeps of the large files a run wrote, so
+//! the next run sends them without reading those files again: the
+//! signature and granule hashes of a file are updated from the old ones
+//! and the bytes a patch changed ([`wasmover_block::Signature::updated`]).
+//! One is used only while the file's [`Stamp`] is the one it was kept
+//! with.
+
+use wasmover_block::{BasisHashes, Limits, Signature};
+
+use super::Stamp;
+
+const MAGIC: &[u8; 4] = b"WMSG";
+const VERSION: u8 = 1;
+
+/// What is kept of one file.
+#[derive(Debug)]
+pub(crate) struct KeptSignature {
+    pub(crate) stamp: Stamp,
+    pub(crate) signature: Signature,
+    pub(crate) hashes: BasisHashes,
+}
+
+/// Encodes what is kept of `path`: magic `WMSG`, version, the path (its
+/// length as u64, then its bytes), the stamp (inode, length, mtime, ctime),
+/// the signature and the granule hashes in the block engine's encodings,
+/// then a BLAKE3 of all that, so a torn or damaged file is ignored rather
+/// than trusted. Big-endian.
+pub(crate) fn encode(path: &str, kept: &KeptSignature) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&(path.len() as u64).to_be_bytes());
+    out.extend_from_slice(path.as_bytes());
+    let stamp = &kept.stamp;
+    for value in [stamp.inode, stamp.len] {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+    for value in [stamp.mtime_ns, stamp.ctime_ns] {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+    kept.signature
+        .write_to(&mut out)
+        .expect("writing to memory");
+    kept.hashes.write_to(&mut out).expect("writing to memory");
+    let check = blake3::hash(&out);
+    out.extend_from_slice(check.as_bytes());
+    out
+}
+
+/// Decodes what [`encode`] wrote for `path`, or says why it cannot be
+/// used.
+pub(crate) fn decode(bytes: &[u8], path: &str) -> Result<KeptSignature, String> {
+    use std::io::Read;
+    if bytes.len() < MAGIC.len() + 1 + 32 {
+        return Err("it is truncated".into());
+    }
+    let (body, check) = bytes.split_at(bytes.len() - 32);
+    if blake3::hash(body).as_bytes() != check {
+        return Err("its checksum does not match (torn or damaged)".into());
+    }
+    if &body[..4] != MAGIC || body[4] != VERSION {
+        return Err("it is not a kept signature of this version".into());
+    }
+    let mut r = &body[5..];
+    let u64_of = |r: &mut &[u8]| {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b)
+            .map_err(|_| "it is truncated".to_owned())?;
+        Ok::<_, String>(u64::from_be_bytes(b))
+    };
+    let path_len = u64_of(&mut r)?;
+    if path_len != path.len() as u64 || !r.starts_with(path.as_bytes()) {
+        return Err("it was kept for another path".into());
+    }
+    r = &r[path.len()..];
+    let (inode, len) = (u64_of(&mut r)?, u64_of(&mut r)?);
+    let (mtime_ns, ctime_ns) = (u64_of(&mut r)? as i64, u64_of(&mut r)? as i64);
+    let signature = Signature::read_from(&mut r, &Limits::default()).map_err(|e| e.to_string())?;
+    let hashes = BasisHashes::read_from(&mut r).map_err(|e| e.to_string())?;
+    if !r.is_empty()
+        || signature.is_refinement()
+        || signature.basis_len() != len
+        || hashes.len() != len
+    {
+        return Err("its parts do not agree".into());
+    }
+    Ok(KeptSignature {
+        stamp: Stamp::stored(inode, len, mtime_ns, ctime_ns),
+        signature,
+        hashes,
+    })
+}
+
+/// The path a kept signature was kept for, read from the start of its
+/// file (not checked: enough to tell whether the file is still there).
+pub(crate) fn path_of(mut file: impl std::io::Read) -> Option<String> {
+    let mut head = [0u8; 13];
+    file.read_exact(&mut head).ok()?;
+    if &head[..4] != MAGIC || head[4] != VERSION {
+        return None;
+    }
+    let len = u64::from_be_bytes(head[5..].try_into().expect("8 bytes"));
+    // A path the kernel would take.
+    if len > 4096 {
+        return None;
+    }
+    let mut path = vec![0u8; len as usize];
+    file.read_exact(&mut path).ok()?;
+    String::from_utf8(path).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmover_block::SignatureOptions;
+
+    use super::*;
+
+    #[test]
+    fn a_kept_signature_reads_back_only_whole_and_for_its_path() {
+        let data = wasmover_block::fuzzing::pseudo_random(100_000, 3);
+        let (signature, hashes) =
+            Signature::compute_with_hashes(&data[..], 100_000, &SignatureOptions::default())
+                .unwrap();
+        let kept = KeptSignature {
+            stamp: Stamp::stored(7, 100_000, 1, 2),
+            signature,
+            hashes,
+        };
+        let bytes = encode("d/big", &kept);
+        assert_eq!(path_of(&bytes[..]).as_deref(), Some("d/big"));
+        let back = decode(&bytes, "d/big").unwrap();
+        assert_eq!(back.stamp, kept.stamp);
+        assert_eq!(back.signature, kept.signature);
+        assert_eq!(back.hashes, kept.hashes);
+        assert!(decode(&bytes, "d/other").is_err());
+        for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode(&bytes[..cut], "d/big").is_err(), "cut at {cut}");
+        }
+        for flip in [5, 20, bytes.len() / 2, bytes.len() - 1] {
+            let mut damaged = bytes.clone();
+            damaged[flip] ^= 1;
+            assert!(decode(&damaged, "d/big").is_err(), "flip at {flip}");
+        }
+    }
+}
