@@ -40,7 +40,13 @@ struct Receiver {
 
 impl Receiver {
     fn start(dst: &Path, key: &Path, extra: &[&str]) -> Self {
+        Self::start_logging(dst, key, extra, "warn")
+    }
+
+    /// [`start`](Self::start) with `WASMOVER_LOG` set to `log`.
+    fn start_logging(dst: &Path, key: &Path, extra: &[&str], log: &str) -> Self {
         let mut child = wasmover()
+            .env("WASMOVER_LOG", log)
             .args(["agent", "receive", "--listen", "127.0.0.1:0", "--volume"])
             .arg(dst)
             .arg("--key-file")
@@ -263,6 +269,46 @@ fn the_agents_keep_file_hashes_between_runs_and_still_verify() {
     );
     run(&["--read-every-file"]);
     assert_eq!(size(&sent_hashes), expected, "kept again after a full read");
+}
+
+/// A large file a run rebuilt keeps its signature in the receiver's state
+/// directory, and the next run sends that instead of reading the file:
+/// still verified, and only the change crosses. (Where the filesystem's
+/// ctime could miss a change right after a write, none is kept.)
+#[test]
+fn the_next_run_sends_the_signature_the_last_one_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    let key = key_file(tmp.path(), "key", 7);
+    let mut big = bytes(12 << 20, 8);
+    let kept_dir = dst.join(".wasmover/signatures");
+    let mut kept_used = Vec::new();
+    for round in 0..4u64 {
+        if round > 0 {
+            let at = (round as usize) << 20;
+            big[at..at + 4096].copy_from_slice(&bytes(4096, round));
+        }
+        write(&src, "big.bin", &big);
+        let kept_before = kept_dir.exists();
+        let receiver = Receiver::start_logging(&dst, &key, &[], "wasmover=debug");
+        let sent = send(&src, &receiver.addr.to_string(), &key, &[]);
+        assert!(sent.status.success(), "send: {}", text(&sent.stderr));
+        let (ok, stdout, stderr) = receiver.wait(Duration::from_secs(20));
+        assert!(ok, "receive: {stderr}");
+        assert!(stdout.contains("; verified: tree digest"), "{stdout}");
+        assert_diff_clean(&src, &dst);
+        let used = stderr.contains("sending the signature kept by the run that wrote it");
+        assert_eq!(used, kept_before, "round {round}: {stderr}");
+        kept_used.push(used);
+        if round > 0 {
+            assert!(stdout.contains("4.10 kB sent as literals"), "{stdout}");
+        }
+    }
+    // The first run copies the file whole and the second reads the copy
+    // (keeping its signature from then on) wherever a stamp can be trusted
+    // at once.
+    eprintln!("kept signature used by rounds: {kept_used:?}");
 }
 
 #[test]
