@@ -280,24 +280,50 @@ fn the_next_run_sends_the_signature_the_last_one_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     std::fs::create_dir_all(&src).unwrap();
-    let key = key_file(tmp.path(), "key", 7);
+    let kept = dst.join(".wasmover/signatures");
+    next_runs_send_kept_signatures(tmp.path(), (&src, &src.join("big.bin")), &dst, &kept);
+}
+
+/// An image file keeps its signature beside its journal.
+#[test]
+fn the_next_run_sends_the_signature_the_last_one_kept_of_an_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src.img"), tmp.path().join("dst.img"));
+    std::fs::write(&dst, b"").unwrap();
+    let kept = tmp.path().join(".dst.img.wasmover-journal.signature");
+    next_runs_send_kept_signatures(tmp.path(), (&src, &src), &dst, &kept);
+}
+
+/// Four runs from `src` (whose file `src_file` changes 4 KiB each time
+/// after the first) to `dst`; a run sends a kept signature exactly when
+/// `kept` existed before it.
+fn next_runs_send_kept_signatures(
+    tmp: &Path,
+    (src, src_file): (&Path, &Path),
+    dst: &Path,
+    kept: &Path,
+) {
+    let key = key_file(tmp, "key", 7);
     let mut big = bytes(12 << 20, 8);
-    let kept_dir = dst.join(".wasmover/signatures");
     let mut kept_used = Vec::new();
     for round in 0..4u64 {
         if round > 0 {
             let at = (round as usize) << 20;
             big[at..at + 4096].copy_from_slice(&bytes(4096, round));
         }
-        write(&src, "big.bin", &big);
-        let kept_before = kept_dir.exists();
-        let receiver = Receiver::start_logging(&dst, &key, &[], "wasmover=debug");
-        let sent = send(&src, &receiver.addr.to_string(), &key, &[]);
+        std::fs::write(src_file, &big).unwrap();
+        let kept_before = kept.exists();
+        let receiver = Receiver::start_logging(dst, &key, &[], "wasmover=debug");
+        let sent = send(src, &receiver.addr.to_string(), &key, &[]);
         assert!(sent.status.success(), "send: {}", text(&sent.stderr));
         let (ok, stdout, stderr) = receiver.wait(Duration::from_secs(20));
         assert!(ok, "receive: {stderr}");
         assert!(stdout.contains("; verified: tree digest"), "{stdout}");
-        assert_diff_clean(&src, &dst);
+        if src.is_dir() {
+            assert_diff_clean(src, dst);
+        } else {
+            assert!(std::fs::read(dst).unwrap() == big);
+        }
         let used = stderr.contains("sending the signature kept by the run that wrote it");
         assert_eq!(used, kept_before, "round {round}: {stderr}");
         kept_used.push(used);
@@ -305,9 +331,7 @@ fn the_next_run_sends_the_signature_the_last_one_kept() {
             assert!(stdout.contains("4.10 kB sent as literals"), "{stdout}");
         }
     }
-    // The first run copies the file whole and the second reads the copy
-    // (keeping its signature from then on) wherever a stamp can be trusted
-    // at once.
+    // Kept from the second run on wherever a stamp can be trusted at once.
     eprintln!("kept signature used by rounds: {kept_used:?}");
 }
 

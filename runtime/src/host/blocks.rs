@@ -548,7 +548,7 @@ fn receive_in_place(
     // How messages name it: its path is empty.
     let label = "the block volume";
     let kept = hashes.filter(|kept| basis.only_file().is_some_and(|(_, now)| now == kept.stamp));
-    let (stats, _) = receive_in_place_journaled(
+    let (stats, unchanged) = receive_in_place_journaled(
         image,
         basis,
         &mut file,
@@ -559,9 +559,14 @@ fn receive_in_place(
         limits,
         progress,
     )?;
-    if let Some(stamp) = Stamp::of_file(&file) {
+    let stamp = Stamp::of_file(&file);
+    if let Some(stamp) = stamp {
         image.remember_hash(stamp, stats.hash);
     }
+    let next = kept
+        .zip(stamp)
+        .and_then(|(kept, stamp)| kept.updated(&file, stats.written_bytes, &unchanged, stamp));
+    image.keep_signature(next.as_ref());
     Ok(stats)
 }
 
@@ -664,12 +669,14 @@ impl wit::Host for HostState {
             // What the run that wrote the file kept of it, if the file is
             // as that run left it: then it is not read at all.
             let kept = match (volume, hashed) {
-                (Volume::Tree(tree), Some(stamp)) => tree.kept_signature(&path).filter(|kept| {
-                    kept.stamp == stamp
-                        && kept.signature.block_size() == options.block_size_for(len)
-                }),
+                (Volume::Tree(tree), Some(_)) => tree.kept_signature(&path),
+                (Volume::Image(image), Some(_)) => image.kept_signature(),
                 _ => None,
-            };
+            }
+            .filter(|kept| {
+                Some(kept.stamp) == hashed
+                    && kept.signature.block_size() == options.block_size_for(len)
+            });
             let signature = match (len, hashed, kept) {
                 (0, ..) => Signature::empty(),
                 (_, Some(stamp), Some(kept)) => {

@@ -13,7 +13,10 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::{Access, DIGEST_BUFFER, DIGEST_CONTEXT, KnownHashes, Stamp, VolumeError, content_hash};
+use super::signatures::{self, KeptSignature};
+use super::{
+    Access, DIGEST_BUFFER, DIGEST_CONTEXT, KnownHashes, Stamp, VolumeError, content_hash, known,
+};
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
 /// Suffix of the undo journal an image file keeps beside itself while a
@@ -34,6 +37,9 @@ pub struct Image {
     /// The content hash this run learned, for an image file (a device's
     /// node does not change when its content does, so it has no stamp).
     pub(super) known: KnownHashes,
+    /// How long before a stamp the file must have changed for what was
+    /// read after it to be trusted later ([`Stamp::settled`]).
+    settle_ns: i64,
 }
 
 fn io_error(source: io::Error) -> VolumeError {
@@ -43,11 +49,15 @@ fn io_error(source: io::Error) -> VolumeError {
 /// Syncs the directory holding `path`, making a created or removed entry
 /// durable.
 fn sync_parent(path: &Path) -> io::Result<()> {
-    let parent = match path.parent() {
+    File::open(parent_of(path))?.sync_all()
+}
+
+/// The directory holding `path`.
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    File::open(parent)?.sync_all()
+    }
 }
 
 impl Image {
@@ -86,11 +96,17 @@ impl Image {
             }
             (None, Access::ReadWrite) => Some(default_journal(&path)),
         };
+        // An image file written here: its directory (where its journal
+        // goes too) tells whether a change always shows in its stamp.
+        let fine = access == Access::ReadWrite
+            && !device
+            && File::open(parent_of(&path)).is_ok_and(|dir| known::fine_ctime(&dir));
         let image = Self {
             path,
             access,
             journal,
             known: KnownHashes::default(),
+            settle_ns: if fine { 0 } else { known::SETTLE_NS },
         };
         if access == Access::ReadWrite {
             image.recover()?;
@@ -279,6 +295,58 @@ impl Image {
             .create(true)
             .open(self.partial_path()?)
             .map_err(io_error)
+    }
+
+    /// How long before a stamp the file must have changed for what was read
+    /// after it to be trusted later: 0 where a later change always shows
+    /// in the stamp ([`known::fine_ctime`]).
+    pub(crate) fn settle_ns(&self) -> i64 {
+        self.settle_ns
+    }
+
+    /// Where the signature of the image is kept, beside its journal.
+    fn signature_path(&self) -> Option<PathBuf> {
+        let mut path = self.journal.as_ref()?.as_os_str().to_owned();
+        path.push(".signature");
+        Some(PathBuf::from(path))
+    }
+
+    /// The signature and granule hashes kept by an earlier run, if any; the
+    /// caller compares their stamp with the image's.
+    pub(crate) fn kept_signature(&self) -> Option<KeptSignature> {
+        let path = self.signature_path()?;
+        match std::fs::read(&path) {
+            Ok(bytes) => signatures::decode(&bytes, "")
+                .inspect_err(|why| {
+                    tracing::warn!(file = %path.display(), "ignoring a kept signature: {why}");
+                })
+                .ok(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "ignoring a kept signature: {e}");
+                None
+            }
+        }
+    }
+
+    /// Keeps the image's signature and granule hashes for the next run, if
+    /// their stamp lets a later run trust them; otherwise drops what was
+    /// kept. Best effort.
+    pub(crate) fn keep_signature(&self, kept: Option<&KeptSignature>) {
+        let Some(path) = self.signature_path() else {
+            return;
+        };
+        let Some(kept) = kept.filter(|k| k.stamp.settled(self.settle_ns)) else {
+            let _ = std::fs::remove_file(&path);
+            return;
+        };
+        let mut staged = path.clone().into_os_string();
+        staged.push(super::tree::STAGING_SUFFIX);
+        let written = std::fs::write(&staged, signatures::encode("", kept))
+            .and_then(|()| std::fs::rename(&staged, &path));
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), "could not keep the signature for the next run: {e}");
+        }
     }
 
     /// Removes the partial content after a transfer completed or failed

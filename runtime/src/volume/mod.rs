@@ -210,7 +210,7 @@ impl Volume {
     pub(crate) fn settle_ns(&self) -> i64 {
         match self {
             Volume::Tree(tree) => tree.settle_ns(),
-            Volume::Image(_) => known::SETTLE_NS,
+            Volume::Image(image) => image.settle_ns(),
         }
     }
 
