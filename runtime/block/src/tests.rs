@@ -659,14 +659,17 @@ fn hostile_refinements_and_answers_are_refused() {
     ));
 }
 
-/// Rebuilds `new` from the real file `old` with [`patch_from_file`]:
-/// returns the rebuilt file and the patch's figures.
+/// What [`patch_from_a_file`] returns: the rebuilt file, the patch's
+/// figures and the ranges copied in place.
+type FromFile = (std::fs::File, PatchStats, Vec<(u64, u64)>);
+
+/// Rebuilds `new` from the real file `old` with [`patch_from_file`].
 fn patch_from_a_file(
     old: &std::fs::File,
     hashes: &BasisHashes,
     sig: &Signature,
     new: &[u8],
-) -> Result<(std::fs::File, PatchStats, Vec<(u64, u64)>), PatchError> {
+) -> Result<FromFile, PatchError> {
     let mut delta_bytes = Vec::new();
     delta(sig, new, &mut delta_bytes).unwrap();
     let mut out = SparseWriter::new(tempfile::tempfile().unwrap());
@@ -744,19 +747,19 @@ fn a_patch_from_a_file_takes_granules_in_place_by_their_hashes() {
         // and what the copies in place did not cover: what reading the
         // whole new file gives.
         let opts = SignatureOptions::default();
-        let len = new.len() as u64;
+        let new_len = new.len() as u64;
         let (fresh_sig, fresh_hashes) =
-            Signature::compute_with_hashes(&contents(&rebuilt)[..], len, &opts).unwrap();
-        let updated = sig.updated(&rebuilt, len, &opts, &in_place).unwrap();
+            Signature::compute_with_hashes(&contents(&rebuilt)[..], new_len, &opts).unwrap();
+        let updated = sig.updated(&rebuilt, new_len, &opts, &in_place).unwrap();
         assert!(updated.is_none_or(|u| u == fresh_sig), "{name}: signature");
-        let updated = hashes.updated(&rebuilt, len, &in_place).unwrap();
+        let updated = hashes.updated(&rebuilt, new_len, &in_place).unwrap();
         assert!(
             updated.is_none_or(|u| u == fresh_hashes),
             "{name}: granule hashes"
         );
         if name == "scattered" {
             let copied: u64 = in_place.iter().map(|&(_, l)| l).sum();
-            assert!(copied > len / 2, "{name}: {in_place:?}");
+            assert!(copied > new_len / 2, "{name}: {in_place:?}");
         }
         if name != "tiny" {
             // The hole came across as a hole, not as 2 MiB of zeros.

@@ -582,7 +582,7 @@ impl Tree {
         let meta = file.metadata().map_err(VolumeError::io(path))?;
         Ok(
             (meta.is_file() && std::os::unix::fs::MetadataExt::nlink(&meta) == 1)
-                .then(|| (file, meta.len())),
+                .then_some((file, meta.len())),
         )
     }
 
