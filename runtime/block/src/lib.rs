@@ -19,6 +19,13 @@
 //!   it asks the basis side for a finer signature of only the basis ranges
 //!   no copy used ([`Refinement`]), so a large file with scattered small
 //!   changes costs about its changes on the wire, not its blocks.
+//! - [`Signature::compute_with_hashes`] also keeps the BLAKE3 chaining
+//!   values of the basis's granules ([`BasisHashes`]; BLAKE3 is a tree
+//!   hash): [`patch_from_file`] then has the kernel copy the granules a
+//!   delta leaves in place and accounts for them by those values instead
+//!   of reading them, and an in-place patch reads back only what it wrote.
+//!   [`Signature::updated`] and [`BasisHashes::updated`] derive the new
+//!   file's from the old ones and the ranges a patch left alone.
 //!
 //! Every encoding is versioned, big-endian and self-delimiting: signatures
 //! and deltas travel on one byte stream with other messages, so decoders

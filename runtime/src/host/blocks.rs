@@ -7,6 +7,14 @@
 //! answers from inside `receive-patch` before the delta arrives. The
 //! receiving side may have sent signatures of later files ahead of that
 //! answer; they are kept, in order, for the next `send-delta` calls.
+//!
+//! The receiving side keeps what its signature pass learned of a large
+//! file (the granule hashes, [`BasisHashes`]) for the patch that follows:
+//! granules left in place are then not read again, whether the file is
+//! rebuilt beside the old one or, when large, patched in place under an
+//! undo journal. After the patch it keeps the new file's signature for the
+//! next run ([`KeptSignature`]), which then reads nothing before it
+//! answers, as long as the file's stamp is unchanged.
 
 use std::collections::VecDeque;
 use std::fs::File;
