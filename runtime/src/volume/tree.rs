@@ -139,17 +139,30 @@ impl Tree {
         };
         match self.dir.open(JOURNAL) {
             Ok(journal) => {
-                let file = checked(&target).map_err(|e| failed(&e)).and_then(|path| {
-                    self.dir
-                        .open_with(path, OpenOptions::new().read(true).write(true))
-                })?;
-                let outcome = wasmover_block::roll_back(&journal.into_std(), &file.into_std())
-                    .map_err(|e| failed(&e))?;
-                tracing::warn!(
-                    path = target,
-                    ?outcome,
-                    "rolled back a patch in place that an interrupted run left"
-                );
+                let path = checked(&target).map_err(|e| failed(&e))?;
+                let opened = self
+                    .dir
+                    .open_with(path, OpenOptions::new().read(true).write(true));
+                match opened {
+                    Ok(file) => {
+                        let outcome =
+                            wasmover_block::roll_back(&journal.into_std(), &file.into_std())
+                                .map_err(|e| failed(&e))?;
+                        tracing::warn!(
+                            path = target,
+                            ?outcome,
+                            "rolled back a patch in place that an interrupted run left"
+                        );
+                    }
+                    // Removed since: nothing is left to roll back.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        tracing::warn!(
+                            path = target,
+                            "dropping the journal of a patch in place: its file is gone"
+                        );
+                    }
+                    Err(e) => return Err(failed(&e)),
+                }
                 self.dir.remove_file(JOURNAL)?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -1258,6 +1271,15 @@ mod tests {
             2,
             "the state directory is not part of the tree"
         );
+
+        // A journal whose file was removed since is dropped, not an error.
+        let journal = tree.begin_journal("d/f").unwrap();
+        drop(journal);
+        std::fs::remove_file(&path).unwrap();
+        drop(tree);
+        Tree::open(root.path(), Access::ReadWrite).unwrap();
+        assert!(!root.path().join(JOURNAL).exists());
+        assert!(!root.path().join(JOURNAL_TARGET).exists());
     }
 
     /// A signature is kept only under a stamp a later run may trust, and
