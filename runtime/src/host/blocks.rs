@@ -264,6 +264,12 @@ impl Basis {
         }
     }
 
+    /// What the signature pass kept of this basis, if the basis is still
+    /// the file it was taken of: the whole basis, with the same stamp.
+    fn still(&self, kept: Option<BasisKept>) -> Option<BasisKept> {
+        kept.filter(|kept| self.only_file().is_some_and(|(_, now)| now == kept.stamp))
+    }
+
     /// The old file (of a tree, or an image file) and its stamp, when it
     /// is the whole basis (no partial content follows it).
     fn only_file(&self) -> Option<(&File, Stamp)> {
@@ -555,7 +561,7 @@ fn receive_in_place(
     };
     // How messages name it: its path is empty.
     let label = "the block volume";
-    let kept = hashes.filter(|kept| basis.only_file().is_some_and(|(_, now)| now == kept.stamp));
+    let kept = basis.still(hashes);
     let (stats, unchanged) = receive_in_place_journaled(
         image,
         basis,
@@ -593,7 +599,7 @@ fn receive_in_place_tree(
 ) -> Result<PatchStats, BlockError> {
     let path = file.path;
     let basis = Basis::open_tree(tree, path)?;
-    let kept = hashes.filter(|kept| basis.only_file().is_some_and(|(_, now)| now == kept.stamp));
+    let kept = basis.still(hashes);
     let target = TreeFile { tree, path };
     let (stats, unchanged) = receive_in_place_journaled(
         &target,
@@ -843,7 +849,7 @@ fn receive_beside(
 ) -> Result<PatchStats, BlockError> {
     let path = file.path;
     let mut basis = Basis::open_tree(tree, path)?;
-    let known = hashes.filter(|kept| basis.only_file().is_some_and(|(_, now)| now == kept.stamp));
+    let known = basis.still(hashes);
     let (staged_file, staged) = tree.create_staged(path)?;
     let result = (|| {
         // Zero runs become holes: the staged file starts empty.

@@ -172,6 +172,15 @@ impl Tree {
         self.sync_state_dir()
     }
 
+    /// Replaces `file` in the state directory `dir` with `bytes` whole: a
+    /// reader sees the old content or the new, never a torn file.
+    fn replace_state_file(&self, dir: &str, file: &str, bytes: &[u8]) -> io::Result<()> {
+        let staged = format!("{file}{STAGING_SUFFIX}");
+        self.dir.create_dir_all(dir)?;
+        self.dir.write(&staged, bytes)?;
+        self.dir.rename(&staged, &self.dir, file)
+    }
+
     /// Makes the state directory's entries durable.
     fn sync_state_dir(&self) -> io::Result<()> {
         let dir = rustix::fs::openat(
@@ -352,13 +361,7 @@ impl Tree {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 removed => removed,
             },
-            HashStore::InVolume => {
-                let staged = format!("{HASHES}{STAGING_SUFFIX}");
-                self.dir
-                    .create_dir_all(STATE_DIR)
-                    .and_then(|()| self.dir.write(&staged, &bytes))
-                    .and_then(|()| self.dir.rename(&staged, &self.dir, HASHES))
-            }
+            HashStore::InVolume => self.replace_state_file(STATE_DIR, HASHES, &bytes),
             HashStore::File(path) if kept.is_empty() => match std::fs::remove_file(path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 removed => removed,
@@ -560,17 +563,21 @@ impl Tree {
         mtime_ns: i64,
         hash: [u8; 32],
     ) -> Result<Option<Stamp>, VolumeError> {
-        // Through the open file (fchmod, futimens): no path lookups.
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))
-            .and_then(|()| file.set_modified(system_time(mtime_ns)))
+        set_file_metadata(file, mode, mtime_ns)
             .and_then(|()| self.dir.rename(staged, &self.dir, path))
             .map_err(VolumeError::io(path))?;
         // After the rename, which may change the inode's ctime.
+        Ok(self.remember_written(file, path, hash))
+    }
+
+    /// Remembers that `path`, just written through `file`, hashes to
+    /// `hash` under the stamp it has now, and returns that stamp.
+    fn remember_written(&self, file: &std::fs::File, path: &str, hash: [u8; 32]) -> Option<Stamp> {
         let stamp = Stamp::of_file(file);
         if let Some(stamp) = stamp {
             self.known.remember(path, stamp, hash);
         }
-        Ok(stamp)
+        stamp
     }
 
     /// Opens `path` for patching in place: a regular file with one link
@@ -675,14 +682,8 @@ impl Tree {
         mtime_ns: i64,
         hash: [u8; 32],
     ) -> Result<Option<Stamp>, VolumeError> {
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))
-            .and_then(|()| file.set_modified(system_time(mtime_ns)))
-            .map_err(VolumeError::io(path))?;
-        let stamp = Stamp::of_file(file);
-        if let Some(stamp) = stamp {
-            self.known.remember(path, stamp, hash);
-        }
-        Ok(stamp)
+        set_file_metadata(file, mode, mtime_ns).map_err(VolumeError::io(path))?;
+        Ok(self.remember_written(file, path, hash))
     }
 
     /// The signature and granule hashes kept of `path` by an earlier run,
@@ -716,12 +717,7 @@ impl Tree {
             return;
         };
         self.has_signatures.store(true, Ordering::Relaxed);
-        let staged = format!("{file}{STAGING_SUFFIX}");
-        let kept = self
-            .dir
-            .create_dir_all(SIGNATURES)
-            .and_then(|()| self.dir.write(&staged, signatures::encode(path, kept)))
-            .and_then(|()| self.dir.rename(&staged, &self.dir, &file));
+        let kept = self.replace_state_file(SIGNATURES, &file, &signatures::encode(path, kept));
         if let Err(e) = kept {
             tracing::warn!(path, "could not keep its signature for the next run: {e}");
         }
@@ -930,6 +926,13 @@ fn walk_dir(
         }
     }
     Ok(())
+}
+
+/// Sets a file's permission bits and modification time through the open
+/// file (fchmod, futimens): no path lookups.
+fn set_file_metadata(file: &std::fs::File, mode: u32, mtime_ns: i64) -> io::Result<()> {
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))?;
+    file.set_modified(system_time(mtime_ns))
 }
 
 /// The [`Stamp`] of what `statat` found.
