@@ -225,20 +225,32 @@ pub(crate) fn encode(kept: &[(Stamp, blake3::Hash)]) -> Vec<u8> {
         out.extend_from_slice(hash.as_bytes());
     }
     out.extend_from_slice(&(kept.len() as u64).to_be_bytes());
-    let check = blake3::hash(&out);
-    out.extend_from_slice(check.as_bytes());
-    out
+    seal(out)
 }
 
-/// Decodes what [`encode`] wrote, or says why it cannot be used.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Stored, &'static str> {
-    if bytes.len() < MAGIC.len() + 1 + 8 + 32 {
+/// Appends a BLAKE3 of `body` to it, so a torn or damaged copy shows.
+pub(super) fn seal(mut body: Vec<u8>) -> Vec<u8> {
+    let check = blake3::hash(&body);
+    body.extend_from_slice(check.as_bytes());
+    body
+}
+
+/// The body [`seal`] sealed, at least `min` bytes of it, or why it cannot
+/// be trusted.
+pub(super) fn unseal(bytes: &[u8], min: usize) -> Result<&[u8], &'static str> {
+    if bytes.len() < min + 32 {
         return Err("it is truncated");
     }
     let (body, check) = bytes.split_at(bytes.len() - 32);
     if blake3::hash(body).as_bytes() != check {
         return Err("its checksum does not match (torn or damaged)");
     }
+    Ok(body)
+}
+
+/// Decodes what [`encode`] wrote, or says why it cannot be used.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Stored, &'static str> {
+    let body = unseal(bytes, MAGIC.len() + 1 + 8)?;
     if &body[..4] != MAGIC {
         return Err("it is not a hash store");
     }

@@ -8,6 +8,7 @@
 use wasmover_block::{BasisHashes, Limits, Signature};
 
 use super::Stamp;
+use super::known::{seal, unseal};
 
 const MAGIC: &[u8; 4] = b"WMSG";
 const VERSION: u8 = 1;
@@ -42,22 +43,14 @@ pub(crate) fn encode(path: &str, kept: &KeptSignature) -> Vec<u8> {
         .write_to(&mut out)
         .expect("writing to memory");
     kept.hashes.write_to(&mut out).expect("writing to memory");
-    let check = blake3::hash(&out);
-    out.extend_from_slice(check.as_bytes());
-    out
+    seal(out)
 }
 
 /// Decodes what [`encode`] wrote for `path`, or says why it cannot be
 /// used.
 pub(crate) fn decode(bytes: &[u8], path: &str) -> Result<KeptSignature, String> {
     use std::io::Read;
-    if bytes.len() < MAGIC.len() + 1 + 32 {
-        return Err("it is truncated".into());
-    }
-    let (body, check) = bytes.split_at(bytes.len() - 32);
-    if blake3::hash(body).as_bytes() != check {
-        return Err("its checksum does not match (torn or damaged)".into());
-    }
+    let body = unseal(bytes, MAGIC.len() + 1)?;
     if &body[..4] != MAGIC || body[4] != VERSION {
         return Err("it is not a kept signature of this version".into());
     }
