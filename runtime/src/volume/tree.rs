@@ -657,10 +657,7 @@ impl Tree {
     pub(crate) fn spill(&self, path: &str) -> Result<std::fs::File, VolumeError> {
         let partial = partial_path(checked(path)?);
         self.writable()?;
-        let parent = partial.rsplit_once('/').map_or(STATE_DIR, |(dir, _)| dir);
-        self.has_partials.store(true, Ordering::Relaxed);
-        self.dir
-            .create_dir_all(parent)
+        self.partial_parent(&partial)
             .and_then(|()| {
                 self.dir.open_with(
                     &partial,
@@ -742,6 +739,14 @@ impl Tree {
             .map(|(file, len, _)| (file, len)))
     }
 
+    /// Creates the directory the partial content `partial` goes in, and
+    /// notes that partial content may now exist.
+    fn partial_parent(&self, partial: &str) -> io::Result<()> {
+        let parent = partial.rsplit_once('/').map_or(STATE_DIR, |(dir, _)| dir);
+        self.has_partials.store(true, Ordering::Relaxed);
+        self.dir.create_dir_all(parent)
+    }
+
     /// Keeps a staged file that a lost peer left unfinished as `path`'s
     /// partial content, unless the partial kept before is longer; best
     /// effort (resuming is an optimisation).
@@ -752,9 +757,7 @@ impl Tree {
             self.discard_staged(staged);
             return;
         }
-        let parent = partial.rsplit_once('/').map_or(STATE_DIR, |(dir, _)| dir);
-        self.has_partials.store(true, Ordering::Relaxed);
-        if self.dir.create_dir_all(parent).is_err()
+        if self.partial_parent(&partial).is_err()
             || self.dir.rename(staged, &self.dir, &partial).is_err()
         {
             self.discard_staged(staged);
