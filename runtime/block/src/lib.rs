@@ -81,7 +81,7 @@ pub use error::{DeltaError, FormatError, PatchError};
 pub use format::Limits;
 pub use in_place::{IN_PLACE_MAX_HELD, InPlaceFile, InPlacePatch, patch_in_place};
 pub use journal::{RollBack, patch_journaled, roll_back, write_undo};
-pub use patch::{PatchStats, patch, patch_from_file};
+pub use patch::{PatchStats, patch, patch_from_file, patch_reporting};
 pub use refine::{Incoming, Plan, RefineOptions, Refinement};
 pub use signature::{DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, Signature, SignatureOptions};
 pub use sparse::SparseWriter;

@@ -72,8 +72,10 @@ impl Sink for &mut SparseWriter<File> {
 /// Pieces go through two buffers: while one is filled (from the basis or
 /// the delta) and written, the previous one is hashed on the rayon pool,
 /// so BLAKE3 overlaps the copying instead of adding to it.
-struct Output<W> {
+struct Output<'p, W> {
     out: W,
+    /// Told the bytes written so far after each piece.
+    progress: &'p mut dyn FnMut(u64),
     hasher: TreeHasher,
     written: u64,
     limit: u64,
@@ -88,10 +90,11 @@ const PIECE: usize = 1 << 20;
 /// Smaller pieces are hashed inline: a task would cost more.
 const HASH_TASK_MIN: usize = 64 << 10;
 
-impl<W: Sink> Output<W> {
-    fn new(out: W, limit: u64, granule: u64) -> Self {
+impl<'p, W: Sink> Output<'p, W> {
+    fn new(out: W, limit: u64, granule: u64, progress: &'p mut dyn FnMut(u64)) -> Self {
         Self {
             out,
+            progress,
             hasher: TreeHasher::new(granule),
             written: 0,
             limit,
@@ -135,6 +138,7 @@ impl<W: Sink> Output<W> {
         result?;
         self.unhashed = n;
         self.cur ^= 1;
+        (self.progress)(self.written);
         Ok(())
     }
 
@@ -171,6 +175,7 @@ impl<W: Sink> Output<W> {
         self.hash_pending();
         self.hasher.push_known(cvs);
         self.out.copy_range(from, data, offset, len)?;
+        (self.progress)(self.written);
         Ok(())
     }
 
@@ -184,7 +189,7 @@ impl<W: Sink> Output<W> {
 /// Copies `len` bytes of `basis` at `offset` through `out`.
 fn copy_through<B: Read + Seek, W: Sink>(
     basis: &mut B,
-    out: &mut Output<W>,
+    out: &mut Output<'_, W>,
     offset: u64,
     len: u64,
     basis_len: u64,
@@ -225,9 +230,20 @@ pub fn patch<B: Read + Seek, D: Read, W: Write>(
     out: W,
     limits: &Limits,
 ) -> Result<PatchStats, PatchError> {
-    let granule = granule_for(0);
-    let output = Output::new(Plain(out), limits.max_file_len, granule);
-    patch_into(basis, delta, output, None, &mut |_| {})
+    patch_reporting(basis, delta, out, limits, &mut |_| {})
+}
+
+/// [`patch`], calling `progress` with the bytes rebuilt so far as they
+/// are written.
+pub fn patch_reporting<B: Read + Seek, D: Read, W: Write>(
+    basis: B,
+    delta: D,
+    out: W,
+    limits: &Limits,
+    progress: &mut dyn FnMut(u64),
+) -> Result<PatchStats, PatchError> {
+    let output = Output::new(Plain(out), limits.max_file_len, granule_for(0), progress);
+    patch_into(basis, delta, output, None)
 }
 
 /// [`patch`] of a basis that is one file into a new sparse file, for a
@@ -255,7 +271,7 @@ pub fn patch_from_file<D: Read>(
     limits: &Limits,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(PatchStats, Vec<(u64, u64)>), PatchError> {
-    let output = Output::new(out, limits.max_file_len, hashes.granule());
+    let output = Output::new(out, limits.max_file_len, hashes.granule(), progress);
     let data = DataRanges::of(basis)?;
     let mut in_place = Vec::new();
     let known = Known {
@@ -264,7 +280,7 @@ pub fn patch_from_file<D: Read>(
         hashes,
         in_place: &mut in_place,
     };
-    let stats = patch_into(basis, delta, output, Some(known), progress)?;
+    let stats = patch_into(basis, delta, output, Some(known))?;
     Ok((stats, in_place))
 }
 
@@ -280,15 +296,13 @@ struct Known<'a> {
 fn patch_into<B: Read + Seek, D: Read, W: Sink>(
     mut basis: B,
     mut delta: D,
-    mut out: Output<W>,
+    mut out: Output<'_, W>,
     mut known: Option<Known>,
-    progress: &mut dyn FnMut(u64),
 ) -> Result<PatchStats, PatchError> {
     format::read_header(&mut delta, DELTA_MAGIC, "delta header")?;
     let basis_len = format::read_u64(&mut delta, "basis length")?;
     let mut stats = PatchStats::default();
     loop {
-        progress(out.written);
         match format::read_u8(&mut delta, "delta instruction")? {
             OP_COPY => {
                 let (offset, len) = format::read_copy(&mut delta, basis_len)?;

@@ -347,26 +347,6 @@ impl FileProgress<'_> {
     }
 }
 
-/// A writer that reports the bytes through it as a file's progress.
-struct Reporting<'a, 'b, W> {
-    inner: W,
-    written: u64,
-    progress: &'a mut FileProgress<'b>,
-}
-
-impl<W: io::Write> io::Write for Reporting<'_, '_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        self.progress.advance(self.written);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Refinement requests answered per file before the peer is refused: the
 /// engine asks for at most two, and a hostile peer must not keep this side
 /// hashing forever.
@@ -882,13 +862,15 @@ fn receive_beside(
                     Ok((stats, Some(in_place)))
                 }
                 _ => {
-                    let mut out = Reporting {
-                        inner: &mut out,
-                        written: 0,
-                        progress,
-                    };
-                    let stats = wasmover_block::patch(basis, delta, &mut out, limits)
-                        .map_err(patch_error(path))?;
+                    let mut report = |done| progress.advance(done);
+                    let stats = wasmover_block::patch_reporting(
+                        basis,
+                        delta,
+                        &mut out,
+                        limits,
+                        &mut report,
+                    )
+                    .map_err(patch_error(path))?;
                     Ok((stats, None))
                 }
             },
