@@ -78,7 +78,11 @@ impl<W: InPlaceFile> SparseWriter<W> {
 /// once (each `SEEK_HOLE` may scan to the end of the file, so looking them
 /// up per copy would cost the square of the file's size).
 #[derive(Debug)]
-pub(crate) struct DataRanges(Vec<(u64, u64)>);
+pub(crate) struct DataRanges {
+    ranges: Vec<(u64, u64)>,
+    /// The file's length when they were found.
+    len: u64,
+}
 
 impl DataRanges {
     /// The data ranges of `file`, sorted.
@@ -101,13 +105,13 @@ impl DataRanges {
             ranges.push((data, hole));
             pos = hole;
         }
-        Ok(Self(ranges))
+        Ok(Self { ranges, len })
     }
 
     /// The parts of `[start, end)` that hold data.
     fn within(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let first = self.0.partition_point(|&(_, e)| e <= start);
-        self.0[first..]
+        let first = self.ranges.partition_point(|&(_, e)| e <= start);
+        self.ranges[first..]
             .iter()
             .take_while(move |&&(s, _)| s < end)
             .map(move |&(s, e)| (s.max(start), e.min(end)))
@@ -118,7 +122,8 @@ impl SparseWriter<std::fs::File> {
     /// Appends `len` bytes of `from` starting at `offset`, copied by the
     /// kernel (no pass through this process; a file system that shares
     /// extents shares them), with the holes of `from` (its `data`
-    /// ranges' complement) kept as holes. Only at a 4 KiB boundary of this
+    /// ranges' complement) kept as holes, and nothing past its length
+    /// when `data` was found. Only at a 4 KiB boundary of this
     /// file. A `from` shorter than the range is an
     /// [`io::ErrorKind::UnexpectedEof`].
     pub(crate) fn copy_range(
@@ -146,8 +151,9 @@ impl SparseWriter<std::fs::File> {
             )?;
             copied += stop - start;
         }
-        // A range that ends in a hole past the end of `from` is short.
-        let from_len = from.metadata()?.len();
+        // A range that ends in a hole past the end of `from` is short. (A
+        // file that shrinks later is the caller's to notice, by its stamp.)
+        let from_len = data.len;
         if from_len < end {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
