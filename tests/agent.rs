@@ -271,33 +271,34 @@ fn the_agents_keep_file_hashes_between_runs_and_still_verify() {
     assert_eq!(size(&sent_hashes), expected, "kept again after a full read");
 }
 
-/// A large file a run rebuilt keeps its signature in the receiver's state
-/// directory, and the next run sends that instead of reading the file:
-/// still verified, and only the change crosses. (Where the filesystem's
-/// ctime could miss a change right after a write, none is kept.)
+/// A large file a run rebuilt keeps its granule hashes in the receiver's
+/// state directory, and the next run sends their summary instead of
+/// reading the file: still verified, and only the change crosses. (Where
+/// the filesystem's ctime could miss a change right after a write, none
+/// are kept.)
 #[test]
-fn the_next_run_sends_the_signature_the_last_one_kept() {
+fn the_next_run_sends_the_granule_hashes_the_last_one_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     std::fs::create_dir_all(&src).unwrap();
-    let kept = dst.join(".wasmover/signatures");
-    next_runs_send_kept_signatures(tmp.path(), (&src, &src.join("big.bin")), &dst, &kept);
+    let kept = dst.join(".wasmover/granules");
+    next_runs_send_kept_hashes(tmp.path(), (&src, &src.join("big.bin")), &dst, &kept);
 }
 
-/// An image file keeps its signature beside its journal.
+/// An image file keeps its granule hashes beside its journal.
 #[test]
-fn the_next_run_sends_the_signature_the_last_one_kept_of_an_image() {
+fn the_next_run_sends_the_granule_hashes_the_last_one_kept_of_an_image() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src.img"), tmp.path().join("dst.img"));
     std::fs::write(&dst, b"").unwrap();
-    let kept = tmp.path().join(".dst.img.wasmover-journal.signature");
-    next_runs_send_kept_signatures(tmp.path(), (&src, &src), &dst, &kept);
+    let kept = tmp.path().join(".dst.img.wasmover-journal.granules");
+    next_runs_send_kept_hashes(tmp.path(), (&src, &src), &dst, &kept);
 }
 
 /// Four runs from `src` (whose file `src_file` changes 4 KiB each time
-/// after the first) to `dst`; a run sends a kept signature exactly when
+/// after the first) to `dst`; a run sends kept granule hashes exactly when
 /// `kept` existed before it.
-fn next_runs_send_kept_signatures(
+fn next_runs_send_kept_hashes(
     tmp: &Path,
     (src, src_file): (&Path, &Path),
     dst: &Path,
@@ -324,7 +325,7 @@ fn next_runs_send_kept_signatures(
         } else {
             assert!(std::fs::read(dst).unwrap() == big);
         }
-        let used = stderr.contains("sending the signature kept by the run that wrote it");
+        let used = stderr.contains("sending the granule hashes kept by the run that wrote it");
         assert_eq!(used, kept_before, "round {round}: {stderr}");
         kept_used.push(used);
         if round > 0 {
@@ -332,7 +333,7 @@ fn next_runs_send_kept_signatures(
         }
     }
     // Kept from the second run on wherever a stamp can be trusted at once.
-    eprintln!("kept signature used by rounds: {kept_used:?}");
+    eprintln!("kept granule hashes used by rounds: {kept_used:?}");
 }
 
 #[test]

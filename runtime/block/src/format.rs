@@ -10,6 +10,10 @@ pub(crate) const SIGNATURE_MAGIC: [u8; 4] = *b"WMSG";
 pub(crate) const DELTA_MAGIC: [u8; 4] = *b"WMDL";
 /// Magic of an encoded refinement request.
 pub(crate) const REFINEMENT_MAGIC: [u8; 4] = *b"WMRF";
+/// Magic of an encoded granule summary.
+pub(crate) const GRANULE_SUMMARY_MAGIC: [u8; 4] = *b"WMGS";
+/// Magic of encoded basis granule hashes (kept on disk, never sent).
+pub(crate) const BASIS_HASHES_MAGIC: [u8; 4] = *b"WMGH";
 /// Version of every encoding. 2: the strong hash is XXH3-64 (12 bytes per
 /// block on the wire instead of 20). 3: signatures cover listed ranges of
 /// the basis (a refinement) and copies name basis byte ranges, so one
@@ -49,7 +53,18 @@ impl Default for Limits {
     }
 }
 
+/// Reads a magic number, which must be `magic`, and the version after it.
 pub(crate) fn read_header<R: Read>(
+    r: &mut R,
+    magic: [u8; 4],
+    what: &'static str,
+) -> Result<(), FormatError> {
+    read_magic(r, magic, what)?;
+    read_version(r, what)
+}
+
+/// Reads a magic number, which must be `magic`.
+pub(crate) fn read_magic<R: Read>(
     r: &mut R,
     magic: [u8; 4],
     what: &'static str,
@@ -63,7 +78,7 @@ pub(crate) fn read_header<R: Read>(
             found,
         });
     }
-    read_version(r, what)
+    Ok(())
 }
 
 /// The magic numbers as text, for errors.
@@ -71,6 +86,8 @@ fn magic_name(magic: [u8; 4]) -> &'static str {
     match magic {
         SIGNATURE_MAGIC => "WMSG",
         DELTA_MAGIC => "WMDL",
+        GRANULE_SUMMARY_MAGIC => "WMGS",
+        BASIS_HASHES_MAGIC => "WMGH",
         _ => "WMRF",
     }
 }

@@ -343,8 +343,8 @@ impl InPlacePatch {
         unchanged
     }
 
-    /// Gives the granule hashes of the file to patch, from its signature
-    /// ([`Signature::compute_with_hashes`](crate::Signature::compute_with_hashes)):
+    /// Gives the granule hashes of the file to patch
+    /// ([`BasisHashes::compute`](crate::BasisHashes::compute)):
     /// [`apply`](Self::apply) then verifies the new file reading only the
     /// granules it wrote, and takes the others by their hashes.
     ///

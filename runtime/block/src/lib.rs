@@ -19,13 +19,15 @@
 //!   it asks the basis side for a finer signature of only the basis ranges
 //!   no copy used ([`Refinement`]), so a large file with scattered small
 //!   changes costs about its changes on the wire, not its blocks.
-//! - [`Signature::compute_with_hashes`] also keeps the BLAKE3 chaining
-//!   values of the basis's granules ([`BasisHashes`]; BLAKE3 is a tree
-//!   hash): [`patch_from_file`] then has the kernel copy the granules a
-//!   delta leaves in place and accounts for them by those values instead
-//!   of reading them, and an in-place patch reads back only what it wrote.
-//!   [`Signature::updated`] and [`BasisHashes::updated`] derive the new
-//!   file's from the old ones and the ranges a patch left alone.
+//! - [`BasisHashes`] are the BLAKE3 chaining values of a basis's granules
+//!   (BLAKE3 is a tree hash). Their [`GranuleSummary`] starts a [`Plan`]
+//!   for a large file granule-first ([`Plan::from_granules`]): only
+//!   granules that differ go through block rounds. [`patch_from_file`]
+//!   then has the kernel copy the granules a delta leaves in place and
+//!   accounts for them by those values instead of reading them, and an
+//!   in-place patch reads back only what it wrote. [`BasisHashes::updated`]
+//!   derives the new file's from the old ones and the ranges a patch left
+//!   alone.
 //!
 //! Every encoding is versioned, big-endian and self-delimiting: signatures
 //! and deltas travel on one byte stream with other messages, so decoders
@@ -67,6 +69,7 @@ mod error;
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+mod granules;
 mod in_place;
 mod journal;
 mod patch;
@@ -79,6 +82,7 @@ mod tree_hash;
 pub use delta::{DeltaStats, delta};
 pub use error::{DeltaError, FormatError, PatchError};
 pub use format::Limits;
+pub use granules::{GranuleSummary, Summary};
 pub use in_place::{IN_PLACE_MAX_HELD, InPlaceFile, InPlacePatch, patch_in_place};
 pub use journal::{RollBack, patch_journaled, roll_back, write_undo};
 pub use patch::{PatchStats, patch, patch_from_file, patch_reporting};

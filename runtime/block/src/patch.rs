@@ -247,8 +247,8 @@ pub fn patch_reporting<B: Read + Seek, D: Read, W: Write>(
 }
 
 /// [`patch`] of a basis that is one file into a new sparse file, for a
-/// basis whose granule hashes its signature kept
-/// ([`Signature::compute_with_hashes`](crate::Signature::compute_with_hashes)):
+/// basis whose granule hashes are known
+/// ([`BasisHashes::compute`](crate::BasisHashes::compute)):
 /// each whole granule a copy puts back in its own place is copied by the
 /// kernel and accounted for by its known hash instead of being read,
 /// written and hashed here. The result is verified the same way, against

@@ -20,7 +20,9 @@ use blake3::hazmat::{HasherExt, Mode, left_subtree_len, merge_subtrees_root};
 use crate::delta::{DeltaStats, Encoder, Sink, search};
 use crate::error::FormatError;
 use crate::format::{self, DELTA_MAGIC, LITERAL_CHUNK, Limits, REFINEMENT_MAGIC};
-use crate::signature::{Index, MAX_BLOCK, Signature};
+use crate::granules::{GranuleSummary, tag};
+use crate::signature::{Index, MAX_BLOCK, Signature, SignatureOptions};
+use crate::tree_hash::hash_granules;
 
 /// Each round asks for blocks this many times smaller.
 const REFINE_FACTOR: u32 = 8;
@@ -154,16 +156,22 @@ impl Sink for Recorder<'_> {
     }
 
     fn literal(&mut self, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
+        self.skip(data.len() as u64);
+        Ok(())
+    }
+}
+
+impl Recorder<'_> {
+    /// Records the next `len` bytes as literal, unread.
+    fn skip(&mut self, len: u64) {
+        if len == 0 {
+            return;
         }
-        let len = data.len() as u64;
         match self.ops.last_mut() {
             Some(Op::Literal { at, len: l }) if *at + *l == self.at => *l += len,
             _ => self.ops.push(Op::Literal { at: self.at, len }),
         }
         self.at += len;
-        Ok(())
     }
 }
 
@@ -204,7 +212,9 @@ pub struct Plan {
     new_len: u64,
     hash: blake3::Hash,
     basis_len: u64,
-    block_size: u32,
+    /// The block size of the last round's signature; none after a
+    /// granule-first round.
+    block_size: Option<u32>,
     rounds: u32,
 }
 
@@ -292,7 +302,39 @@ impl Plan {
             new_len,
             hash: merge_subtrees_root(&left_cv, &right_cv, Mode::Hash),
             basis_len: sig.basis_len(),
-            block_size: sig.block_size(),
+            block_size: Some(sig.block_size()),
+            rounds: 0,
+        })
+    }
+
+    /// The first round against a [`GranuleSummary`]: hashes `new` by the
+    /// basis's granules in one BLAKE3 pass and takes each granule whose
+    /// tag is alike at the same offset as a copy, the rest as literals
+    /// for [`refinement`](Self::refinement) rounds to search.
+    pub fn from_granules<R: Read + Send>(summary: &GranuleSummary, new: R) -> io::Result<Self> {
+        let g = summary.granule();
+        let read = hash_granules(new, g)?;
+        let mut ops = Vec::new();
+        let mut recorder = Recorder {
+            ops: &mut ops,
+            at: 0,
+        };
+        for (i, cv) in read.cvs.iter().enumerate() {
+            let start = i as u64 * g;
+            let len = (start + g).min(read.len) - start;
+            match summary.granule_at(i) {
+                Some((t, basis_len)) if basis_len == len && t == tag(cv) => {
+                    recorder.copy(start, len)?
+                }
+                _ => recorder.skip(len),
+            }
+        }
+        Ok(Self {
+            ops,
+            new_len: read.len,
+            hash: read.hash,
+            basis_len: summary.basis_len(),
+            block_size: None,
             rounds: 0,
         })
     }
@@ -313,7 +355,7 @@ impl Plan {
             new_len,
             hash: hasher.finalize(),
             basis_len: sig.basis_len(),
-            block_size: sig.block_size(),
+            block_size: Some(sig.block_size()),
             rounds: 0,
         })
     }
@@ -330,21 +372,54 @@ impl Plan {
     }
 
     /// The refinement worth asking for next under `options`, if any:
-    /// blocks eight times smaller over the basis ranges no copy uses, when
-    /// that signature is cheap enough; a mostly-new file (over half
-    /// literal) is not refined at all.
+    /// blocks eight times smaller than the last round's over the basis
+    /// ranges no copy uses, when that signature is cheap enough; a
+    /// mostly-new file (over half literal after a block search) is not
+    /// refined at all. After a granule-first round the blocks are an
+    /// eighth of the average unused range, no larger than a whole-file
+    /// signature of those ranges would use: small around scattered
+    /// changes, large over a long stretch that may have moved.
     pub fn refinement(&self, options: &RefineOptions) -> Option<Refinement> {
-        let block_size = (self.block_size / REFINE_FACTOR)
-            .max(options.min_block_size)
-            .max(1);
         let literal = self.literal_bytes();
         if self.rounds >= options.max_rounds
-            || block_size >= self.block_size
             || literal == 0
-            || literal > self.new_len / 2
+            || (self.block_size.is_some() && literal > self.new_len / 2)
         {
             return None;
         }
+        let gaps = self.unused();
+        let unused: u64 = gaps.iter().map(|r| r.1).sum();
+        if unused == 0 {
+            return None;
+        }
+        let block_size = match self.block_size {
+            Some(last) => (last / REFINE_FACTOR).max(options.min_block_size).max(1),
+            None => {
+                let eighth = unused / gaps.len() as u64 / u64::from(REFINE_FACTOR);
+                let whole = SignatureOptions::default().block_size_for(unused);
+                (eighth.min(whole.into()) as u32 / 1024 * 1024)
+                    .max(options.min_block_size)
+                    .max(1)
+            }
+        };
+        if self.block_size.is_some_and(|last| block_size >= last) {
+            return None;
+        }
+        let ranges: Vec<(u64, u64)> = gaps
+            .into_iter()
+            .filter(|r| r.1 >= u64::from(block_size))
+            .collect();
+        let unused: u64 = ranges.iter().map(|r| r.1).sum();
+        let cost =
+            unused / u64::from(block_size) * SIGNATURE_BLOCK_BYTES + 16 * ranges.len() as u64;
+        if unused == 0 || cost.saturating_mul(options.cost_fraction) > literal {
+            return None;
+        }
+        Some(Refinement { block_size, ranges })
+    }
+
+    /// The `(offset, len)` ranges of the basis no copy uses.
+    fn unused(&self) -> Vec<(u64, u64)> {
         let mut used: Vec<(u64, u64)> = self
             .ops
             .iter()
@@ -357,18 +432,12 @@ impl Plan {
         let mut ranges = Vec::new();
         let mut cursor = 0u64;
         for (start, end) in used.into_iter().chain([(self.basis_len, self.basis_len)]) {
-            if start >= cursor + u64::from(block_size) {
+            if start > cursor {
                 ranges.push((cursor, start - cursor));
             }
             cursor = cursor.max(end);
         }
-        let unused: u64 = ranges.iter().map(|r| r.1).sum();
-        let cost =
-            unused / u64::from(block_size) * SIGNATURE_BLOCK_BYTES + 16 * ranges.len() as u64;
-        if unused == 0 || cost.saturating_mul(options.cost_fraction) > literal {
-            return None;
-        }
-        Some(Refinement { block_size, ranges })
+        ranges
     }
 
     /// Matches the literal runs of the plan against `fine`, the basis
@@ -406,7 +475,7 @@ impl Plan {
             }
         }
         self.ops = ops;
-        self.block_size = fine.block_size();
+        self.block_size = Some(fine.block_size());
         self.rounds += 1;
         Ok(())
     }

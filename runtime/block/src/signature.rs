@@ -7,7 +7,6 @@ use crate::error::FormatError;
 use crate::format::{self, Limits, SIGNATURE_MAGIC};
 use crate::refine::Refinement;
 use crate::rolling::{Backend, Rolling, strong};
-use crate::tree_hash::{BasisHashes, TreeHasher, granule_for, inside};
 
 /// Smallest block size the engine chooses by itself.
 pub const DEFAULT_MIN_BLOCK: u32 = 4 << 10;
@@ -97,29 +96,10 @@ impl Signature {
     /// Streams: memory is the signature plus two read buffers of 2 MiB.
     /// Each chunk is hashed on the rayon pool while the next one is read
     /// on the calling thread.
-    pub fn compute<R: Read>(reader: R, len: u64, opts: &SignatureOptions) -> io::Result<Signature> {
-        Self::compute_inner(reader, len, opts, None)
-    }
-
-    /// [`compute`](Self::compute), also keeping the BLAKE3 chaining values
-    /// of the basis's granules from the same read, so that a patch which
-    /// copies them to the same place need not read them again
-    /// ([`patch_from_file`](crate::patch_from_file)).
-    pub fn compute_with_hashes<R: Read>(
-        reader: R,
-        len: u64,
-        opts: &SignatureOptions,
-    ) -> io::Result<(Signature, BasisHashes)> {
-        let mut tree = TreeHasher::new(granule_for(len));
-        let signature = Self::compute_inner(reader, len, opts, Some(&mut tree))?;
-        Ok((signature, tree.into_basis()))
-    }
-
-    fn compute_inner<R: Read>(
+    pub fn compute<R: Read>(
         mut reader: R,
         len: u64,
         opts: &SignatureOptions,
-        mut tree: Option<&mut TreeHasher>,
     ) -> io::Result<Signature> {
         let block_size = opts.block_size_for(len);
         let bs = block_size as usize;
@@ -136,25 +116,14 @@ impl Signature {
         loop {
             let want = (chunk as u64).min(remaining) as usize;
             next.resize(want, 0);
-            let hash = |hashed: &mut Vec<Block>, tree: &mut Option<&mut TreeHasher>| match tree {
-                // Two tasks: BLAKE3 alone takes as long as the blocks'
-                // two hashes, and the reader leaves room for both.
-                Some(tree) => {
-                    rayon::join(
-                        || hash_blocks(backend, &current, bs, hashed),
-                        || tree.update(&current),
-                    );
-                }
-                None => hash_blocks(backend, &current, bs, hashed),
-            };
             let read = rayon::in_place_scope(|scope| {
                 if want > 0 {
                     // NB: one hashing task, not par_chunks: with the reader
                     // on this thread, that already fills two cores, and a
                     // third thread only made them fight (5.3 vs 7.2 GiB/s).
-                    scope.spawn(|_| hash(&mut hashed, &mut tree));
+                    scope.spawn(|_| hash_blocks(backend, &current, bs, &mut hashed));
                 } else {
-                    hash(&mut hashed, &mut tree);
+                    hash_blocks(backend, &current, bs, &mut hashed);
                 }
                 reader.read_exact(&mut next)
             });
@@ -173,46 +142,6 @@ impl Signature {
             segments: whole(len),
             blocks,
         })
-    }
-
-    /// The signature of `file` as it is now, `len` bytes that equal the
-    /// basis this signature describes inside the `unchanged` ranges
-    /// (`(offset, len)`, sorted and disjoint): blocks wholly inside one are
-    /// taken from here, the others read. `None` when `len` calls for
-    /// another block size, or this is not a whole-file signature.
-    pub fn updated(
-        &self,
-        file: &std::fs::File,
-        len: u64,
-        opts: &SignatureOptions,
-        unchanged: &[(u64, u64)],
-    ) -> io::Result<Option<Signature>> {
-        use std::os::unix::fs::FileExt;
-        let block_size = opts.block_size_for(len);
-        if self.refinement || block_size != self.block_size {
-            return Ok(None);
-        }
-        let bs = u64::from(block_size);
-        let backend = Backend::detect();
-        let mut buf = vec![0u8; block_size as usize];
-        let mut blocks = Vec::with_capacity(len.div_ceil(bs) as usize);
-        for (i, start) in (0..len).step_by(bs as usize).enumerate() {
-            let end = (start + bs).min(len);
-            let n = (end - start) as usize;
-            if i < self.blocks.len() && self.block_len(i) == n && inside(unchanged, start, end) {
-                blocks.push(self.blocks[i]);
-            } else {
-                file.read_exact_at(&mut buf[..n], start)?;
-                blocks.push(Block::of(backend, &buf[..n]));
-            }
-        }
-        Ok(Some(Signature {
-            block_size,
-            basis_len: len,
-            refinement: false,
-            segments: whole(len),
-            blocks,
-        }))
     }
 
     /// Computes the finer signature a [`Refinement`] asks for: blocks of
@@ -357,7 +286,13 @@ impl Signature {
 
     /// Reads exactly one encoded signature from `r`.
     pub fn read_from<R: Read>(mut r: R, limits: &Limits) -> Result<Signature, FormatError> {
-        format::read_header(&mut r, SIGNATURE_MAGIC, "signature header")?;
+        format::read_magic(&mut r, SIGNATURE_MAGIC, "signature header")?;
+        Self::read_body(r, limits)
+    }
+
+    /// Reads a signature's body, after its magic number.
+    pub(crate) fn read_body<R: Read>(mut r: R, limits: &Limits) -> Result<Signature, FormatError> {
+        format::read_version(&mut r, "signature header")?;
         let block_size = format::read_u32(&mut r, "block size")?;
         let basis_len = format::read_u64(&mut r, "basis length")?;
         if block_size == 0 || block_size > MAX_BLOCK {

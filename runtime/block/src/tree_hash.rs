@@ -2,8 +2,8 @@
 //!
 //! BLAKE3 is a tree hash: every aligned power-of-two run of 1 KiB chunks
 //! is a subtree with its own chaining value. [`BasisHashes`] keeps the
-//! chaining values of a basis file's granules, learned while its signature
-//! was read; a patch that copies a granule to the same place in the new
+//! chaining values of a basis file's granules, learned in one pass over it
+//! ([`BasisHashes::compute`]); a patch that copies a granule to the same place in the new
 //! file takes its chaining value from there instead of reading and hashing
 //! the bytes again ([`TreeHasher::push_known`]), and still ends with the
 //! new file's standard BLAKE3, checked against the sender's.
@@ -11,6 +11,10 @@
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use blake3::Hasher;
+use rayon::iter::{IndexedParallelIterator, ParallelExtend, ParallelIterator};
+use rayon::slice::ParallelSlice;
+
+use crate::granules::GranuleSummary;
 use blake3::hazmat::{
     ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
 };
@@ -65,6 +69,29 @@ impl BasisHashes {
 }
 
 impl BasisHashes {
+    /// Hashes the granules of `reader`, which holds `len` bytes: one
+    /// BLAKE3 pass, several granules at once.
+    pub fn compute<R: Read + Send>(reader: R, len: u64) -> io::Result<BasisHashes> {
+        let granule = granule_for(len);
+        let read = hash_granules(reader.take(len), granule)?;
+        if read.len != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the basis ended at {} of {len} bytes", read.len),
+            ));
+        }
+        Ok(BasisHashes {
+            granule,
+            len,
+            cvs: read.cvs,
+        })
+    }
+
+    /// The summary the basis side sends for granule-first matching.
+    pub fn summary(&self) -> GranuleSummary {
+        GranuleSummary::new(self.granule, self.len, &self.cvs)
+    }
+
     /// The granule hashes of `file` as it is now, `len` bytes that equal
     /// the basis these describe inside the `unchanged` ranges (sorted and
     /// disjoint): granules wholly inside one keep their hash, the others
@@ -107,7 +134,7 @@ impl BasisHashes {
     /// Writes the encoding: magic, version, granule, length, then every
     /// chaining value; returns the bytes written.
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
-        crate::format::write_header(&mut w, GRANULES_MAGIC)?;
+        crate::format::write_header(&mut w, crate::format::BASIS_HASHES_MAGIC)?;
         w.write_all(&self.granule.to_be_bytes())?;
         w.write_all(&self.len.to_be_bytes())?;
         for cv in &self.cvs {
@@ -120,7 +147,11 @@ impl BasisHashes {
     /// the engine would not have chosen is refused.
     pub fn read_from<R: Read>(mut r: R) -> Result<BasisHashes, crate::FormatError> {
         use crate::format::{read_header, read_u64};
-        read_header(&mut r, GRANULES_MAGIC, "granule hashes header")?;
+        read_header(
+            &mut r,
+            crate::format::BASIS_HASHES_MAGIC,
+            "granule hashes header",
+        )?;
         let granule = read_u64(&mut r, "granule")?;
         let len = read_u64(&mut r, "length")?;
         if granule != granule_for(len) {
@@ -136,9 +167,6 @@ impl BasisHashes {
         Ok(BasisHashes { granule, len, cvs })
     }
 }
-
-/// Magic number of [`BasisHashes`]' encoding.
-const GRANULES_MAGIC: [u8; 4] = *b"WMGH";
 
 /// Whether `[start, end)` lies inside one of `ranges` (`(offset, len)`,
 /// sorted and disjoint).
@@ -221,20 +249,6 @@ impl TreeHasher {
         self.current.set_input_offset(self.len());
     }
 
-    /// The chaining values of every granule hashed, for a basis whose
-    /// granules a later patch may copy.
-    pub(crate) fn into_basis(mut self) -> BasisHashes {
-        let len = self.len();
-        if self.in_current > 0 {
-            self.cvs.push(self.current.finalize_non_root());
-        }
-        BasisHashes {
-            granule: self.granule,
-            len,
-            cvs: self.cvs,
-        }
-    }
-
     /// The BLAKE3 of everything hashed.
     pub(crate) fn finalize(mut self) -> blake3::Hash {
         if self.cvs.is_empty() {
@@ -245,13 +259,94 @@ impl TreeHasher {
         if self.in_current > 0 {
             self.cvs.push(self.current.finalize_non_root());
         }
-        let left = left_subtree_len(len);
-        merge_subtrees_root(
-            &subtree(&self.cvs, self.granule, 0, left),
-            &subtree(&self.cvs, self.granule, left, len - left),
-            Mode::Hash,
-        )
+        root(&self.cvs, self.granule, len)
     }
+}
+
+/// The BLAKE3 of a file of `len` bytes, more than one granule, from the
+/// chaining values of all its granules.
+fn root(cvs: &[ChainingValue], granule: u64, len: u64) -> blake3::Hash {
+    let left = left_subtree_len(len);
+    merge_subtrees_root(
+        &subtree(cvs, granule, 0, left),
+        &subtree(cvs, granule, left, len - left),
+        Mode::Hash,
+    )
+}
+
+/// A whole stream hashed by granules: its length, the chaining value of
+/// every granule and its standard BLAKE3.
+pub(crate) struct Granules {
+    pub(crate) len: u64,
+    pub(crate) cvs: Vec<ChainingValue>,
+    pub(crate) hash: blake3::Hash,
+}
+
+/// Bytes read per step of [`hash_granules`] (at least two granules).
+const GRANULES_CHUNK: u64 = 4 << 20;
+
+/// Hashes `reader` to its end by granules of `granule` bytes, several
+/// granules at once on the rayon pool while the next chunk is read.
+pub(crate) fn hash_granules<R: Read + Send>(mut reader: R, granule: u64) -> io::Result<Granules> {
+    debug_assert!(granule.is_power_of_two() && granule >= blake3::CHUNK_LEN as u64);
+    let chunk = (GRANULES_CHUNK / granule).max(2) * granule;
+    let mut current = vec![0u8; chunk as usize];
+    let mut next = vec![0u8; chunk as usize];
+    let mut n = read_full(&mut reader, &mut current)?;
+    if n as u64 <= granule {
+        // The whole stream (a chunk is two granules or more): its root,
+        // and for a granule summary the chaining value of its one granule.
+        let bytes = &current[..n];
+        let cvs = match n {
+            0 => Vec::new(),
+            _ => vec![Hasher::new().update(bytes).finalize_non_root()],
+        };
+        return Ok(Granules {
+            len: n as u64,
+            cvs,
+            hash: blake3::hash(bytes),
+        });
+    }
+    let mut cvs = Vec::new();
+    let mut len = 0u64;
+    while n > 0 {
+        let at = len;
+        let (read, ()) = rayon::join(
+            || read_full(&mut reader, &mut next),
+            || {
+                cvs.par_extend(current[..n].par_chunks(granule as usize).enumerate().map(
+                    |(i, bytes)| {
+                        let mut hasher = Hasher::new();
+                        hasher.set_input_offset(at + i as u64 * granule);
+                        hasher.update(bytes);
+                        hasher.finalize_non_root()
+                    },
+                ))
+            },
+        );
+        len += n as u64;
+        n = read?;
+        std::mem::swap(&mut current, &mut next);
+    }
+    Ok(Granules {
+        hash: root(&cvs, granule, len),
+        len,
+        cvs,
+    })
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// The BLAKE3 of `file`, `len` bytes that differ from the basis `hashes`
@@ -328,6 +423,17 @@ mod tests {
 
     use super::*;
 
+    /// The granule hashes of `data` by granules of `granule` bytes.
+    fn hashed(data: &[u8], granule: u64) -> BasisHashes {
+        let read = hash_granules(data, granule).unwrap();
+        assert_eq!(read.hash, blake3::hash(data));
+        BasisHashes {
+            granule,
+            len: read.len,
+            cvs: read.cvs,
+        }
+    }
+
     fn bytes(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 10) as u8)
@@ -367,9 +473,7 @@ mod tests {
         ) {
             let g = 4096u64;
             let basis = bytes((granules * g) as usize + 777, 9);
-            let mut b = TreeHasher::new(g);
-            b.update(&basis);
-            let hashes = b.into_basis();
+            let hashes = hashed(&basis, g);
             prop_assert_eq!(hashes.len(), basis.len() as u64);
 
             let mut new = Vec::new();
@@ -403,9 +507,7 @@ mod tests {
         ) {
             let g = 4096;
             let basis = bytes(basis_len, 4);
-            let mut b = TreeHasher::new(g);
-            b.update(&basis);
-            let hashes = b.into_basis();
+            let hashes = hashed(&basis, g);
             let mut new = basis.clone();
             new.resize(len, 9);
             let mut changed = Vec::new();
@@ -437,9 +539,7 @@ mod tests {
 
     #[test]
     fn a_short_last_granule_is_not_whole() {
-        let mut b = TreeHasher::new(4096);
-        b.update(&bytes(3 * 4096 + 1, 0));
-        let hashes = b.into_basis();
+        let hashes = hashed(&bytes(3 * 4096 + 1, 0), 4096);
         assert!(hashes.whole(1, 2).is_some());
         assert!(
             hashes.whole(1, 3).is_none(),

@@ -13,14 +13,16 @@
 //! This layout never changes, so any two versions can tell each other
 //! which versions they speak. Version 1: after the greetings the TLS stream
 //! carries the transfer's bytes as they are, and a clean end is a TLS
-//! close_notify.
+//! close_notify. Version 2: the same, and the block engine's first message
+//! for a large file may be a granule summary (`WMGS`), which version 1
+//! cannot read.
 
 use crate::{NetError, Psk};
 
 /// The lowest protocol version this agent speaks.
-pub const MIN_VERSION: u16 = 1;
+pub const MIN_VERSION: u16 = 2;
 /// The highest protocol version this agent speaks.
-pub const MAX_VERSION: u16 = 1;
+pub const MAX_VERSION: u16 = 2;
 /// Length of a greeting on the wire.
 pub const LEN: usize = 8 + 2 + 2 + 1 + 32;
 

@@ -1,19 +1,22 @@
 //! `blocks`: signature, delta and patch run natively between the volume and
 //! the channel, through the block engine.
 //!
-//! A large file is delta'd in rounds: where the first round against the
-//! peer's signature leaves literals, the sending side asks for a finer
-//! signature of the basis ranges no copy used, and the receiving side
-//! answers from inside `receive-patch` before the delta arrives. The
-//! receiving side may have sent signatures of later files ahead of that
+//! A large file is delta'd in rounds: where the first round against what
+//! the peer sent of its basis leaves literals, the sending side asks for a
+//! finer signature of the basis ranges no copy used, and the receiving
+//! side answers from inside `receive-patch` before the delta arrives. The
+//! receiving side may have sent summaries of later files ahead of that
 //! answer; they are kept, in order, for the next `send-delta` calls.
 //!
-//! The receiving side keeps what its signature pass learned of a large
-//! file (the granule hashes, [`BasisHashes`]) for the patch that follows:
+//! For a large file the first round is granule-first: the receiving side
+//! sends the tags of its granules' BLAKE3 hashes ([`BasisHashes`]), the
+//! sending side hashes its own granules (which its file's BLAKE3 needs
+//! anyway) and only granules that differ go through block rounds. The
+//! receiving side keeps the granule hashes for the patch that follows:
 //! granules left in place are then not read again, whether the file is
 //! rebuilt beside the old one or, when large, patched in place under an
-//! undo journal. After the patch it keeps the new file's signature for the
-//! next run ([`KeptSignature`]), which then reads nothing before it
+//! undo journal. After the patch it keeps the new file's granule hashes
+//! for the next run ([`KeptHashes`]), which then reads nothing before it
 //! answers, as long as the file's stamp is unchanged.
 
 use std::collections::VecDeque;
@@ -22,15 +25,15 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use wasmover_block::{
-    BasisHashes, FormatError, InPlacePatch, Incoming, Limits, PatchError, PatchStats, Plan,
-    RefineOptions, Signature, SignatureOptions, SparseWriter,
+    BasisHashes, DeltaStats, FormatError, InPlacePatch, Incoming, Limits, PatchError, PatchStats,
+    Plan, RefineOptions, Signature, SignatureOptions, SparseWriter, Summary,
 };
 
 use crate::bindings::blocks::{self as wit, BlockError, BlockStats};
 use crate::bindings::channel::ChannelError;
 use crate::channel::Channel;
 use crate::state::{HostState, Observer, Progress};
-use crate::volume::{Image, KeptSignature, Stamp, Tree, Volume, VolumeError};
+use crate::volume::{Image, KeptHashes, Stamp, Tree, Volume, VolumeError};
 
 impl From<VolumeError> for BlockError {
     fn from(e: VolumeError) -> Self {
@@ -60,10 +63,10 @@ const REFINE_MIN_FILE: u64 = 1 << 20;
 /// refinement (the blocksync mover keeps at most 64 in flight).
 const MAX_SIGNATURES_AHEAD: usize = 1024;
 
-/// Files at least this large keep the hashes of their granules while
-/// their signature is computed, so their rebuild copies unchanged granules
-/// in the kernel and need not read and hash them again.
-const BASIS_HASHES_MIN_FILE: u64 = 8 << 20;
+/// Files at least this large are matched granules first, and keep the
+/// hashes of their granules for their patch, which then copies unchanged
+/// granules in the kernel and need not read and hash them again.
+const GRANULES_FIRST_MIN_FILE: u64 = 8 << 20;
 /// Basis hashes (and large files) kept for patches to come (the blocksync
 /// mover has at most 64 signatures in flight).
 const MAX_BASIS_HASHES: usize = 128;
@@ -71,8 +74,8 @@ const MAX_BASIS_HASHES: usize = 128;
 /// State of the block protocol between calls.
 #[derive(Debug, Default)]
 pub(crate) struct BlockSession {
-    /// Signatures that arrived while a refinement answer was awaited.
-    ahead: VecDeque<Signature>,
+    /// Summaries that arrived while a refinement answer was awaited.
+    ahead: VecDeque<Summary>,
     /// What the signature pass of bases kept for their patches.
     basis_hashes: VecDeque<BasisKept>,
     /// Files of a tree whose signature went out, large enough to be
@@ -80,46 +83,33 @@ pub(crate) struct BlockSession {
     large: VecDeque<String>,
 }
 
-/// What the signature pass of a basis kept for its patch: the stamp the
-/// basis had before it was read, the signature sent and the basis's
-/// granule hashes.
+/// What the summary pass of a basis kept for its patch: the stamp the
+/// basis had before it was read and its granule hashes.
 #[derive(Debug)]
 struct BasisKept {
     path: String,
     stamp: Stamp,
-    signature: Signature,
     hashes: BasisHashes,
 }
 
 impl BasisKept {
-    /// The signature and granule hashes of the file a patch of this basis
-    /// just wrote (`file`, `len` bytes, now stamped `stamp`), from these
-    /// and the ranges the patch left as they were in the basis: to keep
-    /// for the next run. `None` where the new length calls for another
-    /// block size or granule, or the file cannot be read.
+    /// The granule hashes of the file a patch of this basis just wrote
+    /// (`file`, `len` bytes, now stamped `stamp`), from these and the
+    /// ranges the patch left as they were in the basis: to keep for the
+    /// next run. `None` where the new length calls for another granule, or
+    /// the file cannot be read.
     fn updated(
         &self,
         file: &File,
         len: u64,
         unchanged: &[(u64, u64)],
         stamp: Stamp,
-    ) -> Option<KeptSignature> {
-        let options = SignatureOptions {
-            block_size: Some(self.signature.block_size()),
-        };
-        let updated = self
-            .signature
-            .updated(file, len, &options, unchanged)
-            .and_then(|signature| Ok((signature, self.hashes.updated(file, len, unchanged)?)));
-        match updated {
-            Ok((Some(signature), Some(hashes))) => Some(KeptSignature {
-                stamp,
-                signature,
-                hashes,
-            }),
-            Ok(_) => None,
+    ) -> Option<KeptHashes> {
+        match self.hashes.updated(file, len, unchanged) {
+            Ok(Some(hashes)) => Some(KeptHashes { stamp, hashes }),
+            Ok(None) => None,
             Err(e) => {
-                tracing::warn!(path = self.path, "could not update its signature: {e}");
+                tracing::warn!(path = self.path, "could not update its granule hashes: {e}");
                 None
             }
         }
@@ -161,16 +151,12 @@ fn protocol_error(what: &str, path: &str) -> impl FnOnce(FormatError) -> BlockEr
     }
 }
 
-/// Reads one signature from the peer.
-fn read_signature(
-    channel: &mut Channel,
-    limits: &Limits,
-    path: &str,
-) -> Result<Signature, BlockError> {
+/// Reads one signature or granule summary from the peer.
+fn read_summary(channel: &mut Channel, limits: &Limits, path: &str) -> Result<Summary, BlockError> {
     let reader = channel
         .reader_for_receive()
         .map_err(io_error("receiving the signature of", path))?;
-    Signature::read_from(&mut *reader, limits)
+    Summary::read_from(&mut *reader, limits)
         .map_err(|e| aborted(&e, reader).unwrap_or_else(|| protocol_error("signature of", path)(e)))
 }
 
@@ -560,7 +546,7 @@ fn receive_in_place(
     let next = kept
         .zip(stamp)
         .and_then(|(kept, stamp)| kept.updated(&file, stats.written_bytes, &unchanged, stamp));
-    image.keep_signature(next.as_ref());
+    image.keep_hashes(next.as_ref());
     Ok(stats)
 }
 
@@ -596,8 +582,85 @@ fn receive_in_place_tree(
     let next = kept
         .zip(stamp)
         .and_then(|(kept, stamp)| kept.updated(&open, stats.written_bytes, &unchanged, stamp));
-    tree.keep_signature(path, next.as_ref());
+    tree.keep_hashes(path, next.as_ref());
     Ok(stats)
+}
+
+/// The granule hashes of a large basis: those the run that wrote it
+/// kept, if it is as that run left it, else read now. Kept for its patch
+/// when its stamp can be trusted.
+fn basis_hashes(
+    volume: &Volume,
+    path: &str,
+    basis: &mut Basis,
+    session: &mut BlockSession,
+) -> Result<BasisHashes, BlockError> {
+    // A file that changed lately might change again within the same tick
+    // of its clock, unseen by its stamp.
+    let stamp = basis
+        .only_file()
+        .map(|(_, stamp)| stamp)
+        .filter(|stamp| stamp.settled(volume.settle_ns()));
+    let kept = match (volume, stamp) {
+        (Volume::Tree(tree), Some(_)) => tree.kept_hashes(path),
+        (Volume::Image(image), Some(_)) => image.kept_hashes(),
+        _ => None,
+    }
+    .filter(|kept| Some(kept.stamp) == stamp);
+    let hashes = match kept {
+        Some(kept) => {
+            tracing::debug!(
+                path,
+                "sending the granule hashes kept by the run that wrote it"
+            );
+            kept.hashes
+        }
+        None => {
+            let len = basis.len();
+            BasisHashes::compute(&mut *basis, len).map_err(io_error("reading", path))?
+        }
+    };
+    if let Some(stamp) = stamp {
+        session.keep_basis_hashes(BasisKept {
+            path: path.to_owned(),
+            stamp,
+            hashes: hashes.clone(),
+        });
+    }
+    Ok(hashes)
+}
+
+/// Runs the refinement rounds `plan` asks for, reading the peer's answers
+/// (and keeping summaries of later files that arrive first), then writes
+/// the delta.
+fn refine_and_write(
+    mut plan: Plan,
+    mut file: &File,
+    channel: &mut Channel,
+    session: &mut BlockSession,
+    limits: &Limits,
+    path: &str,
+) -> Result<DeltaStats, BlockError> {
+    let delta_error = |e: io::Error| BlockError::Io(format!("delta of {path}: {e}"));
+    while let Some(request) = plan.refinement(&RefineOptions::default()) {
+        request
+            .write_to(channel.writer())
+            .map_err(io_error("asking for a finer signature of", path))?;
+        let fine = loop {
+            match read_summary(channel, limits, path)? {
+                Summary::Signature(fine) if fine.is_refinement() => break fine,
+                next if session.ahead.len() < MAX_SIGNATURES_AHEAD => session.ahead.push_back(next),
+                _ => {
+                    return Err(BlockError::Protocol(format!(
+                        "more than {MAX_SIGNATURES_AHEAD} signatures arrived ahead of the finer \
+                         signature of {path}"
+                    )));
+                }
+            }
+        };
+        plan.refine(&fine, &mut file).map_err(delta_error)?;
+    }
+    plan.write(&mut file, channel.writer()).map_err(delta_error)
 }
 
 impl HostState {
@@ -646,63 +709,26 @@ impl wit::Host for HostState {
         block_size: Option<u32>,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, session, _, _| {
-            let options = SignatureOptions { block_size };
             let mut basis = Basis::open(volume, &path)?;
             let len = basis.len();
             if matches!(volume, Volume::Tree(_)) && len >= IN_PLACE_MIN_FILE {
                 session.keep_large(&path);
             }
-            // A file that changed lately might change again within the
-            // same tick of its clock, unseen by its stamp.
-            let hashed = basis
-                .only_file()
-                .filter(|(_, stamp)| {
-                    len >= BASIS_HASHES_MIN_FILE && stamp.settled(volume.settle_ns())
-                })
-                .map(|(_, stamp)| stamp);
-            // What the run that wrote the file kept of it, if the file is
-            // as that run left it: then it is not read at all.
-            let kept = match (volume, hashed) {
-                (Volume::Tree(tree), Some(_)) => tree.kept_signature(&path),
-                (Volume::Image(image), Some(_)) => image.kept_signature(),
-                _ => None,
-            }
-            .filter(|kept| {
-                Some(kept.stamp) == hashed
-                    && kept.signature.block_size() == options.block_size_for(len)
-            });
-            let signature = match (len, hashed, kept) {
-                (0, ..) => Signature::empty(),
-                (_, Some(stamp), Some(kept)) => {
-                    tracing::debug!(path, "sending the signature kept by the run that wrote it");
-                    session.keep_basis_hashes(BasisKept {
-                        path: path.clone(),
-                        stamp,
-                        signature: kept.signature.clone(),
-                        hashes: kept.hashes,
-                    });
-                    kept.signature
+            let summary = match (len, block_size) {
+                (0, _) => Summary::Signature(Signature::empty()),
+                (GRANULES_FIRST_MIN_FILE.., None) => {
+                    Summary::Granules(basis_hashes(volume, &path, &mut basis, session)?.summary())
                 }
-                (len, Some(stamp), None) => {
-                    let (signature, hashes) =
-                        Signature::compute_with_hashes(&mut basis, len, &options)
-                            .map_err(io_error("reading", &path))?;
-                    session.keep_basis_hashes(BasisKept {
-                        path: path.clone(),
-                        stamp,
-                        signature: signature.clone(),
-                        hashes,
-                    });
-                    signature
-                }
-                (len, None, _) => Signature::compute(&mut basis, len, &options)
-                    .map_err(io_error("reading", &path))?,
+                (len, block_size) => Summary::Signature(
+                    Signature::compute(&mut basis, len, &SignatureOptions { block_size })
+                        .map_err(io_error("reading", &path))?,
+                ),
             };
-            signature
+            summary
                 .write_to(channel.writer())
                 .map_err(io_error("sending the signature of", &path))?;
             Ok(BlockStats {
-                file_bytes: signature.basis_len(),
+                file_bytes: len,
                 matched_bytes: 0,
                 literal_bytes: 0,
                 wire_bytes: 0,
@@ -712,44 +738,33 @@ impl wit::Host for HostState {
 
     fn send_delta(&mut self, path: String) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, session, limits, _| {
-            let signature = match session.ahead.pop_front() {
-                Some(signature) => signature,
-                None => read_signature(channel, limits, &path)?,
+            let summary = match session.ahead.pop_front() {
+                Some(summary) => summary,
+                None => read_summary(channel, limits, &path)?,
             };
-            if signature.is_refinement() {
+            if matches!(&summary, Summary::Signature(s) if s.is_refinement()) {
                 return Err(BlockError::Protocol(format!(
                     "expected the signature of {path}, received the answer to a refinement"
                 )));
             }
-            let (mut file, len, stamp) =
+            let (file, len, stamp) =
                 open_source(volume, &path)?.ok_or_else(|| BlockError::NotFound(path.clone()))?;
             let delta_error = |e: io::Error| BlockError::Io(format!("delta of {path}: {e}"));
-            let stats = if len < REFINE_MIN_FILE || signature.block_count() == 0 {
-                wasmover_block::delta(&signature, file, channel.writer())
-                    .map_err(|e| BlockError::Io(format!("delta of {path}: {e}")))?
-            } else {
-                let mut plan = Plan::from_file(&signature, &file).map_err(delta_error)?;
-                while let Some(request) = plan.refinement(&RefineOptions::default()) {
-                    request
-                        .write_to(channel.writer())
-                        .map_err(io_error("asking for a finer signature of", &path))?;
-                    let fine = loop {
-                        let next = read_signature(channel, limits, &path)?;
-                        if next.is_refinement() {
-                            break next;
-                        }
-                        if session.ahead.len() >= MAX_SIGNATURES_AHEAD {
-                            return Err(BlockError::Protocol(format!(
-                                "more than {MAX_SIGNATURES_AHEAD} signatures arrived ahead of \
-                                 the finer signature of {path}"
-                            )));
-                        }
-                        session.ahead.push_back(next);
-                    };
-                    plan.refine(&fine, &mut file).map_err(delta_error)?;
+            let stats = match summary {
+                Summary::Signature(signature)
+                    if len < REFINE_MIN_FILE || signature.block_count() == 0 =>
+                {
+                    wasmover_block::delta(&signature, &file, channel.writer())
+                        .map_err(|e| BlockError::Io(format!("delta of {path}: {e}")))?
                 }
-                plan.write(&mut file, channel.writer())
-                    .map_err(delta_error)?
+                Summary::Signature(signature) => {
+                    let plan = Plan::from_file(&signature, &file).map_err(delta_error)?;
+                    refine_and_write(plan, &file, channel, session, limits, &path)?
+                }
+                Summary::Granules(granules) => {
+                    let plan = Plan::from_granules(&granules, &file).map_err(delta_error)?;
+                    refine_and_write(plan, &file, channel, session, limits, &path)?
+                }
             };
             if let Some(stamp) = stamp {
                 volume.remember_hash(&path, stamp, stats.hash);
@@ -895,7 +910,7 @@ fn receive_beside(
                 }
                 _ => None,
             };
-            tree.keep_signature(path, next.as_ref());
+            tree.keep_hashes(path, next.as_ref());
             Ok(stats)
         }
         // The peer is gone: what arrived is kept for the next run.
@@ -950,8 +965,9 @@ mod tests {
             .filter(|s| *s == stamp)
             .unwrap();
         let len = basis.len();
-        let (signature, hashes) =
-            Signature::compute_with_hashes(&mut basis, len, &SignatureOptions::default()).unwrap();
+        let signature = Signature::compute(&mut basis, len, &SignatureOptions::default()).unwrap();
+        io::Seek::seek(&mut basis, io::SeekFrom::Start(0)).unwrap();
+        let hashes = BasisHashes::compute(&mut basis, len).unwrap();
         drop(basis);
         meanwhile();
         let (mut here, mut peer) = Channel::pair();
@@ -977,7 +993,6 @@ mod tests {
         let kept = BasisKept {
             path: path.to_owned(),
             stamp,
-            signature,
             hashes,
         };
         let result = receive_beside(
@@ -1007,17 +1022,14 @@ mod tests {
         // What is kept for the next run is what reading the new file gives,
         // under the stamp it has now; nothing where the filesystem's ctime
         // could miss a change made right after it was written.
-        let kept = tree.kept_signature("f");
+        let kept = tree.kept_hashes("f");
         if tree.settle_ns() > 0 {
             assert!(kept.is_none());
         } else {
-            let kept = kept.expect("a signature is kept");
+            let kept = kept.expect("granule hashes are kept");
             let (file, len, stamp) = tree.open_file("f").unwrap().unwrap();
-            let (signature, hashes) =
-                Signature::compute_with_hashes(&file, len, &SignatureOptions::default()).unwrap();
             assert_eq!(kept.stamp, stamp);
-            assert_eq!(kept.signature, signature);
-            assert_eq!(kept.hashes, hashes);
+            assert_eq!(kept.hashes, BasisHashes::compute(&file, len).unwrap());
         }
 
         // The old file changes (same length) after its hashes were taken:
@@ -1072,7 +1084,7 @@ mod tests {
         let (mut here, mut peer) = Channel::pair();
         peer.abort("VolumeError: disk full");
         peer.abort("VolumeError: still full");
-        let err = read_signature(&mut here, &Limits::default(), "f").unwrap_err();
+        let err = read_summary(&mut here, &Limits::default(), "f").unwrap_err();
         assert!(
             matches!(&err, BlockError::Channel(ChannelError::Aborted(r)) if r == "VolumeError: disk full"),
             "{err:?}"

@@ -13,7 +13,7 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::signatures::{self, KeptSignature};
+use super::kept_hashes::{self, KeptHashes};
 use super::{
     Access, DIGEST_BUFFER, DIGEST_CONTEXT, KnownHashes, Stamp, VolumeError, content_hash, known,
 };
@@ -304,36 +304,36 @@ impl Image {
         self.settle_ns
     }
 
-    /// Where the signature of the image is kept, beside its journal.
-    fn signature_path(&self) -> Option<PathBuf> {
+    /// Where the granule hashes of the image are kept, beside its journal.
+    fn granules_path(&self) -> Option<PathBuf> {
         let mut path = self.journal.as_ref()?.as_os_str().to_owned();
-        path.push(".signature");
+        path.push(".granules");
         Some(PathBuf::from(path))
     }
 
-    /// The signature and granule hashes kept by an earlier run, if any; the
-    /// caller compares their stamp with the image's.
-    pub(crate) fn kept_signature(&self) -> Option<KeptSignature> {
-        let path = self.signature_path()?;
+    /// The granule hashes kept by an earlier run, if any; the caller
+    /// compares their stamp with the image's.
+    pub(crate) fn kept_hashes(&self) -> Option<KeptHashes> {
+        let path = self.granules_path()?;
         match std::fs::read(&path) {
-            Ok(bytes) => signatures::decode(&bytes, "")
+            Ok(bytes) => kept_hashes::decode(&bytes, "")
                 .inspect_err(|why| {
-                    tracing::warn!(file = %path.display(), "ignoring a kept signature: {why}");
+                    tracing::warn!(file = %path.display(), "ignoring kept granule hashes: {why}");
                 })
                 .ok(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => {
-                tracing::warn!(file = %path.display(), "ignoring a kept signature: {e}");
+                tracing::warn!(file = %path.display(), "ignoring kept granule hashes: {e}");
                 None
             }
         }
     }
 
-    /// Keeps the image's signature and granule hashes for the next run, if
-    /// their stamp lets a later run trust them; otherwise drops what was
-    /// kept. Best effort.
-    pub(crate) fn keep_signature(&self, kept: Option<&KeptSignature>) {
-        let Some(path) = self.signature_path() else {
+    /// Keeps the image's granule hashes for the next run, if their stamp
+    /// lets a later run trust them; otherwise drops what was kept. Best
+    /// effort.
+    pub(crate) fn keep_hashes(&self, kept: Option<&KeptHashes>) {
+        let Some(path) = self.granules_path() else {
             return;
         };
         let Some(kept) = kept.filter(|k| k.stamp.settled(self.settle_ns)) else {
@@ -342,10 +342,10 @@ impl Image {
         };
         let mut staged = path.clone().into_os_string();
         staged.push(super::tree::STAGING_SUFFIX);
-        let written = std::fs::write(&staged, signatures::encode("", kept))
+        let written = std::fs::write(&staged, kept_hashes::encode("", kept))
             .and_then(|()| std::fs::rename(&staged, &path));
         if let Err(e) = written {
-            tracing::warn!(file = %path.display(), "could not keep the signature for the next run: {e}");
+            tracing::warn!(file = %path.display(), "could not keep the granule hashes for the next run: {e}");
         }
     }
 

@@ -3,8 +3,8 @@
 //! journal ([`Image`]).
 
 mod image;
+mod kept_hashes;
 pub(crate) mod known;
-mod signatures;
 mod tree;
 
 use std::io;
@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use image::Image;
+pub(crate) use kept_hashes::KeptHashes;
 pub use known::HashStore;
 pub(crate) use known::{KnownHashes, Stamp};
-pub(crate) use signatures::KeptSignature;
 pub use tree::{STAGING_SUFFIX, STATE_DIR, Tree};
 
 use crate::bindings::volume::{Entry, TreeDigest};

@@ -13,8 +13,8 @@ use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, SystemTimeSpec};
 use cap_std::fs::{Dir, File, MetadataExt, OpenOptions, Permissions, PermissionsExt};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+use super::kept_hashes::{self, KeptHashes};
 use super::known::{self, Stored};
-use super::signatures::{self, KeptSignature};
 use super::{Access, DIGEST_BUFFER, DIGEST_CONTEXT, HashStore, KnownHashes, Stamp, VolumeError};
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
@@ -26,8 +26,8 @@ pub struct Tree {
     /// Whether partial content may be kept in [`STATE_DIR`]: when none
     /// is, the per-file lookups of it are skipped.
     has_partials: AtomicBool,
-    /// Whether signatures may be kept in [`SIGNATURES`], likewise.
-    has_signatures: AtomicBool,
+    /// Whether granule hashes may be kept in [`GRANULES`], likewise.
+    has_granules: AtomicBool,
     /// Hashes of files this run read or wrote whole.
     pub(super) known: KnownHashes,
     /// Where the digest keeps the hashes it saw for the next run.
@@ -63,14 +63,14 @@ fn partial_path(path: &str) -> String {
 /// Where [`HashStore::InVolume`] keeps the hashes.
 const HASHES: &str = ".wasmover/hashes";
 
-/// Where the signatures of large files are kept ([`Tree::keep_signature`]).
-const SIGNATURES: &str = ".wasmover/signatures";
+/// Where the granule hashes of large files are kept ([`Tree::keep_hashes`]).
+const GRANULES: &str = ".wasmover/granules";
 
-/// Where the signature kept of `path` lives: named by a hash of the path,
-/// which the file also holds.
-fn signature_path(path: &str) -> String {
+/// Where the granule hashes kept of `path` live: named by a hash of the
+/// path, which the file also holds.
+fn granules_path(path: &str) -> String {
     format!(
-        "{SIGNATURES}/{}",
+        "{GRANULES}/{}",
         &blake3::hash(path.as_bytes()).to_hex()[..32]
     )
 }
@@ -101,13 +101,13 @@ impl Tree {
         };
         let has_partials =
             AtomicBool::new(dir.symlink_metadata(format!("{STATE_DIR}/partial")).is_ok());
-        let has_signatures = AtomicBool::new(dir.symlink_metadata(SIGNATURES).is_ok());
+        let has_granules = AtomicBool::new(dir.symlink_metadata(GRANULES).is_ok());
         let tree = Self {
             root,
             dir,
             access,
             has_partials,
-            has_signatures,
+            has_granules,
             known: KnownHashes::default(),
             store: match access {
                 Access::ReadWrite => HashStore::InVolume,
@@ -683,40 +683,43 @@ impl Tree {
         Ok(self.remember_written(file, path, hash))
     }
 
-    /// The signature and granule hashes kept of `path` by an earlier run,
-    /// if any; the caller compares their stamp with the file's.
-    pub(crate) fn kept_signature(&self, path: &str) -> Option<KeptSignature> {
-        let shown = || self.root.join(signature_path(path)).display().to_string();
-        match self.dir.read(signature_path(path)) {
-            Ok(bytes) => signatures::decode(&bytes, path)
+    /// The granule hashes kept of `path` by an earlier run, if any; the
+    /// caller compares their stamp with the file's.
+    pub(crate) fn kept_hashes(&self, path: &str) -> Option<KeptHashes> {
+        let shown = || self.root.join(granules_path(path)).display().to_string();
+        match self.dir.read(granules_path(path)) {
+            Ok(bytes) => kept_hashes::decode(&bytes, path)
                 .inspect_err(|why| {
-                    tracing::warn!(file = shown(), "ignoring a kept signature: {why}");
+                    tracing::warn!(file = shown(), "ignoring kept granule hashes: {why}");
                 })
                 .ok(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => {
-                tracing::warn!(file = shown(), "ignoring a kept signature: {e}");
+                tracing::warn!(file = shown(), "ignoring kept granule hashes: {e}");
                 None
             }
         }
     }
 
-    /// Keeps the signature and granule hashes of `path` for the next run,
-    /// if its stamp lets a later run trust it ([`Stamp::settled`]);
-    /// otherwise drops what was kept. Best effort: a signature not kept
-    /// costs the next run one read of the file.
-    pub(crate) fn keep_signature(&self, path: &str, kept: Option<&KeptSignature>) {
-        let file = signature_path(path);
+    /// Keeps the granule hashes of `path` for the next run, if its stamp
+    /// lets a later run trust them ([`Stamp::settled`]); otherwise drops
+    /// what was kept. Best effort: hashes not kept cost the next run one
+    /// read of the file.
+    pub(crate) fn keep_hashes(&self, path: &str, kept: Option<&KeptHashes>) {
+        let file = granules_path(path);
         let Some(kept) = kept.filter(|k| k.stamp.settled(self.settle_ns)) else {
-            if self.has_signatures.load(Ordering::Relaxed) {
+            if self.has_granules.load(Ordering::Relaxed) {
                 let _ = self.dir.remove_file(&file);
             }
             return;
         };
-        self.has_signatures.store(true, Ordering::Relaxed);
-        let kept = self.replace_state_file(SIGNATURES, &file, &signatures::encode(path, kept));
+        self.has_granules.store(true, Ordering::Relaxed);
+        let kept = self.replace_state_file(GRANULES, &file, &kept_hashes::encode(path, kept));
         if let Err(e) = kept {
-            tracing::warn!(path, "could not keep its signature for the next run: {e}");
+            tracing::warn!(
+                path,
+                "could not keep its granule hashes for the next run: {e}"
+            );
         }
     }
 
@@ -766,22 +769,22 @@ impl Tree {
 
     /// Removes what earlier runs left that a completed transfer no longer
     /// needs: every partial content (it belongs to files the source no
-    /// longer has, or has as the destination does now) and the signatures
-    /// kept of files the tree no longer holds. Best effort.
+    /// longer has, or has as the destination does now) and the granule
+    /// hashes kept of files the tree no longer holds. Best effort.
     pub fn discard_leftovers(&self) {
         if self.has_partials.swap(false, Ordering::Relaxed) {
             let _ = self.dir.remove_dir_all(format!("{STATE_DIR}/partial"));
         }
-        if self.has_signatures.load(Ordering::Relaxed)
-            && let Ok(entries) = self.dir.read_dir(SIGNATURES)
+        if self.has_granules.load(Ordering::Relaxed)
+            && let Ok(entries) = self.dir.read_dir(GRANULES)
         {
             for entry in entries.flatten() {
-                let name = format!("{SIGNATURES}/{}", entry.file_name().to_string_lossy());
+                let name = format!("{GRANULES}/{}", entry.file_name().to_string_lossy());
                 let kept_for = self
                     .dir
                     .open(&name)
                     .ok()
-                    .and_then(|file| signatures::path_of(file.into_std()));
+                    .and_then(|file| kept_hashes::path_of(file.into_std()));
                 let gone = kept_for.is_none_or(
                     |path| !matches!(self.dir.symlink_metadata(&path), Ok(meta) if meta.is_file()),
                 );
@@ -789,8 +792,8 @@ impl Tree {
                     let _ = self.dir.remove_file(&name);
                 }
             }
-            if self.dir.remove_dir(SIGNATURES).is_ok() {
-                self.has_signatures.store(false, Ordering::Relaxed);
+            if self.dir.remove_dir(GRANULES).is_ok() {
+                self.has_granules.store(false, Ordering::Relaxed);
             }
         }
         let _ = self.dir.remove_dir(STATE_DIR);
@@ -1288,43 +1291,38 @@ mod tests {
         assert!(!root.path().join(JOURNAL_TARGET).exists());
     }
 
-    /// A signature is kept only under a stamp a later run may trust, and
-    /// a completed transfer drops those of files that are gone.
+    /// Granule hashes are kept only under a stamp a later run may trust,
+    /// and a completed transfer drops those of files that are gone.
     #[test]
-    fn kept_signatures_go_with_their_files() {
-        use wasmover_block::{Signature, SignatureOptions};
+    fn kept_granule_hashes_go_with_their_files() {
         let root = tempfile::tempdir().unwrap();
         for name in ["a", "b"] {
-            std::fs::write(root.path().join(name), b"content").unwrap();
+            std::fs::write(root.path().join(name), name).unwrap();
         }
         let mut tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
         let kept = |path: &str| {
             let (file, len, stamp) = tree.open_file(path).unwrap().unwrap();
-            let (signature, hashes) =
-                Signature::compute_with_hashes(&file, len, &SignatureOptions::default()).unwrap();
-            KeptSignature {
-                stamp,
-                signature,
-                hashes,
-            }
+            let hashes = wasmover_block::BasisHashes::compute(&file, len).unwrap();
+            KeptHashes { stamp, hashes }
         };
         let (a, b) = (kept("a"), kept("b"));
         tree.settle_ns = known::SETTLE_NS;
-        tree.keep_signature("a", Some(&a));
-        assert!(tree.kept_signature("a").is_none(), "not settled: not kept");
+        tree.keep_hashes("a", Some(&a));
+        assert!(tree.kept_hashes("a").is_none(), "not settled: not kept");
         tree.settle_ns = 0;
-        tree.keep_signature("a", Some(&a));
-        tree.keep_signature("b", Some(&b));
-        assert_eq!(tree.kept_signature("a").unwrap().stamp, a.stamp);
-        assert_eq!(tree.kept_signature("b").unwrap().signature, b.signature);
+        tree.keep_hashes("a", Some(&a));
+        tree.keep_hashes("b", Some(&b));
+        assert_eq!(tree.kept_hashes("a").unwrap().stamp, a.stamp);
+        assert_eq!(tree.kept_hashes("b").unwrap().hashes, b.hashes);
+        assert_ne!(a.hashes, b.hashes);
 
         std::fs::remove_file(root.path().join("b")).unwrap();
         tree.discard_leftovers();
-        assert!(tree.kept_signature("a").is_some());
-        assert!(tree.kept_signature("b").is_none());
+        assert!(tree.kept_hashes("a").is_some());
+        assert!(tree.kept_hashes("b").is_none());
         std::fs::remove_file(root.path().join("a")).unwrap();
         tree.discard_leftovers();
-        assert!(!root.path().join(SIGNATURES).exists());
+        assert!(!root.path().join(GRANULES).exists());
     }
 
     /// A read-only tree keeps its hashes only where it is told, never in

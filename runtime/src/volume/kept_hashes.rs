@@ -1,32 +1,30 @@
-//! Signatures a receiving tree keeps of the large files a run wrote, so
-//! the next run sends them without reading those files again: the
-//! signature and granule hashes of a file are updated from the old ones
-//! and the bytes a patch changed ([`wasmover_block::Signature::updated`]).
-//! One is used only while the file's [`Stamp`] is the one it was kept
-//! with.
+//! Granule hashes a receiving volume keeps of the large files a run wrote,
+//! so the next run sends their summary without reading those files again:
+//! the hashes of a file are updated from the old ones and the bytes a
+//! patch changed ([`wasmover_block::BasisHashes::updated`]). They are used
+//! only while the file's [`Stamp`] is the one they were kept with.
 
-use wasmover_block::{BasisHashes, Limits, Signature};
+use wasmover_block::BasisHashes;
 
 use super::Stamp;
 use super::known::{seal, unseal};
 
-const MAGIC: &[u8; 4] = b"WMSG";
+const MAGIC: &[u8; 4] = b"WMKG";
 const VERSION: u8 = 1;
 
 /// What is kept of one file.
 #[derive(Debug)]
-pub(crate) struct KeptSignature {
+pub(crate) struct KeptHashes {
     pub(crate) stamp: Stamp,
-    pub(crate) signature: Signature,
     pub(crate) hashes: BasisHashes,
 }
 
-/// Encodes what is kept of `path`: magic `WMSG`, version, the path (its
+/// Encodes what is kept of `path`: magic `WMKG`, version, the path (its
 /// length as u64, then its bytes), the stamp (inode, length, mtime, ctime),
-/// the signature and the granule hashes in the block engine's encodings,
-/// then a BLAKE3 of all that, so a torn or damaged file is ignored rather
-/// than trusted. Big-endian.
-pub(crate) fn encode(path: &str, kept: &KeptSignature) -> Vec<u8> {
+/// the granule hashes in the block engine's encoding, then a BLAKE3 of all
+/// that, so a torn or damaged file is ignored rather than trusted.
+/// Big-endian.
+pub(crate) fn encode(path: &str, kept: &KeptHashes) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
@@ -39,20 +37,17 @@ pub(crate) fn encode(path: &str, kept: &KeptSignature) -> Vec<u8> {
     for value in [stamp.mtime_ns, stamp.ctime_ns] {
         out.extend_from_slice(&value.to_be_bytes());
     }
-    kept.signature
-        .write_to(&mut out)
-        .expect("writing to memory");
     kept.hashes.write_to(&mut out).expect("writing to memory");
     seal(out)
 }
 
 /// Decodes what [`encode`] wrote for `path`, or says why it cannot be
 /// used.
-pub(crate) fn decode(bytes: &[u8], path: &str) -> Result<KeptSignature, String> {
+pub(crate) fn decode(bytes: &[u8], path: &str) -> Result<KeptHashes, String> {
     use std::io::Read;
     let body = unseal(bytes, MAGIC.len() + 1)?;
     if &body[..4] != MAGIC || body[4] != VERSION {
-        return Err("it is not a kept signature of this version".into());
+        return Err("it is not kept granule hashes of this version".into());
     }
     let mut r = &body[5..];
     let u64_of = |r: &mut &[u8]| {
@@ -68,23 +63,17 @@ pub(crate) fn decode(bytes: &[u8], path: &str) -> Result<KeptSignature, String> 
     r = &r[path.len()..];
     let (inode, len) = (u64_of(&mut r)?, u64_of(&mut r)?);
     let (mtime_ns, ctime_ns) = (u64_of(&mut r)? as i64, u64_of(&mut r)? as i64);
-    let signature = Signature::read_from(&mut r, &Limits::default()).map_err(|e| e.to_string())?;
     let hashes = BasisHashes::read_from(&mut r).map_err(|e| e.to_string())?;
-    if !r.is_empty()
-        || signature.is_refinement()
-        || signature.basis_len() != len
-        || hashes.len() != len
-    {
+    if !r.is_empty() || hashes.len() != len {
         return Err("its parts do not agree".into());
     }
-    Ok(KeptSignature {
+    Ok(KeptHashes {
         stamp: Stamp::stored(inode, len, mtime_ns, ctime_ns),
-        signature,
         hashes,
     })
 }
 
-/// The path a kept signature was kept for, read from the start of its
+/// The path granule hashes were kept for, read from the start of its
 /// file (not checked: enough to tell whether the file is still there).
 pub(crate) fn path_of(mut file: impl std::io::Read) -> Option<String> {
     let mut head = [0u8; 13];
@@ -104,26 +93,19 @@ pub(crate) fn path_of(mut file: impl std::io::Read) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use wasmover_block::SignatureOptions;
-
     use super::*;
 
     #[test]
-    fn a_kept_signature_reads_back_only_whole_and_for_its_path() {
+    fn kept_hashes_read_back_only_whole_and_for_their_path() {
         let data = wasmover_block::fuzzing::pseudo_random(100_000, 3);
-        let (signature, hashes) =
-            Signature::compute_with_hashes(&data[..], 100_000, &SignatureOptions::default())
-                .unwrap();
-        let kept = KeptSignature {
+        let kept = KeptHashes {
             stamp: Stamp::stored(7, 100_000, 1, 2),
-            signature,
-            hashes,
+            hashes: BasisHashes::compute(&data[..], 100_000).unwrap(),
         };
         let bytes = encode("d/big", &kept);
         assert_eq!(path_of(&bytes[..]).as_deref(), Some("d/big"));
         let back = decode(&bytes, "d/big").unwrap();
         assert_eq!(back.stamp, kept.stamp);
-        assert_eq!(back.signature, kept.signature);
         assert_eq!(back.hashes, kept.hashes);
         assert!(decode(&bytes, "d/other").is_err());
         for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {

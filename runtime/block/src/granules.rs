@@ -1,0 +1,148 @@
+//! Granule-first matching of large files.
+//!
+//! For a large basis, the side that has it sends a [`GranuleSummary`]
+//! instead of a block signature: a 64-bit tag of the BLAKE3 chaining value
+//! of each aligned granule ([`BasisHashes`]), hashes it needs anyway for
+//! its patch. The side with the new file hashes its own granules at the
+//! same offsets, which it needs anyway for the file's BLAKE3, and takes
+//! every granule whose tag is alike as a copy, with no block search
+//! ([`Plan::from_granules`](crate::Plan::from_granules)). Block signatures
+//! are then asked for only where granules differ
+//! ([`Plan::refinement`](crate::Plan::refinement)), so a file changed in
+//! place costs each side one BLAKE3 pass and no rolling checksum. A tag
+//! that collides is caught by the whole-file BLAKE3 the delta ends with.
+
+use std::io::{self, Read, Write};
+
+use blake3::hazmat::ChainingValue;
+
+use crate::error::FormatError;
+use crate::format::{self, GRANULE_SUMMARY_MAGIC, Limits, SIGNATURE_MAGIC};
+use crate::signature::Signature;
+use crate::tree_hash::granule_for;
+
+/// What the basis side sends first for a file: a granule summary for
+/// granule-first matching, or a block signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Summary {
+    /// Tags of the basis's granules.
+    Granules(GranuleSummary),
+    /// Weak and strong hashes of the basis's blocks (or of some ranges of
+    /// it, answering a [`Refinement`](crate::Refinement)).
+    Signature(Signature),
+}
+
+impl Summary {
+    /// Reads one summary of either kind.
+    pub fn read_from<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
+        let mut magic = [0u8; 4];
+        r.read_exact(&mut magic)
+            .map_err(FormatError::reading("signature or granule summary"))?;
+        match magic {
+            GRANULE_SUMMARY_MAGIC => Ok(Self::Granules(GranuleSummary::read_body(r, limits)?)),
+            SIGNATURE_MAGIC => Ok(Self::Signature(Signature::read_body(r, limits)?)),
+            found => Err(FormatError::BadMagic {
+                expected: "WMGS or WMSG",
+                found,
+            }),
+        }
+    }
+
+    /// Writes the encoding of either kind; returns the bytes written.
+    pub fn write_to<W: Write>(&self, w: W) -> io::Result<u64> {
+        match self {
+            Self::Granules(summary) => summary.write_to(w),
+            Self::Signature(signature) => signature.write_to(w),
+        }
+    }
+}
+
+/// The tag of each granule of a basis file: the first eight bytes of its
+/// BLAKE3 chaining value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GranuleSummary {
+    granule: u64,
+    basis_len: u64,
+    tags: Vec<u64>,
+}
+
+/// The tag of a granule's chaining value.
+pub(crate) fn tag(cv: &ChainingValue) -> u64 {
+    u64::from_le_bytes(cv[..8].try_into().expect("8 bytes"))
+}
+
+impl GranuleSummary {
+    pub(crate) fn new(granule: u64, basis_len: u64, cvs: &[ChainingValue]) -> Self {
+        Self {
+            granule,
+            basis_len,
+            tags: cvs.iter().map(tag).collect(),
+        }
+    }
+
+    /// Bytes of one granule.
+    pub fn granule(&self) -> u64 {
+        self.granule
+    }
+
+    /// The length of the basis.
+    pub fn basis_len(&self) -> u64 {
+        self.basis_len
+    }
+
+    /// The tag of granule `i`, and its length in the basis (the last one
+    /// may be short).
+    pub(crate) fn granule_at(&self, i: usize) -> Option<(u64, u64)> {
+        let tag = *self.tags.get(i)?;
+        let start = i as u64 * self.granule;
+        Some((tag, (start + self.granule).min(self.basis_len) - start))
+    }
+
+    /// Writes the encoding: magic `WMGS`, version, the granule and the
+    /// basis length (u64), then each granule's tag (u64), big-endian.
+    /// Returns the bytes written.
+    pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
+        format::write_header(&mut w, GRANULE_SUMMARY_MAGIC)?;
+        let mut encoded = Vec::with_capacity(16 + 8 * self.tags.len());
+        encoded.extend_from_slice(&self.granule.to_be_bytes());
+        encoded.extend_from_slice(&self.basis_len.to_be_bytes());
+        for tag in &self.tags {
+            encoded.extend_from_slice(&tag.to_be_bytes());
+        }
+        w.write_all(&encoded)?;
+        Ok(5 + encoded.len() as u64)
+    }
+
+    /// Reads a summary's body, after its magic number. A granule the
+    /// engine would not choose for the basis length is refused, which
+    /// bounds the tags to 65,536.
+    fn read_body<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
+        format::read_version(&mut r, "granule summary header")?;
+        let granule = format::read_u64(&mut r, "granule")?;
+        let basis_len = format::read_u64(&mut r, "basis length")?;
+        if basis_len > limits.max_file_len {
+            return Err(FormatError::TooLarge {
+                what: "basis length",
+                value: basis_len,
+                limit: limits.max_file_len,
+            });
+        }
+        if granule != granule_for(basis_len) {
+            return Err(FormatError::Malformed {
+                reason: "a granule the engine does not choose for that length",
+            });
+        }
+        let mut raw = vec![0u8; 8 * basis_len.div_ceil(granule) as usize];
+        r.read_exact(&mut raw)
+            .map_err(FormatError::reading("granule tags"))?;
+        let tags = raw
+            .chunks_exact(8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        Ok(Self {
+            granule,
+            basis_len,
+            tags,
+        })
+    }
+}
