@@ -120,7 +120,7 @@ impl<W: Write> Sink for Encoder<W> {
 }
 
 /// Reads as much as `buf` holds or the reader has.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

@@ -14,6 +14,7 @@ use blake3::Hasher;
 use rayon::iter::{IndexedParallelIterator, ParallelExtend, ParallelIterator};
 use rayon::slice::ParallelSlice;
 
+use crate::delta::read_full;
 use crate::granules::GranuleSummary;
 use blake3::hazmat::{
     ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
@@ -333,20 +334,6 @@ pub(crate) fn hash_granules<R: Read + Send>(mut reader: R, granule: u64) -> io::
         len,
         cvs,
     })
-}
-
-/// Reads until `buf` is full or the stream ends; returns the bytes read.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// The BLAKE3 of `file`, `len` bytes that differ from the basis `hashes`

@@ -25,8 +25,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use wasmover_block::{
-    BasisHashes, DeltaStats, FormatError, InPlacePatch, Incoming, Limits, PatchError, PatchStats,
-    Plan, RefineOptions, Signature, SignatureOptions, SparseWriter, Summary,
+    BasisHashes, DeltaStats, FormatError, GranuleSummary, InPlacePatch, Incoming, Limits,
+    PatchError, PatchStats, Plan, RefineOptions, Signature, SignatureOptions, SparseWriter,
+    Summary,
 };
 
 use crate::bindings::blocks::{self as wit, BlockError, BlockStats};
@@ -586,15 +587,15 @@ fn receive_in_place_tree(
     Ok(stats)
 }
 
-/// The granule hashes of a large basis: those the run that wrote it
-/// kept, if it is as that run left it, else read now. Kept for its patch
-/// when its stamp can be trusted.
-fn basis_hashes(
+/// The granule summary of a large basis, from its granule hashes: those
+/// the run that wrote it kept, if it is as that run left it, else read
+/// now. The hashes are kept for its patch when its stamp can be trusted.
+fn granule_summary(
     volume: &Volume,
     path: &str,
     basis: &mut Basis,
     session: &mut BlockSession,
-) -> Result<BasisHashes, BlockError> {
+) -> Result<GranuleSummary, BlockError> {
     // A file that changed lately might change again within the same tick
     // of its clock, unseen by its stamp.
     let stamp = basis
@@ -620,14 +621,15 @@ fn basis_hashes(
             BasisHashes::compute(&mut *basis, len).map_err(io_error("reading", path))?
         }
     };
+    let summary = hashes.summary();
     if let Some(stamp) = stamp {
         session.keep_basis_hashes(BasisKept {
             path: path.to_owned(),
             stamp,
-            hashes: hashes.clone(),
+            hashes,
         });
     }
-    Ok(hashes)
+    Ok(summary)
 }
 
 /// Runs the refinement rounds `plan` asks for, reading the peer's answers
@@ -717,7 +719,7 @@ impl wit::Host for HostState {
             let summary = match (len, block_size) {
                 (0, _) => Summary::Signature(Signature::empty()),
                 (GRANULES_FIRST_MIN_FILE.., None) => {
-                    Summary::Granules(basis_hashes(volume, &path, &mut basis, session)?.summary())
+                    Summary::Granules(granule_summary(volume, &path, &mut basis, session)?)
                 }
                 (len, block_size) => Summary::Signature(
                     Signature::compute(&mut basis, len, &SignatureOptions { block_size })
