@@ -31,7 +31,12 @@ impl HostState {
 
 impl wit::Host for HostState {
     fn scan(&mut self) -> wasmtime::Result<Result<Vec<Entry>, VolumeError>> {
-        self.with_volume(Volume::scan)
+        let started = std::time::Instant::now();
+        let scanned = self.with_volume(Volume::scan);
+        if let Ok(Ok(entries)) = &scanned {
+            tracing::debug!(entries = entries.len(), took = ?started.elapsed(), "scanned the volume");
+        }
+        scanned
     }
 
     fn digest(&mut self) -> wasmtime::Result<Result<TreeDigest, VolumeError>> {
@@ -42,7 +47,12 @@ impl wit::Host for HostState {
         if let Some(channel) = &mut self.grants.channel {
             let _ = channel.flush();
         }
-        self.with_volume(Volume::digest)
+        let started = std::time::Instant::now();
+        let digest = self.with_volume(Volume::digest);
+        if let Ok(Ok(digest)) = &digest {
+            tracing::debug!(entries = digest.entries, took = ?started.elapsed(), "computed the tree digest");
+        }
+        digest
     }
 
     fn create_dir(&mut self, path: String) -> wasmtime::Result<Result<(), VolumeError>> {

@@ -201,7 +201,29 @@ pub enum HashStore {
 
 /// Hashes a store holds, by inode: a [`Stamp`] names one version of one
 /// file whatever its path (hard links share it), so no path is kept.
-pub(crate) type Stored = HashMap<u64, (Stamp, blake3::Hash)>;
+/// Sorted by inode and searched: a digest looks them up in walk order,
+/// which on most filesystems is close to inode order, so the searches
+/// stay in cache where a hash map's lookups would miss it.
+#[derive(Debug, Default)]
+pub(crate) struct Stored(Vec<(Stamp, blake3::Hash)>);
+
+impl Stored {
+    /// The hash kept for `stamp`, if it is kept for that very stamp.
+    pub(crate) fn get(&self, stamp: Stamp) -> Option<blake3::Hash> {
+        let at = self
+            .0
+            .binary_search_by_key(&stamp.inode, |(kept, _)| kept.inode)
+            .ok()?;
+        let (kept, hash) = self.0[at];
+        (kept == stamp).then_some(hash)
+    }
+
+    /// Every stamp and hash held, by inode.
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> &[(Stamp, blake3::Hash)] {
+        &self.0
+    }
+}
 
 const MAGIC: &[u8; 4] = b"WMHS";
 const VERSION: u8 = 1;
@@ -263,14 +285,16 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Stored, &'static str> {
         return Err("its length does not match its count");
     }
     let at = |e: &[u8], i: usize| u64::from_be_bytes(e[i..i + 8].try_into().expect("8 bytes"));
-    Ok(entries
+    let mut stored: Vec<_> = entries
         .chunks_exact(ENTRY)
         .map(|e| {
             let stamp = Stamp::stored(at(e, 0), at(e, 8), at(e, 16) as i64, at(e, 24) as i64);
             let hash = blake3::Hash::from_bytes(e[32..].try_into().expect("32 bytes"));
-            (stamp.inode, (stamp, hash))
+            (stamp, hash)
         })
-        .collect())
+        .collect();
+    stored.sort_unstable_by_key(|(stamp, _)| stamp.inode);
+    Ok(Stored(stored))
 }
 
 #[cfg(test)]
@@ -289,9 +313,12 @@ mod tests {
         ];
         let bytes = encode(&kept);
         let stored = decode(&bytes).unwrap();
-        assert_eq!(stored.len(), 2);
-        assert_eq!(stored[&2], (stamp(2), blake3::hash(b"b")));
-        assert_eq!(decode(&encode(&[])).unwrap().len(), 0);
+        assert_eq!(stored.get(stamp(2)), Some(blake3::hash(b"b")));
+        assert_eq!(stored.get(stamp(1)), Some(blake3::hash(b"a")));
+        assert_eq!(stored.get(stamp(3)), None);
+        let other = Stamp::new(2, 11, 1_000, 2_000);
+        assert_eq!(stored.get(other), None, "another version of the same inode");
+        assert_eq!(decode(&encode(&[])).unwrap().get(stamp(1)), None);
 
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
