@@ -103,11 +103,10 @@ impl Channel {
     /// Receives one framed message of at most `limit` bytes.
     pub fn receive_message(&mut self, limit: u64) -> Result<Vec<u8>, ChannelError> {
         let mut len = [0; 4];
-        self.reader_for_receive()?
-            .read_exact(&mut len)
-            .map_err(eof_is_closed)?;
+        let mut reader = self.reader_for_receive();
+        reader.read_exact(&mut len).map_err(eof_is_closed)?;
         if len == ABORT_MAGIC {
-            return Err(ChannelError::Aborted(read_abort_reason(&mut self.reader)));
+            return Err(ChannelError::Aborted(read_abort_reason(&mut reader)));
         }
         let len = u64::from(u32::from_be_bytes(len));
         if len > limit {
@@ -116,7 +115,7 @@ impl Channel {
         let mut message = Vec::new();
         // Read through `take` so that a lying length cannot make us allocate
         // more than the bytes that actually arrive.
-        (&mut self.reader).take(len).read_to_end(&mut message)?;
+        (&mut reader).take(len).read_to_end(&mut message)?;
         if message.len() as u64 != len {
             return Err(ChannelError::Closed);
         }
@@ -144,11 +143,17 @@ impl Channel {
         &mut self.writer
     }
 
-    /// The reading half, for native streams. Flushes what was written first:
-    /// a side that waits for an answer must have sent its question.
-    pub fn reader_for_receive(&mut self) -> io::Result<&mut impl BufRead> {
-        self.writer.flush()?;
-        Ok(&mut self.reader)
+    /// The reading half, for native streams and messages. It flushes what
+    /// was written before it waits on the transport: a side that waits for
+    /// an answer must have sent its question. What already arrived is read
+    /// without a flush, so the many small writes of a pipelined exchange
+    /// (a signature and a delta per small file) leave together instead of
+    /// one TLS record and one `send` each.
+    pub fn reader_for_receive(&mut self) -> Receiving<'_> {
+        Receiving {
+            reader: &mut self.reader,
+            writer: &mut self.writer,
+        }
     }
 
     /// Flushes written bytes to the transport.
@@ -163,6 +168,41 @@ impl Channel {
             self.reader.get_ref().count - self.reader.buffer().len() as u64,
             self.writer.get_ref().count + self.writer.buffer().len() as u64,
         )
+    }
+}
+
+/// The reading half of a [`Channel`] for one receive
+/// ([`Channel::reader_for_receive`]): it flushes the writing half before
+/// it reads from the transport, never when what it reads is buffered.
+pub struct Receiving<'a> {
+    reader: &'a mut BufReader<Counting<Box<dyn Read + Send>>>,
+    writer: &'a mut BufWriter<Counting<Box<dyn Write + Send>>>,
+}
+
+impl Receiving<'_> {
+    fn flush_before_waiting(&mut self) -> io::Result<()> {
+        if self.reader.buffer().is_empty() {
+            self.writer.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Read for Receiving<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.flush_before_waiting()?;
+        self.reader.read(buf)
+    }
+}
+
+impl BufRead for Receiving<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.flush_before_waiting()?;
+        self.reader.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.reader.consume(amount);
     }
 }
 
@@ -362,13 +402,36 @@ mod tests {
         a.flush().unwrap();
         assert_eq!(b.receive_message(100).unwrap(), b"hello");
         let mut raw = [0; 3];
-        b.reader_for_receive()
-            .unwrap()
-            .read_exact(&mut raw)
-            .unwrap();
+        b.reader_for_receive().read_exact(&mut raw).unwrap();
         assert_eq!(&raw, b"raw");
         assert_eq!(b.receive_message(100).unwrap(), b"");
         assert_eq!(a.bytes().1, 4 + 5 + 3 + 4);
+    }
+
+    /// A side that waits for an answer has sent its question (flushed
+    /// before the wait), but what it reads from its buffer does not flush:
+    /// the writes between such reads leave together.
+    #[test]
+    fn a_receive_flushes_before_it_waits_and_only_then() {
+        let (mut a, mut b) = Channel::pair();
+        let answering = std::thread::spawn(move || {
+            let question = b.receive_message(100).unwrap();
+            b.send_message(&question).unwrap();
+            b.send_message(b"two").unwrap();
+            b.flush().unwrap();
+            b
+        });
+        a.send_message(b"one").unwrap();
+        // Buffered until a waits: without the flush, both would wait.
+        assert_eq!(a.receive_message(100).unwrap(), b"one");
+        let _b = answering.join().unwrap();
+        a.send_message(b"later").unwrap();
+        assert_eq!(a.receive_message(100).unwrap(), b"two");
+        assert_eq!(
+            a.writer.buffer(),
+            b"\0\0\0\x05later",
+            "a buffered answer was read without a flush"
+        );
     }
 
     #[test]

@@ -154,11 +154,10 @@ fn protocol_error(what: &str, path: &str) -> impl FnOnce(FormatError) -> BlockEr
 
 /// Reads one signature or granule summary from the peer.
 fn read_summary(channel: &mut Channel, limits: &Limits, path: &str) -> Result<Summary, BlockError> {
-    let reader = channel
-        .reader_for_receive()
-        .map_err(io_error("receiving the signature of", path))?;
-    Summary::read_from(&mut *reader, limits)
-        .map_err(|e| aborted(&e, reader).unwrap_or_else(|| protocol_error("signature of", path)(e)))
+    let mut reader = channel.reader_for_receive();
+    Summary::read_from(&mut reader, limits).map_err(|e| {
+        aborted(&e, &mut reader).unwrap_or_else(|| protocol_error("signature of", path)(e))
+    })
 }
 
 /// The peer's abort, when what was read as a stream's magic number was an
@@ -362,14 +361,12 @@ fn receive_delta<B: io::Read + io::Seek, T>(
 ) -> Result<T, BlockError> {
     let mut answered = 0;
     loop {
-        let reader = channel
-            .reader_for_receive()
-            .map_err(io_error("receiving the delta of", path))?;
-        let incoming = match Incoming::read_from(&mut *reader, limits) {
+        let mut reader = channel.reader_for_receive();
+        let incoming = match Incoming::read_from(&mut reader, limits) {
             Ok(incoming) => incoming,
             Err(e) => {
                 return Err(
-                    aborted(&e, reader).unwrap_or_else(|| protocol_error("delta of", path)(e))
+                    aborted(&e, &mut reader).unwrap_or_else(|| protocol_error("delta of", path)(e))
                 );
             }
         };
@@ -1060,7 +1057,7 @@ mod tests {
             peer.flush().unwrap();
             // Read the answers until this side gives up and hangs up.
             let mut sink = Vec::new();
-            let _ = peer.reader_for_receive().unwrap().read_to_end(&mut sink);
+            let _ = peer.reader_for_receive().read_to_end(&mut sink);
             sink.len()
         });
         let err = receive_delta(
