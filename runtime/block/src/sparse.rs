@@ -23,6 +23,9 @@ pub struct SparseWriter<W: InPlaceFile> {
     pending: Vec<u8>,
     /// Bytes skipped as holes, for statistics.
     skipped: u64,
+    /// Whether the last bytes were skipped: only then must the length be
+    /// set, the file having been written to its end otherwise.
+    hole_at_end: bool,
 }
 
 impl<W: InPlaceFile> SparseWriter<W> {
@@ -33,6 +36,7 @@ impl<W: InPlaceFile> SparseWriter<W> {
             len: 0,
             pending: Vec::with_capacity(GRANULE),
             skipped: 0,
+            hole_at_end: false,
         }
     }
 
@@ -45,8 +49,11 @@ impl<W: InPlaceFile> SparseWriter<W> {
     /// written (holes included) and returns the file.
     pub fn finish(mut self) -> io::Result<W> {
         let pending = std::mem::take(&mut self.pending);
-        self.inner.write_all(&pending)?;
-        self.inner.set_len(self.len)?;
+        if !pending.is_empty() {
+            self.inner.write_all(&pending)?;
+        } else if self.hole_at_end {
+            self.inner.set_len(self.len)?;
+        }
         self.inner.flush()?;
         Ok(self.inner)
     }
@@ -68,6 +75,7 @@ impl<W: InPlaceFile> SparseWriter<W> {
             } else {
                 self.inner.write_all(&data[start..end])?;
             }
+            self.hole_at_end = zero;
             start = end;
         }
         Ok(())

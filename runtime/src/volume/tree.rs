@@ -555,14 +555,22 @@ impl Tree {
         let path = checked(path)?;
         self.writable()?;
         let staged = staging_path(path);
-        let _ = self.dir.remove_file(&staged);
-        let file: File = self
-            .dir
-            .open_with(
+        let create = || {
+            self.dir.open_with(
                 &staged,
                 OpenOptions::new().read(true).write(true).create_new(true),
             )
-            .map_err(VolumeError::io(path))?;
+        };
+        // A stale one, which an interrupted run left, is replaced; looked
+        // for only then, at no cost to every other file.
+        let file: File = match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _ = self.dir.remove_file(&staged);
+                create()
+            }
+            created => created,
+        }
+        .map_err(VolumeError::io(path))?;
         Ok((file.into_std(), staged))
     }
 
@@ -579,10 +587,23 @@ impl Tree {
         hash: [u8; 32],
     ) -> Result<Option<Stamp>, VolumeError> {
         set_file_metadata(file, mode, mtime_ns)
-            .and_then(|()| self.dir.rename(staged, &self.dir, path))
+            .and_then(|()| self.rename_staged(staged, path))
             .map_err(VolumeError::io(path))?;
         // After the rename, which may change the inode's ctime.
         Ok(self.remember_written(file, path, hash))
+    }
+
+    /// Renames the staged file `staged` (beside `path`: see
+    /// [`staging_path`]) over `path`, in their directory opened once.
+    fn rename_staged(&self, staged: &str, path: &str) -> io::Result<()> {
+        let (parent, name) = match path.rsplit_once('/') {
+            Some((parent, name)) => (Some(self.dir.open_dir_nofollow(parent)?), name),
+            None => (None, path),
+        };
+        let staged = staged.rsplit_once('/').map_or(staged, |(_, staged)| staged);
+        let dir = parent.as_ref().unwrap_or(&self.dir);
+        rustix::fs::renameat(dir, staged, dir, name)?;
+        Ok(())
     }
 
     /// Remembers that `path`, just written through `file`, hashes to
