@@ -279,9 +279,10 @@ impl Tree {
     /// content of every regular file hashed natively, unless its hash is
     /// known for the file's unchanged [`Stamp`]: learned this run, or kept
     /// in the [`HashStore`] by an earlier digest. The hashes of files that
-    /// had settled are kept for the next run. Memory is one read buffer,
-    /// the names of the directories being walked, and 64 bytes per file
-    /// of kept hashes.
+    /// had settled are kept for the next run. Memory is a read buffer per
+    /// thread, the names of the directories being walked, a window of
+    /// their entries ([`DIGEST_WINDOW`]), and 64 bytes per file of kept
+    /// hashes.
     ///
     /// A read-only tree that was scanned is not walked again: nothing
     /// this run does changes it, and its digest is of the entries as the
