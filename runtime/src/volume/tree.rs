@@ -311,9 +311,12 @@ impl Tree {
                 let file = match entry.kind {
                     EntryKind::File => {
                         let stamp = *stamps.next().expect("a stamp per scanned file");
-                        Some(digest.file_hash(entry, stamp, || {
-                            self.content_hash(&entry.path, &mut buffer)
-                        })?)
+                        match digest.known_hash(entry, stamp) {
+                            Some(known) => Some(known),
+                            None => Some(digest.read_hash(entry, stamp, || {
+                                self.content_hash(&entry.path, &mut buffer)
+                            })?),
+                        }
                     }
                     _ => None,
                 };
@@ -915,20 +918,6 @@ impl Digester<'_> {
             len,
             keep: keep.then_some(stamp),
         })
-    }
-
-    /// The content hash of the regular file `entry` with `stamp`: known,
-    /// or read.
-    fn file_hash(
-        &self,
-        entry: &Entry,
-        stamp: Stamp,
-        read: impl FnOnce() -> Result<(blake3::Hash, u64), VolumeError>,
-    ) -> Result<FileHash, VolumeError> {
-        match self.known_hash(entry, stamp) {
-            Some(known) => Ok(known),
-            None => self.read_hash(entry, stamp, read),
-        }
     }
 
     /// Adds one entry, with its content hash if it is a regular file.
