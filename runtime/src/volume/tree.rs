@@ -326,8 +326,8 @@ impl Tree {
             drop(scanned);
             digest_dir(&self.dir, "", &mut digest)?;
         }
-        let (digest, kept) = digest.finish();
-        self.save_hashes(&kept);
+        let (digest, mut kept) = digest.finish();
+        self.save_hashes(&mut kept);
         Ok(digest)
     }
 
@@ -365,7 +365,7 @@ impl Tree {
             _ => self.root.join(HASHES).display().to_string(),
         };
         match bytes {
-            Ok(bytes) => known::decode(&bytes).unwrap_or_else(|why| {
+            Ok(bytes) => known::decode(bytes).unwrap_or_else(|why| {
                 tracing::warn!(store = shown(), "ignoring the stored hashes: {why}");
                 Stored::default()
             }),
@@ -380,7 +380,7 @@ impl Tree {
     /// Replaces the stored hashes with `kept`, atomically; best effort (a
     /// store that cannot be written costs the next run reads, nothing
     /// else).
-    fn save_hashes(&self, kept: &[(Stamp, blake3::Hash)]) {
+    fn save_hashes(&self, kept: &mut [(Stamp, blake3::Hash)]) {
         let bytes = known::encode(kept);
         let saved = match &self.store {
             HashStore::Off => return,
@@ -1357,20 +1357,20 @@ mod tests {
         assert!(!store.exists(), "files changed just now are not kept");
         std::thread::sleep(Duration::from_nanos(2 * known::SETTLE_NS as u64));
         assert_eq!(digest(false), honest);
-        let kept = known::decode(&std::fs::read(&store).unwrap()).unwrap();
-        assert_eq!(kept.entries().len(), 2);
+        let kept = known::decode(std::fs::read(&store).unwrap()).unwrap();
+        assert_eq!(kept.decoded().len(), 2);
 
         let lie = |only: &Path| {
             let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(only).unwrap());
-            let lies: Vec<_> = kept
-                .entries()
-                .iter()
-                .map(|&(stamp, hash)| match stamp.inode == inode {
+            let mut lies: Vec<_> = kept
+                .decoded()
+                .into_iter()
+                .map(|(stamp, hash)| match stamp.inode == inode {
                     true => (stamp, blake3::hash(b"lie")),
                     false => (stamp, hash),
                 })
                 .collect();
-            std::fs::write(&store, known::encode(&lies)).unwrap();
+            std::fs::write(&store, known::encode(&mut lies)).unwrap();
         };
         lie(&a);
         assert_ne!(digest(false), honest, "the kept hash is used");
@@ -1558,9 +1558,9 @@ mod tests {
         tree.set_hash_store(HashStore::File(file.clone())).unwrap();
         tree.digest().unwrap();
         assert_eq!(
-            known::decode(&std::fs::read(&file).unwrap())
+            known::decode(std::fs::read(&file).unwrap())
                 .unwrap()
-                .entries()
+                .decoded()
                 .len(),
             1
         );
