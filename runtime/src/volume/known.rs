@@ -203,10 +203,10 @@ pub enum HashStore {
 /// file whatever its path (hard links share it), so no path is kept.
 /// The store's own bytes, whose entries [`encode`] sorted by inode, so a
 /// lookup is a binary search in them: nothing is decoded or allocated
-/// up front (for 100,000 files that was 7 MB of new memory, whose first
-/// touch alone cost tens of milliseconds), and since a digest looks
-/// hashes up in walk order, which on most filesystems is close to inode
-/// order, the searches stay in cache.
+/// up front (for 100,000 files that was 7 MB of new memory, whose page
+/// faults were 4.7% of a steady receiver's CPU samples), and since a
+/// digest looks hashes up in walk order, which on most filesystems is
+/// close to inode order, the searches stay in cache.
 #[derive(Debug, Default)]
 pub(crate) struct Stored {
     /// The header, then the entries; empty when nothing is stored.
@@ -261,8 +261,8 @@ fn decode_entry(e: &[u8; ENTRY]) -> (Stamp, blake3::Hash) {
     (stamp, hash)
 }
 
-/// Encodes what a digest keeps: magic `WMHS`, version, then per file, by
-/// inode (`kept` is sorted so), its inode, length, mtime and ctime
+/// Sorts `kept` by inode and encodes it: magic `WMHS`, version, then per
+/// file, by inode, its inode, length, mtime and ctime
 /// (u64/i64) and content hash; then the count (u64) and a BLAKE3 of all
 /// that, so a torn or damaged store is ignored rather than trusted.
 /// Big-endian.

@@ -381,7 +381,6 @@ impl Tree {
     /// store that cannot be written costs the next run reads, nothing
     /// else).
     fn save_hashes(&self, kept: &mut [(Stamp, blake3::Hash)]) {
-        let bytes = known::encode(kept);
         let saved = match &self.store {
             HashStore::Off => return,
             // Nothing settled yet: no file (nor state directory) for that.
@@ -389,7 +388,7 @@ impl Tree {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 removed => removed,
             },
-            HashStore::InVolume => self.replace_state_file(STATE_DIR, HASHES, &bytes),
+            HashStore::InVolume => self.replace_state_file(STATE_DIR, HASHES, &known::encode(kept)),
             HashStore::File(path) if kept.is_empty() => match std::fs::remove_file(path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 removed => removed,
@@ -402,7 +401,7 @@ impl Tree {
                 staged.push(format!(".{}{STAGING_SUFFIX}", std::process::id()));
                 path.parent()
                     .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| std::fs::write(&staged, &bytes))
+                    .and_then(|()| std::fs::write(&staged, known::encode(kept)))
                     .and_then(|()| std::fs::rename(&staged, path))
             }
         };
