@@ -2,6 +2,7 @@
 //!
 //! Pure logic over two scans, so it is unit-tested without a peer.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use wasmover_sdk::volume::{Entry, EntryKind};
@@ -39,10 +40,36 @@ pub struct Plan {
 /// quick check); its mode alone may still need setting. A block volume is
 /// always compared by content: its delta costs little when nothing
 /// changed.
-pub fn plan(source: &[Entry], destination: &[Entry]) -> Plan {
-    let wanted: HashMap<&str, &Entry> = source.iter().map(|e| (e.path.as_str(), e)).collect();
-    let existing: HashMap<&str, &Entry> =
-        destination.iter().map(|e| (e.path.as_str(), e)).collect();
+///
+/// Both lists must be in walk order, as a scan lists them (parents before
+/// children, siblings by name, each path once): they are paired in one
+/// pass over both, without hashing a path. A list out of that order is
+/// refused, since pairing it would remove or rebuild the wrong entries.
+pub fn plan(source: &[Entry], destination: &[Entry]) -> Result<Plan, String> {
+    in_walk_order(source).map_err(|why| format!("the source's entries: {why}"))?;
+    in_walk_order(destination).map_err(|why| format!("the destination's entries: {why}"))?;
+    // The destination index at each source path, and the reverse.
+    let mut to_dst = vec![None; source.len()];
+    let mut to_src = vec![None; destination.len()];
+    let (mut s, mut d) = (0, 0);
+    while s < source.len() && d < destination.len() {
+        match walk_order(&source[s].path, &destination[d].path) {
+            Ordering::Less => s += 1,
+            Ordering::Greater => d += 1,
+            Ordering::Equal => {
+                to_dst[s] = Some(d);
+                to_src[d] = Some(s);
+                s += 1;
+                d += 1;
+            }
+        }
+    }
+    // The destination entry of the same kind at a source entry's path.
+    let existing = |i: usize| {
+        to_dst[i]
+            .map(|d: usize| &destination[d])
+            .filter(|dst| dst.kind == source[i].kind)
+    };
     let mut plan = Plan::default();
     // The first source path of every file with several links.
     let mut first_link: HashMap<u64, usize> = HashMap::new();
@@ -61,16 +88,14 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Plan {
     // Destination entries come parents first, so a removed directory is seen
     // before its children and they can be skipped.
     let mut removed_prefix: Option<String> = None;
-    for entry in destination {
+    for (entry, src) in destination.iter().zip(&to_src) {
         if let Some(prefix) = &removed_prefix {
             if entry.path.starts_with(prefix.as_str()) {
                 continue;
             }
             removed_prefix = None;
         }
-        let keep = wanted
-            .get(entry.path.as_str())
-            .is_some_and(|src| src.kind == entry.kind);
+        let keep = src.is_some_and(|s: usize| source[s].kind == entry.kind);
         if !keep {
             plan.remove.push(entry.path.clone());
             if entry.kind == EntryKind::Directory {
@@ -80,9 +105,7 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Plan {
     }
 
     for (index, src) in source.iter().enumerate() {
-        let current = existing
-            .get(src.path.as_str())
-            .filter(|dst| dst.kind == src.kind);
+        let current = existing(index);
         match src.kind {
             EntryKind::Directory => {
                 if current.is_none() {
@@ -122,18 +145,12 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Plan {
     for &index in &plan.transfer {
         rebuilt[index] = true;
     }
-    for (index, src) in source.iter().enumerate() {
+    for index in 0..source.len() {
         let Some(first) = first_of(index) else {
             continue;
         };
-        let dst_inode = |path: &str| {
-            existing
-                .get(path)
-                .filter(|d| d.kind == EntryKind::File)
-                .map(|d| d.inode)
-        };
-        let linked =
-            dst_inode(&src.path).is_some_and(|ino| Some(ino) == dst_inode(&source[first].path));
+        let dst_inode = |i: usize| existing(i).map(|d| d.inode);
+        let linked = dst_inode(index).is_some_and(|ino| Some(ino) == dst_inode(first));
         if !linked || rebuilt[first] {
             plan.hard_links.push((first, index));
         }
@@ -156,7 +173,32 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Plan {
         .collect();
     plan.dirs_deepest_first
         .sort_by_key(|&i| std::cmp::Reverse(source[i].path.matches('/').count()));
-    plan
+    Ok(plan)
+}
+
+/// How a scan orders two paths: component by component, so a directory's
+/// whole subtree comes before its next sibling. That is byte order with
+/// `/` below every other byte (a name holds neither `/` nor NUL).
+fn walk_order(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let at = |path: &[u8]| path.get(same).map(|&c| if c == b'/' { 0 } else { c });
+    at(a).cmp(&at(b))
+}
+
+/// Whether `entries` are in strict [`walk_order`]; else the first path
+/// out of place.
+fn in_walk_order(entries: &[Entry]) -> Result<(), String> {
+    match entries
+        .windows(2)
+        .find(|pair| walk_order(&pair[0].path, &pair[1].path) != Ordering::Less)
+    {
+        None => Ok(()),
+        Some(pair) => Err(format!(
+            "{:?} comes after {:?}: not in walk order (parents first, siblings by name, each once)",
+            pair[1].path, pair[0].path
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -184,7 +226,7 @@ mod tests {
         let src = vec![entry("", B, 4096, 1)];
         let mut dst = vec![entry("", B, 4096, 1)];
         dst[0].uid = 7;
-        let p = plan(&src, &dst);
+        let p = plan(&src, &dst).unwrap();
         assert_eq!(p.transfer, [0]);
         assert!(p.remove.is_empty() && p.owners.is_empty() && p.metadata.is_empty());
     }
@@ -192,7 +234,7 @@ mod tests {
     #[test]
     fn identical_trees_need_only_directory_metadata() {
         let tree = vec![entry("a", D, 0, 1), entry("a/f", F, 3, 1)];
-        let p = plan(&tree, &tree);
+        let p = plan(&tree, &tree).unwrap();
         assert!(p.remove.is_empty() && p.transfer.is_empty() && p.create_dirs.is_empty());
         assert_eq!(p.dirs_deepest_first, [0]);
     }
@@ -220,7 +262,7 @@ mod tests {
             entry("gone/y", D, 0, 1),
             entry("link", F, 1, 1),
         ];
-        let p = plan(&src, &dst);
+        let p = plan(&src, &dst).unwrap();
         assert_eq!(p.remove, ["gone", "link"]);
         assert_eq!(p.create_dirs, [1]);
         assert_eq!(p.transfer, [2, 4, 5]);
@@ -233,7 +275,7 @@ mod tests {
     fn a_file_that_became_a_directory_is_replaced() {
         let src = vec![entry("x", D, 0, 1), entry("x/f", F, 1, 1)];
         let dst = vec![entry("x", F, 5, 1)];
-        let p = plan(&src, &dst);
+        let p = plan(&src, &dst).unwrap();
         assert_eq!(p.remove, ["x"]);
         assert_eq!(p.create_dirs, [0]);
         assert_eq!(p.transfer, [1]);
@@ -245,8 +287,8 @@ mod tests {
         src.link_target = "new".into();
         let mut dst = entry("l", L, 0, 1);
         dst.link_target = "old".into();
-        assert_eq!(plan(&[src.clone()], &[dst]).links, [0]);
-        assert!(plan(&[src.clone()], &[src]).links.is_empty());
+        assert_eq!(plan(&[src.clone()], &[dst]).unwrap().links, [0]);
+        assert!(plan(&[src.clone()], &[src]).unwrap().links.is_empty());
     }
 
     #[test]
@@ -257,7 +299,7 @@ mod tests {
             entry("a/x", F, 1, 1),
             entry("ab", F, 1, 1),
         ];
-        let p = plan(&src, &dst);
+        let p = plan(&src, &dst).unwrap();
         assert_eq!(p.remove, ["a"]);
         assert!(p.transfer.is_empty());
     }
@@ -278,7 +320,7 @@ mod tests {
             entry("c", F, 1, 1),
         ];
         // New destination: "a" is transferred, "b" linked to it.
-        let p = plan(&src, &[]);
+        let p = plan(&src, &[]).unwrap();
         assert_eq!(p.transfer, [0, 2]);
         assert_eq!(p.hard_links, [(0, 1)]);
         assert_eq!(p.owners, [0, 2]);
@@ -288,7 +330,7 @@ mod tests {
             linked("b", 9, 5, 1),
             entry("c", F, 1, 1),
         ];
-        let p = plan(&src, &dst);
+        let p = plan(&src, &dst).unwrap();
         assert!(p.transfer.is_empty() && p.hard_links.is_empty(), "{p:?}");
         // Current content, but the destination has two separate files.
         let dst = vec![
@@ -296,14 +338,14 @@ mod tests {
             entry("b", F, 5, 1),
             entry("c", F, 1, 1),
         ];
-        assert_eq!(plan(&src, &dst).hard_links, [(0, 1)]);
+        assert_eq!(plan(&src, &dst).unwrap().hard_links, [(0, 1)]);
         // The first path is rebuilt (a new inode): the link is made again.
         let dst = vec![
             linked("a", 9, 4, 1),
             linked("b", 9, 4, 1),
             entry("c", F, 1, 1),
         ];
-        let p = plan(&src, &dst);
+        let p = plan(&src, &dst).unwrap();
         assert_eq!(
             (p.transfer.as_slice(), p.hard_links.as_slice()),
             (&[0][..], &[(0, 1)][..])
@@ -315,7 +357,50 @@ mod tests {
         let mut owned = entry("o", F, 1, 1);
         owned.uid = 1000;
         let src = vec![entry("d", D, 0, 1), owned.clone(), entry("same", F, 1, 1)];
-        let dst = vec![entry("same", F, 1, 1), entry("o", F, 1, 1)];
-        assert_eq!(plan(&src, &dst).owners, [0, 1]);
+        let dst = vec![entry("o", F, 1, 1), entry("same", F, 1, 1)];
+        assert_eq!(plan(&src, &dst).unwrap().owners, [0, 1]);
+    }
+
+    #[test]
+    fn paths_pair_in_walk_order_not_byte_order() {
+        // "a.txt" sorts before "a/x" byte by byte ('.' < '/'), but a scan
+        // lists a directory's subtree before its next sibling.
+        let tree = vec![
+            entry("a", D, 0, 1),
+            entry("a/x", F, 1, 1),
+            entry("a.txt", F, 2, 1),
+        ];
+        let p = plan(&tree, &tree).unwrap();
+        assert!(p.transfer.is_empty() && p.remove.is_empty(), "{p:?}");
+        let dst = vec![entry("a", D, 0, 1), entry("a.txt", F, 2, 1)];
+        let p = plan(&tree, &dst).unwrap();
+        assert_eq!((p.transfer, p.remove), (vec![1], vec![]));
+    }
+
+    #[test]
+    fn walk_order_is_component_by_component() {
+        let mut paths = vec![
+            "a.txt", "a/x", "a", "a/b/c", "a/b", "a0", "a/b.c", "b", "a/-", "", "a/b/c/d",
+        ];
+        paths.sort_by(|a, b| walk_order(a, b));
+        let mut by_components = paths.clone();
+        by_components.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+        assert_eq!(paths, by_components);
+        assert_eq!(walk_order("a/b", "a/b"), Ordering::Equal);
+    }
+
+    #[test]
+    fn lists_out_of_walk_order_are_refused() {
+        let sorted = vec![entry("a", F, 1, 1), entry("b", F, 1, 1)];
+        let swapped = vec![entry("b", F, 1, 1), entry("a", F, 1, 1)];
+        let twice = vec![entry("a", F, 1, 1), entry("a", F, 1, 1)];
+        let child_first = vec![entry("d/f", F, 1, 1), entry("d", D, 0, 1)];
+        for bad in [&swapped, &twice, &child_first] {
+            let why = plan(bad, &sorted).unwrap_err();
+            assert!(why.starts_with("the source's entries: "), "{why}");
+            assert!(why.contains("not in walk order"), "{why}");
+            let why = plan(&sorted, bad).unwrap_err();
+            assert!(why.starts_with("the destination's entries: "), "{why}");
+        }
     }
 }

@@ -170,7 +170,7 @@ pub fn receive(options: &Options) -> Result<TransferReport, Error> {
             ),
         ));
     }
-    let plan = plan(&source, &local);
+    let plan = plan(&source, &local).map_err(|why| error("ProtocolError", why))?;
     let bytes_total: u64 = source
         .iter()
         .filter(|e| matches!(e.kind, EntryKind::File | EntryKind::Block))
