@@ -6,6 +6,7 @@ mod image;
 mod kept_hashes;
 pub(crate) mod known;
 mod tree;
+mod watch;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,8 @@
 //! by `cap-std`, which refuses `..` and symlinks that lead outside. A volume
 //! opened read-only refuses every change.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -19,6 +21,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::kept_hashes::{self, KeptHashes};
 use super::known::{self, Stored};
+use super::watch::{Change, Changes, Watch};
 use super::{Access, DIGEST_BUFFER, DIGEST_CONTEXT, HashStore, KnownHashes, Stamp, VolumeError};
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
@@ -41,15 +44,19 @@ pub struct Tree {
     /// How long before a stamp a file must have changed for a hash read
     /// after it to serve a later run ([`Stamp::settled`]).
     settle_ns: i64,
-    /// What the last scan of a read-only tree found, for its digest.
-    scanned: Mutex<Option<Scanned>>,
+    /// What the last scan found, for the digest.
+    scanned: Mutex<Option<Box<Scanned>>>,
 }
 
-/// The entries a scan of a read-only tree returned, and the stamp of each
-/// regular file among them, in order.
+/// The entries a scan returned, with the stamp of each, in order. A
+/// writable tree's scan also watches its directories, for the digest to
+/// know which entries changed since.
 struct Scanned {
     entries: Vec<Entry>,
     stamps: Vec<Stamp>,
+    /// The indices of each directory's entries, by its path.
+    children: HashMap<String, Vec<u32>>,
+    watch: Option<Watch>,
 }
 
 impl std::fmt::Debug for Tree {
@@ -252,25 +259,35 @@ impl Tree {
 
     /// Lists every entry, parents before children, siblings by name.
     /// Entries that are neither files, directories nor symlinks (sockets,
-    /// devices, fifos) are skipped. A read-only tree remembers what it
-    /// found, for its [`digest`](Self::digest).
+    /// devices, fifos) are skipped. The tree remembers what it found, for
+    /// its [`digest`](Self::digest); a writable one also watches what
+    /// changes since.
     pub fn scan(&self) -> Result<Vec<Entry>, VolumeError> {
         let mut entries = Vec::new();
         let mut stamps = Vec::new();
-        walk_dir(&self.dir, "", &mut |entry, stamp| {
-            if self.access == Access::ReadOnly && entry.kind == EntryKind::File {
-                stamps.push(stamp);
-            }
+        let mut watch = (self.access == Access::ReadWrite).then(Watch::new);
+        walk_dir(&self.dir, "", watch.as_mut(), &mut |entry, stamp| {
+            stamps.push(stamp);
             entries.push(entry);
             Ok(())
         })?;
-        if self.access == Access::ReadOnly {
-            let scanned = Scanned {
-                entries: entries.clone(),
-                stamps,
-            };
-            *self.scanned.lock().unwrap_or_else(|e| e.into_inner()) = Some(scanned);
+        let mut children = HashMap::<String, Vec<u32>>::new();
+        if watch.is_some() {
+            for (i, entry) in entries.iter().enumerate() {
+                let parent = entry.path.rsplit_once('/').map_or("", |(parent, _)| parent);
+                match children.get_mut(parent) {
+                    Some(indices) => indices.push(i as u32),
+                    None => drop(children.insert(parent.to_owned(), vec![i as u32])),
+                }
+            }
         }
+        let scanned = Scanned {
+            entries: entries.clone(),
+            stamps,
+            children,
+            watch,
+        };
+        *self.scanned.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(scanned));
         Ok(entries)
     }
 
@@ -288,7 +305,8 @@ impl Tree {
     /// this run does changes it, and its digest is of the entries as the
     /// scan found them (what the run sent), so a source that changed
     /// since shows as a mismatch with the destination, not as a second
-    /// version of the source.
+    /// version of the source. A writable tree that was scanned is walked
+    /// again only where its watch saw changes (see [`super::watch`]).
     pub fn digest(&self) -> Result<TreeDigest, VolumeError> {
         let mut digest = Digester {
             tree: self,
@@ -303,32 +321,51 @@ impl Tree {
             },
             kept: Vec::new(),
         };
-        let scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(scanned) = scanned.as_ref() {
-            let mut buffer = vec![0; DIGEST_BUFFER];
-            let mut stamps = scanned.stamps.iter();
-            for entry in &scanned.entries {
-                let file = match entry.kind {
-                    EntryKind::File => {
-                        let stamp = *stamps.next().expect("a stamp per scanned file");
-                        match digest.known_hash(entry, stamp) {
-                            Some(known) => Some(known),
-                            None => Some(digest.read_hash(entry, stamp, || {
-                                self.content_hash(&entry.path, &mut buffer)
-                            })?),
-                        }
-                    }
-                    _ => None,
-                };
-                digest.add(entry, file);
+        let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
+        let watched = scanned
+            .as_mut()
+            .and_then(|scanned| scanned.watch.as_mut())
+            .is_some_and(Watch::update);
+        match scanned.as_deref() {
+            Some(
+                scanned @ Scanned {
+                    watch: Some(watch), ..
+                },
+            ) if watched => {
+                digest_dir(&self.dir, "", Some(Reuse { scanned, watch }), &mut digest)?;
             }
-        } else {
-            drop(scanned);
-            digest_dir(&self.dir, "", &mut digest)?;
+            Some(scanned) if self.access == Access::ReadOnly => {
+                self.digest_scanned(scanned, &mut digest)?
+            }
+            _ => digest_dir(&self.dir, "", None, &mut digest)?,
         }
+        drop(scanned);
         let (digest, mut kept) = digest.finish();
         self.save_hashes(&mut kept);
         Ok(digest)
+    }
+
+    /// Adds the entries `scanned` found to `digest`, as found.
+    fn digest_scanned(
+        &self,
+        scanned: &Scanned,
+        digest: &mut Digester<'_>,
+    ) -> Result<(), VolumeError> {
+        let mut buffer = vec![0; DIGEST_BUFFER];
+        for (entry, &stamp) in scanned.entries.iter().zip(&scanned.stamps) {
+            let file =
+                match entry.kind {
+                    EntryKind::File => match digest.known_hash(entry, stamp) {
+                        Some(known) => Some(known),
+                        None => Some(digest.read_hash(entry, stamp, || {
+                            self.content_hash(&entry.path, &mut buffer)
+                        })?),
+                    },
+                    _ => None,
+                };
+            digest.add(entry, file);
+        }
+        Ok(())
     }
 
     /// BLAKE3 of the content of the regular file at `path`, and its length
@@ -1051,8 +1088,12 @@ fn open_sub(dir: &Dir, name: &str, path: &str) -> Result<Dir, VolumeError> {
 fn walk_dir(
     dir: &Dir,
     path: &str,
+    mut watch: Option<&mut Watch>,
     visit: &mut dyn FnMut(Entry, Stamp) -> Result<(), VolumeError>,
 ) -> Result<(), VolumeError> {
+    if let Some(watch) = watch.as_deref_mut() {
+        watch.add(dir, path);
+    }
     for name in &names_in(dir, path)? {
         let Some((entry, stamp)) = look(dir, path, name)? else {
             continue;
@@ -1060,7 +1101,12 @@ fn walk_dir(
         let sub = (entry.kind == EntryKind::Directory).then(|| entry.path.clone());
         visit(entry, stamp)?;
         if let Some(sub) = sub {
-            walk_dir(&open_sub(dir, name, &sub)?, &sub, visit)?;
+            walk_dir(
+                &open_sub(dir, name, &sub)?,
+                &sub,
+                watch.as_deref_mut(),
+                visit,
+            )?;
         }
     }
     Ok(())
@@ -1075,17 +1121,141 @@ fn walk_dir(
 const DIGEST_WINDOW: usize = 256;
 const READ_PARALLEL_MIN: usize = 16;
 
+/// What a writable tree's scan found, and what its watch saw change
+/// since: the digest takes from the scan the entries no event named.
+#[derive(Clone, Copy)]
+struct Reuse<'s> {
+    scanned: &'s Scanned,
+    watch: &'s Watch,
+}
+
+impl<'s> Reuse<'s> {
+    /// The indices of the scanned entries of the directory at `path`, and
+    /// the changes seen in it; `None` if it was not watched, or its names
+    /// are not known from the events.
+    fn dir(self, path: &str) -> Option<(&'s [u32], &'s Changes)> {
+        let changes = self.watch.changes(path).filter(|c| !c.relist)?;
+        let children = self
+            .scanned
+            .children
+            .get(path)
+            .map_or(&[][..], Vec::as_slice);
+        Some((children, changes))
+    }
+}
+
+/// The entries of one watched directory as the digest sees them.
+#[derive(Clone, Copy)]
+struct Here<'s> {
+    reuse: Reuse<'s>,
+    children: &'s [u32],
+    changes: &'s Changes,
+}
+
+impl<'s> Here<'s> {
+    /// The directory's names now: the scan's, and those events named
+    /// (some of which may be gone), in order; at the root, without
+    /// [`STATE_DIR`].
+    fn names(self, path: &str) -> Vec<&'s str> {
+        let entries = &self.reuse.scanned.entries;
+        let mut names: Vec<&str> = self
+            .children
+            .iter()
+            .map(|&i| last_name(&entries[i as usize].path))
+            .collect();
+        let scanned = names.len();
+        for name in self.changes.names.keys() {
+            let seen = names[..scanned].binary_search(&name.as_str()).is_ok();
+            let hidden = path.is_empty() && name == STATE_DIR;
+            if !(seen || hidden) {
+                names.push(name);
+            }
+        }
+        if names.len() > scanned {
+            names.sort_unstable();
+        }
+        names
+    }
+
+    /// The scanned entry `name` and its stamp, if nothing since can have
+    /// changed what the digest takes from it.
+    fn unchanged(self, name: &str) -> Option<(&'s Entry, Stamp)> {
+        if self.changes.names.contains_key(name) {
+            return None;
+        }
+        let scanned = self.reuse.scanned;
+        let at = self
+            .children
+            .binary_search_by(|&i| last_name(&scanned.entries[i as usize].path).cmp(name))
+            .ok()?;
+        let i = self.children[at] as usize;
+        let entry = &scanned.entries[i];
+        let unseen = match entry.kind {
+            // Written through another of its names, it changes unseen here.
+            EntryKind::File => entry.links > 1,
+            // A change among its entries changed its times.
+            EntryKind::Directory => !self
+                .reuse
+                .watch
+                .changes(&entry.path)
+                .is_some_and(Changes::is_empty),
+            _ => false,
+        };
+        (!unseen).then(|| (entry, scanned.stamps[i]))
+    }
+
+    /// What the digest may reuse below the subdirectory `name`: nothing if
+    /// the name was replaced since the scan.
+    fn below(self, name: &str) -> Option<Reuse<'s>> {
+        (self.changes.names.get(name) != Some(&Change::Replaced)).then_some(self.reuse)
+    }
+}
+
+/// The last component of a path.
+fn last_name(path: &str) -> &str {
+    path.rsplit_once('/').map_or(path, |(_, name)| name)
+}
+
 /// Adds every entry under `dir` (the directory at `path`) to `digest`,
-/// in [`walk_dir`]'s order.
-fn digest_dir(dir: &Dir, path: &str, digest: &mut Digester<'_>) -> Result<(), VolumeError> {
-    let names = names_in(dir, path)?;
+/// in [`walk_dir`]'s order. With `reuse`, the entries of watched
+/// directories that no event named since the scan are taken from it, and
+/// a watched directory is not listed again.
+fn digest_dir(
+    dir: &Dir,
+    path: &str,
+    reuse: Option<Reuse<'_>>,
+    digest: &mut Digester<'_>,
+) -> Result<(), VolumeError> {
+    let here = reuse.and_then(|reuse| {
+        let (children, changes) = reuse.dir(path)?;
+        Some(Here {
+            reuse,
+            children,
+            changes,
+        })
+    });
+    let listed;
+    let names = match here {
+        Some(here) => here.names(path),
+        None => {
+            listed = names_in(dir, path)?;
+            listed.iter().map(String::as_str).collect()
+        }
+    };
     for window in names.chunks(DIGEST_WINDOW) {
         // Each entry that is there, with its file's hash if it is known.
         let mut looked = Vec::with_capacity(window.len());
         let mut unread = Vec::new();
-        for name in window {
-            let Some((entry, stamp)) = look(dir, path, name)? else {
-                continue;
+        for &name in window {
+            let (entry, stamp) = match here.and_then(|here| here.unchanged(name)) {
+                Some((entry, stamp)) => (Cow::Borrowed(entry), stamp),
+                None => match look(dir, path, name) {
+                    Ok(Some((entry, stamp))) => (Cow::Owned(entry), stamp),
+                    Ok(None) => continue,
+                    // A name an event gave that is gone again.
+                    Err(VolumeError::NotFound(_)) if here.is_some() => continue,
+                    Err(e) => return Err(e),
+                },
             };
             let file = match entry.kind {
                 EntryKind::File => {
@@ -1116,7 +1286,13 @@ fn digest_dir(dir: &Dir, path: &str, digest: &mut Digester<'_>) -> Result<(), Vo
         for (name, entry, _, file) in looked {
             digest.add(&entry, file);
             if entry.kind == EntryKind::Directory {
-                digest_dir(&open_sub(dir, name, &entry.path)?, &entry.path, digest)?;
+                let below = here.and_then(|here| here.below(name));
+                digest_dir(
+                    &open_sub(dir, name, &entry.path)?,
+                    &entry.path,
+                    below,
+                    digest,
+                )?;
             }
         }
     }
@@ -1778,13 +1954,13 @@ mod tests {
         );
     }
 
-    /// Every property the digest covers changes it: one change at a time
-    /// to a copy of the same tree.
-    #[test]
-    fn any_change_to_the_tree_changes_the_digest() {
+    /// What a change is, and how to make it under a root.
+    type TreeChange = (&'static str, fn(&Path));
+
+    /// One change to [`digest_tree`] of each property the digest covers.
+    fn tree_changes() -> [TreeChange; 10] {
         use std::os::unix::fs::PermissionsExt as _;
-        type Change = fn(&Path);
-        let changes: [(&str, Change); 9] = [
+        [
             ("one byte of a small file", |r| {
                 let mut f = std::fs::File::options()
                     .write(true)
@@ -1836,27 +2012,128 @@ mod tests {
             ("an added empty directory", |r| {
                 std::fs::create_dir(r.join("new")).unwrap();
             }),
-        ];
+            // And the times of the directory it is added to.
+            ("a file added below the root", |r| {
+                std::fs::write(r.join("d/new"), b"").unwrap();
+            }),
+        ]
+    }
+
+    /// The root directory's own metadata is not covered; a symlink's own
+    /// mtime is set as a receiver sets it.
+    fn settle_root(root: &Path) {
+        if root.join("link").is_symlink() {
+            pin_link(root);
+        }
+        std::fs::File::open(root)
+            .unwrap()
+            .set_modified(UNIX_EPOCH)
+            .unwrap();
+    }
+
+    /// Every property the digest covers changes it: one change at a time
+    /// to a copy of the same tree.
+    #[test]
+    fn any_change_to_the_tree_changes_the_digest() {
         let base = tempfile::tempdir().unwrap();
         digest_tree(base.path());
         pin_link(base.path());
         let expected = digest_of(base.path()).root;
-        for (what, change) in changes {
+        for (what, change) in tree_changes() {
             let copy = tempfile::tempdir().unwrap();
             digest_tree(copy.path());
             pin_link(copy.path());
             assert_eq!(digest_of(copy.path()).root, expected, "before: {what}");
             change(copy.path());
-            if copy.path().join("link").is_symlink() {
-                pin_link(copy.path());
-            }
-            // The root directory's own metadata is not covered.
-            std::fs::File::open(copy.path())
-                .unwrap()
-                .set_modified(UNIX_EPOCH)
-                .unwrap();
+            settle_root(copy.path());
             let changed = digest_of(copy.path()).root;
             assert_ne!(changed, expected, "{what} did not change the digest");
         }
+    }
+
+    /// A writable tree that kept its hashes and was scanned: its digest
+    /// takes from the scan only what its watch saw no change to.
+    fn watched_tree() -> (tempfile::TempDir, Tree, String) {
+        let root = tempfile::tempdir().unwrap();
+        digest_tree(root.path());
+        pin_link(root.path());
+        settle_root(root.path());
+        let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let before = volume.digest().unwrap().root;
+        assert_eq!(before, digest_of(root.path()).root);
+        volume.scan().unwrap();
+        (root, volume, before)
+    }
+
+    /// Whatever changed after the scan (content under the same size and
+    /// mtime, whose stamp alone the kept hash would vouch for, names,
+    /// kinds, modes), the digest is the one a walk of the changed tree
+    /// reading every file gives.
+    #[test]
+    fn a_watched_tree_digests_every_change_since_its_scan() {
+        for (what, change) in tree_changes() {
+            let (root, volume, before) = watched_tree();
+            change(root.path());
+            settle_root(root.path());
+            let after = volume.digest().unwrap().root;
+            assert_ne!(after, before, "{what} did not change the digest");
+            assert_eq!(after, digest_of(root.path()).root, "{what}");
+            // And again, from the same scan.
+            assert_eq!(volume.digest().unwrap().root, after, "{what}, twice");
+        }
+    }
+
+    /// A write through a name outside the tree is reported there only: a
+    /// file with several links is looked at again whatever the watch saw.
+    #[test]
+    fn a_file_with_several_links_is_looked_at_again() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        digest_tree(root.path());
+        pin_link(root.path());
+        std::fs::hard_link(root.path().join("d/e/f"), outside.path().join("f")).unwrap();
+        settle_root(root.path());
+        let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let before = volume.digest().unwrap().root;
+        volume.scan().unwrap();
+        // The first change of `tree_changes`, through the other name.
+        let mut f = std::fs::File::options()
+            .write(true)
+            .open(outside.path().join("f"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"S").unwrap();
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+            .unwrap();
+        let after = volume.digest().unwrap().root;
+        assert_ne!(after, before, "the write did not change the digest");
+        assert_eq!(after, digest_of(root.path()).root);
+    }
+
+    /// When more changed than inotify could queue, the digest walks the
+    /// whole tree again.
+    #[test]
+    fn a_watch_that_lost_events_walks_the_tree() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (root, volume, before) = watched_tree();
+        let queued: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Alternating, so that no event repeats the one before it.
+        for i in 0..queued + 2 {
+            let file = if i % 2 == 0 { "empty" } else { "big" };
+            std::fs::set_permissions(
+                root.path().join(file),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+        }
+        // Past the overflow: its event is lost.
+        (tree_changes()[0].1)(root.path());
+        settle_root(root.path());
+        let after = volume.digest().unwrap().root;
+        assert_ne!(after, before);
+        assert_eq!(after, digest_of(root.path()).root);
     }
 }
