@@ -4,9 +4,10 @@
 //! entries. Any later change to an entry (its content, metadata, name or
 //! link count, by this run or by anybody else) is then an event naming it
 //! in its directory's watch. The digest looks again only at the entries
-//! named so, and takes the rest as the scan found them: in a tree of
-//! 100,000 files where a run rewrote 1,000, it looks at about 1,100
-//! entries instead of 100,000 and lists no directory.
+//! named so, and takes the rest as the scan found them. Where a run
+//! rewrote 1,000 of 100,000 files, the receiving side's digest made 2,100
+//! `stat` calls instead of 100,100 (1,000 of them for staged names
+//! already gone) and listed no directory (`strace -c` of the agent).
 //!
 //! inotify does not see writes through a shared mapping, nor changes made
 //! to a network filesystem by another machine, and it reports a write to
