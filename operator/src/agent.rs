@@ -121,16 +121,16 @@ impl Transfer<'_> {
                     cause: Box::new(cause),
                 }
             })?;
+        // The transfer is complete on both sides by now (the receiver's
+        // report is the last message): a close that goes wrong loses
+        // nothing. The peer waits for it, not for the cleanup below.
+        if let Err(e) = conn.finish() {
+            tracing::warn!(%peer, "closing the connection: {e}");
+        }
         if let Some(root) = tree
             && let Ok(volume) = Volume::open(&root, Access::ReadWrite)
         {
             volume.discard_leftovers();
-        }
-        // The transfer is complete on both sides by now (the receiver's
-        // report is the last message): a close that goes wrong loses
-        // nothing.
-        if let Err(e) = conn.finish() {
-            tracing::warn!(%peer, "closing the connection: {e}");
         }
         let (tls_in, tls_out) = conn.wire_bytes();
         tracing::info!(%peer, tls_in, tls_out, "transfer finished");

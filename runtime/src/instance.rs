@@ -153,7 +153,14 @@ impl MoverInstance {
             .ok_or_else(|| self.missing(Capability::Control))?;
         self.call(export, |s| {
             let guest = indices.load(&mut s.store, &s.instance)?;
-            f(&guest, &mut s.store)
+            let result = f(&guest, &mut s.store);
+            // What the module said last (the receiver's report) reaches the
+            // peer now, not once this side has torn the instance down.
+            // Best effort: a peer gone by now has everything it needed.
+            if let Some(channel) = &mut s.store.data_mut().grants.channel {
+                let _ = channel.flush();
+            }
+            result
         })
     }
 
@@ -167,7 +174,14 @@ impl MoverInstance {
             .ok_or_else(|| self.missing(Capability::Transfer))?;
         self.call(export, |s| {
             let guest = indices.load(&mut s.store, &s.instance)?;
-            f(&guest, &mut s.store)
+            let result = f(&guest, &mut s.store);
+            // What the module said last (the receiver's report) reaches the
+            // peer now, not once this side has torn the instance down.
+            // Best effort: a peer gone by now has everything it needed.
+            if let Some(channel) = &mut s.store.data_mut().grants.channel {
+                let _ = channel.flush();
+            }
+            result
         })
     }
 
