@@ -2,6 +2,7 @@
 //! a raw block device or image file rewritten in place under an undo
 //! journal ([`Image`]).
 
+mod ahead;
 mod image;
 mod kept_hashes;
 pub(crate) mod known;

@@ -19,6 +19,7 @@ use cap_std::fs::{
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+use super::ahead::Ahead;
 use super::kept_hashes::{self, KeptHashes};
 use super::known::{self, Stored};
 use super::watch::{Change, Changes, Watch};
@@ -57,6 +58,8 @@ struct Scanned {
     /// The indices of each directory's entries, by its path.
     children: HashMap<String, Vec<u32>>,
     watch: Option<Watch>,
+    /// The files being hashed ahead of the digest, while watched.
+    ahead: Option<Ahead>,
 }
 
 impl std::fmt::Debug for Tree {
@@ -281,11 +284,22 @@ impl Tree {
                 }
             }
         }
+        let ahead = watch.as_ref().filter(|w| !w.is_lost()).and_then(|_| {
+            let files = (entries.iter().zip(&stamps).enumerate())
+                .filter(|(_, (e, _))| e.kind == EntryKind::File && e.links == 1)
+                .map(|(i, (e, &stamp))| (i as u32, e.path.clone(), stamp))
+                .collect();
+            let (store, root, read_all) = (self.store.clone(), self.root.clone(), self.read_all);
+            let stored = move |dir: &Dir| load_hashes(dir, &store, &root, read_all);
+            let dir = self.dir.try_clone().ok()?;
+            Ahead::start(dir, files, stored).ok()
+        });
         let scanned = Scanned {
             entries: entries.clone(),
             stamps,
             children,
             watch,
+            ahead,
         };
         *self.scanned.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(scanned));
         Ok(entries)
@@ -314,14 +328,24 @@ impl Tree {
             records: Vec::with_capacity(2 * RECORDS),
             entries: 0,
             bytes: 0,
-            stored: if self.read_all {
-                Stored::default()
-            } else {
-                self.load_hashes()
-            },
+            stored: Stored::default(),
             kept: Vec::new(),
         };
         let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
+        let ahead = scanned
+            .as_mut()
+            .and_then(|s| s.ahead.take())
+            .and_then(Ahead::finish);
+        let early = match ahead {
+            Some((stored, early)) => {
+                digest.stored = stored;
+                early
+            }
+            None => {
+                digest.stored = load_hashes(&self.dir, &self.store, &self.root, self.read_all);
+                Vec::new()
+            }
+        };
         let watched = scanned
             .as_mut()
             .and_then(|scanned| scanned.watch.as_mut())
@@ -332,7 +356,12 @@ impl Tree {
                     watch: Some(watch), ..
                 },
             ) if watched => {
-                digest_dir(&self.dir, "", Some(Reuse { scanned, watch }), &mut digest)?;
+                let reuse = Reuse {
+                    scanned,
+                    watch,
+                    early: &early,
+                };
+                digest_dir(&self.dir, "", Some(reuse), &mut digest)?;
             }
             Some(scanned) if self.access == Access::ReadOnly => {
                 self.digest_scanned(scanned, &mut digest)?
@@ -386,32 +415,6 @@ impl Tree {
             )
             .map_err(VolumeError::io(path))?;
         super::content_hash(file.into_std(), buffer).map_err(VolumeError::io(path))
-    }
-
-    /// The hashes an earlier digest kept; none if there are none or they
-    /// cannot be used (said in a warning: the digest then reads every
-    /// file, which is slower but as sure).
-    fn load_hashes(&self) -> Stored {
-        let bytes = match &self.store {
-            HashStore::Off => return Stored::default(),
-            HashStore::InVolume => self.dir.read(HASHES),
-            HashStore::File(path) => std::fs::read(path),
-        };
-        let shown = || match &self.store {
-            HashStore::File(path) => path.display().to_string(),
-            _ => self.root.join(HASHES).display().to_string(),
-        };
-        match bytes {
-            Ok(bytes) => known::decode(bytes).unwrap_or_else(|why| {
-                tracing::warn!(store = shown(), "ignoring the stored hashes: {why}");
-                Stored::default()
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Stored::default(),
-            Err(e) => {
-                tracing::warn!(store = shown(), "ignoring the stored hashes: {e}");
-                Stored::default()
-            }
-        }
     }
 
     /// Replaces the stored hashes with `kept`, atomically; best effort (a
@@ -894,6 +897,34 @@ impl Tree {
     }
 }
 
+/// The hashes an earlier digest of the tree at `root` (opened as `dir`)
+/// kept in `store`, unless `read_all`; none if there are none or they
+/// cannot be used (said in a warning: the digest then reads every file,
+/// which is slower but as sure).
+fn load_hashes(dir: &Dir, store: &HashStore, root: &Path, read_all: bool) -> Stored {
+    let bytes = match store {
+        _ if read_all => return Stored::default(),
+        HashStore::Off => return Stored::default(),
+        HashStore::InVolume => dir.read(HASHES),
+        HashStore::File(path) => std::fs::read(path),
+    };
+    let shown = || match store {
+        HashStore::File(path) => path.display().to_string(),
+        _ => root.join(HASHES).display().to_string(),
+    };
+    match bytes {
+        Ok(bytes) => known::decode(bytes).unwrap_or_else(|why| {
+            tracing::warn!(store = shown(), "ignoring the stored hashes: {why}");
+            Stored::default()
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Stored::default(),
+        Err(e) => {
+            tracing::warn!(store = shown(), "ignoring the stored hashes: {e}");
+            Stored::default()
+        }
+    }
+}
+
 /// Bytes of entry records gathered before they are hashed: BLAKE3 hashes
 /// many 1 KiB chunks at once only when it is given them at once.
 const RECORDS: usize = 64 << 10;
@@ -1127,6 +1158,8 @@ const READ_PARALLEL_MIN: usize = 16;
 struct Reuse<'s> {
     scanned: &'s Scanned,
     watch: &'s Watch,
+    /// The hashes read ahead of the digest, by scan index.
+    early: &'s [(u32, blake3::Hash, u64)],
 }
 
 impl<'s> Reuse<'s> {
@@ -1178,8 +1211,9 @@ impl<'s> Here<'s> {
     }
 
     /// The scanned entry `name` and its stamp, if nothing since can have
-    /// changed what the digest takes from it.
-    fn unchanged(self, name: &str) -> Option<(&'s Entry, Stamp)> {
+    /// changed what the digest takes from it, with its content hash and
+    /// length if they were read ahead.
+    fn unchanged(self, name: &str) -> Option<(&'s Entry, Stamp, Option<Read>)> {
         if self.changes.names.contains_key(name) {
             return None;
         }
@@ -1201,7 +1235,10 @@ impl<'s> Here<'s> {
                 .is_some_and(Changes::is_empty),
             _ => false,
         };
-        (!unseen).then(|| (entry, scanned.stamps[i]))
+        let early = self.reuse.early;
+        let read = early.binary_search_by_key(&(i as u32), |&(index, ..)| index);
+        let read = read.ok().map(|at| (early[at].1, early[at].2));
+        (!unseen).then(|| (entry, scanned.stamps[i], read))
     }
 
     /// What the digest may reuse below the subdirectory `name`: nothing if
@@ -1210,6 +1247,9 @@ impl<'s> Here<'s> {
         (self.changes.names.get(name) != Some(&Change::Replaced)).then_some(self.reuse)
     }
 }
+
+/// A file's content hash and its length, as read.
+type Read = (blake3::Hash, u64);
 
 /// The last component of a path.
 fn last_name(path: &str) -> &str {
@@ -1247,24 +1287,25 @@ fn digest_dir(
         let mut looked = Vec::with_capacity(window.len());
         let mut unread = Vec::new();
         for &name in window {
-            let (entry, stamp) = match here.and_then(|here| here.unchanged(name)) {
-                Some((entry, stamp)) => (Cow::Borrowed(entry), stamp),
+            let (entry, stamp, early) = match here.and_then(|here| here.unchanged(name)) {
+                Some((entry, stamp, early)) => (Cow::Borrowed(entry), stamp, early),
                 None => match look(dir, path, name) {
-                    Ok(Some((entry, stamp))) => (Cow::Owned(entry), stamp),
+                    Ok(Some((entry, stamp))) => (Cow::Owned(entry), stamp, None),
                     Ok(None) => continue,
                     // A name an event gave that is gone again.
                     Err(VolumeError::NotFound(_)) if here.is_some() => continue,
                     Err(e) => return Err(e),
                 },
             };
-            let file = match entry.kind {
-                EntryKind::File => {
-                    let known = digest.known_hash(&entry, stamp);
-                    if known.is_none() {
+            let file = match (entry.kind, early) {
+                (EntryKind::File, early) => match (digest.known_hash(&entry, stamp), early) {
+                    (Some(known), _) => Some(known),
+                    (None, Some(read)) => Some(digest.read_hash(&entry, stamp, || Ok(read))?),
+                    (None, None) => {
                         unread.push(looked.len());
+                        None
                     }
-                    known
-                }
+                },
                 _ => None,
             };
             looked.push((name, entry, stamp, file));
@@ -1956,6 +1997,40 @@ mod tests {
 
     /// What a change is, and how to make it under a root.
     type TreeChange = (&'static str, fn(&Path));
+
+    impl Tree {
+        /// Waits for the files of the last scan to be hashed ahead, then
+        /// makes the hash read ahead for `path` a lie.
+        fn lie_ahead(&self, path: &str) {
+            let mut scanned = self.scanned.lock().unwrap();
+            let scanned = scanned.as_mut().expect("scanned");
+            let index = scanned.entries.iter().position(|e| e.path == path).unwrap();
+            let hashes = scanned.ahead.as_mut().expect("hashing ahead").wait();
+            let read = hashes.iter_mut().find(|(i, ..)| *i as usize == index);
+            read.expect("read ahead").1 = blake3::hash(b"lie");
+        }
+    }
+
+    /// A hash read ahead serves the digest for a file the watch saw
+    /// unchanged since the scan, and not for one that changed.
+    #[test]
+    fn hashes_read_ahead_serve_only_unchanged_files() {
+        let root = tempfile::tempdir().unwrap();
+        digest_tree(root.path());
+        pin_link(root.path());
+        settle_root(root.path());
+        let mut volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        // No kept hashes: every file is hashed ahead.
+        volume.set_hash_store(HashStore::Off).unwrap();
+        let honest = digest_of(root.path()).root;
+        volume.scan().unwrap();
+        volume.lie_ahead("d/e/f");
+        assert_ne!(volume.digest().unwrap().root, honest, "not used");
+        volume.scan().unwrap();
+        volume.lie_ahead("d/e/f");
+        (tree_changes()[0].1)(root.path());
+        assert_eq!(volume.digest().unwrap().root, digest_of(root.path()).root);
+    }
 
     /// One change to [`digest_tree`] of each property the digest covers.
     fn tree_changes() -> [TreeChange; 10] {

@@ -184,6 +184,11 @@ impl Watch {
         }
     }
 
+    /// Whether the changes are not all known.
+    pub(super) fn is_lost(&self) -> bool {
+        self.lost.is_some()
+    }
+
     /// The changes in the directory at `path`, if it was watched.
     pub(super) fn changes(&self, path: &str) -> Option<&Changes> {
         self.changes.get(self.watches.get(path)?)
