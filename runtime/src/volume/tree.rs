@@ -549,9 +549,20 @@ impl Tree {
             Ok(_) => self.dir.remove_file(path),
             Err(e) => Err(e),
         };
+        // A directory's tree gone is an event per entry.
+        self.read_watch();
         match result {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r.map_err(VolumeError::io(path)),
+        }
+    }
+
+    /// Reads the events the scan's watch queued so far, so that a run
+    /// that changes many entries does not overflow its queue.
+    fn read_watch(&self) {
+        let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(watch) = scanned.as_mut().and_then(|s| s.watch.as_mut()) {
+            watch.update();
         }
     }
 
@@ -632,6 +643,7 @@ impl Tree {
         set_file_metadata(file, mode, mtime_ns)
             .and_then(|()| self.rename_staged(staged, path))
             .map_err(VolumeError::io(path))?;
+        self.read_watch();
         // After the rename, which may change the inode's ctime.
         Ok(self.remember_written(file, path, hash))
     }

@@ -69,6 +69,8 @@ pub(super) struct Watch {
     /// Why the changes are not all known, if they are not: the digest
     /// then looks at every entry.
     lost: Option<String>,
+    /// How many directories may be watched.
+    budget: usize,
 }
 
 /// The changes seen in one watched directory.
@@ -89,11 +91,19 @@ impl Watch {
             Ok(fd) => (Some(fd), None),
             Err(e) => (None, Some(format!("inotify is not available: {e}"))),
         };
+        // The limit is per user, shared with every other program of the
+        // same user on the machine (file managers, build tools, kubelet
+        // when both run as root): a tree takes at most a quarter of it.
+        let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+            .ok()
+            .and_then(|limit| limit.trim().parse::<usize>().ok())
+            .unwrap_or(8192);
         Self {
             inotify,
             watches: HashMap::new(),
             changes: HashMap::new(),
             lost,
+            budget: limit / 4,
         }
     }
 
@@ -104,6 +114,10 @@ impl Watch {
         let Some(inotify) = self.inotify.as_ref().filter(|_| self.lost.is_none()) else {
             return;
         };
+        if self.watches.len() >= self.budget {
+            let why = format!("more directories than {} watches", self.budget);
+            return self.lose(why);
+        }
         // The directory this handle holds, whatever its path is now.
         let held = format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd());
         match inotify::add_watch(inotify, held, EVENTS) {
@@ -128,8 +142,9 @@ impl Watch {
         self.inotify = None;
     }
 
-    /// Reads the events reported so far. Returns whether every change
-    /// since the scan is known.
+    /// Reads the events reported so far (often enough, and many changes
+    /// in one run do not overflow inotify's queue). Returns whether every
+    /// change since the scan is known.
     pub(super) fn update(&mut self) -> bool {
         let Some(inotify) = self.inotify.take() else {
             return false;
@@ -199,5 +214,45 @@ impl Changes {
     /// Whether nothing in the directory changed.
     pub(super) fn is_empty(&self) -> bool {
         self.names.is_empty() && !self.relist
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_past_its_share_of_watches_is_not_watched() {
+        let root = tempfile::tempdir().unwrap();
+        let mut watch = Watch::new();
+        watch.budget = 2;
+        for name in ["a", "b", "c"] {
+            std::fs::create_dir(root.path().join(name)).unwrap();
+            let dir = Dir::open_ambient_dir(root.path().join(name), cap_std::ambient_authority());
+            watch.add(&dir.unwrap(), name);
+        }
+        assert_eq!(watch.watches.len(), 2);
+        assert!(watch.is_lost(), "a watch over part of the tree");
+        assert!(!watch.update(), "nothing to tell");
+    }
+
+    #[test]
+    fn events_name_the_entries_and_how_they_changed() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("kept"), b"1").unwrap();
+        std::fs::write(root.path().join("gone"), b"1").unwrap();
+        let dir = Dir::open_ambient_dir(root.path(), cap_std::ambient_authority()).unwrap();
+        let mut watch = Watch::new();
+        watch.add(&dir, "");
+        assert!(watch.update() && watch.changes("").unwrap().is_empty());
+        std::fs::write(root.path().join("kept"), b"2").unwrap();
+        std::fs::remove_file(root.path().join("gone")).unwrap();
+        std::fs::write(root.path().join("new"), b"").unwrap();
+        assert!(watch.update());
+        let changes = watch.changes("").unwrap();
+        assert_eq!(changes.names.get("kept"), Some(&Change::Altered));
+        assert_eq!(changes.names.get("gone"), Some(&Change::Replaced));
+        assert_eq!(changes.names.get("new"), Some(&Change::Replaced));
+        assert!(watch.changes("other").is_none());
     }
 }
