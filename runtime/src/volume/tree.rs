@@ -19,7 +19,7 @@ use cap_std::fs::{
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use super::ahead::Ahead;
+use super::ahead::{self, Ahead};
 use super::kept_hashes::{self, KeptHashes};
 use super::known::{self, Stored};
 use super::watch::{Change, Changes, Watch};
@@ -287,6 +287,7 @@ impl Tree {
         let ahead = watch.as_ref().filter(|w| !w.is_lost()).and_then(|_| {
             let files = (entries.iter().zip(&stamps).enumerate())
                 .filter(|(_, (e, _))| e.kind == EntryKind::File && e.links == 1)
+                .filter(|(_, (e, _))| e.size < ahead::LARGEST)
                 .map(|(i, (e, &stamp))| (i as u32, e.path.clone(), stamp))
                 .collect();
             let (store, root, read_all) = (self.store.clone(), self.root.clone(), self.read_all);
