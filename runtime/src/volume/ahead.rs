@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
-use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
-use rustix::fs::OFlags;
+use cap_std::fs::Dir;
 
 use super::known::Stored;
 use super::{DIGEST_BUFFER, Stamp};
@@ -126,13 +124,7 @@ fn hash_file(
     stop: &AtomicBool,
     buffer: &mut [u8],
 ) -> io::Result<(blake3::Hash, u64)> {
-    let file = dir.open_with(
-        path,
-        OpenOptions::new()
-            .read(true)
-            .follow(FollowSymlinks::No)
-            .custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32),
-    )?;
+    let file = super::tree::open_to_read(dir, path)?;
     super::content_hash(Stoppable { file, stop }, buffer)
 }
 

@@ -323,29 +323,24 @@ impl Tree {
     /// version of the source. A writable tree that was scanned is walked
     /// again only where its watch saw changes (see [`super::watch`]).
     pub fn digest(&self) -> Result<TreeDigest, VolumeError> {
+        let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
+        let ahead = scanned
+            .as_mut()
+            .and_then(|s| s.ahead.take())
+            .and_then(Ahead::finish);
+        // The thread loaded the kept hashes already, if there was one.
+        let (stored, early) = ahead.unwrap_or_else(|| {
+            let stored = load_hashes(&self.dir, &self.store, &self.root, self.read_all);
+            (stored, Vec::new())
+        });
         let mut digest = Digester {
             tree: self,
             hasher: blake3::Hasher::new_derive_key(DIGEST_CONTEXT),
             records: Vec::with_capacity(2 * RECORDS),
             entries: 0,
             bytes: 0,
-            stored: Stored::default(),
+            stored,
             kept: Vec::new(),
-        };
-        let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
-        let ahead = scanned
-            .as_mut()
-            .and_then(|s| s.ahead.take())
-            .and_then(Ahead::finish);
-        let early = match ahead {
-            Some((stored, early)) => {
-                digest.stored = stored;
-                early
-            }
-            None => {
-                digest.stored = load_hashes(&self.dir, &self.store, &self.root, self.read_all);
-                Vec::new()
-            }
         };
         let watched = scanned
             .as_mut()
@@ -405,16 +400,7 @@ impl Tree {
         path: &str,
         buffer: &mut [u8],
     ) -> Result<(blake3::Hash, u64), VolumeError> {
-        let file = self
-            .dir
-            .open_with(
-                checked(path)?,
-                OpenOptions::new()
-                    .read(true)
-                    .follow(FollowSymlinks::No)
-                    .custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32),
-            )
-            .map_err(VolumeError::io(path))?;
+        let file = open_to_read(&self.dir, checked(path)?).map_err(VolumeError::io(path))?;
         super::content_hash(file.into_std(), buffer).map_err(VolumeError::io(path))
     }
 
@@ -908,6 +894,19 @@ impl Tree {
             partial = dir.to_owned();
         }
     }
+}
+
+/// Opens the regular file at `path` under `dir` to read its content; not
+/// followed if a symlink took its place, and a fifo swapped in meanwhile
+/// is not waited on.
+pub(super) fn open_to_read(dir: &Dir, path: &str) -> io::Result<File> {
+    dir.open_with(
+        path,
+        OpenOptions::new()
+            .read(true)
+            .follow(FollowSymlinks::No)
+            .custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32),
+    )
 }
 
 /// The hashes an earlier digest of the tree at `root` (opened as `dir`)
