@@ -537,19 +537,19 @@ impl Tree {
             Err(e) => Err(e),
         };
         // A directory's tree gone is an event per entry.
-        self.read_watch();
+        self.read_watch(Watch::update);
         match result {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r.map_err(VolumeError::io(path)),
         }
     }
 
-    /// Reads the events the scan's watch queued so far, so that a run
-    /// that changes many entries does not overflow its queue.
-    fn read_watch(&self) {
+    /// Lets the scan's watch read the events queued so far (`read`), so
+    /// that a run that changes many entries does not overflow its queue.
+    fn read_watch<R>(&self, read: impl FnOnce(&mut Watch) -> R) {
         let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(watch) = scanned.as_mut().and_then(|s| s.watch.as_mut()) {
-            watch.update();
+            read(watch);
         }
     }
 
@@ -630,7 +630,7 @@ impl Tree {
         set_file_metadata(file, mode, mtime_ns)
             .and_then(|()| self.rename_staged(staged, path))
             .map_err(VolumeError::io(path))?;
-        self.read_watch();
+        self.read_watch(Watch::committed);
         // After the rename, which may change the inode's ctime.
         Ok(self.remember_written(file, path, hash))
     }
