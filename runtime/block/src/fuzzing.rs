@@ -69,6 +69,7 @@ pub fn eager(min_block_size: u32) -> RefineOptions {
         min_block_size,
         max_rounds: 3,
         cost_fraction: 0,
+        min_yield: 0,
     }
 }
 

@@ -9,7 +9,10 @@
 //! signature of only the basis ranges no copy used ([`Refinement`]), and
 //! matches only its literal runs against that. Each round is worth it or
 //! not asked for: the finer signature must cost a small fraction of the
-//! literals it may save.
+//! literals it may save, and the round before must have found something.
+//! Blocks shrink fourfold a round, down to 64 bytes, so a small write
+//! into a large file costs a few dozen block hashes and about its own
+//! bytes, not a page or a block.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -25,7 +28,7 @@ use crate::signature::{Index, MAX_BLOCK, Signature, SignatureOptions};
 use crate::tree_hash::hash_granules;
 
 /// Each round asks for blocks this many times smaller.
-const REFINE_FACTOR: u32 = 8;
+const REFINE_FACTOR: u32 = 4;
 
 /// When a [`Plan`] asks for another round.
 #[derive(Clone, Debug)]
@@ -37,14 +40,19 @@ pub struct RefineOptions {
     /// A round is asked for only if its signature costs at most
     /// 1/`cost_fraction` of the literal bytes it could save (0: always).
     pub cost_fraction: u64,
+    /// A round that turned less than 1/`min_yield` of its literals into
+    /// copies is the last (0: never): finer blocks over the same ranges
+    /// would find even less, since new data is new at every scale.
+    pub min_yield: u64,
 }
 
 impl Default for RefineOptions {
     fn default() -> Self {
         Self {
-            min_block_size: 1 << 10,
-            max_rounds: 2,
-            cost_fraction: 16,
+            min_block_size: 64,
+            max_rounds: 5,
+            cost_fraction: 4,
+            min_yield: 4,
         }
     }
 }
@@ -216,6 +224,8 @@ pub struct Plan {
     /// granule-first round.
     block_size: Option<u32>,
     rounds: u32,
+    /// Literal bytes before and after the last refinement round.
+    last_round: Option<(u64, u64)>,
 }
 
 fn changed_length() -> io::Error {
@@ -304,6 +314,7 @@ impl Plan {
             basis_len: sig.basis_len(),
             block_size: Some(sig.block_size()),
             rounds: 0,
+            last_round: None,
         })
     }
 
@@ -336,6 +347,7 @@ impl Plan {
             basis_len: summary.basis_len(),
             block_size: None,
             rounds: 0,
+            last_round: None,
         })
     }
 
@@ -357,6 +369,7 @@ impl Plan {
             basis_len: sig.basis_len(),
             block_size: Some(sig.block_size()),
             rounds: 0,
+            last_round: None,
         })
     }
 
@@ -372,11 +385,11 @@ impl Plan {
     }
 
     /// The refinement worth asking for next under `options`, if any:
-    /// blocks eight times smaller than the last round's over the basis
-    /// ranges no copy uses, when that signature is cheap enough; a
-    /// mostly-new file (over half literal after a block search) is not
-    /// refined at all. After a granule-first round the blocks are an
-    /// eighth of the average unused range, no larger than a whole-file
+    /// blocks four times smaller than the last round's over the basis
+    /// ranges no copy uses, when that signature is cheap enough and the
+    /// last round found enough; a mostly-new file (over half literal after
+    /// a block search) is not refined at all. After a granule-first round
+    /// the blocks are a quarter of the average unused range, no larger than a whole-file
     /// signature of those ranges would use: small around scattered
     /// changes, large over a long stretch that may have moved.
     pub fn refinement(&self, options: &RefineOptions) -> Option<Refinement> {
@@ -384,6 +397,9 @@ impl Plan {
         if self.rounds >= options.max_rounds
             || literal == 0
             || (self.block_size.is_some() && literal > self.new_len / 2)
+            || self.last_round.is_some_and(|(before, after)| {
+                options.min_yield > 0 && (before - after) * options.min_yield < before
+            })
         {
             return None;
         }
@@ -395,9 +411,9 @@ impl Plan {
         let block_size = match self.block_size {
             Some(last) => (last / REFINE_FACTOR).max(options.min_block_size).max(1),
             None => {
-                let eighth = unused / gaps.len() as u64 / u64::from(REFINE_FACTOR);
+                let part = unused / gaps.len() as u64 / u64::from(REFINE_FACTOR);
                 let whole = SignatureOptions::default().block_size_for(unused);
-                (eighth.min(whole.into()) as u32 / 1024 * 1024)
+                (part.min(whole.into()) as u32 / 1024 * 1024)
                     .max(options.min_block_size)
                     .max(1)
             }
@@ -474,7 +490,9 @@ impl Plan {
                 }
             }
         }
+        let before = self.literal_bytes();
         self.ops = ops;
+        self.last_round = Some((before, self.literal_bytes()));
         self.block_size = Some(fine.block_size());
         self.rounds += 1;
         Ok(())

@@ -50,6 +50,8 @@ struct Wire {
     signatures: u64,
     /// Refinement requests and the delta, from the new file's side.
     requests_and_delta: u64,
+    /// Block sizes of the refinement rounds, in order.
+    rounds: Vec<u32>,
 }
 
 /// Signature, rounds of refinement and delta through their encodings, as
@@ -94,6 +96,7 @@ fn summarized_round_trip(
     let mut literal = plan.literal_bytes();
     while let Some(request) = plan.refinement(options) {
         let mut asked = Vec::new();
+        wire.rounds.push(request.block_size());
         wire.requests_and_delta += request.write_to(&mut asked).unwrap();
         let Incoming::Refinement(request) = Incoming::read_from(&asked[..], &limits).unwrap()
         else {
@@ -641,6 +644,52 @@ fn granule_first_sends_scattered_pages_and_little_else() {
         total <= changed + changed / 5,
         "{wire:?} for {changed} changed bytes"
     );
+}
+
+#[test]
+fn small_writes_are_narrowed_down_to_their_bytes() {
+    // 1% of the 4 KiB pages each take one 64-byte write, as a database's
+    // row updates do: rounds of ever smaller blocks narrow each write
+    // down to a block or two of 64 bytes, where one round at 4 KiB would
+    // send the whole page.
+    let old = data(16 << 20, 13);
+    let mut new = old.clone();
+    let pages = (new.len() / 100) / 4096;
+    for k in 0..pages {
+        let at = (k * 2_654_435_761 % (new.len() / 4096)) * 4096 + k * 61 % (4096 - 64);
+        new[at..at + 64].copy_from_slice(&data(64, k as u64 + 7));
+    }
+    let changed = (pages * 64) as u64;
+    let (stats, wire) = granule_first_round_trip(&old, &new, &RefineOptions::default());
+    eprintln!("{changed} changed: {stats:?}, {wire:?}");
+    assert_eq!(wire.rounds, [4096, 1024, 256, 64], "{wire:?}");
+    assert!(stats.literal_bytes <= 2 * changed, "{stats:?}");
+    // The summary (8 B a granule), then about 4 blocks of 12 B a write
+    // in each of four rounds, 16 B a range in each request, and the
+    // delta (two 64-byte blocks and two copies a write).
+    let granules = (new.len() as u64 >> 14) * 8;
+    let total = wire.signatures + wire.requests_and_delta;
+    assert!(
+        total <= granules + pages as u64 * (4 * (5 * 12 + 16) + 2 * 64 + 64),
+        "{wire:?} for {changed} changed bytes"
+    );
+}
+
+#[test]
+fn a_round_that_finds_little_is_the_last() {
+    // Pages of new data: the round at 4 KiB blocks narrows each changed
+    // granule to its page, the one at 1 KiB finds nothing in the page,
+    // and finer blocks would find nothing either, so no more are asked
+    // for, though they would be cheap next to the page.
+    let old = data(16 << 20, 11);
+    let (new, changed) = scattered_pages(&old);
+    let (stats, wire) = granule_first_round_trip(&old, &new, &RefineOptions::default());
+    assert_eq!(wire.rounds, [4096, 1024], "{wire:?}");
+    assert_eq!(stats.literal_bytes, changed);
+    let eager = eager(64);
+    let (_, eager_wire) = granule_first_round_trip(&old, &new, &eager);
+    assert!(eager_wire.rounds.len() > 2, "{eager_wire:?}");
+    assert!(eager_wire.signatures > wire.signatures, "{eager_wire:?}");
 }
 
 #[test]
