@@ -70,6 +70,7 @@ pub fn eager(min_block_size: u32) -> RefineOptions {
         max_rounds: 3,
         cost_fraction: 0,
         min_yield: 0,
+        deep_round_min_literal: 0,
     }
 }
 

@@ -12,7 +12,8 @@
 //! literals it may save, and the round before must have found something.
 //! Blocks shrink fourfold a round, down to 64 bytes, so a small write
 //! into a large file costs a few dozen block hashes and about its own
-//! bytes, not a page or a block.
+//! bytes, not a page or a block; rounds after the second, each a round
+//! trip, only while many literals are left.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -44,6 +45,11 @@ pub struct RefineOptions {
     /// copies is the last (0: never): finer blocks over the same ranges
     /// would find even less, since new data is new at every scale.
     pub min_yield: u64,
+    /// Rounds after the second are asked for only while at least this
+    /// many literal bytes are left: each round stalls the sending side
+    /// for a round trip, which costs as much time as a few hundred
+    /// kilobytes on most links.
+    pub deep_round_min_literal: u64,
 }
 
 impl Default for RefineOptions {
@@ -53,6 +59,7 @@ impl Default for RefineOptions {
             max_rounds: 5,
             cost_fraction: 4,
             min_yield: 4,
+            deep_round_min_literal: 64 << 10,
         }
     }
 }
@@ -396,6 +403,7 @@ impl Plan {
         let literal = self.literal_bytes();
         if self.rounds >= options.max_rounds
             || literal == 0
+            || (self.rounds >= 2 && literal < options.deep_round_min_literal)
             || (self.block_size.is_some() && literal > self.new_len / 2)
             || self.last_round.is_some_and(|(before, after)| {
                 options.min_yield > 0 && (before - after) * options.min_yield < before
