@@ -43,7 +43,7 @@ pub(crate) struct Encoder<W> {
 impl<W: Write> Encoder<W> {
     /// Writes the delta header for a basis of `basis_len` bytes.
     pub(crate) fn new(mut out: W, basis_len: u64) -> io::Result<Self> {
-        format::write_header(&mut out, DELTA_MAGIC)?;
+        format::write_header(&mut out, DELTA_MAGIC, format::VERSION)?;
         out.write_all(&basis_len.to_be_bytes())?;
         Ok(Self {
             out,

@@ -14,11 +14,17 @@ pub(crate) const REFINEMENT_MAGIC: [u8; 4] = *b"WMRF";
 pub(crate) const GRANULE_SUMMARY_MAGIC: [u8; 4] = *b"WMGS";
 /// Magic of encoded basis granule hashes (kept on disk, never sent).
 pub(crate) const BASIS_HASHES_MAGIC: [u8; 4] = *b"WMGH";
-/// Version of every encoding. 2: the strong hash is XXH3-64 (12 bytes per
-/// block on the wire instead of 20). 3: signatures cover listed ranges of
-/// the basis (a refinement) and copies name basis byte ranges, so one
-/// delta can mix blocks of several sizes.
-pub(crate) const VERSION: u8 = 3;
+/// Version of every encoding that crosses the wire. 2: the strong hash
+/// is XXH3-64 (12 bytes per block on the wire instead of 20). 3:
+/// signatures cover listed ranges of the basis (a refinement) and copies
+/// name basis byte ranges, so one delta can mix blocks of several sizes.
+/// 4: those ranges are varints ([`put_ranges`]).
+pub(crate) const VERSION: u8 = 4;
+/// Version of the encodings kept on disk: the undo journal and granule
+/// hashes. Apart from [`VERSION`], so that an upgrade still reads what the
+/// version before left behind, a journal above all: it is an interrupted
+/// patch's way back.
+pub(crate) const DISK_VERSION: u8 = 3;
 
 /// Delta opcode: copy a byte range of the basis.
 pub(crate) const OP_COPY: u8 = 1;
@@ -57,10 +63,11 @@ impl Default for Limits {
 pub(crate) fn read_header<R: Read>(
     r: &mut R,
     magic: [u8; 4],
+    version: u8,
     what: &'static str,
 ) -> Result<(), FormatError> {
     read_magic(r, magic, what)?;
-    read_version(r, what)
+    read_version(r, version, what)
 }
 
 /// Reads a magic number, which must be `magic`.
@@ -92,21 +99,27 @@ fn magic_name(magic: [u8; 4]) -> &'static str {
     }
 }
 
-/// Checks the version byte that follows a magic number.
-pub(crate) fn read_version<R: Read>(r: &mut R, what: &'static str) -> Result<(), FormatError> {
-    let version = read_u8(r, what)?;
-    if version != VERSION {
+/// Checks the version byte that follows a magic number: it must be
+/// `version` ([`VERSION`] or [`DISK_VERSION`]).
+pub(crate) fn read_version<R: Read>(
+    r: &mut R,
+    version: u8,
+    what: &'static str,
+) -> Result<(), FormatError> {
+    let found = read_u8(r, what)?;
+    if found != version {
         return Err(FormatError::UnsupportedVersion {
-            found: version,
-            supported: VERSION,
+            found,
+            supported: version,
         });
     }
     Ok(())
 }
 
-pub(crate) fn write_header<W: Write>(w: &mut W, magic: [u8; 4]) -> io::Result<()> {
+/// Writes a magic number and `version` after it.
+pub(crate) fn write_header<W: Write>(w: &mut W, magic: [u8; 4], version: u8) -> io::Result<()> {
     w.write_all(&magic)?;
-    w.write_all(&[VERSION])
+    w.write_all(&[version])
 }
 
 pub(crate) fn read_u8<R: Read>(r: &mut R, reading: &'static str) -> Result<u8, FormatError> {
@@ -158,9 +171,61 @@ pub(crate) fn read_copy<R: Read>(r: &mut R, basis_len: u64) -> Result<(u64, u64)
     Ok((offset, len))
 }
 
-/// Reads a count of byte ranges, then each range's offset and length:
-/// they must be non-empty, ascending, disjoint and end by `end`, and hold
-/// at most `limits.max_blocks` blocks of `block_size` (non-zero) in all.
+/// Appends `v` as an unsigned LEB128 varint: seven bits a byte, the low
+/// ones first, the top bit set on every byte but the last.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a varint [`put_varint`] wrote: in its shortest form (so every
+/// value has one encoding) and within 64 bits.
+fn read_varint<R: Read>(r: &mut R, reading: &'static str) -> Result<u64, FormatError> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = read_u8(r, reading)?;
+        let bits = u64::from(byte & 0x7f);
+        if shift == 63 && bits > 1 {
+            return Err(FormatError::Malformed {
+                reason: "a varint beyond 64 bits",
+            });
+        }
+        v |= bits << shift;
+        if byte & 0x80 == 0 {
+            if byte == 0 && shift > 0 {
+                return Err(FormatError::Malformed {
+                    reason: "a varint longer than it needs to be",
+                });
+            }
+            return Ok(v);
+        }
+    }
+    Err(FormatError::Malformed {
+        reason: "a varint beyond 64 bits",
+    })
+}
+
+/// Appends the count of `ranges` (u64), then each range as two varints:
+/// its distance from the end of the one before (from 0 for the first)
+/// and its length. The ranges must be non-empty, ascending and disjoint;
+/// scattered ranges then take 3 to 6 bytes each instead of 16.
+pub(crate) fn put_ranges(out: &mut Vec<u8>, ranges: impl ExactSizeIterator<Item = (u64, u64)>) {
+    out.extend_from_slice(&(ranges.len() as u64).to_be_bytes());
+    let mut previous_end = 0;
+    for (offset, len) in ranges {
+        debug_assert!(len > 0 && offset >= previous_end);
+        put_varint(out, offset - previous_end);
+        put_varint(out, len);
+        previous_end = offset + len;
+    }
+}
+
+/// Reads what [`put_ranges`] wrote: the ranges must be non-empty, end by
+/// `end`, and hold at most `limits.max_blocks` blocks of `block_size`
+/// (non-zero) in all.
 pub(crate) fn read_ranges<R: Read>(
     r: &mut R,
     block_size: u32,
@@ -179,16 +244,21 @@ pub(crate) fn read_ranges<R: Read>(
     let mut ranges = Vec::with_capacity(count.min(1 << 12) as usize);
     let (mut previous_end, mut blocks) = (0u64, 0u64);
     for _ in 0..count {
-        let offset = read_u64(r, "range offset")?;
-        let len = read_u64(r, "range length")?;
-        let valid =
-            len > 0 && offset >= previous_end && offset.checked_add(len).is_some_and(|e| e <= end);
-        if !valid {
+        let gap = read_varint(r, "range offset")?;
+        let len = read_varint(r, "range length")?;
+        let offset = previous_end.checked_add(gap);
+        let range_end = offset.and_then(|o| o.checked_add(len));
+        let (Some(offset), Some(range_end)) = (offset, range_end) else {
             return Err(FormatError::Malformed {
-                reason: "ranges must be non-empty, ascending, disjoint and within bounds",
+                reason: "a range beyond 64 bits",
+            });
+        };
+        if len == 0 || range_end > end {
+            return Err(FormatError::Malformed {
+                reason: "ranges must be non-empty and within bounds",
             });
         }
-        previous_end = offset + len;
+        previous_end = range_end;
         blocks += len.div_ceil(block_size.into());
         if blocks > limits.max_blocks {
             return Err(FormatError::TooLarge {
@@ -200,4 +270,42 @@ pub(crate) fn read_ranges<R: Read>(
         ranges.push((offset, len));
     }
     Ok(ranges)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_round_trip_in_their_shortest_form() {
+        let ranges = [
+            (0, 1),
+            (1, 127),
+            (300, 128),
+            (1 << 40, 16 << 10),
+            (u64::MAX - 10, 10),
+        ];
+        let mut encoded = Vec::new();
+        put_ranges(&mut encoded, ranges.iter().copied());
+        // The count, then gap and length: 1+1, 1+1, 2+2, 6+3, 10+1 bytes.
+        assert_eq!(encoded.len(), 8 + 2 + 2 + 4 + 9 + 11);
+        let limits = Limits {
+            max_blocks: u64::MAX,
+            max_file_len: u64::MAX,
+        };
+        let read = read_ranges(&mut &encoded[..], 1, u64::MAX, &limits).unwrap();
+        assert_eq!(read, ranges);
+        // Within bounds only.
+        assert!(read_ranges(&mut &encoded[..], 1, u64::MAX - 1, &limits).is_err());
+        let mut v = Vec::new();
+        for value in [0, 127, 128, 16_383, 16_384, u64::MAX] {
+            v.clear();
+            put_varint(&mut v, value);
+            assert_eq!(
+                v.len(),
+                (64 - value.leading_zeros()).div_ceil(7).max(1) as usize
+            );
+            assert_eq!(read_varint(&mut &v[..], "varint").unwrap(), value);
+        }
+    }
 }

@@ -102,7 +102,7 @@ impl GranuleSummary {
     /// basis length (u64), then each granule's tag (u64), big-endian.
     /// Returns the bytes written.
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
-        format::write_header(&mut w, GRANULE_SUMMARY_MAGIC)?;
+        format::write_header(&mut w, GRANULE_SUMMARY_MAGIC, format::VERSION)?;
         let mut encoded = Vec::with_capacity(16 + 8 * self.tags.len());
         encoded.extend_from_slice(&self.granule.to_be_bytes());
         encoded.extend_from_slice(&self.basis_len.to_be_bytes());
@@ -117,7 +117,7 @@ impl GranuleSummary {
     /// engine would not choose for the basis length is refused, which
     /// bounds the tags to 65,536.
     fn read_body<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
-        format::read_version(&mut r, "granule summary header")?;
+        format::read_version(&mut r, format::VERSION, "granule summary header")?;
         let granule = format::read_u64(&mut r, "granule")?;
         let basis_len = format::read_u64(&mut r, "basis length")?;
         if basis_len > limits.max_file_len {

@@ -196,7 +196,7 @@ impl InPlacePatch {
             None => (Literals::Memory(Vec::new()), 0),
         };
         let basis_len_actual = file_len + spilled;
-        format::read_header(&mut delta, DELTA_MAGIC, "delta header")?;
+        format::read_header(&mut delta, DELTA_MAGIC, format::VERSION, "delta header")?;
         let basis_len = format::read_u64(&mut delta, "basis length")?;
         let mut patch = Self {
             ops: Vec::new(),

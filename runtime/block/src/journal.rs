@@ -72,7 +72,7 @@ pub fn write_undo(target: &File, patch: &InPlacePatch, journal: &File) -> io::Re
         hasher: blake3::Hasher::new(),
     };
     out.write_all(&JOURNAL_MAGIC)?;
-    out.write_all(&[format::VERSION])?;
+    out.write_all(&[format::DISK_VERSION])?;
     out.write_all(&patch.basis_len().to_be_bytes())?;
     let mut buf = vec![0u8; BUFFER];
     let mut saved = 0;
@@ -155,7 +155,12 @@ fn walk(
         FormatError::Truncated { .. } => Ok(None),
         e => Err(PatchError::from(e)),
     };
-    if let Err(e) = format::read_header(&mut r, JOURNAL_MAGIC, "undo journal header") {
+    if let Err(e) = format::read_header(
+        &mut r,
+        JOURNAL_MAGIC,
+        format::DISK_VERSION,
+        "undo journal header",
+    ) {
         return incomplete(e);
     }
     let old_len = match format::read_u64(&mut r, "old length") {
@@ -331,6 +336,9 @@ mod tests {
             journal.metadata().unwrap().len(),
             header + 2 * (record + 4096) + record + 32
         );
+        // Version 3, as every release has written it: a journal left on
+        // disk is rolled back by the next version too, whatever the wire's.
+        assert_eq!(&contents(&journal)[..5], b"WMUJ\x03");
         // Rolling back the finished patch (a crash before the journal
         // was deleted) gives the old file, and doing it twice is the same.
         for _ in 0..2 {

@@ -299,7 +299,7 @@ fn patch_into<B: Read + Seek, D: Read, W: Sink>(
     mut out: Output<'_, W>,
     mut known: Option<Known>,
 ) -> Result<PatchStats, PatchError> {
-    format::read_header(&mut delta, DELTA_MAGIC, "delta header")?;
+    format::read_header(&mut delta, DELTA_MAGIC, format::VERSION, "delta header")?;
     let basis_len = format::read_u64(&mut delta, "basis length")?;
     let mut stats = PatchStats::default();
     loop {

@@ -65,6 +65,9 @@ impl Default for RefineOptions {
 }
 /// Bytes one block takes in a signature's encoding.
 const SIGNATURE_BLOCK_BYTES: u64 = 12;
+/// Bytes a range takes, about: named in the request and again in the
+/// answer, each time as two varints of a few bytes.
+const RANGE_BYTES: u64 = 10;
 
 /// A request, from the side that has the new file, for a finer signature
 /// of some ranges of the basis.
@@ -86,25 +89,21 @@ impl Refinement {
         &self.ranges
     }
 
-    /// Writes the encoding: magic `WMRF`, version, block size (u32), the
-    /// number of ranges (u64), then each range's offset and length (u64),
-    /// all big-endian. Returns the bytes written.
+    /// Writes the encoding: magic `WMRF`, version, block size (u32,
+    /// big-endian), then the ranges ([`format::put_ranges`]). Returns the
+    /// bytes written.
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
-        format::write_header(&mut w, REFINEMENT_MAGIC)?;
-        let mut encoded = Vec::with_capacity(12 + 16 * self.ranges.len());
+        format::write_header(&mut w, REFINEMENT_MAGIC, format::VERSION)?;
+        let mut encoded = Vec::with_capacity(12 + 6 * self.ranges.len());
         encoded.extend_from_slice(&self.block_size.to_be_bytes());
-        encoded.extend_from_slice(&(self.ranges.len() as u64).to_be_bytes());
-        for &(offset, len) in &self.ranges {
-            encoded.extend_from_slice(&offset.to_be_bytes());
-            encoded.extend_from_slice(&len.to_be_bytes());
-        }
+        format::put_ranges(&mut encoded, self.ranges.iter().copied());
         w.write_all(&encoded)?;
         Ok(5 + encoded.len() as u64)
     }
 
     /// Reads a refinement's body, after its magic number.
     fn read_body<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
-        format::read_version(&mut r, "refinement header")?;
+        format::read_version(&mut r, format::VERSION, "refinement header")?;
         let block_size = format::read_u32(&mut r, "block size")?;
         if block_size == 0 || block_size > MAX_BLOCK {
             return Err(FormatError::Malformed {
@@ -434,8 +433,8 @@ impl Plan {
             .filter(|r| r.1 >= u64::from(block_size))
             .collect();
         let unused: u64 = ranges.iter().map(|r| r.1).sum();
-        let cost =
-            unused / u64::from(block_size) * SIGNATURE_BLOCK_BYTES + 16 * ranges.len() as u64;
+        let cost = unused / u64::from(block_size) * SIGNATURE_BLOCK_BYTES
+            + RANGE_BYTES * ranges.len() as u64;
         if unused == 0 || cost.saturating_mul(options.cost_fraction) > literal {
             return None;
         }

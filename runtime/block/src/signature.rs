@@ -255,20 +255,18 @@ impl Signature {
     }
 
     /// Writes the encoding: magic, version, block size, basis length, kind
-    /// (0: the whole file, 1: an answer to a refinement), the number of
-    /// ranges covered and each range's offset and length, the
-    /// block count, then each block's weak (u32) and strong (u64) hash,
-    /// all big-endian. Returns the bytes written.
+    /// (0: the whole file, 1: an answer to a refinement), the ranges
+    /// covered ([`format::put_ranges`]), the block count, then each
+    /// block's weak (u32) and strong (u64) hash, all big-endian. Returns
+    /// the bytes written.
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
-        format::write_header(&mut w, SIGNATURE_MAGIC)?;
+        format::write_header(&mut w, SIGNATURE_MAGIC, format::VERSION)?;
         w.write_all(&self.block_size.to_be_bytes())?;
         w.write_all(&self.basis_len.to_be_bytes())?;
         w.write_all(&[u8::from(self.refinement)])?;
-        w.write_all(&(self.segments.len() as u64).to_be_bytes())?;
-        for seg in &self.segments {
-            w.write_all(&seg.offset.to_be_bytes())?;
-            w.write_all(&seg.len.to_be_bytes())?;
-        }
+        let mut ranges = Vec::with_capacity(8 + 6 * self.segments.len());
+        format::put_ranges(&mut ranges, self.segments.iter().map(|s| (s.offset, s.len)));
+        w.write_all(&ranges)?;
         w.write_all(&(self.blocks.len() as u64).to_be_bytes())?;
         let mut encoded = Vec::with_capacity(64 << 10);
         for block in &self.blocks {
@@ -280,8 +278,7 @@ impl Signature {
             }
         }
         w.write_all(&encoded)?;
-        let ranges = 8 + 16 * self.segments.len() as u64;
-        Ok(5 + 4 + 8 + 1 + ranges + 8 + BLOCK_BYTES * self.blocks.len() as u64)
+        Ok(5 + 4 + 8 + 1 + ranges.len() as u64 + 8 + BLOCK_BYTES * self.blocks.len() as u64)
     }
 
     /// Reads exactly one encoded signature from `r`.
@@ -292,7 +289,7 @@ impl Signature {
 
     /// Reads a signature's body, after its magic number.
     pub(crate) fn read_body<R: Read>(mut r: R, limits: &Limits) -> Result<Signature, FormatError> {
-        format::read_version(&mut r, "signature header")?;
+        format::read_version(&mut r, format::VERSION, "signature header")?;
         let block_size = format::read_u32(&mut r, "block size")?;
         let basis_len = format::read_u64(&mut r, "basis length")?;
         if block_size == 0 || block_size > MAX_BLOCK {

@@ -375,21 +375,21 @@ fn every_truncation_of_a_valid_encoding_is_an_error() {
 
 #[test]
 fn hostile_headers_are_refused_without_allocating() {
-    // A signature claiming 2^40 blocks of 1 byte.
-    let mut s = b"WMSG\x03".to_vec();
+    // A signature claiming 2^40 blocks of 1 byte: one range, from 0 and
+    // 2^40 long (varints: 0, then five empty groups and 0x20).
+    let mut s = b"WMSG\x04".to_vec();
     s.extend_from_slice(&1u32.to_be_bytes());
     s.extend_from_slice(&(1u64 << 40).to_be_bytes());
     s.push(0);
     s.extend_from_slice(&1u64.to_be_bytes());
-    s.extend_from_slice(&0u64.to_be_bytes());
-    s.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    s.extend_from_slice(&[0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20]);
     s.extend_from_slice(&(1u64 << 40).to_be_bytes());
     assert!(matches!(
         Signature::read_from(&s[..], &Limits::default()),
         Err(FormatError::TooLarge { .. })
     ));
     // A refinement claiming 2^40 ranges.
-    let mut r = b"WMRF\x03".to_vec();
+    let mut r = b"WMRF\x04".to_vec();
     r.extend_from_slice(&1024u32.to_be_bytes());
     r.extend_from_slice(&(1u64 << 40).to_be_bytes());
     assert!(matches!(
@@ -397,7 +397,7 @@ fn hostile_headers_are_refused_without_allocating() {
         Err(FormatError::TooLarge { .. })
     ));
     // A copy far outside the basis.
-    let mut d = b"WMDL\x03".to_vec();
+    let mut d = b"WMDL\x04".to_vec();
     d.extend_from_slice(&32u64.to_be_bytes());
     d.push(1);
     d.extend_from_slice(&(u64::MAX / 2).to_be_bytes());
@@ -412,7 +412,7 @@ fn hostile_headers_are_refused_without_allocating() {
     assert!(matches!(err, PatchError::OutOfBasis { .. }), "{err}");
     // Wrong magic and version.
     assert!(matches!(
-        Signature::read_from(&b"WMDL\x03"[..], &Limits::default()),
+        Signature::read_from(&b"WMDL\x04"[..], &Limits::default()),
         Err(FormatError::BadMagic { .. })
     ));
     assert!(matches!(
@@ -671,12 +671,13 @@ fn small_writes_are_narrowed_down_to_their_bytes() {
     assert_eq!(wire.rounds, [4096, 1024, 256, 64], "{wire:?}");
     assert!(stats.literal_bytes <= 2 * changed, "{stats:?}");
     // The summary (8 B a granule), then about 4 blocks of 12 B a write
-    // in each of four rounds, 16 B a range in each request, and the
-    // delta (two 64-byte blocks and two copies a write).
+    // in each of four rounds, a range in each request and answer (a few
+    // bytes each), and the delta (two 64-byte blocks and two copies a
+    // write).
     let granules = (new.len() as u64 >> 14) * 8;
     let total = wire.signatures + wire.requests_and_delta;
     assert!(
-        total <= granules + pages as u64 * (4 * (5 * 12 + 16) + 2 * 64 + 64),
+        total <= granules + pages as u64 * (4 * (5 * 12 + 10) + 2 * 64 + 64),
         "{wire:?} for {changed} changed bytes"
     );
 }
@@ -812,33 +813,45 @@ fn a_refinement_is_not_asked_for_when_it_cannot_pay() {
 fn hostile_refinements_and_answers_are_refused() {
     let old = data(100_000, 7);
     let limits = Limits::default();
-    // A request for ranges beyond the basis.
-    let mut r = b"WMRF\x03".to_vec();
-    r.extend_from_slice(&1024u32.to_be_bytes());
-    r.extend_from_slice(&1u64.to_be_bytes());
-    r.extend_from_slice(&99_000u64.to_be_bytes());
-    r.extend_from_slice(&5_000u64.to_be_bytes());
+    // A request for ranges beyond the basis: 5,000 bytes at 99,000
+    // (varints: 99,000 = 0xb8 0x85 0x06, 5,000 = 0x88 0x27).
+    let refinement = |ranges: &[u8]| {
+        let mut r = b"WMRF\x04".to_vec();
+        r.extend_from_slice(&1024u32.to_be_bytes());
+        r.extend_from_slice(&1u64.to_be_bytes());
+        r.extend_from_slice(ranges);
+        r
+    };
+    let r = refinement(&[0xb8, 0x85, 0x06, 0x88, 0x27]);
     let Incoming::Refinement(request) = Incoming::read_from(&r[..], &limits).unwrap() else {
         panic!("decodes as a refinement");
     };
+    assert_eq!(request.ranges(), [(99_000, 5_000)]);
     let err =
         Signature::compute_refinement(Cursor::new(&old), old.len() as u64, &request).unwrap_err();
     assert!(matches!(err, FormatError::Malformed { .. }), "{err}");
-    // Overlapping ranges.
-    let mut r = b"WMRF\x03".to_vec();
-    r.extend_from_slice(&1024u32.to_be_bytes());
-    r.extend_from_slice(&2u64.to_be_bytes());
-    for (o, l) in [(0u64, 4096u64), (2048, 4096)] {
-        r.extend_from_slice(&o.to_be_bytes());
-        r.extend_from_slice(&l.to_be_bytes());
+    // An empty range; a varint with a needless zero group; one beyond
+    // 64 bits; a range that ends beyond 2^64.
+    let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+    for ranges in [
+        &[0x10, 0x00][..],
+        &[0x90, 0x00, 0x01],
+        &[
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x01,
+        ],
+        &[&max[..], &[0x01]].concat(),
+    ] {
+        assert!(
+            matches!(
+                Incoming::read_from(&refinement(ranges)[..], &limits),
+                Err(FormatError::Malformed { .. })
+            ),
+            "{ranges:x?}"
+        );
     }
-    assert!(matches!(
-        Incoming::read_from(&r[..], &limits),
-        Err(FormatError::Malformed { .. })
-    ));
     // Neither a delta nor a refinement.
     assert!(matches!(
-        Incoming::read_from(&b"WMSG\x03"[..], &limits),
+        Incoming::read_from(&b"WMSG\x04"[..], &limits),
         Err(FormatError::BadMagic { .. })
     ));
     // An answer about another basis.
@@ -853,7 +866,7 @@ fn hostile_refinements_and_answers_are_refused() {
     // A whole-file signature whose range is not the whole file.
     let mut s = Vec::new();
     signature(&old, Some(8192)).write_to(&mut s).unwrap();
-    s[5 + 4 + 8 + 1 + 8 + 8 + 7] ^= 1; // the range's length
+    s[5 + 4 + 8 + 1 + 8 + 1] ^= 1; // the range's length, after its offset 0
     assert!(matches!(
         Signature::read_from(&s[..], &limits),
         Err(FormatError::Malformed { .. })

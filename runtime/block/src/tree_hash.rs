@@ -135,7 +135,11 @@ impl BasisHashes {
     /// Writes the encoding: magic, version, granule, length, then every
     /// chaining value; returns the bytes written.
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
-        crate::format::write_header(&mut w, crate::format::BASIS_HASHES_MAGIC)?;
+        crate::format::write_header(
+            &mut w,
+            crate::format::BASIS_HASHES_MAGIC,
+            crate::format::DISK_VERSION,
+        )?;
         w.write_all(&self.granule.to_be_bytes())?;
         w.write_all(&self.len.to_be_bytes())?;
         for cv in &self.cvs {
@@ -151,6 +155,7 @@ impl BasisHashes {
         read_header(
             &mut r,
             crate::format::BASIS_HASHES_MAGIC,
+            crate::format::DISK_VERSION,
             "granule hashes header",
         )?;
         let granule = read_u64(&mut r, "granule")?;

@@ -15,14 +15,15 @@
 //! carries the transfer's bytes as they are, and a clean end is a TLS
 //! close_notify. Version 2: the same, and the block engine's first message
 //! for a large file may be a granule summary (`WMGS`), which version 1
-//! cannot read.
+//! cannot read. Version 3: the block engine's encodings name byte ranges
+//! in varints (encoding version 4), which version 2 cannot read.
 
 use crate::{NetError, Psk};
 
 /// The lowest protocol version this agent speaks.
-pub const MIN_VERSION: u16 = 2;
+pub const MIN_VERSION: u16 = 3;
 /// The highest protocol version this agent speaks.
-pub const MAX_VERSION: u16 = 2;
+pub const MAX_VERSION: u16 = 3;
 /// Length of a greeting on the wire.
 pub const LEN: usize = 8 + 2 + 2 + 1 + 32;
 

@@ -932,11 +932,11 @@ mod tests {
 
     /// A refinement request for the first 4 KiB of a basis.
     fn request() -> Vec<u8> {
-        let mut r = b"WMRF\x03".to_vec();
+        let mut r = b"WMRF\x04".to_vec();
         r.extend_from_slice(&1024u32.to_be_bytes());
         r.extend_from_slice(&1u64.to_be_bytes());
-        r.extend_from_slice(&0u64.to_be_bytes());
-        r.extend_from_slice(&4096u64.to_be_bytes());
+        // Varints: offset 0, length 4096.
+        r.extend_from_slice(&[0x00, 0x80, 0x20]);
         assert!(matches!(
             Incoming::read_from(&r[..], &Limits::default()),
             Ok(Incoming::Refinement(_))
