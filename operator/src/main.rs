@@ -1,5 +1,6 @@
 //! The `wasmover` command.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -568,7 +569,10 @@ fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Resul
             ..
         } => {
             let receiver = agent::Receiver::bind(&transfer, listen, &volume, &key, options)?;
-            eprintln!("wasmover: listening on {}", receiver.local_addr()?);
+            // One write, so that a script polling a log file never reads
+            // half the address (eprintln! writes it piece by piece).
+            let line = format!("wasmover: listening on {}\n", receiver.local_addr()?);
+            std::io::stderr().write_all(line.as_bytes())?;
             let mut failures = 0;
             loop {
                 let bar = Arc::new(wasmover::ProgressBar::on_stderr());

@@ -18,7 +18,8 @@ pub(crate) const BASIS_HASHES_MAGIC: [u8; 4] = *b"WMGH";
 /// is XXH3-64 (12 bytes per block on the wire instead of 20). 3:
 /// signatures cover listed ranges of the basis (a refinement) and copies
 /// name basis byte ranges, so one delta can mix blocks of several sizes.
-/// 4: those ranges are varints ([`put_ranges`]).
+/// 4: the ranges a refinement asks for and its answer covers are varints
+/// ([`put_ranges`]).
 pub(crate) const VERSION: u8 = 4;
 /// Version of the encodings kept on disk: the undo journal and granule
 /// hashes. Apart from [`VERSION`], so that an upgrade still reads what the

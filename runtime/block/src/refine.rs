@@ -393,11 +393,12 @@ impl Plan {
     /// The refinement worth asking for next under `options`, if any:
     /// blocks four times smaller than the last round's over the basis
     /// ranges no copy uses, when that signature is cheap enough and the
-    /// last round found enough; a mostly-new file (over half literal after
-    /// a block search) is not refined at all. After a granule-first round
-    /// the blocks are a quarter of the average unused range, no larger than a whole-file
-    /// signature of those ranges would use: small around scattered
-    /// changes, large over a long stretch that may have moved.
+    /// last round found enough; a mostly-new file (over half literal
+    /// after a block search) is not refined at all. After a granule-first
+    /// round the blocks are a quarter of the average unused range, no
+    /// larger than a whole-file signature of those ranges would use: small
+    /// around scattered changes, large over a long stretch that may have
+    /// moved.
     pub fn refinement(&self, options: &RefineOptions) -> Option<Refinement> {
         let literal = self.literal_bytes();
         if self.rounds >= options.max_rounds
