@@ -405,9 +405,7 @@ impl Plan {
             || literal == 0
             || (self.rounds >= 2 && literal < options.deep_round_min_literal)
             || (self.block_size.is_some() && literal > self.new_len / 2)
-            || self.last_round.is_some_and(|(before, after)| {
-                options.min_yield > 0 && (before - after) * options.min_yield < before
-            })
+            || self.last_round_found_little(options.min_yield)
         {
             return None;
         }
@@ -440,6 +438,14 @@ impl Plan {
             return None;
         }
         Some(Refinement { block_size, ranges })
+    }
+
+    /// Whether the last refinement round turned less than 1/`min_yield`
+    /// of its literals into copies (never, for `min_yield` 0).
+    fn last_round_found_little(&self, min_yield: u64) -> bool {
+        self.last_round.is_some_and(|(before, after)| {
+            min_yield > 0 && before.saturating_sub(after).saturating_mul(min_yield) < before
+        })
     }
 
     /// The `(offset, len)` ranges of the basis no copy uses.
