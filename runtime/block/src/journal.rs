@@ -336,8 +336,9 @@ mod tests {
             journal.metadata().unwrap().len(),
             header + 2 * (record + 4096) + record + 32
         );
-        // Version 3, as every release has written it: a journal left on
-        // disk is rolled back by the next version too, whatever the wire's.
+        // Version 3, what journals already on disk say: one an older
+        // build left is rolled back by this one, whatever the wire's
+        // version.
         assert_eq!(&contents(&journal)[..5], b"WMUJ\x03");
         // Rolling back the finished patch (a crash before the journal
         // was deleted) gives the old file, and doing it twice is the same.
