@@ -619,13 +619,19 @@ fn scattered_small_changes_cost_their_bytes_not_their_blocks() {
 
 /// 1% rewritten as scattered 4 KiB pages, the benchmark's case.
 fn scattered_pages(old: &[u8]) -> (Vec<u8>, u64) {
+    scattered_writes(old, 4096)
+}
+
+/// One write of `size` new bytes (at most 4 KiB) into each of 1% of the
+/// 4 KiB pages, scattered; returns the new file and the bytes written.
+fn scattered_writes(old: &[u8], size: usize) -> (Vec<u8>, u64) {
     let mut new = old.to_vec();
     let pages = (new.len() / 100) / 4096;
     for k in 0..pages {
-        let at = (k * 2_654_435_761 % (new.len() / 4096)) * 4096;
-        new[at..at + 4096].copy_from_slice(&data(4096, k as u64 + 99));
+        let at = (k * 2_654_435_761 % (new.len() / 4096)) * 4096 + k * 61 % (4097 - size);
+        new[at..at + size].copy_from_slice(&data(size, k as u64 + 99));
     }
-    (new, (pages * 4096) as u64)
+    (new, (pages * size) as u64)
 }
 
 #[test]
@@ -653,13 +659,8 @@ fn small_writes_are_narrowed_down_to_their_bytes() {
     // down to a block or two of 64 bytes, where one round at 4 KiB would
     // send the whole page.
     let old = data(16 << 20, 13);
-    let mut new = old.clone();
-    let pages = (new.len() / 100) / 4096;
-    for k in 0..pages {
-        let at = (k * 2_654_435_761 % (new.len() / 4096)) * 4096 + k * 61 % (4096 - 64);
-        new[at..at + 64].copy_from_slice(&data(64, k as u64 + 7));
-    }
-    let changed = (pages * 64) as u64;
+    let (new, changed) = scattered_writes(&old, 64);
+    let writes = changed / 64;
     // As many writes as in 1 GiB would leave more than enough literals
     // for the rounds after the second.
     let options = RefineOptions {
@@ -677,7 +678,7 @@ fn small_writes_are_narrowed_down_to_their_bytes() {
     let granules = (new.len() as u64 >> 14) * 8;
     let total = wire.signatures + wire.requests_and_delta;
     assert!(
-        total <= granules + pages as u64 * (4 * (5 * 12 + 10) + 2 * 64 + 64),
+        total <= granules + writes * (4 * (5 * 12 + 10) + 2 * 64 + 64),
         "{wire:?} for {changed} changed bytes"
     );
 }
