@@ -39,7 +39,7 @@ fn deltas(c: &mut Criterion) {
                 let mut plan = Plan::new(&ours, black_box(&new[..])).unwrap();
                 while let Some(request) = plan.refinement(&RefineOptions::default()) {
                     let fine =
-                        Signature::compute_refinement(Cursor::new(&old), LEN as u64, &request)
+                        Signature::compute_refinement(Cursor::new(&old), LEN as u64, &request, 1)
                             .unwrap();
                     plan.refine(&fine, Cursor::new(new)).unwrap();
                 }

@@ -27,6 +27,7 @@ fn signature(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("wasmover-4k", LEN), |b| {
         let opts = SignatureOptions {
             block_size: Some(4096),
+            ..Default::default()
         };
         b.iter(|| Signature::compute(black_box(&old[..]), LEN as u64, &opts).unwrap())
     });

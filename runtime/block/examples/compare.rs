@@ -51,8 +51,15 @@ fn ours(dir: &Path, runs: usize) -> (Measured, Option<Measured>) {
     for _ in 0..runs {
         let start = Instant::now();
         let len = std::fs::metadata(&old).unwrap().len();
-        let sig = Signature::compute(File::open(&old).unwrap(), len, &SignatureOptions::default())
-            .unwrap();
+        let sig = Signature::compute(
+            File::open(&old).unwrap(),
+            len,
+            &SignatureOptions {
+                seed: rand::random(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut sig_bytes = Vec::new();
         wire = sig.write_to(&mut sig_bytes).unwrap();
         let t_sig = start.elapsed();
@@ -65,8 +72,13 @@ fn ours(dir: &Path, runs: usize) -> (Measured, Option<Measured>) {
         rounds = 0;
         while let Some(request) = plan.refinement(&RefineOptions::default()) {
             wire += request.write_to(Vec::new()).unwrap();
-            let fine =
-                Signature::compute_refinement(File::open(&old).unwrap(), len, &request).unwrap();
+            let fine = Signature::compute_refinement(
+                File::open(&old).unwrap(),
+                len,
+                &request,
+                rand::random(),
+            )
+            .unwrap();
             wire += fine.write_to(Vec::new()).unwrap();
             plan.refine(&fine, new_file()).unwrap();
             rounds += 1;

@@ -15,8 +15,8 @@ use std::io::sink;
 use wasmover_block::{BasisHashes, Plan, RefineOptions, Signature};
 
 /// A signature's encoding around its ranges and block hashes: magic and
-/// version, block size, basis length, kind, block count.
-const SIGNATURE_FRAME: u64 = 5 + 4 + 8 + 1 + 8;
+/// version, block size, basis length, kind, block count, seed.
+const SIGNATURE_FRAME: u64 = 5 + 4 + 8 + 1 + 8 + 8;
 /// A refinement's encoding before its ranges: magic and version, block
 /// size.
 const REFINEMENT_FRAME: u64 = 5 + 4;
@@ -29,14 +29,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Err("usage: wire OLD NEW".into());
     };
     let (old, new) = (File::open(old)?, File::open(new)?);
-    let summary = BasisHashes::compute(&old, old.metadata()?.len())?.summary();
+    let summary = BasisHashes::compute(&old, old.metadata()?.len())?.summary(rand::random());
     let tags = summary.write_to(sink())?;
     println!("granule summary (old side): {tags} B");
     let mut plan = Plan::from_granules(&summary, &new)?;
     let (mut ranges, mut hashes, mut frames) = (0, 0, 0);
     while let Some(request) = plan.refinement(&RefineOptions::default()) {
         let asked = request.write_to(sink())?;
-        let fine = Signature::compute_refinement(&old, old.metadata()?.len(), &request)?;
+        let fine =
+            Signature::compute_refinement(&old, old.metadata()?.len(), &request, rand::random())?;
         let answer = fine.write_to(sink())?;
         let block_hashes = BLOCK_BYTES * fine.block_count() as u64;
         let (asked_ranges, answer_ranges) = (

@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 
 use crate::error::DeltaError;
 use crate::format::{self, DELTA_MAGIC, LITERAL_CHUNK, OP_COPY, OP_END, OP_LITERAL};
-use crate::rolling::{Rolling, strong};
+use crate::rolling::Rolling;
 use crate::signature::{Index, Signature};
 
 /// What a delta contains.
@@ -217,7 +217,7 @@ pub(crate) fn search<R: Read, S: Sink>(
         let window = &buf[pos..pos + bs];
         let found = match &mut rolling {
             None => {
-                if full(expected) && strong(window) == blocks[expected].strong {
+                if full(expected) && sig.strong(window) == blocks[expected].strong {
                     Some(expected)
                 } else {
                     let r = Rolling::fast(window);
@@ -227,7 +227,7 @@ pub(crate) fn search<R: Read, S: Sink>(
                             let at = pos + j * bs;
                             full(expected + j)
                                 && at + bs <= buf.len()
-                                && strong(&buf[at..at + bs]) == blocks[expected + j].strong
+                                && sig.strong(&buf[at..at + bs]) == blocks[expected + j].strong
                         });
                         if let Some(j) = skip {
                             // Rewritten in place: literal up to the block
@@ -301,7 +301,7 @@ pub(crate) fn search<R: Read, S: Sink>(
         let tail_matches = searchable
             && !tail.is_empty()
             && sig.block_len(last) == tail.len()
-            && blocks[last].strong == strong(tail);
+            && blocks[last].strong == sig.strong(tail);
         if tail_matches {
             enc.literal(&buf[lit..pos])?;
             enc.copy(sig.block_offset(last), tail.len() as u64)?;

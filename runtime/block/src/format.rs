@@ -19,8 +19,10 @@ pub(crate) const BASIS_HASHES_MAGIC: [u8; 4] = *b"WMGH";
 /// signatures cover listed ranges of the basis (a refinement) and copies
 /// name basis byte ranges, so one delta can mix blocks of several sizes.
 /// 4: the ranges a refinement asks for and its answer covers are varints
-/// ([`put_ranges`]).
-pub(crate) const VERSION: u8 = 4;
+/// ([`put_ranges`]). 5: strong hashes and granule tags are keyed by a
+/// seed the basis side draws for each signature or summary, and a tag
+/// takes 32 bits instead of 64.
+pub(crate) const VERSION: u8 = 5;
 /// Version of the encodings kept on disk: the undo journal and granule
 /// hashes. Apart from [`VERSION`], so that an upgrade still reads what the
 /// version before left behind, a journal above all: it is an interrupted

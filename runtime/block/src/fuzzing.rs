@@ -55,6 +55,7 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 pub fn delta_of(old: &[u8], new: &[u8], block_size: u32) -> Vec<u8> {
     let options = SignatureOptions {
         block_size: Some(block_size),
+        ..Default::default()
     };
     let sig = Signature::compute(old, old.len() as u64, &options).expect("slice");
     let mut d = Vec::new();
@@ -100,7 +101,7 @@ pub fn parse_refinement(data: &[u8]) {
         assert_eq!(again, &data[..used], "re-encoding differs");
         let basis = basis();
         if let Ok(sig) =
-            Signature::compute_refinement(Cursor::new(&basis), basis.len() as u64, &request)
+            Signature::compute_refinement(Cursor::new(&basis), basis.len() as u64, &request, 7)
         {
             let mut encoded = Vec::new();
             sig.write_to(&mut encoded).expect("writing to a Vec");
@@ -139,8 +140,11 @@ pub fn round_trip(data: &[u8]) {
     // Blocks of 1 to 64 bytes, but never more blocks than the limits take
     // (the target checks the codec, not the limit).
     let fewest = old.len().div_ceil(limits().max_blocks as usize).max(1);
+    // The seed varies with the input too.
+    let seed = u64::from(first);
     let opts = SignatureOptions {
         block_size: Some((u32::from(first % 64) + 1).max(fewest as u32)),
+        seed,
     };
     let sig = Signature::compute(old, old.len() as u64, &opts).expect("reading a slice");
     let mut stream = Vec::new();
@@ -162,8 +166,9 @@ pub fn round_trip(data: &[u8]) {
         let Ok(Incoming::Refinement(request)) = Incoming::read_from(&asked[..], &limits()) else {
             panic!("own refinement");
         };
-        let fine = Signature::compute_refinement(Cursor::new(old), old.len() as u64, &request)
-            .expect("own refinement's ranges");
+        let fine =
+            Signature::compute_refinement(Cursor::new(old), old.len() as u64, &request, seed)
+                .expect("own refinement's ranges");
         let mut answer = Vec::new();
         fine.write_to(&mut answer).expect("writing to a Vec");
         let fine = Signature::read_from(&answer[..], &limits()).expect("own signature");
@@ -270,6 +275,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             basis.len() as u64,
             &SignatureOptions {
                 block_size: Some(bs),
+                seed: 0x5EED,
             },
         )
         .expect("slice");
@@ -301,7 +307,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                 seeds.push(("parse_refinement", name, bytes));
             }
             let fine =
-                Signature::compute_refinement(Cursor::new(&basis), basis.len() as u64, &request)
+                Signature::compute_refinement(Cursor::new(&basis), basis.len() as u64, &request, 7)
                     .expect("own ranges");
             let mut f = Vec::new();
             fine.write_to(&mut f).expect("vec");

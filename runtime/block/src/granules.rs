@@ -1,7 +1,7 @@
 //! Granule-first matching of large files.
 //!
 //! For a large basis, the side that has it sends a [`GranuleSummary`]
-//! instead of a block signature: a 64-bit tag of the BLAKE3 chaining value
+//! instead of a block signature: a 32-bit tag of the BLAKE3 chaining value
 //! of each aligned granule ([`BasisHashes`]), hashes it needs anyway for
 //! its patch. The side with the new file hashes its own granules at the
 //! same offsets, which it needs anyway for the file's BLAKE3, and takes
@@ -9,8 +9,10 @@
 //! ([`Plan::from_granules`](crate::Plan::from_granules)). Block signatures
 //! are then asked for only where granules differ
 //! ([`Plan::refinement`](crate::Plan::refinement)), so a file changed in
-//! place costs each side one BLAKE3 pass and no rolling checksum. A tag
-//! that collides is caught by the whole-file BLAKE3 the delta ends with.
+//! place costs each side one BLAKE3 pass and no rolling checksum. Tags
+//! are keyed by a seed drawn for each summary, so a collision is a matter
+//! of chance (2^-32 per changed granule) that data cannot be crafted for,
+//! and the whole-file BLAKE3 the delta ends with catches it.
 
 use std::io::{self, Read, Write};
 
@@ -57,27 +59,34 @@ impl Summary {
     }
 }
 
-/// The tag of each granule of a basis file: the first eight bytes of its
-/// BLAKE3 chaining value.
+/// The tag of each granule of a basis file: 32 bits of a seeded hash of
+/// its BLAKE3 chaining value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GranuleSummary {
     granule: u64,
     basis_len: u64,
-    tags: Vec<u64>,
+    seed: u64,
+    tags: Vec<u32>,
 }
 
-/// The tag of a granule's chaining value.
-pub(crate) fn tag(cv: &ChainingValue) -> u64 {
-    u64::from_le_bytes(cv[..8].try_into().expect("8 bytes"))
-}
+/// Bytes one tag takes in the encoding.
+pub(crate) const TAG_BYTES: usize = 4;
 
 impl GranuleSummary {
-    pub(crate) fn new(granule: u64, basis_len: u64, cvs: &[ChainingValue]) -> Self {
-        Self {
+    pub(crate) fn new(granule: u64, basis_len: u64, seed: u64, cvs: &[ChainingValue]) -> Self {
+        let mut summary = Self {
             granule,
             basis_len,
-            tags: cvs.iter().map(tag).collect(),
-        }
+            seed,
+            tags: Vec::new(),
+        };
+        summary.tags = cvs.iter().map(|cv| summary.tag(cv)).collect();
+        summary
+    }
+
+    /// The tag of a granule's chaining value under this summary's seed.
+    pub(crate) fn tag(&self, cv: &ChainingValue) -> u32 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(cv, self.seed) as u32
     }
 
     /// Bytes of one granule.
@@ -92,20 +101,21 @@ impl GranuleSummary {
 
     /// The tag of granule `i`, and its length in the basis (the last one
     /// may be short).
-    pub(crate) fn granule_at(&self, i: usize) -> Option<(u64, u64)> {
+    pub(crate) fn granule_at(&self, i: usize) -> Option<(u32, u64)> {
         let tag = *self.tags.get(i)?;
         let start = i as u64 * self.granule;
         Some((tag, (start + self.granule).min(self.basis_len) - start))
     }
 
-    /// Writes the encoding: magic `WMGS`, version, the granule and the
-    /// basis length (u64), then each granule's tag (u64), big-endian.
-    /// Returns the bytes written.
+    /// Writes the encoding: magic `WMGS`, version, the granule, the basis
+    /// length and the tags' seed (u64), then each granule's tag (u32),
+    /// big-endian. Returns the bytes written.
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
         format::write_header(&mut w, GRANULE_SUMMARY_MAGIC, format::VERSION)?;
-        let mut encoded = Vec::with_capacity(16 + 8 * self.tags.len());
+        let mut encoded = Vec::with_capacity(24 + TAG_BYTES * self.tags.len());
         encoded.extend_from_slice(&self.granule.to_be_bytes());
         encoded.extend_from_slice(&self.basis_len.to_be_bytes());
+        encoded.extend_from_slice(&self.seed.to_be_bytes());
         for tag in &self.tags {
             encoded.extend_from_slice(&tag.to_be_bytes());
         }
@@ -132,16 +142,18 @@ impl GranuleSummary {
                 reason: "a granule the engine does not choose for that length",
             });
         }
-        let mut raw = vec![0u8; 8 * basis_len.div_ceil(granule) as usize];
+        let seed = format::read_u64(&mut r, "granule tag seed")?;
+        let mut raw = vec![0u8; TAG_BYTES * basis_len.div_ceil(granule) as usize];
         r.read_exact(&mut raw)
             .map_err(FormatError::reading("granule tags"))?;
         let tags = raw
-            .chunks_exact(8)
-            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            .chunks_exact(TAG_BYTES)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
             .collect();
         Ok(Self {
             granule,
             basis_len,
+            seed,
             tags,
         })
     }

@@ -618,6 +618,7 @@ mod tests {
         let sig = |basis: &[u8]| {
             let options = SignatureOptions {
                 block_size: Some(bs as u32),
+                ..Default::default()
             };
             Signature::compute(basis, basis.len() as u64, &options).unwrap()
         };
@@ -685,6 +686,7 @@ mod tests {
                 old.len() as u64,
                 &SignatureOptions {
                     block_size: Some(bs as u32),
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -737,6 +739,7 @@ mod tests {
             old.len() as u64,
             &SignatureOptions {
                 block_size: Some(64),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -773,7 +776,7 @@ mod tests {
             }
             let (rebuilt, stats) = in_place(&old, &new, bs as u32);
             prop_assert_eq!(&rebuilt, &new);
-            let sig = Signature::compute(&old[..], old.len() as u64, &SignatureOptions { block_size: Some(bs as u32) }).unwrap();
+            let sig = Signature::compute(&old[..], old.len() as u64, &SignatureOptions { block_size: Some(bs as u32), ..Default::default() }).unwrap();
             let mut d = Vec::new();
             delta(&sig, &new[..], &mut d).unwrap();
             let mut out = Vec::new();

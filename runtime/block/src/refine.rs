@@ -24,7 +24,7 @@ use blake3::hazmat::{HasherExt, Mode, left_subtree_len, merge_subtrees_root};
 use crate::delta::{DeltaStats, Encoder, Sink, search};
 use crate::error::FormatError;
 use crate::format::{self, DELTA_MAGIC, LITERAL_CHUNK, Limits, REFINEMENT_MAGIC};
-use crate::granules::{GranuleSummary, tag};
+use crate::granules::GranuleSummary;
 use crate::signature::{Index, MAX_BLOCK, Signature, SignatureOptions};
 use crate::tree_hash::hash_granules;
 
@@ -203,11 +203,13 @@ impl Recorder<'_> {
 /// new[300_000..300_100].fill(0);
 /// let limits = Limits::default();
 ///
-/// let sig = Signature::compute(&old[..], old.len() as u64, &SignatureOptions::default())?;
+/// // Seeds are drawn at random by the side that sends the signatures.
+/// let options = SignatureOptions { seed: 0x5eed, ..Default::default() };
+/// let sig = Signature::compute(&old[..], old.len() as u64, &options)?;
 /// let mut plan = Plan::new(&sig, &new[..])?;
 /// while let Some(request) = plan.refinement(&RefineOptions::default()) {
 ///     // Over the wire: the request one way, the finer signature back.
-///     let fine = Signature::compute_refinement(Cursor::new(&old), old.len() as u64, &request)?;
+///     let fine = Signature::compute_refinement(Cursor::new(&old), old.len() as u64, &request, 7)?;
 ///     plan.refine(&fine, Cursor::new(&new))?;
 /// }
 /// let mut delta = Vec::new();
@@ -340,7 +342,7 @@ impl Plan {
             let start = i as u64 * g;
             let len = (start + g).min(read.len) - start;
             match summary.granule_at(i) {
-                Some((t, basis_len)) if basis_len == len && t == tag(cv) => {
+                Some((t, basis_len)) if basis_len == len && t == summary.tag(cv) => {
                     recorder.copy(start, len)?
                 }
                 _ => recorder.skip(len),

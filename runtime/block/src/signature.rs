@@ -21,6 +21,10 @@ pub struct SignatureOptions {
     /// Block size; by default the square root of the file length, rounded
     /// up to 1 KiB, within [`DEFAULT_MIN_BLOCK`]..=[`DEFAULT_MAX_BLOCK`].
     pub block_size: Option<u32>,
+    /// Seed of the blocks' strong hashes. Draw one at random for each
+    /// signature sent to a peer: data crafted to collide under one seed
+    /// then does not collide under the next.
+    pub seed: u64,
 }
 
 impl SignatureOptions {
@@ -61,6 +65,8 @@ struct Segment {
 pub struct Signature {
     block_size: u32,
     basis_len: u64,
+    /// Seed of the strong hashes.
+    seed: u64,
     /// An answer to a [`Refinement`], not a whole-file signature.
     refinement: bool,
     segments: Vec<Segment>,
@@ -72,19 +78,19 @@ const PARALLEL_CHUNK: usize = 2 << 20;
 
 impl Block {
     #[inline]
-    fn of(backend: Backend, data: &[u8]) -> Self {
+    fn of(backend: Backend, seed: u64, data: &[u8]) -> Self {
         let (a, b) = backend.weak_sum(data);
         Block {
             weak: (b << 16) | a,
-            strong: strong(data),
+            strong: strong(seed, data),
         }
     }
 }
 
 /// Hashes the blocks of `data` into `out`.
-fn hash_blocks(backend: Backend, data: &[u8], bs: usize, out: &mut Vec<Block>) {
+fn hash_blocks(backend: Backend, seed: u64, data: &[u8], bs: usize, out: &mut Vec<Block>) {
     out.clear();
-    out.extend(data.chunks(bs).map(|b| Block::of(backend, b)));
+    out.extend(data.chunks(bs).map(|b| Block::of(backend, seed, b)));
 }
 
 /// Bytes one block takes in the encoding.
@@ -102,6 +108,7 @@ impl Signature {
         opts: &SignatureOptions,
     ) -> io::Result<Signature> {
         let block_size = opts.block_size_for(len);
+        let seed = opts.seed;
         let bs = block_size as usize;
         let chunk = bs * (PARALLEL_CHUNK.div_ceil(bs)).max(1);
         let count = len.div_ceil(block_size.into());
@@ -121,9 +128,9 @@ impl Signature {
                     // NB: one hashing task, not par_chunks: with the reader
                     // on this thread, that already fills two cores, and a
                     // third thread only made them fight (5.3 vs 7.2 GiB/s).
-                    scope.spawn(|_| hash_blocks(backend, &current, bs, &mut hashed));
+                    scope.spawn(|_| hash_blocks(backend, seed, &current, bs, &mut hashed));
                 } else {
-                    hash_blocks(backend, &current, bs, &mut hashed);
+                    hash_blocks(backend, seed, &current, bs, &mut hashed);
                 }
                 reader.read_exact(&mut next)
             });
@@ -138,6 +145,7 @@ impl Signature {
         Ok(Signature {
             block_size,
             basis_len: len,
+            seed: seed_of(&blocks, seed),
             refinement: false,
             segments: whole(len),
             blocks,
@@ -145,13 +153,15 @@ impl Signature {
     }
 
     /// Computes the finer signature a [`Refinement`] asks for: blocks of
-    /// its block size over its ranges of `basis`, which holds `len` bytes.
-    /// A range beyond the basis is an error (the request came from the
+    /// its block size over its ranges of `basis`, which holds `len` bytes,
+    /// with strong hashes under `seed` (see [`SignatureOptions::seed`]). A
+    /// range beyond the basis is an error (the request came from the
     /// peer).
     pub fn compute_refinement<R: Read + Seek>(
         mut basis: R,
         len: u64,
         refinement: &Refinement,
+        seed: u64,
     ) -> Result<Signature, FormatError> {
         let block_size = refinement.block_size();
         let bs = block_size as usize;
@@ -180,7 +190,7 @@ impl Signature {
                 basis
                     .read_exact(&mut buf)
                     .map_err(FormatError::reading("the basis"))?;
-                hash_blocks(backend, &buf, bs, &mut hashed);
+                hash_blocks(backend, seed, &buf, bs, &mut hashed);
                 blocks.extend_from_slice(&hashed);
                 left -= n as u64;
             }
@@ -188,6 +198,7 @@ impl Signature {
         Ok(Signature {
             block_size,
             basis_len: len,
+            seed: seed_of(&blocks, seed),
             refinement: true,
             segments,
             blocks,
@@ -199,6 +210,7 @@ impl Signature {
         Signature {
             block_size: DEFAULT_MIN_BLOCK,
             basis_len: 0,
+            seed: 0,
             refinement: false,
             segments: Vec::new(),
             blocks: Vec::new(),
@@ -230,6 +242,12 @@ impl Signature {
         &self.blocks
     }
 
+    /// The strong hash of `data` under this signature's seed.
+    #[inline]
+    pub(crate) fn strong(&self, data: &[u8]) -> u64 {
+        strong(self.seed, data)
+    }
+
     /// The segment block `index` belongs to.
     #[inline]
     fn segment_of(&self, index: usize) -> &Segment {
@@ -256,9 +274,10 @@ impl Signature {
 
     /// Writes the encoding: magic, version, block size, basis length, kind
     /// (0: the whole file, 1: an answer to a refinement), the ranges
-    /// covered ([`format::put_ranges`]), the block count, then each
-    /// block's weak (u32) and strong (u64) hash, all big-endian. Returns
-    /// the bytes written.
+    /// covered ([`format::put_ranges`]), the block count, the strong
+    /// hashes' seed (u64, only if there are blocks), then each block's
+    /// weak (u32) and strong (u64) hash, all big-endian. Returns the bytes
+    /// written.
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
         format::write_header(&mut w, SIGNATURE_MAGIC, format::VERSION)?;
         w.write_all(&self.block_size.to_be_bytes())?;
@@ -268,6 +287,12 @@ impl Signature {
         format::put_ranges(&mut ranges, self.segments.iter().map(|s| (s.offset, s.len)));
         w.write_all(&ranges)?;
         w.write_all(&(self.blocks.len() as u64).to_be_bytes())?;
+        let seed_bytes = if self.blocks.is_empty() {
+            0
+        } else {
+            w.write_all(&self.seed.to_be_bytes())?;
+            8
+        };
         let mut encoded = Vec::with_capacity(64 << 10);
         for block in &self.blocks {
             encoded.extend_from_slice(&block.weak.to_be_bytes());
@@ -278,7 +303,13 @@ impl Signature {
             }
         }
         w.write_all(&encoded)?;
-        Ok(5 + 4 + 8 + 1 + ranges.len() as u64 + 8 + BLOCK_BYTES * self.blocks.len() as u64)
+        Ok(5 + 4
+            + 8
+            + 1
+            + ranges.len() as u64
+            + 8
+            + seed_bytes
+            + BLOCK_BYTES * self.blocks.len() as u64)
     }
 
     /// Reads exactly one encoded signature from `r`.
@@ -329,6 +360,10 @@ impl Signature {
                 reason: "block count does not match the ranges covered",
             });
         }
+        let seed = match count {
+            0 => 0,
+            _ => format::read_u64(&mut r, "strong hash seed")?,
+        };
         // Grow as blocks actually arrive: a lying count costs nothing.
         let mut blocks = Vec::with_capacity(count.min(1 << 16) as usize);
         let mut raw = [0u8; BLOCK_BYTES as usize];
@@ -343,11 +378,18 @@ impl Signature {
         Ok(Signature {
             block_size,
             basis_len,
+            seed,
             refinement,
             segments,
             blocks,
         })
     }
+}
+
+/// The seed a signature of `blocks` keeps: none (0, as it decodes) when
+/// there are no blocks, since then none is sent.
+fn seed_of(blocks: &[Block], seed: u64) -> u64 {
+    if blocks.is_empty() { 0 } else { seed }
 }
 
 /// The one segment of a whole-file signature (none for an empty file).
@@ -519,7 +561,7 @@ impl Index {
             return None;
         }
         let mut candidate = *self.first.get(&weak)?;
-        let hash = strong(window);
+        let hash = sig.strong(window);
         let mut found = None;
         while candidate != NONE {
             let i = candidate as usize;

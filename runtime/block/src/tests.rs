@@ -7,8 +7,16 @@ use proptest::prelude::*;
 use crate::fuzzing::{eager, pseudo_random as data};
 use crate::*;
 
+/// The seed the tests' signatures and summaries are keyed by, unless a
+/// test is about seeds: not 0, so that a side that ignored it would fail.
+const SEED: u64 = 0x5EED_0F_7E57;
+
 fn signature(old: &[u8], block_size: Option<u32>) -> Signature {
-    Signature::compute(old, old.len() as u64, &SignatureOptions { block_size }).unwrap()
+    let options = SignatureOptions {
+        block_size,
+        seed: SEED,
+    };
+    Signature::compute(old, old.len() as u64, &options).unwrap()
 }
 
 fn round_trip(old: &[u8], new: &[u8], block_size: Option<u32>) -> (DeltaStats, PatchStats) {
@@ -70,7 +78,7 @@ fn refined_round_trip(
 /// [`refined_round_trip`], starting from the granule summary of `old`.
 fn granule_first_round_trip(old: &[u8], new: &[u8], options: &RefineOptions) -> (DeltaStats, Wire) {
     let hashes = BasisHashes::compute(old, old.len() as u64).unwrap();
-    summarized_round_trip(old, new, Summary::Granules(hashes.summary()), options)
+    summarized_round_trip(old, new, Summary::Granules(hashes.summary(SEED)), options)
 }
 
 fn summarized_round_trip(
@@ -102,8 +110,11 @@ fn summarized_round_trip(
         else {
             panic!("a refinement decodes as one");
         };
+        // Each answer under a seed of its own, as the host draws them.
+        let seed = SEED + wire.rounds.len() as u64;
         let fine =
-            Signature::compute_refinement(Cursor::new(old), old.len() as u64, &request).unwrap();
+            Signature::compute_refinement(Cursor::new(old), old.len() as u64, &request, seed)
+                .unwrap();
         let mut answer = Vec::new();
         wire.signatures += fine.write_to(&mut answer).unwrap();
         assert_eq!(fine.write_to(Vec::new()).unwrap(), answer.len() as u64);
@@ -377,7 +388,7 @@ fn every_truncation_of_a_valid_encoding_is_an_error() {
 fn hostile_headers_are_refused_without_allocating() {
     // A signature claiming 2^40 blocks of 1 byte: one range, from 0 and
     // 2^40 long (varints: 0, then five empty groups and 0x20).
-    let mut s = b"WMSG\x04".to_vec();
+    let mut s = b"WMSG\x05".to_vec();
     s.extend_from_slice(&1u32.to_be_bytes());
     s.extend_from_slice(&(1u64 << 40).to_be_bytes());
     s.push(0);
@@ -389,7 +400,7 @@ fn hostile_headers_are_refused_without_allocating() {
         Err(FormatError::TooLarge { .. })
     ));
     // A refinement claiming 2^40 ranges.
-    let mut r = b"WMRF\x04".to_vec();
+    let mut r = b"WMRF\x05".to_vec();
     r.extend_from_slice(&1024u32.to_be_bytes());
     r.extend_from_slice(&(1u64 << 40).to_be_bytes());
     assert!(matches!(
@@ -397,7 +408,7 @@ fn hostile_headers_are_refused_without_allocating() {
         Err(FormatError::TooLarge { .. })
     ));
     // A copy far outside the basis.
-    let mut d = b"WMDL\x04".to_vec();
+    let mut d = b"WMDL\x05".to_vec();
     d.extend_from_slice(&32u64.to_be_bytes());
     d.push(1);
     d.extend_from_slice(&(u64::MAX / 2).to_be_bytes());
@@ -412,7 +423,7 @@ fn hostile_headers_are_refused_without_allocating() {
     assert!(matches!(err, PatchError::OutOfBasis { .. }), "{err}");
     // Wrong magic and version.
     assert!(matches!(
-        Signature::read_from(&b"WMDL\x04"[..], &Limits::default()),
+        Signature::read_from(&b"WMDL\x05"[..], &Limits::default()),
         Err(FormatError::BadMagic { .. })
     ));
     assert!(matches!(
@@ -520,7 +531,43 @@ fn a_large_signature_equals_the_plain_per_block_hashes() {
             crate::rolling::Rolling::new(bytes).digest(),
             "block {i}"
         );
-        assert_eq!(block.strong, crate::rolling::strong(bytes), "block {i}");
+        assert_eq!(
+            block.strong,
+            crate::rolling::strong(SEED, bytes),
+            "block {i}"
+        );
+    }
+}
+
+#[test]
+fn hashes_and_tags_are_keyed_by_their_seed() {
+    let old = data(3 << 20, 21);
+    let len = old.len() as u64;
+    let keyed = |seed| {
+        let options = SignatureOptions {
+            block_size: Some(4096),
+            seed,
+        };
+        Signature::compute(&old[..], len, &options).unwrap()
+    };
+    let (a, b) = (keyed(1), keyed(2));
+    let pairs = || a.blocks().iter().zip(b.blocks());
+    assert!(pairs().all(|(x, y)| x.weak == y.weak));
+    assert!(pairs().all(|(x, y)| x.strong != y.strong));
+    let hashes = BasisHashes::compute(&old[..], len).unwrap();
+    let (x, y) = (hashes.summary(1), hashes.summary(2));
+    let granules = (0..).map_while(|i| Some((x.granule_at(i)?, y.granule_at(i)?)));
+    assert!(granules.clone().count() > 100);
+    assert!(granules.clone().all(|((t, _), (u, _))| t != u));
+    // The side with the new file hashes under the seed it is sent, so
+    // every seed finds the unchanged file whole.
+    for sig in [&a, &b] {
+        let stats = delta(sig, &old[..], &mut Vec::new()).unwrap();
+        assert_eq!(stats.literal_bytes, 0);
+    }
+    for summary in [&x, &y] {
+        let plan = Plan::from_granules(summary, &old[..]).unwrap();
+        assert_eq!(plan.literal_bytes(), 0);
     }
 }
 
@@ -759,7 +806,7 @@ fn granule_hashes_computed_at_once_equal_the_streamed_ones() {
 fn a_granule_summary_the_engine_would_not_make_is_refused() {
     let hashes = BasisHashes::compute(&data(1 << 20, 1)[..], 1 << 20).unwrap();
     let mut encoded = Vec::new();
-    hashes.summary().write_to(&mut encoded).unwrap();
+    hashes.summary(SEED).write_to(&mut encoded).unwrap();
     // Granule 8 KiB instead of 16 KiB: twice the tags.
     encoded[5..13].copy_from_slice(&(8u64 << 10).to_be_bytes());
     assert!(matches!(
@@ -817,7 +864,7 @@ fn hostile_refinements_and_answers_are_refused() {
     // A request for ranges beyond the basis: 5,000 bytes at 99,000
     // (varints: 99,000 = 0xb8 0x85 0x06, 5,000 = 0x88 0x27).
     let refinement = |ranges: &[u8]| {
-        let mut r = b"WMRF\x04".to_vec();
+        let mut r = b"WMRF\x05".to_vec();
         r.extend_from_slice(&1024u32.to_be_bytes());
         r.extend_from_slice(&1u64.to_be_bytes());
         r.extend_from_slice(ranges);
@@ -828,8 +875,8 @@ fn hostile_refinements_and_answers_are_refused() {
         panic!("decodes as a refinement");
     };
     assert_eq!(request.ranges(), [(99_000, 5_000)]);
-    let err =
-        Signature::compute_refinement(Cursor::new(&old), old.len() as u64, &request).unwrap_err();
+    let err = Signature::compute_refinement(Cursor::new(&old), old.len() as u64, &request, SEED)
+        .unwrap_err();
     assert!(matches!(err, FormatError::Malformed { .. }), "{err}");
     // An empty range; a varint with a needless zero group; one beyond
     // 64 bits; a range that ends beyond 2^64.
@@ -852,7 +899,7 @@ fn hostile_refinements_and_answers_are_refused() {
     }
     // Neither a delta nor a refinement.
     assert!(matches!(
-        Incoming::read_from(&b"WMSG\x04"[..], &limits),
+        Incoming::read_from(&b"WMSG\x05"[..], &limits),
         Err(FormatError::BadMagic { .. })
     ));
     // An answer about another basis.
@@ -862,7 +909,8 @@ fn hostile_refinements_and_answers_are_refused() {
     let request = plan.refinement(&eager(64)).expect("worth refining");
     let other = data(200_000, 8);
     let fine =
-        Signature::compute_refinement(Cursor::new(&other), other.len() as u64, &request).unwrap();
+        Signature::compute_refinement(Cursor::new(&other), other.len() as u64, &request, SEED)
+            .unwrap();
     assert!(plan.refine(&fine, Cursor::new(&new)).is_err());
     // A whole-file signature whose range is not the whole file.
     let mut s = Vec::new();

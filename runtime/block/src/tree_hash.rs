@@ -88,9 +88,11 @@ impl BasisHashes {
         })
     }
 
-    /// The summary the basis side sends for granule-first matching.
-    pub fn summary(&self) -> GranuleSummary {
-        GranuleSummary::new(self.granule, self.len, &self.cvs)
+    /// The summary the basis side sends for granule-first matching, its
+    /// tags under `seed` (draw one at random for each summary sent to a
+    /// peer, as [`SignatureOptions::seed`](crate::SignatureOptions::seed)).
+    pub fn summary(&self, seed: u64) -> GranuleSummary {
+        GranuleSummary::new(self.granule, self.len, seed, &self.cvs)
     }
 
     /// The granule hashes of `file` as it is now, `len` bytes that equal

@@ -16,14 +16,15 @@
 //! close_notify. Version 2: the same, and the block engine's first message
 //! for a large file may be a granule summary (`WMGS`), which version 1
 //! cannot read. Version 3: the block engine's encodings name byte ranges
-//! in varints (encoding version 4), which version 2 cannot read.
+//! in varints (encoding version 4), which version 2 cannot read. Version
+//! 4: seeded strong hashes and 32-bit granule tags (encoding version 5).
 
 use crate::{NetError, Psk};
 
 /// The lowest protocol version this agent speaks.
-pub const MIN_VERSION: u16 = 3;
+pub const MIN_VERSION: u16 = 4;
 /// The highest protocol version this agent speaks.
-pub const MAX_VERSION: u16 = 3;
+pub const MAX_VERSION: u16 = 4;
 /// Length of a greeting on the wire.
 pub const LEN: usize = 8 + 2 + 2 + 1 + 32;
 

@@ -349,6 +349,13 @@ fn patch_error(path: &str) -> impl FnOnce(PatchError) -> BlockError + '_ {
     }
 }
 
+/// A fresh seed for the hashes of a signature or summary: a peer that
+/// crafted data to collide under one seed cannot foresee the next, and a
+/// chance collision does not repeat when the file is sent again.
+fn seed() -> u64 {
+    rand::random()
+}
+
 /// Answers refinement requests from `basis` until the delta arrives, then
 /// hands `basis` and the delta to `apply`.
 fn receive_delta<B: io::Read + io::Seek, T>(
@@ -377,7 +384,7 @@ fn receive_delta<B: io::Read + io::Seek, T>(
                 )));
             }
             Incoming::Refinement(request) => {
-                let fine = Signature::compute_refinement(&mut *basis, basis_len, &request)
+                let fine = Signature::compute_refinement(&mut *basis, basis_len, &request, seed())
                     .map_err(protocol_error("finer signature of", path))?;
                 fine.write_to(channel.writer())
                     .map_err(io_error("sending the finer signature of", path))?;
@@ -618,7 +625,7 @@ fn granule_summary(
             BasisHashes::compute(&mut *basis, len).map_err(io_error("reading", path))?
         }
     };
-    let summary = hashes.summary();
+    let summary = hashes.summary(seed());
     if let Some(stamp) = stamp {
         session.keep_basis_hashes(BasisKept {
             path: path.to_owned(),
@@ -719,8 +726,15 @@ impl wit::Host for HostState {
                     Summary::Granules(granule_summary(volume, &path, &mut basis, session)?)
                 }
                 (len, block_size) => Summary::Signature(
-                    Signature::compute(&mut basis, len, &SignatureOptions { block_size })
-                        .map_err(io_error("reading", &path))?,
+                    Signature::compute(
+                        &mut basis,
+                        len,
+                        &SignatureOptions {
+                            block_size,
+                            seed: seed(),
+                        },
+                    )
+                    .map_err(io_error("reading", &path))?,
                 ),
             };
             summary
@@ -932,7 +946,7 @@ mod tests {
 
     /// A refinement request for the first 4 KiB of a basis.
     fn request() -> Vec<u8> {
-        let mut r = b"WMRF\x04".to_vec();
+        let mut r = b"WMRF\x05".to_vec();
         r.extend_from_slice(&1024u32.to_be_bytes());
         r.extend_from_slice(&1u64.to_be_bytes());
         // Varints: offset 0, length 4096.
