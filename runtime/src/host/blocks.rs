@@ -798,7 +798,7 @@ impl wit::Host for HostState {
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, session, limits, progress| {
-            let stats = match volume {
+            let result = match volume {
                 Volume::Tree(tree) => {
                     let hashes = session.take_basis_hashes(&path);
                     let file = Target {
@@ -813,15 +813,24 @@ impl wit::Host for HostState {
                     match in_place.filter(|(_, len)| *len >= IN_PLACE_MIN_FILE) {
                         Some((open, _)) => receive_in_place_tree(
                             tree, file, open, hashes, channel, limits, progress,
-                        )?,
-                        None => receive_beside(tree, file, hashes, channel, limits, progress)?,
+                        ),
+                        None => receive_beside(tree, file, hashes, channel, limits, progress),
                     }
                 }
                 Volume::Image(image) => {
                     let hashes = session.take_basis_hashes(&path);
-                    receive_in_place(image, &path, hashes, channel, limits, progress)?
+                    receive_in_place(image, &path, hashes, channel, limits, progress)
                 }
             };
+            if let Err(BlockError::Verification(_)) = &result {
+                // Whatever the kept granule hashes claimed, the file is
+                // read again if it is asked for again.
+                match volume {
+                    Volume::Tree(tree) => tree.keep_hashes(&path, None),
+                    Volume::Image(image) => image.keep_hashes(None),
+                }
+            }
+            let stats = result?;
             Ok(BlockStats {
                 file_bytes: stats.written_bytes,
                 matched_bytes: stats.copied_bytes,
