@@ -499,6 +499,62 @@ fn a_sender_killed_part_way_then_rerun_sends_only_the_rest() {
     );
 }
 
+/// A destination file that changes after its signature left no longer
+/// matches the delta's copies: its patch fails verification and leaves it
+/// as it was, and the receiver asks for it once more (a fresh signature,
+/// under fresh seeds, as after a chance collision of hashes), so the run
+/// still ends verified.
+#[test]
+fn a_file_that_fails_its_verification_is_asked_for_again_in_the_same_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    // `a` arrives slowly (new, 4 MiB at 4 MB/s); `b` is patched after it.
+    write(&src, "a", &bytes(4 << 20, 1));
+    let old_b = bytes(256 << 10, 2);
+    let mut new_b = old_b.clone();
+    new_b[100_000..100_100].copy_from_slice(&bytes(100, 3));
+    write(&src, "b", &new_b);
+    write(&dst, "b", &old_b);
+    let old_time = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let file = std::fs::File::options().write(true).open(dst.join("b"));
+    file.unwrap().set_modified(old_time).unwrap();
+    let key = key_file(tmp.path(), "key", 5);
+
+    let receiver = Receiver::start(&dst, &key, &[]);
+    let addr = receiver.addr.to_string();
+    let sender = send_command(&src, &addr, &key, &["--rate-limit", "4000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The receiver sends every signature before its first patch; once
+    // `a` is being written, `b`'s signature is on its way.
+    let started = Instant::now();
+    while staging_files(&dst).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no progress");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let changed = bytes(256 << 10, 4);
+    std::fs::write(dst.join("b"), &changed).unwrap();
+
+    let sent = sender.wait_with_output().unwrap();
+    let (ok, stdout, stderr) = receiver.wait(Duration::from_secs(20));
+    assert!(sent.status.success(), "send: {}", text(&sent.stderr));
+    assert!(ok, "receive: {stderr}");
+    assert!(stderr.contains("b: "), "{stderr}");
+    assert!(
+        stderr.contains("asking the sender for it again"),
+        "{stderr}"
+    );
+    assert!(
+        text(&sent.stderr).contains("asks again for 1 files"),
+        "{}",
+        text(&sent.stderr)
+    );
+    assert!(stdout.contains("verified: tree digest"), "{stdout}");
+    assert_diff_clean(&src, &dst);
+}
+
 #[test]
 fn a_frozen_sender_is_detected_by_the_idle_timeout() {
     let tmp = tempfile::tempdir().unwrap();

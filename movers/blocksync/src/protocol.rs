@@ -8,6 +8,9 @@
 //!                         ◀─────  Want{indices}
 //!                         ◀─────  signature(i)   (native, windowed)
 //! delta(i)                ─────▶  patch(i)       (native)
+//!                         ◀─────  Want{failed}   (once, usually empty)
+//!                         ◀─────  signature(i)   (fresh seeds)
+//! delta(i)                ─────▶  patch(i)       (a mismatch now fails)
 //! Digest{tree digest}     ─────▶  compares it with its own
 //!                         ◀─────  Done{report, its digest, verified}
 //! ```
@@ -21,8 +24,9 @@ use wasmover_sdk::wire::{DecodeError, Reader, Writer};
 use wasmover_sdk::{channel, error};
 
 /// Version of this message set; a receiver refuses any other. 2: the
-/// `Digest` message, and the digest and verdict in `Done`.
-pub const VERSION: u64 = 2;
+/// `Digest` message, and the digest and verdict in `Done`. 3: a second
+/// `Want`, of the files whose patch failed its verification, sent again.
+pub const VERSION: u64 = 3;
 /// Encoded entries per `Entries` message, at most.
 const BATCH_BYTES: usize = 1 << 20;
 

@@ -83,19 +83,35 @@ pub fn send(options: &Options) -> Result<TransferReport, Error> {
     log::info(format!("sending a tree of {} entries", entries.len()));
     protocol::send_tree(&entries)?;
     let (want, _) = protocol::receive_want(&entries)?;
-    for &i in &want {
-        let path = &entries[i].path;
-        blocks::send_delta(path)
-            .map_err(|e| receiver_gone(block_error(path, e), &format!("sending {path}")))?;
-    }
+    send_deltas(&entries, &want)?;
     // Hashed while the receiver applies the last patches and hashes its
     // own tree.
     let digest = volume::digest().map_err(volume_error)?;
+    let (again, _) = protocol::receive_want(&entries)
+        .map_err(|e| receiver_gone(e, "waiting for the files it asks for again"))?;
+    if !again.is_empty() {
+        log::warn(format!(
+            "the receiver asks again for {} files that failed their verification",
+            again.len()
+        ));
+        send_deltas(&entries, &again)?;
+    }
     let waiting = "waiting for its verdict";
     protocol::send_digest(&digest).map_err(|e| receiver_gone(e, waiting))?;
     let report = protocol::receive_done().map_err(|e| receiver_gone(e, waiting))?;
     check_verified(&report, &digest)?;
     Ok(report)
+}
+
+/// Sends the deltas of the files at `indices`, in that order, each against
+/// the signature the receiver sent for it.
+fn send_deltas(entries: &[Entry], indices: &[usize]) -> Result<(), Error> {
+    for &i in indices {
+        let path = &entries[i].path;
+        blocks::send_delta(path)
+            .map_err(|e| receiver_gone(block_error(path, e), &format!("sending {path}")))?;
+    }
+    Ok(())
 }
 
 /// Says what the sender was doing when the receiver went away: the cause
@@ -204,13 +220,30 @@ pub fn receive(options: &Options) -> Result<TransferReport, Error> {
         tree_digest: String::new(),
         verified: false,
     };
-    wire += rebuild(
+    let (rebuilt, failed) = rebuild(
         &source,
         &plan.transfer,
         options,
         transfer_bytes,
         &mut report,
+        Mismatch::AskAgain,
     )?;
+    wire += rebuilt;
+    // Asked for once more, usually none: the signatures are under fresh
+    // seeds and of the files as they are now.
+    wire += protocol::send_want(&failed)?;
+    if !failed.is_empty() {
+        let bytes = failed.iter().map(|&i| source[i].size).sum();
+        let (rebuilt, _) = rebuild(
+            &source,
+            &failed,
+            options,
+            bytes,
+            &mut report,
+            Mismatch::Fail,
+        )?;
+        wire += rebuilt;
+    }
 
     for &(first, link) in &plan.hard_links {
         volume::hard_link(&source[first].path, &source[link].path).map_err(volume_error)?;
@@ -281,16 +314,31 @@ fn set_metadata(entry: &Entry) -> Result<(), Error> {
     volume::set_metadata(&entry.path, entry.mode, entry.mtime_ns).map_err(volume_error)
 }
 
+/// What [`rebuild`] does with a file whose rebuilt content does not match
+/// the sender's hash (the old file is left as it was).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mismatch {
+    /// Lists it for asking again. A signature of blocks or granules under
+    /// a seed that happened to collide (or a basis that changed behind
+    /// the receiver's back) is then replaced by a fresh one.
+    AskAgain,
+    /// Fails the transfer.
+    Fail,
+}
+
 /// Rebuilds the files at `indices`: signatures go out ahead of the patches
 /// within a window, so the sender computes deltas while the receiver
-/// writes. Returns the bytes that crossed the channel.
+/// writes. Returns the bytes that crossed the channel and the files that
+/// failed their verification, if `mismatch` lets them.
 fn rebuild(
     source: &[Entry],
     indices: &[usize],
     options: &Options,
     transfer_bytes: u64,
     report: &mut TransferReport,
-) -> Result<u64, Error> {
+    mismatch: Mismatch,
+) -> Result<(u64, Vec<usize>), Error> {
+    let mut failed = Vec::new();
     let mut wire = 0;
     let mut in_flight: VecDeque<(usize, u64)> = VecDeque::new();
     let mut in_flight_bytes = 0u64;
@@ -315,11 +363,18 @@ fn rebuild(
         let (i, signature_bytes) = in_flight.pop_front().expect("window holds the next file");
         in_flight_bytes -= signature_bytes;
         let entry = &source[i];
-        let stats = blocks::receive_patch(&entry.path, entry.mode, entry.mtime_ns)
-            .map_err(|e| block_error(&entry.path, e))?;
-        wire += stats.wire_bytes;
-        report.bytes_matched += stats.matched_bytes;
-        report.bytes_literal += stats.literal_bytes;
+        match blocks::receive_patch(&entry.path, entry.mode, entry.mtime_ns) {
+            Ok(stats) => {
+                wire += stats.wire_bytes;
+                report.bytes_matched += stats.matched_bytes;
+                report.bytes_literal += stats.literal_bytes;
+            }
+            Err(blocks::BlockError::Verification(why)) if mismatch == Mismatch::AskAgain => {
+                log::warn(format!("{why}: asking the sender for it again"));
+                failed.push(i);
+            }
+            Err(e) => return Err(block_error(&entry.path, e)),
+        }
         done_bytes += entry.size;
         progress::report(
             done_bytes,
@@ -328,7 +383,7 @@ fn rebuild(
             indices.len() as u64,
         );
     }
-    Ok(wire)
+    Ok((wire, failed))
 }
 
 #[cfg(test)]
@@ -426,6 +481,36 @@ mod tests {
             .find(|e| e.path == "blocks/old")
             .unwrap();
         assert_eq!((entry.mode, entry.mtime_ns), (0o640, 1_000_000_000));
+    }
+
+    /// What the receiver's second `Want` relies on: a patch that fails its
+    /// verification consumes its whole delta and leaves the old file, so
+    /// the same file can be asked for again on the same channel.
+    #[test]
+    fn a_file_that_fails_its_verification_is_kept_and_can_be_asked_for_again() {
+        let old = pseudo_random(256 << 10, 7);
+        let mut new = old.clone();
+        new[10_000..10_010].copy_from_slice(b"0123456789");
+        write("again/basis", &old);
+        write("again/new", &new);
+
+        blocks::send_signature("again/basis", Some(4096)).unwrap();
+        // The basis changes behind the receiver's back after its signature
+        // left: the delta's copies name blocks that are no longer there.
+        let changed = pseudo_random(256 << 10, 11);
+        write("again/basis", &changed);
+        blocks::send_delta("again/new").unwrap();
+        let err = blocks::receive_patch("again/basis", 0o644, 1_000_000_000).unwrap_err();
+        assert!(
+            matches!(&err, blocks::BlockError::Verification(m) if m.contains("again/basis")),
+            "{err:?}"
+        );
+        assert_eq!(read("again/basis"), changed);
+
+        blocks::send_signature("again/basis", Some(4096)).unwrap();
+        blocks::send_delta("again/new").unwrap();
+        blocks::receive_patch("again/basis", 0o644, 1_000_000_000).unwrap();
+        assert_eq!(read("again/basis"), new);
     }
 
     #[test]
