@@ -7,11 +7,11 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{LEN, fast_rsync_options, random, scattered_changes};
+use common::{LEN, fast_rsync_options, random, scattered_changes, seeded};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::io::Cursor;
 
-use wasmover_block::{Plan, RefineOptions, Signature, SignatureOptions, delta};
+use wasmover_block::{Plan, RefineOptions, Signature, delta};
 
 fn deltas(c: &mut Criterion) {
     let old = random(LEN, 1);
@@ -20,7 +20,7 @@ fn deltas(c: &mut Criterion) {
         ("1% scattered 4 KiB", scattered_changes(&old, 2)),
         ("nothing matches", random(LEN, 3)),
     ];
-    let ours = Signature::compute(&old[..], LEN as u64, &SignatureOptions::default()).unwrap();
+    let ours = Signature::compute(&old[..], LEN as u64, &seeded(None)).unwrap();
     let theirs = fast_rsync::Signature::calculate(&old, fast_rsync_options());
     let index = theirs.index();
     for (name, new) in &cases {
@@ -38,9 +38,13 @@ fn deltas(c: &mut Criterion) {
             b.iter(|| {
                 let mut plan = Plan::new(&ours, black_box(&new[..])).unwrap();
                 while let Some(request) = plan.refinement(&RefineOptions::default()) {
-                    let fine =
-                        Signature::compute_refinement(Cursor::new(&old), LEN as u64, &request, 1)
-                            .unwrap();
+                    let fine = Signature::compute_refinement(
+                        Cursor::new(&old),
+                        LEN as u64,
+                        &request,
+                        0x5EED,
+                    )
+                    .unwrap();
                     plan.refine(&fine, Cursor::new(new)).unwrap();
                 }
                 let mut out = Vec::with_capacity(LEN / 8);

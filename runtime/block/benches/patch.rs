@@ -5,14 +5,14 @@ mod common;
 use std::hint::black_box;
 use std::io::Cursor;
 
-use common::{LEN, fast_rsync_options, random, scattered_changes};
+use common::{LEN, fast_rsync_options, random, scattered_changes, seeded};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wasmover_block::{Limits, Signature, SignatureOptions, delta, patch};
+use wasmover_block::{Limits, Signature, delta, patch};
 
 fn patches(c: &mut Criterion) {
     let old = random(LEN, 1);
     let new = scattered_changes(&old, 2);
-    let ours = Signature::compute(&old[..], LEN as u64, &SignatureOptions::default()).unwrap();
+    let ours = Signature::compute(&old[..], LEN as u64, &seeded(None)).unwrap();
     let mut our_delta = Vec::new();
     delta(&ours, &new[..], &mut our_delta).unwrap();
     let theirs = fast_rsync::Signature::calculate(&old, fast_rsync_options());

@@ -4,9 +4,9 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{LEN, fast_rsync_options, random};
+use common::{LEN, fast_rsync_options, random, seeded};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wasmover_block::{Signature, SignatureOptions};
+use wasmover_block::Signature;
 
 fn signature(c: &mut Criterion) {
     let old = random(LEN, 1);
@@ -15,20 +15,10 @@ fn signature(c: &mut Criterion) {
         .throughput(Throughput::Bytes(LEN as u64))
         .sample_size(10);
     group.bench_function(BenchmarkId::new("wasmover", LEN), |b| {
-        b.iter(|| {
-            Signature::compute(
-                black_box(&old[..]),
-                LEN as u64,
-                &SignatureOptions::default(),
-            )
-            .unwrap()
-        })
+        b.iter(|| Signature::compute(black_box(&old[..]), LEN as u64, &seeded(None)).unwrap())
     });
     group.bench_function(BenchmarkId::new("wasmover-4k", LEN), |b| {
-        let opts = SignatureOptions {
-            block_size: Some(4096),
-            ..Default::default()
-        };
+        let opts = seeded(Some(4096));
         b.iter(|| Signature::compute(black_box(&old[..]), LEN as u64, &opts).unwrap())
     });
     group.bench_function(BenchmarkId::new("fast_rsync", LEN), |b| {

@@ -27,6 +27,15 @@ pub fn scattered_changes(old: &[u8], seed: u64) -> Vec<u8> {
     new
 }
 
+/// This engine's signature options as the host uses them: under a seed
+/// (not 0, for which XXH3 takes a shortcut the host never gets).
+pub fn seeded(block_size: Option<u32>) -> wasmover_block::SignatureOptions {
+    wasmover_block::SignatureOptions {
+        block_size,
+        seed: 0x5EED,
+    }
+}
+
 /// fast_rsync's settings in every comparison: 4 KiB blocks, 8-byte MD4.
 pub fn fast_rsync_options() -> fast_rsync::SignatureOptions {
     fast_rsync::SignatureOptions {
