@@ -456,15 +456,22 @@ mod tests {
             .collect()
     }
 
+    /// Writes `DIR/old` (256 KiB) and `DIR/new`, the same with ten bytes
+    /// rewritten at `at`; returns their contents.
+    fn old_and_new(dir: &str, at: usize) -> (Vec<u8>, Vec<u8>) {
+        let old = pseudo_random(256 << 10, 7);
+        let mut new = old.clone();
+        new[at..at + 10].copy_from_slice(b"0123456789");
+        write(&format!("{dir}/old"), &old);
+        write(&format!("{dir}/new"), &new);
+        (old, new)
+    }
+
     /// The host connects the test harness's channel back to itself, so one
     /// instance plays both sides of a file's signature → delta → patch.
     #[test]
     fn native_blocks_rebuild_a_changed_file_sending_only_the_change() {
-        let old = pseudo_random(256 << 10, 7);
-        let mut new = old.clone();
-        new[100_000..100_010].copy_from_slice(b"0123456789");
-        write("blocks/old", &old);
-        write("blocks/new", &new);
+        let (_, new) = old_and_new("blocks", 100_000);
 
         let sig = blocks::send_signature("blocks/old", Some(4096)).unwrap();
         assert!(sig.wire_bytes > 0);
@@ -488,29 +495,25 @@ mod tests {
     /// the same file can be asked for again on the same channel.
     #[test]
     fn a_file_that_fails_its_verification_is_kept_and_can_be_asked_for_again() {
-        let old = pseudo_random(256 << 10, 7);
-        let mut new = old.clone();
-        new[10_000..10_010].copy_from_slice(b"0123456789");
-        write("again/basis", &old);
-        write("again/new", &new);
+        let (_, new) = old_and_new("again", 10_000);
 
-        blocks::send_signature("again/basis", Some(4096)).unwrap();
+        blocks::send_signature("again/old", Some(4096)).unwrap();
         // The basis changes behind the receiver's back after its signature
         // left: the delta's copies name blocks that are no longer there.
         let changed = pseudo_random(256 << 10, 11);
-        write("again/basis", &changed);
+        write("again/old", &changed);
         blocks::send_delta("again/new").unwrap();
-        let err = blocks::receive_patch("again/basis", 0o644, 1_000_000_000).unwrap_err();
+        let err = blocks::receive_patch("again/old", 0o644, 1_000_000_000).unwrap_err();
         assert!(
-            matches!(&err, blocks::BlockError::Verification(m) if m.contains("again/basis")),
+            matches!(&err, blocks::BlockError::Verification(m) if m.contains("again/old")),
             "{err:?}"
         );
-        assert_eq!(read("again/basis"), changed);
+        assert_eq!(read("again/old"), changed);
 
-        blocks::send_signature("again/basis", Some(4096)).unwrap();
+        blocks::send_signature("again/old", Some(4096)).unwrap();
         blocks::send_delta("again/new").unwrap();
-        blocks::receive_patch("again/basis", 0o644, 1_000_000_000).unwrap();
-        assert_eq!(read("again/basis"), new);
+        blocks::receive_patch("again/old", 0o644, 1_000_000_000).unwrap();
+        assert_eq!(read("again/old"), new);
     }
 
     #[test]
