@@ -22,8 +22,8 @@ pub struct SignatureOptions {
     /// up to 1 KiB, within [`DEFAULT_MIN_BLOCK`]..=[`DEFAULT_MAX_BLOCK`].
     pub block_size: Option<u32>,
     /// Seed of the blocks' strong hashes. Draw one at random for each
-    /// signature sent to a peer: data crafted to collide under one seed
-    /// then does not collide under the next.
+    /// signature sent to a peer: data crafted to collide then collides
+    /// only by chance, and not again when the file is sent again.
     pub seed: u64,
 }
 

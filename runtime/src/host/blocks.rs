@@ -349,9 +349,9 @@ fn patch_error(path: &str) -> impl FnOnce(PatchError) -> BlockError + '_ {
     }
 }
 
-/// A fresh seed for the hashes of a signature or summary: a peer that
-/// crafted data to collide under one seed cannot foresee the next, and a
-/// chance collision does not repeat when the file is sent again.
+/// A fresh seed for the hashes of a signature or summary: data crafted to
+/// collide then collides only by chance, and a chance collision does not
+/// repeat when the file is sent again.
 fn seed() -> u64 {
     rand::random()
 }
