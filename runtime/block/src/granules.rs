@@ -72,21 +72,24 @@ pub struct GranuleSummary {
 /// Bytes one tag takes in the encoding.
 pub(crate) const TAG_BYTES: usize = 4;
 
+/// The tag of a chaining value under `seed`.
+fn tag(seed: u64, cv: &ChainingValue) -> u32 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(cv, seed) as u32
+}
+
 impl GranuleSummary {
     pub(crate) fn new(granule: u64, basis_len: u64, seed: u64, cvs: &[ChainingValue]) -> Self {
-        let mut summary = Self {
+        Self {
             granule,
             basis_len,
             seed,
-            tags: Vec::new(),
-        };
-        summary.tags = cvs.iter().map(|cv| summary.tag(cv)).collect();
-        summary
+            tags: cvs.iter().map(|cv| tag(seed, cv)).collect(),
+        }
     }
 
     /// The tag of a granule's chaining value under this summary's seed.
     pub(crate) fn tag(&self, cv: &ChainingValue) -> u32 {
-        xxhash_rust::xxh3::xxh3_64_with_seed(cv, self.seed) as u32
+        tag(self.seed, cv)
     }
 
     /// Bytes of one granule.

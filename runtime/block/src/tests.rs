@@ -718,11 +718,11 @@ fn small_writes_are_narrowed_down_to_their_bytes() {
     eprintln!("{changed} changed: {stats:?}, {wire:?}");
     assert_eq!(wire.rounds, [4096, 1024, 256, 64], "{wire:?}");
     assert!(stats.literal_bytes <= 2 * changed, "{stats:?}");
-    // The summary (8 B a granule), then about 4 blocks of 12 B a write
+    // The summary (a tag a granule), then about 4 blocks of 12 B a write
     // in each of four rounds, a range in each request and answer (a few
     // bytes each), and the delta (two 64-byte blocks and two copies a
     // write).
-    let granules = (new.len() as u64 >> 14) * 8;
+    let granules = (new.len() as u64 >> 14) * crate::granules::TAG_BYTES as u64;
     let total = wire.signatures + wire.requests_and_delta;
     assert!(
         total <= granules + writes * (4 * (5 * 12 + 10) + 2 * 64 + 64),
