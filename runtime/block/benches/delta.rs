@@ -11,7 +11,7 @@ use common::{LEN, fast_rsync_options, random, scattered_changes, seeded};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::io::Cursor;
 
-use wasmover_block::{Plan, RefineOptions, Signature, delta};
+use wasmover_block::{Answer, Plan, RefineOptions, Signature, delta};
 
 fn deltas(c: &mut Criterion) {
     let old = random(LEN, 1);
@@ -38,13 +38,8 @@ fn deltas(c: &mut Criterion) {
             b.iter(|| {
                 let mut plan = Plan::new(&ours, black_box(&new[..])).unwrap();
                 while let Some(request) = plan.refinement(&RefineOptions::default()) {
-                    let fine = Signature::compute_refinement(
-                        Cursor::new(&old),
-                        LEN as u64,
-                        &request,
-                        0x5EED,
-                    )
-                    .unwrap();
+                    let fine =
+                        Answer::compute(Cursor::new(&old), LEN as u64, &request, 0x5EED).unwrap();
                     plan.refine(&fine, Cursor::new(new)).unwrap();
                 }
                 let mut out = Vec::with_capacity(LEN / 8);

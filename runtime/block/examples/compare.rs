@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use wasmover_block::{
-    Limits, Plan, RefineOptions, Signature, SignatureOptions, patch, patch_in_place,
+    Answer, Limits, Plan, RefineOptions, Signature, SignatureOptions, patch, patch_in_place,
 };
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -72,13 +72,8 @@ fn ours(dir: &Path, runs: usize) -> (Measured, Option<Measured>) {
         rounds = 0;
         while let Some(request) = plan.refinement(&RefineOptions::default()) {
             wire += request.write_to(Vec::new()).unwrap();
-            let fine = Signature::compute_refinement(
-                File::open(&old).unwrap(),
-                len,
-                &request,
-                rand::random(),
-            )
-            .unwrap();
+            let fine =
+                Answer::compute(File::open(&old).unwrap(), len, &request, rand::random()).unwrap();
             wire += fine.write_to(Vec::new()).unwrap();
             plan.refine(&fine, new_file()).unwrap();
             rounds += 1;

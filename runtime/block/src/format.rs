@@ -12,6 +12,8 @@ pub(crate) const DELTA_MAGIC: [u8; 4] = *b"WMDL";
 pub(crate) const REFINEMENT_MAGIC: [u8; 4] = *b"WMRF";
 /// Magic of an encoded granule summary.
 pub(crate) const GRANULE_SUMMARY_MAGIC: [u8; 4] = *b"WMGS";
+/// Magic of encoded aligned tags, the answer to an aligned refinement.
+pub(crate) const ALIGNED_TAGS_MAGIC: [u8; 4] = *b"WMAT";
 /// Magic of encoded basis granule hashes (kept on disk, never sent).
 pub(crate) const BASIS_HASHES_MAGIC: [u8; 4] = *b"WMGH";
 /// Version of every encoding that crosses the wire. 2: the strong hash
@@ -21,13 +23,18 @@ pub(crate) const BASIS_HASHES_MAGIC: [u8; 4] = *b"WMGH";
 /// 4: the ranges a refinement asks for and its answer covers are varints
 /// ([`put_ranges`]). 5: strong hashes and granule tags are keyed by a
 /// seed the basis side draws for each signature or summary, and a tag
-/// takes 32 bits instead of 64.
-pub(crate) const VERSION: u8 = 5;
+/// takes 32 bits instead of 64. 6: a refinement says whether it is
+/// aligned, and an aligned one is answered with 32-bit tags
+/// ([`crate::AlignedTags`]) instead of a signature.
+pub(crate) const VERSION: u8 = 6;
 /// Version of the encodings kept on disk: the undo journal and granule
 /// hashes. Apart from [`VERSION`], so that an upgrade still reads what the
 /// version before left behind, a journal above all: it is an interrupted
 /// patch's way back.
 pub(crate) const DISK_VERSION: u8 = 3;
+
+/// Bytes of a granule tag or an aligned block tag (a `u32`).
+pub(crate) const TAG_BYTES: usize = 4;
 
 /// Delta opcode: copy a byte range of the basis.
 pub(crate) const OP_COPY: u8 = 1;
@@ -98,6 +105,7 @@ fn magic_name(magic: [u8; 4]) -> &'static str {
         DELTA_MAGIC => "WMDL",
         GRANULE_SUMMARY_MAGIC => "WMGS",
         BASIS_HASHES_MAGIC => "WMGH",
+        ALIGNED_TAGS_MAGIC => "WMAT",
         _ => "WMRF",
     }
 }

@@ -6,8 +6,8 @@ use std::io::{Cursor, Read, Seek, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{
-    InPlacePatch, Incoming, Limits, PatchError, Plan, RefineOptions, RollBack, Signature,
-    SignatureOptions, delta, patch, patch_in_place, write_undo,
+    Answer, InPlacePatch, Incoming, Limits, PatchError, Plan, RefineOptions, RollBack, Signature,
+    SignatureOptions, Summary, delta, patch, patch_in_place, write_undo,
 };
 
 /// A fuzz target body.
@@ -75,11 +75,12 @@ pub fn eager(min_block_size: u32) -> RefineOptions {
     }
 }
 
-/// Target `parse_signature`: decoding never panics, never reads past the
-/// signature, and what decodes re-encodes to the same bytes.
+/// Target `parse_signature`: decoding a signature, granule summary or
+/// answer to a refinement never panics, never reads past it, and what
+/// decodes re-encodes to the same bytes.
 pub fn parse_signature(data: &[u8]) {
     let mut reader = data;
-    if let Ok(sig) = Signature::read_from(&mut reader, &limits()) {
+    if let Ok(sig) = Summary::read_from(&mut reader, &limits()) {
         let used = data.len() - reader.len();
         let mut again = Vec::new();
         let written = sig.write_to(&mut again).expect("writing to a Vec");
@@ -90,7 +91,8 @@ pub fn parse_signature(data: &[u8]) {
 
 /// Target `parse_refinement`: decoding what follows a signature never
 /// panics; a refinement re-encodes to the bytes it was read from, and
-/// answering it over [`basis`] is a signature or a clear error.
+/// answering it over [`basis`] is a clear error or an answer with a hash
+/// for each block asked for, which decodes as itself.
 pub fn parse_refinement(data: &[u8]) {
     let mut reader = data;
     if let Ok(Incoming::Refinement(request)) = Incoming::read_from(&mut reader, &limits()) {
@@ -100,15 +102,24 @@ pub fn parse_refinement(data: &[u8]) {
         assert_eq!(written, again.len() as u64);
         assert_eq!(again, &data[..used], "re-encoding differs");
         let basis = basis();
-        if let Ok(sig) =
-            Signature::compute_refinement(Cursor::new(&basis), basis.len() as u64, &request, 7)
-        {
+        if let Ok(answer) = Answer::compute(Cursor::new(&basis), basis.len() as u64, &request, 7) {
+            assert_eq!(answer.block_count(), blocks(&request));
             let mut encoded = Vec::new();
-            sig.write_to(&mut encoded).expect("writing to a Vec");
-            let decoded = Signature::read_from(&encoded[..], &limits()).expect("own signature");
-            assert_eq!(decoded, sig);
+            answer.write_to(&mut encoded).expect("writing to a Vec");
+            let decoded = Summary::read_from(&encoded[..], &limits()).expect("own answer");
+            assert_eq!(decoded, Summary::Answer(answer));
         }
     }
+}
+
+/// The blocks `request` asks for: its ranges cut into blocks.
+fn blocks(request: &crate::Refinement) -> usize {
+    let bs = u64::from(request.block_size());
+    request
+        .ranges()
+        .iter()
+        .map(|r| r.1.div_ceil(bs))
+        .sum::<u64>() as usize
 }
 
 /// Target `parse_delta`: patching [`basis`] with arbitrary bytes never
@@ -166,13 +177,14 @@ pub fn round_trip(data: &[u8]) {
         let Ok(Incoming::Refinement(request)) = Incoming::read_from(&asked[..], &limits()) else {
             panic!("own refinement");
         };
-        let fine =
-            Signature::compute_refinement(Cursor::new(old), old.len() as u64, &request, seed)
-                .expect("own refinement's ranges");
-        let mut answer = Vec::new();
-        fine.write_to(&mut answer).expect("writing to a Vec");
-        let fine = Signature::read_from(&answer[..], &limits()).expect("own signature");
-        plan.refine(&fine, Cursor::new(new))
+        let answer = Answer::compute(Cursor::new(old), old.len() as u64, &request, seed)
+            .expect("own refinement's ranges");
+        let mut encoded = Vec::new();
+        answer.write_to(&mut encoded).expect("writing to a Vec");
+        let Ok(Summary::Answer(answer)) = Summary::read_from(&encoded[..], &limits()) else {
+            panic!("own answer");
+        };
+        plan.refine(&answer, Cursor::new(new))
             .expect("reading a slice");
     }
     let mut d = Vec::new();
@@ -268,6 +280,8 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     new.splice(100..100, *b"inserted");
     new[2000..2040].fill(7);
     new.extend_from_slice(b"appended");
+    let mut in_place = basis.clone();
+    in_place[2000..2040].fill(7);
     let mut seeds = Vec::new();
     for bs in [64u32, 700, 4096] {
         let sig = Signature::compute(
@@ -297,25 +311,31 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             seeds.push(("parse_signature", name, bytes));
         }
         // One refinement round, where the edits leave literals to refine:
-        // the request, its answer, the refined delta.
-        let mut plan = Plan::new(&sig, &new[..]).expect("slice");
+        // the request, its answer, the refined delta. The edits move data,
+        // so the round searches; edits in place only make it aligned.
         let mut rd = Vec::new();
-        if let Some(request) = plan.refinement(&eager(8)) {
+        for (kind, new) in [("", &new), ("aligned-", &in_place)] {
+            let mut plan = Plan::new(&sig, &new[..]).expect("slice");
+            let Some(request) = plan.refinement(&eager(8)) else {
+                continue;
+            };
+            assert_eq!(request.aligned(), !kind.is_empty());
             let mut r = Vec::new();
             request.write_to(&mut r).expect("vec");
-            for (name, bytes) in variants("refinement", &r) {
+            for (name, bytes) in variants(&format!("{kind}refinement"), &r) {
                 seeds.push(("parse_refinement", name, bytes));
             }
-            let fine =
-                Signature::compute_refinement(Cursor::new(&basis), basis.len() as u64, &request, 7)
-                    .expect("own ranges");
+            let answer = Answer::compute(Cursor::new(&basis), basis.len() as u64, &request, 7)
+                .expect("own ranges");
             let mut f = Vec::new();
-            fine.write_to(&mut f).expect("vec");
-            for (name, bytes) in variants("refined-sig", &f) {
+            answer.write_to(&mut f).expect("vec");
+            for (name, bytes) in variants(&format!("{kind}answer"), &f) {
                 seeds.push(("parse_signature", name, bytes));
             }
-            plan.refine(&fine, Cursor::new(&new)).expect("slice");
-            plan.write(Cursor::new(&new), &mut rd).expect("vec");
+            plan.refine(&answer, Cursor::new(&new)).expect("slice");
+            if kind.is_empty() {
+                plan.write(Cursor::new(&new), &mut rd).expect("vec");
+            }
         }
         for (name, bytes) in variants("delta", &d).into_iter().chain(if rd.is_empty() {
             Vec::new()

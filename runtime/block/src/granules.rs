@@ -18,43 +18,60 @@ use std::io::{self, Read, Write};
 
 use blake3::hazmat::ChainingValue;
 
+use crate::aligned::AlignedTags;
 use crate::error::FormatError;
-use crate::format::{self, GRANULE_SUMMARY_MAGIC, Limits, SIGNATURE_MAGIC};
+use crate::format::{
+    self, ALIGNED_TAGS_MAGIC, GRANULE_SUMMARY_MAGIC, Limits, SIGNATURE_MAGIC, TAG_BYTES,
+};
+use crate::refine::Answer;
 use crate::signature::Signature;
 use crate::tree_hash::granule_for;
 
-/// What the basis side sends first for a file: a granule summary for
-/// granule-first matching, or a block signature.
+/// What the basis side sends for a file: first a granule summary for
+/// granule-first matching or a block signature, then an answer to each
+/// refinement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Summary {
     /// Tags of the basis's granules.
     Granules(GranuleSummary),
-    /// Weak and strong hashes of the basis's blocks (or of some ranges of
-    /// it, answering a [`Refinement`](crate::Refinement)).
+    /// Weak and strong hashes of the basis's blocks.
     Signature(Signature),
+    /// The answer to a [`Refinement`](crate::Refinement): it travels on
+    /// the same stream, where summaries of later files may come first.
+    Answer(Answer),
 }
 
 impl Summary {
-    /// Reads one summary of either kind.
+    /// Reads one summary of any kind.
     pub fn read_from<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
         let mut magic = [0u8; 4];
         r.read_exact(&mut magic)
             .map_err(FormatError::reading("signature or granule summary"))?;
         match magic {
             GRANULE_SUMMARY_MAGIC => Ok(Self::Granules(GranuleSummary::read_body(r, limits)?)),
-            SIGNATURE_MAGIC => Ok(Self::Signature(Signature::read_body(r, limits)?)),
+            SIGNATURE_MAGIC => {
+                let signature = Signature::read_body(r, limits)?;
+                Ok(match signature.is_refinement() {
+                    true => Self::Answer(Answer::Signature(signature)),
+                    false => Self::Signature(signature),
+                })
+            }
+            ALIGNED_TAGS_MAGIC => Ok(Self::Answer(Answer::Aligned(AlignedTags::read_body(
+                r, limits,
+            )?))),
             found => Err(FormatError::BadMagic {
-                expected: "WMGS or WMSG",
+                expected: "WMGS, WMSG or WMAT",
                 found,
             }),
         }
     }
 
-    /// Writes the encoding of either kind; returns the bytes written.
+    /// Writes the encoding of any kind; returns the bytes written.
     pub fn write_to<W: Write>(&self, w: W) -> io::Result<u64> {
         match self {
             Self::Granules(summary) => summary.write_to(w),
             Self::Signature(signature) => signature.write_to(w),
+            Self::Answer(answer) => answer.write_to(w),
         }
     }
 }
@@ -68,9 +85,6 @@ pub struct GranuleSummary {
     seed: u64,
     tags: Vec<u32>,
 }
-
-/// Bytes one tag takes in the encoding.
-pub(crate) const TAG_BYTES: usize = 4;
 
 /// The tag of a chaining value under `seed`.
 fn tag(seed: u64, cv: &ChainingValue) -> u32 {

@@ -18,7 +18,9 @@
 //! - [`Plan`] computes a delta in rounds: where the first left literals,
 //!   it asks the basis side for a finer signature of only the basis ranges
 //!   no copy used ([`Refinement`]), so a large file with scattered small
-//!   changes costs about its changes on the wire, not its blocks.
+//!   changes costs about its changes on the wire, not its blocks. Where
+//!   the changes were made in place, a round compares blocks only at
+//!   their own offsets ([`AlignedTags`]), for 4 bytes a block.
 //! - [`BasisHashes`] are the BLAKE3 chaining values of a basis's granules
 //!   (BLAKE3 is a tree hash). Their [`GranuleSummary`] starts a [`Plan`]
 //!   for a large file granule-first ([`Plan::from_granules`]): only
@@ -64,6 +66,7 @@
 
 #![deny(missing_docs)]
 
+mod aligned;
 mod delta;
 mod error;
 mod format;
@@ -79,6 +82,7 @@ mod signature;
 mod sparse;
 mod tree_hash;
 
+pub use aligned::AlignedTags;
 pub use delta::{DeltaStats, delta};
 pub use error::{DeltaError, FormatError, PatchError};
 pub use format::Limits;
@@ -86,7 +90,7 @@ pub use granules::{GranuleSummary, Summary};
 pub use in_place::{IN_PLACE_MAX_HELD, InPlaceFile, InPlacePatch, patch_in_place};
 pub use journal::{RollBack, patch_journaled, roll_back, write_undo};
 pub use patch::{PatchStats, patch, patch_from_file, patch_reporting};
-pub use refine::{Incoming, Plan, RefineOptions, Refinement};
+pub use refine::{Answer, Incoming, Plan, RefineOptions, Refinement};
 pub use signature::{DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, Signature, SignatureOptions};
 pub use sparse::SparseWriter;
 pub use tree_hash::BasisHashes;

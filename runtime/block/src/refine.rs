@@ -13,7 +13,10 @@
 //! Blocks shrink fourfold a round, down to 64 bytes, so a small write
 //! into a large file costs a few dozen block hashes and about its own
 //! bytes, not a page or a block; rounds after the second, each a round
-//! trip, only while many literals are left.
+//! trip, only while many literals are left. Where the changes were made
+//! in place, a round is aligned ([`crate::AlignedTags`]): it compares
+//! each block with the basis block at its own offset, for a third of a
+//! signature's bytes.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -21,9 +24,10 @@ use std::os::unix::fs::FileExt;
 
 use blake3::hazmat::{HasherExt, Mode, left_subtree_len, merge_subtrees_root};
 
+use crate::aligned::AlignedTags;
 use crate::delta::{DeltaStats, Encoder, Sink, search};
 use crate::error::FormatError;
-use crate::format::{self, DELTA_MAGIC, LITERAL_CHUNK, Limits, REFINEMENT_MAGIC};
+use crate::format::{self, DELTA_MAGIC, LITERAL_CHUNK, Limits, REFINEMENT_MAGIC, TAG_BYTES};
 use crate::granules::GranuleSummary;
 use crate::signature::{Index, MAX_BLOCK, Signature, SignatureOptions};
 use crate::tree_hash::hash_granules;
@@ -63,17 +67,19 @@ impl Default for RefineOptions {
         }
     }
 }
+
 /// Bytes one block takes in a signature's encoding.
 const SIGNATURE_BLOCK_BYTES: u64 = 12;
-/// Bytes a range takes, about: named in the request and again in the
-/// answer, each time as two varints of a few bytes.
-const RANGE_BYTES: u64 = 10;
+/// Bytes a range takes, about, as two varints of a few bytes: a signature
+/// names it again, aligned tags do not.
+const RANGE_BYTES: u64 = 5;
 
 /// A request, from the side that has the new file, for a finer signature
-/// of some ranges of the basis.
+/// of some ranges of the basis, or for their aligned tags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refinement {
     block_size: u32,
+    aligned: bool,
     ranges: Vec<(u64, u64)>,
 }
 
@@ -83,6 +89,12 @@ impl Refinement {
         self.block_size
     }
 
+    /// Whether the blocks are to be compared only at their own offsets:
+    /// answered with [`AlignedTags`] instead of a [`Signature`].
+    pub fn aligned(&self) -> bool {
+        self.aligned
+    }
+
     /// The `(offset, length)` ranges of the basis asked for: non-empty,
     /// ascending and disjoint.
     pub fn ranges(&self) -> &[(u64, u64)] {
@@ -90,12 +102,13 @@ impl Refinement {
     }
 
     /// Writes the encoding: magic `WMRF`, version, block size (u32,
-    /// big-endian), then the ranges ([`format::put_ranges`]). Returns the
-    /// bytes written.
+    /// big-endian), kind (0: a signature, 1: aligned tags), then the
+    /// ranges ([`format::put_ranges`]). Returns the bytes written.
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
         format::write_header(&mut w, REFINEMENT_MAGIC, format::VERSION)?;
-        let mut encoded = Vec::with_capacity(12 + 6 * self.ranges.len());
+        let mut encoded = Vec::with_capacity(13 + 6 * self.ranges.len());
         encoded.extend_from_slice(&self.block_size.to_be_bytes());
+        encoded.push(u8::from(self.aligned));
         format::put_ranges(&mut encoded, self.ranges.iter().copied());
         w.write_all(&encoded)?;
         Ok(5 + encoded.len() as u64)
@@ -110,8 +123,64 @@ impl Refinement {
                 reason: "block size out of range",
             });
         }
+        let aligned = match format::read_u8(&mut r, "refinement kind")? {
+            0 => false,
+            1 => true,
+            _ => {
+                return Err(FormatError::Malformed {
+                    reason: "unknown refinement kind",
+                });
+            }
+        };
         let ranges = format::read_ranges(&mut r, block_size, limits.max_file_len, limits)?;
-        Ok(Self { block_size, ranges })
+        Ok(Self {
+            block_size,
+            aligned,
+            ranges,
+        })
+    }
+}
+
+/// The basis side's answer to a [`Refinement`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Weak and strong hashes of the blocks of the ranges asked for, to be
+    /// searched for at any offset.
+    Signature(Signature),
+    /// Tags of the blocks of the ranges asked for, to be compared in place.
+    Aligned(AlignedTags),
+}
+
+impl Answer {
+    /// Answers `request` from `basis`, which holds `len` bytes, with hashes
+    /// under `seed` (drawn at random for each answer). A range beyond the
+    /// basis is an error (the request came from the peer).
+    pub fn compute<R: Read + Seek>(
+        basis: R,
+        len: u64,
+        request: &Refinement,
+        seed: u64,
+    ) -> Result<Self, FormatError> {
+        Ok(match request.aligned() {
+            true => Self::Aligned(AlignedTags::compute(basis, len, request, seed)?),
+            false => Self::Signature(Signature::compute_refinement(basis, len, request, seed)?),
+        })
+    }
+
+    /// The number of blocks hashed.
+    pub fn block_count(&self) -> usize {
+        match self {
+            Self::Signature(signature) => signature.block_count(),
+            Self::Aligned(tags) => tags.block_count(),
+        }
+    }
+
+    /// Writes the encoding; returns the bytes written.
+    pub fn write_to<W: Write>(&self, w: W) -> io::Result<u64> {
+        match self {
+            Self::Signature(signature) => signature.write_to(w),
+            Self::Aligned(tags) => tags.write_to(w),
+        }
     }
 }
 
@@ -196,7 +265,7 @@ impl Recorder<'_> {
 ///
 /// ```
 /// use std::io::Cursor;
-/// use wasmover_block::{Incoming, Limits, Plan, RefineOptions, Signature, SignatureOptions, patch};
+/// use wasmover_block::{Answer, Incoming, Limits, Plan, RefineOptions, Signature, SignatureOptions, patch};
 ///
 /// let old: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
 /// let mut new = old.clone();
@@ -208,9 +277,9 @@ impl Recorder<'_> {
 /// let sig = Signature::compute(&old[..], old.len() as u64, &options)?;
 /// let mut plan = Plan::new(&sig, &new[..])?;
 /// while let Some(request) = plan.refinement(&RefineOptions::default()) {
-///     // Over the wire: the request one way, the finer signature back.
-///     let fine = Signature::compute_refinement(Cursor::new(&old), old.len() as u64, &request, 7)?;
-///     plan.refine(&fine, Cursor::new(&new))?;
+///     // Over the wire: the request one way, the answer back.
+///     let answer = Answer::compute(Cursor::new(&old), old.len() as u64, &request, 7)?;
+///     plan.refine(&answer, Cursor::new(&new))?;
 /// }
 /// let mut delta = Vec::new();
 /// let stats = plan.write(Cursor::new(&new), &mut delta)?;
@@ -222,7 +291,7 @@ impl Recorder<'_> {
 /// assert_eq!(rebuilt, new);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Plan {
     ops: Vec<Op>,
     new_len: u64,
@@ -231,6 +300,10 @@ pub struct Plan {
     /// The block size of the last round's signature; none after a
     /// granule-first round.
     block_size: Option<u32>,
+    /// Whether the last round was aligned.
+    aligned: bool,
+    /// Whether a round searched for blocks at any offset.
+    searched: bool,
     rounds: u32,
     /// Literal bytes before and after the last refinement round.
     last_round: Option<(u64, u64)>,
@@ -249,6 +322,9 @@ fn changed_underneath() -> io::Error {
         "the new file became shorter while its delta was computed",
     )
 }
+
+/// Bytes of the new file an aligned round reads at a time.
+const ALIGNED_READ: u64 = 1 << 20;
 
 /// Files at least this large are searched as two halves at once
 /// ([`Plan::from_file`]).
@@ -321,6 +397,8 @@ impl Plan {
             hash: merge_subtrees_root(&left_cv, &right_cv, Mode::Hash),
             basis_len: sig.basis_len(),
             block_size: Some(sig.block_size()),
+            aligned: false,
+            searched: true,
             rounds: 0,
             last_round: None,
         })
@@ -354,6 +432,8 @@ impl Plan {
             hash: read.hash,
             basis_len: summary.basis_len(),
             block_size: None,
+            aligned: false,
+            searched: false,
             rounds: 0,
             last_round: None,
         })
@@ -376,6 +456,8 @@ impl Plan {
             hash: hasher.finalize(),
             basis_len: sig.basis_len(),
             block_size: Some(sig.block_size()),
+            aligned: false,
+            searched: true,
             rounds: 0,
             last_round: None,
         })
@@ -401,13 +483,22 @@ impl Plan {
     /// larger than a whole-file signature of those ranges would use: small
     /// around scattered changes, large over a long stretch that may have
     /// moved.
+    ///
+    /// The round is aligned when every literal run lies exactly where an
+    /// unused basis range does: changes made in place. If the round after
+    /// a granule-first one was aligned and found little, the same ranges
+    /// are searched again at any offset, with the same blocks, for data
+    /// that moved; once a round found changes in place, the rest are taken
+    /// to be in place too.
     pub fn refinement(&self, options: &RefineOptions) -> Option<Refinement> {
         let literal = self.literal_bytes();
+        let found_little = self.last_round_found_little(options.min_yield);
+        let search_again = found_little && self.aligned && !self.searched && self.rounds == 1;
         if self.rounds >= options.max_rounds
             || literal == 0
             || (self.rounds >= 2 && literal < options.deep_round_min_literal)
-            || (self.block_size.is_some() && literal > self.new_len / 2)
-            || self.last_round_found_little(options.min_yield)
+            || (self.block_size.is_some() && literal > self.new_len / 2 && !search_again)
+            || (found_little && !search_again)
         {
             return None;
         }
@@ -416,7 +507,9 @@ impl Plan {
         if unused == 0 {
             return None;
         }
+        let aligned = !search_again && gaps == self.literal_runs();
         let block_size = match self.block_size {
+            Some(last) if search_again => last,
             Some(last) => (last / REFINE_FACTOR).max(options.min_block_size).max(1),
             None => {
                 let part = unused / gaps.len() as u64 / u64::from(REFINE_FACTOR);
@@ -426,7 +519,7 @@ impl Plan {
                     .max(1)
             }
         };
-        if self.block_size.is_some_and(|last| block_size >= last) {
+        if !search_again && self.block_size.is_some_and(|last| block_size >= last) {
             return None;
         }
         let ranges: Vec<(u64, u64)> = gaps
@@ -434,12 +527,30 @@ impl Plan {
             .filter(|r| r.1 >= u64::from(block_size))
             .collect();
         let unused: u64 = ranges.iter().map(|r| r.1).sum();
-        let cost = unused / u64::from(block_size) * SIGNATURE_BLOCK_BYTES
-            + RANGE_BYTES * ranges.len() as u64;
+        let (block_bytes, range_bytes) = match aligned {
+            true => (TAG_BYTES as u64, RANGE_BYTES),
+            false => (SIGNATURE_BLOCK_BYTES, 2 * RANGE_BYTES),
+        };
+        let cost = unused / u64::from(block_size) * block_bytes + range_bytes * ranges.len() as u64;
         if unused == 0 || cost.saturating_mul(options.cost_fraction) > literal {
             return None;
         }
-        Some(Refinement { block_size, ranges })
+        Some(Refinement {
+            block_size,
+            aligned,
+            ranges,
+        })
+    }
+
+    /// The `(offset, len)` of each literal run.
+    fn literal_runs(&self) -> Vec<(u64, u64)> {
+        self.ops
+            .iter()
+            .filter_map(|op| match *op {
+                Op::Literal { at, len } => Some((at, len)),
+                Op::Copy { .. } => None,
+            })
+            .collect()
     }
 
     /// Whether the last refinement round turned less than 1/`min_yield`
@@ -472,10 +583,27 @@ impl Plan {
         ranges
     }
 
-    /// Matches the literal runs of the plan against `fine`, the basis
+    /// Matches the literal runs of the plan against `answer`, the basis
     /// side's answer to [`Plan::refinement`], reading them again from
     /// `new`.
-    pub fn refine<R: Read + Seek>(&mut self, fine: &Signature, mut new: R) -> io::Result<()> {
+    pub fn refine<R: Read + Seek>(&mut self, answer: &Answer, new: R) -> io::Result<()> {
+        let before = self.literal_bytes();
+        let (ops, block_size) = match answer {
+            Answer::Signature(fine) => (self.search(fine, new)?, fine.block_size()),
+            Answer::Aligned(tags) => (self.compare_aligned(tags, new)?, tags.block_size()),
+        };
+        self.ops = ops;
+        self.last_round = Some((before, self.literal_bytes()));
+        self.block_size = Some(block_size);
+        self.aligned = matches!(answer, Answer::Aligned(_));
+        self.searched |= !self.aligned;
+        self.rounds += 1;
+        Ok(())
+    }
+
+    /// The ops after searching the literal runs for the blocks of `fine`
+    /// at any offset.
+    fn search<R: Read + Seek>(&self, fine: &Signature, mut new: R) -> io::Result<Vec<Op>> {
         if fine.basis_len() != self.basis_len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -506,12 +634,62 @@ impl Plan {
                 }
             }
         }
-        let before = self.literal_bytes();
-        self.ops = ops;
-        self.last_round = Some((before, self.literal_bytes()));
-        self.block_size = Some(fine.block_size());
-        self.rounds += 1;
-        Ok(())
+        Ok(ops)
+    }
+
+    /// The ops after comparing each block of the literal runs an aligned
+    /// round asked for (those at least a block long) with its tag: the
+    /// basis block at the same offset.
+    fn compare_aligned<R: Read + Seek>(
+        &self,
+        tags: &AlignedTags,
+        mut new: R,
+    ) -> io::Result<Vec<Op>> {
+        let mismatch = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the aligned tags answer {what} than the round asked for"),
+            )
+        };
+        let bs = u64::from(tags.block_size());
+        let chunk = (ALIGNED_READ / bs).max(1) * bs;
+        let mut buf = Vec::new();
+        let mut ops = Vec::with_capacity(self.ops.len());
+        let mut recorder = Recorder {
+            ops: &mut ops,
+            at: 0,
+        };
+        let mut next = 0;
+        for &op in &self.ops {
+            match op {
+                Op::Copy { offset, len } => recorder.copy(offset, len)?,
+                Op::Literal { at, len } if len >= bs && at + len <= self.basis_len => {
+                    new.seek(SeekFrom::Start(at))?;
+                    let mut done = 0;
+                    while done < len {
+                        buf.resize((len - done).min(chunk) as usize, 0);
+                        new.read_exact(&mut buf).map_err(|e| match e.kind() {
+                            io::ErrorKind::UnexpectedEof => changed_underneath(),
+                            _ => e,
+                        })?;
+                        for block in buf.chunks(bs as usize) {
+                            let tag = tags.tag_at(next).ok_or_else(|| mismatch("fewer blocks"))?;
+                            next += 1;
+                            match tag == tags.tag_of(block) {
+                                true => recorder.copy(at + done, block.len() as u64)?,
+                                false => recorder.skip(block.len() as u64),
+                            }
+                            done += block.len() as u64;
+                        }
+                    }
+                }
+                Op::Literal { len, .. } => recorder.skip(len),
+            }
+        }
+        if next != tags.block_count() {
+            return Err(mismatch("more blocks"));
+        }
+        Ok(ops)
     }
 
     /// Writes the delta, reading its literals from `new`, and ending with

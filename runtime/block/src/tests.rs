@@ -60,6 +60,8 @@ struct Wire {
     requests_and_delta: u64,
     /// Block sizes of the refinement rounds, in order.
     rounds: Vec<u32>,
+    /// Which of them were aligned.
+    aligned: Vec<bool>,
 }
 
 /// Signature, rounds of refinement and delta through their encodings, as
@@ -100,11 +102,13 @@ fn summarized_round_trip(
             Plan::new(&sig, new).unwrap()
         }
         Summary::Granules(summary) => Plan::from_granules(&summary, new).unwrap(),
+        Summary::Answer(_) => panic!("a first summary decodes as one"),
     };
     let mut literal = plan.literal_bytes();
     while let Some(request) = plan.refinement(options) {
         let mut asked = Vec::new();
         wire.rounds.push(request.block_size());
+        wire.aligned.push(request.aligned());
         wire.requests_and_delta += request.write_to(&mut asked).unwrap();
         let Incoming::Refinement(request) = Incoming::read_from(&asked[..], &limits).unwrap()
         else {
@@ -112,15 +116,16 @@ fn summarized_round_trip(
         };
         // Each answer under a seed of its own, as the host draws them.
         let seed = SEED + wire.rounds.len() as u64;
-        let fine =
-            Signature::compute_refinement(Cursor::new(old), old.len() as u64, &request, seed)
-                .unwrap();
-        let mut answer = Vec::new();
-        wire.signatures += fine.write_to(&mut answer).unwrap();
-        assert_eq!(fine.write_to(Vec::new()).unwrap(), answer.len() as u64);
-        let fine = Signature::read_from(&answer[..], &limits).unwrap();
-        assert!(fine.is_refinement());
-        plan.refine(&fine, Cursor::new(new)).unwrap();
+        let before = wire.signatures;
+        let answer = Answer::compute(Cursor::new(old), old.len() as u64, &request, seed).unwrap();
+        assert_eq!(matches!(answer, Answer::Aligned(_)), request.aligned());
+        let mut encoded = Vec::new();
+        wire.signatures += answer.write_to(&mut encoded).unwrap();
+        assert_eq!(wire.signatures - before, encoded.len() as u64);
+        let Summary::Answer(answer) = Summary::read_from(&encoded[..], &limits).unwrap() else {
+            panic!("an answer decodes as one");
+        };
+        plan.refine(&answer, Cursor::new(new)).unwrap();
         assert!(
             plan.literal_bytes() <= literal,
             "a round never adds literals"
@@ -388,7 +393,7 @@ fn every_truncation_of_a_valid_encoding_is_an_error() {
 fn hostile_headers_are_refused_without_allocating() {
     // A signature claiming 2^40 blocks of 1 byte: one range, from 0 and
     // 2^40 long (varints: 0, then five empty groups and 0x20).
-    let mut s = b"WMSG\x05".to_vec();
+    let mut s = b"WMSG\x06".to_vec();
     s.extend_from_slice(&1u32.to_be_bytes());
     s.extend_from_slice(&(1u64 << 40).to_be_bytes());
     s.push(0);
@@ -400,15 +405,16 @@ fn hostile_headers_are_refused_without_allocating() {
         Err(FormatError::TooLarge { .. })
     ));
     // A refinement claiming 2^40 ranges.
-    let mut r = b"WMRF\x05".to_vec();
+    let mut r = b"WMRF\x06".to_vec();
     r.extend_from_slice(&1024u32.to_be_bytes());
+    r.push(0);
     r.extend_from_slice(&(1u64 << 40).to_be_bytes());
     assert!(matches!(
         Incoming::read_from(&r[..], &Limits::default()),
         Err(FormatError::TooLarge { .. })
     ));
     // A copy far outside the basis.
-    let mut d = b"WMDL\x05".to_vec();
+    let mut d = b"WMDL\x06".to_vec();
     d.extend_from_slice(&32u64.to_be_bytes());
     d.push(1);
     d.extend_from_slice(&(u64::MAX / 2).to_be_bytes());
@@ -423,7 +429,7 @@ fn hostile_headers_are_refused_without_allocating() {
     assert!(matches!(err, PatchError::OutOfBasis { .. }), "{err}");
     // Wrong magic and version.
     assert!(matches!(
-        Signature::read_from(&b"WMDL\x05"[..], &Limits::default()),
+        Signature::read_from(&b"WMDL\x06"[..], &Limits::default()),
         Err(FormatError::BadMagic { .. })
     ));
     assert!(matches!(
@@ -717,15 +723,18 @@ fn small_writes_are_narrowed_down_to_their_bytes() {
     let (stats, wire) = granule_first_round_trip(&old, &new, &options);
     eprintln!("{changed} changed: {stats:?}, {wire:?}");
     assert_eq!(wire.rounds, [4096, 1024, 256, 64], "{wire:?}");
+    // Written in place: every round compares blocks where they lie.
+    assert_eq!(wire.aligned, [true; 4], "{wire:?}");
     assert!(stats.literal_bytes <= 2 * changed, "{stats:?}");
-    // The summary (a tag a granule), then about 4 blocks of 12 B a write
-    // in each of four rounds, a range in each request and answer (a few
-    // bytes each), and the delta (two 64-byte blocks and two copies a
-    // write).
-    let granules = (new.len() as u64 >> 14) * crate::granules::TAG_BYTES as u64;
+    // The summary (a tag a granule), then about 4 block tags of 4 B a
+    // write in each of four rounds (12 B a block for a signature), a range
+    // in each request (a few bytes), and the delta (two 64-byte blocks and
+    // two copies a write).
+    let tag = crate::format::TAG_BYTES as u64;
+    let granules = (new.len() as u64 >> 14) * tag;
     let total = wire.signatures + wire.requests_and_delta;
     assert!(
-        total <= granules + writes * (4 * (5 * 12 + 10) + 2 * 64 + 64),
+        total <= granules + writes * (4 * (5 * tag + 5) + 2 * 64 + 64),
         "{wire:?} for {changed} changed bytes"
     );
 }
@@ -775,6 +784,23 @@ fn granule_first_finds_data_that_moved() {
         wire.signatures <= 4096 + 8 * 512 + 2 * signature,
         "{wire:?}"
     );
+}
+
+#[test]
+fn granule_first_searches_where_aligned_blocks_find_nothing() {
+    // Three bytes deleted near the start and three inserted in the middle:
+    // the length is the same, but the granules between have moved. Blocks
+    // compared in place find nothing there, so the same ranges are then
+    // searched at any offset.
+    let old = data(8 << 20, 15);
+    let mut new = old.clone();
+    new.drain(100_000..100_003);
+    new.splice(4_000_000..4_000_000, *b"new");
+    assert_eq!(new.len(), old.len());
+    let (stats, wire) = granule_first_round_trip(&old, &new, &RefineOptions::default());
+    assert_eq!(wire.aligned[..2], [true, false], "{wire:?}");
+    assert_eq!(wire.rounds[0], wire.rounds[1], "{wire:?}");
+    assert!(stats.literal_bytes <= 64 << 10, "{stats:?}");
 }
 
 #[test]
@@ -863,21 +889,30 @@ fn hostile_refinements_and_answers_are_refused() {
     let limits = Limits::default();
     // A request for ranges beyond the basis: 5,000 bytes at 99,000
     // (varints: 99,000 = 0xb8 0x85 0x06, 5,000 = 0x88 0x27).
-    let refinement = |ranges: &[u8]| {
-        let mut r = b"WMRF\x05".to_vec();
+    let refinement_of_kind = |kind: u8, ranges: &[u8]| {
+        let mut r = b"WMRF\x06".to_vec();
         r.extend_from_slice(&1024u32.to_be_bytes());
+        r.push(kind);
         r.extend_from_slice(&1u64.to_be_bytes());
         r.extend_from_slice(ranges);
         r
     };
-    let r = refinement(&[0xb8, 0x85, 0x06, 0x88, 0x27]);
-    let Incoming::Refinement(request) = Incoming::read_from(&r[..], &limits).unwrap() else {
-        panic!("decodes as a refinement");
-    };
-    assert_eq!(request.ranges(), [(99_000, 5_000)]);
-    let err = Signature::compute_refinement(Cursor::new(&old), old.len() as u64, &request, SEED)
-        .unwrap_err();
-    assert!(matches!(err, FormatError::Malformed { .. }), "{err}");
+    let refinement = |ranges: &[u8]| refinement_of_kind(0, ranges);
+    for kind in [0, 1] {
+        let r = refinement_of_kind(kind, &[0xb8, 0x85, 0x06, 0x88, 0x27]);
+        let Incoming::Refinement(request) = Incoming::read_from(&r[..], &limits).unwrap() else {
+            panic!("decodes as a refinement");
+        };
+        assert_eq!(request.ranges(), [(99_000, 5_000)]);
+        assert_eq!(request.aligned(), kind == 1);
+        let err = Answer::compute(Cursor::new(&old), old.len() as u64, &request, SEED).unwrap_err();
+        assert!(matches!(err, FormatError::Malformed { .. }), "{err}");
+    }
+    // A kind of refinement this version does not know.
+    assert!(matches!(
+        Incoming::read_from(&refinement_of_kind(2, &[0x00, 0x80, 0x08])[..], &limits),
+        Err(FormatError::Malformed { .. })
+    ));
     // An empty range; a varint with a needless zero group; one beyond
     // 64 bits; a range that ends beyond 2^64.
     let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
@@ -899,19 +934,56 @@ fn hostile_refinements_and_answers_are_refused() {
     }
     // Neither a delta nor a refinement.
     assert!(matches!(
-        Incoming::read_from(&b"WMSG\x05"[..], &limits),
+        Incoming::read_from(&b"WMSG\x06"[..], &limits),
         Err(FormatError::BadMagic { .. })
     ));
-    // An answer about another basis.
+    // A signature about another basis.
     let mut new = old.clone();
-    new[50_000..50_100].fill(1);
+    new.splice(50_000..50_000, [1; 100]);
     let mut plan = Plan::new(&signature(&old, Some(8192)), &new[..]).unwrap();
     let request = plan.refinement(&eager(64)).expect("worth refining");
+    assert!(!request.aligned(), "{request:?}");
     let other = data(200_000, 8);
-    let fine =
-        Signature::compute_refinement(Cursor::new(&other), other.len() as u64, &request, SEED)
-            .unwrap();
+    let fine = Answer::compute(Cursor::new(&other), other.len() as u64, &request, SEED).unwrap();
     assert!(plan.refine(&fine, Cursor::new(&new)).is_err());
+    // Aligned tags for fewer or more blocks than the round asked for.
+    let mut new = old.clone();
+    new[50_000..50_100].fill(1);
+    let plan = Plan::new(&signature(&old, Some(8192)), &new[..]).unwrap();
+    let request = plan.refinement(&eager(64)).expect("worth refining");
+    assert!(request.aligned(), "{request:?}");
+    let answer = Answer::compute(Cursor::new(&old), old.len() as u64, &request, SEED).unwrap();
+    let mut encoded = Vec::new();
+    answer.write_to(&mut encoded).unwrap();
+    let count_at = 5 + 4 + 8;
+    let count = u64::from_be_bytes(encoded[count_at..count_at + 8].try_into().unwrap());
+    assert_eq!(count, answer.block_count() as u64);
+    for (tags, extra) in [(count - 1, &[][..]), (count + 1, &[0, 0, 0, 0][..])] {
+        let mut tampered = encoded[..count_at].to_vec();
+        tampered.extend_from_slice(&tags.to_be_bytes());
+        let kept = encoded.len().min(count_at + 8 + 4 * tags as usize);
+        tampered.extend_from_slice(&encoded[count_at + 8..kept]);
+        tampered.extend_from_slice(extra);
+        let Summary::Answer(tampered) = Summary::read_from(&tampered[..], &limits).unwrap() else {
+            panic!("decodes as an answer");
+        };
+        let err = plan
+            .clone()
+            .refine(&tampered, Cursor::new(&new))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("than the round asked for"),
+            "{err}"
+        );
+    }
+    // More tags than the limit, and fewer than announced.
+    let mut huge = encoded[..count_at].to_vec();
+    huge.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    assert!(matches!(
+        Summary::read_from(&huge[..], &limits),
+        Err(FormatError::TooLarge { .. })
+    ));
+    assert!(Summary::read_from(&encoded[..encoded.len() - 1], &limits).is_err());
     // A whole-file signature whose range is not the whole file.
     let mut s = Vec::new();
     signature(&old, Some(8192)).write_to(&mut s).unwrap();

@@ -18,13 +18,15 @@
 //! cannot read. Version 3: the block engine's encodings name byte ranges
 //! in varints (encoding version 4), which version 2 cannot read. Version
 //! 4: seeded strong hashes and 32-bit granule tags (encoding version 5).
+//! Version 5: refinements may ask for aligned tags (`WMAT`, encoding
+//! version 6).
 
 use crate::{NetError, Psk};
 
 /// The lowest protocol version this agent speaks.
-pub const MIN_VERSION: u16 = 4;
+pub const MIN_VERSION: u16 = 5;
 /// The highest protocol version this agent speaks.
-pub const MAX_VERSION: u16 = 4;
+pub const MAX_VERSION: u16 = 5;
 /// Length of a greeting on the wire.
 pub const LEN: usize = 8 + 2 + 2 + 1 + 32;
 

@@ -25,7 +25,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use wasmover_block::{
-    BasisHashes, DeltaStats, FormatError, GranuleSummary, InPlacePatch, Incoming, Limits,
+    Answer, BasisHashes, DeltaStats, FormatError, GranuleSummary, InPlacePatch, Incoming, Limits,
     PatchError, PatchStats, Plan, RefineOptions, Signature, SignatureOptions, SparseWriter,
     Summary,
 };
@@ -384,10 +384,11 @@ fn receive_delta<B: io::Read + io::Seek, T>(
                 )));
             }
             Incoming::Refinement(request) => {
-                let fine = Signature::compute_refinement(&mut *basis, basis_len, &request, seed())
-                    .map_err(protocol_error("finer signature of", path))?;
-                fine.write_to(channel.writer())
-                    .map_err(io_error("sending the finer signature of", path))?;
+                let answer = Answer::compute(&mut *basis, basis_len, &request, seed())
+                    .map_err(protocol_error("finer hashes of", path))?;
+                answer
+                    .write_to(channel.writer())
+                    .map_err(io_error("sending the finer hashes of", path))?;
                 answered += 1;
             }
             Incoming::Delta(mut delta) => return apply(basis, &mut delta),
@@ -651,20 +652,20 @@ fn refine_and_write(
     while let Some(request) = plan.refinement(&RefineOptions::default()) {
         request
             .write_to(channel.writer())
-            .map_err(io_error("asking for a finer signature of", path))?;
-        let fine = loop {
+            .map_err(io_error("asking for finer hashes of", path))?;
+        let answer = loop {
             match read_summary(channel, limits, path)? {
-                Summary::Signature(fine) if fine.is_refinement() => break fine,
+                Summary::Answer(answer) => break answer,
                 next if session.ahead.len() < MAX_SIGNATURES_AHEAD => session.ahead.push_back(next),
                 _ => {
                     return Err(BlockError::Protocol(format!(
                         "more than {MAX_SIGNATURES_AHEAD} signatures arrived ahead of the finer \
-                         signature of {path}"
+                         hashes of {path}"
                     )));
                 }
             }
         };
-        plan.refine(&fine, &mut file).map_err(delta_error)?;
+        plan.refine(&answer, &mut file).map_err(delta_error)?;
     }
     plan.write(&mut file, channel.writer()).map_err(delta_error)
 }
@@ -755,11 +756,6 @@ impl wit::Host for HostState {
                 Some(summary) => summary,
                 None => read_summary(channel, limits, &path)?,
             };
-            if matches!(&summary, Summary::Signature(s) if s.is_refinement()) {
-                return Err(BlockError::Protocol(format!(
-                    "expected the signature of {path}, received the answer to a refinement"
-                )));
-            }
             let (file, len, stamp) =
                 open_source(volume, &path)?.ok_or_else(|| BlockError::NotFound(path.clone()))?;
             let delta_error = |e: io::Error| BlockError::Io(format!("delta of {path}: {e}"));
@@ -777,6 +773,11 @@ impl wit::Host for HostState {
                 Summary::Granules(granules) => {
                     let plan = Plan::from_granules(&granules, &file).map_err(delta_error)?;
                     refine_and_write(plan, &file, channel, session, limits, &path)?
+                }
+                Summary::Answer(_) => {
+                    return Err(BlockError::Protocol(format!(
+                        "expected the signature of {path}, received the answer to a refinement"
+                    )));
                 }
             };
             if let Some(stamp) = stamp {
@@ -955,8 +956,9 @@ mod tests {
 
     /// A refinement request for the first 4 KiB of a basis.
     fn request() -> Vec<u8> {
-        let mut r = b"WMRF\x05".to_vec();
+        let mut r = b"WMRF\x06".to_vec();
         r.extend_from_slice(&1024u32.to_be_bytes());
+        r.push(0);
         r.extend_from_slice(&1u64.to_be_bytes());
         // Varints: offset 0, length 4096.
         r.extend_from_slice(&[0x00, 0x80, 0x20]);
