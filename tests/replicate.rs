@@ -537,6 +537,42 @@ fn scattered_small_changes_in_large_files_cost_about_their_bytes() {
 }
 
 #[test]
+fn small_writes_in_place_cost_a_tag_a_block() {
+    // A 64-byte write into 1% of a 32 MiB file's pages, as a database's
+    // row updates make: the rounds that narrow each write down are
+    // aligned, so the receiver answers each with 4 bytes a block, where a
+    // signature would take 12 bytes and name its ranges again.
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let mut data = bytes(32 << 20, 5);
+    write(&src, "db", &data);
+    run(&blocksync, &src, &dst);
+
+    let pages = data.len() / 4096;
+    let writes = pages / 100;
+    for k in 0..writes {
+        let at = (k * 2_654_435_761 % pages) * 4096 + k * 61 % (4096 - 64);
+        data[at..at + 64].copy_from_slice(&bytes(64, 100 + k as u64));
+    }
+    write(&src, "db", &data);
+    let report = run(&blocksync, &src, &dst);
+    eprintln!("{writes} writes of 64 bytes: {report:?}");
+    assert_same_tree(&src, &dst);
+    let writes = writes as u64;
+    // Rounds at 4 KiB, 1 KiB and 256 B blocks (the next would be for less
+    // than 64 KiB of literals): about 5 blocks a write each round.
+    assert!(report.bytes_literal <= writes * 2 * 256, "{report:?}");
+    // The granule tags (4 bytes for each 16 KiB), then for each write and
+    // round 5 tags and a range, and in the delta its literals and two
+    // copies; the tree's listing and digest take a few hundred bytes.
+    let granules = (data.len() as u64 >> 14) * 4;
+    let bound = granules + writes * (3 * (5 * 4 + 6) + 2 * 18) + report.bytes_literal + 2048;
+    assert!(report.bytes_on_wire <= bound, "{report:?}: over {bound}");
+}
+
+#[test]
 fn zero_runs_arrive_as_holes() {
     let engine = engine();
     let blocksync = load(&engine, "blocksync");
