@@ -305,7 +305,8 @@ pub struct Plan {
     /// Whether a round searched for blocks at any offset.
     searched: bool,
     rounds: u32,
-    /// Literal bytes before and after the last refinement round.
+    /// The literal bytes the last refinement round looked at (all of them
+    /// for a search), and how many of those it left literal.
     last_round: Option<(u64, u64)>,
 }
 
@@ -507,7 +508,8 @@ impl Plan {
         if unused == 0 {
             return None;
         }
-        let aligned = !search_again && gaps == self.literal_runs();
+        let in_place = self.in_common(&gaps);
+        let aligned = !search_again && in_place == self.in_common(&self.literal_runs());
         let block_size = match self.block_size {
             Some(last) if search_again => last,
             Some(last) => (last / REFINE_FACTOR).max(options.min_block_size).max(1),
@@ -522,7 +524,7 @@ impl Plan {
         if !search_again && self.block_size.is_some_and(|last| block_size >= last) {
             return None;
         }
-        let ranges: Vec<(u64, u64)> = gaps
+        let ranges: Vec<(u64, u64)> = if aligned { in_place } else { gaps }
             .into_iter()
             .filter(|r| r.1 >= u64::from(block_size))
             .collect();
@@ -540,6 +542,23 @@ impl Plan {
             aligned,
             ranges,
         })
+    }
+
+    /// The parts of `ranges` within the length the basis and the new file
+    /// share: where a block can lie in both at the same offset.
+    fn in_common(&self, ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
+        ranges
+            .iter()
+            .map(|&(offset, len)| (offset, self.len_in_common(offset, len)))
+            .filter(|r| r.1 > 0)
+            .collect()
+    }
+
+    /// The length of the part of `len` bytes at `offset` within the length
+    /// the basis and the new file share.
+    fn len_in_common(&self, offset: u64, len: u64) -> u64 {
+        let common = self.basis_len.min(self.new_len);
+        len.min(common.saturating_sub(offset))
     }
 
     /// The `(offset, len)` of each literal run.
@@ -588,12 +607,16 @@ impl Plan {
     /// `new`.
     pub fn refine<R: Read + Seek>(&mut self, answer: &Answer, new: R) -> io::Result<()> {
         let before = self.literal_bytes();
-        let (ops, block_size) = match answer {
-            Answer::Signature(fine) => (self.search(fine, new)?, fine.block_size()),
-            Answer::Aligned(tags) => (self.compare_aligned(tags, new)?, tags.block_size()),
+        let (ops, block_size, looked_at) = match answer {
+            Answer::Signature(fine) => (self.search(fine, new)?, fine.block_size(), before),
+            Answer::Aligned(tags) => {
+                let (ops, compared) = self.compare_aligned(tags, new)?;
+                (ops, tags.block_size(), compared)
+            }
         };
         self.ops = ops;
-        self.last_round = Some((before, self.literal_bytes()));
+        let found = before - self.literal_bytes();
+        self.last_round = Some((looked_at, looked_at - found));
         self.block_size = Some(block_size);
         self.aligned = matches!(answer, Answer::Aligned(_));
         self.searched |= !self.aligned;
@@ -638,13 +661,14 @@ impl Plan {
     }
 
     /// The ops after comparing each block of the literal runs an aligned
-    /// round asked for (those at least a block long) with its tag: the
-    /// basis block at the same offset.
+    /// round asked for (their parts within both files, where at least a
+    /// block long) with its tag: the basis block at the same offset; and
+    /// the bytes compared.
     fn compare_aligned<R: Read + Seek>(
         &self,
         tags: &AlignedTags,
         mut new: R,
-    ) -> io::Result<Vec<Op>> {
+    ) -> io::Result<(Vec<Op>, u64)> {
         let mismatch = |what: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -659,15 +683,18 @@ impl Plan {
             ops: &mut ops,
             at: 0,
         };
-        let mut next = 0;
+        let (mut next, mut compared) = (0, 0);
         for &op in &self.ops {
             match op {
                 Op::Copy { offset, len } => recorder.copy(offset, len)?,
-                Op::Literal { at, len } if len >= bs && at + len <= self.basis_len => {
+                Op::Literal { at, len } if self.len_in_common(at, len) < bs => recorder.skip(len),
+                Op::Literal { at, len } => {
+                    let inside = self.len_in_common(at, len);
+                    compared += inside;
                     new.seek(SeekFrom::Start(at))?;
                     let mut done = 0;
-                    while done < len {
-                        buf.resize((len - done).min(chunk) as usize, 0);
+                    while done < inside {
+                        buf.resize((inside - done).min(chunk) as usize, 0);
                         new.read_exact(&mut buf).map_err(|e| match e.kind() {
                             io::ErrorKind::UnexpectedEof => changed_underneath(),
                             _ => e,
@@ -682,14 +709,14 @@ impl Plan {
                             done += block.len() as u64;
                         }
                     }
+                    recorder.skip(len - inside);
                 }
-                Op::Literal { len, .. } => recorder.skip(len),
             }
         }
         if next != tags.block_count() {
             return Err(mismatch("more blocks"));
         }
-        Ok(ops)
+        Ok((ops, compared))
     }
 
     /// Writes the delta, reading its literals from `new`, and ending with

@@ -740,6 +740,27 @@ fn small_writes_are_narrowed_down_to_their_bytes() {
 }
 
 #[test]
+fn writes_in_place_into_a_file_that_grew_or_shrank_are_compared_in_place() {
+    // A database file takes row updates and grows (or is cut): the rounds
+    // over the length both files share stay aligned, and the new tail is
+    // sent as it is.
+    let old = data(16 << 20, 16);
+    let (written, changed) = scattered_writes(&old, 64);
+    let options = RefineOptions {
+        deep_round_min_literal: 0,
+        ..RefineOptions::default()
+    };
+    let mut grown = written.clone();
+    grown.extend_from_slice(&data(100_003, 17));
+    let shrunk = &written[..written.len() - 100_003];
+    for (new, tail) in [(&grown[..], 100_003), (shrunk, 0)] {
+        let (stats, wire) = granule_first_round_trip(&old, new, &options);
+        assert_eq!(wire.aligned, [true; 4], "{} bytes: {wire:?}", new.len());
+        assert!(stats.literal_bytes <= 2 * changed + tail, "{stats:?}");
+    }
+}
+
+#[test]
 fn a_few_small_writes_take_no_more_than_two_rounds() {
     // Two more round trips would save a few kilobytes: not worth the wait.
     let old = data(2 << 20, 14);
