@@ -2,9 +2,10 @@
 //! the channel, through the block engine.
 //!
 //! A large file is delta'd in rounds: where the first round against what
-//! the peer sent of its basis leaves literals, the sending side asks for a
-//! finer signature of the basis ranges no copy used, and the receiving
-//! side answers from inside `receive-patch` before the delta arrives. The
+//! the peer sent of its basis leaves literals, the sending side asks for
+//! finer hashes of the basis ranges no copy used (a signature, or aligned
+//! tags where the changes were made in place), and the receiving side
+//! answers from inside `receive-patch` before the delta arrives. The
 //! receiving side may have sent summaries of later files ahead of that
 //! answer; they are kept, in order, for the next `send-delta` calls.
 //!
@@ -334,8 +335,8 @@ impl FileProgress<'_> {
 }
 
 /// Refinement requests answered per file before the peer is refused: the
-/// engine asks for at most two, and a hostile peer must not keep this side
-/// hashing forever.
+/// engine asks for at most five ([`RefineOptions::max_rounds`]), and a
+/// hostile peer must not keep this side hashing forever.
 const MAX_REFINEMENTS: usize = 8;
 
 /// Maps a patch's failure to the guest's error.
@@ -380,7 +381,7 @@ fn receive_delta<B: io::Read + io::Seek, T>(
         match incoming {
             Incoming::Refinement(_) if answered == MAX_REFINEMENTS => {
                 return Err(BlockError::Protocol(format!(
-                    "delta of {path}: the peer asked for more than {MAX_REFINEMENTS} finer signatures"
+                    "delta of {path}: the peer asked for finer hashes more than {MAX_REFINEMENTS} times"
                 )));
             }
             Incoming::Refinement(request) => {
@@ -1095,7 +1096,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(&err, BlockError::Protocol(m) if m.contains("more than 8 finer signatures")),
+            matches!(&err, BlockError::Protocol(m) if m.contains("finer hashes more than 8 times")),
             "{err:?}"
         );
         drop(here);
