@@ -17,7 +17,6 @@ use crate::error::FormatError;
 use crate::format::{self, ALIGNED_TAGS_MAGIC, Limits, TAG_BYTES};
 use crate::refine::Refinement;
 use crate::rolling::strong;
-use crate::signature::MAX_BLOCK;
 
 /// The tags of the basis blocks over the ranges of an aligned
 /// [`Refinement`], in order: each range cut into blocks from its start,
@@ -117,21 +116,9 @@ impl AlignedTags {
     /// `limits.max_blocks`.
     pub(crate) fn read_body<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
         format::read_version(&mut r, format::VERSION, "aligned tags header")?;
-        let block_size = format::read_u32(&mut r, "block size")?;
-        if block_size == 0 || block_size > MAX_BLOCK {
-            return Err(FormatError::Malformed {
-                reason: "block size out of range",
-            });
-        }
+        let block_size = format::read_block_size(&mut r)?;
         let seed = format::read_u64(&mut r, "aligned tag seed")?;
-        let count = format::read_u64(&mut r, "aligned tag count")?;
-        if count > limits.max_blocks {
-            return Err(FormatError::TooLarge {
-                what: "aligned tag count",
-                value: count,
-                limit: limits.max_blocks,
-            });
-        }
+        let count = format::read_count(&mut r, "aligned tag count", limits.max_blocks)?;
         // Grow as tags actually arrive: a lying count costs nothing.
         let mut tags = Vec::with_capacity(count.min(1 << 16) as usize);
         let mut raw = [0u8; TAG_BYTES];

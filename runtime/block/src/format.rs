@@ -3,6 +3,7 @@
 use std::io::{self, Read, Write};
 
 use crate::error::{FormatError, PatchError};
+use crate::signature::MAX_BLOCK;
 
 /// Magic of an encoded signature.
 pub(crate) const SIGNATURE_MAGIC: [u8; 4] = *b"WMSG";
@@ -167,6 +168,47 @@ pub(crate) fn read_u64<R: Read>(r: &mut R, reading: &'static str) -> Result<u64,
     Ok(u64::from_be_bytes(b))
 }
 
+/// Reads a block size (u32), which must be 1 to [`MAX_BLOCK`].
+pub(crate) fn read_block_size<R: Read>(r: &mut R) -> Result<u32, FormatError> {
+    let block_size = read_u32(r, "block size")?;
+    if block_size == 0 || block_size > MAX_BLOCK {
+        return Err(FormatError::Malformed {
+            reason: "block size out of range",
+        });
+    }
+    Ok(block_size)
+}
+
+/// Reads the count (u64) of `what` follows, which must be at most `limit`.
+pub(crate) fn read_count<R: Read>(
+    r: &mut R,
+    what: &'static str,
+    limit: u64,
+) -> Result<u64, FormatError> {
+    let count = read_u64(r, what)?;
+    if count > limit {
+        return Err(FormatError::TooLarge {
+            what,
+            value: count,
+            limit,
+        });
+    }
+    Ok(count)
+}
+
+/// Reads a kind byte, 0 or 1; `unknown` says what any other value is.
+pub(crate) fn read_kind<R: Read>(
+    r: &mut R,
+    reading: &'static str,
+    unknown: &'static str,
+) -> Result<bool, FormatError> {
+    match read_u8(r, reading)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(FormatError::Malformed { reason: unknown }),
+    }
+}
+
 /// Reads the operands of [`OP_COPY`], a byte range of the basis, and checks
 /// it lies inside the basis the delta was computed against.
 pub(crate) fn read_copy<R: Read>(r: &mut R, basis_len: u64) -> Result<(u64, u64), PatchError> {
@@ -243,14 +285,7 @@ pub(crate) fn read_ranges<R: Read>(
     end: u64,
     limits: &Limits,
 ) -> Result<Vec<(u64, u64)>, FormatError> {
-    let count = read_u64(r, "range count")?;
-    if count > limits.max_blocks {
-        return Err(FormatError::TooLarge {
-            what: "range count",
-            value: count,
-            limit: limits.max_blocks,
-        });
-    }
+    let count = read_count(r, "range count", limits.max_blocks)?;
     // Grows as ranges arrive: a lying count costs nothing.
     let mut ranges = Vec::with_capacity(count.min(1 << 12) as usize);
     let (mut previous_end, mut blocks) = (0u64, 0u64);

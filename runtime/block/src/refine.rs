@@ -29,7 +29,7 @@ use crate::delta::{DeltaStats, Encoder, Sink, search};
 use crate::error::FormatError;
 use crate::format::{self, DELTA_MAGIC, LITERAL_CHUNK, Limits, REFINEMENT_MAGIC, TAG_BYTES};
 use crate::granules::GranuleSummary;
-use crate::signature::{Index, MAX_BLOCK, Signature, SignatureOptions};
+use crate::signature::{Index, Signature, SignatureOptions};
 use crate::tree_hash::hash_granules;
 
 /// Each round asks for blocks this many times smaller.
@@ -117,21 +117,8 @@ impl Refinement {
     /// Reads a refinement's body, after its magic number.
     fn read_body<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
         format::read_version(&mut r, format::VERSION, "refinement header")?;
-        let block_size = format::read_u32(&mut r, "block size")?;
-        if block_size == 0 || block_size > MAX_BLOCK {
-            return Err(FormatError::Malformed {
-                reason: "block size out of range",
-            });
-        }
-        let aligned = match format::read_u8(&mut r, "refinement kind")? {
-            0 => false,
-            1 => true,
-            _ => {
-                return Err(FormatError::Malformed {
-                    reason: "unknown refinement kind",
-                });
-            }
-        };
+        let block_size = format::read_block_size(&mut r)?;
+        let aligned = format::read_kind(&mut r, "refinement kind", "unknown refinement kind")?;
         let ranges = format::read_ranges(&mut r, block_size, limits.max_file_len, limits)?;
         Ok(Self {
             block_size,

@@ -321,13 +321,8 @@ impl Signature {
     /// Reads a signature's body, after its magic number.
     pub(crate) fn read_body<R: Read>(mut r: R, limits: &Limits) -> Result<Signature, FormatError> {
         format::read_version(&mut r, format::VERSION, "signature header")?;
-        let block_size = format::read_u32(&mut r, "block size")?;
+        let block_size = format::read_block_size(&mut r)?;
         let basis_len = format::read_u64(&mut r, "basis length")?;
-        if block_size == 0 || block_size > MAX_BLOCK {
-            return Err(FormatError::Malformed {
-                reason: "block size out of range",
-            });
-        }
         if basis_len > limits.max_file_len {
             return Err(FormatError::TooLarge {
                 what: "basis length",
@@ -335,15 +330,7 @@ impl Signature {
                 limit: limits.max_file_len,
             });
         }
-        let refinement = match format::read_u8(&mut r, "signature kind")? {
-            0 => false,
-            1 => true,
-            _ => {
-                return Err(FormatError::Malformed {
-                    reason: "unknown signature kind",
-                });
-            }
-        };
+        let refinement = format::read_kind(&mut r, "signature kind", "unknown signature kind")?;
         let segments = read_segments(&mut r, basis_len, block_size, limits)?;
         if !refinement && segments != whole(basis_len) {
             return Err(FormatError::Malformed {
