@@ -16,7 +16,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use crate::error::FormatError;
 use crate::format::{self, ALIGNED_TAGS_MAGIC, Limits, TAG_BYTES};
 use crate::refine::Refinement;
-use crate::rolling::strong;
+use crate::rolling::tag;
 
 /// The tags of the basis blocks over the ranges of an aligned
 /// [`Refinement`], in order: each range cut into blocks from its start,
@@ -26,11 +26,6 @@ pub struct AlignedTags {
     block_size: u32,
     seed: u64,
     tags: Vec<u32>,
-}
-
-/// The tag of a block under `seed`.
-pub(crate) fn tag(seed: u64, block: &[u8]) -> u32 {
-    strong(seed, block) as u32
 }
 
 /// Bytes of the basis read at a time.

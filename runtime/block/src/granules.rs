@@ -24,6 +24,7 @@ use crate::format::{
     self, ALIGNED_TAGS_MAGIC, GRANULE_SUMMARY_MAGIC, Limits, SIGNATURE_MAGIC, TAG_BYTES,
 };
 use crate::refine::Answer;
+use crate::rolling::tag;
 use crate::signature::Signature;
 use crate::tree_hash::granule_for;
 
@@ -46,7 +47,7 @@ impl Summary {
     pub fn read_from<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
         let mut magic = [0u8; 4];
         r.read_exact(&mut magic)
-            .map_err(FormatError::reading("signature or granule summary"))?;
+            .map_err(FormatError::reading("summary or answer"))?;
         match magic {
             GRANULE_SUMMARY_MAGIC => Ok(Self::Granules(GranuleSummary::read_body(r, limits)?)),
             SIGNATURE_MAGIC => {
@@ -84,11 +85,6 @@ pub struct GranuleSummary {
     basis_len: u64,
     seed: u64,
     tags: Vec<u32>,
-}
-
-/// The tag of a chaining value under `seed`.
-fn tag(seed: u64, cv: &ChainingValue) -> u32 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(cv, seed) as u32
 }
 
 impl GranuleSummary {

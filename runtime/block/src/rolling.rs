@@ -185,6 +185,15 @@ pub(crate) fn strong(seed: u64, block: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(block, seed)
 }
 
+/// A 32-bit tag of `data` under `seed`: the low half of its [`strong`]
+/// hash. Granule tags (of chaining values) and aligned block tags are
+/// compared where they lie, once each, so 32 bits keep a chance match
+/// at 2^-32.
+#[inline]
+pub(crate) fn tag(seed: u64, data: &[u8]) -> u32 {
+    strong(seed, data) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
