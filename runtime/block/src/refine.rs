@@ -287,9 +287,8 @@ pub struct Plan {
     /// The block size of the last round's signature; none after a
     /// granule-first round.
     block_size: Option<u32>,
-    /// Whether the last round was aligned.
-    aligned: bool,
-    /// Whether a round searched for blocks at any offset.
+    /// Whether a round searched for blocks at any offset; if not, every
+    /// refinement round so far was aligned.
     searched: bool,
     rounds: u32,
     /// The literal bytes the last refinement round looked at (all of them
@@ -385,7 +384,6 @@ impl Plan {
             hash: merge_subtrees_root(&left_cv, &right_cv, Mode::Hash),
             basis_len: sig.basis_len(),
             block_size: Some(sig.block_size()),
-            aligned: false,
             searched: true,
             rounds: 0,
             last_round: None,
@@ -420,7 +418,6 @@ impl Plan {
             hash: read.hash,
             basis_len: summary.basis_len(),
             block_size: None,
-            aligned: false,
             searched: false,
             rounds: 0,
             last_round: None,
@@ -444,7 +441,6 @@ impl Plan {
             hash: hasher.finalize(),
             basis_len: sig.basis_len(),
             block_size: Some(sig.block_size()),
-            aligned: false,
             searched: true,
             rounds: 0,
             last_round: None,
@@ -481,7 +477,7 @@ impl Plan {
     pub fn refinement(&self, options: &RefineOptions) -> Option<Refinement> {
         let literal = self.literal_bytes();
         let found_little = self.last_round_found_little(options.min_yield);
-        let search_again = found_little && self.aligned && !self.searched && self.rounds == 1;
+        let search_again = found_little && !self.searched && self.rounds == 1;
         if self.rounds >= options.max_rounds
             || literal == 0
             || (self.rounds >= 2 && literal < options.deep_round_min_literal)
@@ -605,8 +601,7 @@ impl Plan {
         let found = before - self.literal_bytes();
         self.last_round = Some((looked_at, looked_at - found));
         self.block_size = Some(block_size);
-        self.aligned = matches!(answer, Answer::Aligned(_));
-        self.searched |= !self.aligned;
+        self.searched |= matches!(answer, Answer::Signature(_));
         self.rounds += 1;
         Ok(())
     }
@@ -674,9 +669,12 @@ impl Plan {
         for &op in &self.ops {
             match op {
                 Op::Copy { offset, len } => recorder.copy(offset, len)?,
-                Op::Literal { at, len } if self.len_in_common(at, len) < bs => recorder.skip(len),
                 Op::Literal { at, len } => {
                     let inside = self.len_in_common(at, len);
+                    if inside < bs {
+                        recorder.skip(len);
+                        continue;
+                    }
                     compared += inside;
                     new.seek(SeekFrom::Start(at))?;
                     let mut done = 0;
