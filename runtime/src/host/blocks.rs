@@ -153,7 +153,7 @@ fn protocol_error(what: &str, path: &str) -> impl FnOnce(FormatError) -> BlockEr
     }
 }
 
-/// Reads one signature or granule summary from the peer.
+/// Reads one summary or refinement answer from the peer.
 fn read_summary(channel: &mut Channel, limits: &Limits, path: &str) -> Result<Summary, BlockError> {
     let mut reader = channel.reader_for_receive();
     Summary::read_from(&mut reader, limits).map_err(|e| {
