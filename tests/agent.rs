@@ -163,7 +163,7 @@ fn assert_diff_clean(a: &Path, b: &Path) {
 
 /// The tree digest of a directory, as the agents compute it.
 fn tree_digest(root: &Path) -> String {
-    wasmover_runtime::Volume::open(root, wasmover_runtime::Access::ReadOnly)
+    wasmover_host::Volume::open(root, wasmover_host::Access::ReadOnly)
         .unwrap()
         .digest()
         .unwrap()

@@ -20,9 +20,9 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
-use wasmover::controller::RunOptions;
-use wasmover::crd::{ReplicationDestination, ReplicationSource};
-use wasmover::leader::LeaseConfig;
+use wasmover_operator::controller::RunOptions;
+use wasmover_operator::crd::{ReplicationDestination, ReplicationSource};
+use wasmover_operator::leader::LeaseConfig;
 
 fn scripts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("apiserver")
@@ -90,7 +90,7 @@ impl ApiServer {
 /// runs in a Pod: when it fails (lost the leader Lease, no API server to
 /// start with), it is started again, as the kubelet restarts a container.
 struct Operator {
-    metrics: std::sync::Arc<wasmover::metrics::Metrics>,
+    metrics: std::sync::Arc<wasmover_operator::metrics::Metrics>,
     metrics_addr: std::net::SocketAddr,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -99,12 +99,12 @@ impl Operator {
     /// Starts an operator with the built-in movers and the hostile test
     /// module, collecting orphans every second.
     async fn start(server: &ApiServer, leader: Option<LeaseConfig>) -> Self {
-        let metrics = std::sync::Arc::new(wasmover::metrics::Metrics::default());
+        let metrics = std::sync::Arc::new(wasmover_operator::metrics::Metrics::default());
         let client =
-            wasmover::client::instrumented(server.config().await, metrics.clone()).unwrap();
+            wasmover_operator::client::instrumented(server.config().await, metrics.clone()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics_addr = listener.local_addr().unwrap();
-        let router = wasmover::metrics::router(metrics.clone());
+        let router = wasmover_operator::metrics::router(metrics.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
         let options = RunOptions {
             leader,
@@ -115,11 +115,11 @@ impl Operator {
         let task = tokio::spawn(async move {
             let engine = wasmover_tests::engine();
             loop {
-                let mut catalog = wasmover::builtin::catalog(&engine).unwrap();
+                let mut catalog = wasmover_operator::builtin::catalog(&engine).unwrap();
                 catalog
                     .register(wasmover_tests::load(&engine, "hostile"))
                     .unwrap();
-                let run = wasmover::controller::run(
+                let run = wasmover_operator::controller::run(
                     client.clone(),
                     catalog,
                     run_metrics.clone(),
@@ -155,7 +155,7 @@ impl Drop for ApiServer {
 
 async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for doc in wasmover::crd::yaml().split("---\n") {
+    for doc in wasmover_operator::crd::yaml().split("---\n") {
         let crd: CustomResourceDefinition = serde_yaml::from_str(doc).unwrap();
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
@@ -213,7 +213,7 @@ async fn install_volume_snapshot_crd(client: &Client) {
 
 /// Waits until the object's `Synchronizing` condition says `Error`;
 /// returns its message.
-async fn failure<K: wasmover::controller::Replication>(api: &Api<K>, name: &str) -> String {
+async fn failure<K: wasmover_operator::controller::Replication>(api: &Api<K>, name: &str) -> String {
     eventually(&format!("{name} reports an error"), || async {
         let object = api.get(name).await.unwrap();
         let (reason, message) = condition_reason(Some(&object.sync_status()))?;
@@ -223,7 +223,7 @@ async fn failure<K: wasmover::controller::Replication>(api: &Api<K>, name: &str)
 }
 
 /// Creates a replication object of kind `K` named `name` with `spec`.
-async fn create<K: wasmover::controller::Replication>(
+async fn create<K: wasmover_operator::controller::Replication>(
     api: &Api<K>,
     name: &str,
     spec: serde_json::Value,
@@ -292,7 +292,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     response
 }
 
-fn condition_reason(status: Option<&wasmover::crd::SyncStatus>) -> Option<(String, String)> {
+fn condition_reason(status: Option<&wasmover_operator::crd::SyncStatus>) -> Option<(String, String)> {
     status?
         .conditions
         .iter()
@@ -812,7 +812,7 @@ async fn one_replica_leads_and_the_operator_survives_an_api_server_restart() {
 }
 
 /// The `ModuleResolved` condition's reason and message.
-fn module_condition(status: Option<&wasmover::crd::SyncStatus>) -> Option<(String, String)> {
+fn module_condition(status: Option<&wasmover_operator::crd::SyncStatus>) -> Option<(String, String)> {
     status?
         .conditions
         .iter()
@@ -830,7 +830,7 @@ async fn a_cr_selects_its_mover_by_oci_reference_and_keeps_working_from_the_cach
     install_crds(&client).await;
     let store = tempfile::tempdir().unwrap();
     let engine = wasmover_tests::engine();
-    let oci = wasmover::modules::Oci::new(
+    let oci = wasmover_operator::modules::Oci::new(
         ModuleStore::new(store.path()),
         false,
         Credentials::default(),
@@ -847,7 +847,7 @@ async fn a_cr_selects_its_mover_by_oci_reference_and_keeps_working_from_the_cach
         json!({"auths": {private.addr(): {"auth": auth}}}).to_string()
     };
     let private_tag = private.reference("movers/blocksync:v1");
-    wasmover::modules::Oci::new(
+    wasmover_operator::modules::Oci::new(
         ModuleStore::new(store.path().join("pusher")),
         false,
         Credentials::from_json(docker_config("puller", "s3cret").as_bytes(), "test").unwrap(),
@@ -857,16 +857,16 @@ async fn a_cr_selects_its_mover_by_oci_reference_and_keeps_working_from_the_cach
     .unwrap();
 
     let options = RunOptions {
-        oci: Some(std::sync::Arc::new(wasmover::modules::OciModules::new(
+        oci: Some(std::sync::Arc::new(wasmover_operator::modules::OciModules::new(
             engine.clone(),
             oci,
         ))),
         ..RunOptions::default()
     };
-    let operator = tokio::spawn(wasmover::controller::run(
+    let operator = tokio::spawn(wasmover_operator::controller::run(
         client.clone(),
-        wasmover::builtin::catalog(&engine).unwrap(),
-        std::sync::Arc::new(wasmover::metrics::Metrics::default()),
+        wasmover_operator::builtin::catalog(&engine).unwrap(),
+        std::sync::Arc::new(wasmover_operator::metrics::Metrics::default()),
         options,
     ));
     namespace(&client, "oci").await;
@@ -920,7 +920,7 @@ async fn a_cr_selects_its_mover_by_oci_reference_and_keeps_working_from_the_cach
 
     // The tag moves to another module; the CR keeps the digest it resolved
     // (the Job is blocksync's again).
-    wasmover::modules::Oci::new(
+    wasmover_operator::modules::Oci::new(
         ModuleStore::new(store.path().join("mover")),
         false,
         Credentials::default(),
@@ -1371,7 +1371,7 @@ async fn replicate_through_the_cluster(block: bool) {
     );
     // Both statuses carry the digest of the source tree, verified; the
     // agents' reports came through their Pods' termination messages.
-    let digest = wasmover_runtime::Volume::open(&src, wasmover_runtime::Access::ReadOnly)
+    let digest = wasmover_host::Volume::open(&src, wasmover_host::Access::ReadOnly)
         .unwrap()
         .digest()
         .unwrap()

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use wasmover_runtime::bindings::types::{Completion, CopyMethod, Outcome, Parameter, SourceSpec};
-use wasmover_runtime::state::Quiet;
-use wasmover_runtime::{
+use wasmover_host::bindings::types::{Completion, CopyMethod, Outcome, Parameter, SourceSpec};
+use wasmover_host::state::Quiet;
+use wasmover_host::{
     Capability, Catalog, CatalogError, Grants, LimitExceeded, MoverEngine, MoverLimits,
     MoverModule, RunError,
 };
@@ -53,11 +53,11 @@ fn still_serves(engine: &MoverEngine) {
     let blocksync = load(engine, "blocksync");
     let tmp = tempfile::tempdir().unwrap();
     make_tree(&tmp.path().join("src"), 64 << 10);
-    wasmover::replicate::replicate(
+    wasmover_operator::replicate::replicate(
         &blocksync,
         &tmp.path().join("src"),
         &tmp.path().join("dst"),
-        &wasmover::replicate::ReplicateOptions::default(),
+        &wasmover_operator::replicate::ReplicateOptions::default(),
         MoverLimits::default(),
         &[],
         Arc::new(Quiet),

@@ -9,11 +9,11 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use wasmover::modules::Oci;
+use wasmover_operator::modules::Oci;
 use wasmover_oci::{
     Credentials, Digest, ModuleRef, ModuleStore, OciError, Registry, RegistryAuth, WasmConfig,
 };
-use wasmover_runtime::Capability;
+use wasmover_host::Capability;
 use wasmover_tests::registry::TestRegistry;
 
 fn bytes(name: &str) -> Vec<u8> {
@@ -128,7 +128,7 @@ async fn push_and_pull_round_trip_pinned_by_digest_with_tags_resolved() {
     assert_eq!(by_tag.bytes, blocksync);
     assert!(!by_tag.from_cache);
     assert_eq!(by_tag.reference.to_string(), format!("{tag}@{digest}"));
-    let module = wasmover::modules::load(&engine, &by_tag).unwrap();
+    let module = wasmover_operator::modules::load(&engine, &by_tag).unwrap();
     assert_eq!(module.name(), "blocksync");
     assert!(module.has(Capability::Control) && module.has(Capability::Transfer));
 
@@ -432,7 +432,7 @@ fn wasmover_binary() -> PathBuf {
     let path = exe.parent().unwrap().parent().unwrap().join("wasmover");
     assert!(
         path.exists(),
-        "{} is missing: cargo build -p wasmover (same profile)",
+        "{} is missing: cargo build -p wasmover-operator (same profile)",
         path.display()
     );
     path

@@ -7,10 +7,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use wasmover::replicate::{ReplicateError, ReplicateOptions, replicate};
-use wasmover_runtime::bindings::types::{Parameter, TransferReport};
-use wasmover_runtime::state::Quiet;
-use wasmover_runtime::{
+use wasmover_operator::replicate::{ReplicateError, ReplicateOptions, replicate};
+use wasmover_host::bindings::types::{Parameter, TransferReport};
+use wasmover_host::state::Quiet;
+use wasmover_host::{
     Access, Channel, Grants, MoverLimits, MoverModule, Observer, Progress, RunError, Volume,
 };
 use wasmover_tests::{assert_same_tree, bytes, engine, load, make_tree, snapshot, write};
@@ -63,7 +63,7 @@ fn replicates_a_generated_tree_exactly() {
     assert_eq!(report.tree_digest, tree_digest(&dst).root);
 }
 
-fn tree_digest(root: &Path) -> wasmover_runtime::bindings::volume::TreeDigest {
+fn tree_digest(root: &Path) -> wasmover_host::bindings::volume::TreeDigest {
     Volume::open(root, Access::ReadOnly)
         .unwrap()
         .digest()

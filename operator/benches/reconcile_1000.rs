@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! cargo xtask build-guests            # the trivial mover: hostile.wasm, mode "done"
-//! cargo bench -p wasmover --bench reconcile_1000 [-- COUNT]
+//! cargo bench -p wasmover-operator --bench reconcile_1000 [-- COUNT]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
-use wasmover::crd::ReplicationSource;
+use wasmover_operator::crd::ReplicationSource;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let client = Client::try_from(config)?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for doc in wasmover::crd::yaml().split("---\n") {
+    for doc in wasmover_operator::crd::yaml().split("---\n") {
         crds.create(&PostParams::default(), &serde_yaml::from_str(doc)?)
             .await?;
     }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmover_net::{Connection, Listener, NetError, Options, Psk};
-use wasmover_runtime::bindings::types::{Parameter, TransferReport};
-use wasmover_runtime::{
+use wasmover_host::bindings::types::{Parameter, TransferReport};
+use wasmover_host::{
     Access, Channel, Grants, HashStore, MoverLimits, MoverModule, Observer, RunError, Volume,
 };
 

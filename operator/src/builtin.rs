@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use wasmover_runtime::{Catalog, MoverEngine, MoverModule, RunError};
+use wasmover_host::{Catalog, MoverEngine, MoverModule, RunError};
 
 /// `(name, component bytes)` of every built-in mover.
 pub const BUILTIN: &[(&str, &[u8])] = &[(

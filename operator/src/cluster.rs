@@ -14,7 +14,7 @@ use kube::api::{
 use kube::discovery::ApiResource;
 use serde_json::Value;
 use tokio::runtime::Handle;
-use wasmover_runtime::kube::{Cluster, KubeError, ObjectKey};
+use wasmover_host::kube::{Cluster, KubeError, ObjectKey};
 
 /// A [`Cluster`] backed by a kube-rs client.
 #[derive(Clone)]

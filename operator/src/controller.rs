@@ -27,11 +27,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::Semaphore;
-use wasmover_runtime::bindings::types::{
+use wasmover_host::bindings::types::{
     self as wit, DestinationSpec, ImageKind, Outcome, Parameter, SourceSpec,
 };
-use wasmover_runtime::kube::{DEFAULT_KINDS, Owner, ScopedCluster};
-use wasmover_runtime::{
+use wasmover_host::kube::{DEFAULT_KINDS, Owner, ScopedCluster};
+use wasmover_host::{
     Catalog, CatalogError, Claimed, Grants, MoverLimits, MoverModule, Observer, Progress,
 };
 
@@ -250,7 +250,7 @@ struct EventForwarder {
 }
 
 impl Observer for EventForwarder {
-    fn event(&self, module: &str, event: &wasmover_runtime::Event) {
+    fn event(&self, module: &str, event: &wasmover_host::Event) {
         let event = Event {
             type_: if event.warning {
                 EventType::Warning
@@ -399,7 +399,7 @@ async fn run_mover<K: Replication>(
             synchronized: None,
         };
         let cleanup =
-            |instance: &mut wasmover_runtime::MoverInstance| -> Result<Option<Duration>, String> {
+            |instance: &mut wasmover_host::MoverInstance| -> Result<Option<Duration>, String> {
                 match instance.cleanup(mover).map_err(|e| e.to_string())? {
                     Outcome::Completed(_) => Ok(None),
                     Outcome::InProgress(ms) => {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams};
 use kube::discovery::ApiResource;
 use kube::{Client, ResourceExt};
-use wasmover_runtime::kube::{MANAGED_BY_LABEL, OWNER_KIND_LABEL, OWNER_NAME_LABEL};
+use wasmover_host::kube::{MANAGED_BY_LABEL, OWNER_KIND_LABEL, OWNER_NAME_LABEL};
 
 use crate::crd::{ReplicationDestination, ReplicationSource};
 

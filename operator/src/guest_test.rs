@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use wasmover_runtime::kube::{DEFAULT_KINDS, InMemoryCluster, Owner, ScopedCluster};
-use wasmover_runtime::{Access, Capability, Channel, Grants, MoverEngine, MoverLimits, Volume};
+use wasmover_host::kube::{DEFAULT_KINDS, InMemoryCluster, Owner, ScopedCluster};
+use wasmover_host::{Access, Capability, Channel, Grants, MoverEngine, MoverLimits, Volume};
 
 /// The namespace the test cluster scopes a guest to.
 pub const TEST_NAMESPACE: &str = "wasm-unit-tests";

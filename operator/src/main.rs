@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use indicatif::DecimalBytes as HumanBytes;
-use wasmover::builtin::{self, DEFAULT_MOVER};
-use wasmover::modules::{Oci, OciModules};
-use wasmover::{agent, guest_test, replicate};
+use wasmover_operator::builtin::{self, DEFAULT_MOVER};
+use wasmover_operator::modules::{Oci, OciModules};
+use wasmover_operator::{agent, guest_test, replicate};
 use wasmover_oci::{Credentials, Fetched, ModuleRef, ModuleStore};
-use wasmover_runtime::bindings::types::{Parameter, TransferReport};
-use wasmover_runtime::{
+use wasmover_host::bindings::types::{Parameter, TransferReport};
+use wasmover_host::{
     CONTRACT_VERSION, Capability, EngineConfig, MoverEngine, MoverLimits, MoverModule,
 };
 
@@ -326,7 +326,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             mover,
         } => {
             let module = resolve_mover(&engine, cli, &mover.mover)?;
-            let bar = Arc::new(wasmover::ProgressBar::on_stderr());
+            let bar = Arc::new(wasmover_operator::ProgressBar::on_stderr());
             let started = Instant::now();
             let report = replicate::replicate(
                 &module,
@@ -377,9 +377,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                     .unwrap_or_else(|_| "wasmover".into());
                 format!("{host}-{}", std::process::id())
             });
-            let options = wasmover::controller::RunOptions {
+            let options = wasmover_operator::controller::RunOptions {
                 leader: (!no_leader_election)
-                    .then(|| wasmover::leader::LeaseConfig::new(lease_namespace, &identity)),
+                    .then(|| wasmover_operator::leader::LeaseConfig::new(lease_namespace, &identity)),
                 gc_interval: std::time::Duration::from_secs(*gc_interval_secs),
                 oci: Some(Arc::new(OciModules::new(
                     engine.clone(),
@@ -388,13 +388,13 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
-                let metrics = Arc::new(wasmover::metrics::Metrics::default());
+                let metrics = Arc::new(wasmover_operator::metrics::Metrics::default());
                 let config = kube::Config::infer().await?;
-                let client = wasmover::client::instrumented(config, metrics.clone())?;
+                let client = wasmover_operator::client::instrumented(config, metrics.clone())?;
                 let listener = tokio::net::TcpListener::bind(metrics_addr).await?;
-                let server = axum::serve(listener, wasmover::metrics::router(metrics.clone()));
+                let server = axum::serve(listener, wasmover_operator::metrics::router(metrics.clone()));
                 tokio::select! {
-                    result = wasmover::controller::run(client, catalog, metrics, options) => result,
+                    result = wasmover_operator::controller::run(client, catalog, metrics, options) => result,
                     result = server => Ok(result?),
                 }
             })?;
@@ -464,21 +464,6 @@ fn summary(r: &TransferReport) -> String {
     )
 }
 
-/// A transfer report as JSON, for `--report-file`.
-fn report_json(r: &TransferReport) -> serde_json::Value {
-    serde_json::json!({
-        "entriesTotal": r.entries_total,
-        "filesTransferred": r.files_transferred,
-        "entriesDeleted": r.entries_deleted,
-        "bytesTotal": r.bytes_total,
-        "bytesMatched": r.bytes_matched,
-        "bytesLiteral": r.bytes_literal,
-        "bytesOnWire": r.bytes_on_wire,
-        "treeDigest": r.tree_digest,
-        "verified": r.verified,
-    })
-}
-
 /// The end-to-end verdict of a transfer, for the summaries.
 fn verification(r: &TransferReport) -> String {
     match (r.verified, r.tree_digest.is_empty()) {
@@ -532,7 +517,8 @@ fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Resul
             HumanBytes(f.tls_bytes.1),
         );
         if let Some(path) = &args.report_file {
-            let json = report_json(&f.report).to_string();
+            let json = serde_json::to_string(&wasmover_contract::AgentReport::from(&f.report))
+                .expect("a report serializes");
             if let Err(e) = std::fs::write(path, json) {
                 eprintln!(
                     "wasmover: cannot write the report to {}: {e}",
@@ -548,7 +534,7 @@ fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Resul
             ..
         } => {
             let retry = std::time::Duration::try_from_secs_f64(*connect_retry_secs)?;
-            let bar = Arc::new(wasmover::ProgressBar::on_stderr());
+            let bar = Arc::new(wasmover_operator::ProgressBar::on_stderr());
             let sent = agent::send(
                 &transfer,
                 &volume,
@@ -575,7 +561,7 @@ fn run_agent(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Resul
             std::io::stderr().write_all(line.as_bytes())?;
             let mut failures = 0;
             loop {
-                let bar = Arc::new(wasmover::ProgressBar::on_stderr());
+                let bar = Arc::new(wasmover_operator::ProgressBar::on_stderr());
                 let received = receiver.receive(&transfer, bar.clone());
                 bar.finish();
                 match received {
@@ -622,7 +608,7 @@ fn oci(args: &RegistryArgs) -> anyhow::Result<Oci> {
     let store = args
         .module_store
         .clone()
-        .or_else(wasmover::modules::default_store_dir)
+        .or_else(wasmover_operator::modules::default_store_dir)
         .ok_or_else(|| anyhow::anyhow!("no module store: pass --module-store DIR"))?;
     let store = ModuleStore::new(store).with_max_bytes(args.max_module_bytes);
     Ok(Oci::new(store, args.insecure, credentials))
@@ -643,7 +629,7 @@ fn pull(
 ) -> anyhow::Result<(Fetched, MoverModule)> {
     let reference: ModuleRef = reference.parse()?;
     let fetched = current_thread()?.block_on(oci.fetch(&reference, None))?;
-    let module = wasmover::modules::load(engine, &fetched)?;
+    let module = wasmover_operator::modules::load(engine, &fetched)?;
     Ok((fetched, module))
 }
 

@@ -18,7 +18,7 @@ use kube::{Api, ResourceExt};
 use wasmover_oci::{
     Credentials, Digest, Fetched, ModuleRef, ModuleStore, OciError, RegistryAuth, WasmConfig,
 };
-use wasmover_runtime::{Catalog, MoverEngine, MoverModule, RunError};
+use wasmover_host::{Catalog, MoverEngine, MoverModule, RunError};
 
 use crate::controller::{Context, Replication};
 use crate::crd::{CONDITION_MODULE_RESOLVED, ResolvedModule, SyncStatus, module_reason};

@@ -5,8 +5,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use wasmover_runtime::bindings::types::{Parameter, TransferReport};
-use wasmover_runtime::{
+use wasmover_host::bindings::types::{Parameter, TransferReport};
+use wasmover_host::{
     Access, Capability, Channel, Grants, HashStore, MoverLimits, MoverModule, Observer, RunError,
     Volume,
 };

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use indicatif::ProgressStyle;
-use wasmover_runtime::{Event, Observer, Progress};
+use wasmover_host::{Event, Observer, Progress};
 
 /// Draws the receiving side's progress.
 pub struct ProgressBar(Option<indicatif::ProgressBar>);

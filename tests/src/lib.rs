@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use wasmover_runtime::{EngineConfig, MoverEngine, MoverModule};
+use wasmover_host::{EngineConfig, MoverEngine, MoverModule};
 
 pub mod registry;
 

@@ -22,7 +22,7 @@ use wasmover_sdk::types::{
     Completion, CopyMethod, DestinationSpec, Error, Image, ImageKind, Outcome, Parameter,
     SourceSpec, TransferReport,
 };
-use wasmover_sdk::{Params, error, events, log};
+use wasmover_sdk::{AgentReport, Params, error, events, log};
 
 /// Parameters blocksync understands; a spec with any other is not ours.
 pub const KNOWN_PARAMETERS: &[&str] = &[
@@ -198,18 +198,17 @@ fn report_of_pod(pod: &Value) -> Option<TransferReport> {
             if ended["exitCode"].as_i64() != Some(0) {
                 return None;
             }
-            let r: Value = serde_json::from_str(ended["message"].as_str()?).ok()?;
-            let n = |key: &str| r[key].as_u64();
+            let r: AgentReport = serde_json::from_str(ended["message"].as_str()?).ok()?;
             Some(TransferReport {
-                entries_total: n("entriesTotal")?,
-                files_transferred: n("filesTransferred")?,
-                entries_deleted: n("entriesDeleted")?,
-                bytes_total: n("bytesTotal")?,
-                bytes_matched: n("bytesMatched")?,
-                bytes_literal: n("bytesLiteral")?,
-                bytes_on_wire: n("bytesOnWire")?,
-                tree_digest: r["treeDigest"].as_str()?.to_owned(),
-                verified: r["verified"].as_bool()?,
+                entries_total: r.entries_total,
+                files_transferred: r.files_transferred,
+                entries_deleted: r.entries_deleted,
+                bytes_total: r.bytes_total,
+                bytes_matched: r.bytes_matched,
+                bytes_literal: r.bytes_literal,
+                bytes_on_wire: r.bytes_on_wire,
+                tree_digest: r.tree_digest,
+                verified: r.verified,
             })
         })
 }

@@ -69,7 +69,7 @@ impl wasmover_sdk::control::Guest for Blocksync {
         ModuleInfo {
             name: "blocksync".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            contract: "0.2.0".into(),
+            contract: wasmover_sdk::CONTRACT_VERSION.into(),
         }
     }
 }

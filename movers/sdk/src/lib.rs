@@ -52,6 +52,7 @@ pub use bindings::wasmover::mover::{
     blocks, channel, clock, events, kube, log as host_log, progress, types, volume,
 };
 pub use params::Params;
+pub use wasmover_contract::{AgentReport, VERSION as CONTRACT_VERSION};
 
 /// A mover's clean failure, as the contract's `error` record.
 pub fn error(reason: &str, message: impl Into<String>) -> types::Error {

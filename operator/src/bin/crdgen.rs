@@ -1,5 +1,5 @@
 //! Prints the CustomResourceDefinitions as YAML (`yaml/crds.yaml`).
 
 fn main() {
-    print!("{}", wasmover::crd::yaml());
+    print!("{}", wasmover_operator::crd::yaml());
 }

@@ -7,7 +7,7 @@
 //! capabilities are detected.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "mover-validating",
     // Every import may trap: that is how budgets and limits stop a module.
     imports: { default: trappable },
@@ -15,3 +15,20 @@ wasmtime::component::bindgen!({
 
 pub use exports::wasmover::mover::{control, transfer, validate};
 pub use wasmover::mover::{blocks, channel, clock, events, kube, log, progress, types, volume};
+
+/// The report as an agent hands it on (`wasmover_contract::AgentReport`).
+impl From<&types::TransferReport> for wasmover_contract::AgentReport {
+    fn from(r: &types::TransferReport) -> Self {
+        Self {
+            entries_total: r.entries_total,
+            files_transferred: r.files_transferred,
+            entries_deleted: r.entries_deleted,
+            bytes_total: r.bytes_total,
+            bytes_matched: r.bytes_matched,
+            bytes_literal: r.bytes_literal,
+            bytes_on_wire: r.bytes_on_wire,
+            tree_digest: r.tree_digest.clone(),
+            verified: r.verified,
+        }
+    }
+}

@@ -16,7 +16,7 @@ use crate::limits::MoverLimits;
 use crate::state::{Grants, HostState};
 
 /// The version of the contract (`wit/`) this host serves.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = wasmover_contract::VERSION;
 
 /// An export a module may have. `Control` and `Transfer` make a mover;
 /// `Validate` is an optional capability; `Command` is a test harness or
@@ -37,9 +37,9 @@ impl Capability {
     /// The export's fully qualified name.
     pub fn export_name(self) -> &'static str {
         match self {
-            Capability::Control => "wasmover:mover/control@0.2.0",
-            Capability::Transfer => "wasmover:mover/transfer@0.2.0",
-            Capability::Validate => "wasmover:mover/validate@0.2.0",
+            Capability::Control => wasmover_contract::export_name!("control"),
+            Capability::Transfer => wasmover_contract::export_name!("transfer"),
+            Capability::Validate => wasmover_contract::export_name!("validate"),
             Capability::Command => "wasi:cli/run@0.2.x",
         }
     }

@@ -3,18 +3,18 @@
 //! of an export, and a host-call round trip.
 //!
 //! Needs the guest components: `cargo xtask build-guests`, then
-//! `cargo bench -p wasmover-runtime --bench instantiate`.
+//! `cargo bench -p wasmover-host --bench instantiate`.
 
 use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use wasmover_runtime::bindings::types::{CopyMethod, Parameter, SourceSpec};
-use wasmover_runtime::{EngineConfig, Grants, MoverEngine, MoverLimits};
+use wasmover_host::bindings::types::{CopyMethod, Parameter, SourceSpec};
+use wasmover_host::{EngineConfig, Grants, MoverEngine, MoverLimits};
 
 fn guest(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../target/guests/wasm/{name}.wasm"));
+        .join(format!("../../target/guests/wasm/{name}.wasm"));
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask build-guests`", path.display()))
 }

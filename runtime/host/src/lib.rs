@@ -3,8 +3,8 @@
 //! patch natively through the block engine.
 //!
 //! ```no_run
-//! use wasmover_runtime::{EngineConfig, Grants, MoverEngine, MoverLimits};
-//! # fn main() -> Result<(), wasmover_runtime::RunError> {
+//! use wasmover_host::{EngineConfig, Grants, MoverEngine, MoverLimits};
+//! # fn main() -> Result<(), wasmover_host::RunError> {
 //! let engine = MoverEngine::new(EngineConfig::default())?;
 //! let module = engine.load_file("blocksync.wasm".as_ref())?;
 //! let mut instance = module.instantiate(MoverLimits::default(), Grants::new())?;

@@ -1,0 +1,129 @@
+//! The parts of the wasmover mover contract that both sides of it compile:
+//! the contract's version and the agent report.
+//!
+//! The contract itself is `mover.wit` beside this crate. The host
+//! (`wasmover-host`) and the guest SDK (`wasmover-sdk`) generate their
+//! bindings from it; this crate holds what their bindings cannot share:
+//! one version constant for every place that names the contract, and the
+//! JSON shape in which an agent hands its transfer report to the mover that
+//! started it (a Pod's termination message).
+
+#![deny(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+
+/// The contract's version as a literal, for `concat!` (see [`export_name!`]).
+#[macro_export]
+macro_rules! version {
+    () => {
+        "0.2.0"
+    };
+}
+
+/// The fully qualified name of one of the contract's interfaces:
+/// `export_name!("control")` is `"wasmover:mover/control@0.2.0"`.
+#[macro_export]
+macro_rules! export_name {
+    ($interface:literal) => {
+        concat!("wasmover:mover/", $interface, "@", $crate::version!())
+    };
+}
+
+/// The version of the contract (`package wasmover:mover@VERSION` in
+/// `mover.wit`).
+pub const VERSION: &str = version!();
+
+/// The package name with its version, `wasmover:mover@0.2.0`.
+pub const PACKAGE: &str = concat!("wasmover:mover@", version!());
+
+/// What an agent reports of a finished transfer: the contract's
+/// `transfer-report` record as JSON (camelCase keys), written by
+/// `wasmover agent --report-file` into the Pod's termination message and
+/// read back by the mover that started the agent.
+///
+/// Each side converts from and to its own bindings' `TransferReport`, so a
+/// field added to the record is a compile error on both sides until both
+/// carry it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentReport {
+    /// Regular files, directories and symlinks in the source tree.
+    pub entries_total: u64,
+    /// Regular files whose content was (re)built on the destination.
+    pub files_transferred: u64,
+    /// Entries removed from the destination because the source lacks them.
+    pub entries_deleted: u64,
+    /// Bytes of regular-file content in the source tree.
+    pub bytes_total: u64,
+    /// Bytes rebuilt from blocks the destination already had.
+    pub bytes_matched: u64,
+    /// Bytes of file content sent as literals.
+    pub bytes_literal: u64,
+    /// Bytes that crossed the channel in both directions, framing included.
+    pub bytes_on_wire: u64,
+    /// The destination's tree digest after the transfer (64 hex digits), or
+    /// empty when the mover does not verify.
+    pub tree_digest: String,
+    /// The destination's tree digest equals the source's.
+    pub verified: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_is_the_one_mover_wit_declares() {
+        let wit = include_str!("../mover.wit");
+        let line = format!("package {PACKAGE};");
+        assert!(
+            wit.lines().any(|l| l.trim() == line),
+            "mover.wit does not declare `{line}`: bump `version!` with the WIT package"
+        );
+        assert_eq!(export_name!("control"), "wasmover:mover/control@0.2.0");
+    }
+
+    #[test]
+    fn a_report_round_trips_through_its_json() {
+        let report = AgentReport {
+            entries_total: 60,
+            files_transferred: 54,
+            entries_deleted: 1,
+            bytes_total: 107_080_000,
+            bytes_matched: 104_850_000,
+            bytes_literal: 4_100,
+            bytes_on_wire: 58_390,
+            tree_digest: "ab".repeat(32),
+            verified: true,
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(serde_json::from_str::<AgentReport>(&json).unwrap(), report);
+    }
+
+    /// The keys are part of the contract: Pods of an older agent must still
+    /// be read by a newer mover, so a renamed field fails here.
+    #[test]
+    fn the_keys_are_the_records_fields_in_camel_case() {
+        let json = serde_json::to_value(AgentReport::default()).unwrap();
+        let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "bytesLiteral",
+                "bytesMatched",
+                "bytesOnWire",
+                "bytesTotal",
+                "entriesDeleted",
+                "entriesTotal",
+                "filesTransferred",
+                "treeDigest",
+                "verified"
+            ]
+        );
+        assert!(
+            serde_json::from_str::<AgentReport>(r#"{"treeDigest":"x"}"#).is_err(),
+            "a report missing fields is refused, not read as zeros"
+        );
+    }
+}
