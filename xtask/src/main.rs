@@ -24,6 +24,8 @@ const GUEST_WORKSPACE: &str = "movers";
 const COMPONENTS: &[&str] = &["blocksync", "hostile"];
 /// Crates whose `#[test]`s run as wasm.
 const TESTED: &[&str] = &["wasmover-sdk", "blocksync", "hostile"];
+/// The package whose binary runs guest test harnesses (`wasmover test`).
+const HOST_PACKAGE: &str = "wasmover-operator";
 /// The guest test that fails on purpose.
 const DELIBERATE_FAILURE: &str = "tests::deliberately_failing";
 
@@ -216,13 +218,26 @@ fn build_guests(root: &Path, toolchain: &Toolchain) -> Result<()> {
     Ok(())
 }
 
+/// Builds the operator's binary, which runs guest test harnesses, and
+/// returns its path.
+fn build_host(root: &Path) -> Result<PathBuf> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "--release", "--package", HOST_PACKAGE, "--bins"])
+        .current_dir(root);
+    // The package's main binary, whatever its name; not `src/bin/*`.
+    run_cargo(cmd)?
+        .iter()
+        .filter(|a| {
+            a["target"]["src_path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("src/main.rs"))
+        })
+        .find_map(|a| a["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("cargo built no binary of {HOST_PACKAGE}"))
+}
+
 fn guest_tests(root: &Path, toolchain: &Toolchain) -> Result<()> {
-    let wasmover = root.join("target/release/wasmover");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--package", "wasmover"])
-        .current_dir(root)
-        .status()?;
-    ensure!(status.success(), "building wasmover failed");
+    let wasmover = build_host(root)?;
 
     let out_dir = root.join("target/guests/tests");
     std::fs::create_dir_all(&out_dir)?;
