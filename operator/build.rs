@@ -1,9 +1,17 @@
 //! Embeds the built-in mover components, built by `cargo xtask build-guests`.
+//!
+//! Which movers are built in is declared once, in `movers/Cargo.toml`
+//! (`[workspace.metadata.wasmover] builtin`); `build-guests` writes that list
+//! beside the components as `builtin.txt`, one name a line. For each name
+//! this sets `WASMOVER_BUILTIN_<NAME>` to its component's path and writes
+//! `$OUT_DIR/builtin.rs`: the expression `&[(name, include_bytes!(path)), ..]`
+//! of every built-in mover.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
-/// Movers shipped inside the binary.
-const BUILTIN: &[&str] = &["blocksync"];
+/// The list `cargo xtask build-guests` writes beside the components.
+const BUILTIN_LIST: &str = "builtin.txt";
 
 fn main() {
     println!("cargo:rerun-if-env-changed=WASMOVER_GUESTS_DIR");
@@ -13,20 +21,37 @@ fn main() {
             PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
                 .join("../target/guests/wasm")
         });
-    for name in BUILTIN {
+    let list = dir.join(BUILTIN_LIST);
+    let names = std::fs::read_to_string(&list).unwrap_or_else(|_| missing(&list));
+    println!("cargo:rerun-if-changed={}", list.display());
+    let mut generated = String::from("&[\n");
+    for name in names.lines().map(str::trim).filter(|n| !n.is_empty()) {
         let path = dir.join(format!("{name}.wasm"));
         if !path.exists() {
-            panic!(
-                "{} is missing: build the guest components first with `cargo xtask build-guests` \
-                 (scripts/setup installs the wasm toolchain and does it)",
-                path.display()
-            );
+            missing(&path);
         }
         println!("cargo:rerun-if-changed={}", path.display());
         println!(
             "cargo:rustc-env=WASMOVER_BUILTIN_{}={}",
-            name.to_uppercase(),
+            name.to_uppercase().replace('-', "_"),
             path.display()
         );
+        writeln!(
+            generated,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .expect("writing to a String");
     }
+    generated.push(']');
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("builtin.rs");
+    std::fs::write(&out, generated).expect("writing $OUT_DIR/builtin.rs");
+}
+
+fn missing(path: &std::path::Path) -> ! {
+    panic!(
+        "{} is missing: build the guest components first with `cargo xtask build-guests` \
+         (scripts/setup installs the wasm toolchain and does it)",
+        path.display()
+    );
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo xtask build-guests     movers and test guests → target/guests/wasm/*.wasm
+//!                              (and builtin.txt, the movers the operator embeds)
 //! cargo xtask guest-tests      every guest crate's #[test]s, run inside the runtime
 //! ```
 //!
@@ -11,19 +12,16 @@
 //! `wasm32-wasip1`, made a component here with the WASI preview1 adapter
 //! (`scripts/setup` installs it; see README "Toolchain").
 
+mod guests;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
-/// Guest packages and the directory of their workspace, relative to the
-/// repository root.
-const GUEST_WORKSPACE: &str = "movers";
-/// Mover components shipped or used by tests.
-const COMPONENTS: &[&str] = &["blocksync", "hostile"];
-/// Crates whose `#[test]`s run as wasm.
-const TESTED: &[&str] = &["wasmover-sdk", "blocksync", "hostile"];
+use crate::guests::{BUILTIN_LIST, Guests, WORKSPACE as GUEST_WORKSPACE, cargo};
+
 /// The package whose binary runs guest test harnesses (`wasmover test`).
 const HOST_PACKAGE: &str = "wasmover-operator";
 /// The guest test that fails on purpose.
@@ -36,9 +34,10 @@ fn main() -> Result<()> {
         .to_path_buf();
     let task = std::env::args().nth(1).unwrap_or_default();
     let toolchain = Toolchain::detect()?;
+    let guests = Guests::load(&root)?;
     match task.as_str() {
-        "build-guests" => build_guests(&root, &toolchain),
-        "guest-tests" => guest_tests(&root, &toolchain),
+        "build-guests" => build_guests(&root, &toolchain, &guests),
+        "guest-tests" => guest_tests(&root, &toolchain, &guests),
         _ => bail!("usage: cargo xtask <build-guests|guest-tests>"),
     }
 }
@@ -194,18 +193,19 @@ fn run_cargo(mut cmd: Command) -> Result<Vec<Value>> {
         .collect())
 }
 
-fn build_guests(root: &Path, toolchain: &Toolchain) -> Result<()> {
+fn build_guests(root: &Path, toolchain: &Toolchain, guests: &Guests) -> Result<()> {
     let out_dir = root.join("target/guests/wasm");
     std::fs::create_dir_all(&out_dir)?;
     // One package at a time: their features differ (only some export
     // `validate`), and a joint build would unify them.
-    for name in COMPONENTS {
+    for name in &guests.components {
         let mut cmd = toolchain.cargo(root, "build", false);
-        cmd.args(["--release", "--package", name]);
+        cmd.args(["--release", "--package", name.as_str()]);
         let artifacts = run_cargo(cmd)?;
         let wasm = artifacts
             .iter()
-            .filter(|a| a["target"]["name"] == *name)
+            // Cargo names a package's lib target with `_` for `-`.
+            .filter(|a| a["target"]["name"] == name.replace('-', "_"))
             .flat_map(|a| a["filenames"].as_array().cloned().unwrap_or_default())
             .filter_map(|f| f.as_str().map(PathBuf::from))
             .find(|f| f.extension().is_some_and(|e| e == "wasm"))
@@ -215,13 +215,19 @@ fn build_guests(root: &Path, toolchain: &Toolchain) -> Result<()> {
         std::fs::write(&dest, &component)?;
         eprintln!("xtask: {} ({} bytes)", dest.display(), component.len());
     }
+    // Rewritten only on a change: operator/build.rs reruns when it is touched.
+    let list = out_dir.join(BUILTIN_LIST);
+    let builtin = guests.builtin_list();
+    if std::fs::read_to_string(&list).ok().as_deref() != Some(builtin.as_str()) {
+        std::fs::write(&list, builtin)?;
+    }
     Ok(())
 }
 
 /// Builds the operator's binary, which runs guest test harnesses, and
 /// returns its path.
 fn build_host(root: &Path) -> Result<PathBuf> {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut cmd = Command::new(cargo());
     cmd.args(["build", "--release", "--package", HOST_PACKAGE, "--bins"])
         .current_dir(root);
     // The package's main binary, whatever its name; not `src/bin/*`.
@@ -236,15 +242,15 @@ fn build_host(root: &Path) -> Result<PathBuf> {
         .with_context(|| format!("cargo built no binary of {HOST_PACKAGE}"))
 }
 
-fn guest_tests(root: &Path, toolchain: &Toolchain) -> Result<()> {
+fn guest_tests(root: &Path, toolchain: &Toolchain, guests: &Guests) -> Result<()> {
     let wasmover = build_host(root)?;
 
     let out_dir = root.join("target/guests/tests");
     std::fs::create_dir_all(&out_dir)?;
     let mut harnesses = Vec::new();
-    for name in TESTED {
+    for name in &guests.crates {
         let mut cmd = toolchain.cargo(root, "test", true);
-        cmd.args(["--no-run", "--lib", "--package", name]);
+        cmd.args(["--no-run", "--lib", "--package", name.as_str()]);
         for artifact in run_cargo(cmd)? {
             if artifact["profile"]["test"] != true {
                 continue;
@@ -255,7 +261,7 @@ fn guest_tests(root: &Path, toolchain: &Toolchain) -> Result<()> {
             let component = toolchain.componentize(Path::new(exe), true)?;
             let dest = out_dir.join(format!(
                 "{}.wasm",
-                artifact["target"]["name"].as_str().unwrap_or(name)
+                artifact["target"]["name"].as_str().unwrap_or(name.as_str())
             ));
             std::fs::write(&dest, component)?;
             harnesses.push(dest);
