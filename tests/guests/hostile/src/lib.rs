@@ -123,7 +123,7 @@ impl wasmover_sdk::control::Guest for Hostile {
         ModuleInfo {
             name: "hostile".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            contract: "0.2.0".into(),
+            contract: wasmover_sdk::CONTRACT_VERSION.into(),
         }
     }
 }
