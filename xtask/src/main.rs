@@ -4,6 +4,7 @@
 //! cargo xtask build-guests     movers and test guests → target/guests/wasm/*.wasm
 //!                              (and builtin.txt, the movers the operator embeds)
 //! cargo xtask guest-tests      every guest crate's #[test]s, run inside the runtime
+//! cargo xtask image            the container image → target/image (OCI layout) and target/image.tar
 //! ```
 //!
 //! Guests build for wasm32 with whichever toolchain the machine has:
@@ -13,6 +14,7 @@
 //! (`scripts/setup` installs it; see README "Toolchain").
 
 mod guests;
+mod image;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,13 +35,53 @@ fn main() -> Result<()> {
         .context("xtask lives in the repository")?
         .to_path_buf();
     let task = std::env::args().nth(1).unwrap_or_default();
-    let toolchain = Toolchain::detect()?;
-    let guests = Guests::load(&root)?;
     match task.as_str() {
-        "build-guests" => build_guests(&root, &toolchain, &guests),
-        "guest-tests" => guest_tests(&root, &toolchain, &guests),
-        _ => bail!("usage: cargo xtask <build-guests|guest-tests>"),
+        "build-guests" => build_guests(&root, &Toolchain::detect()?, &Guests::load(&root)?),
+        "guest-tests" => guest_tests(&root, &Toolchain::detect()?, &Guests::load(&root)?),
+        "image" => build_image(&root),
+        _ => bail!("usage: cargo xtask <build-guests|guest-tests|image>"),
     }
+}
+
+/// The image's name; its tag is the version, and Pods name it by digest.
+const IMAGE_NAME: &str = "ghcr.io/wasmover/wasmover";
+
+/// Builds the release binary and writes the container image of it.
+fn build_image(root: &Path) -> Result<()> {
+    let binary = build_host(root)?;
+    let git = |args: &[&str]| -> Result<String> {
+        let out = Command::new("git").args(args).current_dir(root).output()?;
+        ensure!(out.status.success(), "git {args:?} failed");
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    };
+    let mut revision = git(&["rev-parse", "HEAD"])?;
+    if !git(&["status", "--porcelain"])?.is_empty() {
+        revision.push_str("-dirty");
+    }
+    // Every timestamp in the image: the commit's, so a rebuild of one
+    // commit is byte for byte the same (SOURCE_DATE_EPOCH overrides it).
+    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(epoch) => epoch.parse().context("SOURCE_DATE_EPOCH is not a number")?,
+        Err(_) => git(&["log", "-1", "--format=%ct"])?.parse()?,
+    };
+    let spec = image::ImageSpec {
+        binary,
+        name: IMAGE_NAME.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        revision,
+        epoch,
+        source: env!("CARGO_PKG_REPOSITORY").into(),
+    };
+    let image = image::write(&spec, &root.join("target/image"))?;
+    eprintln!(
+        "xtask: image {}:{} written to {} and {}",
+        spec.name,
+        spec.version,
+        image.layout.display(),
+        image.archive.display()
+    );
+    println!("{}@{}", spec.name, image.digest);
+    Ok(())
 }
 
 /// How guests are compiled on this machine.
