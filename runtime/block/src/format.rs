@@ -1,9 +1,9 @@
-//! Wire constants and primitive encoders shared by signature and delta.
+//! The bottom layer of every encoding: magics, versions, limits, and the
+//! primitive, bounded encoders and decoders the messages are built of.
 
 use std::io::{self, Read, Write};
 
 use crate::error::{FormatError, PatchError};
-use crate::signature::MAX_BLOCK;
 
 /// Magic of an encoded signature.
 pub(crate) const SIGNATURE_MAGIC: [u8; 4] = *b"WMSG";
@@ -49,6 +49,23 @@ pub(crate) const OP_END: u8 = 0;
 pub(crate) const LITERAL_CHUNK: usize = 256 << 10;
 /// Largest literal run a decoder accepts in one instruction.
 pub(crate) const MAX_LITERAL: u64 = 16 << 20;
+
+/// Largest block size a signature may declare.
+pub(crate) const MAX_BLOCK: u32 = 16 << 20;
+
+/// Smallest granule: 16 chunks, what one AVX-512 pass hashes at once.
+const MIN_GRANULE: u64 = 16 << 10;
+/// Most granules one file keeps hashes of (2 MiB of chaining values).
+const MAX_GRANULES: u64 = 1 << 16;
+
+/// The granule used for a file of `len` bytes: a power of two of at least
+/// 16 KiB, large enough that the file has at most 65,536 of them. A
+/// decoder refuses any other, which bounds the granules of a message.
+pub(crate) fn granule_for(len: u64) -> u64 {
+    len.div_ceil(MAX_GRANULES)
+        .next_power_of_two()
+        .max(MIN_GRANULE)
+}
 
 /// Bounds on what decoders accept, so hostile input cannot make them
 /// allocate or write without bound.
@@ -224,6 +241,20 @@ pub(crate) fn read_copy<R: Read>(r: &mut R, basis_len: u64) -> Result<(u64, u64)
     Ok((offset, len))
 }
 
+/// Reads as much as `buf` holds or the reader has.
+pub(crate) fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Appends `v` as an unsigned LEB128 varint: seven bits a byte, the low
 /// ones first, the top bit set on every byte but the last.
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -353,5 +384,14 @@ mod tests {
             );
             assert_eq!(read_varint(&mut &v[..], "varint").unwrap(), value);
         }
+    }
+
+    #[test]
+    fn granules_grow_with_the_file_and_stay_few() {
+        assert_eq!(granule_for(0), 16 << 10);
+        assert_eq!(granule_for(1 << 30), 16 << 10);
+        assert_eq!(granule_for((1 << 30) + 1), 32 << 10);
+        assert_eq!(granule_for(1 << 40), 16 << 20);
+        assert!((1u64 << 40).div_ceil(granule_for(1 << 40)) <= MAX_GRANULES);
     }
 }

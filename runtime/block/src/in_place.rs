@@ -446,7 +446,7 @@ impl InPlacePatch {
                 while left > 0 {
                     let n = left.min(buf.len() as u64) as usize;
                     file.read_exact(&mut buf[..n])?;
-                    crate::delta::hash_input(&mut hasher, &buf[..n]);
+                    crate::tree_hash::hash_input(&mut hasher, &buf[..n]);
                     left -= n as u64;
                 }
                 hasher.finalize()

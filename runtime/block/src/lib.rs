@@ -66,34 +66,34 @@
 
 #![deny(missing_docs)]
 
-mod aligned;
 mod delta;
 mod error;
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
-mod granules;
 mod in_place;
+mod index;
 mod journal;
 mod patch;
 mod refine;
 mod rolling;
-mod signature;
 mod sparse;
 mod tree_hash;
+mod wire;
 
-pub use aligned::AlignedTags;
-pub use delta::{DeltaStats, delta};
+pub use delta::delta;
 pub use error::{DeltaError, FormatError, PatchError};
 pub use format::Limits;
-pub use granules::{GranuleSummary, Summary};
 pub use in_place::{IN_PLACE_MAX_HELD, InPlaceFile, InPlacePatch, patch_in_place};
 pub use journal::{RollBack, patch_journaled, roll_back, write_undo};
 pub use patch::{PatchStats, patch, patch_from_file, patch_reporting};
-pub use refine::{Answer, Incoming, Plan, RefineOptions, Refinement};
-pub use signature::{DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, Signature, SignatureOptions};
+pub use refine::{Plan, RefineOptions};
 pub use sparse::SparseWriter;
 pub use tree_hash::BasisHashes;
+pub use wire::{
+    AlignedTags, Answer, DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, DeltaStats, GranuleSummary,
+    Incoming, Refinement, Signature, SignatureOptions, Summary,
+};
 
 #[cfg(test)]
 mod tests;

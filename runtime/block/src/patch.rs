@@ -6,9 +6,9 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use blake3::hazmat::ChainingValue;
 
 use crate::error::{FormatError, PatchError};
-use crate::format::{self, DELTA_MAGIC, Limits, OP_COPY, OP_END, OP_LITERAL};
+use crate::format::{self, DELTA_MAGIC, Limits, OP_COPY, OP_END, OP_LITERAL, granule_for};
 use crate::sparse::{DataRanges, SparseWriter};
-use crate::tree_hash::{BasisHashes, TreeHasher, granule_for};
+use crate::tree_hash::{BasisHashes, TreeHasher};
 
 /// What a patch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -24,13 +24,14 @@ use std::os::unix::fs::FileExt;
 
 use blake3::hazmat::{HasherExt, Mode, left_subtree_len, merge_subtrees_root};
 
-use crate::aligned::AlignedTags;
-use crate::delta::{DeltaStats, Encoder, Sink, search};
-use crate::error::FormatError;
-use crate::format::{self, DELTA_MAGIC, LITERAL_CHUNK, Limits, REFINEMENT_MAGIC, TAG_BYTES};
-use crate::granules::GranuleSummary;
-use crate::signature::{Index, Signature, SignatureOptions};
+use crate::delta::{Sink, search};
+use crate::format::{LITERAL_CHUNK, TAG_BYTES};
+use crate::index::Index;
 use crate::tree_hash::hash_granules;
+use crate::wire::{
+    AlignedTags, Answer, DeltaStats, Encoder, GranuleSummary, Refinement, Signature,
+    SignatureOptions,
+};
 
 /// Each round asks for blocks this many times smaller.
 const REFINE_FACTOR: u32 = 4;
@@ -73,131 +74,6 @@ const SIGNATURE_BLOCK_BYTES: u64 = 12;
 /// Bytes a range takes, about, as two varints of a few bytes: a signature
 /// names it again, aligned tags do not.
 const RANGE_BYTES: u64 = 5;
-
-/// A request, from the side that has the new file, for a finer signature
-/// of some ranges of the basis, or for their aligned tags.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refinement {
-    block_size: u32,
-    aligned: bool,
-    ranges: Vec<(u64, u64)>,
-}
-
-impl Refinement {
-    /// The block size asked for.
-    pub fn block_size(&self) -> u32 {
-        self.block_size
-    }
-
-    /// Whether the blocks are to be compared only at their own offsets:
-    /// answered with [`AlignedTags`] instead of a [`Signature`].
-    pub fn aligned(&self) -> bool {
-        self.aligned
-    }
-
-    /// The `(offset, length)` ranges of the basis asked for: non-empty,
-    /// ascending and disjoint.
-    pub fn ranges(&self) -> &[(u64, u64)] {
-        &self.ranges
-    }
-
-    /// Writes the encoding: magic `WMRF`, version, block size (u32,
-    /// big-endian), kind (0: a signature, 1: aligned tags), then the
-    /// ranges ([`format::put_ranges`]). Returns the bytes written.
-    pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
-        format::write_header(&mut w, REFINEMENT_MAGIC, format::VERSION)?;
-        let mut encoded = Vec::with_capacity(13 + 6 * self.ranges.len());
-        encoded.extend_from_slice(&self.block_size.to_be_bytes());
-        encoded.push(u8::from(self.aligned));
-        format::put_ranges(&mut encoded, self.ranges.iter().copied());
-        w.write_all(&encoded)?;
-        Ok(5 + encoded.len() as u64)
-    }
-
-    /// Reads a refinement's body, after its magic number.
-    fn read_body<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
-        format::read_version(&mut r, format::VERSION, "refinement header")?;
-        let block_size = format::read_block_size(&mut r)?;
-        let aligned = format::read_kind(&mut r, "refinement kind", "unknown refinement kind")?;
-        let ranges = format::read_ranges(&mut r, block_size, limits.max_file_len, limits)?;
-        Ok(Self {
-            block_size,
-            aligned,
-            ranges,
-        })
-    }
-}
-
-/// The basis side's answer to a [`Refinement`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
-    /// Weak and strong hashes of the blocks of the ranges asked for, to be
-    /// searched for at any offset.
-    Signature(Signature),
-    /// Tags of the blocks of the ranges asked for, to be compared in place.
-    Aligned(AlignedTags),
-}
-
-impl Answer {
-    /// Answers `request` from `basis`, which holds `len` bytes, with hashes
-    /// under `seed` (drawn at random for each answer). A range beyond the
-    /// basis is an error (the request came from the peer).
-    pub fn compute<R: Read + Seek>(
-        basis: R,
-        len: u64,
-        request: &Refinement,
-        seed: u64,
-    ) -> Result<Self, FormatError> {
-        Ok(match request.aligned() {
-            true => Self::Aligned(AlignedTags::compute(basis, len, request, seed)?),
-            false => Self::Signature(Signature::compute_refinement(basis, len, request, seed)?),
-        })
-    }
-
-    /// The number of blocks hashed.
-    pub fn block_count(&self) -> usize {
-        match self {
-            Self::Signature(signature) => signature.block_count(),
-            Self::Aligned(tags) => tags.block_count(),
-        }
-    }
-
-    /// Writes the encoding; returns the bytes written.
-    pub fn write_to<W: Write>(&self, w: W) -> io::Result<u64> {
-        match self {
-            Self::Signature(signature) => signature.write_to(w),
-            Self::Aligned(tags) => tags.write_to(w),
-        }
-    }
-}
-
-/// What the side that has the basis receives after sending a signature:
-/// a request for a finer one, or the delta.
-pub enum Incoming<R> {
-    /// The peer asks for a finer signature of part of the basis.
-    Refinement(Refinement),
-    /// The delta, whole: hand this reader to [`crate::patch`] or
-    /// [`crate::patch_in_place`].
-    Delta(io::Chain<&'static [u8], R>),
-}
-
-impl<R: Read> Incoming<R> {
-    /// Reads the next message's magic number and, for a refinement, the
-    /// rest of it.
-    pub fn read_from(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
-        let mut magic = [0u8; 4];
-        r.read_exact(&mut magic)
-            .map_err(FormatError::reading("delta or refinement"))?;
-        match magic {
-            REFINEMENT_MAGIC => Ok(Self::Refinement(Refinement::read_body(r, limits)?)),
-            DELTA_MAGIC => Ok(Self::Delta((&DELTA_MAGIC[..]).chain(r))),
-            found => Err(FormatError::BadMagic {
-                expected: "WMDL or WMRF",
-                found,
-            }),
-        }
-    }
-}
 
 /// One piece of the new file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -520,11 +396,7 @@ impl Plan {
         if unused == 0 || cost.saturating_mul(options.cost_fraction) > literal {
             return None;
         }
-        Some(Refinement {
-            block_size,
-            aligned,
-            ranges,
-        })
+        Some(Refinement::new(block_size, aligned, ranges))
     }
 
     /// The parts of `ranges` within the length the basis and the new file

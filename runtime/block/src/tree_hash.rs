@@ -14,24 +14,13 @@ use blake3::Hasher;
 use rayon::iter::{IndexedParallelIterator, ParallelExtend, ParallelIterator};
 use rayon::slice::ParallelSlice;
 
-use crate::delta::read_full;
-use crate::granules::GranuleSummary;
 use blake3::hazmat::{
     ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
 };
 
-/// Smallest granule: 16 chunks, what one AVX-512 pass hashes at once.
-const MIN_GRANULE: u64 = 16 << 10;
-/// Most granules one file keeps hashes of (2 MiB of chaining values).
-const MAX_GRANULES: u64 = 1 << 16;
-
-/// The granule used for a file of `len` bytes: a power of two of at least
-/// 16 KiB, large enough that the file has at most 65,536 of them.
-pub(crate) fn granule_for(len: u64) -> u64 {
-    len.div_ceil(MAX_GRANULES)
-        .next_power_of_two()
-        .max(MIN_GRANULE)
-}
+use crate::error::FormatError;
+use crate::format::{self, BASIS_HASHES_MAGIC, DISK_VERSION, granule_for, read_full};
+use crate::wire::granule_summary::GranuleSummary;
 
 /// The chaining values of every granule of a basis file of `len` bytes
 /// (the last one may be short), as read when its signature was computed.
@@ -137,11 +126,7 @@ impl BasisHashes {
     /// Writes the encoding: magic, version, granule, length, then every
     /// chaining value; returns the bytes written.
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
-        crate::format::write_header(
-            &mut w,
-            crate::format::BASIS_HASHES_MAGIC,
-            crate::format::DISK_VERSION,
-        )?;
+        format::write_header(&mut w, BASIS_HASHES_MAGIC, DISK_VERSION)?;
         w.write_all(&self.granule.to_be_bytes())?;
         w.write_all(&self.len.to_be_bytes())?;
         for cv in &self.cvs {
@@ -152,29 +137,41 @@ impl BasisHashes {
 
     /// Reads what [`write_to`](Self::write_to) wrote; a granule or count
     /// the engine would not have chosen is refused.
-    pub fn read_from<R: Read>(mut r: R) -> Result<BasisHashes, crate::FormatError> {
-        use crate::format::{read_header, read_u64};
-        read_header(
+    pub fn read_from<R: Read>(mut r: R) -> Result<BasisHashes, FormatError> {
+        format::read_header(
             &mut r,
-            crate::format::BASIS_HASHES_MAGIC,
-            crate::format::DISK_VERSION,
+            BASIS_HASHES_MAGIC,
+            DISK_VERSION,
             "granule hashes header",
         )?;
-        let granule = read_u64(&mut r, "granule")?;
-        let len = read_u64(&mut r, "length")?;
+        let granule = format::read_u64(&mut r, "granule")?;
+        let len = format::read_u64(&mut r, "length")?;
         if granule != granule_for(len) {
-            return Err(crate::FormatError::Malformed {
+            return Err(FormatError::Malformed {
                 reason: "a granule the engine does not choose for that length",
             });
         }
         let mut cvs = vec![[0u8; 32]; len.div_ceil(granule) as usize];
         for cv in &mut cvs {
             r.read_exact(cv)
-                .map_err(crate::FormatError::reading("chaining value"))?;
+                .map_err(FormatError::reading("chaining value"))?;
         }
         Ok(BasisHashes { granule, len, cvs })
     }
 }
+
+/// Hashes the next bytes of a file into `hasher`, on the rayon pool when
+/// the piece is large enough to be worth splitting.
+pub(crate) fn hash_input(hasher: &mut Hasher, data: &[u8]) {
+    if data.len() >= PARALLEL_HASH_MIN {
+        hasher.update_rayon(data);
+    } else {
+        hasher.update(data);
+    }
+}
+
+/// Below this, BLAKE3 on one thread beats splitting the work.
+const PARALLEL_HASH_MIN: usize = 512 << 10;
 
 /// Whether `[start, end)` lies inside one of `ranges` (`(offset, len)`,
 /// sorted and disjoint).
@@ -540,14 +537,5 @@ mod tests {
             "the fourth granule has one byte"
         );
         assert!(hashes.whole(u64::MAX, 2).is_none());
-    }
-
-    #[test]
-    fn granules_grow_with_the_file_and_stay_few() {
-        assert_eq!(granule_for(0), 16 << 10);
-        assert_eq!(granule_for(1 << 30), 16 << 10);
-        assert_eq!(granule_for((1 << 30) + 1), 32 << 10);
-        assert_eq!(granule_for(1 << 40), 16 << 20);
-        assert!((1u64 << 40).div_ceil(granule_for(1 << 40)) <= MAX_GRANULES);
     }
 }

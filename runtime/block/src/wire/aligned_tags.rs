@@ -1,5 +1,5 @@
-//! Aligned rounds: the answer to a refinement of data that changed in
-//! place.
+//! The aligned tags message (`WMAT`): the answer to a refinement of data
+//! that changed in place.
 //!
 //! When every literal run of a [`Plan`](crate::Plan) lies where the basis
 //! range no copy uses lies, at the same offset and of the same length, the
@@ -15,8 +15,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::error::FormatError;
 use crate::format::{self, ALIGNED_TAGS_MAGIC, Limits, TAG_BYTES};
-use crate::refine::Refinement;
 use crate::rolling::tag;
+use crate::wire::refinement::Refinement;
 
 /// The tags of the basis blocks over the ranges of an aligned
 /// [`Refinement`], in order: each range cut into blocks from its start,

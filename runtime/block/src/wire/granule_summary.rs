@@ -1,8 +1,9 @@
-//! Granule-first matching of large files.
+//! The granule summary message (`WMGS`), for granule-first matching of
+//! large files.
 //!
 //! For a large basis, the side that has it sends a [`GranuleSummary`]
 //! instead of a block signature: a 32-bit tag of the BLAKE3 chaining value
-//! of each aligned granule ([`BasisHashes`]), hashes it needs anyway for
+//! of each aligned granule ([`BasisHashes`](crate::BasisHashes)), hashes it needs anyway for
 //! its patch. The side with the new file hashes its own granules at the
 //! same offsets, which it needs anyway for the file's BLAKE3, and takes
 //! every granule whose tag is alike as a copy, with no block search
@@ -18,64 +19,9 @@ use std::io::{self, Read, Write};
 
 use blake3::hazmat::ChainingValue;
 
-use crate::aligned::AlignedTags;
 use crate::error::FormatError;
-use crate::format::{
-    self, ALIGNED_TAGS_MAGIC, GRANULE_SUMMARY_MAGIC, Limits, SIGNATURE_MAGIC, TAG_BYTES,
-};
-use crate::refine::Answer;
+use crate::format::{self, GRANULE_SUMMARY_MAGIC, Limits, TAG_BYTES, granule_for};
 use crate::rolling::tag;
-use crate::signature::Signature;
-use crate::tree_hash::granule_for;
-
-/// What the basis side sends for a file: first a granule summary for
-/// granule-first matching or a block signature, then an answer to each
-/// refinement.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Summary {
-    /// Tags of the basis's granules.
-    Granules(GranuleSummary),
-    /// Weak and strong hashes of the basis's blocks.
-    Signature(Signature),
-    /// The answer to a [`Refinement`](crate::Refinement): it travels on
-    /// the same stream, where summaries of later files may come first.
-    Answer(Answer),
-}
-
-impl Summary {
-    /// Reads one summary of any kind.
-    pub fn read_from<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
-        let mut magic = [0u8; 4];
-        r.read_exact(&mut magic)
-            .map_err(FormatError::reading("summary or answer"))?;
-        match magic {
-            GRANULE_SUMMARY_MAGIC => Ok(Self::Granules(GranuleSummary::read_body(r, limits)?)),
-            SIGNATURE_MAGIC => {
-                let signature = Signature::read_body(r, limits)?;
-                Ok(match signature.is_refinement() {
-                    true => Self::Answer(Answer::Signature(signature)),
-                    false => Self::Signature(signature),
-                })
-            }
-            ALIGNED_TAGS_MAGIC => Ok(Self::Answer(Answer::Aligned(AlignedTags::read_body(
-                r, limits,
-            )?))),
-            found => Err(FormatError::BadMagic {
-                expected: "WMGS, WMSG or WMAT",
-                found,
-            }),
-        }
-    }
-
-    /// Writes the encoding of any kind; returns the bytes written.
-    pub fn write_to<W: Write>(&self, w: W) -> io::Result<u64> {
-        match self {
-            Self::Granules(summary) => summary.write_to(w),
-            Self::Signature(signature) => signature.write_to(w),
-            Self::Answer(answer) => answer.write_to(w),
-        }
-    }
-}
 
 /// The tag of each granule of a basis file: 32 bits of a seeded hash of
 /// its BLAKE3 chaining value.
@@ -139,7 +85,7 @@ impl GranuleSummary {
     /// Reads a summary's body, after its magic number. A granule the
     /// engine would not choose for the basis length is refused, which
     /// bounds the tags to 65,536.
-    fn read_body<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
+    pub(crate) fn read_body<R: Read>(mut r: R, limits: &Limits) -> Result<Self, FormatError> {
         format::read_version(&mut r, format::VERSION, "granule summary header")?;
         let granule = format::read_u64(&mut r, "granule")?;
         let basis_len = format::read_u64(&mut r, "basis length")?;
