@@ -254,6 +254,55 @@ pub struct SyncStatus {
     pub conditions: Vec<Condition>,
 }
 
+impl SyncStatus {
+    /// Sets `new` in place of the condition of its type, keeping the
+    /// transition time if only the message (or generation) changed;
+    /// returns whether the status or reason changed (worth an Event).
+    pub fn set_condition(&mut self, new: Condition) -> bool {
+        match self.conditions.iter_mut().find(|c| c.type_ == new.type_) {
+            Some(old) if old.reason == new.reason && old.status == new.status => {
+                old.message = new.message;
+                old.observed_generation = new.observed_generation;
+                false
+            }
+            Some(old) => {
+                *old = new;
+                true
+            }
+            None => {
+                self.conditions.push(new);
+                true
+            }
+        }
+    }
+
+    /// The reason of the condition of `type_`, if there is one.
+    pub fn reason(&self, type_: &str) -> Option<&str> {
+        self.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.reason.as_str())
+    }
+}
+
+/// A condition of `type_` whose transition is now.
+pub fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+    }
+}
+
 /// What an OCI module reference resolved to. A tag is resolved once: while
 /// `spec.mover.module` stays the same, this digest is used.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
@@ -391,5 +440,36 @@ mod tests {
                     .is_some()
             );
         }
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_while_the_reason_holds() {
+        let mut sync = SyncStatus::default();
+        let synchronizing =
+            |status, why, message| condition(CONDITION_SYNCHRONIZING, status, why, message, None);
+        assert!(sync.set_condition(synchronizing("True", reason::SYNC_IN_PROGRESS, "a")));
+        let first = sync.conditions[0].last_transition_time.clone();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(!sync.set_condition(synchronizing("True", reason::SYNC_IN_PROGRESS, "b")));
+        assert_eq!(sync.conditions[0].last_transition_time, first);
+        assert_eq!(sync.conditions[0].message, "b");
+        assert!(sync.set_condition(synchronizing("False", reason::ERROR, "c")));
+        assert_eq!(sync.conditions.len(), 1);
+    }
+
+    #[test]
+    fn the_module_condition_keeps_its_transition_time_while_the_reason_holds() {
+        let mut sync = SyncStatus::default();
+        let resolved =
+            |status, why, message| condition(CONDITION_MODULE_RESOLVED, status, why, message, None);
+        sync.set_condition(resolved("False", module_reason::REGISTRY_UNAVAILABLE, "a"));
+        let first = sync.conditions[0].last_transition_time.clone();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        sync.set_condition(resolved("False", module_reason::REGISTRY_UNAVAILABLE, "b"));
+        assert_eq!(sync.conditions[0].last_transition_time, first);
+        assert_eq!(sync.conditions[0].message, "b");
+        sync.set_condition(resolved("True", module_reason::PINNED, "c"));
+        assert_eq!(sync.conditions.len(), 1);
+        assert_ne!(sync.conditions[0].last_transition_time, first);
     }
 }

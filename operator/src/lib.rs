@@ -8,11 +8,15 @@ pub mod client;
 pub mod cluster;
 pub mod controller;
 pub mod crd;
+pub mod dirs;
+#[cfg(test)]
+mod fixtures;
 pub mod gc;
 pub mod guest_test;
 pub mod leader;
 pub mod metrics;
 pub mod modules;
+pub mod registry;
 pub mod replicate;
 mod terminal;
 

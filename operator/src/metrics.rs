@@ -33,6 +33,8 @@ pub struct ObjectLabels {
 pub struct ErrorLabels {
     /// `source` or `destination`.
     pub role: String,
+    /// The failure's class (`kube`, `cpu_time_limit`, `mover_error`, ...).
+    pub error: String,
 }
 
 /// Labels of Kubernetes API requests.
@@ -60,7 +62,8 @@ pub struct Metrics {
     /// `wasmover_files_transferred_total`: files whose content completed
     /// synchronizations rebuilt, as movers report them.
     pub files_transferred: Family<ObjectLabels, Counter>,
-    /// `wasmover_reconcile_errors_total`: failed reconciles.
+    /// `wasmover_reconcile_errors_total`: failed reconciles and failed
+    /// synchronizations, by role and class of failure.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// `wasmover_kube_request_duration_seconds`: Kubernetes API requests
     /// (the operator's and its movers') by verb and code.

@@ -1,142 +1,22 @@
-//! Mover modules from OCI registries: pushing a component as a wasm
-//! artifact, fetching one into the module store, and, in the operator,
-//! turning `spec.mover.module` into the catalog a mover is claimed from.
-//!
-//! A module is loaded from the store (verified by digest) and compiled
-//! through the engine's precompiled cache, which is keyed by the module's
-//! digest, wasmtime's version and the engine's settings.
+//! The operator's module resolution: turning `spec.mover.module` into the
+//! catalog a mover is claimed from. A built-in name selects from the
+//! built-in catalog; an `oci://` reference is fetched (the store first,
+//! with the object's pull secret), loaded once per manifest digest and
+//! recorded in the object's status.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
-use kube::{Api, ResourceExt};
-use wasmover_oci::{
-    Credentials, Digest, Fetched, ModuleRef, ModuleStore, OciError, RegistryAuth, WasmConfig,
+use kube::{Api, Client};
+use wasmover_host::{Catalog, MoverEngine};
+use wasmover_oci::{Credentials, Digest, ModuleRef, OciError, RegistryAuth};
+
+use crate::crd::{
+    CONDITION_MODULE_RESOLVED, MoverSpec, ResolvedModule, SyncStatus, condition, module_reason,
 };
-use wasmover_host::{Catalog, MoverEngine, MoverModule, RunError};
-
-use crate::controller::{Context, Replication};
-use crate::crd::{CONDITION_MODULE_RESOLVED, ResolvedModule, SyncStatus, module_reason};
-
-/// Why a module could not be pushed, fetched or loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ModuleError {
-    /// The reference does not parse.
-    #[error(transparent)]
-    Reference(#[from] wasmover_oci::RefParseError),
-    /// The registry or the store failed.
-    #[error(transparent)]
-    Oci(#[from] OciError),
-    /// The module does not compile or link.
-    #[error(transparent)]
-    Run(#[from] RunError),
-    /// Credentials could not be read.
-    #[error(transparent)]
-    Credentials(#[from] wasmover_oci::CredentialsError),
-    /// Loading the module panicked.
-    #[error("loading the module failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-    /// Only binary components are pushed.
-    #[error(
-        "{path} is not a binary WebAssembly component (no \\0asm header); push the built .wasm"
-    )]
-    NotBinary {
-        /// The file.
-        path: String,
-    },
-    /// A file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The failure.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// A registry client with its store and credentials, as the CLI and the
-/// operator use it.
-#[derive(Clone, Debug)]
-pub struct Oci {
-    registry: wasmover_oci::Registry,
-    credentials: Credentials,
-}
-
-impl Oci {
-    /// Pulls into `store`; plain HTTP for every registry when `insecure`
-    /// (else only loopback ones); `credentials` per registry.
-    pub fn new(store: ModuleStore, insecure: bool, credentials: Credentials) -> Self {
-        Self {
-            registry: wasmover_oci::Registry::new(store).with_insecure(insecure),
-            credentials,
-        }
-    }
-
-    /// The registry client.
-    pub fn registry(&self) -> &wasmover_oci::Registry {
-        &self.registry
-    }
-
-    /// Validates the component in `file` (it must load as a mover or a
-    /// command), pushes it to `reference` with its imports and exports in
-    /// the config, and returns the manifest digest.
-    pub async fn push(
-        &self,
-        engine: &MoverEngine,
-        file: &Path,
-        reference: &ModuleRef,
-    ) -> Result<Digest, ModuleError> {
-        let bytes = std::fs::read(file).map_err(|source| ModuleError::Io {
-            path: file.display().to_string(),
-            source,
-        })?;
-        if !bytes.starts_with(b"\0asm") {
-            return Err(ModuleError::NotBinary {
-                path: file.display().to_string(),
-            });
-        }
-        let module = engine.load(reference.name(), &bytes)?;
-        let config = WasmConfig::component(&Digest::of(&bytes), module.imports(), module.exports());
-        let auth = self.credentials.for_registry(reference.registry());
-        Ok(self
-            .registry
-            .push(reference, &bytes, &config, &auth)
-            .await?)
-    }
-
-    /// The module at `reference`, from the store if pinned and there, else
-    /// from the registry with `auth` (default: the credentials for its
-    /// registry).
-    pub async fn fetch(
-        &self,
-        reference: &ModuleRef,
-        auth: Option<RegistryAuth>,
-    ) -> Result<Fetched, ModuleError> {
-        let auth = auth.unwrap_or_else(|| self.credentials.for_registry(reference.registry()));
-        Ok(self.registry.fetch(reference, &auth).await?)
-    }
-}
-
-/// Compiles (or loads precompiled) a fetched module, named after its
-/// repository.
-pub fn load(engine: &MoverEngine, fetched: &Fetched) -> Result<MoverModule, RunError> {
-    engine.load(fetched.reference.name(), &fetched.bytes)
-}
-
-/// The default module store: `$XDG_CACHE_HOME/wasmover/modules`, else
-/// `~/.cache/wasmover/modules`.
-pub fn default_store_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("wasmover/modules"))
-}
+pub use crate::registry::{ModuleError, Oci, load};
 
 /// The operator's OCI modules: fetched on demand, loaded once per manifest
 /// digest, and kept in memory; a pinned module in the store is used even
@@ -162,12 +42,25 @@ pub struct Selected {
 }
 
 /// Why the module is not available now, and when to look again.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
 pub struct Unavailable {
-    /// One line for the condition and the Event.
-    pub message: String,
+    /// What failed; its message is the condition's and the Event's.
+    #[source]
+    pub error: ModuleError,
     /// Back-off before the next attempt.
     pub retry: Duration,
+}
+
+/// The object whose module is selected.
+#[derive(Clone, Copy, Debug)]
+pub struct Requester<'a> {
+    /// Its namespace, where its `modulePullSecret` is.
+    pub namespace: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its `spec.mover`.
+    pub mover: &'a MoverSpec,
 }
 
 /// First back-off after a failure to get a module; doubles per failure.
@@ -183,7 +76,7 @@ fn backoff(failures: u32) -> Duration {
 
 fn reason_of(error: &ModuleError) -> &'static str {
     match error {
-        ModuleError::Reference(_) => module_reason::INVALID,
+        ModuleError::Reference(_) | ModuleError::NoStore { .. } => module_reason::INVALID,
         ModuleError::Credentials(_) => module_reason::UNAUTHORIZED,
         ModuleError::Oci(e) => match e {
             OciError::Unauthorized { .. } => module_reason::UNAUTHORIZED,
@@ -200,28 +93,15 @@ fn reason_of(error: &ModuleError) -> &'static str {
     }
 }
 
-/// Sets the `ModuleResolved` condition, keeping its transition time while
-/// status and reason hold.
+/// Sets the `ModuleResolved` condition.
 fn set_module_condition(sync: &mut SyncStatus, status: &str, reason: &str, message: String) {
-    let new = Condition {
-        type_: CONDITION_MODULE_RESOLVED.into(),
-        status: status.into(),
-        reason: reason.into(),
+    sync.set_condition(condition(
+        CONDITION_MODULE_RESOLVED,
+        status,
+        reason,
         message,
-        observed_generation: None,
-        last_transition_time: Time(Timestamp::now()),
-    };
-    match sync
-        .conditions
-        .iter_mut()
-        .find(|c| c.type_ == CONDITION_MODULE_RESOLVED)
-    {
-        Some(old) if old.status == new.status && old.reason == new.reason => {
-            old.message = new.message;
-        }
-        Some(old) => *old = new,
-        None => sync.conditions.push(new),
-    }
+        None,
+    ));
 }
 
 impl OciModules {
@@ -236,21 +116,21 @@ impl OciModules {
     }
 
     /// The credentials of the object's `modulePullSecret`, if it names one.
-    async fn pull_secret<K: Replication>(
-        ctx: &Context,
-        obj: &K,
+    async fn pull_secret(
+        client: &Client,
+        requester: Requester<'_>,
         reference: &ModuleRef,
     ) -> Result<Option<RegistryAuth>, ModuleError> {
-        let Some(name) = &obj.mover().module_pull_secret else {
+        let Some(name) = &requester.mover.module_pull_secret else {
             return Ok(None);
         };
-        let namespace = obj.namespace().unwrap_or_default();
+        let namespace = requester.namespace;
         let origin = format!("Secret {namespace}/{name}");
         let unusable = |reason: String| wasmover_oci::CredentialsError {
             origin: origin.clone(),
             reason,
         };
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
         let secret = secrets
             .get_opt(name)
             .await
@@ -276,13 +156,13 @@ impl OciModules {
 
     /// Fetches (store first) and loads the module, recording what it
     /// resolved to.
-    async fn resolve<K: Replication>(
+    async fn resolve(
         &self,
-        ctx: &Context,
-        obj: &K,
+        client: &Client,
+        requester: Requester<'_>,
         sync: &mut SyncStatus,
     ) -> Result<Arc<Catalog>, ModuleError> {
-        let spec = &obj.mover().module;
+        let spec = &requester.mover.module;
         let reference: ModuleRef = spec.parse()?;
         // A tag resolved before stays resolved while the spec says the same.
         let recorded = sync
@@ -300,7 +180,7 @@ impl OciModules {
                 let fetched = match self.oci.registry().cached(&target)? {
                     Some(fetched) => fetched,
                     None => {
-                        let auth = Self::pull_secret(ctx, obj, &target).await?;
+                        let auth = Self::pull_secret(client, requester, &target).await?;
                         self.oci.fetch(&target, auth).await?
                     }
                 };
@@ -361,46 +241,49 @@ impl OciModules {
 /// built-in catalog for a name (or none), the OCI module for an `oci://`
 /// reference. Records the `ModuleResolved` condition and
 /// `status.resolvedModule` in `sync`; on failure, the back-off for this
-/// object.
-pub async fn select<K: Replication>(
-    ctx: &Context,
-    obj: &K,
+/// object. `builtin` serves names; `oci` (`None`: the operator has no
+/// module store) serves references, reading pull secrets with `client`.
+pub async fn select(
+    client: &Client,
+    builtin: &Arc<Catalog>,
+    oci: Option<&OciModules>,
+    requester: Requester<'_>,
     sync: &mut SyncStatus,
 ) -> Result<Selected, Unavailable> {
-    let spec = &obj.mover().module;
+    let spec = &requester.mover.module;
     if !spec.starts_with(wasmover_oci::SCHEME) {
         sync.resolved_module = None;
         sync.conditions
             .retain(|c| c.type_ != CONDITION_MODULE_RESOLVED);
         return Ok(Selected {
-            catalog: ctx.catalog.clone(),
+            catalog: builtin.clone(),
             name: Some(spec.clone()).filter(|m| !m.is_empty()),
         });
     }
-    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    let Some(modules) = &ctx.oci else {
-        let message =
-            format!("{spec}: this operator was started without OCI modules (no module store)");
-        set_module_condition(sync, "False", module_reason::INVALID, message.clone());
+    let key = format!("{}/{}", requester.namespace, requester.name);
+    let Some(modules) = oci else {
+        let error = ModuleError::NoStore {
+            reference: spec.clone(),
+        };
+        set_module_condition(sync, "False", reason_of(&error), error.to_string());
         return Err(Unavailable {
-            message,
+            error,
             retry: MAX_RETRY,
         });
     };
-    match modules.resolve(ctx, obj, sync).await {
+    match modules.resolve(client, requester, sync).await {
         Ok(catalog) => {
             modules.failures.lock().expect("not poisoned").remove(&key);
             let name = catalog.modules().first().map(|m| m.name().to_owned());
             Ok(Selected { catalog, name })
         }
-        Err(e) => {
-            let message = e.to_string();
-            set_module_condition(sync, "False", reason_of(&e), message.clone());
+        Err(error) => {
+            set_module_condition(sync, "False", reason_of(&error), error.to_string());
             let mut failures = modules.failures.lock().expect("not poisoned");
             let count = failures.entry(key).or_default();
             *count = count.saturating_add(1);
             Err(Unavailable {
-                message,
+                error,
                 retry: backoff(*count),
             })
         }
@@ -416,30 +299,6 @@ mod tests {
         let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(secs, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
         assert_eq!(backoff(u32::MAX), MAX_RETRY);
-    }
-
-    #[test]
-    fn the_module_condition_keeps_its_transition_time_while_the_reason_holds() {
-        let mut sync = SyncStatus::default();
-        set_module_condition(
-            &mut sync,
-            "False",
-            module_reason::REGISTRY_UNAVAILABLE,
-            "a".into(),
-        );
-        let first = sync.conditions[0].last_transition_time.clone();
-        std::thread::sleep(Duration::from_millis(5));
-        set_module_condition(
-            &mut sync,
-            "False",
-            module_reason::REGISTRY_UNAVAILABLE,
-            "b".into(),
-        );
-        assert_eq!(sync.conditions[0].last_transition_time, first);
-        assert_eq!(sync.conditions[0].message, "b");
-        set_module_condition(&mut sync, "True", module_reason::PINNED, "c".into());
-        assert_eq!(sync.conditions.len(), 1);
-        assert_ne!(sync.conditions[0].last_transition_time, first);
     }
 
     #[test]

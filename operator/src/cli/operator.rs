@@ -1,0 +1,61 @@
+//! `wasmover operator`: the operator's flags turned into its catalog and
+//! run options, then [`controller::serve`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmover_host::MoverEngine;
+use wasmover_operator::builtin;
+use wasmover_operator::controller::{self, RunOptions};
+use wasmover_operator::leader::LeaseConfig;
+use wasmover_operator::modules::OciModules;
+
+use super::Cli;
+
+/// The `operator` command's flags.
+pub struct Flags<'a> {
+    /// Where to serve /metrics, /healthz and /readyz.
+    pub metrics_addr: SocketAddr,
+    /// Mover components to offer besides the built-in ones.
+    pub modules: &'a [PathBuf],
+    /// Reconcile without taking the leader Lease.
+    pub no_leader_election: bool,
+    /// Namespace of the leader Lease.
+    pub lease_namespace: &'a str,
+    /// This replica's identity in the Lease, if given.
+    pub identity: Option<&'a str>,
+    /// Seconds between orphan collections.
+    pub gc_interval_secs: u64,
+}
+
+/// Serves until told to stop or the leader Lease is lost.
+pub fn run(engine: &MoverEngine, cli: &Cli, flags: Flags) -> anyhow::Result<ExitCode> {
+    let mut catalog = builtin::catalog(engine)?;
+    for path in flags.modules {
+        catalog.register(engine.load_file(path)?)?;
+    }
+    let identity = flags.identity.map(str::to_owned).unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "wasmover".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let options = RunOptions {
+        leader: (!flags.no_leader_election)
+            .then(|| LeaseConfig::new(flags.lease_namespace, &identity)),
+        gc_interval: Duration::from_secs(flags.gc_interval_secs),
+        oci: Some(Arc::new(OciModules::new(
+            engine.clone(),
+            super::modules::oci(&cli.registry)?,
+        ))),
+    };
+    tokio::runtime::Runtime::new()?.block_on(controller::serve(
+        flags.metrics_addr,
+        catalog,
+        options,
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}

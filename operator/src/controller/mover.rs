@@ -1,0 +1,231 @@
+//! Running an object's mover: claiming it from the catalog with grants
+//! scoped to the object, calling `synchronize` and `cleanup` on a blocking
+//! thread within the limits of its spec, and forwarding what the module
+//! reports as Events on the object.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::ResourceExt;
+use kube::runtime::events::{Event, EventType, Recorder};
+use tracing::Instrument;
+use wasmover_host::bindings::types::{self as wit, ImageKind, Outcome};
+use wasmover_host::kube::{DEFAULT_KINDS, Owner, ScopedCluster};
+use wasmover_host::{Claimed, Grants, MoverInstance, MoverLimits, MoverModule, Observer, Progress};
+
+use super::{Context, Error, Replication};
+use crate::cluster::KubeCluster;
+use crate::crd::{ImageRef, MoverSpec};
+use crate::modules::Selected;
+
+/// How long to wait when a mover is in progress without a retry-after.
+const DEFAULT_RETRY: Duration = Duration::from_secs(5);
+
+/// Publishes what a module reports (its own Events, refusals of its
+/// Kubernetes calls) as Events on the replication object, and keeps its
+/// latest progress for the status.
+struct EventForwarder {
+    recorder: Recorder,
+    reference: ObjectReference,
+    handle: tokio::runtime::Handle,
+    progress: std::sync::Mutex<Option<Progress>>,
+}
+
+impl Observer for EventForwarder {
+    fn event(&self, module: &str, event: &wasmover_host::Event) {
+        let event = Event {
+            type_: if event.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: event.reason.clone(),
+            note: Some(format!("{module}: {}", event.note)),
+            action: event.action.clone(),
+            secondary: None,
+        };
+        // Runs on the module's blocking thread.
+        if let Err(e) = self
+            .handle
+            .block_on(self.recorder.publish(&event, &self.reference))
+        {
+            tracing::warn!("cannot publish a module's event: {e}");
+        }
+    }
+
+    fn progress(&self, _module: &str, progress: Progress) {
+        *self.progress.lock().expect("never poisoned") = Some(progress);
+    }
+}
+
+/// One run of a mover: what it did, which module ran, what it reported.
+pub(super) struct Ran {
+    /// What it did.
+    pub step: Step,
+    /// `name@digest` of the module.
+    pub module: String,
+    /// The latest progress it reported.
+    pub progress: Option<Progress>,
+    /// Set when `synchronize` completed: the transfer it reported, if any.
+    pub synchronized: Option<Option<wit::TransferReport>>,
+}
+
+/// What one step of a mover did.
+pub(super) enum Step {
+    /// `synchronize` is still running; look again after this long.
+    Running(Duration),
+    /// Synchronization and cleanup completed, with the image.
+    Done(Option<ImageRef>),
+}
+
+fn limits(spec: &MoverSpec) -> MoverLimits {
+    let mut limits = MoverLimits::default();
+    if let Some(l) = &spec.limits {
+        limits.cpu_time_ms = l.cpu_time_ms.unwrap_or(limits.cpu_time_ms);
+        limits.memory_bytes = l.memory_bytes.unwrap_or(limits.memory_bytes);
+    }
+    limits
+}
+
+fn image(image: wit::Image) -> ImageRef {
+    match image.kind {
+        ImageKind::PersistentVolumeClaim => ImageRef {
+            api_group: None,
+            kind: "PersistentVolumeClaim".into(),
+            name: image.name,
+        },
+        ImageKind::VolumeSnapshot => ImageRef {
+            api_group: Some("snapshot.storage.k8s.io".into()),
+            kind: "VolumeSnapshot".into(),
+            name: image.name,
+        },
+    }
+}
+
+/// The kinds the object's mover may touch: those it asks for that the
+/// operator allows, or all the operator allows.
+fn kinds(spec: &MoverSpec) -> Vec<(String, String)> {
+    if spec.capabilities.is_empty() {
+        DEFAULT_KINDS
+            .iter()
+            .map(|(v, k)| (v.to_string(), k.to_string()))
+            .collect()
+    } else {
+        spec.capabilities
+            .iter()
+            .filter(|c| {
+                DEFAULT_KINDS
+                    .iter()
+                    .any(|(v, k)| *v == c.api_version && *k == c.kind)
+            })
+            .map(|c| (c.api_version.clone(), c.kind.clone()))
+            .collect()
+    }
+}
+
+/// Runs the object's mover on a blocking thread: `synchronize`, and
+/// `cleanup` once it completed (or only `cleanup` when `cleaning`). The
+/// run is in a `mover` span naming the object and, once claimed, the
+/// module (`name@digest`), so that the module's log lines say whose they are.
+pub(super) async fn run_mover<K: Replication>(
+    obj: &K,
+    ctx: &Context,
+    module: Selected,
+    cleaning: bool,
+) -> Result<Ran, Error> {
+    let span = tracing::info_span!(
+        "mover",
+        kind = %K::kind(&()),
+        object = %format_args!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+        module = tracing::field::Empty,
+    );
+    let _permit = ctx
+        .runs
+        .acquire()
+        .instrument(span.clone())
+        .await
+        .expect("the semaphore is never closed");
+    let obj = obj.clone();
+    let Selected {
+        catalog,
+        name: selected,
+    } = module;
+    let handle = tokio::runtime::Handle::current();
+    let cluster = KubeCluster::new(ctx.client.clone(), handle.clone());
+    let recorder = ctx.recorder.clone();
+    let task = tokio::task::spawn_blocking(move || -> Result<Ran, Error> {
+        let _entered = span.enter();
+        let namespace = obj.namespace().unwrap_or_default();
+        let owner = Owner {
+            api_version: K::api_version(&()).into_owned(),
+            kind: K::kind(&()).into_owned(),
+            name: obj.name_any(),
+            uid: obj.uid(),
+        };
+        let kinds = kinds(obj.mover());
+        let forwarder = Arc::new(EventForwarder {
+            recorder: recorder.clone(),
+            reference: obj.object_ref(&()),
+            handle: handle.clone(),
+            progress: Default::default(),
+        });
+        let events: Arc<dyn Observer> = forwarder.clone();
+        let grants = |_: &MoverModule| {
+            Grants::new()
+                .with_cluster(ScopedCluster::new(
+                    Arc::new(cluster.clone()),
+                    namespace.clone(),
+                    kinds.clone(),
+                    owner.clone(),
+                ))
+                .with_observer(events.clone())
+        };
+        let Claimed {
+            mut instance,
+            mover,
+            module,
+        } = obj
+            .claim(&catalog, selected.as_deref(), limits(obj.mover()), &grants)
+            .map_err(Error::Claim)?;
+        let module = match catalog.get(&module) {
+            Some(m) => format!("{module}@{}", m.digest()),
+            None => module,
+        };
+        span.record("module", module.as_str());
+        let ran = |step: Step| Ran {
+            step,
+            module: module.clone(),
+            progress: *forwarder.progress.lock().expect("never poisoned"),
+            synchronized: None,
+        };
+        let cleanup = |instance: &mut MoverInstance| -> Result<Option<Duration>, Error> {
+            match instance.cleanup(mover).map_err(Error::Mover)? {
+                Outcome::Completed(_) => Ok(None),
+                Outcome::InProgress(ms) => {
+                    Ok(Some(ms.map_or(DEFAULT_RETRY, Duration::from_millis)))
+                }
+            }
+        };
+        if cleaning {
+            return Ok(ran(match cleanup(&mut instance)? {
+                None => Step::Done(None),
+                Some(wait) => Step::Running(wait),
+            }));
+        }
+        Ok(match instance.synchronize(mover).map_err(Error::Mover)? {
+            Outcome::InProgress(ms) => ran(Step::Running(
+                ms.map_or(DEFAULT_RETRY, Duration::from_millis),
+            )),
+            Outcome::Completed(done) => Ran {
+                synchronized: Some(done.transfer),
+                ..ran(match cleanup(&mut instance)? {
+                    None => Step::Done(done.image.map(image)),
+                    // Cleanup continues in the next reconciles.
+                    Some(_) => Step::Running(Duration::ZERO),
+                })
+            },
+        })
+    });
+    task.await?
+}

@@ -1,0 +1,258 @@
+//! The reconciler of both kinds: the thin `reconcile` (span, finalizer),
+//! `apply` (decide, then act on the decision) and `cleanup` before the
+//! object goes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use tracing::Instrument;
+
+use super::decide::{Decision, ERROR_RETRY, after_completion, decide};
+use super::mover::{Step, run_mover};
+use super::status::{apply_status, labels, publish, record, start, synchronizing};
+use super::{Context, Error, Replication};
+use crate::crd::{FINALIZER, ImageRef, MoverStatus, SyncStatus, reason};
+use crate::modules::{Selected, Unavailable};
+
+/// Reconciles one object, in a span naming it, under the finalizer that
+/// runs the mover's `cleanup` before deletion.
+pub(super) async fn reconcile<K: Replication>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = %K::kind(&()),
+        object = %format_args!("{namespace}/{}", obj.name_any()),
+    );
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(obj) => apply(obj, &ctx).await,
+            Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The module for `obj`, recording its resolution in `sync`.
+async fn select<K: Replication>(
+    ctx: &Context,
+    obj: &K,
+    sync: &mut SyncStatus,
+) -> Result<Selected, Unavailable> {
+    crate::modules::select(
+        &ctx.client,
+        &ctx.catalog,
+        ctx.oci.as_deref(),
+        obj.requester(),
+        sync,
+    )
+    .await
+}
+
+/// Decides what the object needs, then does it.
+async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Error> {
+    // The watch cache may not hold this object's last status write yet (a
+    // reconcile triggered by an earlier write runs after the later one):
+    // decide on what the API server has, or a finished run would repeat.
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let Some(obj) = api.get_opt(&obj.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let obj = &obj;
+    let mut sync = obj.sync_status();
+    let generation = obj.meta().generation;
+    let now = Timestamp::now();
+
+    // `None`: a new synchronization; `Some(cleaning)`: one in progress.
+    let continuing = match decide(obj, &sync, now) {
+        Decision::Paused => {
+            let paused = "synchronization is paused";
+            let condition = synchronizing("False", reason::WAITING_FOR_MANUAL, paused, generation);
+            if sync.set_condition(condition) {
+                publish(ctx, obj, false, "Paused", paused.into()).await;
+            }
+            apply_status(ctx, obj, &sync, None).await?;
+            return Ok(Action::await_change());
+        }
+        Decision::BackOff(wait) => return Ok(Action::requeue(wait)),
+        Decision::Idle(wait) => {
+            sync.next_sync_time = wait.next.map(Time);
+            sync.set_condition(synchronizing(
+                "False",
+                wait.reason,
+                wait.message(),
+                generation,
+            ));
+            apply_status(ctx, obj, &sync, None).await?;
+            return Ok(wait.action(now));
+        }
+        Decision::InvalidSchedule(message) => {
+            return fail(ctx, obj, sync, Error::InvalidSchedule(message)).await;
+        }
+        Decision::Start { missed } => {
+            if missed {
+                ctx.metrics
+                    .missed_intervals
+                    .get_or_create(&labels(obj))
+                    .inc();
+            }
+            None
+        }
+        Decision::Continue { cleaning } => Some(cleaning),
+    };
+
+    // Before starting: a module that cannot be had fails without a start,
+    // so the status holds still and the back-off is not cut short.
+    let module = match select(ctx, obj, &mut sync).await {
+        Ok(module) => module,
+        Err(unavailable) => {
+            fail(ctx, obj, sync, Error::Module(unavailable.error)).await?;
+            return Ok(Action::requeue(unavailable.retry));
+        }
+    };
+    if continuing.is_none() {
+        start(&mut sync, now, generation);
+        let note = format!("{} synchronization started", K::ROLE);
+        publish(ctx, obj, false, "SyncStarted", note).await;
+        apply_status(ctx, obj, &sync, None).await?;
+    }
+
+    let cleaning = continuing.unwrap_or(false);
+    let ran = run_mover(obj, ctx, module, cleaning).await;
+    match ran.map(|ran| record(&mut sync, ran)) {
+        Ok(Step::Running(wait)) => {
+            let (why, message) = if wait.is_zero() || cleaning {
+                (reason::CLEANING_UP, "cleaning up after the synchronization")
+            } else {
+                (reason::SYNC_IN_PROGRESS, "the mover is synchronizing")
+            };
+            sync.set_condition(synchronizing("True", why, message, generation));
+            apply_status(ctx, obj, &sync, None).await?;
+            Ok(Action::requeue(wait.max(Duration::from_secs(1))))
+        }
+        Ok(Step::Done(image)) => complete(ctx, obj, sync, image, now).await,
+        Err(error) => fail(ctx, obj, sync, error).await,
+    }
+}
+
+/// Records a completed synchronization (status, metrics, Event) and waits
+/// for the next trigger.
+async fn complete<K: Replication>(
+    ctx: &Context,
+    obj: &K,
+    mut sync: SyncStatus,
+    image: Option<ImageRef>,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let started = sync.last_sync_start_time.as_ref().map_or(now, |t| t.0);
+    sync.last_sync_time = Some(Time(now));
+    let seconds = (now - started)
+        .total(k8s_openapi::jiff::Unit::Second)
+        .unwrap_or(0.0);
+    sync.last_sync_duration = Some(format!("{seconds:.1}s"));
+    let labels = labels(obj);
+    let metrics = &ctx.metrics;
+    metrics
+        .sync_duration
+        .get_or_create(&labels)
+        .observe(seconds);
+    metrics.out_of_sync.get_or_create(&labels).set(0);
+    metrics
+        .bytes_transferred
+        .get_or_create(&labels)
+        .inc_by(sync.bytes_transferred.unwrap_or(0));
+    metrics
+        .files_transferred
+        .get_or_create(&labels)
+        .inc_by(sync.files_transferred.unwrap_or(0));
+    sync.last_manual_sync = obj.trigger().and_then(|t| t.manual.clone());
+    sync.latest_mover_status = Some(MoverStatus {
+        result: "Successful".into(),
+        logs: String::new(),
+    });
+    let wait = after_completion(obj, now);
+    sync.next_sync_time = wait.next.map(Time);
+    let generation = obj.meta().generation;
+    sync.set_condition(synchronizing(
+        "False",
+        wait.reason,
+        "synchronization completed",
+        generation,
+    ));
+    let note = format!("{} synchronization completed", K::ROLE);
+    publish(ctx, obj, false, "SyncCompleted", note).await;
+    apply_status(ctx, obj, &sync, image).await?;
+    Ok(wait.action(now))
+}
+
+/// Records a failure as the condition, an Event and the mover status, and
+/// counts it; retries after the back-off.
+async fn fail<K: Replication>(
+    ctx: &Context,
+    obj: &K,
+    mut sync: SyncStatus,
+    error: Error,
+) -> Result<Action, Error> {
+    let message = error.to_string();
+    tracing::warn!(object = %obj.name_any(), "{message}");
+    ctx.count_error(K::ROLE, &error);
+    ctx.metrics.out_of_sync.get_or_create(&labels(obj)).set(1);
+    report_limit(ctx, obj, &error).await;
+    let generation = obj.meta().generation;
+    if sync.set_condition(synchronizing(
+        "False",
+        reason::ERROR,
+        message.clone(),
+        generation,
+    )) {
+        publish(ctx, obj, true, "SyncFailed", message.clone()).await;
+    }
+    sync.latest_mover_status = Some(MoverStatus {
+        result: "Failed".into(),
+        logs: message,
+    });
+    apply_status(ctx, obj, &sync, None).await?;
+    Ok(Action::requeue(ERROR_RETRY))
+}
+
+/// A `LimitExceeded` Warning naming the limit, when a limit stopped the
+/// mover.
+async fn report_limit<K: Replication>(ctx: &Context, obj: &K, error: &Error) {
+    if let Some(limit) = error.limit() {
+        publish(ctx, obj, true, "LimitExceeded", limit.to_string()).await;
+    }
+}
+
+/// Calls the mover's `cleanup` before the object goes; while it is in
+/// progress, [`Error::CleanupInProgress`] keeps the finalizer.
+async fn cleanup<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Error> {
+    let ran = match select(ctx, &*obj, &mut obj.sync_status()).await {
+        Ok(module) => run_mover(&*obj, ctx, module, true)
+            .await
+            .map(|ran| ran.step),
+        Err(unavailable) => Err(Error::Module(unavailable.error)),
+    };
+    match ran {
+        Ok(Step::Done(_)) => Ok(Action::await_change()),
+        Ok(Step::Running(wait)) => Err(Error::CleanupInProgress(wait)),
+        Err(error) => {
+            // A mover that cannot be found or fails must not block deletion
+            // forever; what it created is collected as orphans.
+            tracing::warn!(object = %obj.name_any(), "cleanup failed, deleting anyway: {error}");
+            report_limit(ctx, &*obj, &error).await;
+            publish(ctx, &*obj, true, "CleanupFailed", error.to_string()).await;
+            Ok(Action::await_change())
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! What differs between ReplicationSource and ReplicationDestination, as
+//! the reconciler sees them: their spec's mover section and trigger, how
+//! a mover claims them, and the status document each writes.
+
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use wasmover_host::bindings::types::{self as wit, DestinationSpec, Parameter, SourceSpec};
+use wasmover_host::{Catalog, CatalogError, Claimed, Grants, MoverLimits, MoverModule};
+
+use crate::crd::{
+    CopyMethod, ImageRef, MoverSpec, ReplicationDestination, ReplicationSource, SyncStatus, Trigger,
+};
+use crate::modules::Requester;
+
+/// What differs between the two kinds.
+pub trait Replication:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// `source` or `destination`.
+    const ROLE: &'static str;
+    /// The mover section.
+    fn mover(&self) -> &MoverSpec;
+    /// When to run.
+    fn trigger(&self) -> Option<&Trigger>;
+    /// Whether synchronization is paused.
+    fn paused(&self) -> bool;
+    /// The common status, or its default.
+    fn sync_status(&self) -> SyncStatus;
+    /// Asks the catalog for the mover that claims this object.
+    fn claim(
+        &self,
+        catalog: &Catalog,
+        selected: Option<&str>,
+        limits: MoverLimits,
+        grants: &dyn Fn(&MoverModule) -> Grants,
+    ) -> Result<Claimed, CatalogError>;
+    /// This object as the module resolver sees it.
+    fn requester(&self) -> Requester<'_> {
+        Requester {
+            namespace: self.meta().namespace.as_deref().unwrap_or_default(),
+            name: self.meta().name.as_deref().unwrap_or_default(),
+            mover: self.mover(),
+        }
+    }
+    /// The whole status document to apply, with `image` as the latest image
+    /// if there is a new one. Server-side apply drops what the operator's
+    /// field manager no longer sends, so every write carries everything.
+    fn status_document(&self, sync: &SyncStatus, image: Option<ImageRef>) -> serde_json::Value;
+}
+
+fn parameters(spec: &MoverSpec) -> Vec<Parameter> {
+    spec.parameters
+        .iter()
+        .map(|(key, value)| Parameter {
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+fn copy_method(method: CopyMethod) -> wit::CopyMethod {
+    match method {
+        CopyMethod::Direct => wit::CopyMethod::Direct,
+        CopyMethod::Clone => wit::CopyMethod::Clone,
+        CopyMethod::Snapshot => wit::CopyMethod::Snapshot,
+    }
+}
+
+/// The accessors both kinds share field for field.
+macro_rules! spec_accessors {
+    () => {
+        fn mover(&self) -> &MoverSpec {
+            &self.spec.mover
+        }
+        fn trigger(&self) -> Option<&Trigger> {
+            self.spec.trigger.as_ref()
+        }
+        fn paused(&self) -> bool {
+            self.spec.paused
+        }
+        fn sync_status(&self) -> SyncStatus {
+            self.status.clone().unwrap_or_default().sync
+        }
+    };
+}
+
+impl Replication for ReplicationSource {
+    const ROLE: &'static str = "source";
+
+    spec_accessors!();
+    fn claim(
+        &self,
+        catalog: &Catalog,
+        selected: Option<&str>,
+        limits: MoverLimits,
+        grants: &dyn Fn(&MoverModule) -> Grants,
+    ) -> Result<Claimed, CatalogError> {
+        let spec = SourceSpec {
+            namespace: self.namespace().unwrap_or_default(),
+            name: self.name_any(),
+            source_pvc: self.spec.source_pvc.clone(),
+            copy_method: copy_method(self.spec.copy_method),
+            storage_class_name: self.spec.storage_class_name.clone(),
+            volume_snapshot_class_name: self.spec.volume_snapshot_class_name.clone(),
+            access_modes: self.spec.access_modes.clone(),
+            parameters: parameters(&self.spec.mover),
+        };
+        catalog.claim_source(&spec, selected, limits, grants)
+    }
+    fn status_document(&self, sync: &SyncStatus, _image: Option<ImageRef>) -> serde_json::Value {
+        json!(sync)
+    }
+}
+
+impl Replication for ReplicationDestination {
+    const ROLE: &'static str = "destination";
+
+    spec_accessors!();
+    fn claim(
+        &self,
+        catalog: &Catalog,
+        selected: Option<&str>,
+        limits: MoverLimits,
+        grants: &dyn Fn(&MoverModule) -> Grants,
+    ) -> Result<Claimed, CatalogError> {
+        let spec = DestinationSpec {
+            namespace: self.namespace().unwrap_or_default(),
+            name: self.name_any(),
+            destination_pvc: self.spec.destination_pvc.clone(),
+            capacity: self.spec.capacity.clone(),
+            copy_method: copy_method(self.spec.copy_method),
+            storage_class_name: self.spec.storage_class_name.clone(),
+            volume_snapshot_class_name: self.spec.volume_snapshot_class_name.clone(),
+            access_modes: self.spec.access_modes.clone(),
+            parameters: parameters(&self.spec.mover),
+        };
+        catalog.claim_destination(&spec, selected, limits, grants)
+    }
+    fn status_document(&self, sync: &SyncStatus, image: Option<ImageRef>) -> serde_json::Value {
+        let mut doc = json!(sync);
+        let latest = image.or_else(|| self.status.as_ref().and_then(|s| s.latest_image.clone()));
+        if let Some(image) = latest {
+            doc["latestImage"] = json!(image);
+        }
+        doc
+    }
+}

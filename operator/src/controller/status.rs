@@ -1,0 +1,135 @@
+//! Writing what a reconcile found: the `Synchronizing` condition, the
+//! status fields a run fills in, server-side apply of the whole status,
+//! Events on the object and its metric labels.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use serde_json::json;
+
+use super::mover::{Ran, Step};
+use super::{Context, Error, Replication};
+use crate::crd::{CONDITION_SYNCHRONIZING, ImageRef, SyncStatus, condition, reason};
+use crate::metrics::ObjectLabels;
+
+/// Field manager of the operator's status writes.
+pub const MANAGER: &str = "wasmover";
+
+/// The `Synchronizing` condition, as of `generation`.
+pub(super) fn synchronizing(
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
+    condition(CONDITION_SYNCHRONIZING, status, reason, message, generation)
+}
+
+/// Resets what the last synchronization reported and marks a new one
+/// started at `now`.
+pub(super) fn start(sync: &mut SyncStatus, now: Timestamp, generation: Option<i64>) {
+    sync.last_sync_start_time = Some(Time(now));
+    sync.latest_mover_status = None;
+    sync.bytes_transferred = None;
+    sync.bytes_total = None;
+    sync.files_transferred = None;
+    sync.files_to_transfer = None;
+    sync.set_condition(synchronizing(
+        "True",
+        reason::SYNC_IN_PROGRESS,
+        "synchronization started",
+        generation,
+    ));
+}
+
+/// Records which module ran, its progress and, when its synchronization
+/// completed, the transfer it reported; returns what the run did.
+pub(super) fn record(sync: &mut SyncStatus, ran: Ran) -> Step {
+    sync.module = Some(ran.module);
+    if let Some(progress) = ran.progress {
+        sync.bytes_transferred = Some(progress.bytes_done);
+        sync.bytes_total = Some(progress.bytes_total);
+        sync.files_transferred = Some(progress.entries_done);
+        sync.files_to_transfer = Some(progress.entries_total);
+    }
+    if let Some(transfer) = ran.synchronized {
+        // What the finished synchronization's transfer reported (its
+        // agents, for blocksync) outranks progress along the way.
+        if let Some(t) = &transfer {
+            sync.bytes_transferred = Some(t.bytes_on_wire);
+            sync.bytes_total = Some(t.bytes_total);
+            sync.files_transferred = Some(t.files_transferred);
+            sync.files_to_transfer = Some(t.files_transferred);
+        }
+        sync.last_sync_digest = transfer
+            .as_ref()
+            .map(|t| t.tree_digest.clone())
+            .filter(|d| !d.is_empty());
+        sync.last_sync_verified = transfer.map(|t| t.verified);
+    }
+    ran.step
+}
+
+/// VolSync's metric labels of an object.
+pub(super) fn labels<K: Replication>(obj: &K) -> ObjectLabels {
+    let module = &obj.mover().module;
+    ObjectLabels {
+        obj_name: obj.name_any(),
+        obj_namespace: obj.namespace().unwrap_or_default(),
+        role: K::ROLE.into(),
+        method: if module.is_empty() {
+            "auto".into()
+        } else {
+            module.clone()
+        },
+    }
+}
+
+/// Publishes an Event on the object; a failure to publish is only logged.
+pub(super) async fn publish<K: Replication>(
+    ctx: &Context,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: "Synchronize".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!("cannot publish an event: {e}");
+    }
+}
+
+/// Writes the whole status (with `image` as the latest, if new) by
+/// server-side apply under [`MANAGER`].
+pub(super) async fn apply_status<K: Replication>(
+    ctx: &Context,
+    obj: &K,
+    sync: &SyncStatus,
+    image: Option<ImageRef>,
+) -> Result<(), Error> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": obj.status_document(sync, image),
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
+}
