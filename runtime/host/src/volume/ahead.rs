@@ -15,8 +15,9 @@ use std::thread::JoinHandle;
 
 use cap_std::fs::Dir;
 
+use super::Stamp;
+use super::content::{DIGEST_BUFFER, content_hash, open_to_read};
 use super::known::Stored;
-use super::{DIGEST_BUFFER, Stamp};
 
 /// Files this large are left to the digest. A run that changes one reads
 /// it at the same time for its delta, so reading its old content ahead is
@@ -124,8 +125,8 @@ fn hash_file(
     stop: &AtomicBool,
     buffer: &mut [u8],
 ) -> io::Result<(blake3::Hash, u64)> {
-    let file = super::tree::open_to_read(dir, path)?;
-    super::content_hash(Stoppable { file, stop }, buffer)
+    let file = open_to_read(dir, path)?;
+    content_hash(Stoppable { file, stop }, buffer)
 }
 
 /// A file whose reads fail once `stop` is set.

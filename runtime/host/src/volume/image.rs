@@ -13,10 +13,9 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use super::content::{DIGEST_BUFFER, content_hash};
 use super::kept_hashes::{self, KeptHashes};
-use super::{
-    Access, DIGEST_BUFFER, DIGEST_CONTEXT, KnownHashes, Stamp, VolumeError, content_hash, known,
-};
+use super::{Access, DIGEST_CONTEXT, KnownHashes, Stamp, VolumeError, known};
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
 /// Suffix of the undo journal an image file keeps beside itself while a

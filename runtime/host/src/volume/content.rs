@@ -1,0 +1,48 @@
+//! Reading a file's content for its hash, shared by the digest of a tree
+//! or block volume and the files hashed ahead of it.
+
+use std::io;
+
+use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::fs::{Dir, File, OpenOptions, OpenOptionsExt};
+use rustix::fs::OFlags;
+
+/// The read buffer of the digests. Plain reads and one thread: a 1 GiB
+/// file in the page cache hashes in 0.25 s (4.3 GB/s) that way, and in
+/// 0.30–0.43 s with `update_rayon` on the two shared cores it was measured
+/// on; a reader keeps up without mmap.
+pub(super) const DIGEST_BUFFER: usize = 1 << 20;
+
+/// BLAKE3 of everything `reader` yields, and its length, read through
+/// `buffer`.
+pub(super) fn content_hash(
+    mut reader: impl io::Read,
+    buffer: &mut [u8],
+) -> io::Result<(blake3::Hash, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut len = 0u64;
+    loop {
+        let n = match reader.read(buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..n]);
+        len += n as u64;
+    }
+    Ok((hasher.finalize(), len))
+}
+
+/// Opens the regular file at `path` under `dir` to read its content; not
+/// followed if a symlink took its place, and a fifo swapped in meanwhile
+/// is not waited on.
+pub(super) fn open_to_read(dir: &Dir, path: &str) -> io::Result<File> {
+    dir.open_with(
+        path,
+        OpenOptions::new()
+            .read(true)
+            .follow(FollowSymlinks::No)
+            .custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32),
+    )
+}

@@ -1,0 +1,190 @@
+//! What the tree digest covers of each entry, and how it is encoded: the
+//! records hashed in [`scan`](super::scan) order, and the content hash of
+//! each regular file, known or read.
+
+use super::Tree;
+use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
+use crate::volume::known::Stored;
+use crate::volume::{DIGEST_CONTEXT, HashStore, Stamp, VolumeError};
+
+/// Bytes of entry records gathered before they are hashed: BLAKE3 hashes
+/// many 1 KiB chunks at once only when it is given them at once.
+const RECORDS: usize = 64 << 10;
+
+/// A tree digest being computed, entry by entry.
+pub(super) struct Digester<'t> {
+    tree: &'t Tree,
+    hasher: blake3::Hasher,
+    /// Records not hashed yet.
+    records: Vec<u8>,
+    entries: u64,
+    bytes: u64,
+    stored: Stored,
+    /// The hashes to keep for the next run.
+    kept: Vec<(Stamp, blake3::Hash)>,
+}
+
+/// A regular file's content hash and its length as read.
+pub(super) struct FileHash {
+    hash: blake3::Hash,
+    len: u64,
+    /// The stamp to keep the hash under for the next run, if it may be.
+    keep: Option<Stamp>,
+}
+
+impl<'t> Digester<'t> {
+    /// A digest of `tree`, which trusts the hashes `stored` kept by an
+    /// earlier digest.
+    pub(super) fn new(tree: &'t Tree, stored: Stored) -> Self {
+        Self {
+            tree,
+            hasher: blake3::Hasher::new_derive_key(DIGEST_CONTEXT),
+            records: Vec::with_capacity(2 * RECORDS),
+            entries: 0,
+            bytes: 0,
+            stored,
+            kept: Vec::new(),
+        }
+    }
+
+    /// The content hash of the regular file `entry` with `stamp`, if it
+    /// is known for that stamp: learned this run, or kept by an earlier
+    /// digest.
+    pub(super) fn known_hash(&self, entry: &Entry, stamp: Stamp) -> Option<FileHash> {
+        let tree = self.tree;
+        let (hash, keep) = match tree.known.take(&entry.path, stamp, tree.settle_ns) {
+            Some((hash, settled)) => (hash, settled),
+            None => (self.stored.get(stamp)?, true),
+        };
+        Some(FileHash {
+            hash,
+            len: entry.size,
+            keep: (keep && tree.store != HashStore::Off).then_some(stamp),
+        })
+    }
+
+    /// The content hash of the regular file `entry` with `stamp`, as
+    /// `read` computes it, kept for the next run if the file had settled
+    /// and was read whole.
+    pub(super) fn read_hash(
+        &self,
+        entry: &Entry,
+        stamp: Stamp,
+        read: impl FnOnce() -> Result<(blake3::Hash, u64), VolumeError>,
+    ) -> Result<FileHash, VolumeError> {
+        let (hash, len) = read()?;
+        let keep = self.tree.store != HashStore::Off
+            && stamp.settled(self.tree.settle_ns)
+            && len == entry.size;
+        Ok(FileHash {
+            hash,
+            len,
+            keep: keep.then_some(stamp),
+        })
+    }
+
+    /// Adds one entry, with its content hash if it is a regular file.
+    pub(super) fn add(&mut self, entry: &Entry, file: Option<FileHash>) {
+        let kind: u8 = match entry.kind {
+            EntryKind::File => 0,
+            EntryKind::Directory => 1,
+            EntryKind::Symlink => 2,
+            EntryKind::Block => 3,
+        };
+        let records = &mut self.records;
+        records.push(kind);
+        records.extend_from_slice(&(entry.path.len() as u64).to_le_bytes());
+        records.extend_from_slice(entry.path.as_bytes());
+        records.extend_from_slice(&entry.mode.to_le_bytes());
+        records.extend_from_slice(&entry.mtime_ns.to_le_bytes());
+        match (entry.kind, file) {
+            (EntryKind::File, Some(file)) => {
+                if let Some(stamp) = file.keep {
+                    self.kept.push((stamp, file.hash));
+                }
+                records.extend_from_slice(&file.len.to_le_bytes());
+                records.extend_from_slice(file.hash.as_bytes());
+                self.bytes += file.len;
+            }
+            (EntryKind::Symlink, _) => {
+                records.extend_from_slice(blake3::hash(entry.link_target.as_bytes()).as_bytes());
+            }
+            _ => {}
+        }
+        self.entries += 1;
+        if self.records.len() >= RECORDS {
+            self.hasher.update(&self.records);
+            self.records.clear();
+        }
+    }
+
+    /// The digest, and the hashes to keep for the next run.
+    pub(super) fn finish(mut self) -> (TreeDigest, Vec<(Stamp, blake3::Hash)>) {
+        self.hasher.update(&self.records);
+        self.hasher.update(&self.entries.to_le_bytes());
+        self.hasher.update(&self.bytes.to_le_bytes());
+        let digest = TreeDigest {
+            root: self.hasher.finalize().to_hex().to_string(),
+            entries: self.entries,
+            bytes: self.bytes,
+        };
+        (digest, self.kept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{digest_of, digest_tree, pin_link, settle_root, tree_changes};
+
+    #[test]
+    fn equal_trees_have_equal_digests() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        digest_tree(a.path());
+        digest_tree(b.path());
+        // A symlink's own mtime is set as the receiver sets it.
+        pin_link(a.path());
+        pin_link(b.path());
+        let (da, db) = (digest_of(a.path()), digest_of(b.path()));
+        assert_eq!(da.root, db.root);
+        assert_eq!(da.root.len(), 64);
+        assert_eq!((da.entries, da.bytes), (6, (3 << 20) + 12));
+        // Reading does not change it.
+        assert_eq!(digest_of(a.path()).root, da.root);
+    }
+
+    /// The digest is a format two versions of wasmover compare: the same
+    /// tree must give the same root in every version, or a newer agent
+    /// fails every transfer with an older one. A change of what it covers
+    /// or how must change [`DIGEST_CONTEXT`](crate::volume::DIGEST_CONTEXT)
+    /// (and this value).
+    #[test]
+    fn the_digest_of_a_fixed_tree_is_the_same_in_every_version() {
+        let root = tempfile::tempdir().unwrap();
+        digest_tree(root.path());
+        pin_link(root.path());
+        assert_eq!(
+            digest_of(root.path()).root,
+            "5f805e57bcdd8db8e77274a3b936968c7315b95674c2396d3198b978a2559baa"
+        );
+    }
+
+    /// Every property the digest covers changes it: one change at a time
+    /// to a copy of the same tree.
+    #[test]
+    fn any_change_to_the_tree_changes_the_digest() {
+        let base = tempfile::tempdir().unwrap();
+        digest_tree(base.path());
+        pin_link(base.path());
+        let expected = digest_of(base.path()).root;
+        for (what, change) in tree_changes() {
+            let copy = tempfile::tempdir().unwrap();
+            digest_tree(copy.path());
+            pin_link(copy.path());
+            assert_eq!(digest_of(copy.path()).root, expected, "before: {what}");
+            change(copy.path());
+            settle_root(copy.path());
+            let changed = digest_of(copy.path()).root;
+            assert_ne!(changed, expected, "{what} did not change the digest");
+        }
+    }
+}

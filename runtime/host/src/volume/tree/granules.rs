@@ -1,0 +1,90 @@
+//! The granule hashes of a tree's large files, kept for the next run's
+//! summary of them ([`KeptHashes`]).
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use super::{GRANULES, Tree, granules_path};
+use crate::volume::kept_hashes::{self, KeptHashes};
+
+impl Tree {
+    /// The granule hashes kept of `path` by an earlier run, if any; the
+    /// caller compares their stamp with the file's.
+    pub(crate) fn kept_hashes(&self, path: &str) -> Option<KeptHashes> {
+        let shown = || self.root.join(granules_path(path)).display().to_string();
+        match self.dir.read(granules_path(path)) {
+            Ok(bytes) => kept_hashes::decode(&bytes, path)
+                .inspect_err(|why| {
+                    tracing::warn!(file = shown(), "ignoring kept granule hashes: {why}");
+                })
+                .ok(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(file = shown(), "ignoring kept granule hashes: {e}");
+                None
+            }
+        }
+    }
+
+    /// Keeps the granule hashes of `path` for the next run, if its stamp
+    /// lets a later run trust them ([`Stamp::settled`]); otherwise drops
+    /// what was kept. Best effort: hashes not kept cost the next run one
+    /// read of the file.
+    pub(crate) fn keep_hashes(&self, path: &str, kept: Option<&KeptHashes>) {
+        let file = granules_path(path);
+        let Some(kept) = kept.filter(|k| k.stamp.settled(self.settle_ns)) else {
+            if self.has_granules.load(Ordering::Relaxed) {
+                let _ = self.dir.remove_file(&file);
+            }
+            return;
+        };
+        self.has_granules.store(true, Ordering::Relaxed);
+        let kept = self.replace_state_file(GRANULES, &file, &kept_hashes::encode(path, kept));
+        if let Err(e) = kept {
+            tracing::warn!(
+                path,
+                "could not keep its granule hashes for the next run: {e}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::{Access, known};
+
+    /// Granule hashes are kept only under a stamp a later run may trust,
+    /// and a completed transfer drops those of files that are gone.
+    #[test]
+    fn kept_granule_hashes_go_with_their_files() {
+        let root = tempfile::tempdir().unwrap();
+        for name in ["a", "b"] {
+            std::fs::write(root.path().join(name), name).unwrap();
+        }
+        let mut tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let kept = |path: &str| {
+            let (file, len, stamp) = tree.open_file(path).unwrap().unwrap();
+            let hashes = wasmover_block::BasisHashes::compute(&file, len).unwrap();
+            KeptHashes { stamp, hashes }
+        };
+        let (a, b) = (kept("a"), kept("b"));
+        tree.settle_ns = known::SETTLE_NS;
+        tree.keep_hashes("a", Some(&a));
+        assert!(tree.kept_hashes("a").is_none(), "not settled: not kept");
+        tree.settle_ns = 0;
+        tree.keep_hashes("a", Some(&a));
+        tree.keep_hashes("b", Some(&b));
+        assert_eq!(tree.kept_hashes("a").unwrap().stamp, a.stamp);
+        assert_eq!(tree.kept_hashes("b").unwrap().hashes, b.hashes);
+        assert_ne!(a.hashes, b.hashes);
+
+        std::fs::remove_file(root.path().join("b")).unwrap();
+        tree.discard_leftovers();
+        assert!(tree.kept_hashes("a").is_some());
+        assert!(tree.kept_hashes("b").is_none());
+        std::fs::remove_file(root.path().join("a")).unwrap();
+        tree.discard_leftovers();
+        assert!(!root.path().join(GRANULES).exists());
+    }
+}

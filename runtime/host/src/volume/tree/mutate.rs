@@ -1,0 +1,190 @@
+//! The changes a module makes to a tree by name: directories, symlinks,
+//! hard links, owners, removals and metadata.
+
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cap_fs_ext::{DirExt, SystemTimeSpec};
+use cap_std::fs::{Dir, Permissions, PermissionsExt};
+use rustix::fs::AtFlags;
+
+use super::scan::stat_stamp;
+use super::{Tree, checked, staging_path};
+use crate::volume::VolumeError;
+use crate::volume::watch::Watch;
+
+impl Tree {
+    /// Creates a directory; fine if it is one already.
+    pub fn create_dir(&self, path: &str) -> Result<(), VolumeError> {
+        let path = checked(path)?;
+        self.writable()?;
+        match self.dir.create_dir(path) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.dir.is_dir(path) => Ok(()),
+            r => r.map_err(VolumeError::io(path)),
+        }
+    }
+
+    /// Creates or atomically replaces a symlink.
+    pub fn symlink(&self, target: &str, path: &str) -> Result<(), VolumeError> {
+        let path = checked(path)?;
+        self.writable()?;
+        let staged = staging_path(path);
+        let _ = self.dir.remove_file(&staged);
+        // The target is stored as text, like rsync's --links: creating a
+        // link never follows it, and nothing here ever resolves it outside.
+        self.dir
+            .symlink_contents(target, &staged)
+            .map_err(VolumeError::io(path))?;
+        self.dir
+            .rename(&staged, &self.dir, path)
+            .map_err(VolumeError::io(path))
+    }
+
+    /// Makes `path` a hard link to the file at `existing`, replacing what
+    /// is at `path` atomically (linked beside it, then renamed over it).
+    pub fn hard_link(&self, existing: &str, path: &str) -> Result<(), VolumeError> {
+        let (existing, path) = (checked(existing)?, checked(path)?);
+        self.writable()?;
+        let staged = staging_path(path);
+        let _ = self.dir.remove_file(&staged);
+        self.dir
+            .hard_link(existing, &self.dir, &staged)
+            .map_err(VolumeError::io(path))?;
+        self.dir.rename(&staged, &self.dir, path).map_err(|e| {
+            let _ = self.dir.remove_file(&staged);
+            VolumeError::io(path)(e)
+        })
+    }
+
+    /// Sets the owner of `path` (a symlink itself, not its target); one
+    /// that has it already is left alone (a chown would still change its
+    /// ctime and clear set-id bits). `Ok(false)` when this process may
+    /// not: ownership is kept where permitted.
+    pub fn set_owner(&self, path: &str, uid: u32, gid: u32) -> Result<bool, VolumeError> {
+        let path = checked(path)?;
+        self.writable()?;
+        // Resolve the parent through cap-std, which keeps the lookup
+        // inside the volume; chown the last component without following it.
+        let (parent, name) = match path.rsplit_once('/') {
+            Some((parent, name)) => (
+                Some(
+                    self.dir
+                        .open_dir_nofollow(parent)
+                        .map_err(VolumeError::io(path))?,
+                ),
+                name,
+            ),
+            None => (None, path),
+        };
+        let dir = parent.as_ref().unwrap_or(&self.dir);
+        let stat = |dir: &Dir| rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW);
+        let before = stat(dir).map_err(|e| VolumeError::io(path)(e.into()))?;
+        if (before.st_uid, before.st_gid) == (uid, gid) {
+            return Ok(true);
+        }
+        match rustix::fs::chownat(
+            dir,
+            name,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(()) => {
+                // A known content hash survives the owner change.
+                if self.known.contains(path)
+                    && let Ok(after) = stat(dir)
+                {
+                    self.known
+                        .restamp(path, stat_stamp(&before), stat_stamp(&after));
+                }
+                Ok(true)
+            }
+            Err(rustix::io::Errno::PERM) => Ok(false),
+            Err(e) => Err(VolumeError::io(path)(e.into())),
+        }
+    }
+
+    /// Removes a file, a symlink or a directory tree; fine if absent.
+    pub fn remove(&self, path: &str) -> Result<(), VolumeError> {
+        let path = checked(path)?;
+        self.writable()?;
+        let result = match self.dir.symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => self.dir.remove_dir_all(path),
+            Ok(_) => self.dir.remove_file(path),
+            Err(e) => Err(e),
+        };
+        // A directory's tree gone is an event per entry.
+        self.read_watch(Watch::update);
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(VolumeError::io(path)),
+        }
+    }
+
+    /// Sets permission bits (skipped for symlinks) and modification time.
+    pub fn set_metadata(&self, path: &str, mode: u32, mtime_ns: i64) -> Result<(), VolumeError> {
+        let path = checked(path)?;
+        self.writable()?;
+        let meta = self
+            .dir
+            .symlink_metadata(path)
+            .map_err(VolumeError::io(path))?;
+        let mtime = Some(time_spec(mtime_ns));
+        if meta.file_type().is_symlink() {
+            self.dir.set_symlink_times(path, None, mtime)
+        } else {
+            self.dir
+                .set_permissions(path, Permissions::from_mode(mode & 0o7777))
+                .and_then(|()| self.dir.set_times(path, None, mtime))
+        }
+        .map_err(VolumeError::io(path))
+    }
+}
+
+/// Sets a file's permission bits and modification time through the open
+/// file (fchmod, futimens): no path lookups.
+pub(super) fn set_file_metadata(file: &std::fs::File, mode: u32, mtime_ns: i64) -> io::Result<()> {
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))?;
+    file.set_modified(system_time(mtime_ns))
+}
+
+fn system_time(mtime_ns: i64) -> SystemTime {
+    if mtime_ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(mtime_ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(mtime_ns.unsigned_abs())
+    }
+}
+
+pub(super) fn time_spec(mtime_ns: i64) -> SystemTimeSpec {
+    SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(system_time(mtime_ns)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::volume::Access;
+
+    /// Setting the owner a file has already changes nothing, not even its
+    /// ctime (a chown would, and would clear set-id bits).
+    #[test]
+    fn the_owner_a_file_has_is_left_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let f = root.path().join("d/f");
+        std::fs::create_dir(root.path().join("d")).unwrap();
+        std::fs::write(&f, b"x").unwrap();
+        let before = std::fs::symlink_metadata(&f).unwrap();
+        // Past the coarse clock's tick, so a chown would show.
+        std::thread::sleep(Duration::from_millis(50));
+        let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        assert!(volume.set_owner("d/f", before.uid(), before.gid()).unwrap());
+        let after = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!(
+            (after.ctime(), after.ctime_nsec()),
+            (before.ctime(), before.ctime_nsec())
+        );
+    }
+}

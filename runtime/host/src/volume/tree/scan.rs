@@ -1,0 +1,267 @@
+//! Listing a tree: every entry, parents before children, by one `statx`
+//! per entry; a writable tree's scan also watches what changes since and
+//! starts hashing its files ahead of the digest.
+
+use std::collections::HashMap;
+use std::io;
+
+use cap_fs_ext::DirExt;
+use cap_std::fs::Dir;
+use rustix::fs::{AtFlags, FileType};
+
+use super::hash_store::load_hashes;
+use super::{STATE_DIR, Scanned, Tree};
+use crate::bindings::volume::{Entry, EntryKind};
+use crate::volume::ahead::{self, Ahead};
+use crate::volume::watch::Watch;
+use crate::volume::{Access, Stamp, VolumeError};
+
+impl Tree {
+    /// Lists every entry, parents before children, siblings by name.
+    /// Entries that are neither files, directories nor symlinks (sockets,
+    /// devices, fifos) are skipped. The tree remembers what it found, for
+    /// its [`digest`](Self::digest); a writable one also watches what
+    /// changes since.
+    pub fn scan(&self) -> Result<Vec<Entry>, VolumeError> {
+        let mut entries = Vec::new();
+        let mut stamps = Vec::new();
+        let mut watch = (self.access == Access::ReadWrite).then(Watch::new);
+        walk_dir(&self.dir, "", watch.as_mut(), &mut |entry, stamp| {
+            stamps.push(stamp);
+            entries.push(entry);
+            Ok(())
+        })?;
+        let mut children = HashMap::<String, Vec<u32>>::new();
+        if watch.is_some() {
+            for (i, entry) in entries.iter().enumerate() {
+                let parent = entry.path.rsplit_once('/').map_or("", |(parent, _)| parent);
+                match children.get_mut(parent) {
+                    Some(indices) => indices.push(i as u32),
+                    None => drop(children.insert(parent.to_owned(), vec![i as u32])),
+                }
+            }
+        }
+        let ahead = watch.as_ref().filter(|w| !w.is_lost()).and_then(|_| {
+            let files = (entries.iter().zip(&stamps).enumerate())
+                .filter(|(_, (e, _))| e.kind == EntryKind::File && e.links == 1)
+                .filter(|(_, (e, _))| e.size < ahead::LARGEST)
+                .map(|(i, (e, &stamp))| (i as u32, e.path.clone(), stamp))
+                .collect();
+            let (store, root, read_all) = (self.store.clone(), self.root.clone(), self.read_all);
+            let stored = move |dir: &Dir| load_hashes(dir, &store, &root, read_all);
+            let dir = self.dir.try_clone().ok()?;
+            Ahead::start(dir, files, stored).ok()
+        });
+        let scanned = Scanned {
+            entries: entries.clone(),
+            stamps,
+            children,
+            watch,
+            ahead,
+        };
+        *self.scanned.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(scanned));
+        Ok(entries)
+    }
+
+    /// Lets the scan's watch read the events queued so far (`read`), so
+    /// that a run that changes many entries does not overflow its queue.
+    pub(super) fn read_watch<R>(&self, read: impl FnOnce(&mut Watch) -> R) {
+        let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(watch) = scanned.as_mut().and_then(|s| s.watch.as_mut()) {
+            read(watch);
+        }
+    }
+}
+
+/// The entry `name` in `dir` (the directory at `path`) is, by one
+/// `statx` (and `readlink` for a symlink), and its [`Stamp`]; `None` for
+/// what a tree does not hold (sockets, devices, fifos), with a warning.
+pub(super) fn look(
+    dir: &Dir,
+    path: &str,
+    name: &str,
+) -> Result<Option<(Entry, Stamp)>, VolumeError> {
+    let child = if path.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{path}/{name}")
+    };
+    let io_error = |e: rustix::io::Errno| VolumeError::io(&child)(e.into());
+    let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io_error)?;
+    let kind = match FileType::from_raw_mode(stat.st_mode) {
+        FileType::Symlink => EntryKind::Symlink,
+        FileType::Directory => EntryKind::Directory,
+        FileType::RegularFile => EntryKind::File,
+        _ => {
+            tracing::warn!(path = child, "skipping special file");
+            return Ok(None);
+        }
+    };
+    let link_target = match kind {
+        EntryKind::Symlink => rustix::fs::readlinkat(dir, name, Vec::new())
+            .map_err(io_error)?
+            .into_string()
+            .map_err(|_| VolumeError::Io {
+                path: child.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidData, "symlink target is not UTF-8"),
+            })?,
+        _ => String::new(),
+    };
+    let stamp = stat_stamp(&stat);
+    let entry = Entry {
+        path: child,
+        kind,
+        mode: stat.st_mode & 0o7777,
+        size: if kind == EntryKind::File {
+            stamp.len
+        } else {
+            0
+        },
+        mtime_ns: stamp.mtime_ns,
+        link_target,
+        uid: stat.st_uid,
+        gid: stat.st_gid,
+        inode: stamp.inode,
+        links: stat.st_nlink.try_into().unwrap_or(u32::MAX),
+    };
+    Ok(Some((entry, stamp)))
+}
+
+/// The names in `dir` (the directory at `path`), sorted; at the root,
+/// without [`STATE_DIR`].
+pub(super) fn names_in(dir: &Dir, path: &str) -> Result<Vec<String>, VolumeError> {
+    let shown = if path.is_empty() { "." } else { path };
+    let mut names = Vec::new();
+    for entry in dir.entries().map_err(VolumeError::io(shown))? {
+        let name = entry.map_err(VolumeError::io(shown))?.file_name();
+        let name = name.into_string().map_err(|name| VolumeError::Io {
+            path: format!("{shown}/{}", name.to_string_lossy()),
+            source: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8"),
+        })?;
+        names.push(name);
+    }
+    names.sort_unstable();
+    if path.is_empty() {
+        names.retain(|name| name != STATE_DIR);
+    }
+    Ok(names)
+}
+
+/// Opens the subdirectory `name` of `dir` that [`look`] found at `path`;
+/// not followed if a symlink took its place since.
+pub(super) fn open_sub(dir: &Dir, name: &str, path: &str) -> Result<Dir, VolumeError> {
+    dir.open_dir_nofollow(name).map_err(VolumeError::io(path))
+}
+
+/// Calls `visit` with every entry under `dir`, the directory at `path`,
+/// parents before children, siblings by name. Each directory is opened
+/// once and its entries are looked at by their single names, so the cost
+/// per entry is one `statx`, whatever the depth.
+fn walk_dir(
+    dir: &Dir,
+    path: &str,
+    mut watch: Option<&mut Watch>,
+    visit: &mut dyn FnMut(Entry, Stamp) -> Result<(), VolumeError>,
+) -> Result<(), VolumeError> {
+    if let Some(watch) = watch.as_deref_mut() {
+        watch.add(dir, path);
+    }
+    for name in &names_in(dir, path)? {
+        let Some((entry, stamp)) = look(dir, path, name)? else {
+            continue;
+        };
+        let sub = (entry.kind == EntryKind::Directory).then(|| entry.path.clone());
+        visit(entry, stamp)?;
+        if let Some(sub) = sub {
+            walk_dir(
+                &open_sub(dir, name, &sub)?,
+                &sub,
+                watch.as_deref_mut(),
+                visit,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The [`Stamp`] of what `statat` found.
+pub(super) fn stat_stamp(stat: &rustix::fs::Stat) -> Stamp {
+    Stamp::new(
+        stat.st_ino,
+        stat.st_size as u64,
+        stat.st_mtime * 1_000_000_000 + stat.st_mtime_nsec as i64,
+        stat.st_ctime * 1_000_000_000 + stat.st_ctime_nsec as i64,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::fs::{FileType, Mode};
+
+    use super::*;
+    use crate::volume::unix_nanos;
+
+    /// The walk lists a symlinked directory as a link without entering
+    /// it, skips a fifo, and digests the files it holds through the
+    /// directory handles it walked with, at any depth.
+    #[test]
+    fn the_walk_does_not_follow_links_and_skips_special_files() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"x").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("a/b/c")).unwrap();
+        std::fs::write(root.path().join("a/b/c/deep"), b"deep").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("a/out")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.path().join("a/fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let volume = Tree::open(root.path(), Access::ReadOnly).unwrap();
+        let paths: Vec<_> = volume
+            .scan()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.path, e.kind))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("a".to_owned(), EntryKind::Directory),
+                ("a/b".to_owned(), EntryKind::Directory),
+                ("a/b/c".to_owned(), EntryKind::Directory),
+                ("a/b/c/deep".to_owned(), EntryKind::File),
+                ("a/out".to_owned(), EntryKind::Symlink),
+            ]
+        );
+        let before = volume.digest().unwrap();
+        assert_eq!((before.entries, before.bytes), (5, 4));
+        std::fs::write(root.path().join("a/b/c/deep"), b"DEEP").unwrap();
+        std::fs::write(outside.path().join("secret"), b"y").unwrap();
+        let after = volume.digest().unwrap();
+        assert_ne!(after.root, before.root, "the deep file's content counts");
+    }
+
+    #[test]
+    fn scan_lists_parents_first_with_metadata() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("b")).unwrap();
+        std::fs::write(root.path().join("b/x"), b"hello").unwrap();
+        std::fs::write(root.path().join("a"), b"").unwrap();
+        std::os::unix::fs::symlink("b/x", root.path().join("c")).unwrap();
+        let volume = Tree::open(root.path(), Access::ReadOnly).unwrap();
+        let entries = volume.scan().unwrap();
+        let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "b", "b/x", "c"]);
+        assert_eq!(entries[2].size, 5);
+        assert_eq!(entries[3].link_target, "b/x");
+        let mtime = std::fs::metadata(root.path().join("b/x"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(entries[2].mtime_ns, unix_nanos(mtime));
+    }
+}
