@@ -4,11 +4,11 @@
 use std::io::{self, Read, Write};
 
 use crate::error::DeltaError;
-use crate::format::{LITERAL_CHUNK, read_full};
+use crate::format::read_full;
 use crate::index::Index;
 use crate::rolling::Rolling;
 use crate::tree_hash::hash_input;
-use crate::wire::delta::{DeltaStats, Encoder};
+use crate::wire::delta::{DeltaStats, Encoder, LITERAL_CHUNK};
 use crate::wire::signature::Signature;
 
 /// Bytes read from the new file at a time.

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::error::{FormatError, PatchError};
+use crate::error::FormatError;
 
 /// Magic of an encoded signature.
 pub(crate) const SIGNATURE_MAGIC: [u8; 4] = *b"WMSG";
@@ -36,19 +36,6 @@ pub(crate) const DISK_VERSION: u8 = 3;
 
 /// Bytes of a granule tag or an aligned block tag (a `u32`).
 pub(crate) const TAG_BYTES: usize = 4;
-
-/// Delta opcode: copy a byte range of the basis.
-pub(crate) const OP_COPY: u8 = 1;
-/// Delta opcode: literal bytes follow.
-pub(crate) const OP_LITERAL: u8 = 2;
-/// Delta opcode: end, with the new length and BLAKE3.
-pub(crate) const OP_END: u8 = 0;
-
-/// Largest literal run in one instruction, as written; a decoder accepts
-/// up to [`MAX_LITERAL`].
-pub(crate) const LITERAL_CHUNK: usize = 256 << 10;
-/// Largest literal run a decoder accepts in one instruction.
-pub(crate) const MAX_LITERAL: u64 = 16 << 20;
 
 /// Largest block size a signature may declare.
 pub(crate) const MAX_BLOCK: u32 = 16 << 20;
@@ -158,19 +145,6 @@ pub(crate) fn read_u8<R: Read>(r: &mut R, reading: &'static str) -> Result<u8, F
     Ok(b[0])
 }
 
-/// Reads the length of a literal run, refusing one over [`MAX_LITERAL`].
-pub(crate) fn read_literal_len<R: Read>(r: &mut R) -> Result<u64, FormatError> {
-    let len = u64::from(read_u32(r, "literal length")?);
-    if len > MAX_LITERAL {
-        return Err(FormatError::TooLarge {
-            what: "literal run",
-            value: len,
-            limit: MAX_LITERAL,
-        });
-    }
-    Ok(len)
-}
-
 pub(crate) fn read_u32<R: Read>(r: &mut R, reading: &'static str) -> Result<u32, FormatError> {
     let mut b = [0; 4];
     r.read_exact(&mut b)
@@ -224,21 +198,6 @@ pub(crate) fn read_kind<R: Read>(
         1 => Ok(true),
         _ => Err(FormatError::Malformed { reason: unknown }),
     }
-}
-
-/// Reads the operands of [`OP_COPY`], a byte range of the basis, and checks
-/// it lies inside the basis the delta was computed against.
-pub(crate) fn read_copy<R: Read>(r: &mut R, basis_len: u64) -> Result<(u64, u64), PatchError> {
-    let offset = read_u64(r, "copy offset")?;
-    let len = read_u64(r, "copy length")?;
-    if len == 0 || offset.checked_add(len).is_none_or(|end| end > basis_len) {
-        return Err(PatchError::OutOfBasis {
-            offset,
-            len,
-            basis_len,
-        });
-    }
-    Ok((offset, len))
 }
 
 /// Reads as much as `buf` holds or the reader has.

@@ -68,6 +68,7 @@
 
 mod delta;
 mod error;
+mod file;
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -83,8 +84,9 @@ mod wire;
 
 pub use delta::delta;
 pub use error::{DeltaError, FormatError, PatchError};
+pub use file::InPlaceFile;
 pub use format::Limits;
-pub use in_place::{IN_PLACE_MAX_HELD, InPlaceFile, InPlacePatch, patch_in_place};
+pub use in_place::{IN_PLACE_MAX_HELD, InPlacePatch, patch_in_place};
 pub use journal::{RollBack, patch_journaled, roll_back, write_undo};
 pub use patch::{PatchStats, patch, patch_from_file, patch_reporting};
 pub use refine::{Plan, RefineOptions};

@@ -6,9 +6,11 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use blake3::hazmat::ChainingValue;
 
 use crate::error::{FormatError, PatchError};
-use crate::format::{self, DELTA_MAGIC, Limits, OP_COPY, OP_END, OP_LITERAL, granule_for};
+use crate::format::{Limits, granule_for};
 use crate::sparse::{DataRanges, SparseWriter};
 use crate::tree_hash::{BasisHashes, TreeHasher};
+use crate::wire;
+use crate::wire::delta::Instruction;
 
 /// What a patch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -299,13 +301,11 @@ fn patch_into<B: Read + Seek, D: Read, W: Sink>(
     mut out: Output<'_, W>,
     mut known: Option<Known>,
 ) -> Result<PatchStats, PatchError> {
-    format::read_header(&mut delta, DELTA_MAGIC, format::VERSION, "delta header")?;
-    let basis_len = format::read_u64(&mut delta, "basis length")?;
+    let basis_len = wire::delta::read_header(&mut delta)?;
     let mut stats = PatchStats::default();
     loop {
-        match format::read_u8(&mut delta, "delta instruction")? {
-            OP_COPY => {
-                let (offset, len) = format::read_copy(&mut delta, basis_len)?;
+        match wire::delta::read_instruction(&mut delta, basis_len)? {
+            Instruction::Copy { offset, len } => {
                 let end = offset + len;
                 let mut at = offset;
                 // Whole granules (after the first) that stay in place.
@@ -345,8 +345,7 @@ fn patch_into<B: Read + Seek, D: Read, W: Sink>(
                 copy_through(&mut basis, &mut out, at, end - at, basis_len)?;
                 stats.copied_bytes += len;
             }
-            OP_LITERAL => {
-                let len = format::read_literal_len(&mut delta)?;
+            Instruction::Literal { len } => {
                 let mut left = len as usize;
                 while left > 0 {
                     let n = left.min(PIECE);
@@ -359,12 +358,7 @@ fn patch_into<B: Read + Seek, D: Read, W: Sink>(
                 }
                 stats.literal_bytes += len;
             }
-            OP_END => {
-                let new_len = format::read_u64(&mut delta, "new length")?;
-                let mut hash = [0u8; 32];
-                delta
-                    .read_exact(&mut hash)
-                    .map_err(FormatError::reading("new file hash"))?;
+            Instruction::End { new_len, hash } => {
                 let actual = out.finalize();
                 if new_len != out.written || actual.as_bytes() != &hash {
                     return Err(PatchError::Verification {
@@ -380,7 +374,6 @@ fn patch_into<B: Read + Seek, D: Read, W: Sink>(
                 stats.hash = hash;
                 return Ok(stats);
             }
-            opcode => return Err(FormatError::UnknownInstruction { opcode }.into()),
         }
     }
 }

@@ -25,9 +25,10 @@ use std::os::unix::fs::FileExt;
 use blake3::hazmat::{HasherExt, Mode, left_subtree_len, merge_subtrees_root};
 
 use crate::delta::{Sink, search};
-use crate::format::{LITERAL_CHUNK, TAG_BYTES};
+use crate::format::TAG_BYTES;
 use crate::index::Index;
 use crate::tree_hash::hash_granules;
+use crate::wire::delta::LITERAL_CHUNK;
 use crate::wire::{
     AlignedTags, Answer, DeltaStats, Encoder, GranuleSummary, Refinement, Signature,
     SignatureOptions,

@@ -2,7 +2,7 @@
 
 use std::io::{self, Seek, SeekFrom, Write};
 
-use crate::in_place::InPlaceFile;
+use crate::file::InPlaceFile;
 
 /// Granule of hole detection: the common file-system block.
 const GRANULE: usize = 4096;

@@ -1,9 +1,23 @@
 //! The delta message (`WMDL`): a basis length, copy and literal
 //! instructions, and an end with the new file's length and BLAKE3.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
-use crate::format::{self, DELTA_MAGIC, LITERAL_CHUNK, OP_COPY, OP_END, OP_LITERAL};
+use crate::error::{FormatError, PatchError};
+use crate::format::{self, DELTA_MAGIC};
+
+/// Delta opcode: copy a byte range of the basis.
+pub(crate) const OP_COPY: u8 = 1;
+/// Delta opcode: literal bytes follow.
+pub(crate) const OP_LITERAL: u8 = 2;
+/// Delta opcode: end, with the new length and BLAKE3.
+pub(crate) const OP_END: u8 = 0;
+
+/// Largest literal run in one instruction, as written; a decoder accepts
+/// up to [`MAX_LITERAL`].
+pub(crate) const LITERAL_CHUNK: usize = 256 << 10;
+/// Largest literal run a decoder accepts in one instruction.
+pub(crate) const MAX_LITERAL: u64 = 16 << 20;
 
 /// What a delta contains.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,4 +118,77 @@ impl<W: Write> Encoder<W> {
         }
         Ok(())
     }
+}
+
+/// One instruction of a delta, as decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Instruction {
+    /// `len` bytes of the basis at `offset`, which lie inside it.
+    Copy { offset: u64, len: u64 },
+    /// `len` literal bytes (at most [`MAX_LITERAL`]), which follow in the
+    /// stream for the caller to read.
+    Literal { len: u64 },
+    /// The end: the new file's length and BLAKE3.
+    End { new_len: u64, hash: [u8; 32] },
+}
+
+/// Reads a delta's header (magic and version) and returns the length of
+/// the basis it was computed against.
+pub(crate) fn read_header<R: Read>(r: &mut R) -> Result<u64, FormatError> {
+    format::read_header(r, DELTA_MAGIC, format::VERSION, "delta header")?;
+    format::read_u64(r, "basis length")
+}
+
+/// Reads the next instruction of a delta against a basis of `basis_len`
+/// bytes, checking its operands before anything is read or written for
+/// it.
+pub(crate) fn read_instruction<R: Read>(
+    r: &mut R,
+    basis_len: u64,
+) -> Result<Instruction, PatchError> {
+    match format::read_u8(r, "delta instruction")? {
+        OP_COPY => {
+            let (offset, len) = read_copy(r, basis_len)?;
+            Ok(Instruction::Copy { offset, len })
+        }
+        OP_LITERAL => Ok(Instruction::Literal {
+            len: read_literal_len(r)?,
+        }),
+        OP_END => {
+            let new_len = format::read_u64(r, "new length")?;
+            let mut hash = [0u8; 32];
+            r.read_exact(&mut hash)
+                .map_err(FormatError::reading("new file hash"))?;
+            Ok(Instruction::End { new_len, hash })
+        }
+        opcode => Err(FormatError::UnknownInstruction { opcode }.into()),
+    }
+}
+
+/// Reads the operands of [`OP_COPY`], a byte range of the basis, and checks
+/// it lies inside the basis the delta was computed against.
+fn read_copy<R: Read>(r: &mut R, basis_len: u64) -> Result<(u64, u64), PatchError> {
+    let offset = format::read_u64(r, "copy offset")?;
+    let len = format::read_u64(r, "copy length")?;
+    if len == 0 || offset.checked_add(len).is_none_or(|end| end > basis_len) {
+        return Err(PatchError::OutOfBasis {
+            offset,
+            len,
+            basis_len,
+        });
+    }
+    Ok((offset, len))
+}
+
+/// Reads the length of a literal run, refusing one over [`MAX_LITERAL`].
+fn read_literal_len<R: Read>(r: &mut R) -> Result<u64, FormatError> {
+    let len = u64::from(format::read_u32(r, "literal length")?);
+    if len > MAX_LITERAL {
+        return Err(FormatError::TooLarge {
+            what: "literal run",
+            value: len,
+            limit: MAX_LITERAL,
+        });
+    }
+    Ok(len)
 }

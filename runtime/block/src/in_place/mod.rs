@@ -1,13 +1,20 @@
 //! Patch in place: rebuild the new file over its own basis, in an order
 //! that never reads a byte after it was overwritten.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+mod literals;
+mod schedule;
+
+use std::io::{Read, Seek, SeekFrom};
 
 use crate::error::{FormatError, PatchError};
-use crate::format::{self, DELTA_MAGIC, Limits, OP_COPY, OP_END, OP_LITERAL};
+use crate::file::InPlaceFile;
+use crate::format::Limits;
 use crate::patch::PatchStats;
 use crate::tree_hash::{BasisHashes, hash_changed};
+use crate::wire;
+use crate::wire::delta::Instruction;
+use literals::Literals;
+use schedule::{move_within, schedule};
 
 /// Most bytes [`patch_in_place`] holds in memory: the delta's literals
 /// plus the sources of copies on cycles. Beyond it the patch stops with
@@ -24,33 +31,6 @@ fn too_much_held(value: u64) -> PatchError {
     .into()
 }
 
-/// A file [`patch_in_place`] can rewrite: readable, writable, seekable,
-/// and resizable to the new length.
-pub trait InPlaceFile: Read + Write + Seek {
-    /// Truncates or extends the file to `len` bytes.
-    fn set_len(&mut self, len: u64) -> io::Result<()>;
-}
-
-impl InPlaceFile for std::fs::File {
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        std::fs::File::set_len(self, len)
-    }
-}
-
-impl<F: InPlaceFile> InPlaceFile for &mut F {
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        (**self).set_len(len)
-    }
-}
-
-impl InPlaceFile for io::Cursor<Vec<u8>> {
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        let len = usize::try_from(len).map_err(|_| io::ErrorKind::OutOfMemory)?;
-        self.get_mut().resize(len, 0);
-        Ok(())
-    }
-}
-
 /// One instruction with its place in the new file.
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -58,62 +38,6 @@ enum Op {
     Copy { dst: u64, src: u64, len: u64 },
     /// Bytes `at..at + len` of the literals go to `dst`.
     Literal { dst: u64, at: u64, len: u64 },
-}
-
-/// Where a delta's literal bytes wait until they are written.
-enum Literals {
-    /// In memory, counted against [`IN_PLACE_MAX_HELD`].
-    Memory(Vec<u8>),
-    /// In a file the caller provided, for patches larger than memory.
-    Spilled { file: std::fs::File, len: u64 },
-}
-
-impl Literals {
-    fn len(&self) -> u64 {
-        match self {
-            Literals::Memory(bytes) => bytes.len() as u64,
-            Literals::Spilled { len, .. } => *len,
-        }
-    }
-
-    /// Bytes held in memory.
-    fn held(&self) -> u64 {
-        match self {
-            Literals::Memory(bytes) => bytes.len() as u64,
-            Literals::Spilled { .. } => 0,
-        }
-    }
-
-    /// Appends up to `len` bytes from `r`; returns how many arrived.
-    fn append(&mut self, r: &mut impl Read, len: u64) -> io::Result<u64> {
-        match self {
-            // Grows only as bytes arrive: a lying length costs nothing.
-            Literals::Memory(bytes) => r.take(len).read_to_end(bytes).map(|n| n as u64),
-            Literals::Spilled { file, len: spilled } => {
-                let n = io::copy(&mut r.take(len), &mut &*file)?;
-                *spilled += n;
-                Ok(n)
-            }
-        }
-    }
-
-    /// Writes bytes `at..at + len` to `out`.
-    fn write_to(&self, at: u64, len: u64, out: &mut impl Write, buf: &mut [u8]) -> io::Result<()> {
-        match self {
-            Literals::Memory(bytes) => out.write_all(&bytes[at as usize..(at + len) as usize]),
-            Literals::Spilled { file, .. } => {
-                use std::os::unix::fs::FileExt;
-                let mut done = 0;
-                while done < len {
-                    let n = (len - done).min(buf.len() as u64) as usize;
-                    file.read_exact_at(&mut buf[..n], at + done)?;
-                    out.write_all(&buf[..n])?;
-                    done += n as u64;
-                }
-                Ok(())
-            }
-        }
-    }
 }
 
 /// A whole delta, read and scheduled to rebuild the new file over its own
@@ -196,8 +120,7 @@ impl InPlacePatch {
             None => (Literals::Memory(Vec::new()), 0),
         };
         let basis_len_actual = file_len + spilled;
-        format::read_header(&mut delta, DELTA_MAGIC, format::VERSION, "delta header")?;
-        let basis_len = format::read_u64(&mut delta, "basis length")?;
+        let basis_len = wire::delta::read_header(&mut delta)?;
         let mut patch = Self {
             ops: Vec::new(),
             literals,
@@ -218,9 +141,8 @@ impl InPlacePatch {
         };
         loop {
             progress(patch.new_len);
-            match format::read_u8(&mut delta, "delta instruction")? {
-                OP_COPY => {
-                    let (src, len) = format::read_copy(&mut delta, basis_len)?;
+            match wire::delta::read_instruction(&mut delta, basis_len)? {
+                Instruction::Copy { offset: src, len } => {
                     if src + len > basis_len_actual {
                         // The file is shorter than its signature said.
                         return Err(PatchError::OutOfBasis {
@@ -252,8 +174,7 @@ impl InPlacePatch {
                         });
                     }
                 }
-                OP_LITERAL => {
-                    let len = format::read_literal_len(&mut delta)?;
+                Instruction::Literal { len } => {
                     let dst = patch.new_len;
                     patch.new_len += len;
                     if patch.new_len > limits.max_file_len {
@@ -272,11 +193,8 @@ impl InPlacePatch {
                     patch.literal_bytes += len;
                     patch.ops.push(Op::Literal { dst, at, len });
                 }
-                OP_END => {
-                    let new_len = format::read_u64(&mut delta, "new length")?;
-                    delta
-                        .read_exact(&mut patch.hash)
-                        .map_err(FormatError::reading("new file hash"))?;
+                Instruction::End { new_len, hash } => {
+                    patch.hash = hash;
                     if new_len != patch.new_len {
                         return Err(PatchError::Verification {
                             expected: format!("{new_len} bytes"),
@@ -285,7 +203,6 @@ impl InPlacePatch {
                     }
                     break;
                 }
-                opcode => return Err(FormatError::UnknownInstruction { opcode }.into()),
             }
         }
         patch.copies = patch
@@ -471,100 +388,6 @@ impl InPlacePatch {
     }
 }
 
-/// The copies in an order where none reads bytes an earlier one wrote,
-/// and the copies whose sources must be read into memory first because
-/// they are on a cycle (block A moves to B's place and B to A's).
-///
-/// Copies write disjoint ranges in `dst` order, so the copies a source
-/// range overlaps are found by binary search; an edge `x -> y` says `x`
-/// reads what `y` writes, so `x` goes first.
-fn schedule(copies: &[(u64, u64, u64)]) -> (Vec<usize>, Vec<usize>) {
-    let n = copies.len();
-    let mut waiting = vec![0usize; n];
-    for (x, &(_, src, len)) in copies.iter().enumerate() {
-        // First copy whose dst range ends after `src`.
-        let mut y = copies.partition_point(|&(dst, _, l)| dst + l <= src);
-        while y < n && copies[y].0 < src + len {
-            if y != x {
-                waiting[y] += 1;
-            }
-            y += 1;
-        }
-    }
-    let mut order = Vec::with_capacity(n);
-    let mut buffered = Vec::new();
-    let mut done = vec![false; n];
-    let mut ready: VecDeque<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
-    let mut next_stuck = 0;
-    while order.len() + buffered.len() < n {
-        let Some(x) = ready.pop_front() else {
-            // A cycle: read one copy's source now, which releases every
-            // copy that waited for it to have read.
-            while done[next_stuck] {
-                next_stuck += 1;
-            }
-            let x = next_stuck;
-            done[x] = true;
-            buffered.push(x);
-            release(x, copies, &mut waiting, &mut ready, &done);
-            continue;
-        };
-        if done[x] {
-            continue;
-        }
-        done[x] = true;
-        order.push(x);
-        release(x, copies, &mut waiting, &mut ready, &done);
-    }
-    (order, buffered)
-}
-
-/// `x` has read its source: the copies writing over it may go.
-fn release(
-    x: usize,
-    copies: &[(u64, u64, u64)],
-    waiting: &mut [usize],
-    ready: &mut VecDeque<usize>,
-    done: &[bool],
-) {
-    let (_, src, len) = copies[x];
-    let n = copies.len();
-    let mut y = copies.partition_point(|&(dst, _, l)| dst + l <= src);
-    while y < n && copies[y].0 < src + len {
-        if y != x && !done[y] {
-            waiting[y] -= 1;
-            if waiting[y] == 0 {
-                ready.push_back(y);
-            }
-        }
-        y += 1;
-    }
-}
-
-/// Moves `len` bytes from `src` to `dst` within `file`, like `memmove`.
-fn move_within<F: Read + Write + Seek>(
-    file: &mut F,
-    src: u64,
-    dst: u64,
-    len: u64,
-    buf: &mut [u8],
-) -> io::Result<()> {
-    let chunk = buf.len() as u64;
-    let mut done = 0;
-    while done < len {
-        let n = chunk.min(len - done);
-        // Backwards when moving up, so no chunk reads what one wrote.
-        let off = if dst > src { len - done - n } else { done };
-        let piece = &mut buf[..n as usize];
-        file.seek(SeekFrom::Start(src + off))?;
-        file.read_exact(piece)?;
-        file.seek(SeekFrom::Start(dst + off))?;
-        file.write_all(piece)?;
-        done += n;
-    }
-    Ok(())
-}
-
 /// Rebuilds the new file over its basis `file`, from one delta read from
 /// `delta`: [`InPlacePatch::read`] (literals in memory) then
 /// [`InPlacePatch::apply`].
@@ -585,12 +408,13 @@ pub fn patch_in_place<F: InPlaceFile, D: Read>(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Cursor;
+    use std::io::{Cursor, Write};
 
     use proptest::prelude::*;
 
     use super::*;
-    use crate::format::MAX_LITERAL;
+    use crate::format;
+    use crate::wire::delta::{MAX_LITERAL, OP_LITERAL};
     use crate::{Signature, SignatureOptions, delta};
 
     fn in_place(old: &[u8], new: &[u8], bs: u32) -> (Vec<u8>, PatchStats) {
@@ -710,7 +534,7 @@ mod tests {
         // A header, then literal instructions adding up past the cap
         // (their bytes are never needed: the cap is checked first).
         d.extend_from_slice(b"WMDL");
-        d.push(crate::format::VERSION);
+        d.push(format::VERSION);
         d.extend_from_slice(&1000u64.to_be_bytes());
         let mut file = Cursor::new(old.clone());
         let mut sent = 0u64;
