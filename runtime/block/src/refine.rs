@@ -192,7 +192,7 @@ const ALIGNED_READ: u64 = 1 << 20;
 
 /// Files at least this large are searched as two halves at once
 /// ([`Plan::from_file`]).
-const PARALLEL_SEARCH_MIN: u64 = if cfg!(test) { 1 << 20 } else { 64 << 20 };
+const PARALLEL_SEARCH_MIN: u64 = 64 << 20;
 
 /// Reads `file` from `pos` up to `end` (or its end) at offsets, so that
 /// several readers share one open file.
@@ -217,13 +217,23 @@ impl Plan {
     /// half's hash joins into the file's. The seam may cost one block of
     /// literals, which a refinement round then narrows.
     pub fn from_file(sig: &Signature, file: &File) -> io::Result<Self> {
+        Self::from_file_split_from(sig, file, PARALLEL_SEARCH_MIN)
+    }
+
+    /// [`from_file`](Self::from_file), searching a file as two halves
+    /// from `split_min` bytes on.
+    pub(crate) fn from_file_split_from(
+        sig: &Signature,
+        file: &File,
+        split_min: u64,
+    ) -> io::Result<Self> {
         let len = file.metadata()?.len();
         let whole = At {
             file,
             pos: 0,
             end: u64::MAX,
         };
-        if len < PARALLEL_SEARCH_MIN {
+        if len < split_min {
             return Self::new(sig, whole);
         }
         let mid = left_subtree_len(len);
