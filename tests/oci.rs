@@ -4,16 +4,16 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use wasmover_operator::modules::Oci;
+use wasmover_host::Capability;
 use wasmover_oci::{
     Credentials, Digest, ModuleRef, ModuleStore, OciError, Registry, RegistryAuth, WasmConfig,
 };
-use wasmover_host::Capability;
+use wasmover_operator::modules::Oci;
 use wasmover_tests::registry::TestRegistry;
 
 fn bytes(name: &str) -> Vec<u8> {
@@ -312,11 +312,13 @@ async fn a_stopped_registry_is_a_clear_error_and_pinned_modules_come_from_the_st
 
 /// Forwards connections to the registry; once `limit` bytes of responses
 /// went through one connection, stops the registry and cuts the
-/// connection: the registry dies mid-transfer.
-fn cutting_proxy(registry: Arc<Mutex<TestRegistry>>, limit: usize) -> String {
+/// connection: the registry dies mid-transfer. It holds the registry
+/// weakly, so that the test's drop still stops it for good.
+fn cutting_proxy(registry: &Arc<Mutex<TestRegistry>>, limit: usize) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let upstream_addr = registry.lock().unwrap().addr();
+    let registry = Arc::downgrade(registry);
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(mut client) = client else { return };
@@ -328,21 +330,10 @@ fn cutting_proxy(registry: Arc<Mutex<TestRegistry>>, limit: usize) -> String {
             std::thread::spawn(move || std::io::copy(&mut client_reader, &mut upstream_writer));
             let registry = registry.clone();
             std::thread::spawn(move || {
-                let (mut sent, mut buf) = (0, vec![0u8; 8192]);
-                loop {
-                    let n = match upstream.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let n = n.min(limit - sent);
-                    if client.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                    sent += n;
-                    if sent == limit {
-                        registry.lock().unwrap().stop();
-                        break;
-                    }
+                if wasmover_tests::tamper::pump(&mut upstream, &mut client, limit, None)
+                    && let Some(registry) = registry.upgrade()
+                {
+                    registry.lock().unwrap().stop();
                 }
                 let _ = client.shutdown(Shutdown::Both);
                 let _ = upstream.shutdown(Shutdown::Both);
@@ -367,7 +358,7 @@ async fn a_registry_stopped_mid_pull_leaves_nothing_in_the_store() {
     .await;
     // Manifests and the API check are a few hundred bytes; the module is
     // ~270 KiB: 64 KiB cuts the module's transfer.
-    let proxy = cutting_proxy(registry.clone(), 64 << 10);
+    let proxy = cutting_proxy(&registry, 64 << 10);
     let through_proxy = reference(&format!("oci://{proxy}/movers/blocksync@{digest}"));
     let store_dir = dir.path().join("store");
     let e = client(&store_dir)
@@ -426,20 +417,8 @@ async fn modules_over_the_size_limit_are_refused_before_download() {
     assert!(matches!(e, OciError::TooLarge { .. }), "{e}");
 }
 
-/// The `wasmover` binary cargo built next to this test.
-fn wasmover_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("wasmover");
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build -p wasmover-operator (same profile)",
-        path.display()
-    );
-    path
-}
-
 fn wasmover(args: &[&str], home: &Path) -> Output {
-    Command::new(wasmover_binary())
+    Command::new(wasmover_tests::wasmover_bin())
         .args(args)
         .env("WASMOVER_CACHE_DIR", home.join("precompiled"))
         .env("WASMOVER_MODULE_STORE", home.join("modules"))

@@ -1,19 +1,19 @@
 //! Local replication end to end: the blocksync component on both sides, on
 //! real directories.
 
-use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use wasmover_operator::replicate::{ReplicateError, ReplicateOptions, replicate};
 use wasmover_host::bindings::types::{Parameter, TransferReport};
 use wasmover_host::state::Quiet;
 use wasmover_host::{
-    Access, Channel, Grants, MoverLimits, MoverModule, Observer, Progress, RunError, Volume,
+    Access, Grants, MoverLimits, MoverModule, Observer, Progress, RunError, Volume,
 };
-use wasmover_tests::{assert_same_tree, bytes, engine, load, make_tree, snapshot, write};
+use wasmover_operator::replicate::{ReplicateError, ReplicateOptions, replicate};
+use wasmover_tests::{
+    assert_same_tree, bytes, engine, load, make_tree, snapshot, tree_digest, write,
+};
 
 fn run(module: &MoverModule, src: &Path, dst: &Path) -> TransferReport {
     replicate(
@@ -59,15 +59,8 @@ fn replicates_a_generated_tree_exactly() {
     // Verified end to end, and the digest is the source's own, as the host
     // computes it here independently of the mover.
     assert!(report.verified, "{report:?}");
-    assert_eq!(report.tree_digest, tree_digest(&src).root);
-    assert_eq!(report.tree_digest, tree_digest(&dst).root);
-}
-
-fn tree_digest(root: &Path) -> wasmover_host::bindings::volume::TreeDigest {
-    Volume::open(root, Access::ReadOnly)
-        .unwrap()
-        .digest()
-        .unwrap()
+    assert_eq!(report.tree_digest, tree_digest(&src));
+    assert_eq!(report.tree_digest, tree_digest(&dst));
 }
 
 /// A destination file altered behind the mover's back, keeping its size
@@ -123,8 +116,8 @@ fn a_file_changed_behind_the_movers_back_fails_verification() {
     file.write_at(&[!byte[0]], 1000).unwrap();
     file.set_modified(mtime).unwrap();
     drop(file);
-    let altered = tree_digest(&dst).root;
-    let source = tree_digest(&src).root;
+    let altered = tree_digest(&dst);
+    let source = tree_digest(&src);
     assert_ne!(altered, source);
 
     let err = run_keeping().unwrap_err();
@@ -224,45 +217,6 @@ fn extraneous_entries_go_and_changed_kinds_are_replaced() {
     assert_eq!(report.entries_deleted, 5);
 }
 
-/// Sends everything written to `out` on to the returned reader, until
-/// `cut_after` bytes (then the stream ends) and with the byte at
-/// `flip_at` inverted.
-fn tampering_proxy(cut_after: usize, flip_at: Option<usize>) -> (Channel, Channel) {
-    let (sender_end, proxy_in) = UnixStream::pair().unwrap();
-    let (proxy_out, receiver_end) = UnixStream::pair().unwrap();
-    let (mut from_sender, mut to_receiver) = (
-        proxy_in.try_clone().unwrap(),
-        proxy_out.try_clone().unwrap(),
-    );
-    std::thread::spawn(move || {
-        let mut seen = 0usize;
-        let mut buf = vec![0; 64 << 10];
-        loop {
-            let n = match from_sender.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            let chunk = &mut buf[..n];
-            if let Some(at) = flip_at.filter(|at| (seen..seen + n).contains(at)) {
-                chunk[at - seen] ^= 0xff;
-            }
-            let keep = n.min(cut_after.saturating_sub(seen));
-            if to_receiver.write_all(&chunk[..keep]).is_err() || keep < n {
-                let _ = to_receiver.shutdown(std::net::Shutdown::Both);
-                let _ = from_sender.shutdown(std::net::Shutdown::Both);
-                return;
-            }
-            seen += n;
-        }
-    });
-    // Receiver → sender traffic goes straight through a second proxy-free pair.
-    let (back_receiver, back_sender) = UnixStream::pair().unwrap();
-    let sender = Channel::new(back_sender, sender_end);
-    let receiver = Channel::new(receiver_end, back_receiver);
-    drop((proxy_in, proxy_out));
-    (sender, receiver)
-}
-
 /// Runs both sides over a tampering proxy; returns the receiver's result.
 fn run_tampered(
     module: &MoverModule,
@@ -271,7 +225,7 @@ fn run_tampered(
     cut_after: usize,
     flip_at: Option<usize>,
 ) -> Result<TransferReport, RunError> {
-    let (to_receiver, to_sender) = tampering_proxy(cut_after, flip_at);
+    let (to_receiver, to_sender) = wasmover_tests::tamper::channels(cut_after, flip_at);
     let sending = Grants::new()
         .with_volume(Volume::open(src, Access::ReadOnly).unwrap())
         .with_channel(to_receiver);
@@ -756,24 +710,26 @@ fn an_image_file_is_patched_in_place_and_only_its_changes_move() {
 struct LoopDevices(Vec<PathBuf>);
 
 impl LoopDevices {
-    /// Attaches a loop device to each file, or `None` where this machine
+    /// Attaches a loop device to each file; why not where this machine
     /// has no loop devices for us (not root, or no /dev/loop-control).
-    fn attach(files: &[&Path]) -> Option<Self> {
+    fn attach(files: &[&Path]) -> Result<Self, String> {
         let mut devices = Self(Vec::new());
         for file in files {
             let out = std::process::Command::new("losetup")
                 .args(["--find", "--show"])
                 .arg(file)
                 .output()
-                .ok()?;
+                .map_err(|e| format!("losetup: {e}"))?;
             if !out.status.success() {
-                eprintln!("losetup: {}", String::from_utf8_lossy(&out.stderr));
-                return None;
+                return Err(format!(
+                    "losetup: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
             }
-            let device = String::from_utf8(out.stdout).ok()?;
+            let device = String::from_utf8(out.stdout).map_err(|e| e.to_string())?;
             devices.0.push(PathBuf::from(device.trim()));
         }
-        Some(devices)
+        Ok(devices)
     }
 }
 
@@ -789,6 +745,7 @@ impl Drop for LoopDevices {
 }
 
 #[test]
+#[ignore = "needs root: attaches loop devices (scripts/test runs it as root)"]
 fn a_block_device_is_patched_in_place_under_its_journal() {
     let engine = engine();
     let blocksync = load(&engine, "blocksync");
@@ -798,10 +755,10 @@ fn a_block_device_is_patched_in_place_under_its_journal() {
     std::fs::write(&files[0], &data).unwrap();
     std::fs::write(&files[1], vec![0u8; 8 << 20]).unwrap();
     std::fs::write(&files[2], vec![9u8; 4 << 20]).unwrap();
-    let Some(devices) = LoopDevices::attach(&files.each_ref().map(|f| f.as_path())) else {
-        eprintln!("SKIPPED: no loop devices here (needs root and /dev/loop-control)");
-        return;
-    };
+    let devices =
+        LoopDevices::attach(&files.each_ref().map(|f| f.as_path())).unwrap_or_else(|why| {
+            panic!("no loop devices here (needs root and /dev/loop-control): {why}")
+        });
     let [src, dst, small] = [0, 1, 2].map(|i| devices.0[i].clone());
     let journal = tmp.path().join("journal");
     let replicate_to = |dst: &Path| {

@@ -8,9 +8,9 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use wasmover_operator::modules::{Oci, load};
-use wasmover_oci::{Credentials, ModuleRef, ModuleStore};
 use wasmover_host::{EngineConfig, Grants, MoverEngine, MoverLimits};
+use wasmover_oci::{Credentials, ModuleRef, ModuleStore};
+use wasmover_operator::modules::{Oci, load};
 use wasmover_tests::registry::TestRegistry;
 
 fn oci_module(c: &mut Criterion) {

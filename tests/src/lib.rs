@@ -1,13 +1,18 @@
-//! Shared pieces of the end-to-end tests: the guest components, generated
-//! trees on real filesystems, and a strict tree comparison.
+//! Shared pieces of the end-to-end tests: the guest components and the
+//! `wasmover` binary, generated trees on real filesystems, and a strict tree
+//! comparison; in modules, the servers and stand-ins the tests run against.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use wasmover_host::{EngineConfig, MoverEngine, MoverModule};
+use wasmover_host::{Access, EngineConfig, MoverEngine, MoverModule, Volume};
 
+pub mod apiserver;
+pub mod cluster;
+pub mod operator;
 pub mod registry;
+pub mod tamper;
 
 /// A guest component built by `cargo xtask build-guests`.
 pub fn guest(name: &str) -> PathBuf {
@@ -22,13 +27,16 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
-/// The `wasmover` binary of a release build (`scripts/setup`, which
-/// `scripts/test` runs first, builds it).
+/// The `wasmover` binary cargo built beside the running test, in the same
+/// target directory and profile (`scripts/setup`, which `scripts/test` runs
+/// first, builds it).
 pub fn wasmover_bin() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/wasmover");
+    // A test runs as <target>/<profile>/deps/<test>-<hash>.
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("wasmover");
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --release -p wasmover` first",
+        "{} is missing: run `cargo build --release -p wasmover-operator` first (same profile)",
         path.display()
     );
     path
@@ -149,6 +157,16 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out);
     out
+}
+
+/// The tree digest of a directory or volume, as the host (and so the
+/// agents) compute it, independently of any mover.
+pub fn tree_digest(root: &Path) -> String {
+    Volume::open(root, Access::ReadOnly)
+        .unwrap()
+        .digest()
+        .unwrap()
+        .root
 }
 
 /// Asserts that two trees are equal in content, kinds, modes, link targets

@@ -1,0 +1,532 @@
+//! One operator takes replication objects through their life: on a
+//! schedule, by manual trigger, paused, refused, failing, by snapshot, and
+//! deleted with what their movers created, telling it in Events and metrics.
+
+use std::net::SocketAddr;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event as K8sEvent, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use serde_json::json;
+use wasmover_operator::crd::{ReplicationDestination, ReplicationSource};
+use wasmover_tests::apiserver::{
+    ApiServer, install_crds, install_volume_snapshot_crd, volume_snapshot_resource,
+};
+use wasmover_tests::cluster::{
+    condition_reason, create, eventually, failure, job_controller_stand_in, namespace,
+};
+use wasmover_tests::operator::{Operator, http_get};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_drives_a_mover_through_a_real_api_server() {
+    let server = ApiServer::start();
+    let client = server.client().await;
+    install_crds(&client).await;
+    install_volume_snapshot_crd(&client).await;
+    let Operator {
+        metrics_addr,
+        task: operator,
+        ..
+    } = Operator::start(&server, None).await;
+    // One operator, one story after the other: each finds what the ones
+    // before it left (the scheduled source waits for its minute meanwhile).
+    let stage = Stage::new(client, metrics_addr);
+    let next = a_schedule_is_waited_for(&stage).await;
+    a_manual_trigger_runs_the_mover_and_events_tell_it(&stage).await;
+    the_synchronization_is_in_the_metrics(&stage).await;
+    a_new_trigger_runs_it_again_and_a_pause_stops_it(&stage).await;
+    a_mover_is_refused_what_it_was_not_granted(&stage).await;
+    an_invalid_object_gets_a_clear_condition(&stage).await;
+    what_a_mover_reports_lands_in_status_and_metrics(&stage).await;
+    a_module_that_traps_is_a_failure(&stage).await;
+    copy_method_snapshot_makes_a_volume_snapshot(&stage).await;
+    the_scheduled_source_ran_at_its_minute(&stage, next).await;
+    deleting_collects_what_the_mover_created(&stage).await;
+    operator.abort();
+}
+
+/// Where the stories play: the API, the namespaces' objects they look at
+/// (`sched`, `dst` and `src`), and the operator's metrics.
+struct Stage {
+    client: Client,
+    metrics_addr: SocketAddr,
+    scheduled: Api<ReplicationSource>,
+    destinations: Api<ReplicationDestination>,
+    jobs: Api<Job>,
+    secrets: Api<Secret>,
+    services: Api<Service>,
+    pvcs: Api<PersistentVolumeClaim>,
+    events: Api<K8sEvent>,
+    sources: Api<ReplicationSource>,
+}
+
+impl Stage {
+    fn new(client: Client, metrics_addr: SocketAddr) -> Self {
+        Self {
+            scheduled: Api::namespaced(client.clone(), "sched"),
+            destinations: Api::namespaced(client.clone(), "dst"),
+            jobs: Api::namespaced(client.clone(), "dst"),
+            secrets: Api::namespaced(client.clone(), "dst"),
+            services: Api::namespaced(client.clone(), "dst"),
+            pvcs: Api::namespaced(client.clone(), "dst"),
+            events: Api::namespaced(client.clone(), "dst"),
+            sources: Api::namespaced(client.clone(), "src"),
+            client,
+            metrics_addr,
+        }
+    }
+}
+
+/// On a schedule: waits for the next minute (when it runs is checked by
+/// [`the_scheduled_source_ran_at_its_minute`]); returns that minute.
+async fn a_schedule_is_waited_for(stage: &Stage) -> Time {
+    let Stage {
+        client, scheduled, ..
+    } = stage;
+    namespace(client, "sched").await;
+    create(
+        scheduled,
+        "every-minute",
+        json!({
+            "sourcePVC": "data",
+            "trigger": {"schedule": "* * * * *"},
+            "mover": {"module": "hostile", "parameters": {"hostile": "progress"}},
+        }),
+    )
+    .await;
+    let next = eventually("the schedule is waited for", || async {
+        let status = scheduled.get("every-minute").await.unwrap().status?;
+        let (reason, _) = condition_reason(Some(&status.sync))?;
+        (reason == "WaitingForSchedule").then_some(status.sync.next_sync_time?)
+    })
+    .await;
+    assert_eq!(next.0.as_second() % 60, 0, "fires on a minute: {next:?}");
+    next
+}
+
+/// The mover creates its objects through the scoped host functions, runs,
+/// completes, and its cleanup removes the Job; Events tell the story.
+async fn a_manual_trigger_runs_the_mover_and_events_tell_it(stage: &Stage) {
+    let Stage {
+        client,
+        destinations,
+        jobs,
+        secrets,
+        services,
+        pvcs,
+        events,
+        ..
+    } = stage;
+    namespace(client, "dst").await;
+    create(
+        destinations,
+        "db",
+        json!({
+            "capacity": "1Gi",
+            "trigger": {"manual": "first"},
+            "mover": {"module": "blocksync"},
+        }),
+    )
+    .await;
+
+    let job = eventually("the agent Job exists", || async {
+        jobs.get_opt("db-blocksync-dst").await.unwrap()
+    })
+    .await;
+    let labels = job.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("wasmover.dev/owner-name").map(String::as_str),
+        Some("db")
+    );
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("ReplicationDestination", "db")
+    );
+    assert!(secrets.get_opt("db-blocksync-key").await.unwrap().is_some());
+    assert!(services.get_opt("db-blocksync").await.unwrap().is_some());
+    assert!(pvcs.get_opt("db-dest").await.unwrap().is_some());
+    eventually("the status says SyncInProgress", || async {
+        let rd = destinations.get("db").await.unwrap();
+        let reason = condition_reason(rd.status.as_ref().map(|s| &s.sync))?;
+        (reason.0 == "SyncInProgress").then_some(())
+    })
+    .await;
+
+    job_controller_stand_in(jobs, "db-blocksync-dst").await;
+    let status = eventually("the synchronization completes", || async {
+        let rd = destinations.get("db").await.unwrap();
+        let status = rd.status?;
+        status.sync.last_sync_time.is_some().then_some(status)
+    })
+    .await;
+    assert_eq!(
+        status.latest_image.as_ref().map(|i| i.name.as_str()),
+        Some("db-dest")
+    );
+    assert_eq!(status.sync.last_manual_sync.as_deref(), Some("first"));
+    assert_eq!(
+        condition_reason(Some(&status.sync)).unwrap().0,
+        "WaitingForManual"
+    );
+    // cleanup removed the Job, kept the PVC, the key and the Service.
+    eventually("cleanup deleted the Job", || async {
+        jobs.get_opt("db-blocksync-dst")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(pvcs.get_opt("db-dest").await.unwrap().is_some());
+    eventually("Events tell the story", || async {
+        let reasons: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        ["SyncStarted", "KeyCreated", "SyncCompleted"]
+            .iter()
+            .all(|r| reasons.iter().any(|x| x == r))
+            .then_some(())
+    })
+    .await;
+}
+
+/// The synchronization is in VolSync's metrics.
+async fn the_synchronization_is_in_the_metrics(stage: &Stage) {
+    let metrics_addr = stage.metrics_addr;
+    let text = http_get(metrics_addr, "/metrics").await;
+    assert!(
+        text.contains(r#"volsync_sync_duration_seconds_count{obj_name="db",obj_namespace="dst",role="destination",method="blocksync"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"volsync_volume_out_of_sync{obj_name="db",obj_namespace="dst",role="destination",method="blocksync"} 0"#), "{text}");
+    assert!(
+        text.contains(r#"wasmover_kube_request_duration_seconds_count{verb="create",code="201"}"#),
+        "{text}"
+    );
+    assert!(
+        http_get(metrics_addr, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+}
+
+/// A new manual trigger value runs the mover again; paused, nothing runs,
+/// and the condition says why.
+async fn a_new_trigger_runs_it_again_and_a_pause_stops_it(stage: &Stage) {
+    let Stage {
+        destinations, jobs, ..
+    } = stage;
+    let merge = |v| Patch::Merge(v);
+    destinations
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &merge(json!({"spec": {"trigger": {"manual": "second"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the second run creates its Job", || async {
+        jobs.get_opt("db-blocksync-dst").await.unwrap()
+    })
+    .await;
+    job_controller_stand_in(jobs, "db-blocksync-dst").await;
+    eventually("the second run completes", || async {
+        let status = destinations.get("db").await.unwrap().status?;
+        (status.sync.last_manual_sync.as_deref() == Some("second")).then_some(())
+    })
+    .await;
+
+    // Paused: nothing runs, and the condition says why.
+    destinations
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &merge(json!({"spec": {"paused": true, "trigger": {"manual": "third"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the pause is reported", || async {
+        let rd = destinations.get("db").await.unwrap();
+        let (_, message) = condition_reason(rd.status.as_ref().map(|s| &s.sync))?;
+        (message == "synchronization is paused").then_some(())
+    })
+    .await;
+    assert!(jobs.get_opt("db-blocksync-dst").await.unwrap().is_none());
+}
+
+/// A mover granted only PVCs is refused its Secret: a clean error, and the
+/// user hears of the refusal.
+async fn a_mover_is_refused_what_it_was_not_granted(stage: &Stage) {
+    let Stage {
+        destinations,
+        secrets,
+        events,
+        ..
+    } = stage;
+    create(
+        destinations,
+        "narrow",
+        json!({
+            "capacity": "1Gi",
+            "mover": {
+                "module": "blocksync",
+                "capabilities": [{"apiVersion": "v1", "kind": "PersistentVolumeClaim"}],
+            },
+        }),
+    )
+    .await;
+    let message = failure(destinations, "narrow").await;
+    assert!(
+        message.contains("Forbidden") && message.contains("Secret"),
+        "{message}"
+    );
+    eventually("a MoverForbidden event is published", || async {
+        let list = events.list(&Default::default()).await.unwrap();
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("MoverForbidden"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        secrets
+            .get_opt("narrow-blocksync-key")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// An invalid CR gets a clear condition; the operator keeps working.
+async fn an_invalid_object_gets_a_clear_condition(stage: &Stage) {
+    let Stage {
+        client, sources, ..
+    } = stage;
+    namespace(client, "src").await;
+    create(
+        sources,
+        "app",
+        json!({"sourcePVC": "data", "mover": {"module": "rclone"}}),
+    )
+    .await;
+    let message = failure(sources, "app").await;
+    assert!(message.contains("no mover named rclone"), "{message}");
+    create(
+        sources,
+        "cron",
+        json!({"sourcePVC": "data", "trigger": {"schedule": "every tuesday"}}),
+    )
+    .await;
+    let message = failure(sources, "cron").await;
+    assert!(message.contains("invalid schedule"), "{message}");
+    create(
+        sources,
+        "missing",
+        json!({
+            "sourcePVC": "absent",
+            "mover": {"module": "blocksync", "parameters": {"address": "db-blocksync.dst"}},
+        }),
+    )
+    .await;
+    let message = failure(sources, "missing").await;
+    assert!(
+        message.contains("PersistentVolumeClaim absent does not exist"),
+        "{message}"
+    );
+}
+
+/// What a mover reports of its progress lands in status and metrics.
+async fn what_a_mover_reports_lands_in_status_and_metrics(stage: &Stage) {
+    let Stage {
+        sources,
+        metrics_addr,
+        ..
+    } = stage;
+    let metrics_addr = *metrics_addr;
+    create(
+        sources,
+        "reporting",
+        json!({
+            "sourcePVC": "data",
+            "trigger": {"manual": "once"},
+            "mover": {"module": "hostile", "parameters": {"hostile": "progress"}},
+        }),
+    )
+    .await;
+    let status = eventually("the reporting mover completes", || async {
+        let status = sources.get("reporting").await.unwrap().status?;
+        (status.sync.last_manual_sync.as_deref() == Some("once")).then_some(status.sync)
+    })
+    .await;
+    assert_eq!(
+        (status.bytes_transferred, status.bytes_total),
+        (Some(4096), Some(4096))
+    );
+    assert_eq!(
+        (status.files_transferred, status.files_to_transfer),
+        (Some(2), Some(2))
+    );
+    // The transfer report it completed with: its tree digest and verdict.
+    assert_eq!(
+        (
+            status.last_sync_digest.as_deref(),
+            status.last_sync_verified
+        ),
+        (Some("5ca1ab1e".repeat(8).as_str()), Some(true))
+    );
+    assert!(
+        status
+            .module
+            .as_deref()
+            .is_some_and(|m| m.starts_with("hostile@sha256:")),
+        "{:?}",
+        status.module
+    );
+    let text = http_get(metrics_addr, "/metrics").await;
+    assert!(
+        text.contains(r#"wasmover_bytes_transferred_total{obj_name="reporting",obj_namespace="src",role="source",method="hostile"} 4096"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"wasmover_files_transferred_total{obj_name="reporting",obj_namespace="src",role="source",method="hostile"} 2"#),
+        "{text}"
+    );
+}
+
+/// A module that traps is reported, and stopped, like any failure.
+async fn a_module_that_traps_is_a_failure(stage: &Stage) {
+    let sources = &stage.sources;
+    create(sources, "trap", json!({"sourcePVC": "data", "mover": {"module": "hostile", "parameters": {"hostile": "trap"}}})).await;
+    let message = failure(sources, "trap").await;
+    assert!(
+        message.contains("hostile") && message.contains("deliberate panic in synchronize"),
+        "{message}"
+    );
+}
+
+/// copyMethod Snapshot: the image is a VolumeSnapshot of the PVC, once the
+/// snapshot controller (played here) has made it ready.
+async fn copy_method_snapshot_makes_a_volume_snapshot(stage: &Stage) {
+    let Stage {
+        client,
+        destinations,
+        jobs,
+        ..
+    } = stage;
+    create(
+        destinations,
+        "snap",
+        json!({"capacity": "1Gi", "copyMethod": "Snapshot", "trigger": {"manual": "1"}}),
+    )
+    .await;
+    eventually("the snapshot RD's Job exists", || async {
+        jobs.get_opt("snap-blocksync-dst").await.unwrap()
+    })
+    .await;
+    job_controller_stand_in(jobs, "snap-blocksync-dst").await;
+    let snapshots: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "dst", &volume_snapshot_resource());
+    let snapshot = eventually("the VolumeSnapshot is requested", || async {
+        snapshots.get_opt("snap-dest-snap").await.unwrap()
+    })
+    .await;
+    assert_eq!(
+        snapshot.data["spec"]["source"]["persistentVolumeClaimName"],
+        "snap-dest"
+    );
+    snapshots
+        .patch(
+            "snap-dest-snap",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"readyToUse": true}})),
+        )
+        .await
+        .unwrap();
+    let image = eventually("the snapshot is the latest image", || async {
+        destinations.get("snap").await.unwrap().status?.latest_image
+    })
+    .await;
+    assert_eq!(
+        (
+            image.api_group.as_deref(),
+            image.kind.as_str(),
+            image.name.as_str()
+        ),
+        (
+            Some("snapshot.storage.k8s.io"),
+            "VolumeSnapshot",
+            "snap-dest-snap"
+        )
+    );
+}
+
+/// The scheduled source ran at its minute and waits for the next.
+async fn the_scheduled_source_ran_at_its_minute(stage: &Stage, next: Time) {
+    let scheduled = &stage.scheduled;
+    let status = eventually("the scheduled source runs", || async {
+        let status = scheduled.get("every-minute").await.unwrap().status?;
+        status.sync.last_sync_time.is_some().then_some(status.sync)
+    })
+    .await;
+    assert!(status.last_sync_time.unwrap().0 >= next.0);
+    assert!(status.next_sync_time.unwrap().0 > next.0);
+}
+
+/// Deleting runs the finalizer (cleanup) and leaves no object behind; what
+/// its mover created (PVC, key, Service) goes with it: the operator
+/// collects what lost its owner.
+async fn deleting_collects_what_the_mover_created(stage: &Stage) {
+    let Stage {
+        metrics_addr,
+        destinations,
+        secrets,
+        services,
+        pvcs,
+        sources,
+        ..
+    } = stage;
+    let metrics_addr = *metrics_addr;
+    destinations
+        .delete("db", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the destination is gone", || async {
+        destinations
+            .get_opt("db")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eventually("the destination's objects are collected", || async {
+        (pvcs.get_opt("db-dest").await.unwrap().is_none()
+            && secrets.get_opt("db-blocksync-key").await.unwrap().is_none()
+            && services.get_opt("db-blocksync").await.unwrap().is_none())
+        .then_some(())
+    })
+    .await;
+    let text = http_get(metrics_addr, "/metrics").await;
+    assert!(text.contains("wasmover_orphans_deleted_total 3"), "{text}");
+    sources
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the source is gone", || async {
+        sources
+            .get_opt("app")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
