@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod bindings;
+mod blocks;
 pub mod catalog;
 pub mod channel;
 pub mod engine;
@@ -24,6 +25,7 @@ pub mod instance;
 pub mod kube;
 pub mod limits;
 pub mod module;
+mod observer;
 pub mod state;
 pub mod volume;
 
@@ -34,5 +36,6 @@ pub use error::RunError;
 pub use instance::{Mover, MoverInstance};
 pub use limits::{LimitExceeded, MoverLimits};
 pub use module::{CONTRACT_VERSION, Capability, MoverModule};
-pub use state::{Event, Grants, Observer, Progress};
+pub use observer::{Event, Observer, Progress};
+pub use state::Grants;
 pub use volume::{Access, HashStore, Volume};

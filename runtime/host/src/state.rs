@@ -8,62 +8,19 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::blocks::BlockSession;
 use crate::channel::Channel;
-use crate::host::BlockSession;
 use crate::kube::ScopedCluster;
 use crate::limits::{LimitExceeded, MemoryLimiter, MoverLimits};
 use crate::volume::{Access, Volume};
+
+pub use crate::observer::{Event, Observer, Progress, Quiet};
 
 /// Where the volume appears inside the guest (WASI preopen).
 pub const GUEST_VOLUME_PATH: &str = "/volume";
 
 /// Bytes of a module's stderr kept for error messages.
 const STDERR_CAPTURE: usize = 64 << 10;
-
-/// An Event a module published.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// `Warning` rather than `Normal`.
-    pub warning: bool,
-    /// CamelCase reason.
-    pub reason: String,
-    /// The verb.
-    pub action: String,
-    /// The message.
-    pub note: String,
-}
-
-/// Progress a module reported.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Bytes done.
-    pub bytes_done: u64,
-    /// Bytes in all (0 when unknown).
-    pub bytes_total: u64,
-    /// Entries done.
-    pub entries_done: u64,
-    /// Entries in all (0 when unknown).
-    pub entries_total: u64,
-}
-
-/// Receives what modules report; the CLI draws a progress bar, the operator
-/// writes status, Events and metrics.
-pub trait Observer: Send + Sync {
-    /// A module published an Event.
-    fn event(&self, module: &str, event: &Event) {
-        let _ = (module, event);
-    }
-    /// A module reported progress.
-    fn progress(&self, module: &str, progress: Progress) {
-        let _ = (module, progress);
-    }
-}
-
-/// An observer that ignores everything.
-#[derive(Debug, Default)]
-pub struct Quiet;
-
-impl Observer for Quiet {}
 
 /// What the host grants one run of a module: nothing unless given here.
 pub struct Grants {

@@ -11,8 +11,6 @@ mod kube;
 mod observe;
 mod volume;
 
-pub(crate) use blocks::BlockSession;
-
 use crate::bindings::types;
 use crate::state::HostState;
 
