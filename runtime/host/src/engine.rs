@@ -14,7 +14,6 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::bindings::MoverValidating;
 use crate::error::RunError;
-use crate::module::MoverModule;
 use crate::state::HostState;
 
 /// How often the epoch advances; the granularity of CPU-time limits.
@@ -162,28 +161,25 @@ impl MoverEngine {
         &self.inner.config
     }
 
-    /// Loads a module from a file; its name is the file stem.
-    pub fn load_file(&self, path: &Path) -> Result<MoverModule, RunError> {
-        let bytes = std::fs::read(path).map_err(|source| RunError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let name = path.file_stem().map_or_else(
-            || path.display().to_string(),
-            |s| s.to_string_lossy().into_owned(),
-        );
-        self.load(&name, &bytes)
-    }
-
-    /// Compiles (or fetches from the precompiled cache) a module, links it
-    /// against the contract and detects which exports it has.
-    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<MoverModule, RunError> {
+    /// Compiles `bytes` (or fetches them from the precompiled cache) as
+    /// the component of the module `name`; with the digest of `bytes`,
+    /// `sha256:<hex>`, which keys the cache.
+    pub(crate) fn component(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, String), RunError> {
         let digest = format!("sha256:{:x}", Sha256::digest(bytes));
-        let component = self.component(name, &digest, bytes)?;
-        MoverModule::new(self.clone(), name, digest, component)
+        let component = self.cached_component(name, &digest, bytes)?;
+        Ok((component, digest))
     }
 
-    fn component(&self, name: &str, digest: &str, bytes: &[u8]) -> Result<Component, RunError> {
+    fn cached_component(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<Component, RunError> {
         let compile = || {
             Component::new(self.engine(), bytes).map_err(|e| RunError::Compile {
                 module: name.to_owned(),

@@ -1,4 +1,5 @@
-//! One instance of a module in its own store, and the calls of its exports.
+//! One instance of a module in its own store ([`MoverModule::instantiate`]),
+//! and the calls of its exports.
 //!
 //! Each call starts a fresh meter (CPU time, host calls, log bytes) and maps
 //! whatever stopped the guest to a [`RunError`] naming the module, the
@@ -14,9 +15,9 @@ use crate::bindings::types::{
 };
 use crate::bindings::{control, transfer};
 use crate::error::RunError;
-use crate::limits::LimitExceeded;
+use crate::limits::{LimitExceeded, MoverLimits};
 use crate::module::{Capability, MoverModule};
-use crate::state::HostState;
+use crate::state::{Grants, HostState};
 
 /// Lines of a module's stderr quoted in a trap's error.
 const STDERR_TAIL_LINES: usize = 12;
@@ -41,7 +42,7 @@ impl std::fmt::Debug for MoverInstance {
 }
 
 impl MoverInstance {
-    pub(crate) fn new(module: MoverModule, store: Store<HostState>, instance: Instance) -> Self {
+    fn new(module: MoverModule, store: Store<HostState>, instance: Instance) -> Self {
         Self {
             module,
             store,
@@ -52,7 +53,7 @@ impl MoverInstance {
     /// Stops the guest once it has executed longer than its CPU time. The
     /// callback runs at most once per epoch tick and only while wasm runs,
     /// so time spent in host functions is never charged to the guest.
-    pub(crate) fn install_deadline(store: &mut Store<HostState>) {
+    fn install_deadline(store: &mut Store<HostState>) {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
             let state = ctx.data();
@@ -68,7 +69,7 @@ impl MoverInstance {
     }
 
     /// Names what stopped a guest.
-    pub(crate) fn classify(
+    fn classify(
         module: &MoverModule,
         export: &'static str,
         store: &Store<HostState>,
@@ -268,5 +269,28 @@ impl MoverInstance {
                 message: format!("{module} reported failure"),
             }))
         })
+    }
+}
+
+impl MoverModule {
+    /// A fresh instance in its own store with the given limits and grants.
+    pub fn instantiate(
+        &self,
+        limits: MoverLimits,
+        grants: Grants,
+    ) -> Result<MoverInstance, RunError> {
+        let instantiate_error = |e: wasmtime::Error| RunError::Instantiate {
+            module: self.name.to_string(),
+            source: e.into(),
+        };
+        let state = HostState::new(self.name.clone(), limits, grants).map_err(instantiate_error)?;
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        MoverInstance::install_deadline(&mut store);
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| MoverInstance::classify(self, "instantiate", &store, e))?;
+        Ok(MoverInstance::new(self.clone(), store, instance))
     }
 }

@@ -1,19 +1,17 @@
 //! A loaded module: compiled once, linked once (`InstancePre`), with the
-//! exports it has detected at load time.
+//! exports it has detected at load time; [`MoverEngine::load`] makes one.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
-use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre};
 use wasmtime_wasi::p2::bindings::sync::exports::wasi::cli::run;
 
 use crate::bindings::{control, transfer, validate};
 use crate::engine::MoverEngine;
 use crate::error::RunError;
-use crate::instance::MoverInstance;
-use crate::limits::MoverLimits;
-use crate::state::{Grants, HostState};
+use crate::state::HostState;
 
 /// The version of the contract (`wit/`) this host serves.
 pub const CONTRACT_VERSION: &str = wasmover_contract::VERSION;
@@ -182,25 +180,26 @@ impl MoverModule {
             })
         }
     }
+}
 
-    /// A fresh instance in its own store with the given limits and grants.
-    pub fn instantiate(
-        &self,
-        limits: MoverLimits,
-        grants: Grants,
-    ) -> Result<MoverInstance, RunError> {
-        let instantiate_error = |e: wasmtime::Error| RunError::Instantiate {
-            module: self.name.to_string(),
-            source: e.into(),
-        };
-        let state = HostState::new(self.name.clone(), limits, grants).map_err(instantiate_error)?;
-        let mut store = Store::new(self.engine.engine(), state);
-        store.limiter(|state| &mut state.limiter);
-        MoverInstance::install_deadline(&mut store);
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| MoverInstance::classify(self, "instantiate", &store, e))?;
-        Ok(MoverInstance::new(self.clone(), store, instance))
+impl MoverEngine {
+    /// Loads a module from a file; its name is the file stem.
+    pub fn load_file(&self, path: &Path) -> Result<MoverModule, RunError> {
+        let bytes = std::fs::read(path).map_err(|source| RunError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let name = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        self.load(&name, &bytes)
+    }
+
+    /// Compiles (or fetches from the precompiled cache) a module, links it
+    /// against the contract and detects which exports it has.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<MoverModule, RunError> {
+        let (component, digest) = self.component(name, bytes)?;
+        MoverModule::new(self.clone(), name, digest, component)
     }
 }
