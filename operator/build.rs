@@ -2,10 +2,9 @@
 //!
 //! Which movers are built in is declared once, in `movers/Cargo.toml`
 //! (`[workspace.metadata.wasmover] builtin`); `build-guests` writes that list
-//! beside the components as `builtin.txt`, one name a line. For each name
-//! this sets `WASMOVER_BUILTIN_<NAME>` to its component's path and writes
+//! beside the components as `builtin.txt`, one name a line. This writes
 //! `$OUT_DIR/builtin.rs`: the expression `&[(name, include_bytes!(path)), ..]`
-//! of every built-in mover.
+//! of every built-in mover, which `src/builtin.rs` includes.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -31,11 +30,6 @@ fn main() {
             missing(&path);
         }
         println!("cargo:rerun-if-changed={}", path.display());
-        println!(
-            "cargo:rustc-env=WASMOVER_BUILTIN_{}={}",
-            name.to_uppercase().replace('-', "_"),
-            path.display()
-        );
         writeln!(
             generated,
             "    ({name:?}, include_bytes!({:?})),",

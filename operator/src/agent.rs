@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmover_net::{Connection, Listener, NetError, Options, Psk};
 use wasmover_host::bindings::types::{Parameter, TransferReport};
 use wasmover_host::{
     Access, Channel, Grants, HashStore, MoverLimits, MoverModule, Observer, RunError, Volume,
 };
+use wasmover_net::{Connection, Listener, NetError, Options, Psk};
 
 use crate::replicate::{check_transfer, is_peer_gone};
 

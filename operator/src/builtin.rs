@@ -4,11 +4,9 @@ use std::path::Path;
 
 use wasmover_host::{Catalog, MoverEngine, MoverModule, RunError};
 
-/// `(name, component bytes)` of every built-in mover.
-pub const BUILTIN: &[(&str, &[u8])] = &[(
-    "blocksync",
-    include_bytes!(env!("WASMOVER_BUILTIN_BLOCKSYNC")),
-)];
+/// `(name, component bytes)` of every built-in mover: the movers
+/// `movers/Cargo.toml` names as `builtin` (see `build.rs`).
+pub const BUILTIN: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 
 /// The mover used when none is named.
 pub const DEFAULT_MOVER: &str = "blocksync";
