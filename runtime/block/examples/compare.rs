@@ -9,14 +9,17 @@
 //! cargo run --release -p wasmover-block --example compare -- [SIZE_MIB] [RUNS] [DIR]
 //! ```
 
+// The benches' seeded inputs, so both measure the same kinds of file.
+#[path = "../benches/common/mod.rs"]
+mod common;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::{Rng, RngCore, SeedableRng};
+use common::{fast_rsync_options, random, scattered_changes};
 use wasmover_block::{
     Answer, Limits, Plan, RefineOptions, Signature, SignatureOptions, patch, patch_in_place,
 };
@@ -131,10 +134,7 @@ fn ours(dir: &Path, runs: usize) -> (Measured, Option<Measured>) {
 /// phase reads its input file whole, and the patch writes its output file,
 /// as a host using it would.
 fn fast_rsync(dir: &Path, runs: usize) -> Measured {
-    let options = fast_rsync::SignatureOptions {
-        block_size: 4096,
-        crypto_hash_size: 8,
-    };
+    let options = fast_rsync_options();
     let (mut s, mut d, mut p, mut t) = (vec![], vec![], vec![], vec![]);
     let mut wire = 0;
     for _ in 0..runs {
@@ -208,20 +208,11 @@ fn main() {
         .join("wasmover-compare");
     std::fs::create_dir_all(&dir).unwrap();
     let len = mib << 20;
-    let mut rng = StdRng::seed_from_u64(42);
-    let mut old = vec![0u8; len];
-    rng.fill_bytes(&mut old);
+    let old = random(len, 42);
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("unchanged", old.clone()),
-        ("1% scattered 4 KiB changes", {
-            let mut new = old.clone();
-            for _ in 0..len / 4096 / 100 {
-                let at = rng.random_range(0..len - 4096);
-                rng.fill_bytes(&mut new[at..at + 4096]);
-            }
-            new
-        }),
+        ("1% scattered 4 KiB changes", scattered_changes(&old, 43)),
         ("inserted near the start", {
             let mut new = Vec::with_capacity(len + 100);
             new.extend_from_slice(&old[..1000]);
@@ -231,16 +222,10 @@ fn main() {
         }),
         ("appended 10%", {
             let mut new = old.clone();
-            let mut tail = vec![0; len / 10];
-            rng.fill_bytes(&mut tail);
-            new.extend_from_slice(&tail);
+            new.extend_from_slice(&random(len / 10, 44));
             new
         }),
-        ("nothing matches", {
-            let mut new = vec![0; len];
-            rng.fill_bytes(&mut new);
-            new
-        }),
+        ("nothing matches", random(len, 45)),
     ];
     std::fs::write(dir.join("old"), &old).unwrap();
     println!("{mib} MiB, median of {runs} runs, warm page cache; GB/s of the new file's length");

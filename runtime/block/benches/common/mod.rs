@@ -1,4 +1,4 @@
-//! Seeded inputs shared by the benches.
+//! Seeded inputs shared by the benches and `examples/compare.rs`.
 
 #![allow(dead_code)]
 
