@@ -139,9 +139,11 @@ mod tests {
     ) -> Result<PatchStats, BlockError> {
         let mut basis = Basis::open_tree(tree, path).unwrap();
         let (_, stamp) = basis.only_file().unwrap();
-        // Old enough for its stamp to be trusted.
+        // Old enough for its stamp to be trusted: past a coarse clock's
+        // tick, as a settled stamp is, so that the change `meanwhile` makes
+        // shows in the stamp.
         std::thread::sleep(std::time::Duration::from_nanos(
-            crate::volume::known::SETTLE_NS as u64 + 50_000_000,
+            crate::volume::known::TEST_SETTLE_NS as u64 + 50_000_000,
         ));
         let stamp = Stamp::of_file(basis.only_file().unwrap().0)
             .filter(|s| *s == stamp)

@@ -19,7 +19,7 @@ use crate::volume::{Image, Stamp, Tree, VolumeError};
 /// Files of a tree at least this large (with one link) are patched in
 /// place under an undo journal instead of rebuilt beside: only the changed
 /// bytes are written, and no room for a second copy is needed.
-pub(crate) const IN_PLACE_MIN_FILE: u64 = if cfg!(test) { 1 << 20 } else { 64 << 20 };
+pub(crate) const IN_PLACE_MIN_FILE: u64 = 64 << 20;
 
 /// Where a patch in place keeps its undo journal and the literals waiting
 /// for it.

@@ -94,8 +94,9 @@ mod tests {
         let digest = |read_all: bool| {
             let mut tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
             // The rule of filesystems with a coarse ctime (see
-            // `fine_ctime_means_a_change_after_a_stat_always_shows`).
-            tree.settle_ns = known::SETTLE_NS;
+            // `fine_ctime_means_a_change_after_a_stat_always_shows`), with
+            // a margin this test can wait out.
+            tree.settle_ns = known::TEST_SETTLE_NS;
             if read_all {
                 tree.read_every_file();
             }
@@ -103,7 +104,7 @@ mod tests {
         };
         let honest = digest(false);
         assert!(!store.exists(), "files changed just now are not kept");
-        std::thread::sleep(Duration::from_nanos(2 * known::SETTLE_NS as u64));
+        std::thread::sleep(Duration::from_nanos(2 * known::TEST_SETTLE_NS as u64));
         assert_eq!(digest(false), honest);
         let kept = known::decode(std::fs::read(&store).unwrap()).unwrap();
         assert_eq!(kept.decoded().len(), 2);
@@ -153,7 +154,9 @@ mod tests {
         std::fs::write(root.path().join("a"), b"aaa").unwrap();
         let mut tree = Tree::open(root.path(), Access::ReadOnly).unwrap();
         assert!(tree.set_hash_store(HashStore::InVolume).is_err());
-        std::thread::sleep(Duration::from_nanos(2 * known::SETTLE_NS as u64));
+        // A margin this test can wait out, so that the file settles.
+        tree.settle_ns = known::TEST_SETTLE_NS;
+        std::thread::sleep(Duration::from_nanos(2 * known::TEST_SETTLE_NS as u64));
         tree.digest().unwrap();
         assert!(!root.path().join(STATE_DIR).exists());
         let file = elsewhere.path().join("deep/hashes");
