@@ -3,11 +3,11 @@
 //!
 //! - [`Signature::compute`] reads a basis file once and records, per block,
 //!   a weak rolling checksum and a strong hash.
-//! - [`delta`] reads a new file once, finds blocks of the basis at any byte
+//! - [`delta`](delta()) reads a new file once, finds blocks of the basis at any byte
 //!   offset (so insertions and deletions that shift alignment still match),
 //!   and writes copy and literal instructions, ending with the new file's
 //!   length and BLAKE3 hash.
-//! - [`patch`] rebuilds the new file from the basis and a delta and verifies
+//! - [`patch`](patch()) rebuilds the new file from the basis and a delta and verifies
 //!   it end to end, so a weak/strong collision can never produce a silently
 //!   wrong copy. [`patch_in_place`] does the same over the basis itself,
 //!   ordering copies so none reads bytes already overwritten, and

@@ -264,7 +264,7 @@ pub fn patch_reporting<B: Read + Seek, D: Read, W: Write>(
 /// Also returns the ranges of the new file that were copied from the same
 /// place of the basis (sorted and disjoint), where the new file's
 /// signature and granule hashes are the basis's
-/// ([`Signature::updated`](crate::Signature::updated)).
+/// ([`BasisHashes::updated`](crate::BasisHashes::updated)).
 pub fn patch_from_file<D: Read>(
     basis: &File,
     hashes: &BasisHashes,

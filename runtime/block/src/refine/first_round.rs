@@ -143,7 +143,7 @@ impl Plan {
     }
 
     /// The first round: reads `new` once, matching it against `sig` as
-    /// [`crate::delta`] does, and hashes it for the end marker.
+    /// [`delta`](crate::delta()) does, and hashes it for the end marker.
     pub fn new<R: Read>(sig: &Signature, new: R) -> io::Result<Self> {
         let mut ops = Vec::new();
         let mut hasher = blake3::Hasher::new();

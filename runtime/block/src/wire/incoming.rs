@@ -12,7 +12,7 @@ use crate::wire::refinement::Refinement;
 pub enum Incoming<R> {
     /// The peer asks for a finer signature of part of the basis.
     Refinement(Refinement),
-    /// The delta, whole: hand this reader to [`crate::patch`] or
+    /// The delta, whole: hand this reader to [`patch`](crate::patch()) or
     /// [`crate::patch_in_place`].
     Delta(io::Chain<&'static [u8], R>),
 }

@@ -32,7 +32,8 @@ impl Refinement {
     }
 
     /// Whether the blocks are to be compared only at their own offsets:
-    /// answered with [`AlignedTags`] instead of a [`Signature`].
+    /// answered with [`AlignedTags`](crate::AlignedTags) instead of a
+    /// [`Signature`](crate::Signature).
     pub fn aligned(&self) -> bool {
         self.aligned
     }
@@ -45,7 +46,8 @@ impl Refinement {
 
     /// Writes the encoding: magic `WMRF`, version, block size (u32,
     /// big-endian), kind (0: a signature, 1: aligned tags), then the
-    /// ranges ([`format::put_ranges`]). Returns the bytes written.
+    /// ranges (their count, then each one's gap and length as varints).
+    /// Returns the bytes written.
     pub fn write_to<W: Write>(&self, mut w: W) -> io::Result<u64> {
         format::write_header(&mut w, REFINEMENT_MAGIC, format::VERSION)?;
         let mut encoded = Vec::with_capacity(13 + 6 * self.ranges.len());

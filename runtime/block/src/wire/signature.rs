@@ -272,7 +272,8 @@ impl Signature {
 
     /// Writes the encoding: magic, version, block size, basis length, kind
     /// (0: the whole file, 1: an answer to a refinement), the ranges
-    /// covered ([`format::put_ranges`]), the block count, the strong
+    /// covered (their count, then each one's gap and length as varints),
+    /// the block count, the strong
     /// hashes' seed (u64, only if there are blocks), then each block's
     /// weak (u32) and strong (u64) hash, all big-endian. Returns the bytes
     /// written.
