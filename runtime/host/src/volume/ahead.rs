@@ -15,9 +15,8 @@ use std::thread::JoinHandle;
 
 use cap_std::fs::Dir;
 
-use super::Stamp;
 use super::content::{DIGEST_BUFFER, content_hash, open_to_read};
-use super::known::Stored;
+use super::known::{Stamp, Stored};
 
 /// Files this large are left to the digest. A run that changes one reads
 /// it at the same time for its delta, so reading its old content ahead is

@@ -1,11 +1,16 @@
-//! Reading a file's content for its hash, shared by the digest of a tree
-//! or block volume and the files hashed ahead of it.
+//! What the digests of trees and block volumes share: the key context of
+//! the tree digest, and reading a file's content for its hash (also for
+//! the files hashed ahead of a digest).
 
 use std::io;
 
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, File, OpenOptions, OpenOptionsExt};
 use rustix::fs::OFlags;
+
+/// The BLAKE3 key-derivation context of the tree digest; a change of what
+/// the digest covers or how it is encoded must change it.
+pub(crate) const DIGEST_CONTEXT: &str = "wasmover tree digest v1";
 
 /// The read buffer of the digests. Plain reads and one thread: a 1 GiB
 /// file in the page cache hashes in 0.25 s (4.3 GB/s) that way, and in

@@ -13,9 +13,11 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::content::{DIGEST_BUFFER, content_hash};
+use super::access::Access;
+use super::content::{DIGEST_BUFFER, DIGEST_CONTEXT, content_hash};
+use super::error::VolumeError;
 use super::kept_hashes::{self, KeptHashes};
-use super::{Access, DIGEST_CONTEXT, KnownHashes, Stamp, VolumeError, known};
+use super::known::{self, KnownHashes, Stamp};
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 
 /// Suffix of the undo journal an image file keeps beside itself while a

@@ -6,8 +6,7 @@
 
 use wasmover_block::BasisHashes;
 
-use super::Stamp;
-use super::known::{seal, unseal};
+use super::known::{Stamp, seal, unseal};
 
 const MAGIC: &[u8; 4] = b"WMKG";
 const VERSION: u8 = 1;

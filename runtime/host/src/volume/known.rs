@@ -8,9 +8,16 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::unix_nanos;
+/// Nanoseconds since the epoch of a [`SystemTime`], for tests and callers
+/// that compare trees.
+pub fn unix_nanos(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}
 
 /// How long before a hash was read a file must have last changed for the
 /// hash to be kept for a later run, where changes may share a timestamp. A

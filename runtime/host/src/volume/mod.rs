@@ -2,8 +2,10 @@
 //! a raw block device or image file rewritten in place under an undo
 //! journal ([`Image`]).
 
+mod access;
 mod ahead;
 mod content;
+mod error;
 mod image;
 mod kept_hashes;
 pub(crate) mod known;
@@ -12,75 +14,16 @@ mod watch;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use access::Access;
+pub use error::VolumeError;
 pub use image::Image;
 pub(crate) use kept_hashes::KeptHashes;
-pub use known::HashStore;
-pub(crate) use known::{KnownHashes, Stamp};
+pub(crate) use known::Stamp;
+pub use known::{HashStore, unix_nanos};
 pub use tree::{STAGING_SUFFIX, STATE_DIR, Tree};
 
 use crate::bindings::volume::{Entry, TreeDigest};
-
-/// Whether a volume may be changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// The sending side: nothing may be written.
-    ReadOnly,
-    /// The receiving side.
-    ReadWrite,
-}
-
-/// Why a volume operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum VolumeError {
-    /// The volume was opened read-only.
-    #[error("the volume is read-only")]
-    ReadOnly,
-    /// The path is malformed or escapes the volume.
-    #[error("invalid path {0:?}: paths are relative, '/'-separated, without '.' or '..'")]
-    InvalidPath(String),
-    /// The path does not exist.
-    #[error("{0}: not found")]
-    NotFound(String),
-    /// The volume is a block device or image file, which has no paths.
-    #[error("{0}: the volume is a block device or image file, which has no paths")]
-    NotATree(String),
-    /// Any other I/O error.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path operated on.
-        path: String,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl VolumeError {
-    pub(crate) fn io(path: &str) -> impl FnOnce(io::Error) -> VolumeError + '_ {
-        move |source| match source.kind() {
-            io::ErrorKind::NotFound => VolumeError::NotFound(path.to_owned()),
-            _ => VolumeError::Io {
-                path: path.to_owned(),
-                source,
-            },
-        }
-    }
-}
-
-/// The BLAKE3 key-derivation context of the tree digest; a change of what
-/// the digest covers or how it is encoded must change it.
-pub(crate) const DIGEST_CONTEXT: &str = "wasmover tree digest v1";
-
-/// Nanoseconds since the epoch of a [`SystemTime`], for tests and callers
-/// that compare trees.
-pub fn unix_nanos(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i64,
-        Err(e) => -(e.duration().as_nanos() as i64),
-    }
-}
 
 /// A volume granted to one run.
 #[derive(Debug)]
@@ -182,8 +125,6 @@ impl Volume {
         }
     }
 
-    /// Records that the file at `path`, as `stamp` identifies it, hashes to
-    /// `hash` (see [`KnownHashes`]).
     /// How long before a stamp a file must have changed for what was read
     /// after it to be trusted later by that stamp ([`Stamp::settled`]).
     pub(crate) fn settle_ns(&self) -> i64 {
@@ -193,6 +134,8 @@ impl Volume {
         }
     }
 
+    /// Records that the file at `path`, as `stamp` identifies it, hashes to
+    /// `hash` (see [`KnownHashes`](known::KnownHashes)).
     pub(crate) fn remember_hash(&self, path: &str, stamp: Stamp, hash: [u8; 32]) {
         match self {
             Volume::Tree(tree) => tree.known.remember(path, stamp, hash),

@@ -7,10 +7,11 @@ use super::digester::Digester;
 use super::hash_store::load_hashes;
 use super::{Scanned, Tree, checked};
 use crate::bindings::volume::{EntryKind, TreeDigest};
+use crate::volume::access::Access;
 use crate::volume::ahead::Ahead;
 use crate::volume::content::{DIGEST_BUFFER, content_hash, open_to_read};
+use crate::volume::error::VolumeError;
 use crate::volume::watch::Watch;
-use crate::volume::{Access, VolumeError};
 
 impl Tree {
     /// The tree digest (see `tree-digest` in `wit/mover.wit`): the entries

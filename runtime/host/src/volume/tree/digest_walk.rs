@@ -14,8 +14,9 @@ use super::scan::{look, names_in, open_sub};
 use super::{STATE_DIR, Scanned};
 use crate::bindings::volume::{Entry, EntryKind};
 use crate::volume::content::{DIGEST_BUFFER, content_hash};
+use crate::volume::error::VolumeError;
+use crate::volume::known::Stamp;
 use crate::volume::watch::{Change, Changes, Watch};
-use crate::volume::{Stamp, VolumeError};
 
 /// Names of one directory the digest looks at at once: the files among
 /// them whose hashes are not known are read together, on the rayon pool

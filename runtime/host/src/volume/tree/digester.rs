@@ -4,8 +4,9 @@
 
 use super::Tree;
 use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
-use crate::volume::known::Stored;
-use crate::volume::{DIGEST_CONTEXT, HashStore, Stamp, VolumeError};
+use crate::volume::content::DIGEST_CONTEXT;
+use crate::volume::error::VolumeError;
+use crate::volume::known::{HashStore, Stamp, Stored};
 
 /// Bytes of entry records gathered before they are hashed: BLAKE3 hashes
 /// many 1 KiB chunks at once only when it is given them at once.
@@ -155,7 +156,7 @@ mod tests {
     /// The digest is a format two versions of wasmover compare: the same
     /// tree must give the same root in every version, or a newer agent
     /// fails every transfer with an older one. A change of what it covers
-    /// or how must change [`DIGEST_CONTEXT`](crate::volume::DIGEST_CONTEXT)
+    /// or how must change [`DIGEST_CONTEXT`](crate::volume::content::DIGEST_CONTEXT)
     /// (and this value).
     #[test]
     fn the_digest_of_a_fixed_tree_is_the_same_in_every_version() {

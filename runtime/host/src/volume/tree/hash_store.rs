@@ -7,8 +7,7 @@ use std::path::Path;
 use cap_std::fs::Dir;
 
 use super::{HASHES, STAGING_SUFFIX, STATE_DIR, Tree};
-use crate::volume::known::{self, Stored};
-use crate::volume::{HashStore, Stamp};
+use crate::volume::known::{self, HashStore, Stamp, Stored};
 
 /// The hashes an earlier digest of the tree at `root` (opened as `dir`)
 /// kept in `store`, unless `read_all`; none if there are none or they

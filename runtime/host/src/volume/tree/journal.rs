@@ -8,7 +8,8 @@ use cap_std::fs::OpenOptions;
 
 use super::mutate::set_file_metadata;
 use super::{JOURNAL, JOURNAL_TARGET, STATE_DIR, Tree, checked};
-use crate::volume::{Stamp, VolumeError};
+use crate::volume::error::VolumeError;
+use crate::volume::known::Stamp;
 
 impl Tree {
     /// Rolls back the file a patch in place was rewriting when its run was

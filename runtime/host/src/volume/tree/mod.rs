@@ -34,10 +34,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use cap_std::fs::{Dir, MetadataExt};
 use rustix::fs::{Mode, OFlags};
 
+use super::access::Access;
 use super::ahead::Ahead;
+use super::error::VolumeError;
+use super::kept_hashes;
+use super::known::{self, HashStore, KnownHashes, Stamp};
 use super::watch::Watch;
-use super::{Access, HashStore, KnownHashes, Stamp, VolumeError};
-use super::{kept_hashes, known};
 use crate::bindings::volume::Entry;
 
 /// A directory tree granted to one run.

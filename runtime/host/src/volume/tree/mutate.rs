@@ -10,7 +10,7 @@ use rustix::fs::AtFlags;
 
 use super::scan::stat_stamp;
 use super::{Tree, checked, staging_path};
-use crate::volume::VolumeError;
+use crate::volume::error::VolumeError;
 use crate::volume::watch::Watch;
 
 impl Tree {

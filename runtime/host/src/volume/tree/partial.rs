@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use cap_std::fs::{File, OpenOptions};
 
 use super::{STATE_DIR, Tree, checked, partial_path};
-use crate::volume::VolumeError;
+use crate::volume::error::VolumeError;
 
 impl Tree {
     /// `path`'s partial content, created if missing, for a patch in place

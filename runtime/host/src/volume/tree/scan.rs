@@ -12,9 +12,11 @@ use rustix::fs::{AtFlags, FileType};
 use super::hash_store::load_hashes;
 use super::{STATE_DIR, Scanned, Tree};
 use crate::bindings::volume::{Entry, EntryKind};
+use crate::volume::access::Access;
 use crate::volume::ahead::{self, Ahead};
+use crate::volume::error::VolumeError;
+use crate::volume::known::Stamp;
 use crate::volume::watch::Watch;
-use crate::volume::{Access, Stamp, VolumeError};
 
 impl Tree {
     /// Lists every entry, parents before children, siblings by name.

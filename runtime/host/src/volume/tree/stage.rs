@@ -8,8 +8,9 @@ use cap_std::fs::{File, OpenOptions};
 
 use super::mutate::set_file_metadata;
 use super::{Tree, checked, staging_path};
+use crate::volume::error::VolumeError;
+use crate::volume::known::Stamp;
 use crate::volume::watch::Watch;
-use crate::volume::{Stamp, VolumeError};
 
 impl Tree {
     /// Creates the staging file for `path`, replacing a stale one.
@@ -37,7 +38,7 @@ impl Tree {
     }
 
     /// Renames a staged file over `path` after applying its metadata, and
-    /// remembers that its content hashes to `hash` (see [`KnownHashes`]).
+    /// remembers that its content hashes to `hash` (see [`KnownHashes`](crate::volume::known::KnownHashes)).
     /// Returns the file's stamp after all that.
     pub(crate) fn commit_staged(
         &self,
