@@ -197,7 +197,7 @@ impl KnownHashes {
 
 /// Where a tree's digest keeps the content hashes of the files it saw, so
 /// that the next run's digest reads only the files that changed since (by
-/// their [`Stamp`]: inode, length, modification and change times).
+/// their stamp: inode, length, modification and change times).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HashStore {
     /// Nowhere: every digest reads every file.

@@ -17,19 +17,20 @@ impl Tree {
     /// The tree digest (see `tree-digest` in `wit/mover.wit`): the entries
     /// in [`scan`](Self::scan) order, each hashed as it is met, with the
     /// content of every regular file hashed natively, unless its hash is
-    /// known for the file's unchanged [`Stamp`]: learned this run, or kept
-    /// in the [`HashStore`] by an earlier digest. The hashes of files that
-    /// had settled are kept for the next run. Memory is a read buffer per
-    /// thread, the names of the directories being walked, a window of
-    /// their entries ([`DIGEST_WINDOW`](super::digest_walk::DIGEST_WINDOW)), and 64 bytes per file of kept
-    /// hashes.
+    /// known for the file's unchanged stamp: learned this run, or kept in
+    /// the [`HashStore`](crate::HashStore) by an earlier digest. The hashes
+    /// of files that had settled are kept for the next run. Memory is a
+    /// read buffer per thread, the names of the directories being walked,
+    /// a window of their entries (`DIGEST_WINDOW`), and 64 bytes per file
+    /// of kept hashes.
     ///
     /// A read-only tree that was scanned is not walked again: nothing
     /// this run does changes it, and its digest is of the entries as the
     /// scan found them (what the run sent), so a source that changed
     /// since shows as a mismatch with the destination, not as a second
     /// version of the source. A writable tree that was scanned is walked
-    /// again only where its watch saw changes (see [`crate::volume::watch`]).
+    /// again only where its watch saw changes (an inotify watch of its
+    /// directories).
     pub fn digest(&self) -> Result<TreeDigest, VolumeError> {
         let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
         let ahead = scanned
