@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod modules;
 pub mod registry;
 pub mod replicate;
+pub mod schedule;
 mod terminal;
 
 pub use terminal::ProgressBar;

@@ -1,7 +1,6 @@
 //! What a reconcile does next, decided from the object's spec, its status
 //! and the time alone: no API calls, so every choice is unit-tested here.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -9,6 +8,7 @@ use kube::runtime::controller::Action;
 
 use super::Replication;
 use crate::crd::{CONDITION_SYNCHRONIZING, SyncStatus, reason};
+use crate::schedule::Schedule;
 
 /// Back-off after a failed synchronization.
 pub(super) const ERROR_RETRY: Duration = Duration::from_secs(30);
@@ -153,16 +153,10 @@ fn backing_off(sync: &SyncStatus, generation: Option<i64>, now: Timestamp) -> Op
 
 /// The next time `schedule` fires after `after`.
 fn next_fire(schedule: &str, after: Timestamp) -> Result<Timestamp, String> {
-    // `cron` wants seconds first; the CRD takes the usual five fields.
-    let with_seconds = format!("0 {schedule}");
-    let parsed = cron::Schedule::from_str(&with_seconds)
-        .map_err(|e| format!("invalid schedule {schedule:?}: {e}"))?;
-    let after = chrono::DateTime::from_timestamp(after.as_second(), 0).unwrap_or_default();
-    let next = parsed
-        .after(&after)
-        .next()
-        .ok_or_else(|| format!("schedule {schedule:?} never fires"))?;
-    Timestamp::from_second(next.timestamp()).map_err(|e| e.to_string())
+    Schedule::parse(schedule)
+        .map_err(|e| format!("invalid schedule {schedule:?}: {e}"))?
+        .next_after(after)
+        .ok_or_else(|| format!("schedule {schedule:?} never fires"))
 }
 
 #[cfg(test)]
@@ -240,6 +234,20 @@ mod tests {
         assert_eq!(
             wait.action(at(60)),
             Action::requeue(Duration::from_secs(40))
+        );
+    }
+
+    #[test]
+    fn a_monday_schedule_waits_for_monday() {
+        // Created on Tuesday 2023-11-14 at 22:13:20 UTC; VolSync's Monday
+        // is day 1, so the next run is Monday 2023-11-20 at 09:00.
+        let src = ReplicationSource::test().with_schedule("0 9 * * 1");
+        assert_eq!(
+            decide(&src, &SyncStatus::default(), at(60)),
+            Decision::Idle(Wait {
+                reason: reason::WAITING_FOR_SCHEDULE,
+                next: Some("2023-11-20T09:00:00Z".parse().unwrap()),
+            })
         );
     }
 
