@@ -2,7 +2,7 @@
 //! ticker and the on-disk cache of precompiled components.
 
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -13,6 +13,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::MoverValidating;
+use crate::cache::{CacheKey, CacheStats, Counters, Precompiled};
 use crate::error::RunError;
 use crate::state::HostState;
 
@@ -33,8 +34,13 @@ pub struct EngineConfig {
     /// Wasm stack per call. Prevents unbounded recursion.
     pub max_wasm_stack: usize,
     /// Where compiled components are kept between runs; `None` compiles
-    /// every time.
+    /// every time. It must be owned by this user and writable by no one
+    /// else, or it is not used (with a warning).
     pub cache_dir: Option<PathBuf>,
+    /// The key that signs cached components; `None` uses a random key
+    /// kept in `cache_dir` (created on first use, readable only by this
+    /// user). Only components signed with it are loaded.
+    pub cache_key: Option<CacheKey>,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +51,7 @@ impl Default for EngineConfig {
             max_memory_bytes: 1 << 30,
             max_wasm_stack: 1 << 20,
             cache_dir: None,
+            cache_key: None,
         }
     }
 }
@@ -53,6 +60,14 @@ impl EngineConfig {
     /// The default settings with the precompiled cache in `dir`.
     pub fn with_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// These settings with `key` signing the precompiled cache, e.g. one
+    /// the operator derives from a Secret, instead of a key file in the
+    /// cache directory.
+    pub fn with_cache_key(mut self, key: [u8; 32]) -> Self {
+        self.cache_key = Some(CacheKey::new(key));
         self
     }
 }
@@ -70,6 +85,8 @@ struct Inner {
     engine: Engine,
     linker: Linker<HostState>,
     config: EngineConfig,
+    cache: Option<Precompiled>,
+    counters: Counters,
     ticker: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
@@ -137,11 +154,17 @@ impl MoverEngine {
                 .map_err(|e| RunError::Engine(e.into()))?
         };
 
+        let cache = config
+            .cache_dir
+            .as_deref()
+            .and_then(|dir| Precompiled::open(dir, config.cache_key.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
                 linker,
                 config,
+                cache,
+                counters: Counters::default(),
                 ticker: Some(ticker),
                 stop,
             }),
@@ -159,6 +182,12 @@ impl MoverEngine {
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// What the precompiled cache has done so far: hits, compilations and
+    /// refused files.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.counters.snapshot()
     }
 
     /// Compiles `bytes` (or fetches them from the precompiled cache) as
@@ -181,32 +210,21 @@ impl MoverEngine {
         bytes: &[u8],
     ) -> Result<Component, RunError> {
         let compile = || {
+            self.inner.counters.compiled();
             Component::new(self.engine(), bytes).map_err(|e| RunError::Compile {
                 module: name.to_owned(),
                 source: e.into(),
             })
         };
-        let Some(dir) = &self.inner.config.cache_dir else {
+        let Some(cache) = &self.inner.cache else {
             return compile();
         };
-        let path = dir.join(self.cache_key(digest));
-        if path.exists() {
-            // SAFETY: files in the cache directory are written only by
-            // `store`, below, from `Component::serialize` of this host, and the
-            // key includes the engine's compatibility hash, so the bytes were
-            // compiled by this wasmtime with these settings.
-            match unsafe { Component::deserialize_file(self.engine(), &path) } {
-                Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(
-                    path = %path.display(),
-                    "discarding unusable precompiled module: {e}"
-                ),
-            }
+        let key = self.cache_key(digest);
+        if let Some(component) = cache.load(self.engine(), &key, &self.inner.counters) {
+            return Ok(component);
         }
         let component = compile()?;
-        if let Err(e) = store(dir, &path, &component) {
-            tracing::warn!(path = %path.display(), "cannot cache the compiled module: {e}");
-        }
+        cache.store(&key, &component);
         Ok(component)
     }
 
@@ -220,24 +238,4 @@ impl MoverEngine {
         let hex = digest.trim_start_matches("sha256:");
         format!("{hex}-{:016x}.cwasm", hasher.finish())
     }
-}
-
-/// Writes a compiled component atomically into the cache directory, which
-/// is created private to this user.
-fn store(dir: &Path, path: &Path, component: &Component) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let bytes = component
-        .serialize()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    // Unique per writer: two threads storing the same blob must not write
-    // into one staging file (the rename could publish a torn file).
-    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let staged = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-    std::fs::write(&staged, bytes)?;
-    std::fs::rename(&staged, path)
 }

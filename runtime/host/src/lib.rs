@@ -16,6 +16,7 @@
 
 pub mod bindings;
 mod blocks;
+mod cache;
 pub mod catalog;
 pub mod channel;
 pub mod engine;
@@ -29,6 +30,7 @@ mod observer;
 pub mod state;
 pub mod volume;
 
+pub use cache::{CacheKey, CacheStats};
 pub use catalog::{Catalog, CatalogError, Claimed};
 pub use channel::Channel;
 pub use engine::{EngineConfig, MoverEngine};
