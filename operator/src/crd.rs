@@ -16,8 +16,11 @@ pub const FINALIZER: &str = "wasmover.dev/cleanup";
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Trigger {
-    /// A cron schedule (`*/5 * * * *`, standard five fields).
+    /// A cron schedule read as VolSync reads it: five fields (`*/5 * * * *`,
+    /// day of week 0-6 with Sunday 0) or `@hourly`, `@daily`, `@weekly`,
+    /// `@monthly`, `@yearly`, in UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::schedule::CRD_PATTERN))]
     pub schedule: Option<String>,
     /// Runs once each time this string changes; `status.lastManualSync`
     /// records the value served.

@@ -322,11 +322,13 @@ async fn an_invalid_object_gets_a_clear_condition(stage: &Stage) {
     create(
         sources,
         "cron",
-        json!({"sourcePVC": "data", "trigger": {"schedule": "every tuesday"}}),
+        // The CRD's pattern (VolSync's) lets 7 through; Sunday is 0.
+        json!({"sourcePVC": "data", "trigger": {"schedule": "0 0 * * 7"}}),
     )
     .await;
     let message = failure(sources, "cron").await;
     assert!(message.contains("invalid schedule"), "{message}");
+    assert!(message.contains("Sunday is 0"), "{message}");
     create(
         sources,
         "missing",

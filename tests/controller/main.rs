@@ -10,3 +10,4 @@ mod leader;
 mod lifecycle;
 mod oci;
 mod replication;
+mod schedule;
