@@ -14,8 +14,10 @@ use k8s_openapi::jiff::civil::Date;
 use k8s_openapi::jiff::tz::TimeZone;
 
 /// The pattern VolSync's CRDs give `trigger.schedule`, so the API server
-/// refuses what VolSync's refuses. It is looser than [`Schedule::parse`]:
-/// `0 0 * * 7` passes it, so a schedule can still be invalid when read.
+/// refuses what VolSync's refuses. It and [`Schedule::parse`] differ both
+/// ways: it refuses names, `?` and `@midnight`, and lets `0 0 * * 7` and
+/// `CRON_TZ=` through (its alternatives are anchored at one end each), so a
+/// schedule can still be invalid when read.
 pub const CRD_PATTERN: &str = r"^(@(annually|yearly|monthly|weekly|daily|hourly))|((((\d+,)*\d+|(\d+(\/|-)\d+)|\*(\/\d+)?)\s?){5})$";
 
 /// How far ahead [`Schedule::next_after`] looks: the rarest day a schedule
