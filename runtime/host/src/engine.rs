@@ -219,18 +219,19 @@ impl MoverEngine {
         let Some(cache) = &self.inner.cache else {
             return compile();
         };
-        let key = self.cache_key(digest);
-        if let Some(component) = cache.load(self.engine(), &key, &self.inner.counters) {
+        let file = self.cache_file(digest);
+        if let Some(component) = cache.load(self.engine(), &file, &self.inner.counters) {
             return Ok(component);
         }
         let component = compile()?;
-        cache.store(&key, &component);
+        cache.store(&file, &component);
         Ok(component)
     }
 
-    /// Module digest plus everything that makes compiled code incompatible:
-    /// wasmtime's version and the engine's settings.
-    fn cache_key(&self, digest: &str) -> String {
+    /// The cache's file name for a module: its digest plus everything that
+    /// makes compiled code incompatible, wasmtime's version and the
+    /// engine's settings.
+    fn cache_file(&self, digest: &str) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine()
             .precompile_compatibility_hash()
