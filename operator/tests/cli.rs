@@ -99,3 +99,17 @@ fn a_module_that_fails_is_named_in_one_line() {
     );
     fails_with(&out, "module hostile failed in transfer.");
 }
+
+/// The command calls itself `wasmover`, whatever its package is named.
+#[test]
+fn the_command_is_named_wasmover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = wasmover(&["--version"], tmp.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("wasmover {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = wasmover(&["--help"], tmp.path());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: wasmover "));
+}

@@ -21,7 +21,7 @@ use modules::RegistryArgs;
 
 /// Replicate volumes with movers that run as WebAssembly components.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "wasmover", version, about)]
 pub struct Cli {
     /// Directory of precompiled modules [default: $XDG_CACHE_HOME/wasmover or ~/.cache/wasmover]
     #[arg(long, global = true, env = "WASMOVER_CACHE_DIR")]
