@@ -370,6 +370,8 @@ pub mod reason {
     pub const CLEANING_UP: &str = "CleaningUp";
     /// Something failed; the message says what.
     pub const ERROR: &str = "Error";
+    /// The admin's policy refuses the object's module or limits; nothing runs.
+    pub const POLICY_REFUSED: &str = "PolicyRefused";
 }
 
 /// Reasons of the `ModuleResolved` condition.

@@ -16,6 +16,7 @@ pub mod guest_test;
 pub mod leader;
 pub mod metrics;
 pub mod modules;
+pub mod policy;
 pub mod registry;
 pub mod replicate;
 pub mod schedule;

@@ -117,6 +117,11 @@ enum Command {
         /// Seconds between passes that delete objects whose owner is gone.
         #[arg(long, default_value_t = 300)]
         gc_interval_secs: u64,
+        /// The admin's policy (YAML): allowed module sources, whether tags
+        /// without digests are allowed, default and maximum limits
+        /// [default: anything is allowed]
+        #[arg(long, value_name = "FILE.yaml", env = "WASMOVER_POLICY")]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -229,6 +234,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             lease_namespace,
             identity,
             gc_interval_secs,
+            policy,
         } => operator::run(
             &engine,
             cli,
@@ -239,6 +245,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 lease_namespace,
                 identity: identity.as_deref(),
                 gc_interval_secs: *gc_interval_secs,
+                policy: policy.as_deref(),
             },
         ),
         Command::Movers => modules::movers(&engine),

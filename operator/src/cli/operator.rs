@@ -2,7 +2,7 @@
 //! run options, then [`controller::serve`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use wasmover_operator::builtin;
 use wasmover_operator::controller::{self, RunOptions};
 use wasmover_operator::leader::LeaseConfig;
 use wasmover_operator::modules::OciModules;
+use wasmover_operator::policy::Policy;
 
 use super::Cli;
 
@@ -29,10 +30,16 @@ pub struct Flags<'a> {
     pub identity: Option<&'a str>,
     /// Seconds between orphan collections.
     pub gc_interval_secs: u64,
+    /// The admin's policy file; `None`: anything is allowed.
+    pub policy: Option<&'a Path>,
 }
 
 /// Serves until told to stop or the leader Lease is lost.
 pub fn run(engine: &MoverEngine, cli: &Cli, flags: Flags) -> anyhow::Result<ExitCode> {
+    let policy = match flags.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::default(),
+    };
     let mut catalog = builtin::catalog(engine)?;
     for path in flags.modules {
         catalog.register(engine.load_file(path)?)?;
@@ -51,6 +58,7 @@ pub fn run(engine: &MoverEngine, cli: &Cli, flags: Flags) -> anyhow::Result<Exit
             engine.clone(),
             super::modules::oci(&cli.registry)?,
         ))),
+        policy: Arc::new(policy),
     };
     tokio::runtime::Runtime::new()?.block_on(controller::serve(
         flags.metrics_addr,

@@ -34,6 +34,7 @@ use crate::gc;
 use crate::leader::{Candidate, LeaseConfig};
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::modules::{ModuleError, OciModules};
+use crate::policy::{Policy, PolicyRefusal};
 use reconcile::reconcile;
 pub use replication::Replication;
 pub use status::MANAGER;
@@ -50,6 +51,9 @@ pub enum Error {
     /// The object's module could not be had.
     #[error(transparent)]
     Module(ModuleError),
+    /// The admin's policy refuses the object's module or limits.
+    #[error(transparent)]
+    Policy(PolicyRefusal),
     /// No single mover claims the object.
     #[error(transparent)]
     Claim(CatalogError),
@@ -87,6 +91,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Finalizer(_) => "finalizer",
             Error::Module(_) => "module",
+            Error::Policy(_) => "policy",
             Error::Claim(CatalogError::Run(e)) | Error::Mover(e) => e.metric_label(),
             Error::Claim(_) => "claim",
             Error::InvalidSchedule(_) => "invalid_schedule",
@@ -114,6 +119,8 @@ pub struct Context {
     pub catalog: Arc<Catalog>,
     /// Modules from OCI registries; `None`: only built-in names.
     pub oci: Option<Arc<OciModules>>,
+    /// What objects may run, checked before anything of theirs does.
+    pub policy: Arc<Policy>,
     /// Publishes Events.
     pub recorder: Recorder,
     /// Bounds module runs in flight (each holds a blocking thread).
@@ -123,12 +130,13 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context serving `catalog` (and OCI modules through `oci`),
-    /// recording into `metrics`.
+    /// A context serving `catalog` (and OCI modules through `oci`) to
+    /// objects that `policy` admits, recording into `metrics`.
     pub fn new(
         client: Client,
         catalog: Catalog,
         oci: Option<Arc<OciModules>>,
+        policy: Arc<Policy>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let reporter = Reporter {
@@ -140,6 +148,7 @@ impl Context {
             client,
             catalog: Arc::new(catalog),
             oci,
+            policy,
             runs: Semaphore::new(16),
             metrics,
         })
@@ -178,6 +187,8 @@ pub struct RunOptions {
     pub gc_interval: Duration,
     /// Modules from OCI registries; `None`: only built-in names.
     pub oci: Option<Arc<OciModules>>,
+    /// What objects may run (default: anything, as without a policy).
+    pub policy: Arc<Policy>,
 }
 
 impl Default for RunOptions {
@@ -186,6 +197,7 @@ impl Default for RunOptions {
             leader: None,
             gc_interval: Duration::from_secs(300),
             oci: None,
+            policy: Arc::default(),
         }
     }
 }
@@ -200,7 +212,13 @@ pub async fn run(
     metrics: Arc<Metrics>,
     options: RunOptions,
 ) -> anyhow::Result<()> {
-    let ctx = Context::new(client.clone(), catalog, options.oci, metrics.clone());
+    let ctx = Context::new(
+        client.clone(),
+        catalog,
+        options.oci,
+        options.policy,
+        metrics.clone(),
+    );
     let sources: Api<ReplicationSource> = Api::all(client.clone());
     let destinations: Api<ReplicationDestination> = Api::all(client.clone());
     for (kind, check) in [

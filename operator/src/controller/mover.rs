@@ -79,15 +79,6 @@ pub(super) enum Step {
     Done(Option<ImageRef>),
 }
 
-fn limits(spec: &MoverSpec) -> MoverLimits {
-    let mut limits = MoverLimits::default();
-    if let Some(l) = &spec.limits {
-        limits.cpu_time_ms = l.cpu_time_ms.unwrap_or(limits.cpu_time_ms);
-        limits.memory_bytes = l.memory_bytes.unwrap_or(limits.memory_bytes);
-    }
-    limits
-}
-
 fn image(image: wit::Image) -> ImageRef {
     match image.kind {
         ImageKind::PersistentVolumeClaim => ImageRef {
@@ -124,7 +115,8 @@ fn kinds(spec: &MoverSpec) -> Vec<(String, String)> {
     }
 }
 
-/// Runs the object's mover on a blocking thread: `synchronize`, and
+/// Runs the object's mover on a blocking thread within `limits` (what the
+/// policy admitted): `synchronize`, and
 /// `cleanup` once it completed (or only `cleanup` when `cleaning`). The
 /// run is in a `mover` span naming the object and, once claimed, the
 /// module (`name@digest`), so that the module's log lines say whose they are.
@@ -132,6 +124,7 @@ pub(super) async fn run_mover<K: Replication>(
     obj: &K,
     ctx: &Context,
     module: Selected,
+    limits: MoverLimits,
     cleaning: bool,
 ) -> Result<Ran, Error> {
     let span = tracing::info_span!(
@@ -186,7 +179,7 @@ pub(super) async fn run_mover<K: Replication>(
             mover,
             module,
         } = obj
-            .claim(&catalog, selected.as_deref(), limits(obj.mover()), &grants)
+            .claim(&catalog, selected.as_deref(), limits, &grants)
             .map_err(Error::Claim)?;
         let module = match catalog.get(&module) {
             Some(m) => format!("{module}@{}", m.digest()),

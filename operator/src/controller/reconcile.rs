@@ -19,6 +19,7 @@ use super::status::{apply_status, labels, publish, record, start, synchronizing}
 use super::{Context, Error, Replication};
 use crate::crd::{FINALIZER, ImageRef, MoverStatus, SyncStatus, reason};
 use crate::modules::{Selected, Unavailable};
+use crate::policy::PolicyRefusal;
 
 /// Reconciles one object, in a span naming it, under the finalizer that
 /// runs the mover's `cleanup` before deletion.
@@ -73,6 +74,10 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
     let mut sync = obj.sync_status();
     let generation = obj.meta().generation;
     let now = Timestamp::now();
+    let limits = match ctx.policy.admit(obj.mover()) {
+        Ok(limits) => limits,
+        Err(refusal) => return refuse(ctx, obj, sync, refusal).await,
+    };
 
     // `None`: a new synchronization; `Some(cleaning)`: one in progress.
     let continuing = match decide(obj, &sync, now) {
@@ -129,7 +134,7 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
     }
 
     let cleaning = continuing.unwrap_or(false);
-    let ran = run_mover(obj, ctx, module, cleaning).await;
+    let ran = run_mover(obj, ctx, module, limits, cleaning).await;
     match ran.map(|ran| record(&mut sync, ran)) {
         Ok(Step::Running(wait)) => {
             let (why, message) = if wait.is_zero() || cleaning {
@@ -226,6 +231,37 @@ async fn fail<K: Replication>(
     Ok(Action::requeue(ERROR_RETRY))
 }
 
+/// Records that the policy refuses the object: the condition names the
+/// rule; a change of it is an Event and counted. Nothing runs until the
+/// spec (or the policy, with the operator's restart) changes.
+async fn refuse<K: Replication>(
+    ctx: &Context,
+    obj: &K,
+    mut sync: SyncStatus,
+    refusal: PolicyRefusal,
+) -> Result<Action, Error> {
+    let message = refusal.to_string();
+    let generation = obj.meta().generation;
+    let known = sync
+        .conditions
+        .iter()
+        .any(|c| c.reason == reason::POLICY_REFUSED && c.message == message);
+    sync.set_condition(synchronizing(
+        "False",
+        reason::POLICY_REFUSED,
+        message.clone(),
+        generation,
+    ));
+    if !known {
+        tracing::warn!(object = %obj.name_any(), "{message}");
+        ctx.count_error(K::ROLE, &Error::Policy(refusal));
+        publish(ctx, obj, true, reason::POLICY_REFUSED, message).await;
+    }
+    ctx.metrics.out_of_sync.get_or_create(&labels(obj)).set(1);
+    apply_status(ctx, obj, &sync, None).await?;
+    Ok(Action::await_change())
+}
+
 /// A `LimitExceeded` Warning naming the limit, when a limit stopped the
 /// mover.
 async fn report_limit<K: Replication>(ctx: &Context, obj: &K, error: &Error) {
@@ -237,11 +273,16 @@ async fn report_limit<K: Replication>(ctx: &Context, obj: &K, error: &Error) {
 /// Calls the mover's `cleanup` before the object goes; while it is in
 /// progress, [`Error::CleanupInProgress`] keeps the finalizer.
 async fn cleanup<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Error> {
-    let ran = match select(ctx, &*obj, &mut obj.sync_status()).await {
-        Ok(module) => run_mover(&*obj, ctx, module, true)
-            .await
-            .map(|ran| ran.step),
-        Err(unavailable) => Err(Error::Module(unavailable.error)),
+    // A module the policy refuses does not run, not even its cleanup.
+    let limits = ctx.policy.admit(obj.mover()).map_err(Error::Policy);
+    let ran = match limits {
+        Err(error) => Err(error),
+        Ok(limits) => match select(ctx, &*obj, &mut obj.sync_status()).await {
+            Ok(module) => run_mover(&*obj, ctx, module, limits, true)
+                .await
+                .map(|ran| ran.step),
+            Err(unavailable) => Err(Error::Module(unavailable.error)),
+        },
     };
     match ran {
         Ok(Step::Done(_)) => Ok(Action::await_change()),
