@@ -9,5 +9,7 @@
 mod leader;
 mod lifecycle;
 mod oci;
+mod policy;
 mod replication;
 mod schedule;
+mod snapshot;
