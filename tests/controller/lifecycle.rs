@@ -1,5 +1,5 @@
 //! One operator takes replication objects through their life: on a
-//! schedule, by manual trigger, paused, refused, failing, by snapshot, and
+//! schedule, by manual trigger, paused, refused, failing, and
 //! deleted with what their movers created, telling it in Events and metrics.
 
 use std::net::SocketAddr;
@@ -8,12 +8,10 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as K8sEvent, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use wasmover_operator::crd::{ReplicationDestination, ReplicationSource};
-use wasmover_tests::apiserver::{
-    ApiServer, install_crds, install_volume_snapshot_crd, volume_snapshot_resource,
-};
+use wasmover_tests::apiserver::{ApiServer, install_crds};
 use wasmover_tests::cluster::{
     condition_reason, create, eventually, failure, job_controller_stand_in, namespace,
 };
@@ -24,7 +22,6 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     let server = ApiServer::start();
     let client = server.client().await;
     install_crds(&client).await;
-    install_volume_snapshot_crd(&client).await;
     let Operator {
         metrics_addr,
         task: operator,
@@ -41,7 +38,6 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     an_invalid_object_gets_a_clear_condition(&stage).await;
     what_a_mover_reports_lands_in_status_and_metrics(&stage).await;
     a_module_that_traps_is_a_failure(&stage).await;
-    copy_method_snapshot_makes_a_volume_snapshot(&stage).await;
     the_scheduled_source_ran_at_its_minute(&stage, next).await;
     deleting_collects_what_the_mover_created(&stage).await;
     operator.abort();
@@ -411,62 +407,6 @@ async fn a_module_that_traps_is_a_failure(stage: &Stage) {
     assert!(
         message.contains("hostile") && message.contains("deliberate panic in synchronize"),
         "{message}"
-    );
-}
-
-/// copyMethod Snapshot: the image is a VolumeSnapshot of the PVC, once the
-/// snapshot controller (played here) has made it ready.
-async fn copy_method_snapshot_makes_a_volume_snapshot(stage: &Stage) {
-    let Stage {
-        client,
-        destinations,
-        jobs,
-        ..
-    } = stage;
-    create(
-        destinations,
-        "snap",
-        json!({"capacity": "1Gi", "copyMethod": "Snapshot", "trigger": {"manual": "1"}}),
-    )
-    .await;
-    eventually("the snapshot RD's Job exists", || async {
-        jobs.get_opt("snap-blocksync-dst").await.unwrap()
-    })
-    .await;
-    job_controller_stand_in(jobs, "snap-blocksync-dst").await;
-    let snapshots: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "dst", &volume_snapshot_resource());
-    let snapshot = eventually("the VolumeSnapshot is requested", || async {
-        snapshots.get_opt("snap-dest-snap").await.unwrap()
-    })
-    .await;
-    assert_eq!(
-        snapshot.data["spec"]["source"]["persistentVolumeClaimName"],
-        "snap-dest"
-    );
-    snapshots
-        .patch(
-            "snap-dest-snap",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"readyToUse": true}})),
-        )
-        .await
-        .unwrap();
-    let image = eventually("the snapshot is the latest image", || async {
-        destinations.get("snap").await.unwrap().status?.latest_image
-    })
-    .await;
-    assert_eq!(
-        (
-            image.api_group.as_deref(),
-            image.kind.as_str(),
-            image.name.as_str()
-        ),
-        (
-            Some("snapshot.storage.k8s.io"),
-            "VolumeSnapshot",
-            "snap-dest-snap"
-        )
     );
 }
 

@@ -1,15 +1,22 @@
 //! The destination's steps: its PVC (and journal PVC for a block volume),
 //! the pre-shared key, the Service, the receiving agent Job, and the image
 //! it completes with.
+//!
+//! With `copyMethod: Snapshot` each synchronization snapshots the PVC anew,
+//! as `<destination>-blocksync-<sync>`: `<sync>` is a random id the agent
+//! Job carries, so every `synchronize` call of one synchronization names
+//! the same snapshot. Once it is ready it is the image, and the snapshots
+//! of earlier synchronizations are deleted, but those a user holds with
+//! the label [`HOLD_LABELS`] names.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use wasmover_sdk::types::{CopyMethod, DestinationSpec, Error, Image, ImageKind, Outcome};
-use wasmover_sdk::{error, events};
+use wasmover_sdk::{error, events, log};
 
 use super::jobs::{
     DEFAULT_AGENT_IMAGE, JobState, Volumes, agent_job, job_state, state_pvc, transfer_params,
 };
-use super::objects::{ensure, get};
+use super::objects::{delete, ensure, get, list};
 use super::report::{REPORT_FILE, agent_report};
 use super::{DEFAULT_PORT, POLL_MS, Role, access_modes, completed, is_block};
 
@@ -17,11 +24,26 @@ use super::{DEFAULT_PORT, POLL_MS, Role, access_modes, completed, is_block};
 /// run overwrites and its literals must fit.
 const DEFAULT_JOURNAL_CAPACITY: &str = "1Gi";
 
-/// A fresh pre-shared key: 32 random bytes in hex.
-fn random_key() -> Result<String, Error> {
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| error("RandomUnavailable", e.to_string()))?;
-    Ok(key.iter().map(|b| format!("{b:02x}")).collect())
+/// The VolumeSnapshot's API version.
+const SNAPSHOT_API: &str = "snapshot.storage.k8s.io/v1";
+/// The label naming the destination whose synchronization made a
+/// VolumeSnapshot: how the earlier ones are found.
+const SNAPSHOT_OF_LABEL: &str = "wasmover.dev/snapshot-of";
+/// Labels (any value) by which a user holds a snapshot, say for a restore
+/// in progress: it is never deleted while it carries one. VolSync's is
+/// honoured for users coming from it.
+const HOLD_LABELS: [&str; 2] = [
+    "wasmover.dev/do-not-delete",
+    "volsync.backube/do-not-delete",
+];
+/// The agent Job's annotation with the id of its synchronization.
+const SYNC_ANNOTATION: &str = "wasmover.dev/sync";
+
+/// `len` random bytes in hex.
+fn random_hex(len: usize) -> Result<String, Error> {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).map_err(|e| error("RandomUnavailable", e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 impl Role {
@@ -84,7 +106,7 @@ impl Role {
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "metadata": {"name": secret},
-                "stringData": {"psk": random_key()?},
+                "stringData": {"psk": random_hex(32)?},
             }))?;
             events::publish(
                 events::EventType::Normal,
@@ -115,50 +137,83 @@ impl Role {
         args.extend(volumes.args());
         args.extend(transfer_params(&params));
         let image = params.get("agent-image").unwrap_or(DEFAULT_AGENT_IMAGE);
-        let job = ensure(agent_job(&job_name, image, &volumes, false, &secret, &args))?;
+        let mut job = agent_job(&job_name, image, &volumes, false, &secret, &args);
+        // A new synchronization is a new Job: its id names its snapshot.
+        job["metadata"]["annotations"] = json!({SYNC_ANNOTATION: random_hex(4)?});
+        let job = ensure(job)?;
         match job_state(&job) {
             JobState::Running => Ok(Outcome::InProgress(Some(POLL_MS))),
             JobState::Failed(why) => Err(error("MoverJobFailed", format!("Job {job_name}: {why}"))),
-            JobState::Succeeded => match self.destination_image(spec, &pvc)? {
+            JobState::Succeeded => match destination_image(spec, &pvc, &job)? {
                 Outcome::Completed(done) => Ok(completed(done.image, agent_report(&job_name))),
                 waiting => Ok(waiting),
             },
         }
     }
+}
 
-    /// The image of a finished destination: the PVC, or a snapshot of it.
-    fn destination_image(&self, spec: &DestinationSpec, pvc: &str) -> Result<Outcome, Error> {
-        if spec.copy_method != CopyMethod::Snapshot {
-            return Ok(completed(
-                Some(Image {
-                    kind: ImageKind::PersistentVolumeClaim,
-                    name: pvc.to_owned(),
-                }),
-                None,
-            ));
-        }
-        let name = format!("{}-dest-snap", spec.name);
-        let snapshot = ensure(json!({
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshot",
-            "metadata": {"name": name},
-            "spec": {
-                "source": {"persistentVolumeClaimName": pvc},
-                "volumeSnapshotClassName": spec.volume_snapshot_class_name,
-            },
-        }))?;
-        if snapshot["status"]["readyToUse"] == true {
-            Ok(completed(
-                Some(Image {
-                    kind: ImageKind::VolumeSnapshot,
-                    name,
-                }),
-                None,
-            ))
-        } else {
-            Ok(Outcome::InProgress(Some(POLL_MS)))
-        }
+/// The image of a finished destination: the PVC, or this synchronization's
+/// snapshot of it once ready (the earlier ones then go).
+fn destination_image(spec: &DestinationSpec, pvc: &str, job: &Value) -> Result<Outcome, Error> {
+    if spec.copy_method != CopyMethod::Snapshot {
+        return Ok(completed(
+            Some(Image {
+                kind: ImageKind::PersistentVolumeClaim,
+                name: pvc.to_owned(),
+            }),
+            None,
+        ));
     }
+    let sync = job["metadata"]["annotations"][SYNC_ANNOTATION]
+        .as_str()
+        .ok_or_else(|| {
+            error(
+                "MissingSyncId",
+                format!(
+                    "the agent Job {} carries no {SYNC_ANNOTATION} annotation; delete it to rerun the synchronization",
+                    job["metadata"]["name"]
+                ),
+            )
+        })?;
+    let name = format!("{}-blocksync-{sync}", spec.name);
+    let snapshot = ensure(json!({
+        "apiVersion": SNAPSHOT_API,
+        "kind": "VolumeSnapshot",
+        "metadata": {"name": name, "labels": {SNAPSHOT_OF_LABEL: spec.name}},
+        "spec": {
+            "source": {"persistentVolumeClaimName": pvc},
+            "volumeSnapshotClassName": spec.volume_snapshot_class_name,
+        },
+    }))?;
+    if snapshot["status"]["readyToUse"] != true {
+        return Ok(Outcome::InProgress(Some(POLL_MS)));
+    }
+    delete_earlier_snapshots(&spec.name, &name)?;
+    Ok(completed(
+        Some(Image {
+            kind: ImageKind::VolumeSnapshot,
+            name,
+        }),
+        None,
+    ))
+}
+
+/// Deletes the snapshots of `destination` but `current` and those a user
+/// holds.
+fn delete_earlier_snapshots(destination: &str, current: &str) -> Result<(), Error> {
+    let selector = format!("{SNAPSHOT_OF_LABEL}={destination}");
+    for snapshot in list(SNAPSHOT_API, "VolumeSnapshot", &selector)? {
+        let name = snapshot["metadata"]["name"].as_str().unwrap_or_default();
+        let labels = &snapshot["metadata"]["labels"];
+        if name == current || HOLD_LABELS.iter().any(|l| labels.get(l).is_some()) {
+            continue;
+        }
+        delete(SNAPSHOT_API, "VolumeSnapshot", name)?;
+        log::info(format!(
+            "deleted VolumeSnapshot {name}, replaced by {current}"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -318,6 +373,102 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    /// Runs one synchronization of a Snapshot destination to its end,
+    /// playing the Job and snapshot controllers; returns the image's name.
+    /// Until the new snapshot is ready, the earlier ones are all kept.
+    fn snapshot_sync(role: &Role) -> String {
+        let spec_name = role.name().to_owned();
+        let selector = format!("{SNAPSHOT_OF_LABEL}={spec_name}");
+        let before = list(SNAPSHOT_API, "VolumeSnapshot", &selector)
+            .unwrap()
+            .len();
+        role.synchronize().unwrap();
+        let job = role.job_name();
+        kube::patch(
+            &key_of("batch/v1", "Job", &job),
+            r#"{"status":{"succeeded":1}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            role.synchronize().unwrap(),
+            Outcome::InProgress(_)
+        ));
+        // Again: the same synchronization asks for no second snapshot.
+        role.synchronize().unwrap();
+        let requested = list(SNAPSHOT_API, "VolumeSnapshot", &selector).unwrap();
+        assert_eq!(requested.len(), before + 1, "{requested:?}");
+        let fresh = requested
+            .iter()
+            .find(|s| s["status"]["readyToUse"] != true)
+            .unwrap();
+        let name = fresh["metadata"]["name"].as_str().unwrap().to_owned();
+        assert_eq!(
+            fresh["spec"]["source"]["persistentVolumeClaimName"],
+            format!("{spec_name}-dest")
+        );
+        kube::patch(
+            &key_of(SNAPSHOT_API, "VolumeSnapshot", &name),
+            r#"{"status":{"readyToUse":true}}"#,
+        )
+        .unwrap();
+        match role.synchronize().unwrap() {
+            Outcome::Completed(Completion {
+                image: Some(image), ..
+            }) => {
+                assert_eq!(image.kind, ImageKind::VolumeSnapshot);
+                assert_eq!(image.name, name);
+            }
+            other => panic!("expected completion, got {other:?}"),
+        }
+        role.cleanup().unwrap();
+        name
+    }
+
+    fn snapshot_names(destination: &str) -> Vec<String> {
+        let selector = format!("{SNAPSHOT_OF_LABEL}={destination}");
+        let mut names: Vec<String> = list(SNAPSHOT_API, "VolumeSnapshot", &selector)
+            .unwrap()
+            .iter()
+            .map(|s| s["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Each synchronization snapshots anew and reports its own snapshot;
+    /// the one before goes once the new one is ready, but not one a user
+    /// holds.
+    #[test]
+    fn each_snapshot_sync_reports_a_fresh_snapshot_and_deletes_the_last_unless_held() {
+        let mut spec = destination("snapdb");
+        spec.copy_method = CopyMethod::Snapshot;
+        let role = Role::Destination(spec);
+        let first = snapshot_sync(&role);
+        assert!(first.starts_with("snapdb-blocksync-"), "{first}");
+        let second = snapshot_sync(&role);
+        assert_ne!(first, second);
+        assert_eq!(snapshot_names("snapdb"), [second.clone()]);
+
+        // Held, VolSync's way: kept by the next synchronization.
+        kube::patch(
+            &key_of(SNAPSHOT_API, "VolumeSnapshot", &second),
+            r#"{"metadata":{"labels":{"volsync.backube/do-not-delete":"true"}}}"#,
+        )
+        .unwrap();
+        let third = snapshot_sync(&role);
+        let mut kept = vec![second.clone(), third.clone()];
+        kept.sort();
+        assert_eq!(snapshot_names("snapdb"), kept);
+        // Let go: the next synchronization deletes it with the third.
+        kube::patch(
+            &key_of(SNAPSHOT_API, "VolumeSnapshot", &second),
+            r#"{"metadata":{"labels":{"volsync.backube/do-not-delete":null}}}"#,
+        )
+        .unwrap();
+        let fourth = snapshot_sync(&role);
+        assert_eq!(snapshot_names("snapdb"), [fourth]);
     }
 
     fn key_of(api_version: &str, kind: &str, name: &str) -> ObjectKey {

@@ -1,5 +1,5 @@
 //! Reading and writing cluster objects through the host's `kube` import:
-//! get, create-if-missing and delete by key, with the host's errors made
+//! get, list by labels, create-if-missing and delete by key, with the host's errors made
 //! the contract's.
 
 use serde_json::Value;
@@ -39,6 +39,19 @@ pub(super) fn get(api_version: &str, kind: &str, name: &str) -> Result<Option<Va
                 .map_err(|e| error("ApiError", format!("{what}: invalid JSON: {e}")))
         })
         .transpose()
+}
+
+/// The objects of `kind` whose labels match `selector` (`k=v[,k=v]`).
+pub(super) fn list(api_version: &str, kind: &str, selector: &str) -> Result<Vec<Value>, Error> {
+    let what = format!("listing {kind} {selector}");
+    kube::list_objects(api_version, kind, Some(selector))
+        .map_err(|e| kube_error(&what, e))?
+        .iter()
+        .map(|text| {
+            serde_json::from_str(text)
+                .map_err(|e| error("ApiError", format!("{what}: invalid JSON: {e}")))
+        })
+        .collect()
 }
 
 /// Returns the object, creating it from `object` if it does not exist.
