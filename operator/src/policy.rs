@@ -195,22 +195,20 @@ pub enum PolicyRefusal {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// It cannot be read.
-    #[error("cannot read the policy {path}: {source}")]
+    #[error("cannot read the policy {path}: {error}")]
     Io {
         /// The file.
         path: String,
-        /// What failed.
-        #[source]
-        source: std::io::Error,
+        /// What failed (in the message, not a source: one line).
+        error: std::io::Error,
     },
     /// It is not a policy.
-    #[error("the policy {path} is not valid: {source}")]
+    #[error("the policy {path} is not valid: {error}")]
     Parse {
         /// The file.
         path: String,
-        /// What is wrong.
-        #[source]
-        source: serde_yaml::Error,
+        /// What is wrong (in the message, not a source: one line).
+        error: serde_yaml::Error,
     },
     /// A default limit is above the maximum, so no object could run.
     #[error(
@@ -231,18 +229,18 @@ pub enum PolicyError {
 impl Policy {
     /// Reads the policy file at `path`.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| PolicyError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::from_yaml(&text, &path.display().to_string())
     }
 
     /// Parses a policy, naming it `origin` in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, PolicyError> {
-        let policy: Self = serde_yaml::from_str(text).map_err(|source| PolicyError::Parse {
+        let policy: Self = serde_yaml::from_str(text).map_err(|error| PolicyError::Parse {
             path: origin.to_owned(),
-            source,
+            error,
         })?;
         if let Err(PolicyRefusal::Limit {
             field,

@@ -113,3 +113,22 @@ fn the_command_is_named_wasmover() {
     let help = wasmover(&["--help"], tmp.path());
     assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: wasmover "));
 }
+
+/// A policy file that is not one stops the operator before it serves.
+#[test]
+fn the_operator_refuses_a_policy_it_cannot_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("policy.yaml");
+    std::fs::write(&policy, "allowedModules: [docker://x]\n").unwrap();
+    let out = wasmover(
+        &["operator", "--policy", policy.to_str().unwrap()],
+        tmp.path(),
+    );
+    fails_with(&out, "is not a module source");
+    let missing = tmp.path().join("missing.yaml");
+    let out = wasmover(
+        &["operator", "--policy", missing.to_str().unwrap()],
+        tmp.path(),
+    );
+    fails_with(&out, "cannot read the policy");
+}
