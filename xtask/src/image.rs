@@ -6,8 +6,8 @@
 //! API clients trust, and an `/etc/passwd` naming the non-root user it runs
 //! as. It is reproducible: every tar header is fixed (owner root, mode from a
 //! table, mtime the commit's time), entries are sorted, and the JSON is
-//! serialized from ordered maps, so two builds of one commit on one machine
-//! have one digest.
+//! serialized from ordered maps, so the same binary and libraries always
+//! give the same digest.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
