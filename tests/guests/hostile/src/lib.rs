@@ -2,9 +2,34 @@
 //! a clear error and keeps serving other modules.
 //!
 //! It claims a spec whose parameters contain `hostile=<mode>`; `synchronize`
-//! then does what the mode says (an unknown mode completes at once, and
-//! `progress` reports progress first: trivial movers for the operator).
-//! It has no `validate` capability, so the host must cope with its absence.
+//! then does what the mode says. It has no `validate` capability, so the
+//! host must cope with its absence. The modes:
+//!
+//! - `loop`: spins forever (the CPU-time limit).
+//! - `alloc`: allocates without bound (the memory limit).
+//! - `recurse`: recurses without bound (the wasm stack).
+//! - `trap`: panics.
+//! - `host-calls`: calls the host forever (the host-call budget).
+//! - `calls-1000`: a thousand host calls, then completes (benchmarks).
+//! - `log-flood`: logs 10 MB (the log budget), then completes.
+//! - `error`: fails with a clean mover error.
+//! - `progress`: reports progress, then completes with a transfer report.
+//! - `huge-error`: fails with a 16 MiB message.
+//! - `huge-name`: completes; its mover's `name()` is 16 MiB.
+//! - `other-namespace`: creates a ConfigMap in `kube-system`.
+//! - `privileged-pod`: creates a Job whose container is privileged.
+//! - `host-path`: creates a Job that mounts the node's `/`.
+//! - `host-network`: creates a Job on the node's network.
+//! - `foreign-image`: creates a Job running `busybox` with a command.
+//! - `read-secret`: reads Secret `user-credentials`, which the CR does not name.
+//! - `list-secrets`: lists Secrets.
+//! - `delete-pvc`: deletes the PVC named by parameter `victim`.
+//! - `api-flood`: reads a ConfigMap forever (the Kubernetes-call budget).
+//! - any other: completes at once (a trivial mover for the operator).
+//!
+//! The escapes (`other-namespace` to `delete-pvc`) fail with
+//! `Escape<kube-error>` and the host's message when refused, and with
+//! `EscapeSucceeded` when they got through (see [`escape`]).
 
 use std::hint::black_box;
 
@@ -13,6 +38,8 @@ use wasmover_sdk::types::{
     Completion, DestinationSpec, Error, Outcome, Parameter, SourceSpec, TransferReport,
 };
 use wasmover_sdk::{Params, blocks, clock, error, log, progress, volume};
+
+mod escape;
 
 struct Hostile;
 
@@ -27,13 +54,22 @@ fn done() -> Outcome {
     })
 }
 
+/// The size of what `huge-error` and `huge-name` return.
+const HUGE: usize = 16 << 20;
+
 /// The mover resource: the mode it was built with.
 struct HostileMover {
     mode: String,
+    /// The PVC `delete-pvc` deletes: parameter `victim`.
+    victim: Option<String>,
 }
 
-fn mode(parameters: Vec<Parameter>) -> Option<String> {
-    Params::from(parameters).get("hostile").map(str::to_owned)
+/// The mover for `parameters`, or `None` without a `hostile` mode.
+fn mover(parameters: Vec<Parameter>) -> Option<Mover> {
+    let params = Params::from(parameters);
+    let mode = params.get("hostile")?.to_owned();
+    let victim = params.get("victim").map(str::to_owned);
+    Some(Mover::new(HostileMover { mode, victim }))
 }
 
 /// Recurses without bound. Nothing is kept in linear memory, so the frames
@@ -45,10 +81,16 @@ fn recurse(depth: u64) -> u64 {
 
 impl GuestMover for HostileMover {
     fn name(&self) -> String {
+        if self.mode == "huge-name" {
+            return "n".repeat(HUGE);
+        }
         format!("hostile-{}", self.mode)
     }
 
     fn synchronize(&self) -> Result<Outcome, Error> {
+        if let Some(escape) = escape::attempt(&self.mode, self.victim.as_deref()) {
+            return escape;
+        }
         match self.mode.as_str() {
             "loop" => loop {
                 black_box(());
@@ -79,6 +121,7 @@ impl GuestMover for HostileMover {
                 Ok(done())
             }
             "error" => Err(error("Deliberate", "this mover always fails")),
+            "huge-error" => Err(error("Huge", "e".repeat(HUGE))),
             // Well behaved: reports what it moved, then completes with the
             // report of a verified transfer.
             "progress" => {
@@ -112,11 +155,11 @@ impl wasmover_sdk::control::Guest for Hostile {
     type Mover = HostileMover;
 
     fn from_source(spec: SourceSpec) -> Result<Option<Mover>, Error> {
-        Ok(mode(spec.parameters).map(|mode| Mover::new(HostileMover { mode })))
+        Ok(mover(spec.parameters))
     }
 
     fn from_destination(spec: DestinationSpec) -> Result<Option<Mover>, Error> {
-        Ok(mode(spec.parameters).map(|mode| Mover::new(HostileMover { mode })))
+        Ok(mover(spec.parameters))
     }
 
     fn version_info() -> ModuleInfo {
@@ -205,7 +248,7 @@ wasmover_sdk::export_mover!(Hostile);
 mod tests {
     #[test]
     fn passes() {
-        assert_eq!(super::mode(vec![]), None);
+        assert!(super::mover(vec![]).is_none());
     }
 
     /// Always fails: the test suite runs it on purpose to prove that a
