@@ -63,7 +63,7 @@ pub struct MoverLimitsSpec {
 }
 
 /// Which mover module runs the replication and how.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct MoverSpec {
     /// A built-in mover name (`blocksync`) or an OCI reference
@@ -86,6 +86,14 @@ pub struct MoverSpec {
     /// Default: PVCs, VolumeSnapshots, Jobs, Services, Secrets, ConfigMaps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<KindRef>,
+    /// CPU and memory of each agent container (VolSync's `moverResources`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// The service account the agents' Pods run as (VolSync's
+    /// `moverServiceAccount`); its token is never mounted. Default: the
+    /// namespace's `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
 }
 
 /// Replicates a PVC to a ReplicationDestination.

@@ -5,11 +5,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use wasmover_host::kube::{DEFAULT_KINDS, InMemoryCluster, Owner, ScopedCluster};
+use wasmover_host::kube::{DEFAULT_KINDS, InMemoryCluster, Owner, Scope, ScopedCluster};
 use wasmover_host::{Access, Capability, Channel, Grants, MoverEngine, MoverLimits, Volume};
 
 /// The namespace the test cluster scopes a guest to.
 pub const TEST_NAMESPACE: &str = "wasm-unit-tests";
+/// The agent image of the Jobs guests create under test.
+pub const TEST_AGENT_IMAGE: &str = "wasmover-agent-under-test";
 
 /// Runs the command component at `harness` with libtest `args`, its output
 /// on this process's stdout and stderr. Returns whether it passed.
@@ -19,15 +21,20 @@ pub fn run(engine: &MoverEngine, harness: &Path, args: &[String]) -> anyhow::Res
     let scratch = tempfile::tempdir()?;
     let cluster = ScopedCluster::new(
         Arc::new(InMemoryCluster::new()),
-        TEST_NAMESPACE,
-        DEFAULT_KINDS
-            .iter()
-            .map(|(v, k)| (v.to_string(), k.to_string())),
-        Owner {
-            api_version: "wasmover.dev/v1alpha1".into(),
-            kind: "ReplicationDestination".into(),
-            name: "wasm-unit-test".into(),
-            uid: None,
+        Scope {
+            namespace: TEST_NAMESPACE.into(),
+            kinds: DEFAULT_KINDS
+                .iter()
+                .map(|(v, k)| (v.to_string(), k.to_string()))
+                .collect(),
+            owner: Owner {
+                api_version: "wasmover.dev/v1alpha1".into(),
+                kind: "ReplicationDestination".into(),
+                name: "wasm-unit-test".into(),
+                uid: None,
+            },
+            named: Vec::new(),
+            agents: Ok(crate::workload::template(TEST_AGENT_IMAGE)),
         },
     );
     let grants = Grants::new()
@@ -40,6 +47,7 @@ pub fn run(engine: &MoverEngine, harness: &Path, args: &[String]) -> anyhow::Res
     let limits = MoverLimits {
         cpu_time_ms: 600_000,
         memory_bytes: 1 << 30,
+        kube_calls: 1 << 20,
         ..MoverLimits::default()
     };
     match module.instantiate(limits, grants)?.run_command() {

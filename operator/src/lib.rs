@@ -21,5 +21,6 @@ pub mod registry;
 pub mod replicate;
 pub mod schedule;
 mod terminal;
+pub mod workload;
 
 pub use terminal::ProgressBar;

@@ -46,6 +46,16 @@ pub struct RequestLabels {
     pub code: String,
 }
 
+/// Labels of the host's refusals of movers' Kubernetes calls.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `source` or `destination`.
+    pub role: String,
+    /// The rule that refused (`ownership`, `agent-template`, ...; see
+    /// docs/security.md).
+    pub rule: String,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     /// `volsync_sync_duration_seconds`: how long synchronizations take.
@@ -68,6 +78,9 @@ pub struct Metrics {
     /// `wasmover_kube_request_duration_seconds`: Kubernetes API requests
     /// (the operator's and its movers') by verb and code.
     pub kube_request_duration: Family<RequestLabels, Histogram>,
+    /// `wasmover_mover_refusals_total`: Kubernetes calls of movers that
+    /// the host refused, by rule.
+    pub refusals: Family<RefusalLabels, Counter>,
     /// `wasmover_leader`: 1 while this replica holds the leader Lease.
     pub leader: Gauge,
     /// `wasmover_orphans_deleted_total`: objects deleted because their
@@ -91,6 +104,7 @@ impl Default for Metrics {
             Family::<RequestLabels, Histogram>::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.001, 2.0, 15))
             });
+        let refusals = Family::default();
         let leader = Gauge::default();
         let orphans_deleted = Counter::default();
         let mut registry = Registry::default();
@@ -130,6 +144,11 @@ impl Default for Metrics {
             kube_request_duration.clone(),
         );
         registry.register(
+            "wasmover_mover_refusals",
+            "Kubernetes calls of movers the host refused, by rule",
+            refusals.clone(),
+        );
+        registry.register(
             "wasmover_leader",
             "1 while this replica holds the leader lease",
             leader.clone(),
@@ -147,6 +166,7 @@ impl Default for Metrics {
             files_transferred,
             reconcile_errors,
             kube_request_duration,
+            refusals,
             leader,
             orphans_deleted,
             registry,

@@ -39,6 +39,9 @@ pub struct Selected {
     pub catalog: Arc<Catalog>,
     /// The module's name in it.
     pub name: Option<String>,
+    /// The `oci://` reference pinned by manifest digest that agents pull;
+    /// `None` for a built-in module, which the agent image holds.
+    pub pinned: Option<String>,
 }
 
 /// Why the module is not available now, and when to look again.
@@ -161,7 +164,7 @@ impl OciModules {
         client: &Client,
         requester: Requester<'_>,
         sync: &mut SyncStatus,
-    ) -> Result<Arc<Catalog>, ModuleError> {
+    ) -> Result<(Arc<Catalog>, String), ModuleError> {
         let spec = &requester.mover.module;
         let reference: ModuleRef = spec.parse()?;
         // A tag resolved before stays resolved while the spec says the same.
@@ -233,7 +236,7 @@ impl OciModules {
             manifest_digest: manifest.to_string(),
             module_digest: module,
         });
-        Ok(catalog)
+        Ok((catalog, pinned.to_string()))
     }
 }
 
@@ -258,6 +261,7 @@ pub async fn select(
         return Ok(Selected {
             catalog: builtin.clone(),
             name: Some(spec.clone()).filter(|m| !m.is_empty()),
+            pinned: None,
         });
     }
     let key = format!("{}/{}", requester.namespace, requester.name);
@@ -272,10 +276,14 @@ pub async fn select(
         });
     };
     match modules.resolve(client, requester, sync).await {
-        Ok(catalog) => {
+        Ok((catalog, pinned)) => {
             modules.failures.lock().expect("not poisoned").remove(&key);
             let name = catalog.modules().first().map(|m| m.name().to_owned());
-            Ok(Selected { catalog, name })
+            Ok(Selected {
+                catalog,
+                name,
+                pinned: Some(pinned),
+            })
         }
         Err(error) => {
             set_module_condition(sync, "False", reason_of(&error), error.to_string());

@@ -122,6 +122,11 @@ enum Command {
         /// [default: anything is allowed]
         #[arg(long, value_name = "FILE.yaml", env = "WASMOVER_POLICY")]
         policy: Option<PathBuf>,
+        /// The image movers' agents run (this operator's own), pinned by
+        /// digest: REPOSITORY@sha256:... [default: movers may start no
+        /// agents, and say so]
+        #[arg(long, value_name = "IMAGE@DIGEST", env = "WASMOVER_AGENT_IMAGE")]
+        agent_image: Option<String>,
     },
 }
 
@@ -235,6 +240,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             identity,
             gc_interval_secs,
             policy,
+            agent_image,
         } => operator::run(
             &engine,
             cli,
@@ -246,6 +252,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 identity: identity.as_deref(),
                 gc_interval_secs: *gc_interval_secs,
                 policy: policy.as_deref(),
+                agent_image: agent_image.as_deref(),
             },
         ),
         Command::Movers => modules::movers(&engine),

@@ -32,6 +32,8 @@ pub struct Flags<'a> {
     pub gc_interval_secs: u64,
     /// The admin's policy file; `None`: anything is allowed.
     pub policy: Option<&'a Path>,
+    /// The agents' image, by digest.
+    pub agent_image: Option<&'a str>,
 }
 
 /// Serves until told to stop or the leader Lease is lost.
@@ -40,6 +42,12 @@ pub fn run(engine: &MoverEngine, cli: &Cli, flags: Flags) -> anyhow::Result<Exit
         Some(path) => Policy::load(path)?,
         None => Policy::default(),
     };
+    if let Some(image) = flags.agent_image {
+        anyhow::ensure!(
+            image.contains("@sha256:"),
+            "--agent-image {image}: agents run an image pinned by digest (REPOSITORY@sha256:...), not a tag that can move"
+        );
+    }
     let mut catalog = builtin::catalog(engine)?;
     for path in flags.modules {
         catalog.register(engine.load_file(path)?)?;
@@ -59,6 +67,7 @@ pub fn run(engine: &MoverEngine, cli: &Cli, flags: Flags) -> anyhow::Result<Exit
             super::modules::oci(&cli.registry)?,
         ))),
         policy: Arc::new(policy),
+        agent_image: flags.agent_image.map(str::to_owned),
     };
     tokio::runtime::Runtime::new()?.block_on(controller::serve(
         flags.metrics_addr,

@@ -121,6 +121,8 @@ pub struct Context {
     pub oci: Option<Arc<OciModules>>,
     /// What objects may run, checked before anything of theirs does.
     pub policy: Arc<Policy>,
+    /// The image agents run, by digest; `None`: movers may start no agents.
+    pub agent_image: Option<String>,
     /// Publishes Events.
     pub recorder: Recorder,
     /// Bounds module runs in flight (each holds a blocking thread).
@@ -131,12 +133,11 @@ pub struct Context {
 
 impl Context {
     /// A context serving `catalog` (and OCI modules through `oci`) to
-    /// objects that `policy` admits, recording into `metrics`.
+    /// objects that `options.policy` admits, recording into `metrics`.
     pub fn new(
         client: Client,
         catalog: Catalog,
-        oci: Option<Arc<OciModules>>,
-        policy: Arc<Policy>,
+        options: &RunOptions,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let reporter = Reporter {
@@ -147,8 +148,9 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             catalog: Arc::new(catalog),
-            oci,
-            policy,
+            oci: options.oci.clone(),
+            policy: options.policy.clone(),
+            agent_image: options.agent_image.clone(),
             runs: Semaphore::new(16),
             metrics,
         })
@@ -189,6 +191,9 @@ pub struct RunOptions {
     pub oci: Option<Arc<OciModules>>,
     /// What objects may run (default: anything, as without a policy).
     pub policy: Arc<Policy>,
+    /// The image agents run, by digest (`--agent-image`); `None`: a mover
+    /// that starts agents is refused, naming the missing setting.
+    pub agent_image: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -198,6 +203,7 @@ impl Default for RunOptions {
             gc_interval: Duration::from_secs(300),
             oci: None,
             policy: Arc::default(),
+            agent_image: None,
         }
     }
 }
@@ -212,13 +218,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     options: RunOptions,
 ) -> anyhow::Result<()> {
-    let ctx = Context::new(
-        client.clone(),
-        catalog,
-        options.oci,
-        options.policy,
-        metrics.clone(),
-    );
+    let ctx = Context::new(client.clone(), catalog, &options, metrics.clone());
     let sources: Api<ReplicationSource> = Api::all(client.clone());
     let destinations: Api<ReplicationDestination> = Api::all(client.clone());
     for (kind, check) in [

@@ -6,18 +6,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType, Recorder};
 use tracing::Instrument;
 use wasmover_host::bindings::types::{self as wit, ImageKind, Outcome};
-use wasmover_host::kube::{DEFAULT_KINDS, Owner, ScopedCluster};
+use wasmover_host::kube::{DEFAULT_KINDS, Owner, Refusal, Scope, ScopedCluster};
 use wasmover_host::{Claimed, Grants, MoverInstance, MoverLimits, MoverModule, Observer, Progress};
 
 use super::{Context, Error, Replication};
+use crate::builtin::BUILTIN;
 use crate::cluster::KubeCluster;
 use crate::crd::{ImageRef, MoverSpec};
+use crate::metrics::{Metrics, RefusalLabels};
 use crate::modules::Selected;
+use crate::workload::{self, PinnedModule};
 
 /// How long to wait when a mover is in progress without a retry-after.
 const DEFAULT_RETRY: Duration = Duration::from_secs(5);
@@ -30,6 +33,8 @@ struct EventForwarder {
     reference: ObjectReference,
     handle: tokio::runtime::Handle,
     progress: std::sync::Mutex<Option<Progress>>,
+    metrics: Arc<Metrics>,
+    role: &'static str,
 }
 
 impl Observer for EventForwarder {
@@ -52,6 +57,25 @@ impl Observer for EventForwarder {
         {
             tracing::warn!("cannot publish a module's event: {e}");
         }
+    }
+
+    fn refused(&self, module: &str, refusal: &Refusal) {
+        self.metrics
+            .refusals
+            .get_or_create(&RefusalLabels {
+                role: self.role.into(),
+                rule: refusal.rule.into(),
+            })
+            .inc();
+        self.event(
+            module,
+            &wasmover_host::Event {
+                warning: true,
+                reason: "MoverForbidden".into(),
+                action: "Authorize".into(),
+                note: format!("refused: {refusal}"),
+            },
+        );
     }
 
     fn progress(&self, _module: &str, progress: Progress) {
@@ -115,6 +139,47 @@ fn kinds(spec: &MoverSpec) -> Vec<(String, String)> {
     }
 }
 
+/// The agent image and the module agents run, or why agents cannot run
+/// this module.
+fn agent_template(
+    image: Option<&str>,
+    pinned: Option<&str>,
+    module: &MoverModule,
+    mover: &MoverSpec,
+) -> Result<(String, PinnedModule), String> {
+    let image =
+        image.ok_or("the operator has no agent image to start agents with (--agent-image)")?;
+    let name = module.name();
+    let source = match pinned {
+        Some(reference) => reference.to_owned(),
+        None if BUILTIN.iter().any(|(builtin, _)| *builtin == name) => name.to_owned(),
+        None => {
+            return Err(format!(
+                "module {name} was loaded from a file by the operator; agents run only built-in or OCI modules"
+            ));
+        }
+    };
+    Ok((
+        image.to_owned(),
+        PinnedModule {
+            source,
+            digest: module.digest().to_owned(),
+            pull_secret: pinned.and(mover.module_pull_secret.clone()),
+        },
+    ))
+}
+
+/// Whether the admin lets agents in `namespace` keep files' owners.
+async fn keeps_owners(ctx: &Context, namespace: &str) -> Result<bool, Error> {
+    let namespaces: kube::Api<Namespace> = kube::Api::all(ctx.client.clone());
+    let annotations = namespaces
+        .get_metadata(namespace)
+        .await?
+        .metadata
+        .annotations;
+    Ok(workload::keeps_owners(annotations.as_ref()))
+}
+
 /// Runs the object's mover on a blocking thread within `limits` (what the
 /// policy admitted): `synchronize`, and
 /// `cleanup` once it completed (or only `cleanup` when `cleaning`). The
@@ -143,13 +208,17 @@ pub(super) async fn run_mover<K: Replication>(
     let Selected {
         catalog,
         name: selected,
+        pinned,
     } = module;
+    let namespace = obj.namespace().unwrap_or_default();
+    let keep_owners = keeps_owners(ctx, &namespace).await?;
     let handle = tokio::runtime::Handle::current();
     let cluster = KubeCluster::new(ctx.client.clone(), handle.clone());
     let recorder = ctx.recorder.clone();
+    let metrics = ctx.metrics.clone();
+    let agent_image = ctx.agent_image.clone();
     let task = tokio::task::spawn_blocking(move || -> Result<Ran, Error> {
         let _entered = span.enter();
-        let namespace = obj.namespace().unwrap_or_default();
         let owner = Owner {
             api_version: K::api_version(&()).into_owned(),
             kind: K::kind(&()).into_owned(),
@@ -157,21 +226,36 @@ pub(super) async fn run_mover<K: Replication>(
             uid: obj.uid(),
         };
         let kinds = kinds(obj.mover());
+        let named = obj.named();
         let forwarder = Arc::new(EventForwarder {
             recorder: recorder.clone(),
             reference: obj.object_ref(&()),
             handle: handle.clone(),
             progress: Default::default(),
+            metrics,
+            role: K::ROLE,
         });
         let events: Arc<dyn Observer> = forwarder.clone();
-        let grants = |_: &MoverModule| {
+        // Each module's agents run that module, pinned, within `limits`.
+        let grants = |module: &MoverModule| {
+            let agents = agent_template(
+                agent_image.as_deref(),
+                pinned.as_deref(),
+                module,
+                obj.mover(),
+            )
+            .map(|pinned| {
+                workload::for_module(&pinned.0, &pinned.1, limits, keep_owners, obj.mover())
+            });
+            let scope = Scope {
+                namespace: namespace.clone(),
+                kinds: kinds.clone(),
+                owner: owner.clone(),
+                named: named.clone(),
+                agents,
+            };
             Grants::new()
-                .with_cluster(ScopedCluster::new(
-                    Arc::new(cluster.clone()),
-                    namespace.clone(),
-                    kinds.clone(),
-                    owner.clone(),
-                ))
+                .with_cluster(ScopedCluster::new(Arc::new(cluster.clone()), scope))
                 .with_observer(events.clone())
         };
         let Claimed {

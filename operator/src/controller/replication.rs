@@ -10,12 +10,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use wasmover_host::bindings::types::{self as wit, DestinationSpec, Parameter, SourceSpec};
+use wasmover_host::kube::Named;
 use wasmover_host::{Catalog, CatalogError, Claimed, Grants, MoverLimits, MoverModule};
 
 use crate::crd::{
     CopyMethod, ImageRef, MoverSpec, ReplicationDestination, ReplicationSource, SyncStatus, Trigger,
 };
 use crate::modules::Requester;
+use crate::workload::named_secrets;
 
 /// What differs between the two kinds.
 pub trait Replication:
@@ -58,6 +60,9 @@ pub trait Replication:
     /// if there is a new one. Server-side apply drops what the operator's
     /// field manager no longer sends, so every write carries everything.
     fn status_document(&self, sync: &SyncStatus, image: Option<ImageRef>) -> serde_json::Value;
+    /// The objects the spec names, which its mover may read and mount:
+    /// its PVC and the Secrets its parameters name (`*-secret`).
+    fn named(&self) -> Vec<Named>;
 }
 
 fn parameters(spec: &MoverSpec) -> Vec<Parameter> {
@@ -119,6 +124,14 @@ impl Replication for ReplicationSource {
         };
         catalog.claim_source(&spec, selected, limits, grants)
     }
+    fn named(&self) -> Vec<Named> {
+        std::iter::once(Named::new(
+            "PersistentVolumeClaim",
+            self.spec.source_pvc.clone(),
+        ))
+        .chain(named_secrets(&self.spec.mover))
+        .collect()
+    }
     fn status_document(&self, sync: &SyncStatus, _image: Option<ImageRef>) -> serde_json::Value {
         json!(sync)
     }
@@ -147,6 +160,14 @@ impl Replication for ReplicationDestination {
             parameters: parameters(&self.spec.mover),
         };
         catalog.claim_destination(&spec, selected, limits, grants)
+    }
+    fn named(&self) -> Vec<Named> {
+        let claim = self.spec.destination_pvc.clone();
+        claim
+            .map(|c| Named::new("PersistentVolumeClaim", c))
+            .into_iter()
+            .chain(named_secrets(&self.spec.mover))
+            .collect()
     }
     fn status_document(&self, sync: &SyncStatus, image: Option<ImageRef>) -> serde_json::Value {
         let mut doc = json!(sync);

@@ -127,11 +127,47 @@ impl RunError {
                 LimitExceeded::CpuTime { .. } => "cpu_time_limit",
                 LimitExceeded::Memory { .. } => "memory_limit",
                 LimitExceeded::HostCalls { .. } => "host_call_limit",
+                LimitExceeded::KubeCalls { .. } => "kube_call_limit",
             },
             RunError::StackOverflow { .. } => "stack_overflow",
             RunError::Trap { .. } => "trap",
             RunError::Mover { .. } => "mover_error",
             RunError::Exit { .. } => "exit",
         }
+    }
+}
+
+/// Most bytes of a module's error message the host keeps: it ends up in a
+/// status condition and an Event.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 10;
+/// Most bytes of a module's CamelCase reason (or Event action).
+pub const MAX_REASON_BYTES: usize = 128;
+
+/// `text` cut to at most `max` bytes (at a character boundary), saying how
+/// much was cut: what a module hands the host ends up in bounded places.
+pub fn bounded(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let cut = text.len();
+    let mut end = max.saturating_sub(32);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!("… ({} bytes cut)", cut - end));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_text_is_cut_at_a_character_and_says_so() {
+        assert_eq!(bounded("short".into(), 10), "short");
+        let cut = bounded("é".repeat(100), 64);
+        assert!(cut.len() <= 64, "{cut}");
+        assert!(cut.ends_with("bytes cut)"), "{cut}");
     }
 }

@@ -14,7 +14,7 @@ use crate::bindings::types::{
     DestinationSpec, Error, Outcome, Parameter, SourceSpec, TransferReport,
 };
 use crate::bindings::{control, transfer};
-use crate::error::RunError;
+use crate::error::{MAX_MESSAGE_BYTES, MAX_REASON_BYTES, RunError, bounded};
 use crate::limits::{LimitExceeded, MoverLimits};
 use crate::module::{Capability, MoverModule};
 use crate::state::{Grants, HostState};
@@ -130,8 +130,8 @@ impl MoverInstance {
             Ok(Err(e)) => Err(RunError::Mover {
                 module: self.module.name.to_string(),
                 export,
-                reason: e.reason,
-                message: e.message,
+                reason: bounded(e.reason, MAX_REASON_BYTES),
+                message: bounded(e.message, MAX_MESSAGE_BYTES),
             }),
             Err(e) => Err(Self::classify(&self.module, export, &self.store, e)),
         }

@@ -25,6 +25,10 @@ pub struct MoverLimits {
     /// Host calls per call of an export. Prevents a module from flooding the
     /// host (or the API server through it).
     pub host_calls: u64,
+    /// Kubernetes calls per call of an export (each is also a host call).
+    /// Prevents a module from flooding the API server: a mover needs a
+    /// few dozen per step.
+    pub kube_calls: u64,
     /// Bytes of log text per call of an export; records past it are dropped
     /// and counted, not fatal.
     pub log_bytes: u64,
@@ -38,6 +42,7 @@ impl Default for MoverLimits {
             cpu_time_ms: 60_000,
             memory_bytes: 256 << 20,
             host_calls: 10_000_000,
+            kube_calls: 1_000,
             log_bytes: 1 << 20,
             message_bytes: 64 << 20,
         }
@@ -68,6 +73,12 @@ pub enum LimitExceeded {
         limit: u64,
         /// The size the guest asked for.
         desired: u64,
+    },
+    /// The guest made more Kubernetes calls than its budget allows.
+    #[error("Kubernetes-call budget of {limit} calls exceeded")]
+    KubeCalls {
+        /// The budget.
+        limit: u64,
     },
     /// The guest made more host calls than its budget allows.
     #[error("host-call budget of {limit} calls exceeded")]

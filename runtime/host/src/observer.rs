@@ -2,6 +2,8 @@
 //! it: the CLI draws a progress bar, the operator writes status, Events
 //! and metrics.
 
+use crate::kube::Refusal;
+
 /// An Event a module published.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -34,6 +36,19 @@ pub trait Observer: Send + Sync {
     /// A module published an Event.
     fn event(&self, module: &str, event: &Event) {
         let _ = (module, event);
+    }
+    /// The host refused a module's Kubernetes call. By default, a Warning
+    /// Event `MoverForbidden` naming the rule.
+    fn refused(&self, module: &str, refusal: &Refusal) {
+        self.event(
+            module,
+            &Event {
+                warning: true,
+                reason: "MoverForbidden".into(),
+                action: "Authorize".into(),
+                note: format!("module {module} was refused: {refusal}"),
+            },
+        );
     }
     /// A module reported progress.
     fn progress(&self, module: &str, progress: Progress) {

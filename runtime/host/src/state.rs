@@ -144,6 +144,7 @@ pub(crate) struct Meter {
     started: Duration,
     in_host: Duration,
     pub(crate) host_calls: u64,
+    pub(crate) kube_calls: u64,
     pub(crate) log_bytes: u64,
     pub(crate) logs_dropped: u64,
 }
@@ -154,6 +155,7 @@ impl Meter {
             started: thread_cpu_time(),
             in_host: Duration::ZERO,
             host_calls: 0,
+            kube_calls: 0,
             log_bytes: 0,
             logs_dropped: 0,
         }

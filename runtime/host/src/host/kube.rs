@@ -4,11 +4,13 @@ use serde_json::Value;
 
 use crate::bindings::kube::{self as wit, KubeError, ObjectKey};
 use crate::kube::{KubeError as Error, ScopedCluster};
-use crate::state::{Event, HostState};
+use crate::limits::LimitExceeded;
+use crate::state::HostState;
 
 impl From<Error> for KubeError {
     fn from(e: Error) -> Self {
         match e {
+            Error::Refused(r) => KubeError::Forbidden(r.to_string()),
             Error::Forbidden(m) => KubeError::Forbidden(m),
             Error::NotFound(m) => KubeError::NotFound(m),
             Error::Conflict(m) => KubeError::Conflict(m),
@@ -19,8 +21,8 @@ impl From<Error> for KubeError {
     }
 }
 
-fn parse(json: &str) -> Result<Value, KubeError> {
-    serde_json::from_str(json).map_err(|e| KubeError::Invalid(format!("not valid JSON: {e}")))
+fn parse(json: &str) -> Result<Value, Error> {
+    serde_json::from_str(json).map_err(|e| Error::Invalid(format!("not valid JSON: {e}")))
 }
 
 fn text(value: Value) -> String {
@@ -28,29 +30,33 @@ fn text(value: Value) -> String {
 }
 
 impl HostState {
-    /// Runs `f` on the granted cluster, or refuses when none was granted.
+    /// Runs `f` on the granted cluster within the run's budget of
+    /// Kubernetes calls, or refuses when none was granted. A refusal by the
+    /// scope is reported to the observer (an Event, a metric), not only to
+    /// the guest.
     fn with_cluster<R>(
         &mut self,
-        f: impl FnOnce(&ScopedCluster) -> Result<R, KubeError>,
+        f: impl FnOnce(&ScopedCluster) -> Result<R, Error>,
     ) -> wasmtime::Result<Result<R, KubeError>> {
-        self.host_call(|s| match &s.grants.cluster {
-            Some(cluster) => {
-                let result = f(cluster);
-                if let Err(KubeError::Forbidden(why)) = &result {
-                    tracing::warn!(module = &*s.module, "refused a Kubernetes call: {why}");
-                    // The user hears of it too, not only the guest.
-                    s.grants.observer.event(
-                        &s.module,
-                        &Event {
-                            warning: true,
-                            reason: "MoverForbidden".into(),
-                            action: "Authorize".into(),
-                            note: format!("module {} was refused: {why}", s.module),
-                        },
-                    );
-                }
-                result
+        self.meter.kube_calls += 1;
+        if self.meter.kube_calls > self.limits.kube_calls {
+            return Err(LimitExceeded::KubeCalls {
+                limit: self.limits.kube_calls,
             }
+            .into());
+        }
+        self.host_call(|s| match &s.grants.cluster {
+            Some(cluster) => f(cluster).map_err(|e| {
+                if let Error::Refused(refusal) = &e {
+                    tracing::warn!(
+                        module = &*s.module,
+                        rule = refusal.rule,
+                        "refused a Kubernetes call: {refusal}"
+                    );
+                    s.grants.observer.refused(&s.module, refusal);
+                }
+                e.into()
+            }),
             None => Err(KubeError::Forbidden(
                 "this run grants no Kubernetes access".into(),
             )),

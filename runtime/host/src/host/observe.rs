@@ -3,6 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::bindings::{clock, events, log};
+use crate::error::{MAX_REASON_BYTES, bounded};
 use crate::state::{Event, HostState, Progress};
 
 impl log::Host for HostState {
@@ -42,11 +43,12 @@ impl events::Host for HostState {
         note: String,
     ) -> wasmtime::Result<()> {
         self.host_call(|s| {
+            // Kubernetes keeps an Event's note to 1 KiB.
             let event = Event {
                 warning: matches!(event_type, events::EventType::Warning),
-                reason,
-                action,
-                note,
+                reason: bounded(reason, MAX_REASON_BYTES),
+                action: bounded(action, MAX_REASON_BYTES),
+                note: bounded(note, 1 << 10),
             };
             s.grants.observer.event(&s.module, &event);
         })

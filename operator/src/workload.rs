@@ -1,0 +1,212 @@
+//! The agents' Pods: the template every mover's agent Job is built from.
+//! The operator's agent image runs `wasmover agent` with the module the
+//! replication pinned, its digest and limits; the mover chooses only the
+//! role, its flags and the volumes it may use.
+
+use wasmover_host::MoverLimits;
+use wasmover_host::kube::{AgentTemplate, Named, Privilege, SecretMount};
+
+use crate::crd::MoverSpec;
+
+/// The agent's command in the agent image.
+pub const AGENT_COMMAND: [&str; 2] = ["wasmover", "agent"];
+/// The namespace annotation by which an admin lets agents run as root to
+/// keep files' owners (VolSync's is `volsync.backube/privileged-movers`,
+/// honoured too).
+pub const PRIVILEGED_MOVERS: [&str; 2] = [
+    "wasmover.dev/privileged-movers",
+    "volsync.backube/privileged-movers",
+];
+
+/// Flags of `wasmover agent` that only the host sets: which module runs,
+/// its digest, its limits, and where modules come from and are kept.
+pub const RESERVED_FLAGS: &[&str] = &[
+    "--mover",
+    "--module-digest",
+    "--cpu-time-ms",
+    "--memory-bytes",
+    "--host-calls",
+    "--log-bytes",
+    "--message-bytes",
+    "--registry-config",
+    "--module-store",
+    "--max-module-bytes",
+    "--insecure",
+    "--cache-dir",
+    "--no-cache",
+];
+
+/// Where an agent keeps modules and their compiled code: the template's
+/// scratch `emptyDir`.
+const SCRATCH: &str = "/tmp";
+/// Where an agent reads the module's pull secret.
+const REGISTRY_SECRET_DIR: &str = "/var/run/wasmover/registry";
+
+/// The module an agent runs, as the operator pinned it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedModule {
+    /// A built-in name, or `oci://registry/repo@sha256:...`.
+    pub source: String,
+    /// The digest of the module's bytes, which the agent checks.
+    pub digest: String,
+    /// Its pull secret (for an `oci://` source).
+    pub pull_secret: Option<String>,
+}
+
+/// A template for `image` with no module: what guest unit tests see.
+pub fn template(image: &str) -> AgentTemplate {
+    AgentTemplate {
+        reserved_flags: RESERVED_FLAGS.iter().map(|f| f.to_string()).collect(),
+        env: vec![(
+            "WASMOVER_CACHE_DIR".into(),
+            format!("{SCRATCH}/wasmover/precompiled"),
+        )],
+        scratch_dir: SCRATCH.into(),
+        ..AgentTemplate::new(image, &AGENT_COMMAND)
+    }
+}
+
+/// The template for one replication's agents: `module` within `limits`,
+/// as root only when `keep_owners`, with the resources and service
+/// account of the replication's mover section.
+pub fn for_module(
+    image: &str,
+    module: &PinnedModule,
+    limits: MoverLimits,
+    keep_owners: bool,
+    mover: &MoverSpec,
+) -> AgentTemplate {
+    let mut template = template(image);
+    template.args = [
+        ("--mover", module.source.clone()),
+        ("--module-digest", module.digest.clone()),
+        ("--cpu-time-ms", limits.cpu_time_ms.to_string()),
+        ("--memory-bytes", limits.memory_bytes.to_string()),
+        ("--host-calls", limits.host_calls.to_string()),
+        ("--log-bytes", limits.log_bytes.to_string()),
+        ("--message-bytes", limits.message_bytes.to_string()),
+        ("--module-store", format!("{SCRATCH}/wasmover/modules")),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect();
+    if let Some(secret) = &module.pull_secret {
+        template.secrets.push(SecretMount {
+            secret: secret.clone(),
+            path: REGISTRY_SECRET_DIR.into(),
+        });
+        template.args.extend([
+            "--registry-config".to_owned(),
+            format!("{REGISTRY_SECRET_DIR}/.dockerconfigjson"),
+        ]);
+    }
+    if keep_owners {
+        template.privilege = Privilege::KeepOwners;
+    }
+    template.resources = mover
+        .resources
+        .as_ref()
+        .map(|r| serde_json::to_value(r).expect("resources serialize"));
+    template.service_account = mover.service_account_name.clone();
+    template
+}
+
+/// The Secrets a replication names through its parameters: the value of
+/// every parameter whose key ends in `-secret` (`key-secret`,
+/// `repository-secret`, ...).
+pub fn named_secrets(mover: &MoverSpec) -> impl Iterator<Item = Named> + '_ {
+    mover
+        .parameters
+        .iter()
+        .filter(|(key, _)| key.ends_with("-secret"))
+        .map(|(_, name)| Named::new("Secret", name.clone()))
+}
+
+/// Whether `annotations` of a namespace let its agents keep owners.
+pub fn keeps_owners(annotations: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+    annotations.is_some_and(|a| {
+        PRIVILEGED_MOVERS
+            .iter()
+            .any(|key| a.get(*key).is_some_and(|v| v == "true"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_runs_the_pinned_module_within_its_limits() {
+        let module = PinnedModule {
+            source: "oci://r.example/movers/x@sha256:ab".into(),
+            digest: "sha256:cd".into(),
+            pull_secret: Some("pull".into()),
+        };
+        let limits = MoverLimits {
+            cpu_time_ms: 7,
+            ..MoverLimits::default()
+        };
+        let t = for_module(
+            "img@sha256:1",
+            &module,
+            limits,
+            false,
+            &MoverSpec::default(),
+        );
+        let arg = |flag: &str| {
+            let i = t.args.iter().position(|a| a == flag).unwrap();
+            t.args[i + 1].clone()
+        };
+        assert_eq!(arg("--mover"), module.source);
+        assert_eq!(arg("--module-digest"), "sha256:cd");
+        assert_eq!(arg("--cpu-time-ms"), "7");
+        assert_eq!(
+            arg("--registry-config"),
+            "/var/run/wasmover/registry/.dockerconfigjson"
+        );
+        assert_eq!(t.secrets[0].secret, "pull");
+        assert_eq!(
+            t.privilege,
+            Privilege::Restricted {
+                uid: wasmover_host::kube::AGENT_UID
+            }
+        );
+        // Every flag the host passes is one a mover may not.
+        for flag in t.args.iter().filter(|a| a.starts_with("--")) {
+            assert!(t.reserved_flags.contains(flag), "{flag} is not reserved");
+        }
+    }
+
+    #[test]
+    fn only_an_admins_namespace_annotation_keeps_owners() {
+        let annotated =
+            |k: &str, v: &str| Some([(k.to_owned(), v.to_owned())].into_iter().collect());
+        assert!(!keeps_owners(None));
+        assert!(keeps_owners(
+            annotated("wasmover.dev/privileged-movers", "true").as_ref()
+        ));
+        assert!(keeps_owners(
+            annotated("volsync.backube/privileged-movers", "true").as_ref()
+        ));
+        assert!(!keeps_owners(
+            annotated("wasmover.dev/privileged-movers", "yes").as_ref()
+        ));
+    }
+
+    #[test]
+    fn parameters_ending_in_secret_name_secrets() {
+        let mover = MoverSpec {
+            parameters: [
+                ("key-secret", "k"),
+                ("address", "a"),
+                ("repository-secret", "r"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            ..MoverSpec::default()
+        };
+        let names: Vec<String> = named_secrets(&mover).map(|n| n.name).collect();
+        assert_eq!(names, ["k", "r"]);
+    }
+}
