@@ -329,6 +329,111 @@ fn next_runs_send_kept_hashes(
     eprintln!("kept granule hashes used by rounds: {kept_used:?}");
 }
 
+/// `name@digest` of the built-in blocksync, as an agent names the module
+/// that ran (loaded as the agents load it, through their cache).
+fn blocksync_id() -> String {
+    let engine = wasmover_host::MoverEngine::new(wasmover_host::EngineConfig {
+        cache_dir: Some(cache_dir()),
+        ..wasmover_host::EngineConfig::default()
+    })
+    .unwrap();
+    let module = wasmover_operator::builtin::resolve(&engine, "blocksync").unwrap();
+    format!("{}@{}", module.name(), module.digest())
+}
+
+/// Agents pinned (`--module-digest`) to a digest other than their
+/// module's refuse before they listen or connect, naming the module, both
+/// digests and the pin; nothing is transferred.
+#[test]
+fn agents_pinned_to_another_modules_digest_refuse_to_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    make_tree(&src, 1 << 20);
+    let key = key_file(tmp.path(), "key", 1);
+    let blocksync = blocksync_id();
+    let digest = blocksync.strip_prefix("blocksync@").unwrap();
+    let pinned = format!("sha256:{}", "0".repeat(64));
+    assert_ne!(digest, pinned);
+    let refused = |said: &str| {
+        assert_eq!(said.lines().count(), 1, "one line: {said}");
+        assert!(
+            said.contains(&format!(
+                "module blocksync has digest {digest}, but the operator pinned {pinned}"
+            )),
+            "{said}"
+        );
+    };
+
+    let received = wasmover()
+        .args(["agent", "receive", "--listen", "127.0.0.1:0", "--volume"])
+        .arg(&dst)
+        .arg("--key-file")
+        .arg(&key)
+        .args(["--module-digest", &pinned])
+        .output()
+        .unwrap();
+    assert!(!received.status.success());
+    let said = text(&received.stderr);
+    refused(&said);
+    assert!(!dst.exists(), "the refusing receiver created its volume");
+
+    // A receiver that would take the transfer: the pinned sender never
+    // connects to it.
+    let receiver = Receiver::start(&dst, &key, &[]);
+    let sent = send(
+        &src,
+        &receiver.addr.to_string(),
+        &key,
+        &["--module-digest", &pinned],
+    );
+    assert!(!sent.status.success());
+    refused(&text(&sent.stderr));
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(receiver.stderr(), "", "the receiver heard from the sender");
+    assert_eq!(std::fs::read_dir(&dst).unwrap().count(), 0, "written");
+}
+
+/// Agents pinned to their module's digest run, and name the module that
+/// ran, `blocksync@<digest>`, in their summaries and reports.
+#[test]
+fn pinned_agents_run_and_report_the_module_that_ran() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    make_tree(&src, 1 << 20);
+    let key = key_file(tmp.path(), "key", 1);
+    let blocksync = blocksync_id();
+    let digest = blocksync.strip_prefix("blocksync@").unwrap();
+    let reports = ["received.json", "sent.json"].map(|f| tmp.path().join(f));
+    let [received, sent] = reports.each_ref().map(|p| p.to_str().unwrap());
+    let receiver = Receiver::start(
+        &dst,
+        &key,
+        &["--module-digest", digest, "--report-file", received],
+    );
+    let sent = send(
+        &src,
+        &receiver.addr.to_string(),
+        &key,
+        &["--module-digest", digest, "--report-file", sent],
+    );
+    assert!(sent.status.success(), "send: {}", text(&sent.stderr));
+    let (ok, stdout, stderr) = receiver.wait(Duration::from_secs(20));
+    assert!(ok, "receive: {stderr}");
+    assert_same_tree(&src, &dst);
+    for summary in [stdout, text(&sent.stdout)] {
+        assert!(
+            summary.contains(&format!(" with {blocksync} in ")),
+            "{summary}"
+        );
+    }
+    for report in &reports {
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+        assert_eq!(report["module"], blocksync.as_str(), "{report}");
+        assert_eq!(report["treeDigest"], tree_digest(&src).as_str(), "{report}");
+    }
+}
+
 #[test]
 fn a_wrong_key_is_refused_by_both_ends_and_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();

@@ -32,6 +32,19 @@ pub enum AgentError {
         /// The error.
         cause: std::io::Error,
     },
+    /// The loaded module is not the one the operator pinned.
+    #[error(
+        "module {module} has digest {digest}, but the operator pinned {pinned} \
+         (--module-digest): refusing to run a module other than the pinned one"
+    )]
+    NotPinned {
+        /// The loaded module's name.
+        module: String,
+        /// Its content digest.
+        digest: String,
+        /// The digest the operator pinned.
+        pinned: String,
+    },
     /// The mover cannot run a transfer with these parameters.
     #[error(transparent)]
     Module(Box<RunError>),
@@ -48,6 +61,19 @@ pub enum AgentError {
         /// What stopped it.
         cause: Box<RunError>,
     },
+}
+
+/// Checks that `module` is the one pinned by content digest `pinned`
+/// ([`MoverModule::digest`]), before anything runs.
+pub fn check_pinned(module: &MoverModule, pinned: &str) -> Result<(), AgentError> {
+    if module.digest() == pinned {
+        return Ok(());
+    }
+    Err(AgentError::NotPinned {
+        module: module.name().to_owned(),
+        digest: module.digest().to_owned(),
+        pinned: pinned.to_owned(),
+    })
 }
 
 /// What each side runs: the module, its limits and parameters.

@@ -37,9 +37,9 @@ pub const VERSION: &str = version!();
 pub const PACKAGE: &str = concat!("wasmover:mover@", version!());
 
 /// What an agent reports of a finished transfer: the contract's
-/// `transfer-report` record as JSON (camelCase keys), written by
-/// `wasmover agent --report-file` into the Pod's termination message and
-/// read back by the mover that started the agent.
+/// `transfer-report` record and the module that ran it, as JSON (camelCase
+/// keys), written by `wasmover agent --report-file` into the Pod's
+/// termination message and read back by the mover that started the agent.
 ///
 /// Each side converts from and to its own bindings' `TransferReport`, so a
 /// field added to the record is a compile error on both sides until both
@@ -66,6 +66,11 @@ pub struct AgentReport {
     pub tree_digest: String,
     /// The destination's tree digest equals the source's.
     pub verified: bool,
+    /// The module that ran the transfer, `name@digest` (its content
+    /// digest, `sha256:...`); empty in a report of an agent older than
+    /// this field.
+    #[serde(default)]
+    pub module: String,
 }
 
 #[cfg(test)]
@@ -95,9 +100,29 @@ mod tests {
             bytes_on_wire: 58_390,
             tree_digest: "ab".repeat(32),
             verified: true,
+            module: format!("blocksync@sha256:{}", "cd".repeat(32)),
         };
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<AgentReport>(&json).unwrap(), report);
+    }
+
+    /// An older agent wrote no `module`: its report still reads, with the
+    /// module unknown.
+    #[test]
+    fn a_report_without_the_module_reads_with_it_empty() {
+        let mut json = serde_json::to_value(AgentReport {
+            entries_total: 3,
+            tree_digest: "ef".repeat(32),
+            verified: true,
+            module: "blocksync@sha256:00".into(),
+            ..AgentReport::default()
+        })
+        .unwrap();
+        json.as_object_mut().unwrap().remove("module").unwrap();
+        let report: AgentReport = serde_json::from_value(json).unwrap();
+        assert_eq!(report.module, "");
+        assert_eq!(report.entries_total, 3);
+        assert!(report.verified);
     }
 
     /// The keys are part of the contract: Pods of an older agent must still
@@ -117,6 +142,7 @@ mod tests {
                 "entriesDeleted",
                 "entriesTotal",
                 "filesTransferred",
+                "module",
                 "treeDigest",
                 "verified"
             ]

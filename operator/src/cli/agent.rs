@@ -75,8 +75,9 @@ pub(super) struct AgentArgs {
     rate_limit: Option<u64>,
     /// After a transfer, write its report here as JSON (the transfer
     /// report's fields in camelCase: `treeDigest`, `verified`,
-    /// `bytesOnWire`, ...). In a Pod, `/dev/termination-log`: the mover's
-    /// control plane reads it from the Pod's status.
+    /// `bytesOnWire`, ..., and `module`, the `name@digest` that ran). In a
+    /// Pod, `/dev/termination-log`: the mover's control plane reads it
+    /// from the Pod's status.
     #[arg(long)]
     report_file: Option<PathBuf>,
     #[command(flatten)]
@@ -106,6 +107,11 @@ impl AgentArgs {
 pub fn run(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Result<ExitCode> {
     let (AgentRole::Receive { agent: args, .. } | AgentRole::Send { agent: args, .. }) = role;
     let module = resolve_mover(engine, cli, &args.mover.mover)?;
+    if let Some(pinned) = &args.mover.module_digest {
+        agent::check_pinned(&module, pinned)?;
+    }
+    // The module that ran, as the summary and the report name it.
+    let module_id = format!("{}@{}", module.name(), module.digest());
     let key = wasmover_net::Psk::from_file(&args.key_file)?;
     let options = args.options()?;
     let volume = agent::VolumePath {
@@ -129,15 +135,18 @@ pub fn run(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Result<
             "{action} {} {direction} {} with {} in {:.2}s: {}; {} in and {} out through TLS",
             args.volume.display(),
             f.peer,
-            module.name(),
+            module_id,
             f.elapsed.as_secs_f64(),
             summary(&f.report),
             HumanBytes(f.tls_bytes.0),
             HumanBytes(f.tls_bytes.1),
         );
         if let Some(path) = &args.report_file {
-            let json = serde_json::to_string(&wasmover_contract::AgentReport::from(&f.report))
-                .expect("a report serializes");
+            let report = wasmover_contract::AgentReport {
+                module: module_id.clone(),
+                ..wasmover_contract::AgentReport::from(&f.report)
+            };
+            let json = serde_json::to_string(&report).expect("a report serializes");
             if let Err(e) = std::fs::write(path, json) {
                 eprintln!(
                     "wasmover: cannot write the report to {}: {e}",

@@ -145,6 +145,19 @@ struct MoverArgs {
     /// Linear memory per side, in bytes.
     #[arg(long, default_value_t = MoverLimits::default().memory_bytes)]
     memory_bytes: u64,
+    /// Host calls per side.
+    #[arg(long, default_value_t = MoverLimits::default().host_calls)]
+    host_calls: u64,
+    /// Bytes of log text per side; records past it are dropped.
+    #[arg(long, default_value_t = MoverLimits::default().log_bytes)]
+    log_bytes: u64,
+    /// Largest channel message the host accepts, in bytes.
+    #[arg(long, default_value_t = MoverLimits::default().message_bytes)]
+    message_bytes: u64,
+    /// The module's content digest (sha256:...) as pinned by the operator:
+    /// the loaded module must have it, or nothing runs.
+    #[arg(long, value_name = "DIGEST")]
+    module_digest: Option<String>,
 }
 
 impl MoverArgs {
@@ -152,6 +165,10 @@ impl MoverArgs {
         MoverLimits {
             cpu_time_ms: self.cpu_time_ms,
             memory_bytes: self.memory_bytes,
+            host_calls: self.host_calls,
+            log_bytes: self.log_bytes,
+            message_bytes: self.message_bytes,
+            // The data plane makes no Kubernetes calls: their budget stays.
             ..MoverLimits::default()
         }
     }

@@ -16,7 +16,9 @@ wasmtime::component::bindgen!({
 pub use exports::wasmover::mover::{control, transfer, validate};
 pub use wasmover::mover::{blocks, channel, clock, events, kube, log, progress, types, volume};
 
-/// The report as an agent hands it on (`wasmover_contract::AgentReport`).
+/// The report as an agent hands it on (`wasmover_contract::AgentReport`),
+/// its `module` empty: the record does not say which module made it, the
+/// agent that ran it fills it in.
 impl From<&types::TransferReport> for wasmover_contract::AgentReport {
     fn from(r: &types::TransferReport) -> Self {
         Self {
@@ -29,6 +31,7 @@ impl From<&types::TransferReport> for wasmover_contract::AgentReport {
             bytes_on_wire: r.bytes_on_wire,
             tree_digest: r.tree_digest.clone(),
             verified: r.verified,
+            module: String::new(),
         }
     }
 }
