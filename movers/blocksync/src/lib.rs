@@ -9,6 +9,12 @@
 //!
 //! The control plane creates the Kubernetes objects around the agents (see
 //! [`control`]).
+//!
+//! With the default feature `component` the crate exports [`Blocksync`] as
+//! the component; without it, another guest may wrap it: its
+//! `wasmover_sdk` trait impls are the whole mover, and a wrapper's
+//! `control::Guest` must name [`BlocksyncMover`] as its `Mover` to hand on
+//! the movers blocksync makes.
 
 pub mod control;
 pub mod plan;
@@ -20,11 +26,12 @@ use wasmover_sdk::types::{DestinationSpec, Error, Outcome, Parameter, SourceSpec
 
 use crate::control::Role;
 
-/// The component.
-struct Blocksync;
+/// The mover: its control plane, data plane and validation, as the
+/// `wasmover_sdk` guest traits.
+pub struct Blocksync;
 
 /// A mover resource: the role it plays for one replication object.
-struct BlocksyncMover {
+pub struct BlocksyncMover {
     role: Role,
 }
 
@@ -94,4 +101,5 @@ impl wasmover_sdk::validate::Guest for Blocksync {
     }
 }
 
+#[cfg(feature = "component")]
 wasmover_sdk::export_mover!(Blocksync);
