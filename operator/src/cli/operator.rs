@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmover_host::MoverEngine;
+use wasmover_host::{Grants, MoverEngine, MoverLimits};
 use wasmover_operator::builtin;
 use wasmover_operator::controller::{self, RunOptions};
 use wasmover_operator::leader::LeaseConfig;
@@ -51,6 +51,24 @@ pub fn run(engine: &MoverEngine, cli: &Cli, flags: Flags) -> anyhow::Result<Exit
     let mut catalog = builtin::catalog(engine)?;
     for path in flags.modules {
         catalog.register(engine.load_file(path)?)?;
+    }
+    // What this operator offers, as each module says of itself.
+    for module in catalog.modules() {
+        let info = module
+            .instantiate(MoverLimits::default(), Grants::new())
+            .and_then(|mut instance| instance.version_info())?;
+        let capabilities: Vec<String> = module
+            .capabilities()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(
+            module = %format_args!("{}@{}", module.name(), module.digest()),
+            version = info.version,
+            contract = info.contract,
+            capabilities = capabilities.join(" "),
+            "mover available"
+        );
     }
     let identity = flags.identity.map(str::to_owned).unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

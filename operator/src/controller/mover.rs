@@ -14,6 +14,7 @@ use wasmover_host::bindings::types::{self as wit, ImageKind, Outcome};
 use wasmover_host::kube::{DEFAULT_KINDS, Owner, Refusal, Scope, ScopedCluster};
 use wasmover_host::{Claimed, Grants, MoverInstance, MoverLimits, MoverModule, Observer, Progress};
 
+use super::replication::parameters;
 use super::{Context, Error, Replication};
 use crate::builtin::BUILTIN;
 use crate::cluster::KubeCluster;
@@ -290,6 +291,11 @@ pub(super) async fn run_mover<K: Replication>(
                 Some(wait) => Step::Running(wait),
             }));
         }
+        // A module with the `validate` capability checks the parameters
+        // before each step; a refusal is the module's error, nothing runs.
+        instance
+            .validate(&parameters(obj.mover()))
+            .map_err(Error::Mover)?;
         Ok(match instance.synchronize(mover).map_err(Error::Mover)? {
             Outcome::InProgress(ms) => ran(Step::Running(
                 ms.map_or(DEFAULT_RETRY, Duration::from_millis),

@@ -65,7 +65,8 @@ pub trait Replication:
     fn named(&self) -> Vec<Named>;
 }
 
-fn parameters(spec: &MoverSpec) -> Vec<Parameter> {
+/// The mover section's parameters, as the contract passes them.
+pub(super) fn parameters(spec: &MoverSpec) -> Vec<Parameter> {
     spec.parameters
         .iter()
         .map(|(key, value)| Parameter {
