@@ -11,5 +11,6 @@ mod lifecycle;
 mod oci;
 mod policy;
 mod replication;
+mod sandbox;
 mod schedule;
 mod snapshot;

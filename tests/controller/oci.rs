@@ -55,6 +55,7 @@ async fn a_cr_selects_its_mover_by_oci_reference_and_keeps_working_from_the_cach
         oci: Some(std::sync::Arc::new(
             wasmover_operator::modules::OciModules::new(engine.clone(), oci),
         )),
+        agent_image: Some(wasmover_tests::AGENT_IMAGE.into()),
         ..RunOptions::default()
     };
     let operator = tokio::spawn(wasmover_operator::controller::run(

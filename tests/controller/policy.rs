@@ -35,6 +35,7 @@ async fn an_object_outside_the_policy_runs_nothing_and_says_which_rule_refused_i
         metrics.clone(),
         RunOptions {
             policy: Arc::new(policy),
+            agent_image: Some(wasmover_tests::AGENT_IMAGE.into()),
             ..RunOptions::default()
         },
     ));

@@ -3,6 +3,7 @@
 //! processes, playing the Job controller and the kubelet.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -10,10 +11,14 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use wasmover_oci::{Credentials, ModuleStore};
+use wasmover_operator::controller::RunOptions;
 use wasmover_operator::crd::{ReplicationDestination, ReplicationSource};
+use wasmover_operator::modules::{Oci, OciModules};
 use wasmover_tests::apiserver::{ApiServer, install_crds};
 use wasmover_tests::cluster::{create, eventually, job_controller_stand_in, namespace};
 use wasmover_tests::operator::Operator;
+use wasmover_tests::registry::TestRegistry;
 
 /// The Job controller and the kubelet, played by the test for an agent Job:
 /// runs the Job's command (`wasmover agent ...`) as a local process, with
@@ -32,6 +37,7 @@ async fn run_agent_job(
         .get(job)
         .await
         .unwrap();
+    let job_name = job.metadata.name.clone().unwrap();
     let pod = job.spec.unwrap().template.spec.unwrap();
     let container = &pod.containers[0];
     // A sender must not be able to write its volume.
@@ -92,24 +98,47 @@ async fn run_agent_job(
                 std::fs::write(dir.join(key), value.0).unwrap();
             }
             dir
+        } else if volume.empty_dir.is_some() {
+            let dir = scratch.join(format!("{namespace}-{job_name}-{}", volume.name));
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
         } else {
-            panic!("volume {} is neither a PVC nor a Secret", volume.name);
+            panic!(
+                "volume {} is neither a PVC, a Secret nor an emptyDir",
+                volume.name
+            );
         };
         mounts.push((mount_path, local));
     }
+    // A path in the container is a path under what stands in for its mount.
+    let local = |arg: &str| {
+        mounts
+            .iter()
+            .find_map(|(mount, local)| {
+                arg.strip_prefix(mount.as_str())
+                    .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+                    .map(|rest| format!("{}{rest}", local.display()))
+            })
+            .unwrap_or_else(|| arg.to_owned())
+    };
+    let env: Vec<(String, String)> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| {
+            (
+                e.name.clone(),
+                local(e.value.as_deref().unwrap_or_default()),
+            )
+        })
+        .collect();
     let mut args = Vec::new();
     let mut previous = String::new();
     for arg in container.args.iter().flatten() {
         let mapped = if previous == "--listen" || previous == "--connect" {
             format!("127.0.0.1:{port}")
         } else {
-            mounts
-                .iter()
-                .find_map(|(mount, local)| {
-                    arg.strip_prefix(mount.as_str())
-                        .map(|rest| format!("{}{rest}", local.display()))
-                })
-                .unwrap_or_else(|| arg.clone())
+            local(arg)
         };
         let mapped = if previous == "--report-file" {
             // The container's termination message file, read back by
@@ -126,6 +155,7 @@ async fn run_agent_job(
     tokio::process::Command::new(wasmover_tests::wasmover_bin())
         .arg("agent")
         .args(&args)
+        .envs(env)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -146,8 +176,15 @@ async fn kubelet_stand_in(client: &Client, namespace: &str, job: &str, scratch: 
         .expect("the agent wrote its report (--report-file)");
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let name = format!("{job}-agent");
+    let template = Api::<Job>::namespaced(client.clone(), namespace)
+        .get(job)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template;
     let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"wasmover.dev/agent": job}},
+        "metadata": {"name": name, "labels": template.metadata.unwrap().labels},
         "spec": {"restartPolicy": "Never", "containers": [{"name": "agent", "image": "wasmover"}]},
     }))
     .unwrap();
@@ -185,23 +222,61 @@ async fn agent_succeeded(child: tokio::process::Child, role: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_in_the_source_directory_reaches_the_destination_directory() {
-    replicate_through_the_cluster(false).await;
+    replicate_through_the_cluster(false, false).await;
 }
 
 /// The same with `volumeMode: Block` PVCs: image files stand in for the
 /// devices the agents get, and a directory for the journal's PVC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_mode_pvc_reaches_the_destination_device() {
-    replicate_through_the_cluster(true).await;
+    replicate_through_the_cluster(true, false).await;
+}
+
+/// Both CRs select, by OCI digest, the `stamped` test mover: blocksync's
+/// control plane with a data plane that leaves a `STAMPED` file. The
+/// agents pull it from the registry, check its digest and run it: the
+/// destination holds the stamp, and the status and both agents' reports
+/// name the module.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_module_a_cr_selects_by_digest_runs_in_both_agents() {
+    replicate_through_the_cluster(false, true).await;
 }
 
 /// A ReplicationDestination and a ReplicationSource in two namespaces,
-/// with their agent Jobs run as local processes.
-async fn replicate_through_the_cluster(block: bool) {
+/// with their agent Jobs run as local processes; with `stamped`, both
+/// select the `stamped` mover from a registry.
+async fn replicate_through_the_cluster(block: bool, stamped: bool) {
     let server = ApiServer::start();
     let client = server.client().await;
     install_crds(&client).await;
-    let operator = Operator::start(&server, None).await;
+    // Kept to the end: the agents pull from it.
+    let registry = stamped.then(TestRegistry::start);
+    let store = tempfile::tempdir().unwrap();
+    let (operator, module) = if let Some(registry) = &registry {
+        let engine = wasmover_tests::engine();
+        let oci = Oci::new(
+            ModuleStore::new(store.path()),
+            false,
+            Credentials::default(),
+        );
+        let tag = registry.reference("movers/stamped:v1");
+        let manifest = oci
+            .push(
+                &engine,
+                &wasmover_tests::guest("stamped"),
+                &tag.parse().unwrap(),
+            )
+            .await
+            .unwrap();
+        let options = RunOptions {
+            oci: Some(Arc::new(OciModules::new(engine, oci))),
+            ..Operator::options()
+        };
+        let pinned = registry.reference(&format!("movers/stamped@{manifest}"));
+        (Operator::start_with(&server, options).await, pinned)
+    } else {
+        (Operator::start(&server, None).await, String::new())
+    };
     let scratch = tempfile::tempdir().unwrap();
     let (src, dst) = (scratch.path().join("src"), scratch.path().join("dst"));
     let journal = scratch.path().join("journal");
@@ -230,7 +305,10 @@ async fn replicate_through_the_cluster(block: bool) {
         json!({
             "capacity": "1Gi",
             "trigger": {"manual": "1"},
-            "mover": {"parameters": {"block-size": "4096", "volume-mode": volume_mode}},
+            "mover": {
+                "module": module,
+                "parameters": {"block-size": "4096", "volume-mode": volume_mode},
+            },
         }),
     )
     .await;
@@ -289,11 +367,15 @@ async fn replicate_through_the_cluster(block: bool) {
         json!({
             "sourcePVC": "data",
             "trigger": {"manual": "1"},
-            "mover": {"parameters": {
-                "address": "db-blocksync.dst.svc",
-                "block-size": "4096",
-                "hashes-capacity": "64Mi",
-            }},
+            "mover": {
+                "module": module,
+                "parameters": {
+                    "address": "db-blocksync.dst.svc",
+                    "block-size": "4096",
+                    "hashes-capacity": "64Mi",
+                    "key-secret": "app-blocksync-key",
+                },
+            },
         }),
     )
     .await;
@@ -330,6 +412,13 @@ async fn replicate_through_the_cluster(block: bool) {
         // A block volume's digest reads it whole: no PVC for hashes.
         assert_eq!(std::fs::read_dir(&hashes).unwrap().count(), 0);
     } else {
+        if stamped {
+            let stamp = std::fs::read_to_string(dst.join("STAMPED")).unwrap();
+            assert!(stamp.starts_with("stamped "), "{stamp}");
+            std::fs::remove_file(dst.join("STAMPED")).unwrap();
+        } else {
+            assert!(!dst.join("STAMPED").exists());
+        }
         wasmover_tests::assert_same_tree(&src, &dst);
         // The sending agent kept one hash per file on its PVC (with the
         // store's magic, count and checksum).
@@ -387,5 +476,19 @@ async fn replicate_through_the_cluster(block: bool) {
         sent.contains("sent"),
         "the sender reports what it sent: {sent}"
     );
+    // Which module ran: the one the CRs selected, in the status and in
+    // both agents' reports.
+    let ran = status.sync.module.clone().unwrap();
+    assert!(
+        ran.starts_with(if stamped { "stamped@" } else { "blocksync@" }),
+        "{ran}"
+    );
+    for (namespace, job) in [("src", "app-blocksync-src"), ("dst", "db-blocksync-dst")] {
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(report_file(scratch.path(), namespace, job)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report["module"], ran.as_str(), "{job}: {report}");
+    }
     operator.task.abort();
 }

@@ -14,6 +14,11 @@ pub mod operator;
 pub mod registry;
 pub mod tamper;
 
+/// The agent image the test operators hand their movers: nothing pulls it
+/// (the tests run agents as local processes), but it is pinned, as the
+/// operator requires.
+pub const AGENT_IMAGE: &str = "registry.test/wasmover/wasmover@sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
 /// A guest component built by `cargo xtask build-guests`.
 pub fn guest(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

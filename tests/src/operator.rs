@@ -27,6 +27,29 @@ impl Operator {
     /// Starts an operator with the built-in movers and the hostile test
     /// module, collecting orphans every second.
     pub async fn start(server: &ApiServer, leader: Option<LeaseConfig>) -> Self {
+        Self::start_with(
+            server,
+            RunOptions {
+                leader,
+                ..Self::options()
+            },
+        )
+        .await
+    }
+
+    /// The options [`start`](Self::start) runs with: orphans collected
+    /// every second, agents given [`AGENT_IMAGE`](crate::AGENT_IMAGE).
+    pub fn options() -> RunOptions {
+        RunOptions {
+            gc_interval: Duration::from_secs(1),
+            agent_image: Some(crate::AGENT_IMAGE.into()),
+            ..RunOptions::default()
+        }
+    }
+
+    /// Starts an operator with the built-in movers and the hostile test
+    /// module, run with `options`.
+    pub async fn start_with(server: &ApiServer, options: RunOptions) -> Self {
         let metrics = Arc::new(Metrics::default());
         let client =
             wasmover_operator::client::instrumented(server.config().await, metrics.clone())
@@ -35,11 +58,6 @@ impl Operator {
         let metrics_addr = listener.local_addr().unwrap();
         let router = wasmover_operator::metrics::router(metrics.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
-        let options = RunOptions {
-            leader,
-            gc_interval: Duration::from_secs(1),
-            ..RunOptions::default()
-        };
         let run_metrics = metrics.clone();
         let task = tokio::spawn(async move {
             let engine = crate::engine();

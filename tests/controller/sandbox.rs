@@ -1,0 +1,162 @@
+//! The sandbox holds in a cluster: a hostile module tries each way out
+//! through the Kubernetes host (another namespace, Pods it builds itself,
+//! Secrets and PVCs it was not given, flooding the API, huge strings) and
+//! is refused with an error naming the rule, an Event and a metric, while
+//! a well-behaved replication in the same operator keeps synchronizing.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Secret};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use wasmover_operator::crd::{ReplicationDestination, ReplicationSource};
+use wasmover_operator::metrics::RefusalLabels;
+use wasmover_tests::apiserver::{ApiServer, install_crds};
+use wasmover_tests::cluster::{create, eventually, failure, job_controller_stand_in, namespace};
+use wasmover_tests::operator::Operator;
+
+/// Each escape: the hostile mode, and what its refusal must say (the rule,
+/// and the object or field).
+const ESCAPES: &[(&str, &str, &str)] = &[
+    ("other-namespace", "namespace", "namespace kube-system"),
+    ("privileged-pod", "agent-template", "securityContext"),
+    ("host-path", "agent-template", "hostPath"),
+    (
+        "host-network",
+        "agent-template",
+        "spec.template.spec.hostNetwork",
+    ),
+    ("foreign-image", "agent-template", "containers[0].image"),
+    ("read-secret", "ownership", "Secret user-credentials"),
+    ("list-secrets", "list-secrets", "may not list Secrets"),
+    ("delete-pvc", "ownership", "PersistentVolumeClaim victim"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() {
+    let server = ApiServer::start();
+    let client = server.client().await;
+    install_crds(&client).await;
+    let operator = Operator::start(&server, None).await;
+    namespace(&client, "sandbox").await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "user-credentials"},
+        "stringData": {"password": "hunter2"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), "sandbox")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "sandbox");
+    let victim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "victim"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    claims
+        .create(&PostParams::default(), &victim)
+        .await
+        .unwrap();
+
+    let sources: Api<ReplicationSource> = Api::namespaced(client.clone(), "sandbox");
+    let hostile = |mode: &str| {
+        json!({
+            "sourcePVC": "victim",
+            "trigger": {"manual": "1"},
+            "mover": {"module": "hostile", "parameters": {"hostile": mode, "victim": "victim"}},
+        })
+    };
+    for (mode, _, _) in ESCAPES {
+        create(&sources, mode, hostile(mode)).await;
+    }
+    create(&sources, "api-flood", hostile("api-flood")).await;
+    create(&sources, "huge-error", hostile("huge-error")).await;
+
+    // Meanwhile, a well-behaved destination synchronizes.
+    let destinations: Api<ReplicationDestination> = Api::namespaced(client.clone(), "sandbox");
+    create(
+        &destinations,
+        "good",
+        json!({"capacity": "1Gi", "trigger": {"manual": "1"}}),
+    )
+    .await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "sandbox");
+    let job = eventually("the good destination's agent Job exists", || async {
+        jobs.get_opt("good-blocksync-dst").await.unwrap()
+    })
+    .await;
+    // The Job the host built: the agent image by digest, restricted.
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some(wasmover_tests::AGENT_IMAGE)
+    );
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let security = pod.security_context.unwrap();
+    assert_eq!(security.run_as_non_root, Some(true));
+    job_controller_stand_in(&jobs, "good-blocksync-dst").await;
+
+    let events: Api<Event> = Api::namespaced(client.clone(), "sandbox");
+    for (mode, rule, what) in ESCAPES {
+        let message = failure(&sources, mode).await;
+        assert!(
+            message.contains(what) && message.contains(&format!("(rule {rule})")),
+            "{mode}: {message}"
+        );
+        assert!(!message.contains("EscapeSucceeded"), "{mode}: {message}");
+        let event = eventually(&format!("{mode} has a MoverForbidden Event"), || async {
+            events
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.involved_object.name.as_deref() == Some(mode)
+                        && e.reason.as_deref() == Some("MoverForbidden")
+                })
+        })
+        .await;
+        let note = event.message.unwrap_or_default();
+        assert!(note.contains(&format!("(rule {rule})")), "{mode}: {note}");
+        let refusals = operator
+            .metrics
+            .refusals
+            .get_or_create(&RefusalLabels {
+                role: "source".into(),
+                rule: (*rule).into(),
+            })
+            .get();
+        assert!(refusals > 0, "{mode}: no refusal counted for rule {rule}");
+    }
+    // What the refusals protected is intact.
+    assert!(claims.get_opt("victim").await.unwrap().is_some());
+    let others: Vec<String> = Api::<ReplicationSource>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.namespace)
+        .filter(|ns| ns != "sandbox")
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+
+    let flood = failure(&sources, "api-flood").await;
+    assert!(
+        flood.contains("Kubernetes-call budget of 1000 calls exceeded"),
+        "{flood}"
+    );
+    // A huge error reaches the status cut to a readable size.
+    let huge = failure(&sources, "huge-error").await;
+    assert!(huge.len() < 8 << 10, "{} bytes", huge.len());
+    assert!(huge.contains("Huge"), "{}", &huge[..200.min(huge.len())]);
+
+    // The good destination completed meanwhile.
+    eventually("the good destination completes", || async {
+        let status = destinations.get("good").await.unwrap().status?;
+        (status.sync.last_manual_sync.as_deref() == Some("1")).then_some(())
+    })
+    .await;
+    operator.task.abort();
+}
