@@ -15,7 +15,6 @@
 //! - `error`: fails with a clean mover error.
 //! - `progress`: reports progress, then completes with a transfer report.
 //! - `huge-error`: fails with a 16 MiB message.
-//! - `huge-name`: completes; its mover's `name()` is 16 MiB.
 //! - `other-namespace`: creates a ConfigMap in `kube-system`.
 //! - `privileged-pod`: creates a Job whose container is privileged.
 //! - `host-path`: creates a Job that mounts the node's `/`.
@@ -54,7 +53,7 @@ fn done() -> Outcome {
     })
 }
 
-/// The size of what `huge-error` and `huge-name` return.
+/// The size of the message `huge-error` returns.
 const HUGE: usize = 16 << 20;
 
 /// The mover resource: the mode it was built with.
@@ -81,9 +80,6 @@ fn recurse(depth: u64) -> u64 {
 
 impl GuestMover for HostileMover {
     fn name(&self) -> String {
-        if self.mode == "huge-name" {
-            return "n".repeat(HUGE);
-        }
         format!("hostile-{}", self.mode)
     }
 
