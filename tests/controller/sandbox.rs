@@ -4,12 +4,18 @@
 //! is refused with an error naming the rule, an Event and a metric, while
 //! a well-behaved replication in the same operator keeps synchronizing.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::json;
+use wasmover_host::kube::OWNER_NAME_LABEL;
+use wasmover_oci::{Credentials, Digest, ModuleStore, Registry, RegistryAuth, WasmConfig};
+use wasmover_operator::controller::RunOptions;
 use wasmover_operator::crd::{ReplicationDestination, ReplicationSource};
 use wasmover_operator::metrics::RefusalLabels;
+use wasmover_operator::modules::{Oci, OciModules};
 use wasmover_tests::apiserver::{ApiServer, install_crds};
 use wasmover_tests::cluster::{create, eventually, failure, job_controller_stand_in, namespace};
 use wasmover_tests::operator::Operator;
@@ -36,7 +42,29 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
     let server = ApiServer::start();
     let client = server.client().await;
     install_crds(&client).await;
-    let operator = Operator::start(&server, None).await;
+    // Modules from a registry too: one is built for a newer contract.
+    let registry = TestRegistry::start();
+    let store = tempfile::tempdir().unwrap();
+    let oci = Oci::new(
+        ModuleStore::new(store.path()),
+        false,
+        Credentials::default(),
+    );
+    let options = RunOptions {
+        oci: Some(Arc::new(OciModules::new(wasmover_tests::engine(), oci))),
+        ..Operator::options()
+    };
+    let operator = Operator::start_with(&server, options).await;
+    let future = wat::parse_bytes(include_bytes!("../modules/future-contract.wat")).unwrap();
+    let manifest = Registry::new(ModuleStore::new(store.path().join("pushed")))
+        .push(
+            &registry.reference("movers/future:v9").parse().unwrap(),
+            &future,
+            &WasmConfig::component(&Digest::of(&future), Vec::new(), Vec::new()),
+            &RegistryAuth::Anonymous,
+        )
+        .await
+        .unwrap();
     namespace(&client, "sandbox").await;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "user-credentials"},
@@ -70,6 +98,16 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
         create(&sources, mode, hostile(mode)).await;
     }
     create(&sources, "api-flood", hostile("api-flood")).await;
+    create(
+        &sources,
+        "future",
+        json!({
+            "sourcePVC": "victim",
+            "trigger": {"manual": "1"},
+            "mover": {"module": registry.reference(&format!("movers/future@{manifest}"))},
+        }),
+    )
+    .await;
     create(&sources, "huge-error", hostile("huge-error")).await;
 
     // Meanwhile, a well-behaved destination synchronizes.
@@ -151,6 +189,33 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
     let huge = failure(&sources, "huge-error").await;
     assert!(huge.len() < 8 << 10, "{} bytes", huge.len());
     assert!(huge.contains("Huge"), "{}", &huge[..200.min(huge.len())]);
+
+    // A module of a newer contract is refused when it is loaded: nothing
+    // of it runs.
+    let (reason, message) = eventually("the future module is refused", || async {
+        let status = sources.get("future").await.unwrap().status?;
+        module_condition(Some(&status.sync)).filter(|(_, m)| m.contains("not compatible"))
+    })
+    .await;
+    assert!(
+        message.contains("wasmover:mover/log@9.0.0"),
+        "{reason}: {message}"
+    );
+    assert!(
+        jobs.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|j| {
+                j.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(OWNER_NAME_LABEL))
+                    .map(String::as_str)
+                    != Some("future")
+            })
+    );
 
     // The good destination completed meanwhile.
     eventually("the good destination completes", || async {
