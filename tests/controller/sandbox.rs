@@ -17,8 +17,11 @@ use wasmover_operator::crd::{ReplicationDestination, ReplicationSource};
 use wasmover_operator::metrics::RefusalLabels;
 use wasmover_operator::modules::{Oci, OciModules};
 use wasmover_tests::apiserver::{ApiServer, install_crds};
-use wasmover_tests::cluster::{create, eventually, failure, job_controller_stand_in, namespace};
+use wasmover_tests::cluster::{
+    create, eventually, failure, job_controller_stand_in, module_condition, namespace,
+};
 use wasmover_tests::operator::Operator;
+use wasmover_tests::registry::TestRegistry;
 
 /// Each escape: the hostile mode, and what its refusal must say (the rule,
 /// and the object or field).
