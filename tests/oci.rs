@@ -455,6 +455,7 @@ fn the_cli_pushes_pulls_inspects_and_replicates_with_an_oci_module() {
     let inspect = stdout(&wasmover(&["inspect", &pinned], home.path()));
     for line in [
         "module:    blocksync",
+        "version:   blocksync 0.1.0 (built against contract 0.2.0)",
         &format!("reference: {pinned}"),
         &format!("digest:    {}", Digest::of(&std::fs::read(&guest).unwrap())),
         "contract:  wasmover:mover@0.2.0",

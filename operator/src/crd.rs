@@ -233,6 +233,11 @@ pub struct SyncStatus {
     /// The module that ran: name and digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// What that module says of itself (`version-info`): its version, the
+    /// contract it was built against and its optional exports, e.g.
+    /// `0.1.0, contract 0.2.0, validate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_version: Option<String>,
     /// Bytes moved by the last transfer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_transferred: Option<u64>,

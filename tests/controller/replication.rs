@@ -483,6 +483,11 @@ async fn replicate_through_the_cluster(block: bool, stamped: bool) {
         ran.starts_with(if stamped { "stamped@" } else { "blocksync@" }),
         "{ran}"
     );
+    let version = status.sync.module_version.clone().unwrap();
+    assert!(
+        version.starts_with("0.1.0, contract 0.2.0"),
+        "the module says what it is: {version}"
+    );
     for (namespace, job) in [("src", "app-blocksync-src"), ("dst", "db-blocksync-dst")] {
         let report: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(report_file(scratch.path(), namespace, job)).unwrap(),

@@ -4,14 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use wasmover_host::{CONTRACT_VERSION, Capability, MoverEngine, MoverModule};
+use wasmover_host::{CONTRACT_VERSION, Capability, Grants, MoverEngine, MoverLimits, MoverModule};
 use wasmover_oci::{Credentials, Fetched, ModuleRef, ModuleStore};
 use wasmover_operator::builtin;
 use wasmover_operator::modules::Oci;
 
 use super::Cli;
 
-/// `wasmover movers`: the built-in movers, one per line.
+/// `wasmover movers`: the built-in movers, one per line: name, version,
+/// digest, the contract each was built against, its exports.
 pub fn movers(engine: &MoverEngine) -> anyhow::Result<ExitCode> {
     for module in builtin::catalog(engine)?.modules() {
         let capabilities: Vec<String> = module
@@ -19,10 +20,15 @@ pub fn movers(engine: &MoverEngine) -> anyhow::Result<ExitCode> {
             .iter()
             .map(ToString::to_string)
             .collect();
+        let info = module
+            .instantiate(MoverLimits::default(), Grants::new())
+            .and_then(|mut instance| instance.version_info())?;
         println!(
-            "{}\t{}\t{}",
+            "{}\t{}\t{}\tcontract {}\t{}",
             module.name(),
+            info.version,
             module.digest(),
+            info.contract,
             capabilities.join(" ")
         );
     }
@@ -139,6 +145,18 @@ fn describe(module: &MoverModule, reference: Option<&ModuleRef>, size: usize) {
     contracts.sort_unstable();
     contracts.dedup();
     println!("module:    {}", module.name());
+    if module.has(Capability::Control) {
+        match module
+            .instantiate(MoverLimits::default(), Grants::new())
+            .and_then(|mut instance| instance.version_info())
+        {
+            Ok(info) => println!(
+                "version:   {} {} (built against contract {})",
+                info.name, info.version, info.contract
+            ),
+            Err(e) => println!("version:   unknown: {e}"),
+        }
+    }
     if let Some(reference) = reference {
         println!("reference: {reference}");
     }

@@ -12,7 +12,9 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use tracing::Instrument;
 use wasmover_host::bindings::types::{self as wit, ImageKind, Outcome};
 use wasmover_host::kube::{DEFAULT_KINDS, Owner, Refusal, Scope, ScopedCluster};
-use wasmover_host::{Claimed, Grants, MoverInstance, MoverLimits, MoverModule, Observer, Progress};
+use wasmover_host::{
+    Capability, Claimed, Grants, MoverInstance, MoverLimits, MoverModule, Observer, Progress,
+};
 
 use super::replication::parameters;
 use super::{Context, Error, Replication};
@@ -90,6 +92,8 @@ pub(super) struct Ran {
     pub step: Step,
     /// `name@digest` of the module.
     pub module: String,
+    /// Its version, contract and optional exports, as it reports them.
+    pub version: String,
     /// The latest progress it reported.
     pub progress: Option<Progress>,
     /// Set when `synchronize` completed: the transfer it reported, if any.
@@ -266,14 +270,27 @@ pub(super) async fn run_mover<K: Replication>(
         } = obj
             .claim(&catalog, selected.as_deref(), limits, &grants)
             .map_err(Error::Claim)?;
+        let validates = catalog
+            .get(&module)
+            .is_some_and(|m| m.has(Capability::Validate));
         let module = match catalog.get(&module) {
             Some(m) => format!("{module}@{}", m.digest()),
             None => module,
         };
         span.record("module", module.as_str());
+        let version = {
+            let info = instance.version_info().map_err(Error::Mover)?;
+            format!(
+                "{}, contract {}{}",
+                info.version,
+                info.contract,
+                if validates { ", validate" } else { "" }
+            )
+        };
         let ran = |step: Step| Ran {
             step,
             module: module.clone(),
+            version: version.clone(),
             progress: *forwarder.progress.lock().expect("never poisoned"),
             synchronized: None,
         };

@@ -48,6 +48,7 @@ pub(super) fn start(sync: &mut SyncStatus, now: Timestamp, generation: Option<i6
 /// completed, the transfer it reported; returns what the run did.
 pub(super) fn record(sync: &mut SyncStatus, ran: Ran) -> Step {
     sync.module = Some(ran.module);
+    sync.module_version = Some(ran.version);
     if let Some(progress) = ran.progress {
         sync.bytes_transferred = Some(progress.bytes_done);
         sync.bytes_total = Some(progress.bytes_total);
