@@ -14,8 +14,6 @@ pub(super) const JOURNAL_FILE: &str = "/journal/undo";
 /// Where a sending agent keeps its file hashes, on the PVC asked for with
 /// `hashes-capacity`.
 pub(super) const HASHES_FILE: &str = "/hashes/source";
-/// The image that runs `wasmover agent`.
-pub(super) const DEFAULT_AGENT_IMAGE: &str = "ghcr.io/wasmover/wasmover:0.1.0";
 /// The label of an agent Job's Pods, naming the Job.
 pub(super) const AGENT_LABEL: &str = "wasmover.dev/agent";
 
@@ -83,12 +81,12 @@ impl Volumes<'_> {
     }
 }
 
-/// A Job that runs `wasmover agent` with the volume (read-only for a
-/// sender) and the key mounted. The module cache goes to a scratch
-/// directory: the agent's home need not be writable.
+/// A Job that runs `wasmover agent` with `args` (the role, `receive` or
+/// `send`, then its flags) and the volume (read-only for a sender) and the
+/// key mounted. It holds only what a mover may set: the host adds the
+/// image, command, environment, security context and the module it pinned.
 pub(super) fn agent_job(
     name: &str,
-    image: &str,
     volumes: &Volumes,
     read_only: bool,
     key_secret: &str,
@@ -107,10 +105,7 @@ pub(super) fn agent_job(
                     "restartPolicy": "Never",
                     "containers": [{
                         "name": "agent",
-                        "image": image,
-                        "command": ["wasmover", "agent"],
                         "args": args,
-                        "env": [{"name": "WASMOVER_CACHE_DIR", "value": "/tmp/wasmover-cache"}],
                         "volumeMounts": [
                             {"name": "data", "mountPath": "/data", "readOnly": read_only},
                             {"name": "key", "mountPath": "/keys", "readOnly": true},

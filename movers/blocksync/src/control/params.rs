@@ -8,7 +8,6 @@ pub const KNOWN_PARAMETERS: &[&str] = &[
     "address",
     "port",
     "block-size",
-    "agent-image",
     "key-secret",
     "volume-mode",
     "journal-capacity",
