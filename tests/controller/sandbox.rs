@@ -34,7 +34,7 @@ const ESCAPES: &[(&str, &str, &str)] = &[
         "agent-template",
         "spec.template.spec.hostNetwork",
     ),
-    ("foreign-image", "agent-template", "containers[0].image"),
+    ("foreign-image", "agent-template", "containers[0].command"),
     ("read-secret", "ownership", "Secret user-credentials"),
     ("list-secrets", "list-secrets", "may not list Secrets"),
     ("delete-pvc", "ownership", "PersistentVolumeClaim victim"),
