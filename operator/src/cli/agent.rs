@@ -11,7 +11,7 @@ use indicatif::DecimalBytes as HumanBytes;
 use wasmover_host::MoverEngine;
 use wasmover_operator::agent;
 
-use super::{Cli, MoverArgs, VerifyArgs, resolve_mover, summary};
+use super::{Cli, MoverArgs, VerifyArgs, summary};
 
 #[derive(Subcommand)]
 pub enum AgentRole {
@@ -106,10 +106,7 @@ impl AgentArgs {
 /// or failed connections on stderr.
 pub fn run(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Result<ExitCode> {
     let (AgentRole::Receive { agent: args, .. } | AgentRole::Send { agent: args, .. }) = role;
-    let module = resolve_mover(engine, cli, &args.mover.mover)?;
-    if let Some(pinned) = &args.mover.module_digest {
-        agent::check_pinned(&module, pinned)?;
-    }
+    let module = args.mover.load(engine, cli)?;
     // The module that ran, as the summary and the report name it.
     let module_id = format!("{}@{}", module.name(), module.digest());
     let key = wasmover_net::Psk::from_file(&args.key_file)?;

@@ -161,6 +161,16 @@ struct MoverArgs {
 }
 
 impl MoverArgs {
+    /// The mover, loaded, and refused unless it is the one `--module-digest`
+    /// pinned.
+    fn load(&self, engine: &MoverEngine, cli: &Cli) -> anyhow::Result<MoverModule> {
+        let module = resolve_mover(engine, cli, &self.mover)?;
+        if let Some(pinned) = &self.module_digest {
+            wasmover_operator::agent::check_pinned(&module, pinned)?;
+        }
+        Ok(module)
+    }
+
     fn limits(&self) -> MoverLimits {
         MoverLimits {
             cpu_time_ms: self.cpu_time_ms,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use wasmover_host::MoverEngine;
 use wasmover_operator::replicate;
 
-use super::{Cli, MoverArgs, VerifyArgs, resolve_mover, summary};
+use super::{Cli, MoverArgs, VerifyArgs, summary};
 
 /// Makes `dst` equal to `src` and prints what it did.
 pub fn run(
@@ -21,7 +21,7 @@ pub fn run(
     verify: &VerifyArgs,
     mover: &MoverArgs,
 ) -> anyhow::Result<ExitCode> {
-    let module = resolve_mover(engine, cli, &mover.mover)?;
+    let module = mover.load(engine, cli)?;
     let bar = Arc::new(wasmover_operator::ProgressBar::on_stderr());
     let started = Instant::now();
     let report = replicate::replicate(

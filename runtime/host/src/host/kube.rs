@@ -103,6 +103,6 @@ impl wit::Host for HostState {
     }
 
     fn delete(&mut self, key: ObjectKey) -> wasmtime::Result<Result<bool, KubeError>> {
-        self.with_cluster(|c| Ok(c.delete(&key.api_version, &key.kind, &key.name)?))
+        self.with_cluster(|c| c.delete(&key.api_version, &key.kind, &key.name))
     }
 }

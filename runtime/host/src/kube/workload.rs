@@ -606,7 +606,8 @@ mod tests {
     fn anything_beyond_a_description_is_refused_naming_the_field() {
         let cluster = cluster(template());
         let pod = "/spec/template/spec";
-        let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+        type Edit = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|j| j.pointer_mut(pod).unwrap()["hostNetwork"] = true.into()),
                 "spec.template.spec.hostNetwork",
