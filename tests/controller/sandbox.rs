@@ -183,7 +183,30 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
         .collect();
     assert!(others.is_empty(), "{others:?}");
 
+    // The escapes that end in a limit or a refused module say so in a
+    // Warning Event too.
+    let warned = |name: &'static str, reason: &'static str| {
+        let events = events.clone();
+        async move {
+            eventually(&format!("{name} has a {reason} Event"), || async {
+                events
+                    .list(&Default::default())
+                    .await
+                    .unwrap()
+                    .items
+                    .into_iter()
+                    .find(|e| {
+                        e.involved_object.name.as_deref() == Some(name)
+                            && e.reason.as_deref() == Some(reason)
+                    })
+                    .and_then(|e| e.message)
+            })
+            .await
+        }
+    };
     let flood = failure(&sources, "api-flood").await;
+    let limit = warned("api-flood", "LimitExceeded").await;
+    assert!(limit.contains("Kubernetes-call budget"), "{limit}");
     assert!(
         flood.contains("Kubernetes-call budget of 1000 calls exceeded"),
         "{flood}"
@@ -192,6 +215,11 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
     let huge = failure(&sources, "huge-error").await;
     assert!(huge.len() < 8 << 10, "{} bytes", huge.len());
     assert!(huge.contains("Huge"), "{}", &huge[..200.min(huge.len())]);
+    let note = warned("huge-error", "SyncFailed").await;
+    assert!(
+        note.len() <= 1 << 10 && note.contains("bytes cut"),
+        "{note}"
+    );
 
     // A module of a newer contract is refused when it is loaded: nothing
     // of it runs.
@@ -204,6 +232,8 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
         message.contains("wasmover:mover/log@9.0.0"),
         "{reason}: {message}"
     );
+    let note = warned("future", "SyncFailed").await;
+    assert!(note.contains("not compatible"), "{note}");
     assert!(
         jobs.list(&Default::default())
             .await

@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType, Recorder};
 use tracing::Instrument;
 use wasmover_host::bindings::types::{self as wit, ImageKind, Outcome};
+use wasmover_host::error::{MAX_EVENT_NOTE_BYTES, bounded};
 use wasmover_host::kube::{DEFAULT_KINDS, Owner, Refusal, Scope, ScopedCluster};
 use wasmover_host::{
     Capability, Claimed, Grants, MoverInstance, MoverLimits, MoverModule, Observer, Progress,
@@ -49,7 +50,10 @@ impl Observer for EventForwarder {
                 EventType::Normal
             },
             reason: event.reason.clone(),
-            note: Some(format!("{module}: {}", event.note)),
+            note: Some(bounded(
+                format!("{module}: {}", event.note),
+                MAX_EVENT_NOTE_BYTES,
+            )),
             action: event.action.clone(),
             secondary: None,
         };

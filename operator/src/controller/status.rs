@@ -8,6 +8,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use serde_json::json;
+use wasmover_host::error::{MAX_EVENT_NOTE_BYTES, bounded};
 
 use super::mover::{Ran, Step};
 use super::{Context, Error, Replication};
@@ -103,7 +104,7 @@ pub(super) async fn publish<K: Replication>(
             EventType::Normal
         },
         reason: reason.into(),
-        note: Some(note),
+        note: Some(bounded(note, MAX_EVENT_NOTE_BYTES)),
         action: "Synchronize".into(),
         secondary: None,
     };

@@ -140,6 +140,8 @@ impl RunError {
 /// Most bytes of a module's error message the host keeps: it ends up in a
 /// status condition and an Event.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 10;
+/// Most bytes of an Event's note: Kubernetes refuses longer ones.
+pub const MAX_EVENT_NOTE_BYTES: usize = 1 << 10;
 /// Most bytes of a module's CamelCase reason (or Event action).
 pub const MAX_REASON_BYTES: usize = 128;
 

@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::bindings::{clock, events, log};
-use crate::error::{MAX_REASON_BYTES, bounded};
+use crate::error::{MAX_EVENT_NOTE_BYTES, MAX_REASON_BYTES, bounded};
 use crate::state::{Event, HostState, Progress};
 
 impl log::Host for HostState {
@@ -43,12 +43,11 @@ impl events::Host for HostState {
         note: String,
     ) -> wasmtime::Result<()> {
         self.host_call(|s| {
-            // Kubernetes keeps an Event's note to 1 KiB.
             let event = Event {
                 warning: matches!(event_type, events::EventType::Warning),
                 reason: bounded(reason, MAX_REASON_BYTES),
                 action: bounded(action, MAX_REASON_BYTES),
-                note: bounded(note, 1 << 10),
+                note: bounded(note, MAX_EVENT_NOTE_BYTES),
             };
             s.grants.observer.event(&s.module, &event);
         })
