@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use wasmover_host::kube::OWNER_NAME_LABEL;
@@ -249,6 +249,65 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
                     != Some("future")
             })
     );
+
+    // Where an admin allows it, agents run as root to keep owners, with
+    // only the ownership capabilities; resources and the service account
+    // come from the CR.
+    let annotated: Namespace = serde_json::from_value(json!({"metadata": {
+        "name": "owners",
+        "annotations": {"wasmover.dev/privileged-movers": "true"},
+    }}))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &annotated)
+        .await
+        .unwrap();
+    let keepers: Api<ReplicationDestination> = Api::namespaced(client.clone(), "owners");
+    create(
+        &keepers,
+        "keeper",
+        json!({
+            "capacity": "1Gi",
+            "trigger": {"manual": "1"},
+            "mover": {
+                "resources": {"limits": {"memory": "256Mi"}},
+                "serviceAccountName": "mover",
+            },
+        }),
+    )
+    .await;
+    let owner_jobs: Api<Job> = Api::namespaced(client.clone(), "owners");
+    let job = eventually("the keeper's agent Job exists", || async {
+        owner_jobs.get_opt("keeper-blocksync-dst").await.unwrap()
+    })
+    .await;
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.security_context.unwrap().run_as_user, Some(0));
+    assert_eq!(pod.service_account_name.as_deref(), Some("mover"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let container = &pod.containers[0];
+    let context = container.security_context.clone().unwrap();
+    assert_eq!(context.privileged, None);
+    assert_eq!(context.allow_privilege_escalation, Some(false));
+    let capabilities = context.capabilities.unwrap();
+    assert_eq!(capabilities.drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(
+        capabilities.add,
+        Some(
+            ["CHOWN", "FOWNER", "DAC_OVERRIDE", "FSETID"]
+                .map(String::from)
+                .to_vec()
+        )
+    );
+    let memory = container
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .as_ref()
+        .unwrap()["memory"]
+        .clone();
+    assert_eq!(memory.0, "256Mi");
 
     // The good destination completed meanwhile.
     eventually("the good destination completes", || async {
