@@ -249,18 +249,24 @@ async fn replicate_through_the_cluster(block: bool, stamped: bool) {
     let server = ApiServer::start();
     let client = server.client().await;
     install_crds(&client).await;
-    // Kept to the end: the agents pull from it.
-    let registry = stamped.then(TestRegistry::start);
+    // Kept to the end: the agents pull from it, with the CRs' pull secret.
+    let registry = stamped.then(|| TestRegistry::start_with_auth("puller", "s3cret"));
+    let docker_config = registry.as_ref().map(|registry| {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode("puller:s3cret");
+        json!({"auths": {registry.addr(): {"auth": auth}}}).to_string()
+    });
     let store = tempfile::tempdir().unwrap();
     let (operator, module) = if let Some(registry) = &registry {
         let engine = wasmover_tests::engine();
-        let oci = Oci::new(
-            ModuleStore::new(store.path()),
+        let credentials = docker_config.as_deref().unwrap().as_bytes();
+        let pusher = Oci::new(
+            ModuleStore::new(store.path().join("pusher")),
             false,
-            Credentials::default(),
+            Credentials::from_json(credentials, "test").unwrap(),
         );
         let tag = registry.reference("movers/stamped:v1");
-        let manifest = oci
+        let manifest = pusher
             .push(
                 &engine,
                 &wasmover_tests::guest("stamped"),
@@ -268,6 +274,13 @@ async fn replicate_through_the_cluster(block: bool, stamped: bool) {
             )
             .await
             .unwrap();
+        // The operator has no credentials of its own: it pulls with the
+        // CRs' `modulePullSecret`, as the agents do.
+        let oci = Oci::new(
+            ModuleStore::new(store.path()),
+            false,
+            Credentials::default(),
+        );
         let options = RunOptions {
             oci: Some(Arc::new(OciModules::new(engine, oci))),
             ..Operator::options()
@@ -298,6 +311,29 @@ async fn replicate_through_the_cluster(block: bool, stamped: bool) {
 
     // Two namespaces stand for two clusters: the destination first.
     namespace(&client, "dst").await;
+    namespace(&client, "src").await;
+    if let Some(config) = &docker_config {
+        for ns in ["dst", "src"] {
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": "registry"},
+                "type": "kubernetes.io/dockerconfigjson",
+                "stringData": {".dockerconfigjson": config},
+            }))
+            .unwrap();
+            Api::<Secret>::namespaced(client.clone(), ns)
+                .create(&PostParams::default(), &secret)
+                .await
+                .unwrap();
+        }
+    }
+    // The mover section of both CRs, with `parameters`.
+    let mover = |parameters: serde_json::Value| {
+        let mut mover = json!({"module": module, "parameters": parameters});
+        if docker_config.is_some() {
+            mover["modulePullSecret"] = "registry".into();
+        }
+        mover
+    };
     let destinations: Api<ReplicationDestination> = Api::namespaced(client.clone(), "dst");
     create(
         &destinations,
@@ -305,10 +341,7 @@ async fn replicate_through_the_cluster(block: bool, stamped: bool) {
         json!({
             "capacity": "1Gi",
             "trigger": {"manual": "1"},
-            "mover": {
-                "module": module,
-                "parameters": {"block-size": "4096", "volume-mode": volume_mode},
-            },
+            "mover": mover(json!({"block-size": "4096", "volume-mode": volume_mode})),
         }),
     )
     .await;
@@ -333,7 +366,6 @@ async fn replicate_through_the_cluster(block: bool, stamped: bool) {
 
     // The source: its PVC, the key copied from the destination (as with
     // VolSync's rsync-tls), and the destination's Service as the address.
-    namespace(&client, "src").await;
     let key = Api::<Secret>::namespaced(client.clone(), "dst")
         .get("db-blocksync-key")
         .await
@@ -367,15 +399,12 @@ async fn replicate_through_the_cluster(block: bool, stamped: bool) {
         json!({
             "sourcePVC": "data",
             "trigger": {"manual": "1"},
-            "mover": {
-                "module": module,
-                "parameters": {
-                    "address": "db-blocksync.dst.svc",
-                    "block-size": "4096",
-                    "hashes-capacity": "64Mi",
-                    "key-secret": "app-blocksync-key",
-                },
-            },
+            "mover": mover(json!({
+                "address": "db-blocksync.dst.svc",
+                "block-size": "4096",
+                "hashes-capacity": "64Mi",
+                "key-secret": "app-blocksync-key",
+            })),
         }),
     )
     .await;
