@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -86,14 +87,45 @@ pub struct MoverSpec {
     /// Default: PVCs, VolumeSnapshots, Jobs, Services, Secrets, ConfigMaps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<KindRef>,
-    /// CPU and memory of each agent container (VolSync's `moverResources`).
+    /// CPU and memory of each agent container, as VolSync's
+    /// `moverResources`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
-    /// The service account the agents' Pods run as (VolSync's
-    /// `moverServiceAccount`); its token is never mounted. Default: the
+    pub mover_resources: Option<ResourceRequirements>,
+    /// The service account the agents' Pods run as, as VolSync's
+    /// `moverServiceAccount`; its token is never mounted. Default: the
     /// namespace's `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account_name: Option<String>,
+    pub mover_service_account: Option<String>,
+    /// Labels added to every agent Pod, as VolSync's `moverPodLabels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mover_pod_labels: BTreeMap<String, String>,
+    /// Where agent Pods may be scheduled, as VolSync's `moverAffinity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_affinity: Option<Affinity>,
+    /// Whom agents run as, as VolSync's `moverSecurityContext` (the host
+    /// sets the rest of the Pod's security context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_security_context: Option<MoverSecurityContext>,
+}
+
+/// The part of a Pod security context a CR chooses for its agents.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MoverSecurityContext {
+    /// The user agents run as; 0 only in a namespace that allows
+    /// privileged movers. Default: the image's user, 65532.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<i64>,
+    /// Their primary group. Default: the user's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_group: Option<i64>,
+    /// The group that owns the volumes. Default: the primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_group: Option<i64>,
+    /// Must not be `false` outside a namespace that allows privileged
+    /// movers; agents are non-root by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_non_root: Option<bool>,
 }
 
 /// Replicates a PVC to a ReplicationDestination.

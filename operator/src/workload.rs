@@ -4,9 +4,9 @@
 //! role, its flags and the volumes it may use.
 
 use wasmover_host::MoverLimits;
-use wasmover_host::kube::{AgentTemplate, Named, Privilege, SecretMount};
+use wasmover_host::kube::{AGENT_UID, AgentTemplate, Named, Privilege, SecretMount};
 
-use crate::crd::MoverSpec;
+use crate::crd::{MoverSecurityContext, MoverSpec};
 
 /// The agent's command in the agent image.
 pub const AGENT_COMMAND: [&str; 2] = ["wasmover", "agent"];
@@ -67,15 +67,16 @@ pub fn template(image: &str) -> AgentTemplate {
 }
 
 /// The template for one replication's agents: `module` within `limits`,
-/// as root only when `keep_owners`, with the resources and service
-/// account of the replication's mover section.
+/// as root only when `keep_owners`, with the mover config of the
+/// replication's mover section (VolSync's `mover*` fields); or why that
+/// config cannot be honoured.
 pub fn for_module(
     image: &str,
     module: &PinnedModule,
     limits: MoverLimits,
     keep_owners: bool,
     mover: &MoverSpec,
-) -> AgentTemplate {
+) -> Result<AgentTemplate, String> {
     let mut template = template(image);
     template.args = [
         ("--mover", module.source.clone()),
@@ -100,15 +101,68 @@ pub fn for_module(
             format!("{REGISTRY_SECRET_DIR}/.dockerconfigjson"),
         ]);
     }
-    if keep_owners {
-        template.privilege = Privilege::KeepOwners;
+    template.privilege = privilege(keep_owners, mover.mover_security_context.as_ref())?;
+    template.resources = mover.mover_resources.as_ref().map(to_json);
+    template.affinity = mover.mover_affinity.as_ref().map(to_json);
+    template.service_account = mover.mover_service_account.clone();
+    template.pod_labels = mover
+        .mover_pod_labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(template)
+}
+
+/// A Kubernetes type as the JSON of a Pod spec.
+fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("Kubernetes types serialize")
+}
+
+/// Whom agents run as: root keeping owners where the namespace allows it,
+/// else the user, group and fsGroup of `context` (default: the image's
+/// user), never root.
+fn privilege(
+    keep_owners: bool,
+    context: Option<&MoverSecurityContext>,
+) -> Result<Privilege, String> {
+    let field = "spec.mover.moverSecurityContext";
+    let Some(context) = context else {
+        return Ok(if keep_owners {
+            Privilege::KeepOwners
+        } else {
+            Privilege::Restricted {
+                uid: AGENT_UID,
+                gid: AGENT_UID,
+                fs_group: AGENT_UID,
+            }
+        });
+    };
+    if context.run_as_non_root == Some(false) && !keep_owners {
+        return Err(format!(
+            "{field}.runAsNonRoot false: agents run as root only in a namespace annotated {}: \"true\" by an admin",
+            PRIVILEGED_MOVERS[0]
+        ));
     }
-    template.resources = mover
-        .resources
-        .as_ref()
-        .map(|r| serde_json::to_value(r).expect("resources serialize"));
-    template.service_account = mover.service_account_name.clone();
-    template
+    let id = |name: &str, value: Option<i64>, default: u32| match value {
+        None => Ok(default),
+        Some(v) => {
+            u32::try_from(v).map_err(|_| format!("{field}.{name} {v} is not a user or group id"))
+        }
+    };
+    let uid = id("runAsUser", context.run_as_user, AGENT_UID)?;
+    let gid = id("runAsGroup", context.run_as_group, uid)?;
+    let fs_group = id("fsGroup", context.fs_group, gid)?;
+    if uid == 0 {
+        return if keep_owners {
+            Ok(Privilege::KeepOwners)
+        } else {
+            Err(format!(
+                "{field}.runAsUser 0: agents run as root only in a namespace annotated {}: \"true\" by an admin",
+                PRIVILEGED_MOVERS[0]
+            ))
+        };
+    }
+    Ok(Privilege::Restricted { uid, gid, fs_group })
 }
 
 /// The Secrets a replication names through its parameters: the value of
@@ -133,6 +187,8 @@ pub fn keeps_owners(annotations: Option<&std::collections::BTreeMap<String, Stri
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -152,7 +208,8 @@ mod tests {
             limits,
             false,
             &MoverSpec::default(),
-        );
+        )
+        .unwrap();
         let arg = |flag: &str| {
             let i = t.args.iter().position(|a| a == flag).unwrap();
             t.args[i + 1].clone()
@@ -168,7 +225,9 @@ mod tests {
         assert_eq!(
             t.privilege,
             Privilege::Restricted {
-                uid: wasmover_host::kube::AGENT_UID
+                uid: AGENT_UID,
+                gid: AGENT_UID,
+                fs_group: AGENT_UID,
             }
         );
         // Every flag the host passes is one a mover may not.
@@ -208,5 +267,30 @@ mod tests {
         };
         let names: Vec<String> = named_secrets(&mover).map(|n| n.name).collect();
         assert_eq!(names, ["k", "r"]);
+    }
+
+    #[test]
+    fn a_security_context_picks_users_but_never_root_without_the_admin() {
+        let context =
+            |json: serde_json::Value| serde_json::from_value::<MoverSecurityContext>(json).unwrap();
+        assert_eq!(
+            privilege(
+                false,
+                Some(&context(json!({"runAsUser": 1000, "fsGroup": 2000})))
+            ),
+            Ok(Privilege::Restricted {
+                uid: 1000,
+                gid: 1000,
+                fs_group: 2000
+            })
+        );
+        let root = context(json!({"runAsUser": 0}));
+        assert!(
+            privilege(false, Some(&root))
+                .unwrap_err()
+                .contains("runAsUser 0")
+        );
+        assert_eq!(privilege(true, Some(&root)), Ok(Privilege::KeepOwners));
+        assert!(privilege(false, Some(&context(json!({"runAsNonRoot": false})))).is_err());
     }
 }

@@ -270,8 +270,9 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
             "capacity": "1Gi",
             "trigger": {"manual": "1"},
             "mover": {
-                "resources": {"limits": {"memory": "256Mi"}},
-                "serviceAccountName": "mover",
+                "moverResources": {"limits": {"memory": "256Mi"}},
+                "moverServiceAccount": "mover",
+                "moverPodLabels": {"team": "storage"},
             },
         }),
     )
@@ -281,7 +282,10 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
         owner_jobs.get_opt("keeper-blocksync-dst").await.unwrap()
     })
     .await;
-    let pod = job.spec.unwrap().template.spec.unwrap();
+    let template = job.spec.unwrap().template;
+    let labels = template.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels["team"], "storage");
+    let pod = template.spec.unwrap();
     assert_eq!(pod.security_context.unwrap().run_as_user, Some(0));
     assert_eq!(pod.service_account_name.as_deref(), Some("mover"));
     assert_eq!(pod.automount_service_account_token, Some(false));

@@ -253,8 +253,8 @@ pub(super) async fn run_mover<K: Replication>(
                 module,
                 obj.mover(),
             )
-            .map(|pinned| {
-                workload::for_module(&pinned.0, &pinned.1, limits, keep_owners, obj.mover())
+            .and_then(|(image, pinned)| {
+                workload::for_module(&image, &pinned, limits, keep_owners, obj.mover())
             });
             let scope = Scope {
                 namespace: namespace.clone(),

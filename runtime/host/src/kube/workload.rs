@@ -36,6 +36,10 @@ pub struct AgentTemplate {
     pub resources: Option<Value>,
     /// The agent Pod's service account; none mounts its token.
     pub service_account: Option<String>,
+    /// Labels of every agent Pod (the owner labels win over them).
+    pub pod_labels: Vec<(String, String)>,
+    /// `affinity` of the agent Pods, as Kubernetes has it.
+    pub affinity: Option<Value>,
 }
 
 /// A Secret the host mounts into every agent.
@@ -50,12 +54,16 @@ pub struct SecretMount {
 /// Whom an agent runs as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Privilege {
-    /// A non-root user (`uid`, also its group and the volumes' fsGroup),
-    /// no capabilities, no privilege escalation: the restricted Pod
-    /// Security Standard. Files a receiving agent writes belong to it.
+    /// A non-root user and group, the volumes' `fsGroup`, no
+    /// capabilities, no privilege escalation: the restricted Pod Security
+    /// Standard. Files a receiving agent writes belong to them.
     Restricted {
-        /// The user.
+        /// The user (not 0).
         uid: u32,
+        /// Its primary group.
+        gid: u32,
+        /// The group that owns the volumes.
+        fs_group: u32,
     },
     /// Root with the capabilities that keep files' owners (`CHOWN`,
     /// `FOWNER`, `DAC_OVERRIDE`, `FSETID`) and nothing else: only where an
@@ -79,7 +87,13 @@ impl AgentTemplate {
             env: Vec::new(),
             secrets: Vec::new(),
             scratch_dir: "/tmp".into(),
-            privilege: Privilege::Restricted { uid: AGENT_UID },
+            privilege: Privilege::Restricted {
+                uid: AGENT_UID,
+                gid: AGENT_UID,
+                fs_group: AGENT_UID,
+            },
+            pod_labels: Vec::new(),
+            affinity: None,
             resources: None,
             service_account: None,
         }
@@ -89,6 +103,9 @@ impl AgentTemplate {
     /// also selects its Pods for the mover).
     pub(super) fn job(&self, d: &Description, owner: [(&str, &str); 3]) -> Value {
         let mut pod_labels = d.pod_labels.clone();
+        for (k, v) in &self.pod_labels {
+            pod_labels.insert(k.clone(), v.clone().into());
+        }
         for (k, v) in owner {
             pod_labels.insert(k.into(), v.into());
         }
@@ -104,12 +121,12 @@ impl AgentTemplate {
         let mut args = d.args.clone();
         args.extend(self.args.iter().cloned());
         let (pod_security, container_security) = match self.privilege {
-            Privilege::Restricted { uid } => (
+            Privilege::Restricted { uid, gid, fs_group } => (
                 json!({
                     "runAsNonRoot": true,
                     "runAsUser": uid,
-                    "runAsGroup": uid,
-                    "fsGroup": uid,
+                    "runAsGroup": gid,
+                    "fsGroup": fs_group,
                     "seccompProfile": {"type": "RuntimeDefault"},
                 }),
                 json!({
@@ -154,6 +171,9 @@ impl AgentTemplate {
         });
         if let Some(account) = &self.service_account {
             pod["serviceAccountName"] = account.clone().into();
+        }
+        if let Some(affinity) = &self.affinity {
+            pod["affinity"] = affinity.clone();
         }
         let mut job = json!({
             "apiVersion": "batch/v1",
