@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use wasmover_host::kube::{DEFAULT_KINDS, InMemoryCluster, Owner, Scope, ScopedCluster};
+use wasmover_host::kube::{InMemoryCluster, Owner, Scope, ScopedCluster};
 use wasmover_host::{Access, Capability, Channel, Grants, MoverEngine, MoverLimits, Volume};
 
 /// The namespace the test cluster scopes a guest to.
@@ -22,19 +22,16 @@ pub fn run(engine: &MoverEngine, harness: &Path, args: &[String]) -> anyhow::Res
     let cluster = ScopedCluster::new(
         Arc::new(InMemoryCluster::new()),
         Scope {
-            namespace: TEST_NAMESPACE.into(),
-            kinds: DEFAULT_KINDS
-                .iter()
-                .map(|(v, k)| (v.to_string(), k.to_string()))
-                .collect(),
-            owner: Owner {
-                api_version: "wasmover.dev/v1alpha1".into(),
-                kind: "ReplicationDestination".into(),
-                name: "wasm-unit-test".into(),
-                uid: None,
-            },
-            named: Vec::new(),
             agents: Ok(crate::workload::template(TEST_AGENT_IMAGE)),
+            ..Scope::new(
+                TEST_NAMESPACE,
+                Owner {
+                    api_version: "wasmover.dev/v1alpha1".into(),
+                    kind: "ReplicationDestination".into(),
+                    name: "wasm-unit-test".into(),
+                    uid: None,
+                },
+            )
         },
     );
     let grants = Grants::new()

@@ -132,26 +132,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::kube::{DEFAULT_KINDS, Owner, Scope, ScopedCluster};
+    use crate::kube::{Scope, ScopedCluster, test_owner};
 
     fn scoped(store: &Arc<InMemoryCluster>) -> ScopedCluster {
         ScopedCluster::new(
             store.clone(),
-            Scope {
-                namespace: "team-a".into(),
-                kinds: DEFAULT_KINDS
-                    .iter()
-                    .map(|(v, k)| (v.to_string(), k.to_string()))
-                    .collect(),
-                owner: Owner {
-                    api_version: "wasmover.dev/v1alpha1".into(),
-                    kind: "ReplicationSource".into(),
-                    name: "db".into(),
-                    uid: None,
-                },
-                named: Vec::new(),
-                agents: Err("no agents in this test".into()),
-            },
+            Scope::new("team-a", test_owner("ReplicationSource", None)),
         )
     }
 

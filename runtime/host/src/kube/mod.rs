@@ -120,6 +120,17 @@ pub struct Owner {
     pub uid: Option<String>,
 }
 
+/// The owner the kube tests scope modules to: `kind` `db`.
+#[cfg(test)]
+pub(crate) fn test_owner(kind: &str, uid: Option<&str>) -> Owner {
+    Owner {
+        api_version: "wasmover.dev/v1alpha1".into(),
+        kind: kind.into(),
+        name: "db".into(),
+        uid: uid.map(str::to_owned),
+    }
+}
+
 /// The kinds a module may touch unless its replication grants others.
 pub const DEFAULT_KINDS: &[(&str, &str)] = &[
     ("v1", "PersistentVolumeClaim"),

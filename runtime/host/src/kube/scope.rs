@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::workload::{AgentTemplate, Description};
 use super::{
-    Cluster, KubeError, MANAGED_BY_LABEL, OWNER_KIND_LABEL, OWNER_NAME_LABEL, ObjectKey, Owner,
-    READABLE_KINDS, parse_selector, type_of,
+    Cluster, DEFAULT_KINDS, KubeError, MANAGED_BY_LABEL, OWNER_KIND_LABEL, OWNER_NAME_LABEL,
+    ObjectKey, Owner, READABLE_KINDS, parse_selector, type_of,
 };
 
 /// An object the replication names (its source PVC, a Secret a parameter
@@ -49,6 +49,23 @@ pub struct Scope {
     pub named: Vec<Named>,
     /// How the module's agent Jobs are built, or why it may start none.
     pub agents: Result<AgentTemplate, String>,
+}
+
+impl Scope {
+    /// What `owner` in `namespace` is granted by default: the
+    /// [`DEFAULT_KINDS`], nothing named, no agents.
+    pub fn new(namespace: impl Into<String>, owner: Owner) -> Self {
+        Self {
+            namespace: namespace.into(),
+            kinds: DEFAULT_KINDS
+                .iter()
+                .map(|(v, k)| (v.to_string(), k.to_string()))
+                .collect(),
+            owner,
+            named: Vec::new(),
+            agents: Err("this run starts no agents".into()),
+        }
+    }
 }
 
 /// A [`Cluster`] seen through a replication's [`Scope`].
@@ -504,31 +521,18 @@ impl ScopedCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::{AgentTemplate, DEFAULT_KINDS, InMemoryCluster};
+    use crate::kube::{AgentTemplate, InMemoryCluster, test_owner};
 
     fn scope(agents: bool) -> Scope {
-        Scope {
-            namespace: "team-a".into(),
-            kinds: DEFAULT_KINDS
-                .iter()
-                .map(|(v, k)| (v.to_string(), k.to_string()))
-                .collect(),
-            owner: Owner {
-                api_version: "wasmover.dev/v1alpha1".into(),
-                kind: "ReplicationSource".into(),
-                name: "db".into(),
-                uid: Some("uid-1".into()),
-            },
-            named: vec![
-                Named::new("PersistentVolumeClaim", "data"),
-                Named::new("Secret", "key"),
-            ],
-            agents: if agents {
-                Ok(AgentTemplate::new("agent@sha256:0", &["wasmover", "agent"]))
-            } else {
-                Err("no agents in this test".into())
-            },
+        let mut scope = Scope::new("team-a", test_owner("ReplicationSource", Some("uid-1")));
+        scope.named = vec![
+            Named::new("PersistentVolumeClaim", "data"),
+            Named::new("Secret", "key"),
+        ];
+        if agents {
+            scope.agents = Ok(AgentTemplate::new("agent@sha256:0", &["wasmover", "agent"]));
         }
+        scope
     }
 
     /// A store holding the user's objects, and the module's view of it.

@@ -488,8 +488,7 @@ mod tests {
 
     use super::*;
     use crate::kube::{
-        Cluster, DEFAULT_KINDS, InMemoryCluster, Named, OWNER_NAME_LABEL, Owner, Scope,
-        ScopedCluster,
+        Cluster, InMemoryCluster, Named, OWNER_NAME_LABEL, Scope, ScopedCluster, test_owner,
     };
 
     fn template() -> AgentTemplate {
@@ -514,19 +513,9 @@ mod tests {
         ScopedCluster::new(
             store,
             Scope {
-                namespace: "ns".into(),
-                kinds: DEFAULT_KINDS
-                    .iter()
-                    .map(|(v, k)| (v.to_string(), k.to_string()))
-                    .collect(),
-                owner: Owner {
-                    api_version: "wasmover.dev/v1alpha1".into(),
-                    kind: "ReplicationDestination".into(),
-                    name: "db".into(),
-                    uid: None,
-                },
                 named: vec![Named::new("PersistentVolumeClaim", "data")],
                 agents: Ok(template),
+                ..Scope::new("ns", test_owner("ReplicationDestination", None))
             },
         )
     }
