@@ -14,7 +14,7 @@ use wasmover_operator::crd::ReplicationDestination;
 use wasmover_operator::metrics::{ErrorLabels, Metrics};
 use wasmover_operator::policy::Policy;
 use wasmover_tests::apiserver::{ApiServer, install_crds};
-use wasmover_tests::cluster::{condition_reason, create, eventually, namespace};
+use wasmover_tests::cluster::{condition_reason, create, eventually, namespace, warning};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_outside_the_policy_runs_nothing_and_says_which_rule_refused_it() {
@@ -88,22 +88,7 @@ async fn an_object_outside_the_policy_runs_nothing_and_says_which_rule_refused_i
         let status = destinations.get(name).await.unwrap().status.unwrap();
         assert!(status.sync.last_sync_start_time.is_none(), "{name} started");
         assert!(status.sync.module.is_none(), "{name} ran a module");
-        eventually("a Warning Event names the rule", || async {
-            events
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("PolicyRefused")
-                        && e.type_.as_deref() == Some("Warning")
-                        && e.involved_object.name.as_deref() == Some(name)
-                        && e.message.as_deref() == Some(rule)
-                })
-                .then_some(())
-        })
-        .await;
+        assert_eq!(warning(&events, name, "PolicyRefused").await, rule);
     }
     // Long after the admitted object's Job appeared, the refused ones
     // have none, and each refusal was counted once.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, PersistentVolumeClaim, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use wasmover_host::kube::OWNER_NAME_LABEL;
@@ -18,7 +18,7 @@ use wasmover_operator::metrics::RefusalLabels;
 use wasmover_operator::modules::{Oci, OciModules};
 use wasmover_tests::apiserver::{ApiServer, install_crds};
 use wasmover_tests::cluster::{
-    create, eventually, failure, job_controller_stand_in, module_condition, namespace,
+    create, eventually, failure, job_controller_stand_in, module_condition, namespace, warning,
 };
 use wasmover_tests::operator::Operator;
 use wasmover_tests::registry::TestRegistry;
@@ -145,20 +145,7 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
             "{mode}: {message}"
         );
         assert!(!message.contains("EscapeSucceeded"), "{mode}: {message}");
-        let event = eventually(&format!("{mode} has a MoverForbidden Event"), || async {
-            events
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.involved_object.name.as_deref() == Some(mode)
-                        && e.reason.as_deref() == Some("MoverForbidden")
-                })
-        })
-        .await;
-        let note = event.message.unwrap_or_default();
+        let note = warning(&events, mode, "MoverForbidden").await;
         assert!(note.contains(&format!("(rule {rule})")), "{mode}: {note}");
         let refusals = operator
             .metrics
@@ -172,40 +159,26 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
     }
     // What the refusals protected is intact.
     assert!(claims.get_opt("victim").await.unwrap().is_some());
-    let others: Vec<String> = Api::<ReplicationSource>::all(client.clone())
+    let escaped = Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
+        .get_opt("hostile-other-namespace")
+        .await
+        .unwrap();
+    assert!(escaped.is_none(), "a ConfigMap escaped into kube-system");
+    let hostile_jobs: Vec<String> = jobs
         .list(&Default::default())
         .await
         .unwrap()
         .items
         .into_iter()
-        .filter_map(|s| s.metadata.namespace)
-        .filter(|ns| ns != "sandbox")
+        .filter_map(|j| j.metadata.name)
+        .filter(|name| name.starts_with("hostile-"))
         .collect();
-    assert!(others.is_empty(), "{others:?}");
+    assert!(hostile_jobs.is_empty(), "{hostile_jobs:?}");
 
     // The escapes that end in a limit or a refused module say so in a
     // Warning Event too.
-    let warned = |name: &'static str, reason: &'static str| {
-        let events = events.clone();
-        async move {
-            eventually(&format!("{name} has a {reason} Event"), || async {
-                events
-                    .list(&Default::default())
-                    .await
-                    .unwrap()
-                    .items
-                    .into_iter()
-                    .find(|e| {
-                        e.involved_object.name.as_deref() == Some(name)
-                            && e.reason.as_deref() == Some(reason)
-                    })
-                    .and_then(|e| e.message)
-            })
-            .await
-        }
-    };
     let flood = failure(&sources, "api-flood").await;
-    let limit = warned("api-flood", "LimitExceeded").await;
+    let limit = warning(&events, "api-flood", "LimitExceeded").await;
     assert!(limit.contains("Kubernetes-call budget"), "{limit}");
     assert!(
         flood.contains("Kubernetes-call budget of 1000 calls exceeded"),
@@ -215,7 +188,7 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
     let huge = failure(&sources, "huge-error").await;
     assert!(huge.len() < 8 << 10, "{} bytes", huge.len());
     assert!(huge.contains("Huge"), "{}", &huge[..200.min(huge.len())]);
-    let note = warned("huge-error", "SyncFailed").await;
+    let note = warning(&events, "huge-error", "SyncFailed").await;
     assert!(
         note.len() <= 1 << 10 && note.contains("bytes cut"),
         "{note}"
@@ -232,7 +205,7 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
         message.contains("wasmover:mover/log@9.0.0"),
         "{reason}: {message}"
     );
-    let note = warned("future", "SyncFailed").await;
+    let note = warning(&events, "future", "SyncFailed").await;
     assert!(note.contains("not compatible"), "{note}");
     assert!(
         jobs.list(&Default::default())

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -25,6 +25,29 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("timed out waiting until {what}");
+}
+
+/// Waits for a Warning Event with `reason` on the object named `object`;
+/// returns its message.
+pub async fn warning(events: &Api<Event>, object: &str, reason: &str) -> String {
+    eventually(
+        &format!("{object} has a {reason} Warning Event"),
+        || async {
+            events
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.involved_object.name.as_deref() == Some(object)
+                        && e.reason.as_deref() == Some(reason)
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .map(|e| e.message.unwrap_or_default())
+        },
+    )
+    .await
 }
 
 /// Creates the namespace `name`.
