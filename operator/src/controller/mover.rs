@@ -148,16 +148,13 @@ fn kinds(spec: &MoverSpec) -> Vec<(String, String)> {
     }
 }
 
-/// The agent image and the module agents run, or why agents cannot run
-/// this module.
-fn agent_template(
-    image: Option<&str>,
+/// The module agents run, as the operator pinned it, or why agents cannot
+/// run this module.
+fn pin(
     pinned: Option<&str>,
     module: &MoverModule,
     mover: &MoverSpec,
-) -> Result<(String, PinnedModule), String> {
-    let image =
-        image.ok_or("the operator has no agent image to start agents with (--agent-image)")?;
+) -> Result<PinnedModule, String> {
     let name = module.name();
     let source = match pinned {
         Some(reference) => reference.to_owned(),
@@ -168,14 +165,11 @@ fn agent_template(
             ));
         }
     };
-    Ok((
-        image.to_owned(),
-        PinnedModule {
-            source,
-            digest: module.digest().to_owned(),
-            pull_secret: pinned.and(mover.module_pull_secret.clone()),
-        },
-    ))
+    Ok(PinnedModule {
+        source,
+        digest: module.digest().to_owned(),
+        pull_secret: pinned.and(mover.module_pull_secret.clone()),
+    })
 }
 
 /// Whether the admin lets agents in `namespace` keep files' owners.
@@ -247,15 +241,16 @@ pub(super) async fn run_mover<K: Replication>(
         let events: Arc<dyn Observer> = forwarder.clone();
         // Each module's agents run that module, pinned, within `limits`.
         let grants = |module: &MoverModule| {
-            let agents = agent_template(
-                agent_image.as_deref(),
-                pinned.as_deref(),
-                module,
-                obj.mover(),
-            )
-            .and_then(|(image, pinned)| {
-                workload::for_module(&image, &pinned, limits, keep_owners, obj.mover())
-            });
+            let agents = agent_image
+                .as_deref()
+                .ok_or_else(|| {
+                    "the operator has no agent image to start agents with (--agent-image)"
+                        .to_owned()
+                })
+                .and_then(|image| {
+                    let module = pin(pinned.as_deref(), module, obj.mover())?;
+                    workload::for_module(image, &module, limits, keep_owners, obj.mover())
+                });
             let scope = Scope {
                 namespace: namespace.clone(),
                 kinds: kinds.clone(),
