@@ -125,11 +125,7 @@ impl Channel {
     /// Tells the peer this side gives up and why: an abort record, then a
     /// flush. Best effort: a peer already gone is not an error.
     pub fn abort(&mut self, reason: &str) {
-        let mut end = reason.len().min(MAX_ABORT_REASON);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        let reason = &reason.as_bytes()[..end];
+        let reason = &reason.as_bytes()[..reason.floor_char_boundary(MAX_ABORT_REASON)];
         let _ = self
             .writer
             .write_all(&ABORT_MAGIC)

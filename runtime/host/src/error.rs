@@ -152,10 +152,7 @@ pub fn bounded(mut text: String, max: usize) -> String {
         return text;
     }
     let cut = text.len();
-    let mut end = max.saturating_sub(32);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = text.floor_char_boundary(max.saturating_sub(32));
     text.truncate(end);
     text.push_str(&format!("… ({} bytes cut)", cut - end));
     text
