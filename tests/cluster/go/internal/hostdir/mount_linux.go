@@ -45,32 +45,39 @@ func unmountAll(target string) error {
 // isMountPoint reports whether path is the mount point of some mount in
 // this mount namespace; a missing path is none.
 func isMountPoint(path string) (bool, error) {
+	n, err := mountCount(path)
+	return n > 0, err
+}
+
+// mountCount counts the mounts stacked at path.
+func mountCount(path string) (int, error) {
 	real, err := filepath.EvalSymlinks(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		return 0, nil
 	}
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	real, err = filepath.Abs(real)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	defer f.Close()
+	n := 0
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
 		// Fields: ID, parent ID, major:minor, root, mount point, ...
 		fields := strings.Fields(sc.Text())
 		if len(fields) > 4 && unescapeOctal(fields[4]) == real {
-			return true, nil
+			n++
 		}
 	}
-	return false, sc.Err()
+	return n, sc.Err()
 }
 
 // unescapeOctal decodes the \NNN escapes mountinfo uses for space, tab,
