@@ -20,7 +20,7 @@ func main() {
 	flag.StringVar(&c.regDir, "registration-dir", "", "the kubelet's plugins_registry directory; empty: do not register")
 	flag.StringVar(&c.stateDir, "state-dir", "/var/lib/csi-hostdir", "directory of volumes, snapshots and their metadata")
 	flag.StringVar(&c.nodeID, "node-id", "", "node ID for NodeGetInfo (default: the host name)")
-	flag.StringVar(&c.name, "driver-name", hostdir.DefaultName, "CSI driver name")
+	flag.StringVar(&c.name, "name", hostdir.DefaultName, "CSI driver name")
 	flag.IntVar(&c.verbosity, "v", 0, "log verbosity: 0 each call's method and status, 1 also requests, 2 also responses")
 	flag.Parse()
 	if flag.NArg() > 0 {
