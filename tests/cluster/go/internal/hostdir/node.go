@@ -39,9 +39,9 @@ func (n *node) NodePublishVolume(_ context.Context, req *csi.NodePublishVolumeRe
 		return nil, err
 	}
 	d := n.d
-	d.mu.Lock()
+	// No d.mu: metadata files are replaced atomically, and a publish must
+	// not wait for a long copy in the controller.
 	found, err := d.store.load(kindVolume, id, &volume{})
-	d.mu.Unlock()
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
