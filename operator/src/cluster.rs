@@ -36,13 +36,21 @@ impl KubeCluster {
     }
 }
 
-/// API server errors as the guest sees them: typed, never a trap.
-fn typed(e: kube::Error) -> KubeError {
+/// API server errors as the guest sees them: typed, never a trap. A 404
+/// that names no object means the API server does not serve the kind at
+/// all (its CRD is missing): the message says so, naming the kind, instead
+/// of the server's "could not find the requested resource".
+fn typed(e: kube::Error, api_version: &str, kind: &str) -> KubeError {
     match e {
         kube::Error::Api(status) => {
             let message = status.message.clone();
+            let names_object = status
+                .details
+                .as_ref()
+                .is_some_and(|details| !details.name.is_empty());
             match status.code {
                 403 => KubeError::Forbidden(message),
+                404 if !names_object => KubeError::NotFound(unserved(api_version, kind)),
                 404 => KubeError::NotFound(message),
                 409 => KubeError::Conflict(message),
                 400 | 422 => KubeError::Invalid(message),
@@ -57,6 +65,18 @@ fn typed(e: kube::Error) -> KubeError {
     }
 }
 
+/// The error of a kind the API server does not serve.
+fn unserved(api_version: &str, kind: &str) -> String {
+    let hint = if api_version.starts_with("snapshot.storage.k8s.io/")
+        || api_version.starts_with("groupsnapshot.storage.k8s.io/")
+    {
+        ": install the snapshot CRDs and snapshot-controller of kubernetes-csi/external-snapshotter"
+    } else {
+        ": is its CustomResourceDefinition installed?"
+    };
+    format!("the API server does not serve {kind} ({api_version}){hint}")
+}
+
 fn to_value(object: DynamicObject) -> Value {
     serde_json::to_value(object).expect("an object serializes")
 }
@@ -67,7 +87,7 @@ impl Cluster for KubeCluster {
         self.handle
             .block_on(api.get_opt(&key.name))
             .map(|o| o.map(to_value))
-            .map_err(typed)
+            .map_err(|e| typed(e, &key.api_version, &key.kind))
     }
 
     fn list(
@@ -87,7 +107,7 @@ impl Cluster for KubeCluster {
         self.handle
             .block_on(api.list(&params))
             .map(|list| list.items.into_iter().map(to_value).collect())
-            .map_err(typed)
+            .map_err(|e| typed(e, api_version, kind))
     }
 
     fn create(&self, object: Value) -> Result<Value, KubeError> {
@@ -103,7 +123,7 @@ impl Cluster for KubeCluster {
         self.handle
             .block_on(api.create(&PostParams::default(), &object))
             .map(to_value)
-            .map_err(typed)
+            .map_err(|e| typed(e, &api_version, &kind))
     }
 
     fn patch(&self, key: &ObjectKey, merge_patch: Value) -> Result<Value, KubeError> {
@@ -115,7 +135,7 @@ impl Cluster for KubeCluster {
                 &Patch::Merge(merge_patch),
             ))
             .map(to_value)
-            .map_err(typed)
+            .map_err(|e| typed(e, &key.api_version, &key.kind))
     }
 
     fn delete(&self, key: &ObjectKey) -> Result<bool, KubeError> {
@@ -126,7 +146,7 @@ impl Cluster for KubeCluster {
         {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-            Err(e) => Err(typed(e)),
+            Err(e) => Err(typed(e, &key.api_version, &key.kind)),
         }
     }
 }

@@ -9,7 +9,7 @@ use wasmover_operator::crd::ReplicationDestination;
 use wasmover_tests::apiserver::{
     ApiServer, install_crds, install_volume_snapshot_crd, volume_snapshot_resource,
 };
-use wasmover_tests::cluster::{create, eventually, job_controller_stand_in, namespace};
+use wasmover_tests::cluster::{create, eventually, failure, job_controller_stand_in, namespace};
 use wasmover_tests::operator::Operator;
 
 /// Two synchronizations in a row leave one VolumeSnapshot, the second's,
@@ -45,6 +45,38 @@ async fn each_sync_reports_its_own_snapshot_and_the_last_one_is_replaced() {
     let second = sync(&destinations, &jobs, &snapshots, "b").await;
     assert_ne!(first, second);
     assert_eq!(snapshot_names(&snapshots).await, [second]);
+    operator.task.abort();
+}
+
+/// Without the snapshot CRDs, a Snapshot destination fails with a
+/// condition that names what to install, not the API server's bare 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_snapshot_crds_the_condition_says_what_to_install() {
+    let server = ApiServer::start();
+    let client = server.client().await;
+    install_crds(&client).await;
+    let operator = Operator::start(&server, None).await;
+    namespace(&client, "nosnap").await;
+    let destinations: Api<ReplicationDestination> = Api::namespaced(client.clone(), "nosnap");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "nosnap");
+    create(
+        &destinations,
+        "db",
+        json!({"capacity": "1Gi", "copyMethod": "Snapshot", "trigger": {"manual": "a"}}),
+    )
+    .await;
+    eventually("the agent Job exists", || async {
+        jobs.get_opt("db-blocksync-dst").await.unwrap()
+    })
+    .await;
+    job_controller_stand_in(&jobs, "db-blocksync-dst").await;
+    let message = failure(&destinations, "db").await;
+    assert!(
+        message.contains(
+            "does not serve VolumeSnapshot (snapshot.storage.k8s.io/v1): install the snapshot CRDs"
+        ),
+        "{message}"
+    );
     operator.task.abort();
 }
 

@@ -13,18 +13,28 @@ use wasmover_operator::controller::Replication;
 use wasmover_operator::crd::SyncStatus;
 
 /// Polls `check` until it returns `Some`, for at most a minute.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    for _ in 0..600 {
+    eventually_within(what, Duration::from_secs(60), check).await
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually_within<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
         if let Some(value) = check().await {
             return value;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("timed out waiting until {what}");
+    panic!("timed out after {limit:?} waiting until {what}");
 }
 
 /// Waits for a Warning Event with `reason` on the object named `object`;

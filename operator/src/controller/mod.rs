@@ -14,6 +14,7 @@ mod mover;
 mod reconcile;
 mod replication;
 mod status;
+mod stuck;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::decide::{Decision, ERROR_RETRY, after_completion, decide};
 use super::mover::{Step, run_mover};
 use super::status::{apply_status, labels, publish, record, start, synchronizing};
+use super::stuck;
 use super::{Context, Error, Replication};
 use crate::crd::{FINALIZER, ImageRef, MoverStatus, SyncStatus, reason};
 use crate::modules::{Selected, Unavailable};
@@ -142,7 +143,25 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
             } else {
                 (reason::SYNC_IN_PROGRESS, "the mover is synchronizing")
             };
-            sync.set_condition(synchronizing("True", why, message, generation));
+            let namespace = obj.namespace().unwrap_or_default();
+            let kind = K::kind(&());
+            match stuck::diagnose(&ctx.client, &namespace, &kind, &obj.name_any(), now).await {
+                Some(stuck) => {
+                    let changed = sync.set_condition(synchronizing(
+                        "True",
+                        &stuck.reason,
+                        stuck.message.clone(),
+                        generation,
+                    ));
+                    if changed {
+                        tracing::warn!(object = %obj.name_any(), "{}", stuck.message);
+                        publish(ctx, obj, true, &stuck.reason, stuck.message).await;
+                    }
+                }
+                None => {
+                    sync.set_condition(synchronizing("True", why, message, generation));
+                }
+            }
             apply_status(ctx, obj, &sync, None).await?;
             Ok(Action::requeue(wait.max(Duration::from_secs(1))))
         }
