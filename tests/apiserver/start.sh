@@ -17,8 +17,8 @@
 #   APISERVER_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT   fixed ports (default: free ones)
 #   KUBE_APISERVER_DISABLE_ADMISSION   admission plugins to disable (default
 #       ServiceAccount,StorageObjectInUseProtection: nothing else runs here; "" = none)
-#   KUBE_APISERVER_FLAGS   extra flags, split on whitespace, appended last (so a
-#       repeated single-value flag such as --authorization-mode overrides the default)
+#   KUBE_APISERVER_AUTHORIZATION_MODE   default RBAC (a cluster: Node,RBAC)
+#   KUBE_APISERVER_FLAGS   extra flags, split on whitespace (newlines too), appended last
 # Prints the kubeconfig path on stdout; everything else goes to stderr.
 set -euo pipefail
 
@@ -132,7 +132,7 @@ API_URL="https://127.0.0.1:$API_PORT"
 disable="${KUBE_APISERVER_DISABLE_ADMISSION-ServiceAccount,StorageObjectInUseProtection}"
 extra=()
 [[ -n "$disable" ]] && extra+=(--disable-admission-plugins="$disable")
-read -r -a more <<<"${KUBE_APISERVER_FLAGS:-}"
+read -r -d '' -a more <<<"${KUBE_APISERVER_FLAGS:-}" || true   # all lines
 extra+=("${more[@]}")
 setsid "$KUBE_APISERVER" \
   --etcd-servers="$ETCD_URL" \
@@ -142,7 +142,7 @@ setsid "$KUBE_APISERVER" \
   --client-ca-file="$PKI/ca.crt" \
   --service-cluster-ip-range=10.0.0.0/24 \
   --allow-privileged=true \
-  --authorization-mode=RBAC \
+  --authorization-mode="${KUBE_APISERVER_AUTHORIZATION_MODE:-RBAC}" \
   --service-account-issuer=https://localhost \
   --service-account-key-file="$PKI/sa.pub" \
   --service-account-signing-key-file="$PKI/sa.key" \

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Smoke test of tests/cluster/: starts a cluster in a temporary directory, runs
+# a busybox Job to completion, then (with the CSI driver) writes into a PVC of
+# the default StorageClass, snapshots it, restores the snapshot into a new PVC
+# and clones the PVC, reading the data back from each; with WITH_KUBE_PROXY=1 a
+# Pod fetches a page from another Pod through a ClusterIP Service. Then it stops
+# the cluster and checks the host is as before (mounts, sysctls, links,
+# cgroups, processes, host files). Prints the time of each phase. Needs root.
+#
+#   tests/cluster/smoke.sh               # KEEP=1: leave the cluster running
+#   WITH_KUBE_PROXY=1 tests/cluster/smoke.sh
+#
+# Writes only into a mktemp -d directory (removed at the end unless KEEP=1 or a
+# check failed: then its path is printed for the logs).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+log() { echo "smoke: $*" >&2; }
+ms() { date +%s%3N; }
+secs() { local d=$(( $(ms) - $1 )); printf '%d.%03ds' $((d / 1000)) $((d % 1000)); }
+timings=()
+phase_start=0 phase_name=""
+phase() { # ends the running phase (recording its time) and starts the next
+  [[ -z "$phase_name" ]] || timings+=("$(printf '%-28s %s' "$phase_name" "$(secs "$phase_start")")")
+  phase_name="${1:-}" phase_start=$(ms)
+  [[ -z "$phase_name" ]] || log "== $phase_name"
+}
+
+# host_state: what a cluster may change on the host, as text to compare.
+sysctls="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys
+  kernel.keys.root_maxbytes net.ipv4.ip_forward net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables"
+host_state() {
+  echo "## mounts"; awk '{ print $5 }' /proc/self/mountinfo | sort
+  echo "## links"; ip -o link show | awk -F': ' '{ print $2 }' | cut -d@ -f1 | sort
+  echo "## sysctls"; for k in $sysctls; do echo "$k=$(sysctl -n "$k" 2>/dev/null || echo -)"; done
+  echo "## cgroups"; find /sys/fs/cgroup -mindepth 2 -maxdepth 2 -type d | sort
+  echo "## hosts"; cat /etc/hosts
+  echo "## files"
+  find /run/containerd /var/log/containers /var/log/pods /var/lib/cni /var/lib/kubelet /opt/containerd \
+    /var/run/kubernetes /etc/kubernetes /var/lib/containerd /etc/cni 2>/dev/null | sort
+  echo "## nftables"; nft list tables 2>/dev/null || true
+}
+
+before="$(host_state)"
+DIR="$(mktemp -d /tmp/wasmover-cluster.XXXXXX)"
+keep_dir=""
+finish() {
+  local rc=$?
+  if [[ -n "${KEEP:-}" && $rc -eq 0 ]]; then
+    log "cluster left running: export KUBECONFIG=$DIR/kubeconfig; stop with tests/cluster/stop.sh $DIR --clean"
+    return
+  fi
+  [[ $rc -eq 0 ]] || { log "FAILED (rc=$rc); logs in $DIR"; keep_dir=1; }
+  if [[ -f "$DIR/host-state" || -f "$DIR/pids" ]]; then "$HERE/stop.sh" "$DIR" || true; fi
+  [[ -n "$keep_dir" ]] || rm -rf "$DIR"
+}
+trap finish EXIT
+
+phase "start cluster"
+export KUBECONFIG
+KUBECONFIG="$("$HERE/start.sh" "$DIR")"
+# shellcheck disable=SC1091
+source "$DIR/env"
+k() { "$KUBECTL" "$@"; }
+wait_phase() { # OBJECT JSONPATH VALUE: waits up to 120 s
+  k wait --for=jsonpath="$2"="$3" --timeout=120s "$1" >/dev/null ||
+    { k describe "$1" >&2 || true; return 1; }
+}
+# pod NAME PVC COMMAND: a busybox Pod that runs COMMAND once, with PVC at /data.
+pod() {
+  k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $1}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: $BUSYBOX_IMAGE
+    imagePullPolicy: Never
+    command: [sh, -c, '$3']
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: $2}}]
+EOF
+  wait_phase "pod/$1" '{.status.phase}' Succeeded
+}
+# pvc NAME [DATASOURCE-KIND DATASOURCE-NAME]
+pvc() {
+  local source=""
+  if [[ $# -eq 3 ]]; then
+    local group=""
+    [[ "$2" == VolumeSnapshot ]] && group="apiGroup: snapshot.storage.k8s.io, "
+    source="  dataSource: {${group}kind: $2, name: $3}"
+  fi
+  k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $1, labels: {smoke: "true"}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 16Mi}}
+$source
+EOF
+}
+
+phase "busybox Job"
+k apply -f - >/dev/null <<EOF
+apiVersion: batch/v1
+kind: Job
+metadata: {name: hello}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: main
+        image: $BUSYBOX_IMAGE
+        imagePullPolicy: Never
+        command: [sh, -c, 'echo hello from \$(hostname)']
+EOF
+k wait --for=condition=Complete --timeout=120s job/hello >/dev/null || { k describe job/hello pods >&2; exit 1; }
+out="$(k logs job/hello)"
+[[ "$out" == "hello from hello-"* ]] || { log "unexpected Job log: $out"; exit 1; }
+log "Job log: $out"
+
+if [[ -n "$STORAGE_CLASS" ]]; then
+  phase "PVC: provision + write"
+  pvc data
+  wait_phase pvc/data '{.status.phase}' Bound
+  pod writer data 'echo wasmover-smoke >/data/hello && sync'
+
+  phase "VolumeSnapshot"
+  k apply -f - >/dev/null <<EOF
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: snap}
+spec: {source: {persistentVolumeClaimName: data}}
+EOF
+  wait_phase volumesnapshot/snap '{.status.readyToUse}' true
+  # the snapshot holds the data as it was: a later write must not show in the restore
+  pod overwriter data 'echo changed >/data/hello && sync'
+
+  phase "restore snapshot + read"
+  pvc restored VolumeSnapshot snap
+  pod reader restored 'cat /data/hello'
+  got="$(k logs reader)"
+  [[ "$got" == wasmover-smoke ]] || { log "restored PVC holds '$got', not wasmover-smoke"; exit 1; }
+
+  phase "clone PVC + read"
+  pvc clone PersistentVolumeClaim data
+  pod clone-reader clone 'cat /data/hello'
+  got="$(k logs clone-reader)"
+  [[ "$got" == changed ]] || { log "cloned PVC holds '$got', not changed"; exit 1; }
+
+  phase "VolumeGroupSnapshot"
+  k apply -f - >/dev/null <<EOF
+apiVersion: groupsnapshot.storage.k8s.io/v1beta2
+kind: VolumeGroupSnapshot
+metadata: {name: group}
+spec: {source: {selector: {matchLabels: {smoke: "true"}}}}
+EOF
+  wait_phase volumegroupsnapshot/group '{.status.readyToUse}' true
+  # one VolumeSnapshot per PVC of the group, owned by the group snapshot
+  members="$(k get volumesnapshot -o jsonpath='{range .items[?(@.metadata.ownerReferences[0].kind=="VolumeGroupSnapshot")]}{.spec.source.persistentVolumeClaimName}{" "}{end}')"
+  [[ "$(wc -w <<<"$members")" == 3 ]] || { log "group snapshot members: '$members', not data restored clone"; exit 1; }
+  log "group snapshot of PVCs $members"
+
+  phase "delete PVCs and snapshots"
+  k delete pod writer overwriter reader clone-reader --wait=true >/dev/null
+  k delete volumegroupsnapshot group --wait=true >/dev/null
+  k delete volumesnapshot --all --wait=true >/dev/null
+  k delete pvc --all --wait=true >/dev/null
+  wait_phase_none() { for _ in $(seq 1 300); do [[ -z "$(k get pv -o name)" ]] && return; sleep 0.2; done; return 1; }
+  wait_phase_none || { log "PVs left after deleting the PVCs: $(k get pv -o name)"; exit 1; }
+else
+  log "no CSI driver (tests/cluster/go not built): skipping the storage phases"
+fi
+
+if [[ -n "$WITH_KUBE_PROXY" ]]; then
+  phase "Pod -> ClusterIP -> Pod"
+  k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: server, labels: {app: server}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: $BUSYBOX_IMAGE
+    imagePullPolicy: Never
+    command: [sh, -c, 'mkdir /www && echo pong >/www/index.html && exec httpd -f -p 8080 -h /www']
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: server}
+spec:
+  selector: {app: server}
+  ports: [{port: 80, targetPort: 8080}]
+EOF
+  k wait --for=condition=Ready --timeout=120s pod/server >/dev/null
+  ip="$(k get service server -o jsonpath='{.spec.clusterIP}')"
+  k run client --image="$BUSYBOX_IMAGE" --image-pull-policy=Never --restart=Never -- \
+    sh -c "for i in \$(seq 1 30); do wget -qO- -T 2 http://$ip/ && exit 0; sleep 1; done; exit 1" >/dev/null
+  wait_phase pod/client '{.status.phase}' Succeeded
+  got="$(k logs client)"
+  [[ "$got" == pong ]] || { log "client got '$got' from http://$ip/"; exit 1; }
+  log "client got '$got' from Service server ($ip)"
+fi
+
+phase "stop cluster"
+"$HERE/stop.sh" "$DIR"
+phase
+
+after="$(host_state)"
+leftover="$(pgrep -af -- "$DIR" | grep -v "pgrep" || true)"
+[[ -z "$leftover" ]] || { log "processes left: $leftover"; exit 1; }
+if [[ "$before" != "$after" ]]; then
+  log "the host differs from before the cluster:"
+  diff <(echo "$before") <(echo "$after") >&2 || true
+  exit 1
+fi
+log "host as before: mounts, links, sysctls, cgroups, /etc/hosts, host dirs, nftables"
+printf '%s\n' "${timings[@]}" >&2
+echo "smoke: OK"
