@@ -203,7 +203,7 @@ EOF
   k wait --for=condition=Ready --timeout=120s pod/server >/dev/null
   ip="$(k get service server -o jsonpath='{.spec.clusterIP}')"
   k run client --image="$BUSYBOX_IMAGE" --image-pull-policy=Never --restart=Never -- \
-    sh -c "for i in \$(seq 1 30); do wget -qO- -T 2 http://$ip/ && exit 0; sleep 1; done; exit 1" >/dev/null
+    sh -c "for i in \$(seq 1 30); do timeout 2 wget -qO- http://$ip/ && exit 0; sleep 1; done; exit 1" >/dev/null
   wait_phase pod/client '{.status.phase}' Succeeded
   got="$(k logs client)"
   [[ "$got" == pong ]] || { log "client got '$got' from http://$ip/"; exit 1; }

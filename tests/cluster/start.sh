@@ -286,9 +286,13 @@ log "images imported in $(since "$t")"
 
 # ------------------------------------------------------------------ CNI ----
 # One bridge, host-local addresses; no masquerading. Without WITH_KUBE_PROXY the bridge
-# has no address and Pods no default route: their traffic stays on the bridge.
-GATEWAY=false
-[[ -n "$WITH_KUBE_PROXY" ]] && GATEWAY=true
+# has no address and Pods no route off it: their traffic stays on the bridge.
+# With it, the bridge is their gateway to the Service range (10.0.0.0/24, see
+# tests/apiserver/start.sh) only, where kube-proxy's DNAT sends it back onto the bridge.
+GATEWAY=false ROUTES=""
+if [[ -n "$WITH_KUBE_PROXY" ]]; then
+  GATEWAY=true ROUTES=', "routes": [{"dst": "10.0.0.0/24"}]'
+fi
 cat >"$DIR/cni/net.d/10-wasmover.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -303,7 +307,7 @@ cat >"$DIR/cni/net.d/10-wasmover.conflist" <<EOF
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": "$POD_CIDR"}]],
-        "dataDir": "$DIR/cni/ipam"
+        "dataDir": "$DIR/cni/ipam"$ROUTES
       }
     }
   ]
@@ -347,6 +351,26 @@ run kubelet "$KUBELET" --config="$DIR/kubelet.yaml" --kubeconfig="$DIR/kubelet.k
 
 # ----------------------------------------------------------- kube-proxy ----
 if [[ -n "$WITH_KUBE_PROXY" ]]; then
+  # kube-proxy's nftables tables are named kube-proxy: one per host
+  ! nft list table ip kube-proxy >/dev/null 2>&1 ||
+    die "nftables table 'ip kube-proxy' exists: another cluster runs kube-proxy (one per host)"
+  # The host forwards now (the bridge plugin sets ip_forward for a gateway);
+  # this table keeps Pod traffic on the bridge and off the host's services.
+  echo "NFT_TABLE='inet wasmover-$BRIDGE'" >>"$STATE"
+  nft -f - <<EOF
+table inet wasmover-$BRIDGE {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname "$BRIDGE" oifname != "$BRIDGE" drop
+    oifname "$BRIDGE" iifname != "$BRIDGE" drop
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "$BRIDGE" ct state established,related accept
+    iifname "$BRIDGE" drop
+  }
+}
+EOF
   cat >"$DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration

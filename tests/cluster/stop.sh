@@ -6,7 +6,8 @@
 # scheduler and controller-manager, containerd and its shims, kube-apiserver and
 # etcd (tests/apiserver/stop.sh); then unmounts everything under DIR, removes the
 # cluster's cgroups and bridge, restores the saved sysctls, drops the /etc/hosts
-# line start.sh added, and removes shim sockets and host dirs it created.
+# line start.sh added, deletes its nftables table (WITH_KUBE_PROXY), and removes
+# shim sockets and host dirs it created.
 # Processes are stopped by the pids start.sh recorded, each checked against its
 # command line. Idempotent, and safe after a failed or partial start.
 #
@@ -19,7 +20,7 @@ DIR="$(cd "$1" 2>/dev/null && pwd)" || exit 0   # nothing to stop
 log() { echo "cluster/stop.sh: $*" >&2; }
 t0=$(date +%s%3N)
 
-SYSCTLS="" HOSTS_LINE="" BRIDGE="" CGROUP_ROOT="" CREATED_DIRS="" CRICTL="" CTR="" KUBE_PROXY=""
+SYSCTLS="" HOSTS_LINE="" NFT_TABLE="" BRIDGE="" CGROUP_ROOT="" CREATED_DIRS="" CRICTL="" CTR="" KUBE_PROXY=""
 if [[ -f "$DIR/host-state" ]]; then
   # shellcheck disable=SC1091
   source "$DIR/host-state"
@@ -131,7 +132,12 @@ if [[ -n "$CGROUP_ROOT" ]]; then
   done
 fi
 
-# ------------------------------------------------------- bridge, veths ----
+# ------------------------------------------- nftables, bridge, veths ----
+if [[ -n "$NFT_TABLE" ]]; then
+  # shellcheck disable=SC2086  # "inet NAME"
+  ! nft list table $NFT_TABLE >/dev/null 2>&1 || nft delete table $NFT_TABLE ||
+    log "could not delete nftables table $NFT_TABLE"
+fi
 if [[ -n "$BRIDGE" ]] && ip link show "$BRIDGE" >/dev/null 2>&1; then
   for veth in $(ip -o link show master "$BRIDGE" 2>/dev/null | awk -F': ' '{ print $2 }' | cut -d@ -f1); do
     ip link del "$veth" 2>/dev/null || true
