@@ -93,27 +93,46 @@ run() {
 }
 
 # ---------------------------------------------------- host state saved ----
-# Everything stop.sh must undo is recorded before it is changed.
+# Everything stop.sh must undo is recorded before it is changed: this
+# cluster's own changes in DIR/host-state; the host-wide ones (sysctls the
+# kubelet and CNI set, host dirs they create) once for all clusters running
+# at a time, in $REG/host, which the last one to stop restores.
+ID="$(echo -n "$DIR" | sha256sum | cut -c1-12)"
 STATE="$DIR/host-state"
-: >"$STATE"
-saved=()
-for key in vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops \
-  kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward \
-  net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables; do
-  v="$(sysctl -n "$key" 2>/dev/null)" && saved+=("$key=$v")
+printf 'CRICTL=%q\nCTR=%q\nKUBE_PROXY=%q\n' "$CRICTL" "$CTR" "$KUBE_PROXY" >"$STATE"
+REG=/run/wasmover-clusters
+mkdir -p "$REG"
+exec 7<"$REG"
+flock 7
+others=0
+for f in "$REG"/*.dir; do
+  [[ -f "$f" ]] || continue
+  if [[ -f "$(cat "$f")/host-state" ]]; then others=$((others + 1)); else rm -f "$f"; fi
 done
-echo "SYSCTLS='${saved[*]}'" >>"$STATE"
-printf 'CRICTL=%q\nCTR=%q\nKUBE_PROXY=%q\n' "$CRICTL" "$CTR" "$KUBE_PROXY" >>"$STATE"
-for d in /run/containerd /run/containerd/s /var/log/containers /var/log/pods; do
-  [[ -e "$d" ]] || echo "CREATED_DIRS+=' $d'" >>"$STATE"
-done
+if (( others == 0 )) || [[ ! -f "$REG/host" ]]; then
+  saved=()
+  for key in vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops \
+    kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward \
+    net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables; do
+    v="$(sysctl -n "$key" 2>/dev/null)" && saved+=("$key=$v")
+  done
+  created=()
+  for d in /run/containerd /run/containerd/s /var/log/containers /var/log/pods; do
+    [[ -e "$d" ]] || created+=("$d")
+  done
+  printf "SYSCTLS='%s'\nCREATED_DIRS='%s'\n" "${saved[*]}" "${created[*]}" >"$REG/host"
+fi
+echo "$DIR" >"$REG/$ID.dir"
 
 # The apiserver reaches the kubelet by the node's Hostname address, which must
-# be loopback (the kubelet refuses a loopback node IP).
-if ! awk -v n="$NODE_NAME" '$1 == "127.0.0.1" { for (i = 2; i <= NF && $i !~ /^#/; i++) if ($i == n) f = 1 } END { exit !f }' /etc/hosts; then
+# be loopback (the kubelet refuses a loopback node IP). Each cluster adds its
+# own line unless the host's own lines resolve the name.
+if ! awk -v n="$NODE_NAME" '!/# wasmover-cluster / && $1 == "127.0.0.1" { for (i = 2; i <= NF && $i !~ /^#/; i++) if ($i == n) f = 1 } END { exit !f }' /etc/hosts; then
   echo "127.0.0.1 $NODE_NAME # wasmover-cluster $DIR" >>/etc/hosts
   echo "HOSTS_LINE='127.0.0.1 $NODE_NAME # wasmover-cluster $DIR'" >>"$STATE"
 fi
+
+flock -u 7
 
 # The bridge is created here, so that two clusters claim different ones.
 if [[ -n "${BRIDGE:-}" ]]; then
@@ -137,7 +156,7 @@ fi
 
 # The kubelet's pods go under a cgroup of this cluster's own (cgroupRoot), in
 # each cgroup v1 hierarchy; stop.sh removes it.
-CGROUP_ROOT="/wasmover-$(echo -n "$DIR" | sha256sum | cut -c1-12)"
+CGROUP_ROOT="/wasmover-$ID"
 echo "CGROUP_ROOT=$CGROUP_ROOT" >>"$STATE"
 for h in /sys/fs/cgroup/*/; do
   [[ "$(stat -f -c %T "$h")" == cgroupfs ]] || continue   # v1 hierarchies only

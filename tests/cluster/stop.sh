@@ -20,7 +20,7 @@ DIR="$(cd "$1" 2>/dev/null && pwd)" || exit 0   # nothing to stop
 log() { echo "cluster/stop.sh: $*" >&2; }
 t0=$(date +%s%3N)
 
-SYSCTLS="" HOSTS_LINE="" NFT_TABLE="" BRIDGE="" CGROUP_ROOT="" CREATED_DIRS="" CRICTL="" CTR="" KUBE_PROXY=""
+HOSTS_LINE="" NFT_TABLE="" BRIDGE="" CGROUP_ROOT="" CRICTL="" CTR="" KUBE_PROXY=""
 if [[ -f "$DIR/host-state" ]]; then
   # shellcheck disable=SC1091
   source "$DIR/host-state"
@@ -30,7 +30,7 @@ SOCK="$DIR/containerd/containerd.sock"
 ours() { # pid still alive (not a zombie) and its command line mentions DIR
   [[ -r /proc/$1/stat ]] || return 1
   [[ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]] || return 1
-  tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF "$DIR"
+  { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null | grep -qF "$DIR"
 }
 # stop PID NAME TENTHS: TERM, then KILL if still there after TENTHS/10 s.
 stop() {
@@ -43,7 +43,7 @@ stop() {
   for _ in $(seq 1 50); do ours "$pid" || return 0; sleep 0.1; done
   log "$name ($pid) still running after KILL"
 }
-pid_of() { awk -v n="$1" '$2 == n { print $1 }' "$DIR/cluster.pids" 2>/dev/null; }
+pid_of() { [[ ! -f "$DIR/cluster.pids" ]] || awk -v n="$1" '$2 == n { print $1 }' "$DIR/cluster.pids"; }
 
 # ------------------------------------------------------------- kubelet ----
 for pid in $(pid_of kubelet); do stop "$pid" kubelet 100; done
@@ -145,27 +145,50 @@ if [[ -n "$BRIDGE" ]] && ip link show "$BRIDGE" >/dev/null 2>&1; then
   ip link del "$BRIDGE" || log "could not delete bridge $BRIDGE"
 fi
 
-# ------------------------------------------------------------- sysctls ----
-for kv in $SYSCTLS; do
-  [[ "$(sysctl -n "${kv%%=*}" 2>/dev/null)" == "${kv#*=}" ]] ||
-    sysctl -qw "$kv" >/dev/null 2>&1 || log "could not restore sysctl $kv"
-done
+# ------------------------------------------------ host dirs and files ----
+if [[ -d /var/log/containers ]]; then
+  # the kubelet links each container's log there, into DIR's pod logs
+  find /var/log/containers -maxdepth 1 -type l -lname "$DIR/*" -delete 2>/dev/null || true
+fi
 
-# ---------------------------------------------------------- /etc/hosts ----
+# ------------------------------------------ sysctls, shared host dirs ----
+# Restored by the last of the clusters running at a time (see start.sh).
+# Under the lock start.sh takes too (/etc/hosts is rewritten here).
+REG=/run/wasmover-clusters
+locked=""
+if [[ -d "$REG" ]] && exec 7<"$REG" && flock 7; then locked=1; fi
+
 if [[ -n "$HOSTS_LINE" ]] && grep -qxF "$HOSTS_LINE" /etc/hosts; then
   # rewritten in place: /etc/hosts may be a bind mount
   kept="$(grep -vxF "$HOSTS_LINE" /etc/hosts || true)"
   printf '%s\n' "$kept" >/etc/hosts
 fi
 
-# ------------------------------------------------ host dirs and files ----
-if [[ -d /var/log/containers ]]; then
-  # the kubelet links each container's log there, into DIR's pod logs
-  find /var/log/containers -maxdepth 1 -type l -lname "$DIR/*" -delete 2>/dev/null || true
+if [[ -n "$locked" ]]; then
+  rm -f "$REG/$(echo -n "$DIR" | sha256sum | cut -c1-12).dir"
+  others=0
+  for f in "$REG"/*.dir; do
+    [[ -f "$f" ]] || continue
+    if [[ -f "$(cat "$f")/host-state" ]]; then others=$((others + 1)); else rm -f "$f"; fi
+  done
+  if (( others == 0 )); then
+    SYSCTLS="" CREATED_DIRS=""
+    # shellcheck disable=SC1091
+    [[ -f "$REG/host" ]] && source "$REG/host"
+    for kv in $SYSCTLS; do
+      [[ "$(sysctl -n "${kv%%=*}" 2>/dev/null)" == "${kv#*=}" ]] ||
+        sysctl -qw "$kv" >/dev/null 2>&1 || log "could not restore sysctl $kv"
+    done
+    for d in $(tr ' ' '\n' <<<"$CREATED_DIRS" | sort -r); do
+      [[ -d "$d" ]] && rmdir "$d" 2>/dev/null || true
+    done
+    rm -f "$REG/host"
+    rmdir "$REG"
+  else
+    log "$others other cluster(s) still running: the last to stop restores sysctls and host dirs"
+  fi
+  exec 7<&-
 fi
-for d in $(tr ' ' '\n' <<<"$CREATED_DIRS" | sort -r); do
-  [[ -d "$d" ]] && rmdir "$d" 2>/dev/null || true
-done
 
 rm -f "$DIR/cluster.pids" "$DIR/host-state"
 log "stopped in $(( ($(date +%s%3N) - t0) / 1000 )).$(printf '%03d' $(( ($(date +%s%3N) - t0) % 1000 )))s"
