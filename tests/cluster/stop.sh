@@ -21,6 +21,7 @@ log() { echo "cluster/stop.sh: $*" >&2; }
 t0=$(date +%s%3N)
 
 HOSTS_LINE="" NFT_TABLE="" BRIDGE="" CGROUP_ROOT="" CRICTL="" CTR="" KUBE_PROXY=""
+SYSCTLS="" CREATED_DIRS=""   # in host-state only from a start.sh before the shared record
 if [[ -f "$DIR/host-state" ]]; then
   # shellcheck disable=SC1091
   source "$DIR/host-state"
@@ -172,7 +173,6 @@ if [[ -n "$locked" ]]; then
     if [[ -f "$(cat "$f")/host-state" ]]; then others=$((others + 1)); else rm -f "$f"; fi
   done
   if (( others == 0 )); then
-    SYSCTLS="" CREATED_DIRS=""
     # shellcheck disable=SC1091
     [[ -f "$REG/host" ]] && source "$REG/host"
     for kv in $SYSCTLS; do
@@ -188,6 +188,8 @@ if [[ -n "$locked" ]]; then
     log "$others other cluster(s) still running: the last to stop restores sysctls and host dirs"
   fi
   exec 7<&-
+elif [[ -n "$SYSCTLS" ]]; then
+  for kv in $SYSCTLS; do sysctl -qw "$kv" >/dev/null 2>&1 || log "could not restore sysctl $kv"; done
 fi
 
 rm -f "$DIR/cluster.pids" "$DIR/host-state"
