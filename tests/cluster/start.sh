@@ -15,9 +15,12 @@
 # APISERVER_PORT, NODE_NAME, CONTAINERD, KUBECTL, CRICTL, CTR, PAUSE_IMAGE,
 # BUSYBOX_IMAGE, CSI_DRIVER, STORAGE_CLASS, SNAPSHOT_CLASS, GROUP_SNAPSHOT_CLASS,
 # BRIDGE, POD_CIDR, KUBECONFIG), pids + cluster.pids (what stop.sh stops),
-# host-state (what stop.sh restores), pki/, *.kubeconfig, <process>.log, and the
-# data of containerd (containerd/), the kubelet (kubelet/), CNI (cni/), the CSI
-# driver (csi/). Prints the kubeconfig path on stdout; everything else on stderr.
+# host-state (what stop.sh undoes), pki/, *.kubeconfig, etcd.log,
+# kube-apiserver.log, logs/<process>.log, and the data of containerd
+# (containerd/), the kubelet (kubelet/), CNI (cni/) and the CSI driver (csi/).
+# On the host: the cluster's bridge, cgroups (/wasmover-<hash>), an /etc/hosts
+# line, /run/wasmover-clusters/ (the host's sysctls before the first cluster).
+# Prints the kubeconfig path on stdout; everything else on stderr.
 #
 # Environment (all optional):
 #   NODE_NAME        node name (default wasmover-node); must resolve to 127.0.0.1,
@@ -48,7 +51,8 @@ ms() { date +%s%3N; }
 since() { local d=$(( $(ms) - $1 )); printf '%d.%03ds' $((d / 1000)) $((d % 1000)); }
 t_start=$(ms)
 
-eval "$("$HERE/install.sh")"
+paths="$("$HERE/install.sh")" || die "tests/cluster/install.sh failed"
+eval "$paths"
 [[ -n "${PAUSE_TAR:-}" ]] || die "no pause image: tests/cluster/go (cmd/pause) is missing or failed to build"
 
 mkdir -p "$DIR/logs"
