@@ -156,7 +156,7 @@ if [[ -f "$GO_SRC/go.mod" && -d "$GO_SRC/cmd/csi-hostdir" && -d "$GO_SRC/cmd/pau
     # its own go.mod and go.sum as they are (-mod=readonly): this script does not edit them
     (cd "$GO_SRC" && GOFLAGS="-p=1 -mod=readonly -buildvcs=false" \
       nice -n 19 go build -p 1 -trimpath -ldflags "-s -w" -o "$GO_OUT/bin.new/" ./cmd/...)
-    rm -rf "$GO_OUT/bin"; mv "$GO_OUT/bin.new" "$GO_OUT/bin"
+    rm -rf "${GO_OUT:?}/bin"; mv "$GO_OUT/bin.new" "$GO_OUT/bin"
     log "built tests/cluster/go in $(elapsed "$start")"
   fi
 

@@ -295,14 +295,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = "$DIR/cni/net.d"
 EOF
 run containerd containerd --config "$CD/config.toml"
-CTR_=("$CTR" --address "$CONTAINERD_SOCK" --namespace k8s.io)
-wait_for "containerd" "${CTR_[@]}" version
+ctr_k8s=("$CTR" --address "$CONTAINERD_SOCK" --namespace k8s.io)
+wait_for "containerd" "${ctr_k8s[@]}" version
 log "containerd in $(since "$t")"
 
 t=$(ms)
 for tar in "$PAUSE_TAR" "$BUSYBOX_TAR" ${IMAGES:-}; do
   [[ -f "$tar" ]] || die "image tarball $tar not found"
-  "${CTR_[@]}" images import "$tar" >&2 ||
+  "${ctr_k8s[@]}" images import "$tar" >&2 ||
     die "importing $tar failed"
 done
 log "images imported in $(since "$t")"

@@ -93,9 +93,8 @@ fi
 # shims that outlived containerd, and whatever still runs in the cluster's cgroups
 for pid in $(pgrep -f -- "-address $SOCK" 2>/dev/null || true); do stop "$pid" containerd-shim 30; done
 if [[ -n "$CGROUP_ROOT" ]]; then
-  for procs in $(find /sys/fs/cgroup/*"$CGROUP_ROOT" -name cgroup.procs 2>/dev/null); do
-    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$procs"
-  done
+  while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < <(
+    find /sys/fs/cgroup/*"$CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null)
 fi
 for t in "${tasks[@]}"; do
   # a shim listens on /run/containerd/s/sha256(<containerd address>/<namespace>/<id>)
