@@ -52,6 +52,11 @@ impl ApiServer {
         }
     }
 
+    /// The admin kubeconfig (certificates embedded).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
     /// A client configuration for the admin user.
     pub async fn config(&self) -> Config {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).unwrap();
