@@ -125,8 +125,11 @@ pub(super) fn agent_job(
         container["volumeDevices"] = json!([{"name": "data", "devicePath": DEVICE_PATH}]);
         container["volumeMounts"] =
             json!([{"name": "key", "mountPath": "/keys", "readOnly": true}]);
-        pod["volumes"][0]["persistentVolumeClaim"]["readOnly"] = json!(read_only);
     }
+    // A read-only claim is also one the kubelet leaves alone: it applies
+    // the Pod's fsGroup (chown, g+rw, setgid) only to writable volumes, so
+    // the sender neither changes the user's volume nor sends those changes.
+    pod["volumes"][0]["persistentVolumeClaim"]["readOnly"] = json!(read_only);
     for (name, claim) in [("journal", &volumes.journal), ("hashes", &volumes.hashes)] {
         let Some(claim) = claim else { continue };
         pod["containers"][0]["volumeMounts"]
