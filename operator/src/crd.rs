@@ -331,6 +331,15 @@ impl SyncStatus {
             .find(|c| c.type_ == type_)
             .map(|c| c.reason.as_str())
     }
+
+    /// Whether a synchronization is running: `Synchronizing` is `True`,
+    /// whatever its reason (`SyncInProgress`, `CleaningUp`, or what holds
+    /// it up, such as `ImagePullBackOff`).
+    pub fn synchronizing(&self) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.type_ == CONDITION_SYNCHRONIZING && c.status == "True")
+    }
 }
 
 /// A condition of `type_` whose transition is now.

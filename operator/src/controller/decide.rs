@@ -71,8 +71,7 @@ impl Wait {
 /// Decides what to do with `obj`, whose status is `sync`, at `now`.
 pub(super) fn decide<K: Replication>(obj: &K, sync: &SyncStatus, now: Timestamp) -> Decision {
     let current = sync.reason(CONDITION_SYNCHRONIZING);
-    let in_progress =
-        current.is_some_and(|r| r == reason::SYNC_IN_PROGRESS || r == reason::CLEANING_UP);
+    let in_progress = sync.synchronizing();
     if obj.paused() && !in_progress {
         return Decision::Paused;
     }

@@ -143,9 +143,16 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
             } else {
                 (reason::SYNC_IN_PROGRESS, "the mover is synchronizing")
             };
+            // What holds up a synchronization (not a cleanup, whose
+            // reason says which export continues).
             let namespace = obj.namespace().unwrap_or_default();
             let kind = K::kind(&());
-            match stuck::diagnose(&ctx.client, &namespace, &kind, &obj.name_any(), now).await {
+            let stuck = if cleaning || wait.is_zero() {
+                None
+            } else {
+                stuck::diagnose(&ctx.client, &namespace, &kind, &obj.name_any(), now).await
+            };
+            match stuck {
                 Some(stuck) => {
                     let changed = sync.set_condition(synchronizing(
                         "True",

@@ -4,7 +4,7 @@
 //! `Synchronizing` condition with the kubelet's or scheduler's own reason,
 //! instead of an endless "the mover is synchronizing".
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
@@ -34,11 +34,15 @@ pub(super) struct Stuck {
     pub reason: String,
     /// What is stuck and why, naming the object.
     pub message: String,
+    /// The stuck object's name.
+    object: String,
 }
 
-/// The first problem among the Pods and PVCs labelled as owned by
-/// `kind`/`name` in `namespace`; `None` when nothing looks stuck (or the
-/// lists fail: the diagnosis is a courtesy, never a reason to fail).
+/// The first problem among the PVCs and Pods labelled as owned by
+/// `kind`/`name` in `namespace` (a claim first: an unbound claim also
+/// leaves its Pod unschedulable, and the claim's events say why); `None`
+/// when nothing looks stuck, or the lists fail: the diagnosis is a
+/// courtesy, never a reason to fail.
 pub(super) async fn diagnose(
     client: &Client,
     namespace: &str,
@@ -49,18 +53,44 @@ pub(super) async fn diagnose(
     let owned = ListParams::default().labels(&format!(
         "{OWNER_KIND_LABEL}={kind},{OWNER_NAME_LABEL}={name}"
     ));
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&owned)
-        .await
-        .ok()?;
-    if let Some(stuck) = pods.items.iter().find_map(pod_problem) {
-        return Some(stuck);
-    }
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
         .list(&owned)
         .await
         .ok()?;
-    claims.items.iter().find_map(|c| claim_problem(c, now))
+    if let Some(mut stuck) = claims.items.iter().find_map(|c| claim_problem(c, now)) {
+        if let Some(why) = last_warning(client, namespace, &stuck.object).await {
+            stuck.message = format!("{}: {why}", stuck.message);
+        }
+        return Some(stuck);
+    }
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&owned)
+        .await
+        .ok()?;
+    pods.items.iter().find_map(pod_problem)
+}
+
+/// The latest Warning Event on the claim `name` (`ProvisioningFailed: …`).
+async fn last_warning(client: &Client, namespace: &str, name: &str) -> Option<String> {
+    let about = ListParams::default().fields(&format!(
+        "involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name},type=Warning"
+    ));
+    let events = Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&about)
+        .await
+        .ok()?;
+    let latest = events
+        .items
+        .into_iter()
+        .max_by_key(|e| {
+            let last = e.last_timestamp.as_ref().map(|t| t.0);
+            last.or(e.event_time.as_ref().map(|t| t.0))
+        })?;
+    Some(format!(
+        "{}: {}",
+        latest.reason.unwrap_or_default(),
+        latest.message.unwrap_or_default()
+    ))
 }
 
 /// A Pod that waits on something that will not resolve by itself.
@@ -81,6 +111,7 @@ fn pod_problem(pod: &Pod) -> Option<Stuck> {
             let detail = waiting.message.as_deref().unwrap_or("no message");
             return Some(Stuck {
                 reason: reason.into(),
+                object: name.clone(),
                 message: format!(
                     "agent Pod {name}, container {}: {reason}: {detail}",
                     container.name
@@ -95,6 +126,7 @@ fn pod_problem(pod: &Pod) -> Option<Stuck> {
     })?;
     Some(Stuck {
         reason: "Unschedulable".into(),
+        object: name.clone(),
         message: format!(
             "agent Pod {name} cannot be scheduled: {}",
             unscheduled.message.as_deref().unwrap_or("no message")
@@ -108,8 +140,9 @@ fn claim_problem(claim: &PersistentVolumeClaim, now: Timestamp) -> Option<Stuck>
     let created = claim.metadata.creation_timestamp.as_ref()?.0;
     (phase == "Pending" && now.duration_since(created) > CLAIM_GRACE).then(|| Stuck {
         reason: "ClaimPending".into(),
+        object: claim.name_any(),
         message: format!(
-            "PVC {} has been Pending for {}s: see its events (kubectl describe pvc {0})",
+            "PVC {} has been Pending for {}s",
             claim.name_any(),
             now.duration_since(created).as_secs()
         ),
@@ -136,6 +169,7 @@ mod tests {
             pod_problem(&pulling),
             Some(Stuck {
                 reason: "ImagePullBackOff".into(),
+                object: "db-dst-x".into(),
                 message: "agent Pod db-dst-x, container agent: ImagePullBackOff: Back-off pulling image \"x\"".into(),
             })
         );
