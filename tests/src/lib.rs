@@ -10,6 +10,7 @@ use wasmover_host::{Access, EngineConfig, MoverEngine, MoverModule, Volume};
 
 pub mod apiserver;
 pub mod cluster;
+pub mod node;
 pub mod operator;
 pub mod registry;
 pub mod tamper;

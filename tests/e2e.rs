@@ -1,0 +1,543 @@
+//! wasmover on a real node: the chart installed by Helm, the operator
+//! running as a Pod, movers running as real Jobs on real PVCs and
+//! VolumeSnapshots of the project's CSI driver, and the data read back
+//! from Pods.
+//!
+//! One cluster serves the whole suite (it takes half a minute to start and
+//! as long to stop); each step says what it checks, and a failure names it.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::{Client, Resource};
+use serde_json::json;
+use wasmover_operator::controller::Replication;
+use wasmover_operator::crd::{ReplicationDestination, ReplicationSource};
+use wasmover_tests::cluster::{condition_reason, create, eventually_within, namespace};
+use wasmover_tests::node::{Image, Node, TREE_LISTING, busybox, claim};
+
+/// The chart's release and namespace.
+const RELEASE: &str = "wasmover";
+const SYSTEM: &str = "wasmover-system";
+/// The label every object a mover creates carries (its owner's name).
+const OWNER_NAME: &str = "wasmover.dev/owner-name";
+/// How long one synchronization may take here.
+const SYNC: Duration = Duration::from_secs(300);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: starts a kubelet, containerd and a CSI driver (scripts/test runs it as root)"]
+async fn replication_between_namespaces_on_a_real_node() {
+    let image = Image::built();
+    let started = Instant::now();
+    let node = Node::start(&[&image.archive]);
+    eprintln!("cluster started in {:.1?}", started.elapsed());
+    node.pin(&image);
+    let suite = Suite {
+        client: node.client().await,
+        busybox: node.env("BUSYBOX_IMAGE").to_owned(),
+        node: &node,
+    };
+
+    let started = Instant::now();
+    suite.install(&image);
+    eprintln!(
+        "helm install to operator Ready in {:.1?}",
+        started.elapsed()
+    );
+
+    // Direct source, Snapshot destination; then only the change moves,
+    // with the operator's Pod killed while it runs.
+    let pair = suite
+        .pair("direct", CopyMethods::new("Direct", "Snapshot"))
+        .await;
+    pair.sync("1").await;
+    suite.write(&pair.src, "data", "echo changed >d/f7").await;
+    pair.trigger("2").await;
+    suite.kill_operator_while(&pair).await;
+    let second = pair.wait("2").await;
+    let total = second.bytes_total.unwrap_or_default();
+    let moved = second.bytes_transferred.unwrap_or(u64::MAX);
+    assert!(
+        moved * 20 < total,
+        "the second sync moves only the change: {moved} of {total} bytes"
+    );
+    pair.compare("2").await;
+
+    // Clone source to a Direct destination (the image is the PVC itself),
+    // and Snapshot source to a Clone-free Snapshot destination.
+    let pair = suite
+        .pair("clone", CopyMethods::new("Clone", "Direct"))
+        .await;
+    pair.sync("1").await;
+    let pair = suite
+        .pair("snap", CopyMethods::new("Snapshot", "Snapshot"))
+        .await;
+    pair.sync("1").await;
+    pair.delete().await;
+
+    // Failures surface with the real reason.
+    suite.claim_that_never_binds().await;
+
+    let started = Instant::now();
+    suite
+        .node
+        .helm(&["uninstall", RELEASE, "--namespace", SYSTEM, "--wait"]);
+    eprintln!("helm uninstall in {:.1?}", started.elapsed());
+    suite.uninstalled().await;
+}
+
+/// The copy methods of a pair.
+struct CopyMethods {
+    source: &'static str,
+    destination: &'static str,
+}
+
+impl CopyMethods {
+    fn new(source: &'static str, destination: &'static str) -> Self {
+        Self {
+            source,
+            destination,
+        }
+    }
+}
+
+/// The cluster with the chart installed.
+struct Suite<'a> {
+    node: &'a Node,
+    client: Client,
+    busybox: String,
+}
+
+impl Suite<'_> {
+    /// Installs the chart with the operator image `image` and waits for the
+    /// operator to be Ready. The node has no kube-proxy: the operator runs
+    /// in the node's network and reaches the API server on loopback.
+    fn install(&self, image: &Image) {
+        let metrics_port = free_port();
+        let api_port = self.node.env("APISERVER_PORT");
+        let env = json!([
+            {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": api_port},
+        ]);
+        self.node.helm(&[
+            "upgrade",
+            "--install",
+            RELEASE,
+            "charts/wasmover",
+            "--namespace",
+            SYSTEM,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "3m",
+            "--set",
+            &format!("image.repository={}", image.repository),
+            "--set",
+            &format!("image.digest={}", image.digest),
+            "--set",
+            "hostNetwork=true",
+            "--set",
+            &format!("metrics.port={metrics_port}"),
+            "--set-json",
+            &format!("extraEnv={env}"),
+        ]);
+    }
+
+    /// Two namespaces `NAME-src` and `NAME-dst` with a source PVC full of
+    /// files, a ReplicationDestination `db` and a ReplicationSource `app`
+    /// with `methods`, both triggered manually.
+    async fn pair(&self, name: &str, methods: CopyMethods) -> Pair {
+        let (src, dst) = (format!("{name}-src"), format!("{name}-dst"));
+        namespace(&self.client, &src).await;
+        namespace(&self.client, &dst).await;
+        claim(&self.client, &src, "data", "1Gi").await;
+        self.write(
+            &src,
+            "data",
+            "mkdir -p d/e && dd if=/dev/urandom of=d/big bs=1M count=16 2>/dev/null && \
+             for i in $(seq 1 40); do echo $i >d/f$i; done && ln -s f1 d/link && \
+             chmod 755 d/f2 && echo nested >d/e/n",
+        )
+        .await;
+        Pair {
+            client: self.client.clone(),
+            busybox: self.busybox.clone(),
+            src,
+            dst,
+            methods,
+        }
+    }
+
+    /// Runs `script` in a busybox Pod with `claim` of `namespace` at /data.
+    async fn write(&self, namespace: &str, claim: &str, script: &str) {
+        busybox(
+            &self.client,
+            &self.busybox,
+            namespace,
+            claim,
+            &format!("cd /data && {script}"),
+        )
+        .await;
+    }
+
+    /// Starts `pair`'s synchronization, deletes the operator's Pod while
+    /// it runs; the Deployment starts another, which finishes it.
+    async fn kill_operator_while(&self, pair: &Pair) {
+        let destinations: Api<ReplicationDestination> =
+            Api::namespaced(self.client.clone(), &pair.dst);
+        eventually_within("the destination runs", SYNC, || async {
+            let status = destinations.get("db").await.unwrap().sync_status();
+            let (reason, _) = condition_reason(Some(&status))?;
+            (reason == "SyncInProgress").then_some(())
+        })
+        .await;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), SYSTEM);
+        let operator = ListParams::default().labels("app.kubernetes.io/name=wasmover");
+        let before = pods.list(&operator).await.unwrap();
+        assert!(!before.items.is_empty(), "the operator runs as a Pod");
+        for pod in &before.items {
+            let name = pod.metadata.name.as_deref().unwrap();
+            pods.delete(name, &DeleteParams::default().grace_period(0))
+                .await
+                .unwrap();
+        }
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), SYSTEM);
+        eventually_within("a new operator Pod is ready", SYNC, || async {
+            let ready = deployments
+                .get(RELEASE)
+                .await
+                .ok()?
+                .status?
+                .ready_replicas?;
+            let now = pods.list(&operator).await.ok()?;
+            let replaced = now.items.iter().all(|p| {
+                !before
+                    .items
+                    .iter()
+                    .any(|b| b.metadata.uid == p.metadata.uid)
+            });
+            (ready >= 1 && replaced).then_some(())
+        })
+        .await;
+    }
+
+    /// A destination whose StorageClass does not exist: its PVC stays
+    /// Pending, and the condition says so.
+    async fn claim_that_never_binds(&self) {
+        namespace(&self.client, "nobind").await;
+        let destinations: Api<ReplicationDestination> =
+            Api::namespaced(self.client.clone(), "nobind");
+        create(
+            &destinations,
+            "db",
+            json!({
+                "capacity": "1Gi",
+                "storageClassName": "no-such-class",
+                "trigger": {"manual": "1"},
+            }),
+        )
+        .await;
+        let (reason, message) =
+            eventually_within("the pending claim is reported", SYNC, || async {
+                let status = destinations.get("db").await.unwrap().sync_status();
+                condition_reason(Some(&status)).filter(|(r, _)| r == "ClaimPending")
+            })
+            .await;
+        assert_eq!(reason, "ClaimPending");
+        assert!(
+            message.starts_with("PVC db-dest has been Pending"),
+            "{message}"
+        );
+        destinations
+            .delete("db", &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
+    /// After `helm uninstall`: no operator, no RBAC of the release; the
+    /// CRDs (and so the users' objects) stay, as docs/install.md says.
+    async fn uninstalled(&self) {
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), SYSTEM);
+        assert!(deployments.get_opt(RELEASE).await.unwrap().is_none());
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), SYSTEM);
+        eventually_within("the operator Pods are gone", SYNC, || async {
+            pods.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(self.client.clone());
+        for crd in [
+            "replicationsources.wasmover.dev",
+            "replicationdestinations.wasmover.dev",
+        ] {
+            assert!(crds.get_opt(crd).await.unwrap().is_some(), "{crd} is kept");
+        }
+    }
+}
+
+/// A source and a destination in two namespaces.
+struct Pair {
+    client: Client,
+    busybox: String,
+    src: String,
+    dst: String,
+    methods: CopyMethods,
+}
+
+impl Pair {
+    fn destinations(&self) -> Api<ReplicationDestination> {
+        Api::namespaced(self.client.clone(), &self.dst)
+    }
+
+    fn sources(&self) -> Api<ReplicationSource> {
+        Api::namespaced(self.client.clone(), &self.src)
+    }
+
+    /// The first synchronization: creates both objects (the destination
+    /// first; the source gets its key and address), waits for both, and
+    /// compares the replica with the source.
+    async fn sync(&self, trigger: &str) {
+        create(
+            &self.destinations(),
+            "db",
+            json!({
+                "capacity": "1Gi",
+                "copyMethod": self.methods.destination,
+                "trigger": {"manual": trigger},
+            }),
+        )
+        .await;
+        let key = eventually_within("the destination's key exists", SYNC, || async {
+            Api::<Secret>::namespaced(self.client.clone(), &self.dst)
+                .get_opt("db-blocksync-key")
+                .await
+                .unwrap()
+        })
+        .await;
+        let copy: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "app-blocksync-key"},
+            "data": key.data,
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(self.client.clone(), &self.src)
+            .create(&PostParams::default(), &copy)
+            .await
+            .unwrap();
+        let address = self.address().await;
+        create(
+            &self.sources(),
+            "app",
+            json!({
+                "sourcePVC": "data",
+                "copyMethod": self.methods.source,
+                "trigger": {"manual": trigger},
+                "mover": {"parameters": {
+                    "address": address,
+                    "key-secret": "app-blocksync-key",
+                }},
+            }),
+        )
+        .await;
+        self.wait(trigger).await;
+        self.compare(trigger).await;
+    }
+
+    /// Triggers another synchronization of both.
+    async fn trigger(&self, trigger: &str) {
+        let patch = Patch::Merge(json!({"spec": {"trigger": {"manual": trigger}}}));
+        self.destinations()
+            .patch("db", &PatchParams::default(), &patch)
+            .await
+            .unwrap();
+        self.sources()
+            .patch("app", &PatchParams::default(), &patch)
+            .await
+            .unwrap();
+    }
+
+    /// Where the source reaches the destination's agent: its Service's
+    /// cluster IP (the node runs kube-proxy; it has no cluster DNS).
+    async fn address(&self) -> String {
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.dst);
+        eventually_within("the destination's Service exists", SYNC, || async {
+            services.get_opt("db-blocksync").await.unwrap()?.spec?.cluster_ip
+        })
+        .await
+    }
+
+    /// Waits until both objects completed the synchronization of
+    /// `trigger`; returns the source's status.
+    async fn wait(&self, trigger: &str) -> wasmover_operator::crd::SyncStatus {
+        for (kind, status) in [
+            (
+                "destination",
+                self.completed(&self.destinations(), "db", trigger).await,
+            ),
+            (
+                "source",
+                self.completed(&self.sources(), "app", trigger).await,
+            ),
+        ] {
+            assert_eq!(
+                status.latest_mover_status.map(|m| m.result).as_deref(),
+                Some("Successful"),
+                "{kind}"
+            );
+        }
+        self.sources().get("app").await.unwrap().sync_status()
+    }
+
+    async fn completed<K: Replication>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        trigger: &str,
+    ) -> wasmover_operator::crd::SyncStatus {
+        let what = format!("{} {name} completes sync {trigger}", K::kind(&()));
+        let deadline = Instant::now() + SYNC;
+        loop {
+            let status = api.get(name).await.unwrap().sync_status();
+            if status.last_manual_sync.as_deref() == Some(trigger) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}; conditions: {:?}",
+                status.conditions
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Reads the destination's latest image from a Pod (a PVC restored
+    /// from it, for a snapshot) and compares it with the source PVC.
+    async fn compare(&self, trigger: &str) {
+        let image = self
+            .destinations()
+            .get("db")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.latest_image)
+            .expect("the destination names its latest image");
+        let replica = match image.kind.as_str() {
+            "VolumeSnapshot" => {
+                let restored = format!("restored-{trigger}");
+                let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+                    "metadata": {"name": restored},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "1Gi"}},
+                        "dataSource": {
+                            "apiGroup": "snapshot.storage.k8s.io",
+                            "kind": "VolumeSnapshot",
+                            "name": image.name,
+                        },
+                    },
+                }))
+                .unwrap();
+                Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &self.dst)
+                    .create(&PostParams::default(), &pvc)
+                    .await
+                    .unwrap();
+                restored
+            }
+            "PersistentVolumeClaim" => image.name.clone(),
+            other => panic!("unexpected image kind {other}"),
+        };
+        let source = busybox(&self.client, &self.busybox, &self.src, "data", TREE_LISTING).await;
+        let copy = busybox(
+            &self.client,
+            &self.busybox,
+            &self.dst,
+            &replica,
+            TREE_LISTING,
+        )
+        .await;
+        assert!(source.contains("./d/big"), "a listing: {source}");
+        assert_eq!(copy, source, "the replica ({replica}) equals the source");
+    }
+
+    /// Deletes both objects; nothing they made is left, but the user's PVC.
+    async fn delete(&self) {
+        self.sources()
+            .delete("app", &DeleteParams::default())
+            .await
+            .unwrap();
+        self.destinations()
+            .delete("db", &DeleteParams::default())
+            .await
+            .unwrap();
+        let snapshots = ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "snapshot.storage.k8s.io",
+            "v1",
+            "VolumeSnapshot",
+        ));
+        for (namespace, owner) in [(&self.src, "app"), (&self.dst, "db")] {
+            let owned = ListParams::default().labels(&format!("{OWNER_NAME}={owner}"));
+            eventually_within(
+                &format!("nothing of {namespace}/{owner} is left"),
+                SYNC,
+                || async {
+                    let left = [
+                        names::<Job>(&self.client, namespace, &owned).await,
+                        names::<Service>(&self.client, namespace, &owned).await,
+                        names::<Secret>(&self.client, namespace, &owned).await,
+                        names::<PersistentVolumeClaim>(&self.client, namespace, &owned).await,
+                        snapshot_names(&self.client, namespace, &snapshots, &owned).await,
+                    ]
+                    .concat();
+                    left.is_empty().then_some(())
+                },
+            )
+            .await;
+        }
+        let user = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &self.src);
+        assert!(user.get_opt("data").await.unwrap().is_some());
+    }
+}
+
+async fn names<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    namespace: &str,
+    params: &ListParams,
+) -> Vec<String> {
+    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &ApiResource::erase::<K>(&()))
+        .list(params)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect()
+}
+
+async fn snapshot_names(
+    client: &Client,
+    namespace: &str,
+    resource: &ApiResource,
+    params: &ListParams,
+) -> Vec<String> {
+    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, resource)
+        .list(params)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect()
+}
+
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
