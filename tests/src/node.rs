@@ -97,7 +97,7 @@ impl Node {
     /// machine: kube-proxy's nftables table has a fixed name).
     pub fn start(images: &[&Path]) -> Self {
         let dir = tempfile::Builder::new()
-            .prefix("wasmover-node.")
+            .prefix("node.")
             .tempdir()
             .unwrap();
         let images = images
