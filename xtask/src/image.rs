@@ -96,15 +96,23 @@ pub fn write(spec: &ImageSpec, out: &Path) -> Result<Image> {
     let manifest = serde_json::to_vec(&manifest)?;
     let digest = sha256(&manifest);
     let reference = format!("{}:{}", spec.name, spec.version);
-    let mut entry = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest);
-    entry["annotations"] = json!({
+    let mut tagged = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest);
+    tagged["annotations"] = json!({
         "io.containerd.image.name": reference,
         "org.opencontainers.image.ref.name": spec.version,
+    });
+    // The same manifest named by its digest: `ctr images import` makes an
+    // image of each entry, and Pods name the image `name@digest` (the
+    // operator hands agents nothing else), which a node that only has
+    // `name:tag` cannot resolve without a registry.
+    let mut pinned = descriptor("application/vnd.oci.image.manifest.v1+json", &manifest);
+    pinned["annotations"] = json!({
+        "io.containerd.image.name": format!("{}@{digest}", spec.name),
     });
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [entry],
+        "manifests": [tagged, pinned],
     }))?;
 
     // The layout's files, by path: written as a directory and as a tar.
