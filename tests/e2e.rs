@@ -35,7 +35,6 @@ async fn replication_between_namespaces_on_a_real_node() {
     let started = Instant::now();
     let node = Node::start(&[&image.archive]);
     eprintln!("cluster started in {:.1?}", started.elapsed());
-    node.pin(&image);
     let suite = Suite {
         client: node.client().await,
         busybox: node.env("BUSYBOX_IMAGE").to_owned(),
@@ -43,7 +42,7 @@ async fn replication_between_namespaces_on_a_real_node() {
     };
 
     let started = Instant::now();
-    suite.install(&image);
+    suite.install(&image, &[]);
     eprintln!(
         "helm install to operator Ready in {:.1?}",
         started.elapsed()
@@ -79,8 +78,14 @@ async fn replication_between_namespaces_on_a_real_node() {
     pair.sync("1").await;
     pair.delete().await;
 
+    // A scheduled source, a destination receiving continuously.
+    let pair = suite
+        .pair("sched", CopyMethods::new("Direct", "Snapshot"))
+        .await;
+    pair.scheduled("*/1 * * * *").await;
+
     // Failures surface with the real reason.
-    suite.claim_that_never_binds().await;
+    suite.failures(&image).await;
 
     let started = Instant::now();
     suite
@@ -116,14 +121,17 @@ impl Suite<'_> {
     /// Installs the chart with the operator image `image` and waits for the
     /// operator to be Ready. The node has no kube-proxy: the operator runs
     /// in the node's network and reaches the API server on loopback.
-    fn install(&self, image: &Image) {
-        let metrics_port = free_port();
+    fn install(&self, image: &Image, more: &[&str]) {
+        let repository = format!("image.repository={}", image.repository);
+        let digest = format!("image.digest={}", image.digest);
+        let metrics = format!("metrics.port={}", free_port());
         let api_port = self.node.env("APISERVER_PORT");
         let env = json!([
             {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
             {"name": "KUBERNETES_SERVICE_PORT", "value": api_port},
         ]);
-        self.node.helm(&[
+        let extra_env = format!("extraEnv={env}");
+        let mut args = vec![
             "upgrade",
             "--install",
             RELEASE,
@@ -135,16 +143,18 @@ impl Suite<'_> {
             "--timeout",
             "3m",
             "--set",
-            &format!("image.repository={}", image.repository),
+            &repository,
             "--set",
-            &format!("image.digest={}", image.digest),
+            &digest,
             "--set",
             "hostNetwork=true",
             "--set",
-            &format!("metrics.port={metrics_port}"),
+            &metrics,
             "--set-json",
-            &format!("extraEnv={env}"),
-        ]);
+            &extra_env,
+        ];
+        args.extend(more);
+        self.node.helm(&args);
     }
 
     /// Two namespaces `NAME-src` and `NAME-dst` with a source PVC full of
@@ -225,37 +235,57 @@ impl Suite<'_> {
         .await;
     }
 
-    /// A destination whose StorageClass does not exist: its PVC stays
-    /// Pending, and the condition says so.
-    async fn claim_that_never_binds(&self) {
-        namespace(&self.client, "nobind").await;
-        let destinations: Api<ReplicationDestination> =
-            Api::namespaced(self.client.clone(), "nobind");
-        create(
-            &destinations,
-            "db",
-            json!({
-                "capacity": "1Gi",
-                "storageClassName": "no-such-class",
-                "trigger": {"manual": "1"},
-            }),
-        )
-        .await;
-        let (reason, message) =
-            eventually_within("the pending claim is reported", SYNC, || async {
+    /// Failures surface as conditions with the real reason: agents whose
+    /// image cannot be pulled (the operator re-installed to hand them one
+    /// that exists nowhere), and a destination whose StorageClass does not
+    /// exist, so its PVC stays Pending.
+    async fn failures(&self, image: &Image) {
+        let missing = format!("wasmover.test/missing@sha256:{}", "0".repeat(64));
+        self.install(image, &["--set", &format!("agentImage={missing}")]);
+        for (name, class) in [("nopull", None), ("nobind", Some("no-such-class"))] {
+            namespace(&self.client, name).await;
+            let mut spec = json!({"capacity": "1Gi", "trigger": {"manual": "1"}});
+            if let Some(class) = class {
+                spec["storageClassName"] = class.into();
+            }
+            create(
+                &Api::<ReplicationDestination>::namespaced(self.client.clone(), name),
+                "db",
+                spec,
+            )
+            .await;
+        }
+        let stuck = |namespace: &'static str, reasons: &'static [&'static str]| async move {
+            let destinations: Api<ReplicationDestination> =
+                Api::namespaced(self.client.clone(), namespace);
+            let what = format!("{namespace}/db reports one of {reasons:?}");
+            let found = eventually_within(&what, SYNC, || async {
                 let status = destinations.get("db").await.unwrap().sync_status();
-                condition_reason(Some(&status)).filter(|(r, _)| r == "ClaimPending")
+                condition_reason(Some(&status)).filter(|(r, _)| reasons.contains(&r.as_str()))
             })
             .await;
-        assert_eq!(reason, "ClaimPending");
+            destinations
+                .delete("db", &DeleteParams::default())
+                .await
+                .unwrap();
+            found.1
+        };
+        let message = stuck("nopull", &["ErrImagePull", "ImagePullBackOff"]).await;
         assert!(
-            message.starts_with("PVC db-dest has been Pending"),
+            message.starts_with("agent Pod db-blocksync-dst-") && message.contains(&missing),
+            "the condition names the Pod and the image: {message}"
+        );
+        let message = stuck("nobind", &["ClaimPending"]).await;
+        assert!(
+            message.starts_with("PVC db-dest has been Pending for "),
             "{message}"
         );
-        destinations
-            .delete("db", &DeleteParams::default())
-            .await
-            .unwrap();
+        assert!(
+            message.ends_with(
+                "ProvisioningFailed: storageclass.storage.k8s.io \"no-such-class\" not found"
+            ),
+            "the condition carries the provisioner's reason: {message}"
+        );
     }
 
     /// After `helm uninstall`: no operator, no RBAC of the release; the
@@ -302,20 +332,25 @@ impl Pair {
         Api::namespaced(self.client.clone(), &self.src)
     }
 
-    /// The first synchronization: creates both objects (the destination
-    /// first; the source gets its key and address), waits for both, and
-    /// compares the replica with the source.
+    /// The first synchronization, triggered by hand: creates both objects,
+    /// waits for both, and compares the replica with the source.
     async fn sync(&self, trigger: &str) {
-        create(
-            &self.destinations(),
-            "db",
-            json!({
-                "capacity": "1Gi",
-                "copyMethod": self.methods.destination,
-                "trigger": {"manual": trigger},
-            }),
-        )
-        .await;
+        let manual = json!({"manual": trigger});
+        self.create(manual.clone(), manual).await;
+        self.wait(trigger).await;
+        self.compare(trigger).await;
+    }
+
+    /// Creates the destination with `dst_trigger` (`null`: it receives
+    /// continuously, as VolSync's do) and, with the destination's key
+    /// copied (as with VolSync's rsync-tls) and its Service's address, the
+    /// source with `src_trigger`.
+    async fn create(&self, dst_trigger: serde_json::Value, src_trigger: serde_json::Value) {
+        let mut spec = json!({"capacity": "1Gi", "copyMethod": self.methods.destination});
+        if !dst_trigger.is_null() {
+            spec["trigger"] = dst_trigger;
+        }
+        create(&self.destinations(), "db", spec).await;
         let key = eventually_within("the destination's key exists", SYNC, || async {
             Api::<Secret>::namespaced(self.client.clone(), &self.dst)
                 .get_opt("db-blocksync-key")
@@ -339,7 +374,7 @@ impl Pair {
             json!({
                 "sourcePVC": "data",
                 "copyMethod": self.methods.source,
-                "trigger": {"manual": trigger},
+                "trigger": src_trigger,
                 "mover": {"parameters": {
                     "address": address,
                     "key-secret": "app-blocksync-key",
@@ -347,8 +382,40 @@ impl Pair {
             }),
         )
         .await;
-        self.wait(trigger).await;
-        self.compare(trigger).await;
+    }
+
+    /// A source on `schedule` and a destination that receives
+    /// continuously: the first scheduled run completes, the next is
+    /// planned, and the replica equals the source.
+    async fn scheduled(&self, schedule: &str) {
+        self.create(serde_json::Value::Null, json!({"schedule": schedule}))
+            .await;
+        let deadline = Instant::now() + SYNC;
+        let status = loop {
+            let status = self.sources().get("app").await.unwrap().sync_status();
+            if status.last_sync_time.is_some() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the first scheduled sync; conditions: {:?}",
+                status.conditions
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let (last, next) = (status.last_sync_time.unwrap(), status.next_sync_time);
+        assert!(
+            next.as_ref().is_some_and(|next| next.0 > last.0),
+            "the next run is planned after the last: {next:?} > {last:?}"
+        );
+        // The destination's latest image is this run's (its next receive
+        // waits for the next scheduled run).
+        eventually_within("the destination completes", SYNC, || async {
+            let status = self.destinations().get("db").await.unwrap().sync_status();
+            status.last_sync_time.map(|_| ())
+        })
+        .await;
+        self.compare("scheduled").await;
     }
 
     /// Triggers another synchronization of both.
@@ -369,7 +436,12 @@ impl Pair {
     async fn address(&self) -> String {
         let services: Api<Service> = Api::namespaced(self.client.clone(), &self.dst);
         eventually_within("the destination's Service exists", SYNC, || async {
-            services.get_opt("db-blocksync").await.unwrap()?.spec?.cluster_ip
+            services
+                .get_opt("db-blocksync")
+                .await
+                .unwrap()?
+                .spec?
+                .cluster_ip
         })
         .await
     }

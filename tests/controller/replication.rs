@@ -220,13 +220,12 @@ async fn agent_succeeded(child: tokio::process::Child, role: &str) -> String {
     stdout
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data_in_the_source_directory_reaches_the_destination_directory() {
-    replicate_through_the_cluster(false, false).await;
-}
+// A filesystem PVC between namespaces with real Pods and CSI volumes:
+// tests/e2e.rs. What a real node here cannot give stays here: block-mode
+// PVCs and a module pulled by the agents from an authenticating registry.
 
-/// The same with `volumeMode: Block` PVCs: image files stand in for the
-/// devices the agents get, and a directory for the journal's PVC.
+/// `volumeMode: Block` PVCs: image files stand in for the devices the
+/// agents get, and a directory for the journal's PVC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_mode_pvc_reaches_the_destination_device() {
     replicate_through_the_cluster(true, false).await;

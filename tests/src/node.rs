@@ -47,8 +47,6 @@ fn assignments(text: &str) -> BTreeMap<String, String> {
 pub struct Image {
     /// `ghcr.io/wasmover/wasmover`.
     pub repository: String,
-    /// Its tag, the version.
-    pub tag: String,
     /// `sha256:…` of its manifest.
     pub digest: String,
     /// The OCI layout as one tar, for `ctr images import`.
@@ -69,10 +67,9 @@ impl Image {
         let name = manifest["annotations"]["io.containerd.image.name"]
             .as_str()
             .expect("the image names itself");
-        let (repository, tag) = name.rsplit_once(':').expect("the name has a tag");
+        let (repository, _) = name.rsplit_once(':').expect("the name has a tag");
         Self {
             repository: repository.to_owned(),
-            tag: tag.to_owned(),
             digest: manifest["digest"].as_str().unwrap().to_owned(),
             archive: target.join("image.tar"),
         }
@@ -96,10 +93,7 @@ impl Node {
     /// kube-proxy, so that Pods reach Services (one such cluster per
     /// machine: kube-proxy's nftables table has a fixed name).
     pub fn start(images: &[&Path]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("node.")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("node.").tempdir().unwrap();
         let images = images
             .iter()
             .map(|p| p.display().to_string())
@@ -133,22 +127,6 @@ impl Node {
             kubeconfig,
             env,
         }
-    }
-
-    /// Names `image` by its digest in the node's containerd as well, as a
-    /// pull by digest from a registry would: Pods name it `repo@digest`.
-    pub fn pin(&self, image: &Image) {
-        let tagged = format!("{}:{}", image.repository, image.tag);
-        let out = Command::new(self.env("CTR"))
-            .args(["--address", self.env("CONTAINERD"), "--namespace", "k8s.io"])
-            .args(["images", "tag", "--force", &tagged, &image.pinned()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ctr images tag {tagged}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 
     /// A setting the cluster wrote to its `env` file (`APISERVER_PORT`, …).
