@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, Resource};
@@ -291,8 +294,20 @@ impl Suite<'_> {
     /// After `helm uninstall`: no operator, no RBAC of the release; the
     /// CRDs (and so the users' objects) stay, as docs/install.md says.
     async fn uninstalled(&self) {
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), SYSTEM);
-        assert!(deployments.get_opt(RELEASE).await.unwrap().is_none());
+        let release =
+            ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"));
+        let left = [
+            names::<Deployment>(&self.client, SYSTEM, &release).await,
+            names::<ServiceAccount>(&self.client, SYSTEM, &release).await,
+            names::<ConfigMap>(&self.client, SYSTEM, &release).await,
+            names::<Service>(&self.client, SYSTEM, &release).await,
+            names::<Role>(&self.client, SYSTEM, &release).await,
+            names::<RoleBinding>(&self.client, SYSTEM, &release).await,
+            cluster_names::<ClusterRole>(&self.client, &release).await,
+            cluster_names::<ClusterRoleBinding>(&self.client, &release).await,
+        ]
+        .concat();
+        assert!(left.is_empty(), "helm uninstall left {left:?}");
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), SYSTEM);
         eventually_within("the operator Pods are gone", SYNC, || async {
             pods.list(&ListParams::default())
@@ -584,6 +599,20 @@ async fn names<K: Resource<DynamicType = ()>>(
     params: &ListParams,
 ) -> Vec<String> {
     Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &ApiResource::erase::<K>(&()))
+        .list(params)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect()
+}
+
+async fn cluster_names<K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>>(
+    client: &Client,
+    params: &ListParams,
+) -> Vec<String> {
+    Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<K>(&()))
         .list(params)
         .await
         .unwrap()
