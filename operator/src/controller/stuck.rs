@@ -79,13 +79,10 @@ async fn last_warning(client: &Client, namespace: &str, name: &str) -> Option<St
         .list(&about)
         .await
         .ok()?;
-    let latest = events
-        .items
-        .into_iter()
-        .max_by_key(|e| {
-            let last = e.last_timestamp.as_ref().map(|t| t.0);
-            last.or(e.event_time.as_ref().map(|t| t.0))
-        })?;
+    let latest = events.items.into_iter().max_by_key(|e| {
+        let last = e.last_timestamp.as_ref().map(|t| t.0);
+        last.or(e.event_time.as_ref().map(|t| t.0))
+    })?;
     Some(format!(
         "{}: {}",
         latest.reason.unwrap_or_default(),
