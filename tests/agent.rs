@@ -1148,3 +1148,42 @@ fn a_sender_killed_while_an_image_streams_resumes_and_the_image_stays_old_meanwh
         "the re-run resent what had arrived: {report}"
     );
 }
+
+/// With `WASMOVER_LOG_FORMAT=json` every log line is one JSON object (for
+/// log collectors); a format it does not know is refused, naming it.
+#[test]
+fn logs_are_json_lines_when_asked_and_an_unknown_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    make_tree(&src, 1 << 16);
+    let out = wasmover()
+        .env("WASMOVER_LOG", "debug")
+        .env("WASMOVER_LOG_FORMAT", "json")
+        .arg("replicate")
+        .args([&src, &dst])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<_> = stderr.lines().collect();
+    assert!(!lines.is_empty(), "debug logging says something");
+    for line in lines {
+        let record: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            record["level"].is_string() && record["fields"].is_object(),
+            "{line}"
+        );
+    }
+
+    let out = wasmover()
+        .env("WASMOVER_LOG_FORMAT", "xml")
+        .arg("movers")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "wasmover: WASMOVER_LOG_FORMAT must be text or json, not \"xml\""
+    );
+}
