@@ -9,8 +9,14 @@ import (
 )
 
 func main() {
+	run(func() {})
+}
+
+// run waits for signals, calling ready once it handles them.
+func run(ready func()) {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+	ready()
 	for s := range sigs {
 		if s != syscall.SIGCHLD {
 			os.Exit(0)

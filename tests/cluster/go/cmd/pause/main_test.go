@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"os"
 	"os/exec"
 	"strconv"
@@ -36,19 +37,28 @@ func TestReap(t *testing.T) {
 	}
 }
 
-// TestExitsOnSignal runs the built command and stops it as the kubelet does.
+// TestExitsOnSignal runs the command in a child process and stops it as
+// the kubelet does, once the child says its handlers are in place (the Go
+// runtime catches every signal from the start, so /proc cannot tell).
 func TestExitsOnSignal(t *testing.T) {
 	if os.Getenv("PAUSE_TEST_CHILD") == "1" {
-		main()
+		run(func() { os.Stdout.WriteString("ready\n") })
 		return
 	}
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestExitsOnSignal$")
 		cmd.Env = append(os.Environ(), "PAUSE_TEST_CHILD=1")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitCaught(t, cmd.Process.Pid, sig)
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil || line != "ready\n" {
+			t.Fatalf("child did not get ready: %q, %v", line, err)
+		}
 		if err := cmd.Process.Signal(sig); err != nil {
 			t.Fatal(err)
 		}
@@ -56,25 +66,4 @@ func TestExitsOnSignal(t *testing.T) {
 			t.Fatalf("after %v: %v", sig, err)
 		}
 	}
-}
-
-// waitCaught waits until process pid has a handler for sig, which the Go
-// runtime installs when main calls signal.Notify.
-func waitCaught(t *testing.T, pid int, sig syscall.Signal) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if hex, ok := strings.CutPrefix(line, "SigCgt:"); ok {
-				mask, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
-				if err == nil && mask&(1<<(sig-1)) != 0 {
-					return
-				}
-			}
-		}
-	}
-	t.Fatalf("process %d never caught %v", pid, sig)
 }
