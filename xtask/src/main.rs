@@ -272,6 +272,22 @@ fn build_host(root: &Path) -> Result<PathBuf> {
     let mut cmd = Command::new(cargo());
     cmd.args(["build", "--release", "--package", HOST_PACKAGE, "--bins"])
         .current_dir(root);
+    // `cargo run` gave this process the variables it sets for xtask
+    // itself. Build scripts that name them in `rerun-if-env-changed`
+    // (ring's: CARGO_PKG_NAME, CARGO_MANIFEST_DIR, …) would see other
+    // values than a plain `cargo build` or `cargo test` does, so cargo
+    // would rebuild them and everything above them, here and again in the
+    // next plain build.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let from_cargo_run = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_", "CARGO_CRATE_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || matches!(name, "CARGO_PRIMARY_PACKAGE" | "OUT_DIR");
+        if from_cargo_run {
+            cmd.env_remove(name);
+        }
+    }
     // The package's main binary, whatever its name; not `src/bin/*`.
     run_cargo(cmd)?
         .iter()
