@@ -22,12 +22,15 @@
 #                  release is etcd 3.5.1; no build, but kube-apiserver disables
 #                  RequestWatchProgress for etcd < 3.5.13, so streaming lists
 #                  (watch + sendInitialEvents) fail with a 500 on it.
-# Builds are niced and single-job (nice -n 19, go build -p 1) so they only take
-# idle CPU. Measured on 2 cores with a Rust build running beside it and empty Go
-# caches: kube-apiserver ~7.5 min, the other five commands ~2.5 min more,
+# Builds run niced (nice -n 19) with GO_JOBS parallel jobs (default: one per
+# core): they take the CPU that cargo, in scripts/test, leaves, and every
+# core once it is done. Measured single-job on 2 cores with a Rust build
+# running beside it and empty Go caches: kube-apiserver ~7.5 min, the other five commands ~2.5 min more,
 # etcd ~1-3 min; later runs print the cached paths.
 # Needs: go (>= the version kubernetes' go.mod names; 1.25 for v1.35), python3, flock.
 set -euo pipefail
+
+GO_JOBS="${GO_JOBS:-$(nproc)}" # parallel Go build jobs
 
 KUBE_VERSION="${KUBE_VERSION:-v1.35.4}"
 ETCD_SOURCE="${ETCD_SOURCE:-go}"                    # go | pypi
@@ -66,7 +69,7 @@ if [[ ! -x "$ETCD_DIR/etcd" ]]; then
     rm -rf "$ETCD_DIR/venv"
   else
     command -v go >/dev/null || { log "go is required to build etcd"; exit 1; }
-    log "building etcd $ETCD_GO_VERSION from Go modules (nice -n 19, -p 1)"
+    log "building etcd $ETCD_GO_VERSION from Go modules (nice -n 19, -p $GO_JOBS)"
     mkdir -p "$ETCD_DIR/src"
     (
       cd "$ETCD_DIR/src"
@@ -75,10 +78,10 @@ if [[ ! -x "$ETCD_DIR/etcd" ]]; then
         "$ETCD_GO_VERSION" >go.mod
       printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >tools.go
       # shellcheck disable=SC2030  # subshell-local on purpose
-      export GOFLAGS="-p=1 -mod=mod -buildvcs=false" CGO_ENABLED=0
+      export GOFLAGS="-p=$GO_JOBS -mod=mod -buildvcs=false" CGO_ENABLED=0
       start=$(date +%s)
       nice -n 19 go mod download >&2
-      nice -n 19 go build -p 1 -trimpath -ldflags "-s -w" -o "$ETCD_DIR/etcd.tmp" go.etcd.io/etcd/server/v3
+      nice -n 19 go build -p "$GO_JOBS" -trimpath -ldflags "-s -w" -o "$ETCD_DIR/etcd.tmp" go.etcd.io/etcd/server/v3
       mv -f "$ETCD_DIR/etcd.tmp" "$ETCD_DIR/etcd"
       log "built etcd in $(( $(date +%s) - start ))s"
     )
@@ -136,13 +139,13 @@ if (( ${#missing[@]} )); then
   done
 
   # shellcheck disable=SC2031
-  export GOFLAGS="-p=1 -mod=mod -buildvcs=false" CGO_ENABLED=0
-  log "building ${COMMANDS[*]} $KUBE_VERSION (missing: ${missing[*]}; nice -n 19, -p 1; slow the first time)"
+  export GOFLAGS="-p=$GO_JOBS -mod=mod -buildvcs=false" CGO_ENABLED=0
+  log "building ${COMMANDS[*]} $KUBE_VERSION (missing: ${missing[*]}; nice -n 19, -p $GO_JOBS; slow the first time)"
   start=$(date +%s)
   nice -n 19 go mod download >&2
   rm -rf "$BIN/.new"
   mkdir -p "$BIN/.new"
-  nice -n 19 go build -p 1 -trimpath -ldflags "$ldflags" -o "$BIN/.new/" "${pkgs[@]}"
+  nice -n 19 go build -p "$GO_JOBS" -trimpath -ldflags "$ldflags" -o "$BIN/.new/" "${pkgs[@]}"
   for c in "${COMMANDS[@]}"; do mv -f "$BIN/.new/$c" "$BIN/$c"; done
   rmdir "$BIN/.new"
   log "built ${COMMANDS[*]} in $(( $(date +%s) - start ))s"

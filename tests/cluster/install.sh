@@ -26,8 +26,10 @@
 # KUBE_PROXY= KUBECTL= CSI_PROVISIONER= CSI_SNAPSHOTTER= SNAPSHOT_CONTROLLER=
 # CRICTL= SNAPSHOT_CRDS= CSI_HOSTDIR= PAUSE= PAUSE_IMAGE= PAUSE_TAR=
 # BUSYBOX_IMAGE= BUSYBOX_TAR= CTR= (the last only with the Go module present).
-# Go builds run niced and single-job (nice -n 19, -p 1), CGO_ENABLED=0.
+# Go builds run niced (nice -n 19) with GO_JOBS jobs (default: the cores), CGO_ENABLED=0.
 set -euo pipefail
+
+GO_JOBS="${GO_JOBS:-$(nproc)}" # parallel Go build jobs
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KUBE_VERSION="${KUBE_VERSION:-v1.35.4}"
@@ -74,7 +76,7 @@ kube_env="$("$HERE/../apiserver/install.sh")"
 eval "$kube_env"
 
 command -v go >/dev/null || { log "go is required"; exit 1; }
-export GOFLAGS="-p=1 -mod=mod -buildvcs=false" CGO_ENABLED=0
+export GOFLAGS="-p=$GO_JOBS -mod=mod -buildvcs=false" CGO_ENABLED=0
 
 # ------------------------------------------- CSI sidecars and crictl ----
 CSI_DIR="$CACHE/csi/provisioner-$PROVISIONER_VERSION-snapshotter-$SNAPSHOTTER_VERSION-crictl-$CRICTL_VERSION-kube-$KUBE_VERSION"
@@ -117,11 +119,11 @@ if [[ -n "$need" ]]; then
   printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "%s"\n\t_ "%s"\n\t_ "%s"\n\t_ "%s"\n)\n' \
     "$P/cmd/csi-provisioner" "$S/cmd/csi-snapshotter" "$S/cmd/snapshot-controller" "$T/cmd/crictl" >tools.go
 
-  log "building ${CSI_BINS[*]} (external-provisioner $PROVISIONER_VERSION, external-snapshotter $SNAPSHOTTER_VERSION, cri-tools $CRICTL_VERSION; nice -n 19, -p 1)"
+  log "building ${CSI_BINS[*]} (external-provisioner $PROVISIONER_VERSION, external-snapshotter $SNAPSHOTTER_VERSION, cri-tools $CRICTL_VERSION; nice -n 19, -p $GO_JOBS)"
   start=$(date +%s)
   nice -n 19 go mod tidy >&2   # resolves (the pins above win) and downloads
   rm -rf "$CSI_DIR/bin/.new"; mkdir -p "$CSI_DIR/bin/.new"
-  nice -n 19 go build -p 1 -trimpath -ldflags "-s -w" \
+  nice -n 19 go build -p "$GO_JOBS" -trimpath -ldflags "-s -w" \
     -ldflags "$P/cmd/csi-provisioner=-s -w -X main.version=$PROVISIONER_VERSION" \
     -ldflags "$S/cmd/csi-snapshotter=-s -w -X main.version=$SNAPSHOTTER_VERSION" \
     -ldflags "$S/cmd/snapshot-controller=-s -w -X main.version=$SNAPSHOTTER_VERSION" \
@@ -150,12 +152,12 @@ if [[ -f "$GO_SRC/go.mod" && -d "$GO_SRC/cmd/csi-hostdir" && -d "$GO_SRC/cmd/pau
     LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
   GO_OUT="$CACHE/cluster-go/$sum"
   if [[ ! -x "$GO_OUT/bin/csi-hostdir" || ! -x "$GO_OUT/bin/pause" ]]; then
-    log "building tests/cluster/go ./cmd/... (sources $sum; nice -n 19, -p 1)"
+    log "building tests/cluster/go ./cmd/... (sources $sum; nice -n 19, -p $GO_JOBS)"
     start=$(date +%s)
     rm -rf "$GO_OUT/bin.new"; mkdir -p "$GO_OUT/bin.new"
     # its own go.mod and go.sum as they are (-mod=readonly): this script does not edit them
-    (cd "$GO_SRC" && GOFLAGS="-p=1 -mod=readonly -buildvcs=false" \
-      nice -n 19 go build -p 1 -trimpath -ldflags "-s -w" -o "$GO_OUT/bin.new/" ./cmd/...)
+    (cd "$GO_SRC" && GOFLAGS="-p=$GO_JOBS -mod=readonly -buildvcs=false" \
+      nice -n 19 go build -p "$GO_JOBS" -trimpath -ldflags "-s -w" -o "$GO_OUT/bin.new/" ./cmd/...)
     rm -rf "${GO_OUT:?}/bin"; mv "$GO_OUT/bin.new" "$GO_OUT/bin"
     log "built tests/cluster/go in $(elapsed "$start")"
   fi
