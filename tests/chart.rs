@@ -463,6 +463,7 @@ async fn installed_on_a_real_api_server_the_operator_may_do_its_work_and_no_more
             needed.push((verb, group, resource, team, "x"));
         }
     }
+    needed.push(("watch", "batch", "jobs", "", ""));
     let forbidden = [
         ("delete", "", "namespaces", "", team),
         ("create", "", "namespaces", "", ""),

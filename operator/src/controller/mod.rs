@@ -20,14 +20,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::Error as FinalizerError;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::Semaphore;
-use wasmover_host::kube::DEFAULT_KINDS;
+use wasmover_host::kube::{DEFAULT_KINDS, OWNER_KIND_LABEL, OWNER_NAME_LABEL};
 use wasmover_host::{Catalog, CatalogError, RunError};
 
 use crate::crd::{ReplicationDestination, ReplicationSource};
@@ -169,6 +171,19 @@ impl Context {
     }
 }
 
+/// The agent Jobs of `K`'s movers, by the owner label the host puts on
+/// everything a mover creates: a change of one (created, running, done)
+/// reconciles its object at once, not at the mover's next poll.
+fn agent_jobs<K: Replication>() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{OWNER_KIND_LABEL}={}", K::kind(&())))
+}
+
+/// The object whose mover made `job`, by its owner labels.
+fn owner<K: Replication>(job: Job) -> Option<ObjectRef<K>> {
+    let name = job.metadata.labels.as_ref()?.get(OWNER_NAME_LABEL)?;
+    Some(ObjectRef::new(name).within(job.metadata.namespace.as_deref()?))
+}
+
 /// Requeues a failed reconcile after logging and counting it; a cleanup
 /// in progress is neither, and is looked at again when it asked.
 fn error_policy<K: Replication>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -259,7 +274,9 @@ pub async fn run(
     let shutdown = |mut stopped: tokio::sync::watch::Receiver<Option<String>>| async move {
         let _ = stopped.wait_for(Option::is_some).await;
     };
+    let jobs = Api::<Job>::all(client.clone());
     let source = Controller::new(sources, watcher::Config::default())
+        .watches(jobs.clone(), agent_jobs::<ReplicationSource>(), owner)
         .shutdown_on_signal()
         .graceful_shutdown_on(shutdown(stopped.clone()))
         .run(
@@ -269,6 +286,7 @@ pub async fn run(
         )
         .for_each(|_| futures::future::ready(()));
     let destination = Controller::new(destinations, watcher::Config::default())
+        .watches(jobs, agent_jobs::<ReplicationDestination>(), owner)
         .shutdown_on_signal()
         .graceful_shutdown_on(shutdown(stopped.clone()))
         .run(
