@@ -280,9 +280,14 @@ fn build_host(root: &Path) -> Result<PathBuf> {
     // next plain build.
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
-        let from_cargo_run = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_", "CARGO_CRATE_"]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
+        let from_cargo_run = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
             || matches!(name, "CARGO_PRIMARY_PACKAGE" | "OUT_DIR");
         if from_cargo_run {
             cmd.env_remove(name);
