@@ -297,14 +297,14 @@ impl Suite<'_> {
         let release =
             ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"));
         let left = [
-            names::<Deployment>(&self.client, SYSTEM, &release).await,
-            names::<ServiceAccount>(&self.client, SYSTEM, &release).await,
-            names::<ConfigMap>(&self.client, SYSTEM, &release).await,
-            names::<Service>(&self.client, SYSTEM, &release).await,
-            names::<Role>(&self.client, SYSTEM, &release).await,
-            names::<RoleBinding>(&self.client, SYSTEM, &release).await,
-            cluster_names::<ClusterRole>(&self.client, &release).await,
-            cluster_names::<ClusterRoleBinding>(&self.client, &release).await,
+            names::<Deployment>(&self.client, Some(SYSTEM), &release).await,
+            names::<ServiceAccount>(&self.client, Some(SYSTEM), &release).await,
+            names::<ConfigMap>(&self.client, Some(SYSTEM), &release).await,
+            names::<Service>(&self.client, Some(SYSTEM), &release).await,
+            names::<Role>(&self.client, Some(SYSTEM), &release).await,
+            names::<RoleBinding>(&self.client, Some(SYSTEM), &release).await,
+            names::<ClusterRole>(&self.client, None, &release).await,
+            names::<ClusterRoleBinding>(&self.client, None, &release).await,
         ]
         .concat();
         assert!(left.is_empty(), "helm uninstall left {left:?}");
@@ -405,19 +405,10 @@ impl Pair {
     async fn scheduled(&self, schedule: &str) {
         self.create(serde_json::Value::Null, json!({"schedule": schedule}))
             .await;
-        let deadline = Instant::now() + SYNC;
-        let status = loop {
-            let status = self.sources().get("app").await.unwrap().sync_status();
-            if status.last_sync_time.is_some() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for the first scheduled sync; conditions: {:?}",
-                status.conditions
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        let status = status_when(&self.sources(), "app", "the first scheduled sync", |s| {
+            s.last_sync_time.is_some()
+        })
+        .await;
         let (last, next) = (status.last_sync_time.unwrap(), status.next_sync_time);
         assert!(
             next.as_ref().is_some_and(|next| next.0 > last.0),
@@ -489,20 +480,11 @@ impl Pair {
         name: &str,
         trigger: &str,
     ) -> wasmover_operator::crd::SyncStatus {
-        let what = format!("{} {name} completes sync {trigger}", K::kind(&()));
-        let deadline = Instant::now() + SYNC;
-        loop {
-            let status = api.get(name).await.unwrap().sync_status();
-            if status.last_manual_sync.as_deref() == Some(trigger) {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting until {what}; conditions: {:?}",
-                status.conditions
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        let what = format!("sync {trigger} completes");
+        status_when(api, name, &what, |s| {
+            s.last_manual_sync.as_deref() == Some(trigger)
+        })
+        .await
     }
 
     /// Reads the destination's latest image from a Pod (a PVC restored
@@ -576,11 +558,11 @@ impl Pair {
                 SYNC,
                 || async {
                     let left = [
-                        names::<Job>(&self.client, namespace, &owned).await,
-                        names::<Service>(&self.client, namespace, &owned).await,
-                        names::<Secret>(&self.client, namespace, &owned).await,
-                        names::<PersistentVolumeClaim>(&self.client, namespace, &owned).await,
-                        snapshot_names(&self.client, namespace, &snapshots, &owned).await,
+                        names::<Job>(&self.client, Some(namespace), &owned).await,
+                        names::<Service>(&self.client, Some(namespace), &owned).await,
+                        names::<Secret>(&self.client, Some(namespace), &owned).await,
+                        names::<PersistentVolumeClaim>(&self.client, Some(namespace), &owned).await,
+                        listed(&self.client, Some(namespace), &snapshots, &owned).await,
                     ]
                     .concat();
                     left.is_empty().then_some(())
@@ -593,49 +575,58 @@ impl Pair {
     }
 }
 
-async fn names<K: Resource<DynamicType = ()>>(
-    client: &Client,
-    namespace: &str,
-    params: &ListParams,
-) -> Vec<String> {
-    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &ApiResource::erase::<K>(&()))
-        .list(params)
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|o| o.metadata.name)
-        .collect()
+/// Polls object `name` until `done` holds of its status; returns that
+/// status, or panics naming `what` and the object's conditions.
+async fn status_when<K: Replication>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    done: impl Fn(&wasmover_operator::crd::SyncStatus) -> bool,
+) -> wasmover_operator::crd::SyncStatus {
+    let deadline = Instant::now() + SYNC;
+    loop {
+        let status = api.get(name).await.unwrap().sync_status();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what} ({} {name}); conditions: {:?}",
+            K::kind(&()),
+            status.conditions
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
-async fn cluster_names<K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>>(
+/// The names of the objects of `resource` that `params` selects, in
+/// `namespace` (`None`: cluster-scoped or in every namespace).
+async fn listed(
     client: &Client,
-    params: &ListParams,
-) -> Vec<String> {
-    Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<K>(&()))
-        .list(params)
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|o| o.metadata.name)
-        .collect()
-}
-
-async fn snapshot_names(
-    client: &Client,
-    namespace: &str,
+    namespace: Option<&str>,
     resource: &ApiResource,
     params: &ListParams,
 ) -> Vec<String> {
-    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, resource)
-        .list(params)
-        .await
-        .unwrap()
-        .items
+    let api = match namespace {
+        Some(namespace) => {
+            Api::<DynamicObject>::namespaced_with(client.clone(), namespace, resource)
+        }
+        None => Api::<DynamicObject>::all_with(client.clone(), resource),
+    };
+    let list = api.list(params).await.unwrap();
+    list.items
         .into_iter()
         .filter_map(|o| o.metadata.name)
         .collect()
+}
+
+/// [`listed`] for a kind of k8s-openapi.
+async fn names<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    namespace: Option<&str>,
+    params: &ListParams,
+) -> Vec<String> {
+    listed(client, namespace, &ApiResource::erase::<K>(&()), params).await
 }
 
 fn free_port() -> u16 {
