@@ -143,16 +143,12 @@ func (d *Driver) checkMembers(groupID string, members, listed []string) error {
 // group is fine.
 func (g *groupController) DeleteVolumeGroupSnapshot(_ context.Context, req *csi.DeleteVolumeGroupSnapshotRequest) (*csi.DeleteVolumeGroupSnapshotResponse, error) {
 	id := req.GetGroupSnapshotId()
-	if id == "" {
-		return nil, status.Error(codes.InvalidArgument, "group snapshot ID missing")
-	}
 	d := g.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var grp group
-	found, err := d.store.load(kindGroup, id, &grp)
+	grp, found, err := d.loadGroup(id)
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, err
 	}
 	if err := d.checkMembers(id, grp.Snapshots, req.GetSnapshotIds()); err != nil {
 		return nil, err
@@ -177,16 +173,14 @@ func (g *groupController) DeleteVolumeGroupSnapshot(_ context.Context, req *csi.
 // GetVolumeGroupSnapshot reports a group and its members.
 func (g *groupController) GetVolumeGroupSnapshot(_ context.Context, req *csi.GetVolumeGroupSnapshotRequest) (*csi.GetVolumeGroupSnapshotResponse, error) {
 	id := req.GetGroupSnapshotId()
-	if id == "" {
-		return nil, status.Error(codes.InvalidArgument, "group snapshot ID missing")
-	}
 	d := g.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var grp group
-	if found, err := d.store.load(kindGroup, id, &grp); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	} else if !found {
+	grp, found, err := d.loadGroup(id)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
 		return nil, status.Errorf(codes.NotFound, "group snapshot %q not found", id)
 	}
 	if err := d.checkMembers(id, grp.Snapshots, req.GetSnapshotIds()); err != nil {
@@ -194,4 +188,18 @@ func (g *groupController) GetVolumeGroupSnapshot(_ context.Context, req *csi.Get
 	}
 	resp, err := d.groupView(grp)
 	return &csi.GetVolumeGroupSnapshotResponse{GroupSnapshot: resp}, err
+}
+
+// loadGroup reads group id's metadata, with the gRPC status of a missing
+// ID or an unreadable store; d.mu must be held.
+func (d *Driver) loadGroup(id string) (group, bool, error) {
+	var grp group
+	if id == "" {
+		return grp, false, status.Error(codes.InvalidArgument, "group snapshot ID missing")
+	}
+	found, err := d.store.load(kindGroup, id, &grp)
+	if err != nil {
+		return grp, false, status.Error(codes.Internal, err.Error())
+	}
+	return grp, found, nil
 }
