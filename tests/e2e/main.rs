@@ -3,6 +3,9 @@
 //! VolumeSnapshots of the project's CSI driver, and the data read back
 //! from Pods.
 //!
+//! `main.rs` holds the suite and its steps; a story with its own feature
+//! (a CLI, another CR family) has a module of its own.
+//!
 //! One cluster serves the whole suite (it takes half a minute to start and
 //! as long to stop); each step says what it checks, and a failure names it.
 
