@@ -106,6 +106,45 @@ pub struct MoverSpec {
     /// sets the rest of the Pod's security context).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mover_security_context: Option<MoverSecurityContext>,
+    /// The `spec.type` of every Service the mover creates (see
+    /// [`ServiceType`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<ServiceType>,
+    /// Annotations added to every Service the mover creates, as VolSync's
+    /// `serviceAnnotations` (a cloud's load-balancer settings, say). Keys
+    /// under `wasmover.dev/` are the mover's own and refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(k, !k.startsWith('wasmover.dev/'))",
+        "message": "keys under wasmover.dev/ are the mover's own (rule service-annotations)"
+    }]))]
+    pub service_annotations: BTreeMap<String, String>,
+}
+
+/// The `spec.type` of every Service a mover creates, as VolSync's
+/// `serviceType`: `ClusterIP` (the default) for sources in the cluster,
+/// `LoadBalancer` or `NodePort` for sources outside it.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ServiceType {
+    /// A virtual IP inside the cluster.
+    #[default]
+    ClusterIP,
+    /// A port on every node, besides the cluster IP.
+    NodePort,
+    /// An address the cluster's load balancer assigns, besides the node
+    /// port and cluster IP.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The name, as a Service's `spec.type` has it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
 }
 
 /// The part of a Pod security context a CR chooses for its agents.
@@ -297,7 +336,8 @@ pub struct SyncStatus {
     /// The OCI module `spec.mover.module` resolved to, with its digests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_module: Option<ResolvedModule>,
-    /// `Synchronizing`, with VolSync's reasons, and `ModuleResolved`.
+    /// `Synchronizing`, with VolSync's reasons, and `ModuleResolved`; a
+    /// destination's `EndpointReady`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -393,7 +433,37 @@ pub struct ReplicationDestinationStatus {
     /// The image of the last completed synchronization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_image: Option<ImageRef>,
+    /// Where sources reach this destination, as VolSync's
+    /// `status.rsyncTLS`; see the `EndpointReady` condition for what is
+    /// still missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
 }
+
+/// Where sources reach a destination: read from the Service its mover
+/// marked with [`KEY_SECRET_ANNOTATION`].
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// The address sources connect to (the source parameter `address`):
+    /// the cluster IP of a `ClusterIP` Service, the ingress IP or hostname
+    /// of a `LoadBalancer` once assigned; absent until then, and for a
+    /// `NodePort` (use a node's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The port at that address (the source parameter `port`); a
+    /// `NodePort`'s node port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// The Secret in this namespace holding the key sources need: copy it
+    /// to the source's namespace (the source parameter `key-secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret: Option<String>,
+}
+
+/// The annotation by which a mover marks the Service sources reach, naming
+/// the Secret that holds their key: what `status.endpoint` reports.
+pub const KEY_SECRET_ANNOTATION: &str = "wasmover.dev/key-secret";
 
 /// Both CRDs as one multi-document YAML, as `yaml/crds.yaml` holds them.
 pub fn yaml() -> String {
@@ -411,6 +481,21 @@ pub const CONDITION_SYNCHRONIZING: &str = "Synchronizing";
 /// Condition type reporting where the OCI module came from, or why it
 /// could not be had.
 pub const CONDITION_MODULE_RESOLVED: &str = "ModuleResolved";
+
+/// Condition type of a destination reporting whether `status.endpoint`
+/// holds an address sources can use.
+pub const CONDITION_ENDPOINT_READY: &str = "EndpointReady";
+
+/// Reasons of the `EndpointReady` condition.
+pub mod endpoint_reason {
+    /// `status.endpoint` has the address, port and key Secret.
+    pub const READY: &str = "EndpointReady";
+    /// A `LoadBalancer` Service has no ingress address yet.
+    pub const WAITING_FOR_LOAD_BALANCER: &str = "WaitingForLoadBalancer";
+    /// A `NodePort` Service: the port is known, the node address is the
+    /// user's to pick.
+    pub const NODE_ADDRESS_NEEDED: &str = "NodeAddressNeeded";
+}
 
 /// Reasons of the `Synchronizing` condition, as VolSync's.
 pub mod reason {
@@ -473,6 +558,35 @@ mod tests {
             serde_json::json!({"copyMethod": "Teleport"}),
         );
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn service_type_is_volsyncs_enum_and_defaults_to_unset() {
+        let mover: MoverSpec = serde_json::from_value(serde_json::json!({
+            "serviceType": "LoadBalancer",
+            "serviceAnnotations": {"lb.example/internal": "true"}
+        }))
+        .unwrap();
+        assert_eq!(mover.service_type, Some(ServiceType::LoadBalancer));
+        assert_eq!(mover.service_annotations["lb.example/internal"], "true");
+        assert_eq!(MoverSpec::default().service_type, None);
+        assert!(
+            serde_json::from_value::<MoverSpec>(serde_json::json!({"serviceType": "ExternalName"}))
+                .is_err()
+        );
+        let crd = serde_json::to_value(ReplicationDestination::crd()).unwrap();
+        let mover = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["mover"]["properties"];
+        assert_eq!(
+            mover["serviceType"]["enum"],
+            serde_json::json!(["ClusterIP", "NodePort", "LoadBalancer"])
+        );
+        assert!(
+            mover["serviceAnnotations"]["x-kubernetes-validations"][0]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("wasmover.dev/")
+        );
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! The agents' Pods: the template every mover's agent Job is built from.
 //! The operator's agent image runs `wasmover agent` with the module the
 //! replication pinned, its digest and limits; the mover chooses only the
-//! role, its flags and the volumes it may use.
+//! role, its flags and the volumes it may use. And the template of the
+//! Services that reach them: the type and annotations the replication chose.
 
 use wasmover_host::MoverLimits;
-use wasmover_host::kube::{AGENT_UID, AgentTemplate, Named, Privilege, SecretMount};
+use wasmover_host::kube::{
+    AGENT_UID, AgentTemplate, Named, Privilege, SecretMount, ServiceTemplate,
+};
 
 use crate::crd::{MoverSecurityContext, MoverSpec};
 
@@ -111,6 +114,15 @@ pub fn for_module(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Ok(template)
+}
+
+/// The template of a replication's Services: the type and annotations of
+/// its mover section (VolSync's `serviceType`, `serviceAnnotations`).
+pub fn services(mover: &MoverSpec) -> ServiceTemplate {
+    ServiceTemplate {
+        service_type: mover.service_type.unwrap_or_default().as_str().into(),
+        annotations: mover.service_annotations.clone(),
+    }
 }
 
 /// A Kubernetes type as the JSON of a Pod spec.
@@ -234,6 +246,19 @@ mod tests {
         for flag in t.args.iter().filter(|a| a.starts_with("--")) {
             assert!(t.reserved_flags.contains(flag), "{flag} is not reserved");
         }
+    }
+
+    #[test]
+    fn services_take_the_mover_sections_type_and_annotations() {
+        assert_eq!(services(&MoverSpec::default()), ServiceTemplate::default());
+        let mover: MoverSpec = serde_json::from_value(json!({
+            "serviceType": "LoadBalancer",
+            "serviceAnnotations": {"lb.example/internal": "true"},
+        }))
+        .unwrap();
+        let template = services(&mover);
+        assert_eq!(template.service_type, "LoadBalancer");
+        assert_eq!(template.annotations["lb.example/internal"], "true");
     }
 
     #[test]

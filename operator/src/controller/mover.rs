@@ -257,6 +257,7 @@ pub(super) async fn run_mover<K: Replication>(
                 owner: owner.clone(),
                 named: named.clone(),
                 agents,
+                services: workload::services(obj.mover()),
             };
             Grants::new()
                 .with_cluster(ScopedCluster::new(Arc::new(cluster.clone()), scope))

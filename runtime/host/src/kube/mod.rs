@@ -4,11 +4,13 @@
 //! to the API server (the operator implements it with kube-rs). Every call a
 //! module makes goes through a [`ScopedCluster`], which confines it to its
 //! replication's namespace, granted kinds and own objects, and builds the
-//! agents it asks for from the host's [`AgentTemplate`]. [`InMemoryCluster`]
-//! is a real, small object store for wasm unit tests and local runs.
+//! agents and Services it asks for from the host's [`AgentTemplate`] and
+//! [`ServiceTemplate`]. [`InMemoryCluster`] is a real, small object store
+//! for wasm unit tests and local runs.
 
 mod memory;
 mod scope;
+mod service;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,7 @@ use serde_json::Value;
 
 pub use memory::InMemoryCluster;
 pub use scope::{Named, Scope, ScopedCluster};
+pub use service::ServiceTemplate;
 pub use workload::{AGENT_UID, AgentTemplate, Privilege, SecretMount};
 
 /// An object's kind and name within a namespace.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::service::ServiceTemplate;
 use super::workload::{AgentTemplate, Description};
 use super::{
     Cluster, DEFAULT_KINDS, KubeError, MANAGED_BY_LABEL, OWNER_KIND_LABEL, OWNER_NAME_LABEL,
@@ -49,11 +50,13 @@ pub struct Scope {
     pub named: Vec<Named>,
     /// How the module's agent Jobs are built, or why it may start none.
     pub agents: Result<AgentTemplate, String>,
+    /// The type and annotations of every Service the module creates.
+    pub services: ServiceTemplate,
 }
 
 impl Scope {
     /// What `owner` in `namespace` is granted by default: the
-    /// [`DEFAULT_KINDS`], nothing named, no agents.
+    /// [`DEFAULT_KINDS`], nothing named, no agents, `ClusterIP` Services.
     pub fn new(namespace: impl Into<String>, owner: Owner) -> Self {
         Self {
             namespace: namespace.into(),
@@ -64,6 +67,7 @@ impl Scope {
             owner,
             named: Vec::new(),
             agents: Err("this run starts no agents".into()),
+            services: ServiceTemplate::default(),
         }
     }
 }
@@ -406,8 +410,8 @@ impl ScopedCluster {
     }
 
     /// A Service reaches the replication's own agents only, from inside
-    /// the cluster or through a node port or load balancer; never through
-    /// addresses the mover picks.
+    /// the cluster or through a node port or load balancer as the
+    /// replication chose; never through addresses the mover picks.
     fn check_service(&self, service: &mut Value) -> Result<(), KubeError> {
         const ALLOWED: &[&str] = &[
             "type",
@@ -455,7 +459,7 @@ impl ScopedCluster {
         for (k, v) in self.owner_labels().into_iter().take(2) {
             selector.insert(k.into(), v.into());
         }
-        Ok(())
+        self.scope.services.apply(service)
     }
 
     /// Merge-patches an object the module created; the patch may not move
