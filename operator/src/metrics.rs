@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -26,6 +27,57 @@ pub struct ObjectLabels {
     pub role: String,
     /// The mover module.
     pub method: String,
+}
+
+/// What the controllers do in one go, timed by
+/// `wasmover_operation_duration_seconds`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Operation {
+    /// A reconcile of a live object: decide, run the mover's step, record.
+    Sync,
+    /// One write of an object's status.
+    Save,
+    /// A reconcile of an object being deleted: its mover's `cleanup`.
+    Delete,
+}
+
+impl Operation {
+    /// The label value: `sync`, `save` or `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Sync => "sync",
+            Operation::Save => "save",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+impl EncodeLabelValue for Operation {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// Labels of the controllers' operation durations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// `source` or `destination`.
+    pub role: String,
+    /// What was timed.
+    pub operation: Operation,
+}
+
+/// Observes the time since its creation in an operation histogram when
+/// dropped, whichever way the operation ends.
+pub struct OperationTimer {
+    histogram: Histogram,
+    started: Instant,
+}
+
+impl Drop for OperationTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
+    }
 }
 
 /// Labels of error counts.
@@ -58,14 +110,20 @@ pub struct RefusalLabels {
 
 /// The operator's metrics.
 pub struct Metrics {
-    /// `volsync_sync_duration_seconds`: how long synchronizations take.
+    /// `volsync_sync_duration_seconds`: how long synchronizations take,
+    /// from start to completion (VolSync's is a summary; the `_sum` and
+    /// `_count` series are the same).
     pub sync_duration: Family<ObjectLabels, Histogram>,
-    /// `volsync_missed_intervals_total`: scheduled runs that started late,
-    /// after the following run was already due.
+    /// `volsync_missed_intervals_total`: scheduled synchronizations that
+    /// completed after the following scheduled start.
     pub missed_intervals: Family<ObjectLabels, Counter>,
-    /// `volsync_volume_out_of_sync`: 1 while the last synchronization
-    /// failed or is overdue, 0 once it completed.
+    /// `volsync_volume_out_of_sync`: 1 from a failure, or from the moment
+    /// a schedule's synchronization is overdue, or before the first
+    /// completes; 0 once a synchronization completes.
     pub out_of_sync: Family<ObjectLabels, Gauge>,
+    /// `wasmover_operation_duration_seconds`: how long the controllers'
+    /// operations take, by role and [`Operation`].
+    pub operation_duration: Family<OperationLabels, Histogram>,
     /// `wasmover_bytes_transferred_total`: bytes movers reported moving in
     /// completed synchronizations.
     pub bytes_transferred: Family<ObjectLabels, Counter>,
@@ -97,6 +155,9 @@ impl Default for Metrics {
         });
         let missed_intervals = Family::default();
         let out_of_sync = Family::default();
+        let operation_duration = Family::<OperationLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 18))
+        });
         let bytes_transferred = Family::default();
         let files_transferred = Family::default();
         let reconcile_errors = Family::default();
@@ -110,18 +171,23 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         registry.register(
             "volsync_sync_duration_seconds",
-            "Duration of synchronizations",
+            "Duration of synchronizations in seconds, from start to completion",
             sync_duration.clone(),
         );
         registry.register(
             "volsync_missed_intervals",
-            "Scheduled synchronizations that started after the next was due",
+            "Synchronizations that completed after the next scheduled start",
             missed_intervals.clone(),
         );
         registry.register(
             "volsync_volume_out_of_sync",
-            "1 while the volume is not synchronized",
+            "1 while the volume is not synchronized: a failure, an overdue schedule or no synchronization yet",
             out_of_sync.clone(),
+        );
+        registry.register(
+            "wasmover_operation_duration_seconds",
+            "Duration of the controllers' operations (sync: a reconcile, save: a status write, delete: a cleanup before deletion)",
+            operation_duration.clone(),
         );
         registry.register(
             "wasmover_bytes_transferred",
@@ -162,6 +228,7 @@ impl Default for Metrics {
             sync_duration,
             missed_intervals,
             out_of_sync,
+            operation_duration,
             bytes_transferred,
             files_transferred,
             reconcile_errors,
@@ -184,18 +251,44 @@ impl Metrics {
         out
     }
 
+    /// Creates an object's series of VolSync's metrics (at 0) if new, as
+    /// VolSync does on its first reconcile; returns its out-of-sync gauge.
+    pub fn track(&self, object: &ObjectLabels) -> Gauge {
+        let _ = self.missed_intervals.get_or_create(object);
+        let _ = self.sync_duration.get_or_create(object);
+        self.out_of_sync.get_or_create(object).clone()
+    }
+
+    /// Times one `operation` of a `role` object until the timer drops.
+    pub fn time(&self, role: &str, operation: Operation) -> OperationTimer {
+        let labels = OperationLabels {
+            role: role.into(),
+            operation,
+        };
+        OperationTimer {
+            histogram: self.operation_duration.get_or_create(&labels).clone(),
+            started: Instant::now(),
+        }
+    }
+
     /// Marks the controllers as started (`/readyz` answers 200).
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
     }
 }
 
+/// The exposition's media type: OpenMetrics, in which a counter family
+/// `x` has the sample `x_total` (Prometheus reads it by this header).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// The HTTP endpoints.
 pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State(m): State<Arc<Metrics>>| async move { m.encode() }),
+            get(|State(m): State<Arc<Metrics>>| async move {
+                ([(header::CONTENT_TYPE, CONTENT_TYPE)], m.encode())
+            }),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -209,4 +302,46 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
             }),
         )
         .with_state(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exposed samples of each of VolSync's metrics and of the
+    /// operation histogram, by their full name and labels.
+    #[test]
+    fn the_exposition_names_volsyncs_metrics_as_volsync_does() {
+        let metrics = Metrics::default();
+        let labels = ObjectLabels {
+            obj_name: "db".into(),
+            obj_namespace: "dst".into(),
+            role: "destination".into(),
+            method: "blocksync".into(),
+        };
+        metrics.missed_intervals.get_or_create(&labels).inc();
+        metrics.out_of_sync.get_or_create(&labels).set(1);
+        metrics.sync_duration.get_or_create(&labels).observe(3.0);
+        drop(metrics.time("destination", Operation::Save));
+        let text = metrics.encode();
+        let object = r#"{obj_name="db",obj_namespace="dst",role="destination",method="blocksync"}"#;
+        for sample in [
+            format!("volsync_missed_intervals_total{object} 1"),
+            format!("volsync_volume_out_of_sync{object} 1"),
+            format!("volsync_sync_duration_seconds_sum{object} 3.0"),
+            format!("volsync_sync_duration_seconds_count{object} 1"),
+            r#"wasmover_operation_duration_seconds_count{role="destination",operation="save"} 1"#
+                .into(),
+        ] {
+            assert!(text.contains(&sample), "{sample} in\n{text}");
+        }
+        for family in [
+            "# TYPE volsync_missed_intervals counter",
+            "# TYPE volsync_volume_out_of_sync gauge",
+            "# TYPE volsync_sync_duration_seconds histogram",
+            "# TYPE wasmover_operation_duration_seconds histogram",
+        ] {
+            assert!(text.contains(family), "{family} in\n{text}");
+        }
+    }
 }

@@ -27,10 +27,7 @@ pub(super) enum Decision {
     /// The schedule does not parse or never fires.
     InvalidSchedule(String),
     /// Start a synchronization.
-    Start {
-        /// It starts so late that the following scheduled run is due too.
-        missed: bool,
-    },
+    Start,
     /// Continue the synchronization in progress.
     Continue {
         /// Only its cleanup is left.
@@ -93,24 +90,75 @@ pub(super) fn decide<K: Replication>(obj: &K, sync: &SyncStatus, now: Timestamp)
                 next: None,
             });
         }
-    } else if let Some(schedule) = trigger.and_then(|t| t.schedule.as_deref()) {
-        let base = sync
-            .last_sync_time
-            .as_ref()
-            .or(obj.meta().creation_timestamp.as_ref())
-            .map_or(now, |t| t.0);
+    } else if let Some(schedule) = schedule(obj) {
+        let base = schedule_base(obj, sync).unwrap_or(now);
         return match next_fire(schedule, base) {
             Ok(next) if next > now => Decision::Idle(Wait {
                 reason: reason::WAITING_FOR_SCHEDULE,
                 next: Some(next),
             }),
-            Ok(due) => Decision::Start {
-                missed: next_fire(schedule, due).is_ok_and(|after| after <= now),
-            },
+            Ok(_) => Decision::Start,
             Err(message) => Decision::InvalidSchedule(message),
         };
     }
-    Decision::Start { missed: false }
+    Decision::Start
+}
+
+/// The schedule that triggers `obj`: none while a manual trigger is set.
+fn schedule<K: Replication>(obj: &K) -> Option<&str> {
+    let trigger = obj.trigger()?;
+    match trigger.manual {
+        Some(_) => None,
+        None => trigger.schedule.as_deref(),
+    }
+}
+
+/// What the schedule counts from: the last completion, else the creation.
+fn schedule_base<K: Replication>(obj: &K, sync: &SyncStatus) -> Option<Timestamp> {
+    sync.last_sync_time
+        .as_ref()
+        .or(obj.meta().creation_timestamp.as_ref())
+        .map(|t| t.0)
+}
+
+/// When the volume falls out of sync unless a synchronization completes
+/// first, as VolSync reckons it: the synchronization that the schedule
+/// starts after the last completion (or the creation) must complete by
+/// the start after that one. `None` without a schedule, while a manual
+/// trigger is set, or for a schedule that does not parse or never fires.
+pub(super) fn deadline<K: Replication>(obj: &K, sync: &SyncStatus) -> Option<Timestamp> {
+    let schedule = schedule(obj)?;
+    let due = next_fire(schedule, schedule_base(obj, sync)?).ok()?;
+    next_fire(schedule, due).ok()
+}
+
+/// Whether `obj`'s volume is out of sync at `now`: it never completed a
+/// synchronization, the last one failed or was refused, or a schedule's
+/// synchronization is [`overdue`]. Only a completion brings it back.
+pub(super) fn out_of_sync<K: Replication>(obj: &K, sync: &SyncStatus, now: Timestamp) -> bool {
+    let failed = matches!(
+        sync.reason(CONDITION_SYNCHRONIZING),
+        Some(reason::ERROR | reason::POLICY_REFUSED)
+    );
+    sync.last_sync_time.is_none() || failed || overdue(obj, sync, now)
+}
+
+/// Whether a schedule's synchronization is still not complete at `now`,
+/// past its [`deadline`]: one completing now missed an interval.
+pub(super) fn overdue<K: Replication>(obj: &K, sync: &SyncStatus, now: Timestamp) -> bool {
+    deadline(obj, sync).is_some_and(|deadline| now > deadline)
+}
+
+/// How long from `now` until `obj` is [`overdue`], if it is not yet: when
+/// to look again, lest the deadline pass unnoticed.
+pub(super) fn until_overdue<K: Replication>(
+    obj: &K,
+    sync: &SyncStatus,
+    now: Timestamp,
+) -> Option<Duration> {
+    let left = Duration::try_from(deadline(obj, sync)?.duration_since(now)).ok()?;
+    // A second past it: the deadline itself is still on time.
+    Some(left + Duration::from_secs(1))
 }
 
 /// What to wait for after a synchronization completed at `now`: the next
@@ -251,16 +299,16 @@ mod tests {
     }
 
     #[test]
-    fn a_due_schedule_synchronizes_and_counts_a_missed_run() {
+    fn a_due_schedule_synchronizes() {
         let src = ReplicationSource::test().with_schedule("*/5 * * * *");
         assert_eq!(
             decide(&src, &SyncStatus::default(), at(100)),
-            Decision::Start { missed: false }
+            Decision::Start
         );
-        // At 22:20:00 the 22:15 run is due and so is the 22:20 one.
+        // At 22:20:00 the 22:15 run is late, and still starts.
         assert_eq!(
             decide(&src, &SyncStatus::default(), at(400)),
-            Decision::Start { missed: true }
+            Decision::Start
         );
         // The base is the last synchronization, not the creation.
         let synced = SyncStatus::test().synced_at(at(110));
@@ -271,6 +319,66 @@ mod tests {
                 next: Some(at(400))
             })
         );
+    }
+
+    #[test]
+    fn a_synchronization_is_overdue_once_the_start_after_its_own_passes() {
+        // Completed at 22:15:10: the 22:20 run must complete by 22:25.
+        let src = ReplicationSource::test().with_schedule("*/5 * * * *");
+        let synced = SyncStatus::test().synced_at(at(110));
+        assert_eq!(deadline(&src, &synced), Some(at(700)));
+        // Running or not yet started makes no difference.
+        let running = synced
+            .clone()
+            .in_progress(reason::SYNC_IN_PROGRESS, at(400));
+        for sync in [&synced, &running] {
+            assert!(!overdue(&src, sync, at(699)));
+            assert!(!overdue(&src, sync, at(700)), "the deadline is on time");
+            assert!(overdue(&src, sync, at(701)));
+            assert!(!out_of_sync(&src, sync, at(700)));
+            assert!(out_of_sync(&src, sync, at(701)));
+        }
+        // Until then, look again a second past the deadline.
+        assert_eq!(
+            until_overdue(&src, &running, at(640)),
+            Some(Duration::from_secs(61))
+        );
+        assert_eq!(until_overdue(&src, &running, at(701)), None);
+        // Never synchronized: counted from the creation at 22:13:20, the
+        // 22:15 run must complete by 22:20; out of sync all along.
+        let new = SyncStatus::default();
+        assert_eq!(deadline(&src, &new), Some(at(400)));
+        assert!(!overdue(&src, &new, at(400)) && overdue(&src, &new, at(401)));
+        assert!(out_of_sync(&src, &new, at(0)));
+    }
+
+    #[test]
+    fn only_a_schedule_has_a_deadline_but_a_failure_is_always_out_of_sync() {
+        let synced = SyncStatus::test().synced_at(at(0));
+        let far = at(365 * 24 * 3600);
+        let unscheduled = ReplicationSource::test();
+        let manual = ReplicationSource::test()
+            .with_schedule("*/5 * * * *")
+            .with_manual("once");
+        let invalid = ReplicationSource::test().with_schedule("0 0 30 2 *");
+        for src in [&unscheduled, &manual, &invalid] {
+            assert_eq!(deadline(src, &synced), None);
+            assert!(!overdue(src, &synced, far));
+            assert!(!out_of_sync(src, &synced, far));
+            assert_eq!(until_overdue(src, &synced, far), None);
+        }
+        // A failure or a refusal is out of sync at once, on time or not.
+        let failed = synced.clone().failed(Some(1), at(10));
+        assert!(out_of_sync(&unscheduled, &failed, at(11)));
+        let mut refused = synced;
+        refused.set_condition(condition(
+            CONDITION_SYNCHRONIZING,
+            "False",
+            reason::POLICY_REFUSED,
+            "refused",
+            Some(1),
+        ));
+        assert!(out_of_sync(&unscheduled, &refused, at(11)));
     }
 
     #[test]
@@ -287,10 +395,7 @@ mod tests {
         let src = ReplicationSource::test()
             .with_manual("first")
             .with_schedule("*/5 * * * *");
-        assert_eq!(
-            decide(&src, &SyncStatus::default(), at(0)),
-            Decision::Start { missed: false }
-        );
+        assert_eq!(decide(&src, &SyncStatus::default(), at(0)), Decision::Start);
         let served = SyncStatus::test().served_manual("first");
         let idle = Wait {
             reason: reason::WAITING_FOR_MANUAL,
@@ -300,19 +405,13 @@ mod tests {
         assert_eq!(decide(&src, &served, at(1000)), Decision::Idle(idle));
         assert_eq!(idle.action(at(0)), Action::await_change());
         let src = src.with_manual("second");
-        assert_eq!(
-            decide(&src, &served, at(0)),
-            Decision::Start { missed: false }
-        );
+        assert_eq!(decide(&src, &served, at(0)), Decision::Start);
     }
 
     #[test]
     fn without_a_trigger_every_reconcile_synchronizes() {
         let src = ReplicationSource::test();
-        assert_eq!(
-            decide(&src, &SyncStatus::default(), at(0)),
-            Decision::Start { missed: false }
-        );
+        assert_eq!(decide(&src, &SyncStatus::default(), at(0)), Decision::Start);
         assert_eq!(
             after_completion(&src, at(5)),
             Wait {
@@ -348,14 +447,11 @@ mod tests {
         // Once it has elapsed, the next synchronization starts.
         assert_eq!(
             decide(&src, &failed, at(ERROR_RETRY.as_secs() as i64)),
-            Decision::Start { missed: false }
+            Decision::Start
         );
         // A new generation starts at once.
         let src = src.with_generation(4);
-        assert_eq!(
-            decide(&src, &failed, at(10)),
-            Decision::Start { missed: false }
-        );
+        assert_eq!(decide(&src, &failed, at(10)), Decision::Start);
     }
 
     #[test]

@@ -6,24 +6,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use tracing::Instrument;
 
-use super::decide::{Decision, ERROR_RETRY, after_completion, decide};
+use super::decide::{
+    Decision, ERROR_RETRY, after_completion, decide, out_of_sync, overdue, until_overdue,
+};
 use super::mover::{Step, run_mover};
-use super::status::{apply_status, labels, publish, record, start, synchronizing};
+use super::status::{apply_status, go_duration, labels, publish, record, start, synchronizing};
 use super::stuck;
 use super::{Context, Error, Replication};
 use crate::crd::{FINALIZER, ImageRef, MoverStatus, SyncStatus, reason};
+use crate::metrics::Operation;
 use crate::modules::{Selected, Unavailable};
 use crate::policy::PolicyRefusal;
 
 /// Reconciles one object, in a span naming it, under the finalizer that
-/// runs the mover's `cleanup` before deletion.
+/// runs the mover's `cleanup` before deletion; times either as an
+/// [`Operation`].
 pub(super) async fn reconcile<K: Replication>(
     obj: Arc<K>,
     ctx: Arc<Context>,
@@ -37,8 +41,14 @@ pub(super) async fn reconcile<K: Replication>(
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, obj, |event| async {
         match event {
-            Finalizer::Apply(obj) => apply(obj, &ctx).await,
-            Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
+            Finalizer::Apply(obj) => {
+                let _timer = ctx.metrics.time(K::ROLE, Operation::Sync);
+                apply(obj, &ctx).await
+            }
+            Finalizer::Cleanup(obj) => {
+                let _timer = ctx.metrics.time(K::ROLE, Operation::Delete);
+                cleanup(obj, &ctx).await
+            }
         }
     })
     .instrument(span)
@@ -75,6 +85,11 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
     let mut sync = obj.sync_status();
     let generation = obj.meta().generation;
     let now = Timestamp::now();
+    // Every object has its series from its first reconcile, as in VolSync.
+    let out_of_sync_gauge = ctx.metrics.track(&labels(obj));
+    if out_of_sync(obj, &sync, now) {
+        out_of_sync_gauge.set(1);
+    }
     let limits = match ctx.policy.admit(obj.mover()) {
         Ok(limits) => limits,
         Err(refusal) => return refuse(ctx, obj, sync, refusal).await,
@@ -89,7 +104,10 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
                 publish(ctx, obj, false, "Paused", paused.into()).await;
             }
             apply_status(ctx, obj, &sync, None).await?;
-            return Ok(Action::await_change());
+            // Paused, a schedule still falls behind: mark when it does.
+            return Ok(
+                until_overdue(obj, &sync, now).map_or_else(Action::await_change, Action::requeue)
+            );
         }
         Decision::BackOff(wait) => return Ok(Action::requeue(wait)),
         Decision::Idle(wait) => {
@@ -106,15 +124,7 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
         Decision::InvalidSchedule(message) => {
             return fail(ctx, obj, sync, Error::InvalidSchedule(message)).await;
         }
-        Decision::Start { missed } => {
-            if missed {
-                ctx.metrics
-                    .missed_intervals
-                    .get_or_create(&labels(obj))
-                    .inc();
-            }
-            None
-        }
+        Decision::Start => None,
         Decision::Continue { cleaning } => Some(cleaning),
     };
 
@@ -170,6 +180,8 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
                 }
             }
             apply_status(ctx, obj, &sync, None).await?;
+            // Back when the mover asks, or when the run falls overdue.
+            let wait = until_overdue(obj, &sync, now).map_or(wait, |left| wait.min(left));
             Ok(Action::requeue(wait.max(Duration::from_secs(1))))
         }
         Ok(Step::Done(image)) => complete(ctx, obj, sync, image, now).await,
@@ -178,7 +190,8 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
 }
 
 /// Records a completed synchronization (status, metrics, Event) and waits
-/// for the next trigger.
+/// for the next trigger; one completing after the following scheduled
+/// start counts as a missed interval.
 async fn complete<K: Replication>(
     ctx: &Context,
     obj: &K,
@@ -186,14 +199,17 @@ async fn complete<K: Replication>(
     image: Option<ImageRef>,
     now: Timestamp,
 ) -> Result<Action, Error> {
-    let started = sync.last_sync_start_time.as_ref().map_or(now, |t| t.0);
-    sync.last_sync_time = Some(Time(now));
-    let seconds = (now - started)
-        .total(k8s_openapi::jiff::Unit::Second)
-        .unwrap_or(0.0);
-    sync.last_sync_duration = Some(format!("{seconds:.1}s"));
     let labels = labels(obj);
     let metrics = &ctx.metrics;
+    if overdue(obj, &sync, now) {
+        metrics.missed_intervals.get_or_create(&labels).inc();
+    }
+    let started = sync.last_sync_start_time.as_ref().map_or(now, |t| t.0);
+    sync.last_sync_time = Some(Time(now));
+    // Another replica's clock may run behind: never a negative duration.
+    let took = now.duration_since(started).max(SignedDuration::ZERO);
+    sync.last_sync_duration = Some(go_duration(took));
+    let seconds = took.as_secs_f64();
     metrics
         .sync_duration
         .get_or_create(&labels)

@@ -3,7 +3,7 @@
 //! Events on the object and its metric labels.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
@@ -13,7 +13,7 @@ use wasmover_host::error::{MAX_EVENT_NOTE_BYTES, bounded};
 use super::mover::{Ran, Step};
 use super::{Context, Error, Replication};
 use crate::crd::{CONDITION_SYNCHRONIZING, ImageRef, SyncStatus, condition, reason};
-use crate::metrics::ObjectLabels;
+use crate::metrics::{ObjectLabels, Operation};
 
 /// Field manager of the operator's status writes.
 pub const MANAGER: &str = "wasmover";
@@ -43,6 +43,39 @@ pub(super) fn start(sync: &mut SyncStatus, now: Timestamp, generation: Option<i6
         "synchronization started",
         generation,
     ));
+}
+
+/// `duration` as Go's `time.Duration.String()` writes it, as VolSync's
+/// `lastSyncDuration` holds it: `1h0m0s`, `1m2.5s`, `350ms`, `1.5µs`, `0s`.
+pub(super) fn go_duration(duration: SignedDuration) -> String {
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let sign = if nanos < 0 { "-" } else { "" };
+    let nanos = nanos.unsigned_abs();
+    // Under a second: the largest unit that keeps a whole part.
+    let (unit, per_unit) = match nanos {
+        0..1_000 => ("ns", 1),
+        1_000..1_000_000 => ("µs", 1_000),
+        1_000_000..1_000_000_000 => ("ms", 1_000_000),
+        _ => ("s", 1_000_000_000),
+    };
+    let whole = nanos / per_unit;
+    let fraction = nanos % per_unit;
+    let decimals = per_unit.ilog10() as usize;
+    let mut fraction = format!("{fraction:0decimals$}");
+    fraction.truncate(fraction.trim_end_matches('0').len());
+    let point = if fraction.is_empty() { "" } else { "." };
+    if unit != "s" {
+        return format!("{sign}{whole}{point}{fraction}{unit}");
+    }
+    let (hours, minutes, seconds) = (whole / 3600, whole / 60 % 60, whole % 60);
+    match (hours, minutes) {
+        (0, 0) => format!("{sign}{seconds}{point}{fraction}s"),
+        (0, _) => format!("{sign}{minutes}m{seconds}{point}{fraction}s"),
+        _ => format!("{sign}{hours}h{minutes}m{seconds}{point}{fraction}s"),
+    }
 }
 
 /// Records which module ran, its progress and, when its synchronization
@@ -121,11 +154,13 @@ pub(super) async fn apply_status<K: Replication>(
     sync: &SyncStatus,
     image: Option<ImageRef>,
 ) -> Result<(), Error> {
+    let _timer = ctx.metrics.time(K::ROLE, Operation::Save);
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": obj.status_document(sync, image),
+
     });
     api.patch_status(
         &obj.name_any(),
@@ -134,4 +169,45 @@ pub(super) async fn apply_status<K: Replication>(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_go_writes_them() {
+        let ns = SignedDuration::from_nanos;
+        #[rustfmt::skip]
+        let table = [
+            (ns(0), "0s"),
+            (ns(1), "1ns"),
+            (ns(999), "999ns"),
+            (ns(1_100), "1.1µs"),
+            (ns(1_000_001), "1.000001ms"),
+            (ns(2_200_000), "2.2ms"),
+            (SignedDuration::from_millis(350), "350ms"),
+            (SignedDuration::from_millis(999), "999ms"),
+            (SignedDuration::from_secs(1), "1s"),
+            (SignedDuration::from_millis(3_300), "3.3s"),
+            (SignedDuration::from_millis(12_500), "12.5s"),
+            (SignedDuration::from_millis(62_500), "1m2.5s"),
+            (SignedDuration::from_secs(245), "4m5s"),
+            (SignedDuration::from_millis(245_001), "4m5.001s"),
+            (SignedDuration::from_secs(60), "1m0s"),
+            (SignedDuration::from_secs(3_600), "1h0m0s"),
+            (SignedDuration::from_secs(3_605), "1h0m5s"),
+            (SignedDuration::from_millis(18_367_001), "5h6m7.001s"),
+            (ns(480_000_000_001), "8m0.000000001s"),
+            (SignedDuration::from_secs(100 * 3_600), "100h0m0s"),
+            (ns(-1), "-1ns"),
+            (SignedDuration::from_millis(-62_500), "-1m2.5s"),
+            // Go's largest and smallest: i64 nanoseconds.
+            (ns(i64::MAX), "2562047h47m16.854775807s"),
+            (ns(i64::MIN), "-2562047h47m16.854775808s"),
+        ];
+        for (duration, go) in table {
+            assert_eq!(go_duration(duration), go, "{duration:?}");
+        }
+    }
 }
