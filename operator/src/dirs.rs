@@ -11,3 +11,13 @@ pub fn cache_home() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .map(|d| d.join("wasmover"))
 }
+
+/// The configuration directory: `$XDG_CONFIG_HOME/wasmover`, else
+/// `~/.config/wasmover`; `None` without either variable. `kubectl
+/// wasmover` keeps its relationship files under it.
+pub fn config_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("wasmover"))
+}

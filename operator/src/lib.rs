@@ -13,6 +13,7 @@ pub mod dirs;
 mod fixtures;
 pub mod gc;
 pub mod guest_test;
+pub mod kubectl;
 pub mod leader;
 pub mod metrics;
 pub mod modules;

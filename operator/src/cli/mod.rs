@@ -2,6 +2,7 @@
 //! and the dispatch to one file per command group.
 
 mod agent;
+pub mod kubectl;
 mod modules;
 mod operator;
 mod replicate;
