@@ -254,6 +254,19 @@ where
     }
 }
 
+impl Objects<k8s_openapi::api::core::v1::Pod> {
+    /// The log of Pod `name`'s only container.
+    pub async fn log(&self, name: &str) -> Result<String, Error> {
+        self.api
+            .logs(name, &kube::api::LogParams::default())
+            .await
+            .map_err(|e| {
+                self.cluster
+                    .error("get", "pods/log", Some(&self.namespace), e)
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use kube::core::Status;

@@ -227,7 +227,13 @@ async fn agent_port(cluster: &Cluster, destination: &Destination) -> Result<u16,
         })
 }
 
-/// The running agent Pod of the destination's synchronization.
+/// What the receiving agent logs once it listens (`wasmover agent
+/// receive`).
+const LISTENING: &str = "wasmover: listening on ";
+
+/// The agent Pod of the destination's synchronization, once it listens:
+/// through a port-forward, a connection to a port nothing listens on yet
+/// is not refused but cut, which the sender does not retry.
 async fn agent_pod(
     cluster: &Cluster,
     destination: &Destination,
@@ -248,7 +254,9 @@ async fn agent_pod(
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
-        if let Some(name) = running.and_then(|p| p.metadata.name) {
+        if let Some(name) = running.and_then(|p| p.metadata.name)
+            && pods.log(&name).await?.contains(LISTENING)
+        {
             return Ok(name);
         }
         let status = destinations
