@@ -438,17 +438,19 @@ async fn installed_on_a_real_api_server_the_operator_may_do_its_work_and_no_more
         ("get", "coordination.k8s.io", "leases", NAMESPACE, lease),
         ("update", "coordination.k8s.io", "leases", NAMESPACE, lease),
     ];
-    for resource in ["replicationsources", "replicationdestinations"] {
-        needed.extend(
-            [("list", ""), ("watch", ""), ("get", team), ("patch", team)]
-                .map(|(verb, namespace)| (verb, "wasmover.dev", resource, namespace, "db")),
-        );
-    }
-    for status in [
-        "replicationsources/status",
-        "replicationdestinations/status",
-    ] {
-        needed.push(("patch", "wasmover.dev", status, team, "db"));
+    for group in ["wasmover.dev", "volsync.backube"] {
+        for resource in ["replicationsources", "replicationdestinations"] {
+            needed.extend(
+                [("list", ""), ("watch", ""), ("get", team), ("patch", team)]
+                    .map(|(verb, namespace)| (verb, group, resource, namespace, "db")),
+            );
+        }
+        for status in [
+            "replicationsources/status",
+            "replicationdestinations/status",
+        ] {
+            needed.push(("patch", group, status, team, "db"));
+        }
     }
     for (group, resource) in [
         ("", "persistentvolumeclaims"),

@@ -15,6 +15,7 @@ use kube::{Client, ResourceExt};
 use wasmover_host::kube::{MANAGED_BY_LABEL, OWNER_KIND_LABEL, OWNER_NAME_LABEL};
 
 use crate::crd::{ReplicationDestination, ReplicationSource};
+use crate::volsync;
 
 /// What one pass found and did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -34,8 +35,8 @@ pub async fn collect_orphans(
     kinds: &[(&str, &str)],
 ) -> Result<Collected, kube::Error> {
     let mut collected = Collected::default();
-    // Owners looked up in this pass: (kind, namespace, name) -> uid.
-    let mut owners: BTreeMap<(String, String, String), Option<String>> = BTreeMap::new();
+    // Owners looked up in this pass: (apiVersion, kind, namespace, name) -> uid.
+    let mut owners: BTreeMap<(String, String, String, String), Option<String>> = BTreeMap::new();
     let managed = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}=wasmover"));
     for (api_version, kind) in kinds {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -61,11 +62,25 @@ pub async fn collect_orphans(
                 continue;
             };
             let namespace = object.namespace().unwrap_or_default();
-            let key = (owner_kind.clone(), namespace.clone(), owner_name.clone());
+            // The labels name the kind; the owner reference, when there is
+            // one, its group: wasmover's or VolSync's kinds of one name.
+            let owner_api_version = object
+                .owner_references()
+                .iter()
+                .find(|r| r.kind == *owner_kind)
+                .map_or(OWN_API_VERSION, |r| r.api_version.as_str())
+                .to_owned();
+            let key = (
+                owner_api_version,
+                owner_kind.clone(),
+                namespace.clone(),
+                owner_name.clone(),
+            );
             let uid = match owners.get(&key) {
                 Some(uid) => uid.clone(),
                 None => {
-                    let Some(uid) = owner_uid(client, owner_kind, &namespace, owner_name).await?
+                    let Some(uid) =
+                        owner_uid(client, &key.0, owner_kind, &namespace, owner_name).await?
                     else {
                         // Not an owner kind of ours: leave it alone.
                         continue;
@@ -105,28 +120,54 @@ pub async fn collect_orphans(
     Ok(collected)
 }
 
-/// The UID of the owner (`Some(None)` if it is gone), or `None` if `kind`
-/// is not one of the operator's kinds.
+/// The apiVersion of the operator's own kinds.
+const OWN_API_VERSION: &str = "wasmover.dev/v1alpha1";
+
+/// The UID of the owner (`Some(None)` if it is gone), or `None` if
+/// `api_version` `kind` is not one of the kinds the operator serves
+/// (its own, VolSync's).
 async fn owner_uid(
     client: &Client,
+    api_version: &str,
     kind: &str,
     namespace: &str,
     name: &str,
 ) -> Result<Option<Option<String>>, kube::Error> {
-    let owner = match kind {
-        "ReplicationSource" => Api::<ReplicationSource>::namespaced(client.clone(), namespace)
-            .get_opt(name)
-            .await?
-            .map(|o| o.uid()),
-        "ReplicationDestination" => {
-            Api::<ReplicationDestination>::namespaced(client.clone(), namespace)
-                .get_opt(name)
-                .await?
-                .map(|o| o.uid())
+    let owner = match (api_version, kind) {
+        (OWN_API_VERSION, "ReplicationSource") => {
+            get_uid::<ReplicationSource>(client, namespace, name).await?
+        }
+        (OWN_API_VERSION, "ReplicationDestination") => {
+            get_uid::<ReplicationDestination>(client, namespace, name).await?
+        }
+        ("volsync.backube/v1alpha1", "ReplicationSource") => {
+            get_uid::<volsync::ReplicationSource>(client, namespace, name).await?
+        }
+        ("volsync.backube/v1alpha1", "ReplicationDestination") => {
+            get_uid::<volsync::ReplicationDestination>(client, namespace, name).await?
         }
         _ => return Ok(None),
     };
     // An owner that exists without a UID cannot happen on a real server;
     // treat it as present.
     Ok(Some(owner.map(|uid| uid.unwrap_or_default())))
+}
+
+/// The UID of `K` `name`, `None` if it does not exist (or its kind is not
+/// served: its CRD is gone, and with it every object of the kind).
+async fn get_uid<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Option<String>>, kube::Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Ok(Api::<K>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?
+        .map(|o| o.uid()))
 }

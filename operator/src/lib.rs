@@ -23,5 +23,6 @@ pub mod replicate;
 pub mod schedule;
 mod terminal;
 pub mod workload;
+pub mod volsync;
 
 pub use terminal::ProgressBar;

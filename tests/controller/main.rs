@@ -14,3 +14,4 @@ mod replication;
 mod sandbox;
 mod schedule;
 mod snapshot;
+mod volsync;

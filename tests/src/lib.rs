@@ -14,6 +14,7 @@ pub mod node;
 pub mod operator;
 pub mod registry;
 pub mod tamper;
+pub mod volsync;
 
 /// The agent image the test operators hand their movers: nothing pulls it
 /// (the tests run agents as local processes), but it is pinned, as the

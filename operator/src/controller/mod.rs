@@ -17,11 +17,12 @@ mod status;
 mod stuck;
 
 use std::sync::Arc;
+mod volsync;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::Error as FinalizerError;
@@ -68,6 +69,10 @@ pub enum Error {
     InvalidSchedule(String),
     /// The mover's blocking task panicked or was cancelled.
     #[error("mover task: {0}")]
+    /// The spec cannot run as written (a VolSync object's parameters);
+    /// the message names the field and the rule.
+    #[error("{0}")]
+    InvalidSpec(String),
     Join(#[from] tokio::task::JoinError),
     /// The mover's `cleanup` is still running: not a failure, but it must
     /// keep the finalizer (which an `Ok` would remove), so it is an `Err`
@@ -100,6 +105,7 @@ impl Error {
             Error::InvalidSchedule(_) => "invalid_schedule",
             Error::Join(_) => "mover_task",
             Error::CleanupInProgress(_) => "cleanup_in_progress",
+            Error::InvalidSpec(_) => "invalid_spec",
         }
     }
 
@@ -261,6 +267,7 @@ pub async fn run(
         .leader
         .map(|config| Candidate::new(client.clone(), config));
     if let Some(candidate) = &candidate {
+    let serve_volsync = serves_volsync(&client).await;
         let config = candidate.config();
         tracing::info!(lease = %config.name, identity = %config.identity, "waiting for the leader lease");
         candidate.acquire().await;
@@ -274,27 +281,25 @@ pub async fn run(
     let shutdown = |mut stopped: tokio::sync::watch::Receiver<Option<String>>| async move {
         let _ = stopped.wait_for(Option::is_some).await;
     };
-    let jobs = Api::<Job>::all(client.clone());
-    let source = Controller::new(sources, watcher::Config::default())
-        .watches(jobs.clone(), agent_jobs::<ReplicationSource>(), owner)
-        .shutdown_on_signal()
-        .graceful_shutdown_on(shutdown(stopped.clone()))
-        .run(
-            reconcile::<ReplicationSource>,
-            error_policy::<ReplicationSource>,
-            ctx.clone(),
+    let until_stopped = || shutdown(stopped.clone());
+    let source = controller::<ReplicationSource>(client.clone(), ctx.clone(), until_stopped());
+    let destination =
+        controller::<ReplicationDestination>(client.clone(), ctx.clone(), until_stopped());
+    // VolSync's kinds, where the API server serves them.
+    let volsync = futures::future::OptionFuture::from(serve_volsync.then(|| {
+        futures::future::join(
+            controller::<crate::volsync::ReplicationSource>(
+                client.clone(),
+                ctx.clone(),
+                until_stopped(),
+            ),
+            controller::<crate::volsync::ReplicationDestination>(
+                client.clone(),
+                ctx,
+                until_stopped(),
+            ),
         )
-        .for_each(|_| futures::future::ready(()));
-    let destination = Controller::new(destinations, watcher::Config::default())
-        .watches(jobs, agent_jobs::<ReplicationDestination>(), owner)
-        .shutdown_on_signal()
-        .graceful_shutdown_on(shutdown(stopped.clone()))
-        .run(
-            reconcile::<ReplicationDestination>,
-            error_policy::<ReplicationDestination>,
-            ctx,
-        )
-        .for_each(|_| futures::future::ready(()));
+    }));
     let hold = async {
         if let Some(candidate) = &candidate {
             let why = candidate.hold().await;
@@ -305,7 +310,7 @@ pub async fn run(
         futures::future::pending::<()>().await;
     };
     tokio::select! {
-        _ = async { tokio::join!(source, destination) } => {}
+        _ = async { tokio::join!(source, destination, volsync) } => {}
         _ = hold => unreachable!("holding the lease never ends by itself"),
         _ = collect_periodically(client, metrics.clone(), options.gc_interval) => {
             unreachable!("the collector never ends by itself")
@@ -331,6 +336,67 @@ async fn collect_periodically(client: Client, metrics: Arc<Metrics>, interval: D
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+/// The controller of kind `K`, until `stop`: its objects, and the agent
+/// Jobs of their movers.
+fn controller<K: Replication>(
+    client: Client,
+    ctx: Arc<Context>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> impl std::future::Future<Output = ()> {
+    Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
+        .watches(Api::<Job>::all(client), agent_jobs::<K>(), owner)
+        .shutdown_on_signal()
+        .graceful_shutdown_on(stop)
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|_| futures::future::ready(()))
+}
+
+/// Whether the API server serves VolSync's ReplicationSource and
+/// ReplicationDestination (`volsync.backube/v1alpha1`); when it does not,
+/// says so once: the operator serves its own kinds only.
+async fn serves_volsync(client: &Client) -> bool {
+    let one = ListParams::default().limit(1);
+    let checks = [
+        (
+            "ReplicationSources",
+            Api::<crate::volsync::ReplicationSource>::all(client.clone())
+                .list_metadata(&one)
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "ReplicationDestinations",
+            Api::<crate::volsync::ReplicationDestination>::all(client.clone())
+                .list_metadata(&one)
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (kinds, check) in checks {
+        match check {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                tracing::info!(
+                    "the API server does not serve volsync.backube {kinds} (VolSync's CRDs are not installed): VolSync objects with spec.external.provider {} are not served; install VolSync's CRDs and restart the operator to serve them",
+                    crate::volsync::PROVIDER
+                );
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot list volsync.backube {kinds}: {e}; VolSync objects are not served"
+                );
+                return false;
+            }
+        }
+    }
+    tracing::info!(
+        "serving VolSync's ReplicationSources and ReplicationDestinations with spec.external.provider {}",
+        crate::volsync::PROVIDER
+    );
+    true
+}
+
         match gc::collect_orphans(&client, DEFAULT_KINDS).await {
             Ok(collected) => {
                 tracing::debug!(

@@ -23,7 +23,6 @@ use super::{Context, Error, Replication};
 use crate::crd::{FINALIZER, ImageRef, MoverStatus, SyncStatus, reason};
 use crate::metrics::Operation;
 use crate::modules::{Selected, Unavailable};
-use crate::policy::PolicyRefusal;
 
 /// Reconciles one object, in a span naming it, under the finalizer that
 /// runs the mover's `cleanup` before deletion; times either as an
@@ -39,6 +38,9 @@ pub(super) async fn reconcile<K: Replication>(
         object = %format_args!("{namespace}/{}", obj.name_any()),
     );
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    if !obj.served() {
+        return release(&api, &obj).instrument(span).await;
+    }
     finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => {
@@ -90,9 +92,12 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
     if out_of_sync(obj, &sync, now) {
         out_of_sync_gauge.set(1);
     }
+    if let Some(message) = obj.invalid() {
+        return refuse(ctx, obj, sync, Error::InvalidSpec(message)).await;
+    }
     let limits = match ctx.policy.admit(obj.mover()) {
         Ok(limits) => limits,
-        Err(refusal) => return refuse(ctx, obj, sync, refusal).await,
+        Err(refusal) => return refuse(ctx, obj, sync, Error::Policy(refusal)).await,
     };
 
     // `None`: a new synchronization; `Some(cleaning)`: one in progress.
@@ -273,31 +278,32 @@ async fn fail<K: Replication>(
     Ok(Action::requeue(ERROR_RETRY))
 }
 
-/// Records that the policy refuses the object: the condition names the
-/// rule; a change of it is an Event and counted. Nothing runs until the
-/// spec (or the policy, with the operator's restart) changes.
+/// Records that the object cannot run as it is, the policy refusing it
+/// (reason `PolicyRefused`) or its spec invalid (`Error`, Event
+/// `InvalidSpec`): the condition names the rule; a change of it is an
+/// Event and counted. Nothing runs until the spec (or the policy, with the
+/// operator's restart) changes.
 async fn refuse<K: Replication>(
     ctx: &Context,
     obj: &K,
     mut sync: SyncStatus,
-    refusal: PolicyRefusal,
+    error: Error,
 ) -> Result<Action, Error> {
-    let message = refusal.to_string();
+    let message = error.to_string();
+    let (why, event) = match error {
+        Error::Policy(_) => (reason::POLICY_REFUSED, reason::POLICY_REFUSED),
+        _ => (reason::ERROR, "InvalidSpec"),
+    };
     let generation = obj.meta().generation;
     let known = sync
         .conditions
         .iter()
-        .any(|c| c.reason == reason::POLICY_REFUSED && c.message == message);
-    sync.set_condition(synchronizing(
-        "False",
-        reason::POLICY_REFUSED,
-        message.clone(),
-        generation,
-    ));
+        .any(|c| c.reason == why && c.message == message);
+    sync.set_condition(synchronizing("False", why, message.clone(), generation));
     if !known {
         tracing::warn!(object = %obj.name_any(), "{message}");
-        ctx.count_error(K::ROLE, &Error::Policy(refusal));
-        publish(ctx, obj, true, reason::POLICY_REFUSED, message).await;
+        ctx.count_error(K::ROLE, &error);
+        publish(ctx, obj, true, event, message).await;
     }
     ctx.metrics.out_of_sync.get_or_create(&labels(obj)).set(1);
     apply_status(ctx, obj, &sync, None).await?;
@@ -338,4 +344,35 @@ async fn cleanup<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, E
             Ok(Action::await_change())
         }
     }
+}
+    // An invalid spec names no mover to clean up after; what an earlier
+    // one created is owned by the object and goes with it.
+    if let Some(message) = obj.invalid() {
+        tracing::info!(object = %obj.name_any(), "deleted without a mover cleanup: {message}");
+        return Ok(Action::await_change());
+    }
+    ctx.progress.finish(&progress::key(&*obj));
+
+/// Lets go of an object this operator does not serve (a VolSync object
+/// whose provider is another): left untouched, or, if it was served until
+/// its provider changed, only the finalizer removed (no mover cleanup; what
+/// its mover created is owned by the object and goes with it).
+async fn release<K: Replication>(api: &Api<K>, obj: &K) -> Result<Action, Error> {
+    let finalizers = obj.finalizers();
+    if finalizers.iter().any(|f| f == FINALIZER) {
+        let kept: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
+        // The resourceVersion makes it a conflict if the list changed since.
+        let patch = serde_json::json!({"metadata": {
+            "finalizers": kept,
+            "resourceVersion": obj.resource_version(),
+        }});
+        api.patch(
+            &obj.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await?;
+        tracing::info!(object = %obj.name_any(), "no longer served (another provider); finalizer removed");
+    }
+    Ok(Action::await_change())
 }

@@ -43,6 +43,15 @@ pub trait Replication:
     /// Asks the catalog for the mover that claims this object.
     fn claim(
         &self,
+    /// Whether this operator serves the object; `false` (a VolSync object
+    /// for another provider) leaves it untouched.
+    fn served(&self) -> bool {
+        true
+    }
+    /// Why the spec cannot run, naming the field and the rule it breaks.
+    fn invalid(&self) -> Option<String> {
+        None
+    }
         catalog: &Catalog,
         selected: Option<&str>,
         limits: MoverLimits,
@@ -76,7 +85,8 @@ pub(super) fn parameters(spec: &MoverSpec) -> Vec<Parameter> {
         .collect()
 }
 
-fn copy_method(method: CopyMethod) -> wit::CopyMethod {
+/// A copy method as the contract passes it.
+pub(super) fn copy_method(method: CopyMethod) -> wit::CopyMethod {
     match method {
         CopyMethod::Direct => wit::CopyMethod::Direct,
         CopyMethod::Clone => wit::CopyMethod::Clone,
