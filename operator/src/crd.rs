@@ -495,6 +495,8 @@ pub mod endpoint_reason {
     /// A `NodePort` Service: the port is known, the node address is the
     /// user's to pick.
     pub const NODE_ADDRESS_NEEDED: &str = "NodeAddressNeeded";
+    /// A `ClusterIP` Service has no cluster IP yet.
+    pub const ADDRESS_PENDING: &str = "AddressPending";
 }
 
 /// Reasons of the `Synchronizing` condition, as VolSync's.

@@ -6,6 +6,7 @@
 //! the test plays the Job controller: it writes the Job's status as the Job
 //! controller would (`job_controller_stand_in`).
 
+mod endpoint;
 mod leader;
 mod lifecycle;
 mod oci;

@@ -54,6 +54,12 @@ pub use bindings::wasmover::mover::{
 pub use params::Params;
 pub use wasmover_contract::{AgentReport, VERSION as CONTRACT_VERSION};
 
+/// The annotation by which a destination's mover marks the Service its
+/// sources reach, naming the Secret with their key: the operator reports
+/// that Service's address and port and the Secret as the destination's
+/// `status.endpoint` (docs/movers.md, "Where sources reach a destination").
+pub const KEY_SECRET_ANNOTATION: &str = "wasmover.dev/key-secret";
+
 /// A mover's clean failure, as the contract's `error` record.
 pub fn error(reason: &str, message: impl Into<String>) -> types::Error {
     types::Error {

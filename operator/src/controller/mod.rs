@@ -10,6 +10,7 @@
 //! object's namespace.
 
 mod decide;
+mod endpoint;
 mod mover;
 mod reconcile;
 mod replication;

@@ -32,6 +32,9 @@ pub trait Replication:
 {
     /// `source` or `destination`.
     const ROLE: &'static str;
+    /// Whether its status says where sources reach it (`endpoint` and the
+    /// `EndpointReady` condition), read from the Service its mover marked.
+    const REPORTS_ENDPOINT: bool = false;
     /// The mover section.
     fn mover(&self) -> &MoverSpec;
     /// When to run.
@@ -150,6 +153,7 @@ impl Replication for ReplicationSource {
 
 impl Replication for ReplicationDestination {
     const ROLE: &'static str = "destination";
+    const REPORTS_ENDPOINT: bool = true;
 
     spec_accessors!();
     fn claim(

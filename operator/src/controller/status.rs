@@ -10,6 +10,7 @@ use kube::runtime::events::{Event, EventType};
 use serde_json::json;
 use wasmover_host::error::{MAX_EVENT_NOTE_BYTES, bounded};
 
+use super::endpoint;
 use super::mover::{Ran, Step};
 use super::{Context, Error, Replication};
 use crate::crd::{CONDITION_SYNCHRONIZING, ImageRef, SyncStatus, condition, reason};
@@ -156,11 +157,23 @@ pub(super) async fn apply_status<K: Replication>(
 ) -> Result<(), Error> {
     let _timer = ctx.metrics.time(K::ROLE, Operation::Save);
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    // A destination's endpoint is read afresh on every write, the
+    // `EndpointReady` condition with it.
+    let status = if K::REPORTS_ENDPOINT {
+        let mut sync = sync.clone();
+        let endpoint = endpoint::observe(&ctx.client, obj, &mut sync).await?;
+        let mut status = obj.status_document(&sync, image);
+        if let Some(endpoint) = endpoint {
+            status["endpoint"] = json!(endpoint);
+        }
+        status
+    } else {
+        obj.status_document(sync, image)
+    };
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "status": obj.status_document(sync, image),
-
+        "status": status,
     });
     api.patch_status(
         &obj.name_any(),

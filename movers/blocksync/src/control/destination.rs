@@ -11,7 +11,7 @@
 
 use serde_json::{Value, json};
 use wasmover_sdk::types::{CopyMethod, DestinationSpec, Error, Image, ImageKind, Outcome};
-use wasmover_sdk::{error, events, log};
+use wasmover_sdk::{KEY_SECRET_ANNOTATION, error, events, log};
 
 use super::jobs::{JobState, Volumes, agent_job, job_state, state_pvc, transfer_params};
 use super::objects::{delete, ensure, get, list};
@@ -117,7 +117,11 @@ impl Role {
         ensure(json!({
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": format!("{}-blocksync", spec.name)},
+            // The Service sources reach, and the key they need.
+            "metadata": {
+                "name": format!("{}-blocksync", spec.name),
+                "annotations": {KEY_SECRET_ANNOTATION: secret},
+            },
             "spec": {
                 "selector": {"wasmover.dev/agent": job_name},
                 "ports": [{"name": "blocksync", "port": port, "targetPort": port}],
@@ -313,6 +317,13 @@ mod tests {
         ));
         let key = get("v1", "Secret", "db-blocksync-key").unwrap().unwrap();
         assert_eq!(key["stringData"]["psk"].as_str().unwrap().len(), 64);
+        // The Service sources reach names the key they need: the
+        // operator's status.endpoint.
+        let service = get("v1", "Service", "db-blocksync").unwrap().unwrap();
+        assert_eq!(
+            service["metadata"]["annotations"][KEY_SECRET_ANNOTATION],
+            "db-blocksync-key"
+        );
         // Again: nothing new, the key is kept.
         assert!(matches!(
             role.synchronize().unwrap(),

@@ -1,0 +1,296 @@
+//! Where sources reach a destination: the Service its mover marked with
+//! [`KEY_SECRET_ANNOTATION`], read on every status write into
+//! `status.endpoint` (address, port, key Secret) and the `EndpointReady`
+//! condition, which says what is missing. An address is reported only
+//! once it is known: a load balancer's once assigned, a node port's never
+//! (which node address a source can reach is the network's to say).
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use wasmover_host::kube::{OWNER_KIND_LABEL, OWNER_NAME_LABEL};
+
+use super::{Error, Replication};
+use crate::crd::{
+    CONDITION_ENDPOINT_READY, Endpoint, KEY_SECRET_ANNOTATION, MoverSpec, SyncStatus, condition,
+    endpoint_reason,
+};
+
+/// Reads the endpoint of `obj` from the Service its mover marked, records
+/// the `EndpointReady` condition in `sync`, and returns the endpoint;
+/// `None` (and no condition) while the mover has marked no Service.
+pub(super) async fn observe<K: Replication>(
+    client: &Client,
+    obj: &K,
+    sync: &mut SyncStatus,
+) -> Result<Option<Endpoint>, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let selector = format!(
+        "{OWNER_KIND_LABEL}={},{OWNER_NAME_LABEL}={}",
+        K::kind(&()),
+        obj.name_any()
+    );
+    let services = Api::<Service>::namespaced(client.clone(), &namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    // The first by name, should a mover mark several.
+    let marked = services
+        .items
+        .iter()
+        .filter(|s| s.annotations().contains_key(KEY_SECRET_ANNOTATION))
+        .min_by_key(|s| s.name_any());
+    let Some(service) = marked else {
+        sync.conditions
+            .retain(|c| c.type_ != CONDITION_ENDPOINT_READY);
+        return Ok(None);
+    };
+    let (endpoint, ready) = read(service, &namespace, obj.mover(), obj.meta().generation);
+    sync.set_condition(ready);
+    Ok(Some(endpoint))
+}
+
+/// The endpoint `service` offers and the condition saying whether it is
+/// complete, as of `generation` of an object whose mover section is
+/// `mover`.
+fn read(
+    service: &Service,
+    namespace: &str,
+    mover: &MoverSpec,
+    generation: Option<i64>,
+) -> (Endpoint, Condition) {
+    let name = service.name_any();
+    let spec = service.spec.clone().unwrap_or_default();
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+    let port = spec.ports.as_deref().unwrap_or_default().first();
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .find_map(|i| i.ip.clone().or_else(|| i.hostname.clone()));
+    let (address, port, why) = match kind {
+        "LoadBalancer" => match ingress {
+            Some(address) => (Some(address), port.map(|p| p.port), None),
+            None => (
+                None,
+                port.map(|p| p.port),
+                Some((
+                    endpoint_reason::WAITING_FOR_LOAD_BALANCER,
+                    format!(
+                        "waiting for the load balancer to assign Service {name} an address (its status.loadBalancer.ingress is empty)"
+                    ),
+                )),
+            ),
+        },
+        "NodePort" => {
+            let node_port = port.and_then(|p| p.node_port);
+            let message = format!(
+                "Service {name} is a NodePort{}: point sources at the address of a node they can reach; the operator does not read Nodes",
+                node_port.map_or(String::new(), |p| format!(" on port {p}"))
+            );
+            (
+                None,
+                node_port,
+                Some((endpoint_reason::NODE_ADDRESS_NEEDED, message)),
+            )
+        }
+        // A headless Service is reached by its DNS name.
+        _ => match spec.cluster_ip.as_deref() {
+            Some("None") => (
+                Some(format!("{name}.{namespace}.svc")),
+                port.map(|p| p.port),
+                None,
+            ),
+            Some(ip) => (Some(ip.to_owned()), port.map(|p| p.port), None),
+            None => (
+                None,
+                port.map(|p| p.port),
+                Some((
+                    endpoint_reason::ADDRESS_PENDING,
+                    format!("Service {name} has no cluster IP yet"),
+                )),
+            ),
+        },
+    };
+    let endpoint = Endpoint {
+        address,
+        port,
+        key_secret: service.annotations().get(KEY_SECRET_ANNOTATION).cloned(),
+    };
+    let (status, reason, mut message) = match why {
+        Some((reason, message)) => ("False", reason, message),
+        None => (
+            "True",
+            endpoint_reason::READY,
+            format!(
+                "sources reach Service {name} at {}:{} with the key in Secret {}",
+                endpoint.address.as_deref().unwrap_or_default(),
+                endpoint.port.map_or("?".into(), |p| p.to_string()),
+                endpoint.key_secret.as_deref().unwrap_or_default()
+            ),
+        ),
+    };
+    if let Some(stale) = outdated(service, mover) {
+        message = format!("{message}; {stale}");
+    }
+    let ready = condition(
+        CONDITION_ENDPOINT_READY,
+        status,
+        reason,
+        message,
+        generation,
+    );
+    (endpoint, ready)
+}
+
+/// What of `mover`'s `serviceType` and `serviceAnnotations` the Service
+/// lacks: they apply when the mover creates it, so a change after that
+/// waits for a new Service.
+fn outdated(service: &Service, mover: &MoverSpec) -> Option<String> {
+    let name = service.name_any();
+    let wanted = mover.service_type.unwrap_or_default().as_str();
+    let has = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("ClusterIP");
+    let missing: Vec<&str> = mover
+        .service_annotations
+        .iter()
+        .filter(|(k, v)| service.annotations().get(*k) != Some(*v))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let mut stale = Vec::new();
+    if has != wanted {
+        stale.push(format!("is {has}, not {wanted}"));
+    }
+    if !missing.is_empty() {
+        stale.push(format!("lacks the annotations {}", missing.join(", ")));
+    }
+    (!stale.is_empty()).then(|| {
+        format!(
+            "Service {name} {} as spec.mover asks: it was created before the change; delete it and the mover makes it anew at its next synchronization",
+            stale.join(" and ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::crd::ServiceType;
+
+    fn service(spec: serde_json::Value, status: serde_json::Value) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "db-blocksync", "annotations": {KEY_SECRET_ANNOTATION: "db-blocksync-key"}},
+            "spec": spec,
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn mover(service_type: ServiceType) -> MoverSpec {
+        MoverSpec {
+            service_type: Some(service_type),
+            ..MoverSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_cluster_ip_is_reported_with_the_service_port_and_the_key() {
+        let s = service(
+            json!({"type": "ClusterIP", "clusterIP": "10.96.0.7", "ports": [{"port": 8873}]}),
+            json!({}),
+        );
+        let (endpoint, ready) = read(&s, "backup", &MoverSpec::default(), Some(2));
+        assert_eq!(
+            endpoint,
+            Endpoint {
+                address: Some("10.96.0.7".into()),
+                port: Some(8873),
+                key_secret: Some("db-blocksync-key".into()),
+            }
+        );
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "EndpointReady")
+        );
+        assert_eq!(ready.observed_generation, Some(2));
+        let headless = service(
+            json!({"clusterIP": "None", "ports": [{"port": 8873}]}),
+            json!({}),
+        );
+        let (endpoint, _) = read(&headless, "backup", &MoverSpec::default(), None);
+        assert_eq!(endpoint.address.as_deref(), Some("db-blocksync.backup.svc"));
+    }
+
+    #[test]
+    fn a_load_balancer_has_no_address_until_its_ingress_is_assigned() {
+        let spec = json!({"type": "LoadBalancer", "clusterIP": "10.96.0.7",
+            "ports": [{"port": 8873, "nodePort": 31000}]});
+        let lb = mover(ServiceType::LoadBalancer);
+        let (endpoint, ready) = read(&service(spec.clone(), json!({})), "ns", &lb, None);
+        assert_eq!(endpoint.address, None, "never the cluster IP");
+        assert_eq!(endpoint.port, Some(8873));
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, "WaitingForLoadBalancer");
+        assert!(
+            ready.message.contains("waiting for the load balancer"),
+            "{}",
+            ready.message
+        );
+        for (ingress, address) in [
+            (json!({"ip": "203.0.113.9"}), "203.0.113.9"),
+            (json!({"hostname": "lb.example.com"}), "lb.example.com"),
+        ] {
+            let assigned = service(
+                spec.clone(),
+                json!({"loadBalancer": {"ingress": [ingress]}}),
+            );
+            let (endpoint, ready) = read(&assigned, "ns", &lb, None);
+            assert_eq!(endpoint.address.as_deref(), Some(address));
+            assert_eq!(ready.status, "True");
+        }
+    }
+
+    #[test]
+    fn a_node_port_reports_its_port_and_asks_for_a_node_address() {
+        let s = service(
+            json!({"type": "NodePort", "clusterIP": "10.96.0.7", "ports": [{"port": 8873, "nodePort": 31000}]}),
+            json!({}),
+        );
+        let (endpoint, ready) = read(&s, "ns", &mover(ServiceType::NodePort), None);
+        assert_eq!(endpoint.address, None);
+        assert_eq!(endpoint.port, Some(31000));
+        assert_eq!(ready.reason, "NodeAddressNeeded");
+        assert!(ready.message.contains("on port 31000"), "{}", ready.message);
+    }
+
+    #[test]
+    fn a_service_made_before_a_spec_change_says_how_to_renew_it() {
+        let s = service(
+            json!({"type": "ClusterIP", "clusterIP": "10.96.0.7", "ports": [{"port": 8873}]}),
+            json!({}),
+        );
+        let changed = MoverSpec {
+            service_annotations: [("lb.example/internal".to_owned(), "true".to_owned())].into(),
+            ..mover(ServiceType::LoadBalancer)
+        };
+        let (endpoint, ready) = read(&s, "ns", &changed, None);
+        // What the Service offers is still true, and reported.
+        assert_eq!(endpoint.address.as_deref(), Some("10.96.0.7"));
+        assert!(
+            ready.message.contains(
+                "is ClusterIP, not LoadBalancer and lacks the annotations lb.example/internal"
+            ),
+            "{}",
+            ready.message
+        );
+        assert!(ready.message.contains("delete it"), "{}", ready.message);
+    }
+}
