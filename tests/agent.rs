@@ -1187,3 +1187,76 @@ fn logs_are_json_lines_when_asked_and_an_unknown_format_is_refused() {
         "wasmover: WASMOVER_LOG_FORMAT must be text or json, not \"xml\""
     );
 }
+
+/// The progress lines of an agent's stderr, parsed, in order.
+fn progress_lines(stderr: &str) -> Vec<wasmover_host::Progress> {
+    stderr
+        .lines()
+        .filter_map(wasmover_operator::agent_log::parse_progress)
+        .collect()
+}
+
+/// The lines one agent wrote: at most one a second (with the first and
+/// the last), moving forward, some part-way, the last complete.
+fn assert_paced_progress(side: &str, lines: &[wasmover_host::Progress], took: Duration) {
+    let most = took.as_secs() as usize + 2;
+    assert!(
+        (3..=most).contains(&lines.len()),
+        "{side}: {} lines in {took:.1?}: {lines:?}",
+        lines.len()
+    );
+    assert!(
+        lines.windows(2).all(|w| w[0].bytes_done <= w[1].bytes_done),
+        "{side}: {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|p| 0 < p.entries_done && p.entries_done < p.entries_total),
+        "{side}: some line is part-way: {lines:?}"
+    );
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (
+            last.bytes_done,
+            last.bytes_total,
+            last.entries_done,
+            last.entries_total
+        ),
+        (32 << 20, 32 << 20, 16, 16),
+        "{side}: the last line is complete"
+    );
+}
+
+/// `--rate-limit` (blocksync's `bandwidth-limit`) paces what the sender
+/// sends, and both agents, without a terminal, log their progress at most
+/// once a second and the final one at the end, for the operator to read.
+#[test]
+fn a_rate_limited_transfer_is_paced_and_both_agents_log_their_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    sixteen_files(&src);
+    let key = key_file(tmp.path(), "key", 7);
+    let receiver = Receiver::start(&dst, &key, &[]);
+    let rate = 8_000_000;
+    let started = Instant::now();
+    let sent = send(
+        &src,
+        &receiver.addr.to_string(),
+        &key,
+        &["--rate-limit", &rate.to_string()],
+    );
+    let took = started.elapsed();
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    let (ok, _, received) = receiver.wait(Duration::from_secs(20));
+    assert!(ok, "{received}");
+    assert_same_tree(&src, &dst);
+    // 32 MiB of literals and their framing at 8 MB/s: 4.2 s at least.
+    let least = (32 << 20) as f64 / rate as f64;
+    assert!(
+        took.as_secs_f64() > least * 0.95 && took.as_secs_f64() < least * 3.0,
+        "{took:.2?} for {least:.2}s"
+    );
+    assert_paced_progress("sender", &progress_lines(&text(&sent.stderr)), took);
+    assert_paced_progress("receiver", &progress_lines(&received), took);
+}

@@ -433,6 +433,7 @@ async fn installed_on_a_real_api_server_the_operator_may_do_its_work_and_no_more
         ("get", "", "namespaces", "", team),
         ("get", "", "pods", team, "p"),
         ("list", "", "pods", team, ""),
+        ("get", "", "pods/log", team, "p"),
         ("list", "", "events", team, ""),
         ("create", "coordination.k8s.io", "leases", NAMESPACE, ""),
         ("get", "coordination.k8s.io", "leases", NAMESPACE, lease),

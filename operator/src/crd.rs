@@ -261,7 +261,10 @@ pub struct ReplicationDestinationSpec {
 pub struct MoverStatus {
     /// `Successful` or `Failed`.
     pub result: String,
-    /// The end of what the mover reported.
+    /// What the run said, as VolSync's mover Pod's log lines: the lines
+    /// of its last agent that ended that summarize it (its result line,
+    /// warnings, errors; the last 1024 bytes), after the error of a
+    /// failed run.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub logs: String,
 }
@@ -309,17 +312,23 @@ pub struct SyncStatus {
     /// `0.1.0, contract 0.2.0, validate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module_version: Option<String>,
-    /// Bytes moved by the last transfer.
+    /// While a synchronization runs, bytes of the files it rebuilds done
+    /// so far, as its agents report them (read from their logs every 10 s
+    /// at most); once it completed, the bytes its transfer moved on the
+    /// wire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_transferred: Option<u64>,
-    /// Bytes of the replicated volume.
+    /// While a synchronization runs, bytes of the files it rebuilds (known
+    /// once the trees are compared); once it completed, bytes of the
+    /// replicated volume's files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_total: Option<u64>,
     /// Files whose content the current or last transfer rebuilt so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_transferred: Option<u64>,
     /// Files the current or last transfer set out to rebuild (the changed
-    /// ones; the rest were current already).
+    /// ones, from comparing the source's scan with the destination; the
+    /// rest were current already).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_to_transfer: Option<u64>,
     /// The destination's tree digest after the last synchronization's

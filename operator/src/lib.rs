@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod agent_log;
 pub mod builtin;
 pub mod client;
 pub mod cluster;

@@ -80,6 +80,17 @@ impl Drop for OperationTimer {
     }
 }
 
+/// Labels of `wasmover_sync_progress`: the object's and the status field.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgressLabels {
+    /// The object.
+    #[prometheus(flatten)]
+    pub object: ObjectLabels,
+    /// The status field: `bytesTransferred`, `bytesTotal`,
+    /// `filesTransferred` or `filesToTransfer`.
+    pub field: String,
+}
+
 /// Labels of error counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -130,6 +141,10 @@ pub struct Metrics {
     /// `wasmover_files_transferred_total`: files whose content completed
     /// synchronizations rebuilt, as movers report them.
     pub files_transferred: Family<ObjectLabels, Counter>,
+    /// `wasmover_sync_progress`: the progress fields of the object's
+    /// status (label `field`), set as the status is, during a
+    /// synchronization and at its end.
+    pub sync_progress: Family<ProgressLabels, Gauge>,
     /// `wasmover_reconcile_errors_total`: failed reconciles and failed
     /// synchronizations, by role and class of failure.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
@@ -160,6 +175,7 @@ impl Default for Metrics {
         });
         let bytes_transferred = Family::default();
         let files_transferred = Family::default();
+        let sync_progress = Family::default();
         let reconcile_errors = Family::default();
         let kube_request_duration =
             Family::<RequestLabels, Histogram>::new_with_constructor(|| {
@@ -200,6 +216,11 @@ impl Default for Metrics {
             files_transferred.clone(),
         );
         registry.register(
+            "wasmover_sync_progress",
+            "The progress fields of an object's status, by field",
+            sync_progress.clone(),
+        );
+        registry.register(
             "wasmover_reconcile_errors",
             "Failed reconciles",
             reconcile_errors.clone(),
@@ -231,6 +252,7 @@ impl Default for Metrics {
             operation_duration,
             bytes_transferred,
             files_transferred,
+            sync_progress,
             reconcile_errors,
             kube_request_duration,
             refusals,
@@ -268,6 +290,19 @@ impl Metrics {
         OperationTimer {
             histogram: self.operation_duration.get_or_create(&labels).clone(),
             started: Instant::now(),
+        }
+    }
+
+    /// Sets `wasmover_sync_progress` of `object` to its status's progress
+    /// fields, `(field, value)` (an absent value is 0).
+    pub fn set_progress(&self, object: &ObjectLabels, fields: [(&str, Option<u64>); 4]) {
+        for (field, value) in fields {
+            let labels = ProgressLabels {
+                object: object.clone(),
+                field: field.into(),
+            };
+            let value = i64::try_from(value.unwrap_or(0)).unwrap_or(i64::MAX);
+            self.sync_progress.get_or_create(&labels).set(value);
         }
     }
 

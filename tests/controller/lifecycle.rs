@@ -397,6 +397,18 @@ async fn what_a_mover_reports_lands_in_status_and_metrics(stage: &Stage) {
         text.contains(r#"wasmover_files_transferred_total{obj_name="reporting",obj_namespace="src",role="source",method="hostile"} 2"#),
         "{text}"
     );
+    // The status's progress fields as gauges.
+    for (field, value) in [
+        ("bytesTransferred", 4096),
+        ("bytesTotal", 4096),
+        ("filesTransferred", 2),
+        ("filesToTransfer", 2),
+    ] {
+        let sample = format!(
+            r#"wasmover_sync_progress{{obj_name="reporting",obj_namespace="src",role="source",method="hostile",field="{field}"}} {value}"#
+        );
+        assert!(text.contains(&sample), "{sample} in {text}");
+    }
 }
 
 /// A module that traps is reported, and stopped, like any failure.

@@ -9,6 +9,8 @@
 //! One cluster serves the whole suite (it takes half a minute to start and
 //! as long to stop); each step says what it checks, and a failure names it.
 
+mod progress;
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -71,6 +73,11 @@ async fn replication_between_namespaces_on_a_real_node() {
         "the second sync moves only the change: {moved} of {total} bytes"
     );
     pair.compare("2").await;
+
+    // Live progress in both statuses while a paced synchronization runs.
+    let started = Instant::now();
+    progress::story(&suite, &pair).await;
+    eprintln!("live progress story in {:.1?}", started.elapsed());
 
     // Clone source to a Direct destination (the image is the PVC itself),
     // and Snapshot source to a Clone-free Snapshot destination.

@@ -104,12 +104,19 @@ pub fn send(options: &Options) -> Result<TransferReport, Error> {
 }
 
 /// Sends the deltas of the files at `indices`, in that order, each against
-/// the signature the receiver sent for it.
+/// the signature the receiver sent for it, reporting progress after each
+/// as the receiver does: bytes and files of those asked for.
 fn send_deltas(entries: &[Entry], indices: &[usize]) -> Result<(), Error> {
-    for &i in indices {
+    let bytes_total = indices.iter().map(|&i| entries[i].size).sum();
+    let files_total = indices.len() as u64;
+    let mut bytes_done = 0;
+    progress::report(0, bytes_total, 0, files_total);
+    for (done, &i) in indices.iter().enumerate() {
         let path = &entries[i].path;
         blocks::send_delta(path)
             .map_err(|e| receiver_gone(block_error(path, e), &format!("sending {path}")))?;
+        bytes_done += entries[i].size;
+        progress::report(bytes_done, bytes_total, done as u64 + 1, files_total);
     }
     Ok(())
 }

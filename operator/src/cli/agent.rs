@@ -1,15 +1,16 @@
 //! `wasmover agent receive|send`: one side of a transfer between two
 //! hosts.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Subcommand;
 use indicatif::DecimalBytes as HumanBytes;
-use wasmover_host::MoverEngine;
+use wasmover_host::{MoverEngine, Observer};
 use wasmover_operator::agent;
+use wasmover_operator::agent_log::ProgressLines;
 
 use super::{Cli, MoverArgs, VerifyArgs, summary};
 
@@ -102,8 +103,9 @@ impl AgentArgs {
     }
 }
 
-/// `wasmover agent receive|send`: one line per transfer on stdout, refused
-/// or failed connections on stderr.
+/// `wasmover agent receive|send`: one line per transfer on stdout; on
+/// stderr refused or failed connections, and progress: a bar on a
+/// terminal, else [`ProgressLines`] for the operator to read.
 pub fn run(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Result<ExitCode> {
     let (AgentRole::Receive { agent: args, .. } | AgentRole::Send { agent: args, .. }) = role;
     let module = args.mover.load(engine, cli)?;
@@ -159,7 +161,7 @@ pub fn run(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Result<
             ..
         } => {
             let retry = std::time::Duration::try_from_secs_f64(*connect_retry_secs)?;
-            let bar = Arc::new(wasmover_operator::ProgressBar::on_stderr());
+            let progress = ProgressOut::on_stderr();
             let sent = agent::send(
                 &transfer,
                 &volume,
@@ -167,9 +169,9 @@ pub fn run(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Result<
                 &key,
                 &options,
                 retry,
-                bar.clone(),
+                progress.observer(),
             );
-            bar.finish();
+            progress.finish();
             report("sent", "to", &sent?);
             Ok(ExitCode::SUCCESS)
         }
@@ -186,9 +188,9 @@ pub fn run(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Result<
             std::io::stderr().write_all(line.as_bytes())?;
             let mut failures = 0;
             loop {
-                let bar = Arc::new(wasmover_operator::ProgressBar::on_stderr());
-                let received = receiver.receive(&transfer, bar.clone());
-                bar.finish();
+                let progress = ProgressOut::on_stderr();
+                let received = receiver.receive(&transfer, progress.observer());
+                progress.finish();
                 match received {
                     Ok(f) => {
                         report("received", "from", &f);
@@ -203,6 +205,38 @@ pub fn run(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Result<
                     Err(e) => return Err(e.into()),
                 }
             }
+        }
+    }
+}
+
+/// Where an agent's progress goes: a bar on a terminal; otherwise (a
+/// Pod's log) progress lines, which the operator reads into the status.
+enum ProgressOut {
+    Bar(Arc<wasmover_operator::ProgressBar>),
+    Lines(Arc<ProgressLines>),
+}
+
+impl ProgressOut {
+    fn on_stderr() -> Self {
+        if std::io::stderr().is_terminal() {
+            Self::Bar(Arc::new(wasmover_operator::ProgressBar::on_stderr()))
+        } else {
+            Self::Lines(Arc::default())
+        }
+    }
+
+    fn observer(&self) -> Arc<dyn Observer> {
+        match self {
+            Self::Bar(bar) => bar.clone(),
+            Self::Lines(lines) => lines.clone(),
+        }
+    }
+
+    /// Removes the bar, or writes the last progress held back.
+    fn finish(&self) {
+        match self {
+            Self::Bar(bar) => bar.finish(),
+            Self::Lines(lines) => lines.finish(),
         }
     }
 }

@@ -12,6 +12,7 @@
 mod decide;
 mod endpoint;
 mod mover;
+mod progress;
 mod reconcile;
 mod replication;
 mod status;
@@ -139,6 +140,9 @@ pub struct Context {
     pub runs: Semaphore,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// What running synchronizations' agents report, read from their
+    /// logs at a bounded rate.
+    pub progress: progress::LiveProgress,
 }
 
 impl Context {
@@ -163,6 +167,7 @@ impl Context {
             agent_image: options.agent_image.clone(),
             runs: Semaphore::new(16),
             metrics,
+            progress: progress::LiveProgress::default(),
         })
     }
 

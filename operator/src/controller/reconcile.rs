@@ -18,8 +18,8 @@ use super::decide::{
 };
 use super::mover::{Step, run_mover};
 use super::status::{apply_status, go_duration, labels, publish, record, start, synchronizing};
-use super::stuck;
 use super::{Context, Error, Replication};
+use super::{progress, stuck};
 use crate::crd::{FINALIZER, ImageRef, MoverStatus, SyncStatus, reason};
 use crate::metrics::Operation;
 use crate::modules::{Selected, Unavailable};
@@ -150,6 +150,23 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
     }
 
     let cleaning = continuing.unwrap_or(false);
+    // The agents' Pods, listed before the mover runs: once it sees their
+    // Job finished, its cleanup deletes them, and with them the log that
+    // holds their summary.
+    let object = progress::key(obj);
+    let pods = match cleaning {
+        true => None,
+        false => stuck::agent_pods(&ctx.client, &object.1, &object.0, &object.2).await,
+    };
+    let started = sync.last_sync_start_time.as_ref().map_or(now, |t| t.0);
+    let agents = pods.as_deref().unwrap_or_default();
+    if let Some(live) = ctx
+        .progress
+        .observe(&ctx.client, &object, agents, started)
+        .await
+    {
+        progress::set_live(&mut sync, &live);
+    }
     let ran = run_mover(obj, ctx, module, limits, cleaning).await;
     match ran.map(|ran| record(&mut sync, ran)) {
         Ok(Step::Running(wait)) => {
@@ -162,10 +179,12 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
             // reason says which export continues).
             let namespace = obj.namespace().unwrap_or_default();
             let kind = K::kind(&());
-            let stuck = if cleaning || wait.is_zero() {
-                None
-            } else {
-                stuck::diagnose(&ctx.client, &namespace, &kind, &obj.name_any(), now).await
+            let stuck = match &pods {
+                Some(pods) if !cleaning && !wait.is_zero() => {
+                    stuck::diagnose(&ctx.client, &namespace, &kind, &obj.name_any(), pods, now)
+                        .await
+                }
+                _ => None,
             };
             match stuck {
                 Some(stuck) => {
@@ -184,6 +203,7 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
                     sync.set_condition(synchronizing("True", why, message, generation));
                 }
             }
+            progress::set_gauges(&ctx.metrics, &labels(obj), &sync);
             apply_status(ctx, obj, &sync, None).await?;
             // Back when the mover asks, or when the run falls overdue.
             let wait = until_overdue(obj, &sync, now).map_or(wait, |left| wait.min(left));
@@ -229,10 +249,12 @@ async fn complete<K: Replication>(
         .get_or_create(&labels)
         .inc_by(sync.files_transferred.unwrap_or(0));
     sync.last_manual_sync = obj.trigger().and_then(|t| t.manual.clone());
+    // What its agents said of the run, as VolSync's mover Pod's log.
     sync.latest_mover_status = Some(MoverStatus {
         result: "Successful".into(),
-        logs: String::new(),
+        logs: ctx.progress.finish(&progress::key(obj)).unwrap_or_default(),
     });
+    progress::set_gauges(metrics, &labels, &sync);
     let wait = after_completion(obj, now);
     sync.next_sync_time = wait.next.map(Time);
     let generation = obj.meta().generation;
@@ -270,9 +292,14 @@ async fn fail<K: Replication>(
     )) {
         publish(ctx, obj, true, "SyncFailed", message.clone()).await;
     }
+    // The error, then what the agents that ended said of it.
+    let logs = match ctx.progress.finish(&progress::key(obj)) {
+        Some(agents) => format!("{message}\n{agents}"),
+        None => message,
+    };
     sync.latest_mover_status = Some(MoverStatus {
         result: "Failed".into(),
-        logs: message,
+        logs,
     });
     apply_status(ctx, obj, &sync, None).await?;
     Ok(Action::requeue(ERROR_RETRY))
@@ -321,6 +348,7 @@ async fn report_limit<K: Replication>(ctx: &Context, obj: &K, error: &Error) {
 /// Calls the mover's `cleanup` before the object goes; while it is in
 /// progress, [`Error::CleanupInProgress`] keeps the finalizer.
 async fn cleanup<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Error> {
+    ctx.progress.finish(&progress::key(&*obj));
     // A module the policy refuses does not run, not even its cleanup.
     let limits = ctx.policy.admit(obj.mover()).map_err(Error::Policy);
     let ran = match limits {

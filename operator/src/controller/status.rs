@@ -97,7 +97,8 @@ pub(super) fn record(sync: &mut SyncStatus, ran: Ran) -> Step {
             sync.bytes_transferred = Some(t.bytes_on_wire);
             sync.bytes_total = Some(t.bytes_total);
             sync.files_transferred = Some(t.files_transferred);
-            sync.files_to_transfer = Some(t.files_transferred);
+            // Its agents' count from comparing the trees, if it was read.
+            sync.files_to_transfer = sync.files_to_transfer.max(Some(t.files_transferred));
         }
         sync.last_sync_digest = transfer
             .as_ref()

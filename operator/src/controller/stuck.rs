@@ -38,23 +38,44 @@ pub(super) struct Stuck {
     object: String,
 }
 
-/// The first problem among the PVCs and Pods labelled as owned by
-/// `kind`/`name` in `namespace` (a claim first: an unbound claim also
-/// leaves its Pod unschedulable, and the claim's events say why); `None`
-/// when nothing looks stuck, or the lists fail: the diagnosis is a
-/// courtesy, never a reason to fail.
+/// What the movers of `kind`/`name` made carries its owner labels.
+fn owned(kind: &str, name: &str) -> ListParams {
+    ListParams::default().labels(&format!(
+        "{OWNER_KIND_LABEL}={kind},{OWNER_NAME_LABEL}={name}"
+    ))
+}
+
+/// The agent Pods of `kind`/`name` in `namespace` (their Jobs' Pods, which
+/// carry the owner labels of the template they are built from); `None`
+/// when the list fails.
+pub(super) async fn agent_pods(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> Option<Vec<Pod>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&owned(kind, name))
+        .await
+        .ok()?;
+    Some(pods.items)
+}
+
+/// The first problem among the PVCs labelled as owned by `kind`/`name` in
+/// `namespace` and its agent `pods` ([`agent_pods`]) (a claim first: an
+/// unbound claim also leaves its Pod unschedulable, and the claim's events
+/// say why); `None` when nothing looks stuck, or the list fails: the
+/// diagnosis is a courtesy, never a reason to fail.
 pub(super) async fn diagnose(
     client: &Client,
     namespace: &str,
     kind: &str,
     name: &str,
+    pods: &[Pod],
     now: Timestamp,
 ) -> Option<Stuck> {
-    let owned = ListParams::default().labels(&format!(
-        "{OWNER_KIND_LABEL}={kind},{OWNER_NAME_LABEL}={name}"
-    ));
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
-        .list(&owned)
+        .list(&owned(kind, name))
         .await
         .ok()?;
     if let Some(mut stuck) = claims.items.iter().find_map(|c| claim_problem(c, now)) {
@@ -63,11 +84,7 @@ pub(super) async fn diagnose(
         }
         return Some(stuck);
     }
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&owned)
-        .await
-        .ok()?;
-    pods.items.iter().find_map(pod_problem)
+    pods.iter().find_map(pod_problem)
 }
 
 /// The latest Warning Event on the claim `name` (`ProvisioningFailed: …`).

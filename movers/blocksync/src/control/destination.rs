@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use wasmover_sdk::types::{CopyMethod, DestinationSpec, Error, Image, ImageKind, Outcome};
 use wasmover_sdk::{KEY_SECRET_ANNOTATION, error, events, log};
 
-use super::jobs::{JobState, Volumes, agent_job, job_state, state_pvc, transfer_params};
+use super::jobs::{
+    JobState, Volumes, agent_job, job_state, rate_flags, state_pvc, transfer_params,
+};
 use super::objects::{delete, ensure, get, list};
 use super::report::{REPORT_FILE, agent_report};
 use super::{DEFAULT_PORT, POLL_MS, Role, access_modes, completed, is_block};
@@ -138,6 +140,7 @@ impl Role {
         ];
         args.extend(volumes.args());
         args.extend(transfer_params(&params));
+        args.extend(rate_flags(&params)?);
         let mut job = agent_job(&job_name, &volumes, false, &secret, &args);
         // A new synchronization is a new Job: its id names its snapshot.
         job["metadata"]["annotations"] = json!({SYNC_ANNOTATION: random_hex(4)?});

@@ -6,6 +6,7 @@ use wasmover_sdk::Params;
 use wasmover_sdk::types::Error;
 
 use super::objects::ensure;
+use super::params::bandwidth_limit;
 
 /// Where an agent sees a block-mode PVC.
 pub(super) const DEVICE_PATH: &str = "/dev/wasmover-volume";
@@ -48,6 +49,14 @@ pub(super) fn transfer_params(params: &Params) -> Vec<String> {
         .get("block-size")
         .map(|size| vec!["--param".to_owned(), format!("block-size={size}")])
         .unwrap_or_default()
+}
+
+/// The agent's flags for the parameter `bandwidth-limit`: it paces the
+/// bytes it sends (TLS bytes) to that rate.
+pub(super) fn rate_flags(params: &Params) -> Result<Vec<String>, Error> {
+    Ok(bandwidth_limit(params)?
+        .map(|rate| vec!["--rate-limit".to_owned(), rate.to_string()])
+        .unwrap_or_default())
 }
 
 /// Which PVCs an agent Job gets.

@@ -12,7 +12,12 @@ pub const KNOWN_PARAMETERS: &[&str] = &[
     "volume-mode",
     "journal-capacity",
     "hashes-capacity",
+    "bandwidth-limit",
 ];
+
+/// The least `bandwidth-limit`: below it a transfer barely moves, and
+/// its peer's idle timeout would declare it dead.
+const MIN_BANDWIDTH: u64 = 1 << 10;
 
 /// Whether `parameters` belong to blocksync.
 pub fn claims(parameters: &[Parameter]) -> bool {
@@ -44,6 +49,7 @@ pub fn validate(parameters: Vec<Parameter>) -> Result<(), Error> {
             format!("volume-mode={mode} is neither Filesystem nor Block"),
         ));
     }
+    bandwidth_limit(&params)?;
     if let Some(size) = params.parse::<u32>("block-size")?
         && !(512..=(1 << 20)).contains(&size)
     {
@@ -53,6 +59,48 @@ pub fn validate(parameters: Vec<Parameter>) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// The parameter `bandwidth-limit`: the most bytes a second the agent
+/// sends, as `10485760`, `10M` (10^6) or `10Mi` (2^20), with `k`/`Ki`,
+/// `M`/`Mi`, `G`/`Gi`; at least 1Ki.
+pub(super) fn bandwidth_limit(params: &Params) -> Result<Option<u64>, Error> {
+    let Some(text) = params.get("bandwidth-limit") else {
+        return Ok(None);
+    };
+    let invalid = |why: &str| {
+        error(
+            "InvalidParameter",
+            format!(
+                "bandwidth-limit={text} {why}: it is bytes per second, a whole number with an \
+                 optional suffix k, M, G (powers of 1000) or Ki, Mi, Gi (powers of 1024), \
+                 like 10Mi, at least 1Ki"
+            ),
+        )
+    };
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits);
+    let unit: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(invalid("has an unknown suffix")),
+    };
+    let rate = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| invalid("is not a number of bytes per second"))?;
+    if rate < MIN_BANDWIDTH {
+        return Err(invalid("is too low"));
+    }
+    Ok(Some(rate))
 }
 
 #[cfg(test)]
@@ -79,11 +127,48 @@ mod tests {
             "UnknownParameter"
         );
         assert!(validate(vec![param("volume-mode", "Block")]).is_ok());
+        assert!(validate(vec![param("bandwidth-limit", "10Mi")]).is_ok());
+        assert_eq!(
+            validate(vec![param("bandwidth-limit", "fast")])
+                .unwrap_err()
+                .reason,
+            "InvalidParameter"
+        );
         assert_eq!(
             validate(vec![param("volume-mode", "Raw")])
                 .unwrap_err()
                 .reason,
             "InvalidParameter"
         );
+    }
+
+    #[test]
+    fn a_bandwidth_limit_is_bytes_a_second_with_a_unit() {
+        let limit =
+            |text: &str| bandwidth_limit(&Params::from(vec![param("bandwidth-limit", text)]));
+        assert_eq!(limit("1048576").unwrap(), Some(1 << 20));
+        assert_eq!(limit("10Mi").unwrap(), Some(10 << 20));
+        assert_eq!(limit("500k").unwrap(), Some(500_000));
+        assert_eq!(limit("2G").unwrap(), Some(2_000_000_000));
+        assert_eq!(limit("1Ki").unwrap(), Some(1024));
+        assert_eq!(bandwidth_limit(&Params::default()).unwrap(), None);
+        for (bad, why) in [
+            ("10MB", "has an unknown suffix"),
+            ("-1", "has an unknown suffix"),
+            ("Mi", "is not a number"),
+            ("1.5Mi", "has an unknown suffix"),
+            ("99999999999Gi", "is not a number"),
+            ("1023", "is too low"),
+            ("0", "is too low"),
+        ] {
+            let e = limit(bad).unwrap_err();
+            assert_eq!(e.reason, "InvalidParameter");
+            assert!(
+                e.message
+                    .starts_with(&format!("bandwidth-limit={bad} {why}")),
+                "{}",
+                e.message
+            );
+        }
     }
 }

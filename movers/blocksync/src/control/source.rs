@@ -6,7 +6,9 @@ use serde_json::json;
 use wasmover_sdk::types::{CopyMethod, Error, Outcome, SourceSpec};
 use wasmover_sdk::{error, log};
 
-use super::jobs::{JobState, Volumes, agent_job, job_state, state_pvc, transfer_params};
+use super::jobs::{
+    JobState, Volumes, agent_job, job_state, rate_flags, state_pvc, transfer_params,
+};
 use super::objects::{ensure, get};
 use super::report::{REPORT_FILE, agent_report};
 use super::{DEFAULT_PORT, POLL_MS, Role, access_modes, completed, is_block};
@@ -62,6 +64,7 @@ impl Role {
         ];
         args.extend(volumes.args());
         args.extend(transfer_params(&params));
+        args.extend(rate_flags(&params)?);
         let job = ensure(agent_job(
             &job_name,
             &volumes,
@@ -227,6 +230,7 @@ mod tests {
         let (args, mounts) = job_of("plain");
         assert_eq!(args[0], "send", "the role comes first: {args:?}");
         assert!(!args.contains(&"--hashes".to_owned()), "{args:?}");
+        assert!(!args.contains(&"--rate-limit".to_owned()), "{args:?}");
         assert!(has(&mounts, "/data") && has(&mounts, "/keys"), "{mounts:?}");
         assert!(!has(&mounts, "/hashes"), "{mounts:?}");
         assert!(
@@ -240,12 +244,19 @@ mod tests {
             vec![
                 param("address", "dst.team-b"),
                 param("hashes-capacity", "64Mi"),
+                param("bandwidth-limit", "4Mi"),
             ],
         ));
         keeping.synchronize().unwrap();
         let (args, mounts) = job_of("keeping");
         let at = args.iter().position(|a| a == "--hashes").unwrap();
         assert_eq!(args[at + 1], HASHES_FILE);
+        let at = args.iter().position(|a| a == "--rate-limit").unwrap();
+        assert_eq!(
+            args[at + 1],
+            (4 << 20).to_string(),
+            "bandwidth-limit paces it"
+        );
         assert!(has(&mounts, "/hashes"), "{mounts:?}");
         let pvc = get("v1", "PersistentVolumeClaim", "keeping-blocksync-hashes")
             .unwrap()
