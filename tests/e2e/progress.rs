@@ -14,7 +14,7 @@ use wasmover_operator::crd::SyncStatus;
 use super::{Pair, SYNC, Suite};
 
 /// New files the paced synchronization moves, of 1 MiB each.
-const FILES: u64 = 24;
+const FILES: u64 = 30;
 
 /// Whether `status` shows a synchronization part-way: running, some but
 /// not all bytes and files done, of the files to transfer.
@@ -26,8 +26,8 @@ fn part_way(status: &SyncStatus) -> bool {
 }
 
 /// Writes `FILES` new files to `pair`'s source, paces its agent to 1 MiB/s
-/// (about 25 s), and reads both objects' status while it runs, then once
-/// it completed.
+/// (about 30 s: the operator reads progress every 10 s), and reads both
+/// objects' status while it runs, then once it completed.
 pub(crate) async fn story(suite: &Suite<'_>, pair: &Pair) {
     suite
         .write(
