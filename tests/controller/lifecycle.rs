@@ -13,7 +13,8 @@ use serde_json::json;
 use wasmover_operator::crd::{ReplicationDestination, ReplicationSource};
 use wasmover_tests::apiserver::{ApiServer, install_crds};
 use wasmover_tests::cluster::{
-    condition_reason, create, eventually, failure, job_controller_stand_in, namespace,
+    condition_reason, create, eventually, eventually_within, failure, job_controller_stand_in,
+    namespace,
 };
 use wasmover_tests::operator::{Operator, http_get};
 
@@ -31,6 +32,7 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     // before it left (the scheduled source waits for its minute meanwhile).
     let stage = Stage::new(client, metrics_addr);
     let next = a_schedule_is_waited_for(&stage).await;
+    a_destination_goes_on_a_schedule_it_will_not_keep(&stage).await;
     a_manual_trigger_runs_the_mover_and_events_tell_it(&stage).await;
     the_synchronization_is_in_the_metrics(&stage).await;
     a_new_trigger_runs_it_again_and_a_pause_stops_it(&stage).await;
@@ -39,6 +41,7 @@ async fn operator_drives_a_mover_through_a_real_api_server() {
     what_a_mover_reports_lands_in_status_and_metrics(&stage).await;
     a_module_that_traps_is_a_failure(&stage).await;
     the_scheduled_source_ran_at_its_minute(&stage, next).await;
+    an_overrun_is_out_of_sync_then_a_missed_interval(&stage).await;
     deleting_collects_what_the_mover_created(&stage).await;
     operator.abort();
 }
@@ -49,6 +52,8 @@ struct Stage {
     client: Client,
     metrics_addr: SocketAddr,
     scheduled: Api<ReplicationSource>,
+    late: Api<ReplicationDestination>,
+    late_jobs: Api<Job>,
     destinations: Api<ReplicationDestination>,
     jobs: Api<Job>,
     secrets: Api<Secret>,
@@ -62,6 +67,8 @@ impl Stage {
     fn new(client: Client, metrics_addr: SocketAddr) -> Self {
         Self {
             scheduled: Api::namespaced(client.clone(), "sched"),
+            late: Api::namespaced(client.clone(), "sched"),
+            late_jobs: Api::namespaced(client.clone(), "sched"),
             destinations: Api::namespaced(client.clone(), "dst"),
             jobs: Api::namespaced(client.clone(), "dst"),
             secrets: Api::namespaced(client.clone(), "dst"),
@@ -100,6 +107,123 @@ async fn a_schedule_is_waited_for(stage: &Stage) -> Time {
     .await;
     assert_eq!(next.0.as_second() % 60, 0, "fires on a minute: {next:?}");
     next
+}
+
+/// A destination synchronized once by hand goes on a schedule of every
+/// minute; its next run will wait for an agent Job that no one completes
+/// until [`an_overrun_is_out_of_sync_then_a_missed_interval`] does.
+async fn a_destination_goes_on_a_schedule_it_will_not_keep(stage: &Stage) {
+    let Stage {
+        late,
+        late_jobs,
+        metrics_addr,
+        ..
+    } = stage;
+    create(
+        late,
+        "late",
+        json!({
+            "capacity": "1Gi",
+            "trigger": {"manual": "first"},
+            "mover": {"module": "blocksync"},
+        }),
+    )
+    .await;
+    eventually("its agent Job exists", || async {
+        late_jobs.get_opt("late-blocksync-dst").await.unwrap()
+    })
+    .await;
+    job_controller_stand_in(late_jobs, "late-blocksync-dst").await;
+    eventually("the manual synchronization completes", || async {
+        let status = late.get("late").await.unwrap().status?;
+        (status.sync.last_manual_sync.as_deref() == Some("first")).then_some(())
+    })
+    .await;
+    let text = http_get(*metrics_addr, "/metrics").await;
+    assert_eq!(
+        sample(&text, "volsync_volume_out_of_sync", LATE),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "volsync_missed_intervals_total", LATE),
+        Some(0.0),
+        "{text}"
+    );
+    let schedule = json!({"spec": {"trigger": {"manual": null, "schedule": "* * * * *"}}});
+    late.patch("late", &PatchParams::default(), &Patch::Merge(schedule))
+        .await
+        .unwrap();
+}
+
+/// The labels of the destination `late` in VolSync's metrics.
+const LATE: &str =
+    r#"{obj_name="late",obj_namespace="sched",role="destination",method="blocksync"}"#;
+
+/// The value of the sample `name` with `labels` in the exposition `text`.
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let series = format!("{name}{labels} ");
+    let line = text.lines().find(|l| l.starts_with(&series))?;
+    line[series.len()..].trim().parse().ok()
+}
+
+/// The scheduled run of `late` started at its minute and is still running
+/// when the next minute comes: from then on the volume is out of sync;
+/// when it completes at last, it is in sync again and counted as a missed
+/// interval, its duration (over a minute) in Go's format.
+async fn an_overrun_is_out_of_sync_then_a_missed_interval(stage: &Stage) {
+    let Stage {
+        late,
+        late_jobs,
+        metrics_addr,
+        ..
+    } = stage;
+    // The run starts within a minute of the manual one, and overruns
+    // the minute after: two minutes at most.
+    eventually_within(
+        "the overrunning synchronization is out of sync",
+        std::time::Duration::from_secs(150),
+        || async {
+            let text = http_get(*metrics_addr, "/metrics").await;
+            (sample(&text, "volsync_volume_out_of_sync", LATE) == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    let status = late.get("late").await.unwrap().status.unwrap().sync;
+    // Running still (its reason may say what holds it up: here the PVC
+    // that no provisioner binds).
+    assert!(status.synchronizing(), "{status:?}");
+    let text = http_get(*metrics_addr, "/metrics").await;
+    assert_eq!(
+        sample(&text, "volsync_missed_intervals_total", LATE),
+        Some(0.0),
+        "counted when it completes: {text}"
+    );
+
+    let first = status.last_sync_time.clone().unwrap();
+    job_controller_stand_in(late_jobs, "late-blocksync-dst").await;
+    let status = eventually("the late synchronization completes", || async {
+        let status = late.get("late").await.unwrap().status?.sync;
+        (status.last_sync_time.as_ref()?.0 > first.0).then_some(status)
+    })
+    .await;
+    let text = http_get(*metrics_addr, "/metrics").await;
+    assert_eq!(
+        sample(&text, "volsync_missed_intervals_total", LATE),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "volsync_volume_out_of_sync", LATE),
+        Some(0.0),
+        "{text}"
+    );
+    // Over a minute, as Go writes it: `1m4.2s`.
+    let took = status.last_sync_duration.unwrap();
+    let (minutes, seconds) = took.split_once('m').expect(&took);
+    assert!(minutes.parse::<u32>().is_ok_and(|m| m >= 1), "{took}");
+    let seconds = seconds.strip_suffix('s').expect(&took);
+    assert!(seconds.parse::<f64>().is_ok_and(|s| s < 60.0), "{took}");
 }
 
 /// The mover creates its objects through the scoped host functions, runs,
@@ -207,6 +331,13 @@ async fn the_synchronization_is_in_the_metrics(stage: &Stage) {
         text.contains(r#"wasmover_kube_request_duration_seconds_count{verb="create",code="201"}"#),
         "{text}"
     );
+    // The controllers' operations: reconciles and status writes.
+    for operation in ["sync", "save"] {
+        let series = format!(
+            r#"wasmover_operation_duration_seconds_count{{role="destination",operation="{operation}"}} "#
+        );
+        assert!(text.contains(&series), "{series} in {text}");
+    }
     assert!(
         http_get(metrics_addr, "/readyz")
             .await
@@ -470,6 +601,9 @@ async fn deleting_collects_what_the_mover_created(stage: &Stage) {
     .await;
     let text = http_get(metrics_addr, "/metrics").await;
     assert!(text.contains("wasmover_orphans_deleted_total 3"), "{text}");
+    let deleted =
+        r#"wasmover_operation_duration_seconds_count{role="destination",operation="delete"} "#;
+    assert!(text.contains(deleted), "{text}");
     sources
         .delete("app", &DeleteParams::default())
         .await
