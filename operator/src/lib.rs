@@ -23,7 +23,7 @@ pub mod registry;
 pub mod replicate;
 pub mod schedule;
 mod terminal;
-pub mod workload;
 pub mod volsync;
+pub mod workload;
 
 pub use terminal::ProgressBar;

@@ -17,9 +17,9 @@ mod reconcile;
 mod replication;
 mod status;
 mod stuck;
+mod volsync;
 
 use std::sync::Arc;
-mod volsync;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -69,12 +69,12 @@ pub enum Error {
     /// The object's schedule does not parse or never fires.
     #[error("{0}")]
     InvalidSchedule(String),
-    /// The mover's blocking task panicked or was cancelled.
-    #[error("mover task: {0}")]
     /// The spec cannot run as written (a VolSync object's parameters);
     /// the message names the field and the rule.
     #[error("{0}")]
     InvalidSpec(String),
+    /// The mover's blocking task panicked or was cancelled.
+    #[error("mover task: {0}")]
     Join(#[from] tokio::task::JoinError),
     /// The mover's `cleanup` is still running: not a failure, but it must
     /// keep the finalizer (which an `Ok` would remove), so it is an `Err`
@@ -105,9 +105,9 @@ impl Error {
             Error::Claim(CatalogError::Run(e)) | Error::Mover(e) => e.metric_label(),
             Error::Claim(_) => "claim",
             Error::InvalidSchedule(_) => "invalid_schedule",
+            Error::InvalidSpec(_) => "invalid_spec",
             Error::Join(_) => "mover_task",
             Error::CleanupInProgress(_) => "cleanup_in_progress",
-            Error::InvalidSpec(_) => "invalid_spec",
         }
     }
 
@@ -267,13 +267,13 @@ pub async fn run(
             Err(e) => anyhow::bail!("cannot list {kind}s: {e}"),
         }
     }
+    let serve_volsync = serves_volsync(&client).await;
     // A replica standing by is healthy and ready; it just does not act.
     metrics.set_ready();
     let candidate = options
         .leader
         .map(|config| Candidate::new(client.clone(), config));
     if let Some(candidate) = &candidate {
-    let serve_volsync = serves_volsync(&client).await;
         let config = candidate.config();
         tracing::info!(lease = %config.name, identity = %config.identity, "waiting for the leader lease");
         candidate.acquire().await;
@@ -336,12 +336,6 @@ pub async fn run(
     }
 }
 
-/// Deletes orphans every `interval` (the first pass right away).
-async fn collect_periodically(client: Client, metrics: Arc<Metrics>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
 /// The controller of kind `K`, until `stop`: its objects, and the agent
 /// Jobs of their movers.
 fn controller<K: Replication>(
@@ -403,6 +397,12 @@ async fn serves_volsync(client: &Client) -> bool {
     true
 }
 
+/// Deletes orphans every `interval` (the first pass right away).
+async fn collect_periodically(client: Client, metrics: Arc<Metrics>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
         match gc::collect_orphans(&client, DEFAULT_KINDS).await {
             Ok(collected) => {
                 tracing::debug!(

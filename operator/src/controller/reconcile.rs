@@ -348,6 +348,12 @@ async fn report_limit<K: Replication>(ctx: &Context, obj: &K, error: &Error) {
 /// Calls the mover's `cleanup` before the object goes; while it is in
 /// progress, [`Error::CleanupInProgress`] keeps the finalizer.
 async fn cleanup<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Error> {
+    // An invalid spec names no mover to clean up after; what an earlier
+    // one created is owned by the object and goes with it.
+    if let Some(message) = obj.invalid() {
+        tracing::info!(object = %obj.name_any(), "deleted without a mover cleanup: {message}");
+        return Ok(Action::await_change());
+    }
     ctx.progress.finish(&progress::key(&*obj));
     // A module the policy refuses does not run, not even its cleanup.
     let limits = ctx.policy.admit(obj.mover()).map_err(Error::Policy);
@@ -373,13 +379,6 @@ async fn cleanup<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, E
         }
     }
 }
-    // An invalid spec names no mover to clean up after; what an earlier
-    // one created is owned by the object and goes with it.
-    if let Some(message) = obj.invalid() {
-        tracing::info!(object = %obj.name_any(), "deleted without a mover cleanup: {message}");
-        return Ok(Action::await_change());
-    }
-    ctx.progress.finish(&progress::key(&*obj));
 
 /// Lets go of an object this operator does not serve (a VolSync object
 /// whose provider is another): left untouched, or, if it was served until

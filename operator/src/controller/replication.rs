@@ -43,9 +43,6 @@ pub trait Replication:
     fn paused(&self) -> bool;
     /// The common status, or its default.
     fn sync_status(&self) -> SyncStatus;
-    /// Asks the catalog for the mover that claims this object.
-    fn claim(
-        &self,
     /// Whether this operator serves the object; `false` (a VolSync object
     /// for another provider) leaves it untouched.
     fn served(&self) -> bool {
@@ -55,6 +52,9 @@ pub trait Replication:
     fn invalid(&self) -> Option<String> {
         None
     }
+    /// Asks the catalog for the mover that claims this object.
+    fn claim(
+        &self,
         catalog: &Catalog,
         selected: Option<&str>,
         limits: MoverLimits,
