@@ -24,7 +24,7 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, Resource};
 use serde_json::json;
 use wasmover_operator::controller::Replication;
-use wasmover_operator::crd::{ReplicationDestination, ReplicationSource};
+use wasmover_operator::crd::{Endpoint, ReplicationDestination, ReplicationSource};
 use wasmover_tests::cluster::{condition_reason, create, eventually_within, namespace};
 use wasmover_tests::node::{Image, Node, TREE_LISTING, busybox, claim};
 
@@ -62,6 +62,7 @@ async fn replication_between_namespaces_on_a_real_node() {
         .pair("direct", CopyMethods::new("Direct", "Snapshot"))
         .await;
     pair.sync("1").await;
+    suite.copy_key_as_documented(&pair).await;
     suite.write(&pair.src, "data", "echo changed >d/f7").await;
     pair.trigger("2").await;
     suite.kill_operator_while(&pair).await;
@@ -205,6 +206,55 @@ impl Suite<'_> {
             &format!("cd /data && {script}"),
         )
         .await;
+    }
+
+    /// The key handoff of docs/operator.md ("Pairing a source with a
+    /// destination"), its commands run by the cluster's kubectl, one
+    /// context standing in for both: waits for `EndpointReady`, prints
+    /// `status.endpoint`, copies the key Secret it names through a pipe
+    /// into the source's namespace. The copy holds the destination's key.
+    async fn copy_key_as_documented(&self, pair: &Pair) {
+        const DOCUMENTED: &str = r#"set -eu
+kubectl() { "$KUBECTL" "$@"; }
+kubectl -n "$DST" wait wrd/db --for=condition=EndpointReady --timeout=5m >&2
+kubectl -n "$DST" get wrd/db -o jsonpath='{.status.endpoint}{"\n"}'
+secret=$(kubectl -n "$DST" get wrd/db -o jsonpath='{.status.endpoint.keySecret}')
+kubectl -n "$DST" get secret "$secret" -o jsonpath='{.data.psk}' | base64 -d |
+  kubectl -n "$SRC" create secret generic documented-key --from-file=psk=/dev/stdin >&2
+"#;
+        let output = std::process::Command::new("sh")
+            .args(["-c", DOCUMENTED])
+            .env("KUBECTL", self.node.env("KUBECTL"))
+            .env("KUBECONFIG", self.node.kubeconfig())
+            .env("DST", &pair.dst)
+            .env("SRC", &pair.src)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        assert!(
+            output.status.success(),
+            "the documented handoff failed:\n{stdout}\n{stderr}"
+        );
+        let printed: Endpoint = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("status.endpoint is JSON: {e}: {stdout}"));
+        assert_eq!(printed, pair.endpoint().await);
+        let psk = |namespace: &str, name: &str| {
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+            let name = name.to_owned();
+            async move { secrets.get(&name).await.unwrap().data.unwrap()["psk"].clone() }
+        };
+        assert_eq!(
+            psk(&pair.src, "documented-key").await,
+            psk(&pair.dst, "db-blocksync-key").await,
+            "the copy holds the destination's key"
+        );
+        Api::<Secret>::namespaced(self.client.clone(), &pair.src)
+            .delete("documented-key", &DeleteParams::default())
+            .await
+            .unwrap();
     }
 
     /// Starts `pair`'s synchronization, deletes the operator's Pod while
@@ -367,22 +417,26 @@ impl Pair {
     }
 
     /// Creates the destination with `dst_trigger` (`null`: it receives
-    /// continuously, as VolSync's do) and, with the destination's key
-    /// copied (as with VolSync's rsync-tls) and its Service's address, the
-    /// source with `src_trigger`.
+    /// continuously, as VolSync's do) and, paired by what its
+    /// `status.endpoint` says (the key Secret copied, as with VolSync's
+    /// rsync-tls, the address and port as parameters), the source with
+    /// `src_trigger`.
     async fn create(&self, dst_trigger: serde_json::Value, src_trigger: serde_json::Value) {
         let mut spec = json!({"capacity": "1Gi", "copyMethod": self.methods.destination});
         if !dst_trigger.is_null() {
             spec["trigger"] = dst_trigger;
         }
         create(&self.destinations(), "db", spec).await;
-        let key = eventually_within("the destination's key exists", SYNC, || async {
-            Api::<Secret>::namespaced(self.client.clone(), &self.dst)
-                .get_opt("db-blocksync-key")
-                .await
-                .unwrap()
-        })
-        .await;
+        let endpoint = self.endpoint().await;
+        let (Some(address), Some(port), Some(key_secret)) =
+            (endpoint.address, endpoint.port, endpoint.key_secret)
+        else {
+            unreachable!("Pair::endpoint waits for all three")
+        };
+        let key = Api::<Secret>::namespaced(self.client.clone(), &self.dst)
+            .get(&key_secret)
+            .await
+            .unwrap();
         let copy: Secret = serde_json::from_value(json!({
             "metadata": {"name": "app-blocksync-key"},
             "data": key.data,
@@ -392,7 +446,6 @@ impl Pair {
             .create(&PostParams::default(), &copy)
             .await
             .unwrap();
-        let address = self.address().await;
         create(
             &self.sources(),
             "app",
@@ -402,6 +455,7 @@ impl Pair {
                 "trigger": src_trigger,
                 "mover": {"parameters": {
                     "address": address,
+                    "port": port.to_string(),
                     "key-secret": "app-blocksync-key",
                 }},
             }),
@@ -447,19 +501,30 @@ impl Pair {
             .unwrap();
     }
 
-    /// Where the source reaches the destination's agent: its Service's
-    /// cluster IP (the node runs kube-proxy; it has no cluster DNS).
-    async fn address(&self) -> String {
-        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.dst);
-        eventually_within("the destination's Service exists", SYNC, || async {
-            services
-                .get_opt("db-blocksync")
-                .await
-                .unwrap()?
-                .spec?
-                .cluster_ip
+    /// Where the source reaches the destination's agent, as the
+    /// destination's `status.endpoint` says once complete: its Service's
+    /// cluster IP (the node runs kube-proxy; it has no cluster DNS), port
+    /// and key Secret, which are checked against the Service.
+    async fn endpoint(&self) -> Endpoint {
+        let endpoint = eventually_within("the destination reports its endpoint", SYNC, || async {
+            let status = self.destinations().get("db").await.unwrap().status?;
+            let endpoint = status.endpoint?;
+            let complete = endpoint.address.is_some()
+                && endpoint.port.is_some()
+                && endpoint.key_secret.is_some();
+            complete.then_some(endpoint)
         })
-        .await
+        .await;
+        let service = Api::<Service>::namespaced(self.client.clone(), &self.dst)
+            .get("db-blocksync")
+            .await
+            .unwrap()
+            .spec
+            .unwrap();
+        assert_eq!(endpoint.address, service.cluster_ip, "{service:?}");
+        assert_eq!(endpoint.port, Some(service.ports.unwrap()[0].port));
+        assert_eq!(endpoint.key_secret.as_deref(), Some("db-blocksync-key"));
+        endpoint
     }
 
     /// Waits until both objects completed the synchronization of
