@@ -17,7 +17,7 @@ use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::crd::{CopyMethod, ImageRef, MoverSpec, SyncStatus, Trigger};
+use crate::crd::{CopyMethod, Endpoint, ImageRef, MoverSpec, SyncStatus, Trigger};
 
 /// The `spec.external.provider` wasmover serves.
 pub const PROVIDER: &str = "wasmover.dev/mover";
@@ -392,6 +392,21 @@ impl VolSyncStatus {
         Value::Object(document)
     }
 
+    /// Adds a destination's endpoint to `document` as `external`'s
+    /// `endpoint.address`, `endpoint.port` and `endpoint.keySecret`.
+    pub fn put_endpoint(document: &mut Value, endpoint: &Endpoint) {
+        let mut fields = BTreeMap::new();
+        flatten("endpoint", serde_json::json!(endpoint), &mut fields);
+        let external = document
+            .as_object_mut()
+            .expect("a status document is an object")
+            .entry("external")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(external) = external {
+            external.extend(fields.into_iter().map(|(k, v)| (k, Value::String(v))));
+        }
+    }
+
     /// wasmover's status from VolSync's: the inverse of [`document`]
     /// (`external`'s strings read back as the types the fields have; one
     /// that does not fit is left out, never fails the whole).
@@ -656,6 +671,8 @@ mod tests {
             "done",
             Some(1),
         ));
+        // Times travel in whole seconds, as metav1.Time.
+        sync.conditions[0].last_transition_time = Time("2025-01-02T03:04:00Z".parse().unwrap());
         let image = ImageRef {
             api_group: None,
             kind: "PersistentVolumeClaim".into(),
@@ -693,6 +710,26 @@ mod tests {
         // What the reconciler reads back is what it wrote.
         let status: VolSyncStatus = serde_json::from_value(document).unwrap();
         assert_eq!(status.sync(), sync);
+    }
+
+    #[test]
+    fn a_destinations_endpoint_is_in_external() {
+        let mut document = VolSyncStatus::document(&SyncStatus::default(), None);
+        let endpoint = Endpoint {
+            address: Some("10.0.0.7".into()),
+            port: Some(8000),
+            key_secret: Some("db-blocksync-key".into()),
+        };
+        VolSyncStatus::put_endpoint(&mut document, &endpoint);
+        assert_eq!(
+            document["external"],
+            json!({
+                "endpoint.address": "10.0.0.7",
+                "endpoint.port": "8000",
+                "endpoint.keySecret": "db-blocksync-key",
+            })
+        );
+        assert_eq!(document.get("endpoint"), None);
     }
 
     #[test]

@@ -151,18 +151,18 @@ async fn a_volsync_destination_runs_beside_a_wasmover_one(client: &Client) {
         json!({"kind": "PersistentVolumeClaim", "name": "db-dest"}),
         "a TypedLocalObjectReference: {st:#}"
     );
-    let synchronizing = &st["conditions"][0];
+    let synchronizing = st["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Synchronizing"))
+        .unwrap_or_else(|| panic!("a Synchronizing condition: {st:#}"));
     assert_eq!(
-        (
-            &synchronizing["type"],
-            &synchronizing["status"],
-            &synchronizing["reason"]
-        ),
-        (
-            &json!("Synchronizing"),
-            &json!("False"),
-            &json!("WaitingForManual")
-        ),
+        (&synchronizing["status"], &synchronizing["reason"]),
+        (&json!("False"), &json!("WaitingForManual")),
+        "{st:#}"
+    );
+    // Where sources reach it, with the key Secret to copy.
+    assert_eq!(
+        st["external"]["endpoint.keySecret"], "db-blocksync-key",
         "{st:#}"
     );
     let module = st["external"]["module"].as_str().unwrap_or_default();

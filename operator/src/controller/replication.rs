@@ -14,7 +14,8 @@ use wasmover_host::kube::Named;
 use wasmover_host::{Catalog, CatalogError, Claimed, Grants, MoverLimits, MoverModule};
 
 use crate::crd::{
-    CopyMethod, ImageRef, MoverSpec, ReplicationDestination, ReplicationSource, SyncStatus, Trigger,
+    CopyMethod, Endpoint, ImageRef, MoverSpec, ReplicationDestination, ReplicationSource,
+    SyncStatus, Trigger,
 };
 use crate::modules::Requester;
 use crate::workload::named_secrets;
@@ -72,6 +73,11 @@ pub trait Replication:
     /// if there is a new one. Server-side apply drops what the operator's
     /// field manager no longer sends, so every write carries everything.
     fn status_document(&self, sync: &SyncStatus, image: Option<ImageRef>) -> serde_json::Value;
+    /// Puts where sources reach this destination into `status`, the
+    /// document [`status_document`](Self::status_document) made.
+    fn put_endpoint(&self, status: &mut serde_json::Value, endpoint: &Endpoint) {
+        status["endpoint"] = json!(endpoint);
+    }
     /// The objects the spec names, which its mover may read and mount:
     /// its PVC and the Secrets its parameters name (`*-secret`).
     fn named(&self) -> Vec<Named>;

@@ -165,7 +165,7 @@ pub(super) async fn apply_status<K: Replication>(
         let endpoint = endpoint::observe(&ctx.client, obj, &mut sync).await?;
         let mut status = obj.status_document(&sync, image);
         if let Some(endpoint) = endpoint {
-            status["endpoint"] = json!(endpoint);
+            obj.put_endpoint(&mut status, &endpoint);
         }
         status
     } else {

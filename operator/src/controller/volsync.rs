@@ -10,7 +10,7 @@ use wasmover_host::{Catalog, CatalogError, Claimed, Grants, MoverLimits, MoverMo
 
 use super::Replication;
 use super::replication::{copy_method, parameters};
-use crate::crd::{ImageRef, MoverSpec, SyncStatus, Trigger};
+use crate::crd::{Endpoint, ImageRef, MoverSpec, SyncStatus, Trigger};
 use crate::volsync::{ReplicationDestination, ReplicationSource, VolSyncStatus};
 use crate::workload::named_secrets;
 
@@ -80,6 +80,7 @@ impl Replication for ReplicationSource {
 
 impl Replication for ReplicationDestination {
     const ROLE: &'static str = "destination";
+    const REPORTS_ENDPOINT: bool = true;
 
     external_accessors!();
     fn claim(
@@ -116,5 +117,8 @@ impl Replication for ReplicationDestination {
     fn status_document(&self, sync: &SyncStatus, image: Option<ImageRef>) -> serde_json::Value {
         let latest = image.or_else(|| self.latest_image());
         VolSyncStatus::document(sync, latest.as_ref())
+    }
+    fn put_endpoint(&self, status: &mut serde_json::Value, endpoint: &Endpoint) {
+        VolSyncStatus::put_endpoint(status, endpoint);
     }
 }
