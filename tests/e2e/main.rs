@@ -9,6 +9,7 @@
 //! One cluster serves the whole suite (it takes half a minute to start and
 //! as long to stop); each step says what it checks, and a failure names it.
 
+mod kubectl;
 mod progress;
 
 use std::time::{Duration, Instant};
@@ -97,6 +98,11 @@ async fn replication_between_namespaces_on_a_real_node() {
         .pair("sched", CopyMethods::new("Direct", "Snapshot"))
         .await;
     pair.scheduled("*/1 * * * *").await;
+
+    // `kubectl wasmover` between two contexts, and a migration.
+    let started = Instant::now();
+    kubectl::story(&suite).await;
+    eprintln!("kubectl wasmover story in {:.1?}", started.elapsed());
 
     // Failures surface with the real reason.
     suite.failures(&image).await;
