@@ -20,7 +20,7 @@ use super::{Error, RELATIONSHIP_LABEL};
 use crate::controller::Replication;
 use crate::crd::{
     CONDITION_ENDPOINT_READY, CONDITION_SYNCHRONIZING, Endpoint, ReplicationDestination,
-    ReplicationSource, SyncStatus, reason,
+    ReplicationSource, SyncStatus, endpoint_reason, reason,
 };
 
 /// The mover the plugin sets up: its parameters are blocksync's.
@@ -284,6 +284,19 @@ pub async fn wait_for_endpoint(
                 kind: "ReplicationDestination",
                 place: destination.place.to_string(),
                 message,
+            });
+        }
+        if status.sync.reason(CONDITION_ENDPOINT_READY)
+            == Some(endpoint_reason::NODE_ADDRESS_NEEDED)
+        {
+            return Err(Error::Invalid {
+                rule: "service-type",
+                message: format!(
+                    "{} is reached on a NodePort, at a node address the source can reach, \
+                     which only you know: use --service-type LoadBalancer or ClusterIP, or \
+                     pair it by hand (docs/operator.md)",
+                    destination.place
+                ),
             });
         }
         if Instant::now() >= deadline {
