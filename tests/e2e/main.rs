@@ -11,6 +11,7 @@
 
 mod kubectl;
 mod progress;
+mod volsync;
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, Resource};
 use serde_json::json;
 use wasmover_operator::controller::Replication;
-use wasmover_operator::crd::{Endpoint, ReplicationDestination, ReplicationSource};
+use wasmover_operator::crd::{Endpoint, ImageRef, ReplicationDestination, ReplicationSource};
 use wasmover_tests::cluster::{condition_reason, create, eventually_within, namespace};
 use wasmover_tests::node::{Image, Node, TREE_LISTING, busybox, claim};
 
@@ -50,6 +51,8 @@ async fn replication_between_namespaces_on_a_real_node() {
         node: &node,
     };
 
+    // VolSync's CRDs before the operator, which looks for them at start.
+    wasmover_tests::volsync::install_volsync_crds(&suite.client).await;
     let started = Instant::now();
     suite.install(&image, &[]);
     eprintln!(
@@ -103,6 +106,11 @@ async fn replication_between_namespaces_on_a_real_node() {
     let started = Instant::now();
     kubectl::story(&suite).await;
     eprintln!("kubectl wasmover story in {:.1?}", started.elapsed());
+
+    // VolSync's own CRs with provider wasmover, beside wasmover's.
+    let started = Instant::now();
+    volsync::story(&suite).await;
+    eprintln!("VolSync CRs story in {:.1?}", started.elapsed());
 
     // Failures surface with the real reason.
     suite.failures(&image).await;
@@ -579,6 +587,13 @@ impl Pair {
             .status
             .and_then(|s| s.latest_image)
             .expect("the destination names its latest image");
+        self.compare_image(&image, trigger).await;
+    }
+
+    /// Reads `image` in the destination's namespace from a Pod (a PVC
+    /// restored from it, for a snapshot) and compares it with the source
+    /// PVC.
+    async fn compare_image(&self, image: &ImageRef, trigger: &str) {
         let replica = match image.kind.as_str() {
             "VolumeSnapshot" => {
                 let restored = format!("restored-{trigger}");
