@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Affinity, PersistentVolumeClaimVolumeSource, ResourceRequirements, SecretVolumeSource,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -106,6 +108,16 @@ pub struct MoverSpec {
     /// sets the rest of the Pod's security context).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mover_security_context: Option<MoverSecurityContext>,
+    /// PVCs and Secrets of this namespace mounted into every agent at
+    /// `/mnt/<mountPath>`, as VolSync's `moverVolumes`: files a mover's
+    /// parameters may name (a CA bundle, a repository on a PVC).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["mountPath"]
+    ))]
+    pub mover_volumes: Vec<MoverVolume>,
     /// The `spec.type` of every Service the mover creates (see
     /// [`ServiceType`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,6 +131,46 @@ pub struct MoverSpec {
         "message": "keys under wasmover.dev/ are the mover's own (rule service-annotations)"
     }]))]
     pub service_annotations: BTreeMap<String, String>,
+}
+
+/// A PVC or Secret mounted into every agent, as VolSync's.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MoverVolume {
+    /// The directory under `/mnt` it is mounted at: one path segment.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    )]
+    pub mount_path: String,
+    /// The PVC or Secret.
+    pub volume_source: MoverVolumeSource,
+}
+
+/// What a [`MoverVolume`] mounts: exactly one of a PVC or a Secret.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.persistentVolumeClaim) != has(self.secret)",
+        "message": "a mover volume mounts one source: persistentVolumeClaim or secret (rule mover-volume)"
+    },
+    {
+        "rule": "!has(self.secret) || !has(self.secret.optional) || !self.secret.optional",
+        "message": "a mover volume's Secret must exist: optional is not supported (rule mover-volume)"
+    },
+    {
+        "rule": "!has(self.secret) || has(self.secret.secretName)",
+        "message": "a mover volume's Secret needs its secretName (rule mover-volume)"
+    }
+]))]
+pub struct MoverVolumeSource {
+    /// A PVC of this namespace (read-only if `readOnly`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+    /// A Secret of this namespace, always read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretVolumeSource>,
 }
 
 /// The `spec.type` of every Service a mover creates, as VolSync's

@@ -6,10 +6,10 @@
 
 use wasmover_host::MoverLimits;
 use wasmover_host::kube::{
-    AGENT_UID, AgentTemplate, Named, Privilege, SecretMount, ServiceTemplate,
+    AGENT_UID, AgentTemplate, HostMount, MountSource, Named, Privilege, SecretItem, ServiceTemplate,
 };
 
-use crate::crd::{MoverSecurityContext, MoverSpec};
+use crate::crd::{MoverSecurityContext, MoverSpec, MoverVolume};
 
 /// The agent's command in the agent image.
 pub const AGENT_COMMAND: [&str; 2] = ["wasmover", "agent"];
@@ -44,6 +44,8 @@ pub const RESERVED_FLAGS: &[&str] = &[
 const SCRATCH: &str = "/tmp";
 /// Where an agent reads the module's pull secret.
 const REGISTRY_SECRET_DIR: &str = "/var/run/wasmover/registry";
+/// Where mover volumes are mounted, each in its `mountPath`.
+const MOVER_VOLUMES_DIR: &str = "/mnt";
 
 /// The module an agent runs, as the operator pinned it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,8 +97,8 @@ pub fn for_module(
     .flat_map(|(flag, value)| [flag.to_owned(), value])
     .collect();
     if let Some(secret) = &module.pull_secret {
-        template.secrets.push(SecretMount {
-            secret: secret.clone(),
+        template.mounts.push(HostMount {
+            source: MountSource::secret(secret.clone()),
             path: REGISTRY_SECRET_DIR.into(),
         });
         template.args.extend([
@@ -113,7 +115,66 @@ pub fn for_module(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    for (i, volume) in mover.mover_volumes.iter().enumerate() {
+        template.mounts.push(mover_volume(i, volume)?);
+    }
     Ok(template)
+}
+
+/// The host mount of mover volume `i`, at `/mnt/<mountPath>`; or why it
+/// cannot be mounted (the CRD's rules refuse the same before it is stored).
+fn mover_volume(i: usize, volume: &MoverVolume) -> Result<HostMount, String> {
+    let field = format!("spec.mover.moverVolumes[{i}]");
+    let segment = &volume.mount_path;
+    if !segment.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !segment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(format!(
+            "{field}.mountPath {segment:?}: one directory name under {MOVER_VOLUMES_DIR} (letters, digits, . _ -)"
+        ));
+    }
+    let source = &volume.volume_source;
+    let source = match (&source.persistent_volume_claim, &source.secret) {
+        (Some(claim), None) => MountSource::Claim {
+            name: claim.claim_name.clone(),
+            read_only: claim.read_only.unwrap_or(false),
+        },
+        (None, Some(secret)) => {
+            if secret.optional == Some(true) {
+                return Err(format!(
+                    "{field}.volumeSource.secret.optional: a mover volume's Secret must exist"
+                ));
+            }
+            MountSource::Secret {
+                name: secret
+                    .secret_name
+                    .clone()
+                    .ok_or_else(|| format!("{field}.volumeSource.secret.secretName is required"))?,
+                items: secret
+                    .items
+                    .iter()
+                    .flatten()
+                    .map(|item| SecretItem {
+                        key: item.key.clone(),
+                        path: item.path.clone(),
+                        mode: item.mode,
+                    })
+                    .collect(),
+                default_mode: secret.default_mode,
+            }
+        }
+        _ => {
+            return Err(format!(
+                "{field}.volumeSource: one source, persistentVolumeClaim or secret"
+            ));
+        }
+    };
+    Ok(HostMount {
+        source,
+        path: format!("{MOVER_VOLUMES_DIR}/{segment}"),
+    })
 }
 
 /// The template of a replication's Services: the type and annotations of
@@ -233,7 +294,7 @@ mod tests {
             arg("--registry-config"),
             "/var/run/wasmover/registry/.dockerconfigjson"
         );
-        assert_eq!(t.secrets[0].secret, "pull");
+        assert_eq!(t.mounts[0].source, MountSource::secret("pull"));
         assert_eq!(
             t.privilege,
             Privilege::Restricted {
@@ -245,6 +306,68 @@ mod tests {
         // Every flag the host passes is one a mover may not.
         for flag in t.args.iter().filter(|a| a.starts_with("--")) {
             assert!(t.reserved_flags.contains(flag), "{flag} is not reserved");
+        }
+    }
+
+    #[test]
+    fn mover_volumes_mount_under_mnt_as_volsyncs_do() {
+        let mover: MoverSpec = serde_json::from_value(json!({"moverVolumes": [
+            {"mountPath": "repo", "volumeSource": {"persistentVolumeClaim": {"claimName": "backups", "readOnly": true}}},
+            {"mountPath": "ca", "volumeSource": {"secret": {"secretName": "ca", "items": [{"key": "ca.crt", "path": "ca.pem"}]}}},
+        ]}))
+        .unwrap();
+        let module = PinnedModule {
+            source: "blocksync".into(),
+            digest: "sha256:cd".into(),
+            pull_secret: None,
+        };
+        let t = for_module("img", &module, MoverLimits::default(), false, &mover).unwrap();
+        assert_eq!(
+            t.mounts,
+            [
+                HostMount {
+                    source: MountSource::Claim {
+                        name: "backups".into(),
+                        read_only: true
+                    },
+                    path: "/mnt/repo".into(),
+                },
+                HostMount {
+                    source: MountSource::Secret {
+                        name: "ca".into(),
+                        items: vec![SecretItem {
+                            key: "ca.crt".into(),
+                            path: "ca.pem".into(),
+                            mode: None
+                        }],
+                        default_mode: None,
+                    },
+                    path: "/mnt/ca".into(),
+                },
+            ]
+        );
+        for (volume, why) in [
+            (
+                json!({"mountPath": "../etc", "volumeSource": {"secret": {"secretName": "s"}}}),
+                "mountPath \"../etc\": one directory name under /mnt",
+            ),
+            (
+                json!({"mountPath": "x", "volumeSource": {}}),
+                "volumeSource: one source",
+            ),
+            (
+                json!({"mountPath": "x", "volumeSource": {"secret": {"secretName": "s", "optional": true}}}),
+                "optional: a mover volume's Secret must exist",
+            ),
+        ] {
+            let mover: MoverSpec =
+                serde_json::from_value(json!({"moverVolumes": [volume]})).unwrap();
+            let err =
+                for_module("img", &module, MoverLimits::default(), false, &mover).unwrap_err();
+            assert!(
+                err.starts_with("spec.mover.moverVolumes[0].") && err.contains(why),
+                "{err}"
+            );
         }
     }
 

@@ -235,7 +235,30 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
         .create(&PostParams::default(), &annotated)
         .await
         .unwrap();
+    // Mover volumes must exist: a CA bundle and a PVC of backups.
+    let ca: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "ca"},
+        "stringData": {"ca.crt": "-----BEGIN CERTIFICATE-----"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), "owners")
+        .create(&PostParams::default(), &ca)
+        .await
+        .unwrap();
+    let backups: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "backups"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), "owners")
+        .create(&PostParams::default(), &backups)
+        .await
+        .unwrap();
     let keepers: Api<ReplicationDestination> = Api::namespaced(client.clone(), "owners");
+    let mover_volumes = json!([
+        {"mountPath": "ca", "volumeSource": {"secret": {"secretName": "ca", "items": [{"key": "ca.crt", "path": "ca.pem"}]}}},
+        {"mountPath": "backups", "volumeSource": {"persistentVolumeClaim": {"claimName": "backups", "readOnly": true}}},
+    ]);
     create(
         &keepers,
         "keeper",
@@ -246,10 +269,48 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
                 "moverResources": {"limits": {"memory": "256Mi"}},
                 "moverServiceAccount": "mover",
                 "moverPodLabels": {"team": "storage"},
+                "moverVolumes": mover_volumes,
             },
         }),
     )
     .await;
+    // A mover volume that names a missing Secret is refused by rule, with
+    // an Event; the API server refuses one with two sources, or a
+    // mountPath that leaves /mnt.
+    create(
+        &keepers,
+        "no-ca",
+        json!({
+            "capacity": "1Gi",
+            "trigger": {"manual": "1"},
+            "mover": {"moverVolumes": [{"mountPath": "ca", "volumeSource": {"secret": {"secretName": "missing"}}}]},
+        }),
+    )
+    .await;
+    for (volume, why) in [
+        (
+            json!({"mountPath": "x", "volumeSource": {"secret": {"secretName": "ca"}, "persistentVolumeClaim": {"claimName": "backups"}}}),
+            "one source",
+        ),
+        (
+            json!({"mountPath": "../etc", "volumeSource": {"secret": {"secretName": "ca"}}}),
+            "mountPath",
+        ),
+    ] {
+        let cr: ReplicationDestination = serde_json::from_value(json!({
+            "apiVersion": "wasmover.dev/v1alpha1",
+            "kind": "ReplicationDestination",
+            "metadata": {"name": "refused"},
+            "spec": {"capacity": "1Gi", "mover": {"moverVolumes": [volume]}},
+        }))
+        .unwrap();
+        let err = keepers
+            .create(&PostParams::default(), &cr)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{why:?} not in {err}");
+    }
     let owner_jobs: Api<Job> = Api::namespaced(client.clone(), "owners");
     let job = eventually("the keeper's agent Job exists", || async {
         owner_jobs.get_opt("keeper-blocksync-dst").await.unwrap()
@@ -285,6 +346,40 @@ async fn every_escape_is_refused_by_rule_while_another_cr_keeps_synchronizing() 
         .unwrap()["memory"]
         .clone();
     assert_eq!(memory.0, "256Mi");
+    let mounts: Vec<(String, Option<bool>)> = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| m.mount_path.starts_with("/mnt/"))
+        .map(|m| (m.mount_path.clone(), m.read_only))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("/mnt/ca".to_owned(), Some(true)),
+            ("/mnt/backups".to_owned(), Some(true))
+        ]
+    );
+    let volumes = pod.volumes.unwrap_or_default();
+    let secret = volumes
+        .iter()
+        .filter_map(|v| v.secret.as_ref())
+        .find(|s| s.secret_name.as_deref() == Some("ca"))
+        .unwrap();
+    assert_eq!(secret.items.as_ref().unwrap()[0].path, "ca.pem");
+    assert!(volumes.iter().any(|v| {
+        v.persistent_volume_claim
+            .as_ref()
+            .is_some_and(|c| c.claim_name == "backups")
+    }));
+    let message = failure(&keepers, "no-ca").await;
+    assert!(
+        message.contains("Secret missing at /mnt/ca") && message.contains("(rule mover-volume)"),
+        "{message}"
+    );
+    let owner_events: Api<Event> = Api::namespaced(client.clone(), "owners");
+    let note = warning(&owner_events, "no-ca", "MoverForbidden").await;
+    assert!(note.contains("(rule mover-volume)"), "{note}");
 
     // The good destination completed meanwhile.
     eventually("the good destination completes", || async {

@@ -20,7 +20,7 @@ use serde_json::Value;
 pub use memory::InMemoryCluster;
 pub use scope::{Named, Scope, ScopedCluster};
 pub use service::ServiceTemplate;
-pub use workload::{AGENT_UID, AgentTemplate, Privilege, SecretMount};
+pub use workload::{AGENT_UID, AgentTemplate, HostMount, MountSource, Privilege, SecretItem};
 
 /// An object's kind and name within a namespace.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -67,7 +67,7 @@ pub enum KubeError {
 pub struct Refusal {
     /// The rule, for metrics and docs/security.md: `namespace`, `kind`,
     /// `ownership`, `list-secrets`, `agent-template`, `agent-volume`,
-    /// `service`, `claim-source`, `no-agents`.
+    /// `mover-volume`, `service`, `claim-source`, `no-agents`.
     pub rule: &'static str,
     /// What was refused, naming the object or field.
     pub message: String,

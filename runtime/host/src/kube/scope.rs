@@ -322,6 +322,19 @@ impl ScopedCluster {
             .as_ref()
             .map_err(|why| KubeError::refused("no-agents", why.clone()))?;
         description.check_args(template)?;
+        description.check_mounts(template)?;
+        for mount in &template.mounts {
+            let (kind, name) = mount.source.object();
+            if self.cluster.get(&self.key("v1", kind, name))?.is_none() {
+                return Err(KubeError::refused(
+                    "mover-volume",
+                    format!(
+                        "the agent would mount {kind} {name} at {}, which does not exist",
+                        mount.path
+                    ),
+                ));
+            }
+        }
         for (kind, name) in description.uses() {
             let api_version = "v1";
             self.may_use(api_version, kind, name).map_err(|e| match e {

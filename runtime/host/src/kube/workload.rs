@@ -25,8 +25,9 @@ pub struct AgentTemplate {
     pub reserved_flags: Vec<String>,
     /// Environment of the agent.
     pub env: Vec<(String, String)>,
-    /// Secrets the host mounts (read-only), e.g. the module's pull secret.
-    pub secrets: Vec<SecretMount>,
+    /// Volumes the host mounts: the module's pull secret, the
+    /// replication's mover volumes. A mover's own mounts stay clear of them.
+    pub mounts: Vec<HostMount>,
     /// A writable scratch directory (an `emptyDir`): the root filesystem
     /// is read-only.
     pub scratch_dir: String,
@@ -42,13 +43,106 @@ pub struct AgentTemplate {
     pub affinity: Option<Value>,
 }
 
-/// A Secret the host mounts into every agent.
+/// A volume the host mounts into every agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SecretMount {
-    /// The Secret.
-    pub secret: String,
-    /// Where it is mounted.
+pub struct HostMount {
+    /// What is mounted.
+    pub source: MountSource,
+    /// Where.
     pub path: String,
+}
+
+/// What a [`HostMount`] mounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MountSource {
+    /// A Secret of the namespace, always read-only.
+    Secret {
+        /// Its name.
+        name: String,
+        /// Which keys appear as which files (all keys, by their names,
+        /// when empty).
+        items: Vec<SecretItem>,
+        /// The files' mode (Kubernetes' default, 0644, when `None`).
+        default_mode: Option<i32>,
+    },
+    /// A PVC of the namespace.
+    Claim {
+        /// Its name.
+        name: String,
+        /// Mounted read-only.
+        read_only: bool,
+    },
+}
+
+/// One key of a mounted Secret as a file, as a Pod's `secret.items` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretItem {
+    /// The key.
+    pub key: String,
+    /// The file, relative to the mount.
+    pub path: String,
+    /// Its mode.
+    pub mode: Option<i32>,
+}
+
+impl MountSource {
+    /// A Secret with all its keys, by their names.
+    pub fn secret(name: impl Into<String>) -> Self {
+        MountSource::Secret {
+            name: name.into(),
+            items: Vec::new(),
+            default_mode: None,
+        }
+    }
+
+    /// The kind and name of the object mounted.
+    pub fn object(&self) -> (&'static str, &str) {
+        match self {
+            MountSource::Secret { name, .. } => ("Secret", name),
+            MountSource::Claim { name, .. } => ("PersistentVolumeClaim", name),
+        }
+    }
+}
+
+impl HostMount {
+    /// The Pod volume (named `name`) and the container's mount of it.
+    fn volume_and_mount(&self, name: &str) -> (Value, Value) {
+        match &self.source {
+            MountSource::Secret {
+                name: secret,
+                items,
+                default_mode,
+            } => {
+                let mut source = json!({"secretName": secret});
+                if !items.is_empty() {
+                    source["items"] = items
+                        .iter()
+                        .map(|i| {
+                            let mut item = json!({"key": i.key, "path": i.path});
+                            if let Some(mode) = i.mode {
+                                item["mode"] = mode.into();
+                            }
+                            item
+                        })
+                        .collect();
+                }
+                if let Some(mode) = default_mode {
+                    source["defaultMode"] = (*mode).into();
+                }
+                (
+                    json!({"name": name, "secret": source}),
+                    json!({"name": name, "mountPath": self.path, "readOnly": true}),
+                )
+            }
+            MountSource::Claim {
+                name: claim,
+                read_only,
+            } => (
+                json!({"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}),
+                json!({"name": name, "mountPath": self.path, "readOnly": read_only}),
+            ),
+        }
+    }
 }
 
 /// Whom an agent runs as.
@@ -85,7 +179,7 @@ impl AgentTemplate {
             args: Vec::new(),
             reserved_flags: Vec::new(),
             env: Vec::new(),
-            secrets: Vec::new(),
+            mounts: Vec::new(),
             scratch_dir: "/tmp".into(),
             privilege: Privilege::Restricted {
                 uid: AGENT_UID,
@@ -113,10 +207,10 @@ impl AgentTemplate {
         let mut volumes = d.volumes.clone();
         mounts.push(json!({"name": "wasmover-scratch", "mountPath": self.scratch_dir}));
         volumes.push(json!({"name": "wasmover-scratch", "emptyDir": {}}));
-        for (i, s) in self.secrets.iter().enumerate() {
-            let name = format!("wasmover-secret-{i}");
-            mounts.push(json!({"name": name, "mountPath": s.path, "readOnly": true}));
-            volumes.push(json!({"name": name, "secret": {"secretName": s.secret}}));
+        for (i, m) in self.mounts.iter().enumerate() {
+            let (volume, mount) = m.volume_and_mount(&format!("wasmover-mount-{i}"));
+            volumes.push(volume);
+            mounts.push(mount);
         }
         let mut args = d.args.clone();
         args.extend(self.args.iter().cloned());
@@ -468,6 +562,28 @@ impl Description {
         Ok(())
     }
 
+    /// Checks that the description's mounts stay clear of the host's (the
+    /// scratch directory and [`AgentTemplate::mounts`]): none on, above
+    /// or below one of them.
+    pub(super) fn check_mounts(&self, template: &AgentTemplate) -> Result<(), KubeError> {
+        let host = std::iter::once(template.scratch_dir.as_str())
+            .chain(template.mounts.iter().map(|m| m.path.as_str()));
+        let host: Vec<&str> = host.collect();
+        for (i, mount) in self.mounts.iter().enumerate() {
+            let Some(path) = mount["mountPath"].as_str() else {
+                return Err(KubeError::Invalid(format!(
+                    "spec.template.spec.containers[0].volumeMounts[{i}].mountPath is required"
+                )));
+            };
+            if let Some(theirs) = host.iter().find(|h| nested(path, h)) {
+                return Err(refuse(format!(
+                    "spec.template.spec.containers[0].volumeMounts[{i}].mountPath {path}:                      the host mounts {theirs} there"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The Secrets and PVCs the agent mounts, as (kind, name).
     pub(super) fn uses(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.volumes.iter().filter_map(|v| {
@@ -478,6 +594,16 @@ impl Description {
             }
         })
     }
+}
+
+/// Whether one of two absolute paths is the other or lies under it.
+fn nested(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_end_matches('/'), b.trim_end_matches('/'));
+    let under = |long: &str, short: &str| {
+        long.strip_prefix(short)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    under(a, b) || under(b, a)
 }
 
 #[cfg(test)]
@@ -495,17 +621,31 @@ mod tests {
         AgentTemplate {
             args: vec!["--mover".into(), "blocksync".into()],
             reserved_flags: vec!["--mover".into()],
-            secrets: vec![SecretMount {
-                secret: "pull".into(),
-                path: "/var/run/wasmover/registry".into(),
-            }],
+            mounts: vec![
+                HostMount {
+                    source: MountSource::secret("pull"),
+                    path: "/var/run/wasmover/registry".into(),
+                },
+                HostMount {
+                    source: MountSource::Claim {
+                        name: "certs".into(),
+                        read_only: true,
+                    },
+                    path: "/mnt/certs".into(),
+                },
+            ],
             ..AgentTemplate::new("agent@sha256:0", &["wasmover", "agent"])
         }
     }
 
     fn cluster(template: AgentTemplate) -> ScopedCluster {
         let store = Arc::new(InMemoryCluster::new());
-        for (kind, name) in [("PersistentVolumeClaim", "data"), ("Secret", "not-named")] {
+        for (kind, name) in [
+            ("PersistentVolumeClaim", "data"),
+            ("PersistentVolumeClaim", "certs"),
+            ("Secret", "pull"),
+            ("Secret", "not-named"),
+        ] {
             store
                 .create(json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "ns"}}))
                 .unwrap();
@@ -583,7 +723,15 @@ mod tests {
             .iter()
             .map(|m| m["mountPath"].as_str().unwrap())
             .collect();
-        assert_eq!(mounts, ["/data", "/tmp", "/var/run/wasmover/registry"]);
+        assert_eq!(
+            mounts,
+            ["/data", "/tmp", "/var/run/wasmover/registry", "/mnt/certs"]
+        );
+        assert_eq!(container["volumeMounts"][2]["readOnly"], true);
+        assert_eq!(
+            pod["volumes"][3]["persistentVolumeClaim"],
+            json!({"claimName": "certs", "readOnly": true})
+        );
         // The Pods carry the owner labels: the mover reads them, its
         // Service selects them.
         let labels = &job["spec"]["template"]["metadata"]["labels"];
@@ -591,6 +739,50 @@ mod tests {
         assert_eq!(labels["wasmover.dev/agent"], "db-dst");
         assert_eq!(job["metadata"]["annotations"]["sync"], "1");
         assert_eq!(job["spec"]["backoffLimit"], 2);
+    }
+
+    #[test]
+    fn a_mover_volume_mounts_the_chosen_keys_and_must_exist() {
+        let secret = |name: &str| HostMount {
+            source: MountSource::Secret {
+                name: name.into(),
+                items: vec![SecretItem {
+                    key: "ca.crt".into(),
+                    path: "root.pem".into(),
+                    mode: Some(0o400),
+                }],
+                default_mode: Some(0o440),
+            },
+            path: "/mnt/ca".into(),
+        };
+        let mut template = template();
+        template.mounts.push(secret("not-named"));
+        let job = cluster(template.clone())
+            .create(description(|_| {}))
+            .unwrap();
+        let volume = &job["spec"]["template"]["spec"]["volumes"][4];
+        assert_eq!(
+            volume["secret"],
+            json!({
+                "secretName": "not-named",
+                "items": [{"key": "ca.crt", "path": "root.pem", "mode": 0o400}],
+                "defaultMode": 0o440,
+            })
+        );
+        template.mounts[2] = secret("ca");
+        assert_eq!(
+            refusal(&cluster(template), description(|_| {})),
+            "mover-volume the agent would mount Secret ca at /mnt/ca, which does not exist"
+        );
+    }
+
+    #[test]
+    fn paths_nest_only_at_a_separator() {
+        assert!(nested("/mnt", "/mnt/certs"));
+        assert!(nested("/mnt/certs/", "/mnt/certs"));
+        assert!(nested("/tmp/x", "/tmp"));
+        assert!(!nested("/mnt/certs2", "/mnt/certs"));
+        assert!(!nested("/data", "/tmp"));
     }
 
     #[test]
@@ -667,9 +859,23 @@ mod tests {
             (
                 Box::new(|j| {
                     j.pointer_mut(pod).unwrap()["containers"][0]["volumeMounts"] =
-                        json!([{"name": "wasmover-secret-0", "mountPath": "/x"}])
+                        json!([{"name": "wasmover-mount-0", "mountPath": "/x"}])
                 }),
                 "does not declare",
+            ),
+            (
+                Box::new(|j| {
+                    j.pointer_mut(pod).unwrap()["containers"][0]["volumeMounts"][0]["mountPath"] =
+                        "/mnt".into()
+                }),
+                "the host mounts /mnt/certs there",
+            ),
+            (
+                Box::new(|j| {
+                    j.pointer_mut(pod).unwrap()["containers"][0]["volumeMounts"][0]["mountPath"] =
+                        "/tmp/x".into()
+                }),
+                "the host mounts /tmp there",
             ),
             (
                 Box::new(|j| j["spec"]["backoffLimit"] = 1000.into()),
