@@ -211,10 +211,18 @@ fn extraneous_entries_go_and_changed_kinds_are_replaced() {
     );
     std::fs::create_dir_all(dst.join("link")).unwrap();
     write(&dst, ".x.wasmover-tmp", b"left over by an interrupted run");
+    // The file systems' own lost+found is neither sent nor removed.
+    write(&src, "lost+found/#12", b"the source's orphan");
+    write(&dst, "lost+found/#34", b"the destination's orphan");
 
     let report = run(&blocksync, &src, &dst);
     assert_same_tree(&src, &dst);
     assert_eq!(report.entries_deleted, 5);
+    assert!(!dst.join("lost+found/#12").exists());
+    assert_eq!(
+        std::fs::read(dst.join("lost+found/#34")).unwrap(),
+        b"the destination's orphan"
+    );
 }
 
 /// Runs both sides over a tampering proxy; returns the receiver's result.

@@ -135,12 +135,16 @@ pub enum Node {
 
 /// Every entry under `root` (not `root` itself), by relative path; the
 /// state directory a receiving volume keeps for its next run
-/// (`.wasmover` at the root) is not part of the tree.
+/// (`.wasmover` at the root) and the file system's `lost+found` are not
+/// part of the tree.
 pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if dir == root && path.file_name() == Some(".wasmover".as_ref()) {
+            if dir == root
+                && [".wasmover", "lost+found"].map(std::ffi::OsStr::new)[..]
+                    .contains(&path.file_name().unwrap())
+            {
                 continue;
             }
             let meta = std::fs::symlink_metadata(&path).unwrap();

@@ -11,7 +11,7 @@ use rustix::fs::{Mode, OFlags};
 
 use super::digester::Digester;
 use super::scan::{look, names_in, open_sub};
-use super::{STATE_DIR, Scanned};
+use super::{HIDDEN_AT_ROOT, Scanned};
 use crate::bindings::volume::{Entry, EntryKind};
 use crate::volume::content::{DIGEST_BUFFER, content_hash};
 use crate::volume::error::VolumeError;
@@ -63,7 +63,7 @@ struct Here<'s> {
 impl<'s> Here<'s> {
     /// The directory's names now: the scan's, and those events named
     /// (some of which may be gone), in order; at the root, without
-    /// [`STATE_DIR`].
+    /// [`HIDDEN_AT_ROOT`].
     fn names(self, path: &str) -> Vec<&'s str> {
         let entries = &self.reuse.scanned.entries;
         let mut names: Vec<&str> = self
@@ -74,7 +74,7 @@ impl<'s> Here<'s> {
         let scanned = names.len();
         for name in self.changes.names.keys() {
             let seen = names[..scanned].binary_search(&name.as_str()).is_ok();
-            let hidden = path.is_empty() && name == STATE_DIR;
+            let hidden = path.is_empty() && HIDDEN_AT_ROOT.contains(&name.as_str());
             if !(seen || hidden) {
                 names.push(name);
             }

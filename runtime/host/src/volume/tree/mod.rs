@@ -94,6 +94,12 @@ impl std::fmt::Debug for Tree {
 /// of the replicated tree: scans and digests skip it.
 pub const STATE_DIR: &str = ".wasmover";
 
+/// What a volume's root holds that is not part of the replicated tree:
+/// the [`STATE_DIR`], and the `lost+found` of the file system, which
+/// `fsck` owns; neither is listed, digested, sent or removed, as VolSync's
+/// movers leave `lost+found` alone.
+pub(super) const HIDDEN_AT_ROOT: [&str; 2] = [STATE_DIR, "lost+found"];
+
 /// Where `path`'s partial content is kept.
 fn partial_path(path: &str) -> String {
     format!("{STATE_DIR}/partial/{path}")

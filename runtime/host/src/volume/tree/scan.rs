@@ -10,7 +10,7 @@ use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, FileType};
 
 use super::hash_store::load_hashes;
-use super::{STATE_DIR, Scanned, Tree};
+use super::{HIDDEN_AT_ROOT, Scanned, Tree};
 use crate::bindings::volume::{Entry, EntryKind};
 use crate::volume::access::Access;
 use crate::volume::ahead::{self, Ahead};
@@ -130,7 +130,7 @@ pub(super) fn look(
 }
 
 /// The names in `dir` (the directory at `path`), sorted; at the root,
-/// without [`STATE_DIR`].
+/// without [`HIDDEN_AT_ROOT`].
 pub(super) fn names_in(dir: &Dir, path: &str) -> Result<Vec<String>, VolumeError> {
     let shown = if path.is_empty() { "." } else { path };
     let mut names = Vec::new();
@@ -144,7 +144,7 @@ pub(super) fn names_in(dir: &Dir, path: &str) -> Result<Vec<String>, VolumeError
     }
     names.sort_unstable();
     if path.is_empty() {
-        names.retain(|name| name != STATE_DIR);
+        names.retain(|name| !HIDDEN_AT_ROOT.contains(&name.as_str()));
     }
     Ok(names)
 }
@@ -245,6 +245,26 @@ mod tests {
         std::fs::write(outside.path().join("secret"), b"y").unwrap();
         let after = volume.digest().unwrap();
         assert_ne!(after.root, before.root, "the deep file's content counts");
+    }
+
+    /// `lost+found` at the root belongs to the file system, not the tree:
+    /// neither listed nor digested, while one deeper down is data.
+    #[test]
+    fn lost_and_found_at_the_root_is_not_part_of_the_tree() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("lost+found")).unwrap();
+        std::fs::write(root.path().join("lost+found/#1234"), b"orphan").unwrap();
+        std::fs::create_dir_all(root.path().join("d/lost+found")).unwrap();
+        let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let paths: Vec<_> = volume.scan().unwrap().into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, ["d", "d/lost+found"]);
+        let with = volume.digest().unwrap();
+        std::fs::remove_dir_all(root.path().join("lost+found")).unwrap();
+        let without = Tree::open(root.path(), Access::ReadOnly)
+            .unwrap()
+            .digest()
+            .unwrap();
+        assert_eq!((with.root, with.entries), (without.root, without.entries));
     }
 
     #[test]
