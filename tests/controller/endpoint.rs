@@ -1,9 +1,10 @@
 //! Where sources reach a destination: the Service its mover creates has
 //! the type and annotations of `spec.mover`, and `status.endpoint` reports
 //! its address, port and key Secret once they are known. The test plays
-//! the cloud controller, which assigns a load balancer's address.
+//! the cloud controller, which assigns a load balancer's address. A
+//! change of those settings replaces the Service made before it.
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Event, Service};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::json;
@@ -139,6 +140,62 @@ async fn a_destination_reports_where_sources_reach_it() {
     assert_eq!(plain.port, Some(8873));
     assert_eq!(plain.key_secret.as_deref(), Some("plain-blocksync-key"));
     assert_eq!(ready.0, "True", "{}", ready.2);
+
+    // A change of serviceType and serviceAnnotations replaces the Service
+    // the mover made before it, with an Event saying so.
+    let old_uid = services.get("plain-blocksync").await.unwrap().metadata.uid;
+    destinations
+        .patch(
+            "plain",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mover": {
+                "serviceType": "NodePort",
+                "serviceAnnotations": {"dns.example/name": "plain.example.com"},
+            }}})),
+        )
+        .await
+        .unwrap();
+    let renewed = eventually("the Service is made anew as a NodePort", || async {
+        services
+            .get_opt("plain-blocksync")
+            .await
+            .unwrap()
+            .filter(|s| s.metadata.uid != old_uid)
+    })
+    .await;
+    assert_eq!(renewed.spec.unwrap().type_.as_deref(), Some("NodePort"));
+    let annotations = renewed.metadata.annotations.unwrap();
+    assert_eq!(annotations["dns.example/name"], "plain.example.com");
+    assert_eq!(
+        annotations["wasmover.dev/key-secret"],
+        "plain-blocksync-key"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    let note = eventually("a ServiceReplaced Event", || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|e| {
+                e.involved_object.name.as_deref() == Some("plain")
+                    && e.reason.as_deref() == Some("ServiceReplaced")
+            })
+            .and_then(|e| e.message)
+    })
+    .await;
+    assert!(
+        note.contains("Service plain-blocksync is ClusterIP, not NodePort"),
+        "{note}"
+    );
+    let (reason, _) = eventually("the endpoint is the node port", || async {
+        endpoint(&destinations, "plain")
+            .await
+            .filter(|(c, _)| c.1 == "NodeAddressNeeded")
+    })
+    .await;
+    assert!(!reason.2.contains("made anew"), "{}", reason.2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

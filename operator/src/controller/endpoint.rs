@@ -3,11 +3,14 @@
 //! `status.endpoint` (address, port, key Secret) and the `EndpointReady`
 //! condition, which says what is missing. An address is reported only
 //! once it is known: a load balancer's once assigned, a node port's never
-//! (which node address a source can reach is the network's to say).
+//! (which node address a source can reach is the network's to say). A
+//! Service made before a change of `serviceType` or `serviceAnnotations`
+//! is deleted before the next call of the mover, which makes it anew from
+//! the host's template, as VolSync updates its own.
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use kube::{Client, ResourceExt};
 use wasmover_host::kube::{OWNER_KIND_LABEL, OWNER_NAME_LABEL};
 
@@ -26,21 +29,9 @@ pub(super) async fn observe<K: Replication>(
     sync: &mut SyncStatus,
 ) -> Result<Option<Endpoint>, Error> {
     let namespace = obj.namespace().unwrap_or_default();
-    let selector = format!(
-        "{OWNER_KIND_LABEL}={},{OWNER_NAME_LABEL}={}",
-        K::kind(&()),
-        obj.name_any()
-    );
-    let services = Api::<Service>::namespaced(client.clone(), &namespace)
-        .list(&ListParams::default().labels(&selector))
-        .await?;
+    let services = marked(client, obj).await?;
     // The first by name, should a mover mark several.
-    let marked = services
-        .items
-        .iter()
-        .filter(|s| s.annotations().contains_key(KEY_SECRET_ANNOTATION))
-        .min_by_key(|s| s.name_any());
-    let Some(service) = marked else {
+    let Some(service) = services.first() else {
         sync.conditions
             .retain(|c| c.type_ != CONDITION_ENDPOINT_READY);
         return Ok(None);
@@ -48,6 +39,59 @@ pub(super) async fn observe<K: Replication>(
     let (endpoint, ready) = read(service, &namespace, obj.mover(), obj.meta().generation);
     sync.set_condition(ready);
     Ok(Some(endpoint))
+}
+
+/// The Services of `obj`'s mover marked with [`KEY_SECRET_ANNOTATION`],
+/// by name.
+async fn marked<K: Replication>(client: &Client, obj: &K) -> Result<Vec<Service>, Error> {
+    let selector = format!(
+        "{OWNER_KIND_LABEL}={},{OWNER_NAME_LABEL}={}",
+        K::kind(&()),
+        obj.name_any()
+    );
+    let api = Api::<Service>::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let mut marked: Vec<Service> = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|s| s.annotations().contains_key(KEY_SECRET_ANNOTATION))
+        .collect();
+    marked.sort_by_key(|s| s.name_any());
+    Ok(marked)
+}
+
+/// Deletes each marked Service of `obj` made before a change of its
+/// `serviceType` or `serviceAnnotations`, for the mover to make it anew;
+/// returns what was replaced and why, for an Event.
+pub(super) async fn replace_outdated<K: Replication>(
+    client: &Client,
+    obj: &K,
+) -> Result<Vec<String>, Error> {
+    let api = Api::<Service>::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let mut replaced = Vec::new();
+    for service in marked(client, obj).await? {
+        let Some(stale) = outdated(&service, obj.mover()) else {
+            continue;
+        };
+        // Only the Service that was read: one made anew meanwhile stays.
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: service.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&service.name_any(), &params).await {
+            Ok(_) => replaced.push(format!(
+                "Service {} {stale}: replaced by the mover's next call",
+                service.name_any()
+            )),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(replaced)
 }
 
 /// The endpoint `service` offers and the condition saying whether it is
@@ -134,7 +178,9 @@ fn read(
         ),
     };
     if let Some(stale) = outdated(service, mover) {
-        message = format!("{message}; {stale}");
+        message = format!(
+            "{message}; Service {name} {stale}: it was made before the change, and is made anew at the next synchronization"
+        );
     }
     let ready = condition(
         CONDITION_ENDPOINT_READY,
@@ -148,9 +194,8 @@ fn read(
 
 /// What of `mover`'s `serviceType` and `serviceAnnotations` the Service
 /// lacks: they apply when the mover creates it, so a change after that
-/// waits for a new Service.
+/// needs a new Service.
 fn outdated(service: &Service, mover: &MoverSpec) -> Option<String> {
-    let name = service.name_any();
     let wanted = mover.service_type.unwrap_or_default().as_str();
     let has = service
         .spec
@@ -170,12 +215,7 @@ fn outdated(service: &Service, mover: &MoverSpec) -> Option<String> {
     if !missing.is_empty() {
         stale.push(format!("lacks the annotations {}", missing.join(", ")));
     }
-    (!stale.is_empty()).then(|| {
-        format!(
-            "Service {name} {} as spec.mover asks: it was created before the change; delete it and the mover makes it anew at its next synchronization",
-            stale.join(" and ")
-        )
-    })
+    (!stale.is_empty()).then(|| format!("{} as spec.mover asks", stale.join(" and ")))
 }
 
 #[cfg(test)]
@@ -272,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn a_service_made_before_a_spec_change_says_how_to_renew_it() {
+    fn a_service_made_before_a_spec_change_says_it_is_renewed() {
         let s = service(
             json!({"type": "ClusterIP", "clusterIP": "10.96.0.7", "ports": [{"port": 8873}]}),
             json!({}),
@@ -291,6 +331,12 @@ mod tests {
             "{}",
             ready.message
         );
-        assert!(ready.message.contains("delete it"), "{}", ready.message);
+        assert!(
+            ready
+                .message
+                .contains("made anew at the next synchronization"),
+            "{}",
+            ready.message
+        );
     }
 }
