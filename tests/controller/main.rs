@@ -7,6 +7,7 @@
 //! controller would (`job_controller_stand_in`).
 
 mod endpoint;
+mod kubectl;
 mod leader;
 mod lifecycle;
 mod oci;

@@ -368,7 +368,17 @@ async fn migration(
                 applied: false,
             })?;
             store.create(&relationship)?;
-            let made = migration::create(&mut relationship, store, &kubeconfig()?).await?;
+            let made = match migration::create(&mut relationship, store, &kubeconfig()?).await {
+                Ok(made) => made,
+                Err(e) => {
+                    // Nothing applied: nothing of the migration is left,
+                    // and the same command can run again.
+                    if !relationship.destination().is_ok_and(|d| d.applied) {
+                        store.remove(name)?;
+                    }
+                    return Err(e);
+                }
+            };
             println!("{made}; next: kubectl wasmover migration rsync {name} --source DIR");
         }
         MigrationCommand::Rsync {
