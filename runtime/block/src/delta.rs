@@ -1,13 +1,15 @@
 //! Delta: the search that expresses a new file as copies of basis blocks
 //! and literals.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 
+use crate::content_hash::ContentHasher;
 use crate::error::DeltaError;
 use crate::format::read_full;
 use crate::index::Index;
 use crate::rolling::Rolling;
-use crate::tree_hash::hash_input;
+use crate::sparse::{Piece, may_have_holes, walk};
 use crate::wire::delta::{DeltaStats, Encoder, LITERAL_CHUNK};
 use crate::wire::signature::Signature;
 
@@ -48,8 +50,36 @@ const PROBE_AHEAD: usize = 2;
 /// the signature's index plus a few megabytes of window.
 pub fn delta<R: Read, W: Write>(sig: &Signature, new: R, out: W) -> Result<DeltaStats, DeltaError> {
     let mut enc = Encoder::new(out, sig.basis_len())?;
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = ContentHasher::new();
     search(sig, &Index::new(sig), new, &mut enc, Some(&mut hasher))?;
+    Ok(enc.finish(hasher.finalize())?)
+}
+
+/// [`delta`] of a file. With nothing to search for (an empty basis: a
+/// first copy), a file that may have holes is read by its data ranges
+/// only: its holes travel as runs of zeros and are hashed by their length
+/// ([`crate::ContentHasher`]), never read.
+pub fn delta_file<W: Write>(
+    sig: &Signature,
+    file: &File,
+    out: W,
+) -> Result<DeltaStats, DeltaError> {
+    if !sig.blocks().is_empty() || !may_have_holes(file)? {
+        return delta(sig, file, out);
+    }
+    let mut enc = Encoder::new(out, sig.basis_len())?;
+    let mut hasher = ContentHasher::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    walk(file, &mut buf, |piece| match piece {
+        Piece::Data(data) => {
+            hasher.update(data);
+            enc.literal(data)
+        }
+        Piece::Hole(len) => {
+            hasher.zeros(len);
+            enc.zeros(len)
+        }
+    })?;
     Ok(enc.finish(hasher.finalize())?)
 }
 
@@ -61,7 +91,7 @@ pub(crate) fn search<R: Read, S: Sink>(
     index: &Index,
     mut new: R,
     enc: &mut S,
-    mut hasher: Option<&mut blake3::Hasher>,
+    mut hasher: Option<&mut ContentHasher>,
 ) -> io::Result<u64> {
     let mut new_len = 0u64;
     let bs = sig.block_size() as usize;
@@ -91,7 +121,7 @@ pub(crate) fn search<R: Read, S: Sink>(
             buf.truncate(old + n);
             chunk = (chunk * 2).min(READ_CHUNK);
             if let Some(h) = hasher.as_deref_mut() {
-                hash_input(h, &buf[old..]);
+                h.update(&buf[old..]);
             }
             new_len += n as u64;
             eof = n == 0;
@@ -175,7 +205,7 @@ pub(crate) fn search<R: Read, S: Sink>(
             }
             chunk = (chunk * 2).min(READ_CHUNK);
             if let Some(h) = hasher.as_deref_mut() {
-                hash_input(h, &buf[..n]);
+                h.update(&buf[..n]);
             }
             new_len += n as u64;
             enc.literal(&buf[..n])?;

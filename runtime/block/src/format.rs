@@ -26,8 +26,10 @@ pub(crate) const BASIS_HASHES_MAGIC: [u8; 4] = *b"WMGH";
 /// seed the basis side draws for each signature or summary, and a tag
 /// takes 32 bits instead of 64. 6: a refinement says whether it is
 /// aligned, and an aligned one is answered with 32-bit tags
-/// ([`crate::AlignedTags`]) instead of a signature.
-pub(crate) const VERSION: u8 = 6;
+/// ([`crate::AlignedTags`]) instead of a signature. 7: a delta ends with
+/// the content hash ([`crate::ContentHasher`]: zero leaves hash as a
+/// constant) instead of BLAKE3, and carries runs of zeros by their length.
+pub(crate) const VERSION: u8 = 7;
 /// Version of the encodings kept on disk: the undo journal and granule
 /// hashes. Apart from [`VERSION`], so that an upgrade still reads what the
 /// version before left behind, a journal above all: it is an interrupted

@@ -66,6 +66,7 @@
 
 #![deny(missing_docs)]
 
+mod content_hash;
 mod delta;
 mod error;
 mod file;
@@ -82,7 +83,8 @@ mod sparse;
 mod tree_hash;
 mod wire;
 
-pub use delta::delta;
+pub use content_hash::{ContentHasher, hash_file};
+pub use delta::{delta, delta_file};
 pub use error::{DeltaError, FormatError, PatchError};
 pub use file::InPlaceFile;
 pub use format::Limits;

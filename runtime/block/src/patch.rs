@@ -5,10 +5,11 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use blake3::hazmat::ChainingValue;
 
+use crate::content_hash::ContentHasher;
 use crate::error::{FormatError, PatchError};
 use crate::format::{Limits, granule_for};
 use crate::sparse::{DataRanges, SparseWriter};
-use crate::tree_hash::{BasisHashes, TreeHasher};
+use crate::tree_hash::BasisHashes;
 use crate::wire;
 use crate::wire::delta::Instruction;
 
@@ -21,7 +22,9 @@ pub struct PatchStats {
     pub copied_bytes: u64,
     /// Bytes taken from the delta's literals.
     pub literal_bytes: u64,
-    /// BLAKE3 of the rebuilt file, verified against the delta's.
+    /// Bytes the delta gave as runs of zeros.
+    pub zero_bytes: u64,
+    /// Content hash of the rebuilt file, verified against the delta's.
     pub hash: [u8; 32],
 }
 
@@ -36,6 +39,9 @@ trait Sink: Write {
         offset: u64,
         len: u64,
     ) -> io::Result<()>;
+
+    /// Appends `len` zero bytes.
+    fn zeros(&mut self, len: u64) -> io::Result<()>;
 }
 
 /// Any writer, which is given bytes only.
@@ -55,6 +61,16 @@ impl<W: Write> Sink for Plain<W> {
     fn copy_range(&mut self, _: &File, _: &DataRanges, _: u64, _: u64) -> io::Result<()> {
         unreachable!("a plain patch has no basis file to copy from")
     }
+
+    fn zeros(&mut self, mut len: u64) -> io::Result<()> {
+        let zeros = [0u8; 64 << 10];
+        while len > 0 {
+            let n = len.min(zeros.len() as u64) as usize;
+            self.0.write_all(&zeros[..n])?;
+            len -= n as u64;
+        }
+        Ok(())
+    }
 }
 
 impl Sink for &mut SparseWriter<File> {
@@ -67,6 +83,10 @@ impl Sink for &mut SparseWriter<File> {
     ) -> io::Result<()> {
         SparseWriter::copy_range(self, from, data, offset, len)
     }
+
+    fn zeros(&mut self, len: u64) -> io::Result<()> {
+        SparseWriter::zeros(self, len)
+    }
 }
 
 /// Writes to `out` while hashing and counting, within a length limit.
@@ -78,7 +98,9 @@ struct Output<'p, W> {
     out: W,
     /// Told the bytes written so far after each piece.
     progress: &'p mut dyn FnMut(u64),
-    hasher: TreeHasher,
+    hasher: ContentHasher,
+    /// The granule of the chaining values [`Output::copy_known`] is given.
+    granule: u64,
     written: u64,
     limit: u64,
     bufs: [Vec<u8>; 2],
@@ -97,7 +119,8 @@ impl<'p, W: Sink> Output<'p, W> {
         Self {
             out,
             progress,
-            hasher: TreeHasher::new(granule),
+            hasher: ContentHasher::new(),
+            granule,
             written: 0,
             limit,
             // Grown to the largest piece seen: a small file must not pay
@@ -175,8 +198,19 @@ impl<'p, W: Sink> Output<'p, W> {
     ) -> Result<(), PatchError> {
         self.grow(len)?;
         self.hash_pending();
-        self.hasher.push_known(cvs);
+        self.hasher.push_known(cvs, self.granule);
         self.out.copy_range(from, data, offset, len)?;
+        (self.progress)(self.written);
+        Ok(())
+    }
+
+    /// Appends `len` zero bytes, hashed by their length; a sparse file
+    /// gets a hole.
+    fn zeros(&mut self, len: u64) -> Result<(), PatchError> {
+        self.grow(len)?;
+        self.hash_pending();
+        self.hasher.zeros(len);
+        self.out.zeros(len)?;
         (self.progress)(self.written);
         Ok(())
     }
@@ -184,7 +218,7 @@ impl<'p, W: Sink> Output<'p, W> {
     /// The hash of everything written.
     fn finalize(&mut self) -> blake3::Hash {
         self.hash_pending();
-        std::mem::replace(&mut self.hasher, TreeHasher::new(blake3::CHUNK_LEN as u64)).finalize()
+        std::mem::take(&mut self.hasher).finalize()
     }
 }
 
@@ -357,6 +391,10 @@ fn patch_into<B: Read + Seek, D: Read, W: Sink>(
                     left -= n;
                 }
                 stats.literal_bytes += len;
+            }
+            Instruction::Zeros { len } => {
+                out.zeros(len)?;
+                stats.zero_bytes += len;
             }
             Instruction::End { new_len, hash } => {
                 let actual = out.finalize();

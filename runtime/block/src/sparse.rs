@@ -1,6 +1,9 @@
-//! Sparse output: runs of zeros become holes instead of written blocks.
+//! Sparse files: on output, runs of zeros become holes instead of
+//! written blocks; on input, holes are found by `SEEK_DATA`/`SEEK_HOLE`
+//! and never read.
 
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
 
 use crate::file::InPlaceFile;
 
@@ -82,6 +85,78 @@ impl<W: InPlaceFile> SparseWriter<W> {
     }
 }
 
+/// What [`walk`] finds in a file, in order.
+pub(crate) enum Piece<'a> {
+    /// Bytes read from a data range.
+    Data(&'a [u8]),
+    /// A hole of this many bytes, not read.
+    Hole(u64),
+}
+
+/// Whether `file` may have holes: fewer bytes allocated than its length.
+pub(crate) fn may_have_holes(file: impl AsFd) -> io::Result<bool> {
+    let stat = rustix::fs::fstat(file)?;
+    Ok((stat.st_blocks as u64).saturating_mul(512) < stat.st_size as u64)
+}
+
+/// The next data range of `file` at or after `pos`, `(start, end)` with
+/// `end` the hole after it, or `None` when only a hole follows. Where the
+/// file system cannot tell, everything from `pos` on is data.
+fn next_data(file: impl AsFd, pos: u64) -> io::Result<Option<(u64, u64)>> {
+    use rustix::fs::{SeekFrom, seek};
+    use rustix::io::Errno;
+    let start = match seek(&file, SeekFrom::Data(pos)) {
+        Ok(start) => start,
+        Err(Errno::NXIO) => return Ok(None),
+        Err(Errno::INVAL | Errno::OPNOTSUPP) => return Ok(Some((pos, u64::MAX))),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some((start, seek(&file, SeekFrom::Hole(start))?)))
+}
+
+/// Walks `file` from its start, reading its data ranges through `buf` and
+/// skipping its holes, and tells `piece` what it finds, in order; returns
+/// the length walked. What changes meanwhile is seen as it is found: a
+/// file that shrinks ends where a read finds its end, one that grows is
+/// walked to its new end.
+pub(crate) fn walk<F: Read + AsFd>(
+    mut file: F,
+    buf: &mut [u8],
+    mut piece: impl FnMut(Piece<'_>) -> io::Result<()>,
+) -> io::Result<u64> {
+    let mut pos = 0;
+    loop {
+        let Some((start, end)) = next_data(file.as_fd(), pos)? else {
+            // A hole to the end of the file.
+            let len = rustix::fs::fstat(file.as_fd())?.st_size as u64;
+            if len > pos {
+                piece(Piece::Hole(len - pos))?;
+            }
+            return Ok(pos.max(len));
+        };
+        if end <= start {
+            // Cut short between the two seeks.
+            return Ok(pos);
+        }
+        if start > pos {
+            piece(Piece::Hole(start - pos))?;
+            pos = start;
+        }
+        rustix::fs::seek(file.as_fd(), rustix::fs::SeekFrom::Start(pos))?;
+        while pos < end {
+            let want = (end - pos).min(buf.len() as u64) as usize;
+            let n = match file.read(&mut buf[..want]) {
+                Ok(0) => return Ok(pos),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            piece(Piece::Data(&buf[..n]))?;
+            pos += n as u64;
+        }
+    }
+}
+
 /// Where a file holds data rather than holes: its data ranges, found
 /// once (each `SEEK_HOLE` may scan to the end of the file, so looking them
 /// up per copy would cost the square of the file's size).
@@ -123,6 +198,29 @@ impl DataRanges {
             .iter()
             .take_while(move |&&(s, _)| s < end)
             .map(move |&(s, e)| (s.max(start), e.min(end)))
+    }
+}
+
+impl<W: InPlaceFile> SparseWriter<W> {
+    /// Appends `len` zero bytes: whole granules as holes, without a
+    /// buffer of zeros.
+    pub(crate) fn zeros(&mut self, mut len: u64) -> io::Result<()> {
+        static ZEROS: [u8; GRANULE] = [0; GRANULE];
+        if !self.pending.is_empty() {
+            let take = ((GRANULE - self.pending.len()) as u64).min(len);
+            self.write_all(&ZEROS[..take as usize])?;
+            len -= take;
+        }
+        let whole = len / GRANULE as u64 * GRANULE as u64;
+        if whole > 0 {
+            let skip = i64::try_from(whole)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "run too long"))?;
+            self.inner.seek(SeekFrom::Current(skip))?;
+            self.skipped += whole;
+            self.len += whole;
+            self.hole_at_end = true;
+        }
+        self.write_all(&ZEROS[..(len - whole) as usize])
     }
 }
 

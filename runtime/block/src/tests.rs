@@ -11,6 +11,13 @@ use crate::*;
 /// test is about seeds: not 0, so that a side that ignored it would fail.
 const SEED: u64 = 0x5EED_7E57;
 
+/// The content hash of `data`, which deltas end with.
+fn content(data: &[u8]) -> blake3::Hash {
+    let mut hasher = ContentHasher::new();
+    hasher.update(data);
+    hasher.finalize()
+}
+
 fn signature(old: &[u8], block_size: Option<u32>) -> Signature {
     let options = SignatureOptions {
         block_size,
@@ -43,11 +50,11 @@ fn round_trip(old: &[u8], new: &[u8], block_size: Option<u32>) -> (DeltaStats, P
         new.len()
     );
     assert_eq!(
-        (p.copied_bytes, p.literal_bytes),
-        (d.matched_bytes, d.literal_bytes)
+        (p.copied_bytes, p.literal_bytes, p.zero_bytes),
+        (d.matched_bytes, d.literal_bytes, d.zero_bytes)
     );
     // Both report the new file's BLAKE3, so a host need not hash it again.
-    assert_eq!((d.hash, p.hash), (*blake3::hash(new).as_bytes(), d.hash));
+    assert_eq!((d.hash, p.hash), (*content(new).as_bytes(), d.hash));
     (d, p)
 }
 
@@ -147,10 +154,7 @@ fn summarized_round_trip(
         (p.copied_bytes, p.literal_bytes),
         (stats.matched_bytes, stats.literal_bytes)
     );
-    assert_eq!(
-        (stats.hash, p.hash),
-        (*blake3::hash(new).as_bytes(), stats.hash)
-    );
+    assert_eq!((stats.hash, p.hash), (*content(new).as_bytes(), stats.hash));
     let mut file = Cursor::new(old.to_vec());
     let in_place = patch_in_place(&mut file, &delta_bytes[..], &limits).unwrap();
     assert_eq!(in_place, p);
@@ -393,7 +397,7 @@ fn every_truncation_of_a_valid_encoding_is_an_error() {
 fn hostile_headers_are_refused_without_allocating() {
     // A signature claiming 2^40 blocks of 1 byte: one range, from 0 and
     // 2^40 long (varints: 0, then five empty groups and 0x20).
-    let mut s = b"WMSG\x06".to_vec();
+    let mut s = b"WMSG\x07".to_vec();
     s.extend_from_slice(&1u32.to_be_bytes());
     s.extend_from_slice(&(1u64 << 40).to_be_bytes());
     s.push(0);
@@ -405,7 +409,7 @@ fn hostile_headers_are_refused_without_allocating() {
         Err(FormatError::TooLarge { .. })
     ));
     // A refinement claiming 2^40 ranges.
-    let mut r = b"WMRF\x06".to_vec();
+    let mut r = b"WMRF\x07".to_vec();
     r.extend_from_slice(&1024u32.to_be_bytes());
     r.push(0);
     r.extend_from_slice(&(1u64 << 40).to_be_bytes());
@@ -414,7 +418,7 @@ fn hostile_headers_are_refused_without_allocating() {
         Err(FormatError::TooLarge { .. })
     ));
     // A copy far outside the basis.
-    let mut d = b"WMDL\x06".to_vec();
+    let mut d = b"WMDL\x07".to_vec();
     d.extend_from_slice(&32u64.to_be_bytes());
     d.push(1);
     d.extend_from_slice(&(u64::MAX / 2).to_be_bytes());
@@ -429,7 +433,7 @@ fn hostile_headers_are_refused_without_allocating() {
     assert!(matches!(err, PatchError::OutOfBasis { .. }), "{err}");
     // Wrong magic and version.
     assert!(matches!(
-        Signature::read_from(&b"WMDL\x06"[..], &Limits::default()),
+        Signature::read_from(&b"WMDL\x07"[..], &Limits::default()),
         Err(FormatError::BadMagic { .. })
     ));
     assert!(matches!(
@@ -840,7 +844,7 @@ fn granule_hashes_computed_at_once_equal_the_streamed_ones() {
             &changed,
             &mut buf,
         );
-        assert_eq!(hash.unwrap(), blake3::hash(&old), "{len}");
+        assert_eq!(hash.unwrap(), content(&old), "{len}");
         let short = BasisHashes::compute(&old[..len / 2], len as u64);
         assert!(
             len < 2 || short.is_err(),
@@ -911,7 +915,7 @@ fn hostile_refinements_and_answers_are_refused() {
     // A request for ranges beyond the basis: 5,000 bytes at 99,000
     // (varints: 99,000 = 0xb8 0x85 0x06, 5,000 = 0x88 0x27).
     let refinement_of_kind = |kind: u8, ranges: &[u8]| {
-        let mut r = b"WMRF\x06".to_vec();
+        let mut r = b"WMRF\x07".to_vec();
         r.extend_from_slice(&1024u32.to_be_bytes());
         r.push(kind);
         r.extend_from_slice(&1u64.to_be_bytes());
@@ -955,7 +959,7 @@ fn hostile_refinements_and_answers_are_refused() {
     }
     // Neither a delta nor a refinement.
     assert!(matches!(
-        Incoming::read_from(&b"WMSG\x06"[..], &limits),
+        Incoming::read_from(&b"WMSG\x07"[..], &limits),
         Err(FormatError::BadMagic { .. })
     ));
     // A signature about another basis.
@@ -1093,7 +1097,7 @@ fn a_patch_from_a_file_takes_granules_in_place_by_their_hashes() {
             contents(&rebuilt) == *new,
             "{name}: rebuilt a different file"
         );
-        assert_eq!(stats.hash, *blake3::hash(new).as_bytes(), "{name}");
+        assert_eq!(stats.hash, *content(new).as_bytes(), "{name}");
         // The new file's signature and granule hashes, from the old ones
         // and what the copies in place did not cover: what reading the
         // whole new file gives.
@@ -1174,7 +1178,7 @@ fn an_in_place_patch_with_basis_hashes_reads_back_only_what_it_wrote() {
             .with_basis_hashes(hashes.clone());
         let unchanged = patch.unchanged();
         let stats = patch.apply(&mut file).unwrap();
-        assert_eq!(stats.hash, *blake3::hash(new).as_bytes(), "{name}");
+        assert_eq!(stats.hash, *content(new).as_bytes(), "{name}");
         assert!(contents(&file) == *new, "{name}: a different file");
         for &(offset, len) in &unchanged {
             let range = offset as usize..(offset + len) as usize;
@@ -1234,11 +1238,141 @@ fn a_file_searched_in_two_halves_plans_what_one_search_does() {
     // tested, and a 3 MiB file has one as a 64 MiB file does.
     let halves = write(Plan::from_file_split_from(&sig, &file, 1 << 20).unwrap());
     let one = write(Plan::new(&sig, &new[..]).unwrap());
-    assert_eq!(halves.hash, *blake3::hash(&new).as_bytes());
+    assert_eq!(halves.hash, *content(&new).as_bytes());
     assert!(
         halves.literal_bytes <= one.literal_bytes + 4096,
         "{} vs {} literal bytes",
         halves.literal_bytes,
         one.literal_bytes
     );
+}
+
+/// A sparse file of `len` bytes with `data` written at each offset, and
+/// its bytes.
+fn sparse_file(len: u64, data: &[(u64, &[u8])]) -> (std::fs::File, Vec<u8>) {
+    use std::os::unix::fs::FileExt;
+    let file = tempfile::tempfile().unwrap();
+    file.set_len(len).unwrap();
+    let mut bytes = vec![0u8; len as usize];
+    for &(at, piece) in data {
+        file.write_all_at(piece, at).unwrap();
+        bytes[at as usize..at as usize + piece.len()].copy_from_slice(piece);
+    }
+    (file, bytes)
+}
+
+fn allocated(file: &std::fs::File) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().unwrap().blocks() * 512
+}
+
+#[test]
+fn holes_and_written_zeros_hash_alike_in_real_files() {
+    use std::io::{Seek, Write};
+    use std::os::unix::fs::FileExt;
+    let len = 48 << 20;
+    let one = data(5000, 1);
+    let two = data(100, 2);
+    // Unaligned data, a hole, and 2 MiB of zeros written (allocated).
+    let (mut sparse, bytes) = sparse_file(len, &[(1_000_003, &one), (40 << 20 | 17, &two)]);
+    sparse.write_all_at(&vec![0; 2 << 20], 9 << 20).unwrap();
+    let mut dense = tempfile::tempfile().unwrap();
+    dense.write_all(&bytes).unwrap();
+    assert!(allocated(&sparse) < 4 << 20 && allocated(&dense) >= len);
+    let mut buf = vec![0; 1 << 20];
+    let expected = (content(&bytes), len);
+    sparse.rewind().unwrap();
+    dense.rewind().unwrap();
+    assert_eq!(hash_file(&sparse, &mut buf).unwrap(), expected);
+    assert_eq!(hash_file(&dense, &mut buf).unwrap(), expected);
+    assert_ne!(
+        expected.0,
+        blake3::hash(&bytes),
+        "zero leaves hash as the constant"
+    );
+}
+
+#[test]
+fn a_sparse_file_travels_as_its_data_and_stays_sparse() {
+    use std::io::{Seek, Write};
+    let len = 64 << 20;
+    let pieces = [data(70_000, 3), data(4096, 4), data(1, 5)];
+    let (file, bytes) = sparse_file(
+        len,
+        &[
+            (12_345, &pieces[0]),
+            (32 << 20, &pieces[1]),
+            (len - 1, &pieces[2]),
+        ],
+    );
+    let mut wire = Vec::new();
+    let stats = delta_file(&Signature::empty(), &file, &mut wire).unwrap();
+    assert_eq!(stats.new_len, len);
+    assert!(
+        stats.literal_bytes < 100_000 && wire.len() < 100_000,
+        "{stats:?}: the holes were sent"
+    );
+    assert_eq!(stats.literal_bytes + stats.zero_bytes, len);
+    assert_eq!(stats.hash, *content(&bytes).as_bytes());
+
+    let mut out = SparseWriter::new(tempfile::tempfile().unwrap());
+    let patched = patch(
+        Cursor::new(&[][..]),
+        &wire[..],
+        &mut out,
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(patched.zero_bytes, stats.zero_bytes);
+    let rebuilt = out.finish().unwrap();
+    assert!(contents(&rebuilt) == bytes, "rebuilt a different file");
+    assert!(
+        allocated(&rebuilt) < 1 << 20,
+        "{} bytes allocated",
+        allocated(&rebuilt)
+    );
+
+    // The same bytes written densely: zero runs still travel as runs
+    // (but for pieces a read boundary cuts, 4 KiB each at most).
+    let mut dense = tempfile::tempfile().unwrap();
+    dense.write_all(&bytes).unwrap();
+    dense.rewind().unwrap();
+    let mut dense_wire = Vec::new();
+    let dense_stats = delta_file(&Signature::empty(), &dense, &mut dense_wire).unwrap();
+    assert_eq!(dense_stats.hash, stats.hash);
+    assert!(dense_wire.len() < 256 << 10, "{dense_stats:?}");
+}
+
+#[test]
+fn a_file_that_shrinks_or_grows_while_walked_is_walked_as_it_is_found() {
+    use std::os::unix::fs::FileExt;
+    for grow in [false, true] {
+        let head = data(100_000, 6);
+        let (file, _) = sparse_file(16 << 20, &[(0, &head), (10 << 20, &data(100_000, 7))]);
+        let mut walked = Vec::new();
+        let mut changed = false;
+        let mut buf = vec![0; 64 << 10];
+        let len = crate::sparse::walk(&file, &mut buf, |piece| {
+            if !changed {
+                changed = true;
+                match grow {
+                    // Past the data that was there, and its length.
+                    true => file.write_all_at(b"later", 20 << 20)?,
+                    // Into the first data range, while it is read.
+                    false => file.set_len(70_000)?,
+                }
+            }
+            match piece {
+                crate::sparse::Piece::Data(bytes) => walked.extend_from_slice(bytes),
+                crate::sparse::Piece::Hole(n) => walked.resize(walked.len() + n as usize, 0),
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(len, walked.len() as u64, "grow: {grow}");
+        assert!(
+            contents(&file) == walked,
+            "grow: {grow}: walked other bytes"
+        );
+    }
 }

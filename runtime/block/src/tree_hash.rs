@@ -1,23 +1,24 @@
-//! A file's BLAKE3 from the hashes of its aligned granules.
+//! A file's content hash from the hashes of its aligned granules.
 //!
-//! BLAKE3 is a tree hash: every aligned power-of-two run of 1 KiB chunks
-//! is a subtree with its own chaining value. [`BasisHashes`] keeps the
-//! chaining values of a basis file's granules, learned in one pass over it
-//! ([`BasisHashes::compute`]); a patch that copies a granule to the same place in the new
-//! file takes its chaining value from there instead of reading and hashing
-//! the bytes again ([`TreeHasher::push_known`]), and still ends with the
-//! new file's standard BLAKE3, checked against the sender's.
+//! The content hash ([`crate::ContentHasher`]) is a tree hash: every
+//! aligned power-of-two run of leaves is a subtree with its own chaining
+//! value. [`BasisHashes`] keeps the chaining values of a basis file's
+//! granules, learned in one pass over it ([`BasisHashes::compute`]); a
+//! patch that copies a granule to the same place in the new file takes
+//! its chaining value from there instead of reading and hashing the bytes
+//! again ([`ContentHasher::push_known`]), and still ends with the new
+//! file's content hash, checked against the sender's.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use blake3::Hasher;
 use rayon::iter::{IndexedParallelIterator, ParallelExtend, ParallelIterator};
 use rayon::slice::ParallelSlice;
 
 use blake3::hazmat::{
-    ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
+    ChainingValue, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
 };
 
+use crate::content_hash::{ContentHasher, subtree_cv};
 use crate::error::FormatError;
 use crate::format::{self, BASIS_HASHES_MAGIC, DISK_VERSION, granule_for, read_full};
 use crate::wire::granule_summary::GranuleSummary;
@@ -109,10 +110,7 @@ impl BasisHashes {
                 _ => {
                     let n = (end - start) as usize;
                     file.read_exact_at(&mut buf[..n], start)?;
-                    let mut hasher = Hasher::new();
-                    hasher.set_input_offset(start);
-                    hasher.update(&buf[..n]);
-                    cvs.push(hasher.finalize_non_root());
+                    cvs.push(subtree_cv(&buf[..n], start));
                 }
             }
         }
@@ -160,19 +158,6 @@ impl BasisHashes {
     }
 }
 
-/// Hashes the next bytes of a file into `hasher`, on the rayon pool when
-/// the piece is large enough to be worth splitting.
-pub(crate) fn hash_input(hasher: &mut Hasher, data: &[u8]) {
-    if data.len() >= PARALLEL_HASH_MIN {
-        hasher.update_rayon(data);
-    } else {
-        hasher.update(data);
-    }
-}
-
-/// Below this, BLAKE3 on one thread beats splitting the work.
-const PARALLEL_HASH_MIN: usize = 512 << 10;
-
 /// Whether `[start, end)` lies inside one of `ranges` (`(offset, len)`,
 /// sorted and disjoint).
 pub(crate) fn inside(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
@@ -183,92 +168,7 @@ pub(crate) fn inside(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
     }
 }
 
-/// Streaming BLAKE3 of a file, cut into granules: fed bytes in order, or,
-/// at a granule boundary, the chaining values of whole granules whose
-/// bytes it does not see. Ends with the standard BLAKE3 of the file.
-#[derive(Clone, Debug)]
-pub(crate) struct TreeHasher {
-    granule: u64,
-    /// Chaining values of the granules before the current one.
-    cvs: Vec<ChainingValue>,
-    /// The current granule: it starts at `cvs.len() * granule`.
-    current: Hasher,
-    /// Bytes of the current granule seen.
-    in_current: u64,
-}
-
-impl TreeHasher {
-    /// A hasher by granules of `granule` bytes (a power of two, at least
-    /// one chunk).
-    pub(crate) fn new(granule: u64) -> Self {
-        debug_assert!(granule.is_power_of_two() && granule >= blake3::CHUNK_LEN as u64);
-        Self {
-            granule,
-            cvs: Vec::new(),
-            current: Hasher::new(),
-            in_current: 0,
-        }
-    }
-
-    /// Bytes hashed or accounted for so far.
-    pub(crate) fn len(&self) -> u64 {
-        self.cvs.len() as u64 * self.granule + self.in_current
-    }
-
-    /// Closes the current granule if it is full: done only when more input
-    /// follows, since a file of one granule is hashed as a root instead.
-    fn close_full(&mut self) {
-        if self.in_current == self.granule {
-            self.cvs.push(self.current.finalize_non_root());
-            self.in_current = 0;
-            self.current = Hasher::new();
-            self.current.set_input_offset(self.len());
-        }
-    }
-
-    /// Hashes the next bytes of the file.
-    pub(crate) fn update(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            self.close_full();
-            let take = ((self.granule - self.in_current) as usize).min(data.len());
-            self.current.update(&data[..take]);
-            self.in_current += take as u64;
-            data = &data[take..];
-        }
-    }
-
-    /// Accounts for whole granules by their chaining values. Only at a
-    /// granule boundary, and never for the file's first granule (a file
-    /// that turns out to be that one granule needs its bytes).
-    pub(crate) fn push_known(&mut self, cvs: &[ChainingValue]) {
-        if cvs.is_empty() {
-            return;
-        }
-        self.close_full();
-        assert!(
-            self.in_current == 0 && !self.cvs.is_empty(),
-            "known granules are pushed at a boundary after the first"
-        );
-        self.cvs.extend_from_slice(cvs);
-        self.current = Hasher::new();
-        self.current.set_input_offset(self.len());
-    }
-
-    /// The BLAKE3 of everything hashed.
-    pub(crate) fn finalize(mut self) -> blake3::Hash {
-        if self.cvs.is_empty() {
-            // One granule at most, all of it seen: a plain hash.
-            return self.current.finalize();
-        }
-        let len = self.len();
-        if self.in_current > 0 {
-            self.cvs.push(self.current.finalize_non_root());
-        }
-        root(&self.cvs, self.granule, len)
-    }
-}
-
-/// The BLAKE3 of a file of `len` bytes, more than one granule, from the
+/// The content hash of a file of `len` bytes, more than one granule, from the
 /// chaining values of all its granules.
 fn root(cvs: &[ChainingValue], granule: u64, len: u64) -> blake3::Hash {
     let left = left_subtree_len(len);
@@ -280,7 +180,7 @@ fn root(cvs: &[ChainingValue], granule: u64, len: u64) -> blake3::Hash {
 }
 
 /// A whole stream hashed by granules: its length, the chaining value of
-/// every granule and its standard BLAKE3.
+/// every granule and its content hash.
 pub(crate) struct Granules {
     pub(crate) len: u64,
     pub(crate) cvs: Vec<ChainingValue>,
@@ -304,12 +204,14 @@ pub(crate) fn hash_granules<R: Read + Send>(mut reader: R, granule: u64) -> io::
         let bytes = &current[..n];
         let cvs = match n {
             0 => Vec::new(),
-            _ => vec![Hasher::new().update(bytes).finalize_non_root()],
+            _ => vec![subtree_cv(bytes, 0)],
         };
+        let mut hasher = ContentHasher::new();
+        hasher.update(bytes);
         return Ok(Granules {
             len: n as u64,
             cvs,
-            hash: blake3::hash(bytes),
+            hash: hasher.finalize(),
         });
     }
     let mut cvs = Vec::new();
@@ -319,14 +221,12 @@ pub(crate) fn hash_granules<R: Read + Send>(mut reader: R, granule: u64) -> io::
         let (read, ()) = rayon::join(
             || read_full(&mut reader, &mut next),
             || {
-                cvs.par_extend(current[..n].par_chunks(granule as usize).enumerate().map(
-                    |(i, bytes)| {
-                        let mut hasher = Hasher::new();
-                        hasher.set_input_offset(at + i as u64 * granule);
-                        hasher.update(bytes);
-                        hasher.finalize_non_root()
-                    },
-                ))
+                cvs.par_extend(
+                    current[..n]
+                        .par_chunks(granule as usize)
+                        .enumerate()
+                        .map(|(i, bytes)| subtree_cv(bytes, at + i as u64 * granule)),
+                )
             },
         );
         len += n as u64;
@@ -340,7 +240,7 @@ pub(crate) fn hash_granules<R: Read + Send>(mut reader: R, granule: u64) -> io::
     })
 }
 
-/// The BLAKE3 of `file`, `len` bytes that differ from the basis `hashes`
+/// The content hash of `file`, `len` bytes that differ from the basis `hashes`
 /// describe at most in the `changed` ranges (`(offset, len)`, sorted and
 /// disjoint):
 /// every other whole granule is taken by its hash, the rest is read.
@@ -361,7 +261,7 @@ pub(crate) fn hash_changed<F: Read + Seek>(
         i >= 1 && end <= len && !touched(start, end)
     };
     let count = len.div_ceil(g);
-    let mut tree = TreeHasher::new(g);
+    let mut tree = ContentHasher::new();
     let mut i = 0;
     while i < count {
         let first = i;
@@ -373,7 +273,7 @@ pub(crate) fn hash_changed<F: Read + Seek>(
             {
                 cvs_len += 1;
             }
-            tree.push_known(hashes.whole(first, cvs_len).expect("checked above"));
+            tree.push_known(hashes.whole(first, cvs_len).expect("checked above"), g);
             i += cvs_len;
             continue;
         }
@@ -432,15 +332,15 @@ mod tests {
     }
 
     proptest! {
-        /// Any length, any split of the input: the standard BLAKE3.
+        /// Any length, any split of the input: the standard BLAKE3 (the
+        /// data has no zero leaf).
         #[test]
         fn streamed_granules_hash_as_blake3(
             len in 0usize..300_000,
-            granule_log in 10u32..16,
             splits in proptest::collection::vec(1usize..70_000, 1..6),
         ) {
             let data = bytes(len, 3);
-            let mut h = TreeHasher::new(1 << granule_log);
+            let mut h = ContentHasher::new();
             let mut rest = &data[..];
             for &s in splits.iter().cycle() {
                 if rest.is_empty() {
@@ -462,17 +362,17 @@ mod tests {
             tail in 0usize..20_000,
             known in proptest::collection::vec(any::<bool>(), 40),
         ) {
-            let g = 4096u64;
+            let g = 16384u64;
             let basis = bytes((granules * g) as usize + 777, 9);
             let hashes = hashed(&basis, g);
             prop_assert_eq!(hashes.len(), basis.len() as u64);
 
             let mut new = Vec::new();
-            let mut h = TreeHasher::new(g);
+            let mut h = ContentHasher::new();
             for i in 0..granules {
                 let range = (i * g) as usize..((i + 1) * g) as usize;
                 if i > 0 && known[i as usize] {
-                    h.push_known(hashes.whole(i, 1).unwrap());
+                    h.push_known(hashes.whole(i, 1).unwrap(), g);
                     new.extend_from_slice(&basis[range]);
                 } else {
                     let fresh = bytes(g as usize, i as u8);
@@ -492,11 +392,11 @@ mod tests {
         /// the basis's granule hashes and the changed granules' bytes.
         #[test]
         fn a_changed_file_hashes_from_its_basis_and_its_changes(
-            basis_len in 0usize..60_000,
-            len in 0usize..60_000,
-            changes in proptest::collection::vec((0usize..60_000, 1usize..5000), 0..5),
+            basis_len in 0usize..200_000,
+            len in 0usize..200_000,
+            changes in proptest::collection::vec((0usize..200_000, 1usize..5000), 0..5),
         ) {
-            let g = 4096;
+            let g = 16384;
             let basis = bytes(basis_len, 4);
             let hashes = hashed(&basis, g);
             let mut new = basis.clone();
@@ -530,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_short_last_granule_is_not_whole() {
-        let hashes = hashed(&bytes(3 * 4096 + 1, 0), 4096);
+        let hashes = hashed(&bytes(3 * 16384 + 1, 0), 16384);
         assert!(hashes.whole(1, 2).is_some());
         assert!(
             hashes.whole(1, 3).is_none(),

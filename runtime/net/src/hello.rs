@@ -19,14 +19,17 @@
 //! in varints (encoding version 4), which version 2 cannot read. Version
 //! 4: seeded strong hashes and 32-bit granule tags (encoding version 5).
 //! Version 5: refinements may ask for aligned tags (`WMAT`, encoding
-//! version 6).
+//! version 6). Version 6: files are verified by their content hash (zero
+//! leaves hash as a constant, so holes are not read) instead of BLAKE3,
+//! in deltas and the tree digest, and deltas carry runs of zeros
+//! (encoding version 7); a version 5 peer would fail verification.
 
 use crate::{NetError, Psk};
 
 /// The lowest protocol version this agent speaks.
-pub const MIN_VERSION: u16 = 5;
+pub const MIN_VERSION: u16 = 6;
 /// The highest protocol version this agent speaks.
-pub const MAX_VERSION: u16 = 5;
+pub const MAX_VERSION: u16 = 6;
 /// Length of a greeting on the wire.
 pub const LEN: usize = 8 + 2 + 2 + 1 + 32;
 

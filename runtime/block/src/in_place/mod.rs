@@ -38,6 +38,8 @@ enum Op {
     Copy { dst: u64, src: u64, len: u64 },
     /// Bytes `at..at + len` of the literals go to `dst`.
     Literal { dst: u64, at: u64, len: u64 },
+    /// `len` zero bytes go to `dst`.
+    Zeros { dst: u64, len: u64 },
 }
 
 /// A whole delta, read and scheduled to rebuild the new file over its own
@@ -52,6 +54,7 @@ pub struct InPlacePatch {
     basis_len: u64,
     /// Bytes of literals the delta carried.
     literal_bytes: u64,
+    zero_bytes: u64,
     new_len: u64,
     hash: [u8; 32],
     copied: u64,
@@ -71,6 +74,7 @@ impl std::fmt::Debug for InPlacePatch {
             .field("basis_len", &self.basis_len)
             .field("new_len", &self.new_len)
             .field("literal_bytes", &self.literal_bytes)
+            .field("zero_bytes", &self.zero_bytes)
             .field("moved_copies", &self.copies.len())
             .finish_non_exhaustive()
     }
@@ -126,6 +130,7 @@ impl InPlacePatch {
             literals,
             basis_len: file_len,
             literal_bytes: 0,
+            zero_bytes: 0,
             new_len: 0,
             hash: [0; 32],
             copied: 0,
@@ -192,6 +197,15 @@ impl InPlacePatch {
                     }
                     patch.literal_bytes += len;
                     patch.ops.push(Op::Literal { dst, at, len });
+                }
+                Instruction::Zeros { len } => {
+                    let dst = patch.new_len;
+                    patch.new_len += len;
+                    if patch.new_len > limits.max_file_len {
+                        return Err(too_large(patch.new_len).into());
+                    }
+                    patch.zero_bytes += len;
+                    patch.ops.push(Op::Zeros { dst, len });
                 }
                 Instruction::End { new_len, hash } => {
                     patch.hash = hash;
@@ -282,7 +296,7 @@ impl InPlacePatch {
             .iter()
             .filter_map(|op| match *op {
                 Op::Copy { dst, src, len } if dst != src => Some((dst, len)),
-                Op::Literal { dst, len, .. } => Some((dst, len)),
+                Op::Literal { dst, len, .. } | Op::Zeros { dst, len } => Some((dst, len)),
                 Op::Copy { .. } => None,
             })
             .chain(
@@ -337,9 +351,22 @@ impl InPlacePatch {
             file.write_all(&bytes)?;
         }
         for op in &self.ops {
-            if let Op::Literal { dst, at, len } = *op {
-                file.seek(SeekFrom::Start(dst))?;
-                self.literals.write_to(at, len, &mut file, &mut buf)?;
+            match *op {
+                Op::Literal { dst, at, len } => {
+                    file.seek(SeekFrom::Start(dst))?;
+                    self.literals.write_to(at, len, &mut file, &mut buf)?;
+                }
+                Op::Zeros { dst, len } => {
+                    file.seek(SeekFrom::Start(dst))?;
+                    buf.fill(0);
+                    let mut left = len;
+                    while left > 0 {
+                        let n = left.min(buf.len() as u64) as usize;
+                        file.write_all(&buf[..n])?;
+                        left -= n as u64;
+                    }
+                }
+                Op::Copy { .. } => {}
             }
         }
         if self.new_len != self.basis_len {
@@ -357,13 +384,13 @@ impl InPlacePatch {
                 hash_changed(&mut file, self.new_len, hashes, &changed, &mut buf)?
             }
             None => {
-                let mut hasher = blake3::Hasher::new();
+                let mut hasher = crate::ContentHasher::new();
                 file.seek(SeekFrom::Start(0))?;
                 let mut left = self.new_len;
                 while left > 0 {
                     let n = left.min(buf.len() as u64) as usize;
                     file.read_exact(&mut buf[..n])?;
-                    crate::tree_hash::hash_input(&mut hasher, &buf[..n]);
+                    hasher.update(&buf[..n]);
                     left -= n as u64;
                 }
                 hasher.finalize()
@@ -383,6 +410,7 @@ impl InPlacePatch {
             written_bytes: self.new_len,
             copied_bytes: self.copied,
             literal_bytes: self.literal_bytes,
+            zero_bytes: self.zero_bytes,
             hash: self.hash,
         })
     }

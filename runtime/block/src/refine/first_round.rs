@@ -5,10 +5,11 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
-use blake3::hazmat::{HasherExt, Mode, left_subtree_len, merge_subtrees_root};
+use blake3::hazmat::{Mode, left_subtree_len, merge_subtrees_root};
 
 use super::Plan;
 use super::ops::Recorder;
+use crate::content_hash::ContentHasher;
 use crate::delta::{Sink, search};
 use crate::index::Index;
 use crate::tree_hash::hash_granules;
@@ -75,8 +76,7 @@ impl Plan {
                 ops: &mut ops,
                 at: start,
             };
-            let mut hasher = blake3::Hasher::new();
-            hasher.set_input_offset(start);
+            let mut hasher = ContentHasher::at(start);
             let read = At {
                 file,
                 pos: start,
@@ -146,7 +146,7 @@ impl Plan {
     /// [`delta`](crate::delta()) does, and hashes it for the end marker.
     pub fn new<R: Read>(sig: &Signature, new: R) -> io::Result<Self> {
         let mut ops = Vec::new();
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = ContentHasher::new();
         let index = Index::new(sig);
         let mut recorder = Recorder {
             ops: &mut ops,

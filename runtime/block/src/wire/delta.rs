@@ -1,8 +1,10 @@
-//! The delta message (`WMDL`): a basis length, copy and literal
-//! instructions, and an end with the new file's length and BLAKE3.
+//! The delta message (`WMDL`): a basis length, copy, literal and zero-run
+//! instructions, and an end with the new file's length and content hash
+//! ([`crate::ContentHasher`]).
 
 use std::io::{self, Read, Write};
 
+use crate::content_hash::is_zero;
 use crate::error::{FormatError, PatchError};
 use crate::format::{self, DELTA_MAGIC};
 
@@ -10,8 +12,14 @@ use crate::format::{self, DELTA_MAGIC};
 pub(crate) const OP_COPY: u8 = 1;
 /// Delta opcode: literal bytes follow.
 pub(crate) const OP_LITERAL: u8 = 2;
-/// Delta opcode: end, with the new length and BLAKE3.
+/// Delta opcode: a run of zero bytes, by its length.
+pub(crate) const OP_ZEROS: u8 = 3;
+/// Delta opcode: end, with the new length and content hash.
 pub(crate) const OP_END: u8 = 0;
+
+/// Runs of zeros this long, aligned to it in the new file (a file-system
+/// block), travel as [`OP_ZEROS`] instead of literals.
+pub(crate) const ZERO_RUN_MIN: usize = 4096;
 
 /// Largest literal run in one instruction, as written; a decoder accepts
 /// up to [`MAX_LITERAL`].
@@ -28,17 +36,22 @@ pub struct DeltaStats {
     pub matched_bytes: u64,
     /// Bytes sent as literals.
     pub literal_bytes: u64,
+    /// Bytes sent as runs of zeros: a hole, or zeros written.
+    pub zero_bytes: u64,
     /// Bytes of the encoded delta.
     pub encoded_bytes: u64,
-    /// BLAKE3 of the new file as it was read, which the delta ends with.
+    /// Content hash of the new file as it was read, which the delta ends
+    /// with.
     pub hash: [u8; 32],
 }
 
-/// Writes instructions, coalescing copies of adjacent basis ranges.
+/// Writes instructions, coalescing copies of adjacent basis ranges and
+/// adjacent runs of zeros.
 pub(crate) struct Encoder<W> {
     out: W,
     stats: DeltaStats,
     run: Option<(u64, u64)>,
+    zeros: u64,
 }
 
 impl<W: Write> Encoder<W> {
@@ -53,6 +66,7 @@ impl<W: Write> Encoder<W> {
                 ..DeltaStats::default()
             },
             run: None,
+            zeros: 0,
         })
     }
 
@@ -62,6 +76,13 @@ impl<W: Write> Encoder<W> {
     }
 
     fn flush_run(&mut self) -> io::Result<()> {
+        if self.zeros > 0 {
+            let mut op = [0u8; 9];
+            op[0] = OP_ZEROS;
+            op[1..].copy_from_slice(&self.zeros.to_be_bytes());
+            self.zeros = 0;
+            self.put(&op)?;
+        }
         if let Some((offset, len)) = self.run.take() {
             let mut op = [0u8; 17];
             op[0] = OP_COPY;
@@ -101,8 +122,33 @@ impl<W: Write> Encoder<W> {
         }
     }
 
-    /// The next bytes of the new file, not in the basis.
-    pub(crate) fn literal(&mut self, data: &[u8]) -> io::Result<()> {
+    /// The next `len` bytes of the new file are zeros.
+    pub(crate) fn zeros(&mut self, len: u64) -> io::Result<()> {
+        if self.run.is_some() {
+            self.flush_run()?;
+        }
+        self.stats.zero_bytes += len;
+        self.stats.new_len += len;
+        self.zeros += len;
+        Ok(())
+    }
+
+    /// The next bytes of the new file, not in the basis: runs of zeros
+    /// ([`ZERO_RUN_MIN`]) as such, the rest as literals.
+    pub(crate) fn literal(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let (bytes, zeros) = zero_run(data, self.stats.new_len);
+            self.bytes(&data[..bytes])?;
+            if zeros > 0 {
+                self.zeros(zeros as u64)?;
+            }
+            data = &data[bytes + zeros..];
+        }
+        Ok(())
+    }
+
+    /// Literal bytes.
+    fn bytes(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -120,6 +166,25 @@ impl<W: Write> Encoder<W> {
     }
 }
 
+/// Where the first run of zeros starts in `data` (the new file's bytes
+/// from `at`) and how long it is: whole pieces of [`ZERO_RUN_MIN`] bytes,
+/// aligned to it in the file. `(data.len(), 0)` if there is none.
+fn zero_run(data: &[u8], at: u64) -> (usize, usize) {
+    let piece = ZERO_RUN_MIN;
+    let mut start = ((piece as u64 - at % piece as u64) % piece as u64) as usize;
+    while start + piece <= data.len() {
+        if is_zero(&data[start..start + piece]) {
+            let mut end = start + piece;
+            while end + piece <= data.len() && is_zero(&data[end..end + piece]) {
+                end += piece;
+            }
+            return (start, end - start);
+        }
+        start += piece;
+    }
+    (data.len(), 0)
+}
+
 /// One instruction of a delta, as decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Instruction {
@@ -128,7 +193,9 @@ pub(crate) enum Instruction {
     /// `len` literal bytes (at most [`MAX_LITERAL`]), which follow in the
     /// stream for the caller to read.
     Literal { len: u64 },
-    /// The end: the new file's length and BLAKE3.
+    /// `len` zero bytes.
+    Zeros { len: u64 },
+    /// The end: the new file's length and content hash.
     End { new_len: u64, hash: [u8; 32] },
 }
 
@@ -154,6 +221,13 @@ pub(crate) fn read_instruction<R: Read>(
         OP_LITERAL => Ok(Instruction::Literal {
             len: read_literal_len(r)?,
         }),
+        OP_ZEROS => match format::read_u64(r, "zero run length")? {
+            0 => Err(FormatError::Malformed {
+                reason: "an empty run of zeros",
+            }
+            .into()),
+            len => Ok(Instruction::Zeros { len }),
+        },
         OP_END => {
             let new_len = format::read_u64(r, "new length")?;
             let mut hash = [0u8; 32];

@@ -103,7 +103,7 @@ impl wit::Host for HostState {
                 Summary::Signature(signature)
                     if len < REFINE_MIN_FILE || signature.block_count() == 0 =>
                 {
-                    wasmover_block::delta(&signature, &file, channel.writer())
+                    wasmover_block::delta_file(&signature, &file, channel.writer())
                         .map_err(|e| BlockError::Io(format!("delta of {path}: {e}")))?
                 }
                 Summary::Signature(signature) => {

@@ -134,6 +134,12 @@ struct Stoppable<'a> {
     stop: &'a AtomicBool,
 }
 
+impl std::os::fd::AsFd for Stoppable<'_> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 impl io::Read for Stoppable<'_> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         if self.stop.load(Ordering::Relaxed) {

@@ -9,7 +9,9 @@ use wasmover_block::BasisHashes;
 use super::known::{Stamp, seal, unseal};
 
 const MAGIC: &[u8; 4] = b"WMKG";
-const VERSION: u8 = 1;
+/// 2: chaining values of the content hash ([`wasmover_block::ContentHasher`]),
+/// not BLAKE3's; kept hashes of 1 are ignored and the file read again.
+const VERSION: u8 = 2;
 
 /// What is kept of one file.
 #[derive(Debug)]

@@ -247,8 +247,10 @@ impl Stored {
 }
 
 const MAGIC: &[u8; 4] = b"WMHS";
-/// 2: entries sorted by inode (1 kept them in walk order).
-const VERSION: u8 = 2;
+/// 2: entries sorted by inode (1 kept them in walk order). 3: the
+/// hashes are content hashes ([`wasmover_block::ContentHasher`]), not
+/// BLAKE3; a store of 2 is ignored, its files read again.
+const VERSION: u8 = 3;
 
 /// Bytes of the magic and version.
 const HEADER: usize = MAGIC.len() + 1;

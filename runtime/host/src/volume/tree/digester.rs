@@ -165,7 +165,7 @@ mod tests {
         pin_link(root.path());
         assert_eq!(
             digest_of(root.path()).root,
-            "5f805e57bcdd8db8e77274a3b936968c7315b95674c2396d3198b978a2559baa"
+            "7a87d40318b24a3fcc69f3fdb85b087babaa99300e0aad73a89b603cc6a0c644"
         );
     }
 
