@@ -50,6 +50,11 @@ pub fn zero_leaf() -> ChainingValue {
     zero_subtree(0)
 }
 
+/// The chaining value of `leaves` aligned zero leaves (a power of two).
+pub(crate) fn zero_leaves(leaves: u64) -> ChainingValue {
+    zero_subtree(leaves.ilog2())
+}
+
 /// The chaining value of `2^level` aligned zero leaves.
 fn zero_subtree(level: u32) -> ChainingValue {
     static LEVELS: OnceLock<Vec<ChainingValue>> = OnceLock::new();

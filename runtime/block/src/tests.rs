@@ -1376,3 +1376,27 @@ fn a_file_that_shrinks_or_grows_while_walked_is_walked_as_it_is_found() {
         );
     }
 }
+
+#[test]
+fn granules_of_a_sparse_file_hash_as_its_bytes() {
+    use crate::tree_hash::{hash_granules, hash_granules_of_file};
+    let piece = data(20_000, 8);
+    for (len, at, granule) in [
+        (10u64 << 20, vec![0u64, 3 << 20 | 5], 16u64 << 10),
+        (10 << 20, vec![1 << 20, (10 << 20) - 20_000], 64 << 10),
+        (3 << 20, vec![100_003], 1 << 20),
+        (50_000, vec![7], 64 << 10),
+        (8 << 20, vec![], 16 << 10),
+    ] {
+        let placed: Vec<(u64, &[u8])> = at.iter().map(|&a| (a, &piece[..])).collect();
+        let (file, bytes) = sparse_file(len, &placed);
+        let sparse = hash_granules_of_file(&file, granule).unwrap();
+        let dense = hash_granules(&bytes[..], granule).unwrap();
+        assert_eq!(
+            (sparse.len, &sparse.cvs, sparse.hash),
+            (dense.len, &dense.cvs, dense.hash),
+            "{len} bytes by {granule}"
+        );
+        assert_eq!(sparse.hash, content(&bytes));
+    }
+}

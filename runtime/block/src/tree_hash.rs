@@ -18,9 +18,10 @@ use blake3::hazmat::{
     ChainingValue, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
 };
 
-use crate::content_hash::{ContentHasher, subtree_cv};
+use crate::content_hash::{ContentHasher, LEAF, subtree_cv, zero_leaves};
 use crate::error::FormatError;
 use crate::format::{self, BASIS_HASHES_MAGIC, DISK_VERSION, granule_for, read_full};
+use crate::sparse::{Piece, may_have_holes, walk};
 use crate::wire::granule_summary::GranuleSummary;
 
 /// The chaining values of every granule of a basis file of `len` bytes
@@ -69,6 +70,26 @@ impl BasisHashes {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("the basis ended at {} of {len} bytes", read.len),
+            ));
+        }
+        Ok(BasisHashes {
+            granule,
+            len,
+            cvs: read.cvs,
+        })
+    }
+
+    /// [`compute`](Self::compute) of a whole file: one that may have
+    /// holes is read by its data ranges, and a granule inside a hole is
+    /// neither read nor hashed.
+    pub fn of_file(file: &std::fs::File) -> io::Result<BasisHashes> {
+        let len = file.metadata()?.len();
+        let granule = granule_for(len);
+        let read = hash_granules_of_file(file, granule)?;
+        if read.len != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the basis changed from {len} to {} bytes", read.len),
             ));
         }
         Ok(BasisHashes {
@@ -232,6 +253,73 @@ pub(crate) fn hash_granules<R: Read + Send>(mut reader: R, granule: u64) -> io::
         len += n as u64;
         n = read?;
         std::mem::swap(&mut current, &mut next);
+    }
+    Ok(Granules {
+        hash: root(&cvs, granule, len),
+        len,
+        cvs,
+    })
+}
+
+/// [`hash_granules`] of a whole file: one that may have holes is read by
+/// its data ranges, and a granule inside a hole is neither read nor
+/// hashed.
+pub(crate) fn hash_granules_of_file(file: &std::fs::File, granule: u64) -> io::Result<Granules> {
+    use std::io::Seek;
+    if !may_have_holes(file)? {
+        return hash_granules(file, granule);
+    }
+    let zero_granule = zero_leaves(granule / LEAF);
+    let mut cvs = Vec::new();
+    let mut current = ContentHasher::new();
+    let mut at = 0u64;
+    // Closes the current granule if it is full.
+    let close = |current: &mut ContentHasher, cvs: &mut Vec<ChainingValue>, at: u64| {
+        if current.len() == granule {
+            cvs.push(std::mem::replace(current, ContentHasher::at(at)).finalize_non_root());
+        }
+    };
+    let mut buf = vec![0u8; GRANULES_CHUNK as usize];
+    let len = walk(file, &mut buf, |piece| {
+        match piece {
+            Piece::Data(mut bytes) => {
+                while !bytes.is_empty() {
+                    let take = ((granule - current.len()) as usize).min(bytes.len());
+                    current.update(&bytes[..take]);
+                    at += take as u64;
+                    close(&mut current, &mut cvs, at);
+                    bytes = &bytes[take..];
+                }
+            }
+            Piece::Hole(mut n) => {
+                if !current.is_empty() {
+                    let take = (granule - current.len()).min(n);
+                    current.zeros(take);
+                    at += take;
+                    n -= take;
+                    close(&mut current, &mut cvs, at);
+                }
+                // The current granule is empty unless the hole ended in it.
+                let whole = n / granule;
+                if whole > 0 {
+                    cvs.extend(std::iter::repeat_n(zero_granule, whole as usize));
+                    at += whole * granule;
+                    current = ContentHasher::at(at);
+                }
+                current.zeros(n - whole * granule);
+                at += n - whole * granule;
+            }
+        }
+        Ok(())
+    })?;
+    if len <= granule {
+        // One granule, which is the whole file's root: read it again.
+        let mut file = file;
+        file.rewind()?;
+        return hash_granules(file, granule);
+    }
+    if !current.is_empty() {
+        cvs.push(current.finalize_non_root());
     }
     Ok(Granules {
         hash: root(&cvs, granule, len),

@@ -12,7 +12,7 @@ use super::ops::Recorder;
 use crate::content_hash::ContentHasher;
 use crate::delta::{Sink, search};
 use crate::index::Index;
-use crate::tree_hash::hash_granules;
+use crate::tree_hash::{Granules, hash_granules, hash_granules_of_file};
 use crate::wire::{GranuleSummary, Signature};
 
 /// Files at least this large are searched as two halves at once
@@ -113,8 +113,19 @@ impl Plan {
     /// tag is alike at the same offset as a copy, the rest as literals
     /// for [`refinement`](Self::refinement) rounds to search.
     pub fn from_granules<R: Read + Send>(summary: &GranuleSummary, new: R) -> io::Result<Self> {
+        Self::granules_matched(summary, hash_granules(new, summary.granule())?)
+    }
+
+    /// [`from_granules`](Self::from_granules) for a file: one that may
+    /// have holes is read by its data ranges, a granule inside a hole
+    /// neither read nor hashed.
+    pub fn from_granules_of_file(summary: &GranuleSummary, file: &File) -> io::Result<Self> {
+        Self::granules_matched(summary, hash_granules_of_file(file, summary.granule())?)
+    }
+
+    /// The first round against `summary` of a file read by its granules.
+    fn granules_matched(summary: &GranuleSummary, read: Granules) -> io::Result<Self> {
         let g = summary.granule();
-        let read = hash_granules(new, g)?;
         let mut ops = Vec::new();
         let mut recorder = Recorder {
             ops: &mut ops,

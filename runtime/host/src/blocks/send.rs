@@ -73,10 +73,14 @@ pub(crate) fn granule_summary(
             );
             kept.hashes
         }
-        None => {
-            let len = basis.len();
-            BasisHashes::compute(&mut *basis, len).map_err(io_error("reading", path))?
+        None => match basis.only_file() {
+            Some((file, _)) => BasisHashes::of_file(file),
+            None => {
+                let len = basis.len();
+                BasisHashes::compute(&mut *basis, len)
+            }
         }
+        .map_err(io_error("reading", path))?,
     };
     let summary = hashes.summary(seed());
     if let Some(stamp) = stamp {

@@ -111,7 +111,8 @@ impl wit::Host for HostState {
                     refine_and_write(plan, &file, channel, session, limits, &path)?
                 }
                 Summary::Granules(granules) => {
-                    let plan = Plan::from_granules(&granules, &file).map_err(delta_error)?;
+                    let plan =
+                        Plan::from_granules_of_file(&granules, &file).map_err(delta_error)?;
                     refine_and_write(plan, &file, channel, session, limits, &path)?
                 }
                 Summary::Answer(_) => {
