@@ -557,6 +557,78 @@ fn zero_runs_arrive_as_holes() {
     );
 }
 
+/// Bytes the file system allocated for `path`.
+fn allocated(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// A sparse source is read by its data ranges: its holes cross the wire as
+/// runs of zeros and arrive as holes, on a first copy and after a change,
+/// and the digest covers its exact content, which a copy holding written
+/// zeros where the source has holes shares.
+#[test]
+fn a_sparse_file_crosses_as_its_data_and_arrives_sparse() {
+    use std::os::unix::fs::FileExt;
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    let len = 1u64 << 30;
+    let file = std::fs::File::create(src.join("sparse.img")).unwrap();
+    file.set_len(len).unwrap();
+    for (i, at) in [12_345u64, 300 << 20, (700 << 20) + 1, len - 3]
+        .into_iter()
+        .enumerate()
+    {
+        let piece = bytes(if at == len - 3 { 3 } else { 70_000 }, i as u64);
+        file.write_all_at(&piece, at).unwrap();
+    }
+    drop(file);
+    assert!(allocated(&src.join("sparse.img")) < 1 << 20);
+
+    let report = run(&blocksync, &src, &dst);
+    assert!(report.verified, "{report:?}");
+    assert_same_tree(&src, &dst);
+    assert_eq!(report.bytes_total, len);
+    assert!(
+        report.bytes_literal < 1 << 20 && report.bytes_on_wire < 2 << 20,
+        "the holes crossed: {report:?}"
+    );
+    let held = allocated(&dst.join("sparse.img"));
+    assert!(held < 1 << 20, "{held} bytes allocated for 210 kB of data");
+
+    // A change inside a hole: the granules in holes match unread.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("sparse.img"))
+        .unwrap()
+        .write_all_at(&bytes(4096, 9), 500 << 20)
+        .unwrap();
+    let report = run(&blocksync, &src, &dst);
+    assert!(report.verified, "{report:?}");
+    assert_same_tree(&src, &dst);
+    assert!(report.bytes_on_wire < 1 << 20, "{report:?}");
+    assert!(allocated(&dst.join("sparse.img")) < 1 << 20);
+
+    // Written zeros where the source has holes: the same digest.
+    let (small, dense) = (tmp.path().join("small"), tmp.path().join("dense"));
+    std::fs::create_dir_all(&small).unwrap();
+    let sparse = std::fs::File::create(small.join("f")).unwrap();
+    sparse.set_len(40 << 20).unwrap();
+    sparse.write_all_at(&bytes(5000, 1), 3 << 20 | 77).unwrap();
+    let content = std::fs::read(small.join("f")).unwrap();
+    write(&dense, "f", &content);
+    let epoch = std::fs::FileTimes::new().set_modified(std::time::SystemTime::UNIX_EPOCH);
+    for dir in [&small, &dense] {
+        let f = std::fs::File::options().write(true).open(dir.join("f"));
+        f.unwrap().set_times(epoch).unwrap();
+        std::fs::File::open(dir).unwrap().set_times(epoch).unwrap();
+    }
+    assert!(allocated(&dense.join("f")) >= 40 << 20);
+    assert_eq!(tree_digest(&small), tree_digest(&dense));
+}
+
 #[test]
 fn a_cut_transfer_resumes_without_resending_what_arrived() {
     let engine = engine();
