@@ -558,6 +558,9 @@ pub mod endpoint_reason {
     pub const NODE_ADDRESS_NEEDED: &str = "NodeAddressNeeded";
     /// A `ClusterIP` Service has no cluster IP yet.
     pub const ADDRESS_PENDING: &str = "AddressPending";
+    /// The Service was made before a change of `serviceType` or
+    /// `serviceAnnotations`, and deleted for the mover to make it anew.
+    pub const REPLACED: &str = "ServiceReplaced";
 }
 
 /// Reasons of the `Synchronizing` condition, as VolSync's.

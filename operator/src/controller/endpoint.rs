@@ -5,8 +5,8 @@
 //! once it is known: a load balancer's once assigned, a node port's never
 //! (which node address a source can reach is the network's to say). A
 //! Service made before a change of `serviceType` or `serviceAnnotations`
-//! is deleted before the next call of the mover, which makes it anew from
-//! the host's template, as VolSync updates its own.
+//! is deleted when it is read, and the mover's next call makes it anew
+//! from the host's template, as VolSync updates its own.
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -20,36 +20,97 @@ use crate::crd::{
     endpoint_reason,
 };
 
+/// What a status write learns of a destination's Services.
+pub(super) struct Observed {
+    /// Where sources reach it, if a current Service is marked.
+    pub endpoint: Option<Endpoint>,
+    /// The outdated Services deleted, and why, for Events.
+    pub replaced: Vec<String>,
+}
+
 /// Reads the endpoint of `obj` from the Service its mover marked, records
 /// the `EndpointReady` condition in `sync`, and returns the endpoint;
-/// `None` (and no condition) while the mover has marked no Service.
+/// `None` (and no condition) while the mover has marked no Service. A
+/// marked Service made before a change of the mover section's service
+/// settings is deleted instead, for the mover to make it anew.
 pub(super) async fn observe<K: Replication>(
     client: &Client,
     obj: &K,
     sync: &mut SyncStatus,
-) -> Result<Option<Endpoint>, Error> {
+) -> Result<Observed, Error> {
     let namespace = obj.namespace().unwrap_or_default();
-    let services = marked(client, obj).await?;
+    let api = Api::<Service>::namespaced(client.clone(), &namespace);
+    let mut replaced = Vec::new();
+    let mut current = Vec::new();
+    for service in marked(&api, obj).await? {
+        match outdated(&service, obj.mover()) {
+            None => current.push(service),
+            Some(stale) => {
+                if delete_exactly(&api, &service).await? {
+                    replaced.push(format!(
+                        "Service {} {stale}: deleted, the mover makes it anew at its next call",
+                        service.name_any()
+                    ));
+                }
+            }
+        }
+    }
+    let generation = obj.meta().generation;
     // The first by name, should a mover mark several.
-    let Some(service) = services.first() else {
-        sync.conditions
-            .retain(|c| c.type_ != CONDITION_ENDPOINT_READY);
-        return Ok(None);
+    let Some(service) = current.first() else {
+        match replaced.first() {
+            None => sync
+                .conditions
+                .retain(|c| c.type_ != CONDITION_ENDPOINT_READY),
+            Some(note) => {
+                let message = format!("{note} (at the next synchronization when idle)");
+                sync.set_condition(condition(
+                    CONDITION_ENDPOINT_READY,
+                    "False",
+                    endpoint_reason::REPLACED,
+                    message,
+                    generation,
+                ));
+            }
+        }
+        return Ok(Observed {
+            endpoint: None,
+            replaced,
+        });
     };
-    let (endpoint, ready) = read(service, &namespace, obj.mover(), obj.meta().generation);
+    let (endpoint, ready) = read(service, &namespace, generation);
     sync.set_condition(ready);
-    Ok(Some(endpoint))
+    Ok(Observed {
+        endpoint: Some(endpoint),
+        replaced,
+    })
+}
+
+/// Deletes `service` if it is still the one read (not one made anew
+/// since); whether it did.
+async fn delete_exactly(api: &Api<Service>, service: &Service) -> Result<bool, Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: service.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&service.name_any(), &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The Services of `obj`'s mover marked with [`KEY_SECRET_ANNOTATION`],
 /// by name.
-async fn marked<K: Replication>(client: &Client, obj: &K) -> Result<Vec<Service>, Error> {
+async fn marked<K: Replication>(api: &Api<Service>, obj: &K) -> Result<Vec<Service>, Error> {
     let selector = format!(
         "{OWNER_KIND_LABEL}={},{OWNER_NAME_LABEL}={}",
         K::kind(&()),
         obj.name_any()
     );
-    let api = Api::<Service>::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
     let mut marked: Vec<Service> = api
         .list(&ListParams::default().labels(&selector))
         .await?
@@ -61,48 +122,9 @@ async fn marked<K: Replication>(client: &Client, obj: &K) -> Result<Vec<Service>
     Ok(marked)
 }
 
-/// Deletes each marked Service of `obj` made before a change of its
-/// `serviceType` or `serviceAnnotations`, for the mover to make it anew;
-/// returns what was replaced and why, for an Event.
-pub(super) async fn replace_outdated<K: Replication>(
-    client: &Client,
-    obj: &K,
-) -> Result<Vec<String>, Error> {
-    let api = Api::<Service>::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-    let mut replaced = Vec::new();
-    for service in marked(client, obj).await? {
-        let Some(stale) = outdated(&service, obj.mover()) else {
-            continue;
-        };
-        // Only the Service that was read: one made anew meanwhile stays.
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: service.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&service.name_any(), &params).await {
-            Ok(_) => replaced.push(format!(
-                "Service {} {stale}: replaced by the mover's next call",
-                service.name_any()
-            )),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(replaced)
-}
-
 /// The endpoint `service` offers and the condition saying whether it is
-/// complete, as of `generation` of an object whose mover section is
-/// `mover`.
-fn read(
-    service: &Service,
-    namespace: &str,
-    mover: &MoverSpec,
-    generation: Option<i64>,
-) -> (Endpoint, Condition) {
+/// complete, as of `generation` of the object.
+fn read(service: &Service, namespace: &str, generation: Option<i64>) -> (Endpoint, Condition) {
     let name = service.name_any();
     let spec = service.spec.clone().unwrap_or_default();
     let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
@@ -164,7 +186,7 @@ fn read(
         port,
         key_secret: service.annotations().get(KEY_SECRET_ANNOTATION).cloned(),
     };
-    let (status, reason, mut message) = match why {
+    let (status, reason, message) = match why {
         Some((reason, message)) => ("False", reason, message),
         None => (
             "True",
@@ -177,11 +199,6 @@ fn read(
             ),
         ),
     };
-    if let Some(stale) = outdated(service, mover) {
-        message = format!(
-            "{message}; Service {name} {stale}: it was made before the change, and is made anew at the next synchronization"
-        );
-    }
     let ready = condition(
         CONDITION_ENDPOINT_READY,
         status,
@@ -247,7 +264,7 @@ mod tests {
             json!({"type": "ClusterIP", "clusterIP": "10.96.0.7", "ports": [{"port": 8873}]}),
             json!({}),
         );
-        let (endpoint, ready) = read(&s, "backup", &MoverSpec::default(), Some(2));
+        let (endpoint, ready) = read(&s, "backup", Some(2));
         assert_eq!(
             endpoint,
             Endpoint {
@@ -265,7 +282,7 @@ mod tests {
             json!({"clusterIP": "None", "ports": [{"port": 8873}]}),
             json!({}),
         );
-        let (endpoint, _) = read(&headless, "backup", &MoverSpec::default(), None);
+        let (endpoint, _) = read(&headless, "backup", None);
         assert_eq!(endpoint.address.as_deref(), Some("db-blocksync.backup.svc"));
     }
 
@@ -273,8 +290,7 @@ mod tests {
     fn a_load_balancer_has_no_address_until_its_ingress_is_assigned() {
         let spec = json!({"type": "LoadBalancer", "clusterIP": "10.96.0.7",
             "ports": [{"port": 8873, "nodePort": 31000}]});
-        let lb = mover(ServiceType::LoadBalancer);
-        let (endpoint, ready) = read(&service(spec.clone(), json!({})), "ns", &lb, None);
+        let (endpoint, ready) = read(&service(spec.clone(), json!({})), "ns", None);
         assert_eq!(endpoint.address, None, "never the cluster IP");
         assert_eq!(endpoint.port, Some(8873));
         assert_eq!(ready.status, "False");
@@ -292,7 +308,7 @@ mod tests {
                 spec.clone(),
                 json!({"loadBalancer": {"ingress": [ingress]}}),
             );
-            let (endpoint, ready) = read(&assigned, "ns", &lb, None);
+            let (endpoint, ready) = read(&assigned, "ns", None);
             assert_eq!(endpoint.address.as_deref(), Some(address));
             assert_eq!(ready.status, "True");
         }
@@ -304,7 +320,7 @@ mod tests {
             json!({"type": "NodePort", "clusterIP": "10.96.0.7", "ports": [{"port": 8873, "nodePort": 31000}]}),
             json!({}),
         );
-        let (endpoint, ready) = read(&s, "ns", &mover(ServiceType::NodePort), None);
+        let (endpoint, ready) = read(&s, "ns", None);
         assert_eq!(endpoint.address, None);
         assert_eq!(endpoint.port, Some(31000));
         assert_eq!(ready.reason, "NodeAddressNeeded");
@@ -312,31 +328,21 @@ mod tests {
     }
 
     #[test]
-    fn a_service_made_before_a_spec_change_says_it_is_renewed() {
+    fn a_service_made_before_a_spec_change_is_outdated() {
         let s = service(
             json!({"type": "ClusterIP", "clusterIP": "10.96.0.7", "ports": [{"port": 8873}]}),
             json!({}),
         );
+        assert_eq!(outdated(&s, &MoverSpec::default()), None);
         let changed = MoverSpec {
             service_annotations: [("lb.example/internal".to_owned(), "true".to_owned())].into(),
             ..mover(ServiceType::LoadBalancer)
         };
-        let (endpoint, ready) = read(&s, "ns", &changed, None);
-        // What the Service offers is still true, and reported.
-        assert_eq!(endpoint.address.as_deref(), Some("10.96.0.7"));
-        assert!(
-            ready.message.contains(
-                "is ClusterIP, not LoadBalancer and lacks the annotations lb.example/internal"
-            ),
-            "{}",
-            ready.message
-        );
-        assert!(
-            ready
-                .message
-                .contains("made anew at the next synchronization"),
-            "{}",
-            ready.message
+        assert_eq!(
+            outdated(&s, &changed).as_deref(),
+            Some(
+                "is ClusterIP, not LoadBalancer and lacks the annotations lb.example/internal as spec.mover asks"
+            )
         );
     }
 }

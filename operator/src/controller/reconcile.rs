@@ -19,7 +19,7 @@ use super::decide::{
 use super::mover::{Step, run_mover};
 use super::status::{apply_status, go_duration, labels, publish, record, start, synchronizing};
 use super::{Context, Error, Replication};
-use super::{endpoint, progress, stuck};
+use super::{progress, stuck};
 use crate::crd::{FINALIZER, ImageRef, MoverStatus, SyncStatus, reason};
 use crate::metrics::Operation;
 use crate::modules::{Selected, Unavailable};
@@ -166,13 +166,6 @@ async fn apply<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, Err
         .await
     {
         progress::set_live(&mut sync, &live);
-    }
-    // A Service made before a change of the spec's service settings goes,
-    // for this call of the mover to make it anew.
-    if K::REPORTS_ENDPOINT && !cleaning {
-        for note in endpoint::replace_outdated(&ctx.client, obj).await? {
-            publish(ctx, obj, false, "ServiceReplaced", note).await;
-        }
     }
     let ran = run_mover(obj, ctx, module, limits, cleaning).await;
     match ran.map(|ran| record(&mut sync, ran)) {

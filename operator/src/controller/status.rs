@@ -13,7 +13,9 @@ use wasmover_host::error::{MAX_EVENT_NOTE_BYTES, bounded};
 use super::endpoint;
 use super::mover::{Ran, Step};
 use super::{Context, Error, Replication};
-use crate::crd::{CONDITION_SYNCHRONIZING, ImageRef, SyncStatus, condition, reason};
+use crate::crd::{
+    CONDITION_SYNCHRONIZING, ImageRef, SyncStatus, condition, endpoint_reason, reason,
+};
 use crate::metrics::{ObjectLabels, Operation};
 
 /// Field manager of the operator's status writes.
@@ -162,9 +164,12 @@ pub(super) async fn apply_status<K: Replication>(
     // `EndpointReady` condition with it.
     let status = if K::REPORTS_ENDPOINT {
         let mut sync = sync.clone();
-        let endpoint = endpoint::observe(&ctx.client, obj, &mut sync).await?;
+        let observed = endpoint::observe(&ctx.client, obj, &mut sync).await?;
+        for note in observed.replaced {
+            publish(ctx, obj, false, endpoint_reason::REPLACED, note).await;
+        }
         let mut status = obj.status_document(&sync, image);
-        if let Some(endpoint) = endpoint {
+        if let Some(endpoint) = observed.endpoint {
             obj.put_endpoint(&mut status, &endpoint);
         }
         status
