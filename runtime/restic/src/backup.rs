@@ -1,0 +1,241 @@
+//! Backing up a local directory as a new snapshot.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use chrono::TimeZone;
+
+use crate::backend::{Backend, FileType};
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{BlobType, Index, IndexFile};
+use crate::pack::PackWriter;
+use crate::repository::Repository;
+use crate::snapshot::{self, Snapshot};
+use crate::tree::{Node, NodeType, Tree};
+
+/// A pack is stored once it holds this many bytes (restic's default size).
+const PACK_SIZE: u64 = 16 * 1024 * 1024;
+/// zstd's level, as restic's default ("auto") compression.
+const ZSTD_LEVEL: i32 = 3;
+
+/// What a backup read and added.
+#[derive(Debug, Default)]
+pub struct BackupSummary {
+    /// Regular files read.
+    pub files: u64,
+    /// Directories read.
+    pub dirs: u64,
+    /// Bytes of file content read.
+    pub bytes_read: u64,
+    /// Blobs new to the repository.
+    pub blobs_added: u64,
+    /// Blobs the repository had already (deduplicated).
+    pub blobs_deduplicated: u64,
+    /// Bytes of pack files stored.
+    pub bytes_added: u64,
+    /// Pack files stored.
+    pub packs: u64,
+}
+
+/// The state of one backup: the index, the open packs, the new blobs.
+struct Writer<'r, B> {
+    repo: &'r Repository<B>,
+    index: Index,
+    /// Blobs in packs not yet stored, so that they deduplicate too.
+    pending: HashSet<(BlobType, Id)>,
+    data: Option<PackWriter>,
+    tree: Option<PackWriter>,
+    stored: IndexFile,
+    summary: BackupSummary,
+}
+
+impl<B: Backend> Repository<B> {
+    /// Backs up the directory `source` as a new snapshot whose root tree
+    /// is the directory's content, writing only blobs the repository lacks.
+    /// Packs are stored first, then the index, then the snapshot, so a
+    /// failed backup leaves no snapshot.
+    pub fn backup(&self, source: &Path) -> Result<(Id, BackupSummary)> {
+        let time = snapshot::now();
+        let source = fs::canonicalize(source).map_err(Error::io("resolve", source))?;
+        let mut w = Writer {
+            repo: self,
+            index: self.load_index()?,
+            pending: HashSet::new(),
+            data: None,
+            tree: None,
+            stored: IndexFile::default(),
+            summary: BackupSummary::default(),
+        };
+        let tree = w.save_dir(&source)?;
+        for kind in [BlobType::Data, BlobType::Tree] {
+            w.store_pack(kind)?;
+        }
+        if !w.stored.packs.is_empty() {
+            self.save_json(FileType::Index, &w.stored)?;
+        }
+        let snapshot = Snapshot {
+            time,
+            parent: None,
+            tree,
+            paths: vec![source.to_string_lossy().into_owned()],
+            hostname: snapshot::hostname(),
+            username: snapshot::username(),
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+            excludes: Vec::new(),
+            tags: Vec::new(),
+            original: None,
+            program_version: Some(concat!("wasmover-restic ", env!("CARGO_PKG_VERSION")).into()),
+            extra: Default::default(),
+        };
+        let id = self.save_json(FileType::Snapshot, &snapshot)?;
+        Ok((id, w.summary))
+    }
+}
+
+impl<B: Backend> Writer<'_, B> {
+    /// Saves a directory's tree (and everything below it); returns its ID.
+    fn save_dir(&mut self, dir: &Path) -> Result<Id> {
+        let mut entries = fs::read_dir(dir)
+            .map_err(Error::io("list", dir))?
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(Error::io("list", dir))?;
+        entries.sort_by_key(|e| e.file_name());
+        let mut nodes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
+            let ft = meta.file_type();
+            let kind = match () {
+                _ if ft.is_dir() => NodeType::Dir,
+                _ if ft.is_file() => NodeType::File,
+                _ if ft.is_symlink() => NodeType::Symlink,
+                _ if ft.is_block_device() => NodeType::Dev,
+                _ if ft.is_char_device() => NodeType::Chardev,
+                _ if ft.is_fifo() => NodeType::Fifo,
+                _ if ft.is_socket() => NodeType::Socket,
+                _ => NodeType::Other,
+            };
+            let mut node = Node {
+                name: entry.file_name(),
+                kind,
+                mode: Node::go_mode(kind, meta.mode()),
+                mtime: format_time(meta.mtime(), meta.mtime_nsec()),
+                atime: format_time(meta.atime(), meta.atime_nsec()),
+                ctime: format_time(meta.ctime(), meta.ctime_nsec()),
+                uid: meta.uid(),
+                gid: meta.gid(),
+                user: String::new(),
+                group: String::new(),
+                inode: meta.ino(),
+                device_id: 0,
+                size: 0,
+                links: meta.nlink(),
+                linktarget: String::new(),
+                linktarget_raw: None,
+                content: None,
+                subtree: None,
+                extra: Default::default(),
+            };
+            match kind {
+                NodeType::Dir => node.subtree = Some(self.save_dir(&path)?),
+                NodeType::File => {
+                    let (content, size) = self.save_file(&path)?;
+                    (node.content, node.size) = (Some(content), size);
+                }
+                NodeType::Symlink => {
+                    let target = fs::read_link(&path).map_err(Error::io("read link", &path))?;
+                    node.set_link_target(target.as_os_str());
+                }
+                _ => {}
+            }
+            nodes.push(node);
+        }
+        self.summary.dirs += 1;
+        let blob = Tree { nodes }.to_blob();
+        let id = Id::hash(&blob);
+        self.add_blob(BlobType::Tree, id, &blob)?;
+        Ok(id)
+    }
+
+    /// Saves a file's content, streamed in chunks; returns its blob IDs and size.
+    fn save_file(&mut self, path: &Path) -> Result<(Vec<Id>, u64)> {
+        let file = fs::File::open(path).map_err(Error::io("open", path))?;
+        let mut chunker = Chunker::new(file);
+        let (mut ids, mut size) = (Vec::new(), 0);
+        while let Some(chunk) = chunker.next_chunk().map_err(Error::io("read", path))? {
+            let id = Id::hash(chunk);
+            size += chunk.len() as u64;
+            self.add_blob(BlobType::Data, id, chunk)?;
+            ids.push(id);
+        }
+        self.summary.files += 1;
+        self.summary.bytes_read += size;
+        Ok((ids, size))
+    }
+
+    /// Adds a blob unless the repository or this backup has it already.
+    fn add_blob(&mut self, kind: BlobType, id: Id, plaintext: &[u8]) -> Result<()> {
+        if self.index.get(kind, &id).is_some() || self.pending.contains(&(kind, id)) {
+            self.summary.blobs_deduplicated += 1;
+            return Ok(());
+        }
+        let compressed = if self.repo.config().version >= 2 {
+            let c = zstd::bulk::compress(plaintext, ZSTD_LEVEL)
+                .map_err(Error::io("compress", format!("blob {id}")))?;
+            (c.len() < plaintext.len()).then_some(c)
+        } else {
+            None
+        };
+        let slot = match kind {
+            BlobType::Data => &mut self.data,
+            BlobType::Tree => &mut self.tree,
+        };
+        let pack = match slot {
+            Some(p) => p,
+            None => slot.insert(PackWriter::new()?),
+        };
+        pack.add(self.repo.key(), kind, id, plaintext, compressed.as_deref())?;
+        let full = pack.size() >= PACK_SIZE;
+        self.pending.insert((kind, id));
+        self.summary.blobs_added += 1;
+        if full {
+            self.store_pack(kind)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the open pack of `kind`, if any, and indexes its blobs.
+    fn store_pack(&mut self, kind: BlobType) -> Result<()> {
+        let slot = match kind {
+            BlobType::Data => &mut self.data,
+            BlobType::Tree => &mut self.tree,
+        };
+        let Some(pack) = slot.take() else {
+            return Ok(());
+        };
+        let size = pack.size();
+        let indexed = pack.finish(self.repo.key(), self.repo.backend())?;
+        for b in &indexed.blobs {
+            self.pending.remove(&(b.kind, b.id));
+        }
+        self.index.add_pack(&indexed);
+        self.stored.packs.push(indexed);
+        self.summary.packs += 1;
+        self.summary.bytes_added += size;
+        Ok(())
+    }
+}
+
+/// A time as restic writes it: RFC 3339 with nanoseconds, local offset.
+fn format_time(secs: i64, nanos: i64) -> String {
+    chrono::Local
+        .timestamp_opt(secs, nanos as u32)
+        .single()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, false))
+        .unwrap_or_default()
+}

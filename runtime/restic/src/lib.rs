@@ -1,0 +1,51 @@
+//! restic's repository format, natively: the second kind of storage a
+//! wasmover host moves data to (issue 28).
+//!
+//! A repository is a set of immutable files named by the SHA-256 of their
+//! content, kept by a [`Backend`] (a local directory here; object storage
+//! later). Everything but the key files is encrypted with the repository's
+//! master key (AES-256-CTR, Poly1305-AES). File contents are cut into blobs
+//! named by the SHA-256 of their plaintext, zstd-compressed (format version
+//! 2) and packed with an encrypted header at the end of each pack; index
+//! files map blobs to packs; trees (JSON) describe directories, and a
+//! snapshot names a root tree. The layout follows restic's design document
+//! (`doc/design.rst`), so the `restic` CLI reads what this crate writes and
+//! the other way round.
+//!
+//! ```no_run
+//! use wasmover_restic::{LocalBackend, Repository};
+//! # fn main() -> Result<(), wasmover_restic::Error> {
+//! let repo = Repository::open(LocalBackend::new("/backups/repo"), "secret")?;
+//! let (id, _summary) = repo.backup("/data".as_ref())?;
+//! repo.restore(&id, "/restore".as_ref())?;
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+mod backend;
+mod backup;
+mod chunker;
+mod config;
+mod crypto;
+mod error;
+mod id;
+mod index;
+mod key;
+mod pack;
+mod quote;
+mod repository;
+mod restore;
+mod snapshot;
+mod tree;
+
+pub use backend::{Backend, FileType, LocalBackend};
+pub use backup::BackupSummary;
+pub use config::Config;
+pub use error::{Error, Result};
+pub use id::Id;
+pub use index::{BlobLocation, BlobType, Index};
+pub use repository::Repository;
+pub use restore::RestoreSummary;
+pub use snapshot::Snapshot;
+pub use tree::{Node, NodeType, Tree};

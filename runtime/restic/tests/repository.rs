@@ -1,0 +1,140 @@
+//! This crate on its own: round trips, and the errors a user sees for a
+//! wrong password and damaged repository files.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::{PASSWORD, assert_same_tree, generate_tree};
+use wasmover_restic::{Error, LocalBackend, Repository};
+
+/// A repository with one snapshot of the test tree.
+fn backed_up(tmp: &Path) -> (PathBuf, PathBuf, wasmover_restic::Id) {
+    let (src, repo) = (tmp.join("src"), tmp.join("repo"));
+    generate_tree(&src);
+    let (id, _) = Repository::create(LocalBackend::new(&repo), PASSWORD)
+        .unwrap()
+        .backup(&src)
+        .unwrap();
+    (src, repo, id)
+}
+
+/// The largest pack: the one holding the random data.
+fn largest_pack(repo: &Path) -> PathBuf {
+    let mut packs: Vec<PathBuf> = fs::read_dir(repo.join("data"))
+        .unwrap()
+        .flat_map(|d| {
+            fs::read_dir(d.unwrap().path())
+                .unwrap()
+                .map(|f| f.unwrap().path())
+        })
+        .collect();
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    let pack = packs.pop().expect("the backup wrote packs");
+    fs::set_permissions(&pack, fs::Permissions::from_mode(0o600)).unwrap();
+    pack
+}
+
+fn open(repo: &Path) -> Repository {
+    Repository::open(LocalBackend::new(repo), PASSWORD).unwrap()
+}
+
+#[test]
+fn a_backup_restores_bit_exact_and_finds_its_snapshot_by_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo, id) = backed_up(tmp.path());
+    let repository = open(&repo);
+    assert_eq!(repository.find_snapshot(&id.to_hex()[..8]).unwrap(), id);
+    assert_eq!(repository.find_snapshot("latest").unwrap(), id);
+    assert!(matches!(
+        repository.find_snapshot("ffff0000"),
+        Err(Error::NotFound { .. })
+    ));
+    let snapshots = repository.snapshots().unwrap();
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(
+        snapshots[0].1.paths,
+        [fs::canonicalize(&src).unwrap().to_string_lossy()]
+    );
+    repository.restore(&id, &tmp.path().join("dst")).unwrap();
+    assert_same_tree(&src, &tmp.path().join("dst"));
+}
+
+#[test]
+fn a_wrong_password_is_refused_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    Repository::create(LocalBackend::new(tmp.path().join("repo")), PASSWORD).unwrap();
+    let err = Repository::open(LocalBackend::new(tmp.path().join("repo")), "not it")
+        .expect_err("refused");
+    assert!(matches!(err, Error::WrongPassword { keys: 1 }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "wrong password: none of the 1 key files opens with it"
+    );
+    let err = Repository::open(LocalBackend::new(tmp.path().join("nothing")), PASSWORD)
+        .expect_err("refused");
+    assert!(matches!(err, Error::NoKeys), "{err:?}");
+    assert!(matches!(
+        Repository::create(LocalBackend::new(tmp.path().join("repo")), PASSWORD),
+        Err(Error::Format { reason, .. }) if reason.contains("exists here already")
+    ));
+}
+
+#[test]
+fn a_corrupted_pack_fails_the_restore_naming_the_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, repo, id) = backed_up(tmp.path());
+    let pack = largest_pack(&repo);
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[100] ^= 0x40;
+    fs::write(&pack, bytes).unwrap();
+    let err = open(&repo)
+        .restore(&id, &tmp.path().join("dst"))
+        .expect_err("refused");
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(
+        matches!(&err, Error::Mac { file } if file.contains(name)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+}
+
+#[test]
+fn a_truncated_pack_fails_the_restore_naming_the_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, repo, id) = backed_up(tmp.path());
+    let pack = largest_pack(&repo);
+    let len = fs::metadata(&pack).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let err = open(&repo)
+        .restore(&id, &tmp.path().join("dst"))
+        .expect_err("refused");
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(
+        matches!(&err, Error::Truncated { file, .. } if file.contains(name)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_modified_snapshot_file_is_refused_by_its_storage_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, repo, id) = backed_up(tmp.path());
+    let file = repo.join("snapshots").join(id.to_hex());
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut bytes = fs::read(&file).unwrap();
+    bytes[20] ^= 1;
+    fs::write(&file, bytes).unwrap();
+    let err = open(&repo).load_snapshot(&id).expect_err("refused");
+    assert!(
+        matches!(&err, Error::StorageId { file, .. } if file.contains(&id.to_hex())),
+        "{err:?}"
+    );
+}
