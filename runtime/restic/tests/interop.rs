@@ -1,0 +1,163 @@
+//! Interoperability with the real `restic` (Debian's 0.14): each side
+//! restores what the other backed up, bit-exact, and `restic check
+//! --read-data` accepts what this crate writes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use common::{PASSWORD, assert_same_tree, generate_tree};
+use wasmover_restic::{LocalBackend, Repository};
+
+/// Runs restic on `repo`; fails (does not skip) when restic is missing.
+fn restic(repo: &Path, cwd: &Path, args: &[&str]) -> String {
+    let out = Command::new("restic")
+        .arg("--repo")
+        .arg(repo)
+        .args(["--no-cache", "--quiet"])
+        .args(args)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .current_dir(cwd)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run restic ({e}): install it with scripts/setup"));
+    assert!(
+        out.status.success(),
+        "restic {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_version_1_repository_restic_wrote_restores_bit_exact_and_takes_a_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo, dst) = (
+        tmp.path().join("src"),
+        tmp.path().join("repo"),
+        tmp.path().join("dst"),
+    );
+    generate_tree(&src);
+    restic(&repo, tmp.path(), &["init", "--repository-version", "1"]);
+    restic(&repo, &src, &["backup", "."]);
+    let repository = Repository::open(LocalBackend::new(&repo), PASSWORD).unwrap();
+    assert_eq!(repository.config().version, 1);
+    repository
+        .restore(&repository.find_snapshot("latest").unwrap(), &dst)
+        .unwrap();
+    assert_same_tree(&src, &dst);
+    // What this crate adds to a version 1 repository is uncompressed, as that version requires.
+    let (id, _) = repository.backup(&src).unwrap();
+    restic(&repo, tmp.path(), &["check", "--read-data"]);
+    let restic_dst = tmp.path().join("restic-dst");
+    restic(
+        &repo,
+        tmp.path(),
+        &[
+            "restore",
+            &id.to_hex(),
+            "--target",
+            restic_dst.to_str().unwrap(),
+        ],
+    );
+    assert_same_tree(&src, &restic_dst);
+}
+
+#[test]
+fn a_snapshot_restic_wrote_restores_bit_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo, dst) = (
+        tmp.path().join("src"),
+        tmp.path().join("repo"),
+        tmp.path().join("dst"),
+    );
+    generate_tree(&src);
+    restic(&repo, tmp.path(), &["init"]);
+    let started = Instant::now();
+    restic(&repo, &src, &["backup", "."]);
+    let restic_backup = started.elapsed();
+
+    let repository = Repository::open(LocalBackend::new(&repo), PASSWORD).unwrap();
+    assert_eq!(repository.config().version, 2);
+    let id = repository.find_snapshot("latest").unwrap();
+    let started = Instant::now();
+    let summary = repository.restore(&id, &dst).unwrap();
+    let ours = started.elapsed();
+    assert_same_tree(&src, &dst);
+    assert_eq!(summary.symlinks, 3);
+
+    let restic_dst = tmp.path().join("restic-dst");
+    let started = Instant::now();
+    restic(
+        &repo,
+        tmp.path(),
+        &[
+            "restore",
+            &id.to_hex(),
+            "--target",
+            restic_dst.to_str().unwrap(),
+        ],
+    );
+    eprintln!(
+        "restic backup {restic_backup:?}; restore: wasmover-restic {ours:?}, restic {:?} ({} bytes)",
+        started.elapsed(),
+        summary.bytes
+    );
+}
+
+#[test]
+fn a_snapshot_this_crate_wrote_passes_restic_check_and_restores_bit_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo, dst) = (
+        tmp.path().join("src"),
+        tmp.path().join("repo"),
+        tmp.path().join("dst"),
+    );
+    generate_tree(&src);
+    let repository = Repository::create(LocalBackend::new(&repo), PASSWORD).unwrap();
+    let started = Instant::now();
+    let (id, first) = repository.backup(&src).unwrap();
+    let ours = started.elapsed();
+    assert!(
+        first.blobs_deduplicated >= 1,
+        "the copied 3 MiB prefix deduplicates: {first:?}"
+    );
+
+    restic(&repo, tmp.path(), &["check", "--read-data"]);
+    let listed = restic(&repo, tmp.path(), &["snapshots", "--json"]);
+    assert!(
+        listed.contains(&id.to_hex()),
+        "restic lists the snapshot: {listed}"
+    );
+    restic(
+        &repo,
+        tmp.path(),
+        &["restore", &id.to_hex(), "--target", dst.to_str().unwrap()],
+    );
+    assert_same_tree(&src, &dst);
+
+    // A second backup of the same tree stores no file content again.
+    let (second_id, second) = Repository::open(LocalBackend::new(&repo), PASSWORD)
+        .unwrap()
+        .backup(&src)
+        .unwrap();
+    assert_ne!(second_id, id);
+    assert_eq!(second.bytes_read, first.bytes_read);
+    assert!(
+        second.bytes_added < first.bytes_added / 100,
+        "only trees are new: {second:?} after {first:?}"
+    );
+    restic(&repo, tmp.path(), &["check", "--read-data"]);
+
+    let restic_repo = tmp.path().join("restic-repo");
+    restic(&restic_repo, tmp.path(), &["init"]);
+    let started = Instant::now();
+    restic(&restic_repo, &src, &["backup", "."]);
+    eprintln!(
+        "backup: wasmover-restic {ours:?}, restic {:?} ({} bytes)",
+        started.elapsed(),
+        first.bytes_read
+    );
+}
