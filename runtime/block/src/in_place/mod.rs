@@ -357,9 +357,14 @@ impl InPlacePatch {
                     self.literals.write_to(at, len, &mut file, &mut buf)?;
                 }
                 Op::Zeros { dst, len } => {
+                    // Past the old end the file is extended with holes.
+                    let end = (dst + len).min(self.basis_len);
+                    if dst >= end {
+                        continue;
+                    }
                     file.seek(SeekFrom::Start(dst))?;
                     buf.fill(0);
-                    let mut left = len;
+                    let mut left = end - dst;
                     while left > 0 {
                         let n = left.min(buf.len() as u64) as usize;
                         file.write_all(&buf[..n])?;
@@ -552,6 +557,27 @@ mod tests {
             file.read_to_end(&mut back).unwrap();
             assert_eq!(back, new);
         }
+    }
+
+    #[test]
+    fn zero_runs_over_the_old_bytes_and_past_their_end_read_back_as_zeros() {
+        let old = blocks(3, 64, 1024);
+        let mut new = old[..16 << 10].to_vec();
+        new.resize(56 << 10, 0);
+        new.extend_from_slice(&old[..8 << 10]);
+        new.resize(300 << 10, 0);
+        new.push(1);
+        let mut d = Vec::new();
+        let stats = delta(&Signature::empty(), &new[..], &mut d).unwrap();
+        assert!(stats.zero_bytes >= 200 << 10, "{stats:?}");
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&old).unwrap();
+        let patched = patch_in_place(&mut file, &d[..], &Limits::default()).unwrap();
+        assert_eq!(patched.zero_bytes, stats.zero_bytes);
+        let mut back = Vec::new();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut back).unwrap();
+        assert!(back == new, "rebuilt a different file");
     }
 
     #[test]
