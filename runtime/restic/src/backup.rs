@@ -12,6 +12,7 @@ use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobType, Index, IndexFile};
+use crate::lock::Lock;
 use crate::pack::PackWriter;
 use crate::repository::Repository;
 use crate::snapshot::{self, Snapshot};
@@ -42,8 +43,10 @@ pub struct BackupSummary {
 }
 
 /// The state of one backup: the index, the open packs, the new blobs.
-struct Writer<'r, B> {
+struct Writer<'r, B: Backend> {
     repo: &'r Repository<B>,
+    /// A shared lock, so that no prune removes packs this backup relies on.
+    lock: Lock<'r, B>,
     index: Index,
     /// Blobs in packs not yet stored, so that they deduplicate too.
     pending: HashSet<(BlobType, Id)>,
@@ -57,12 +60,13 @@ impl<B: Backend> Repository<B> {
     /// Backs up the directory `source` as a new snapshot whose root tree
     /// is the directory's content, writing only blobs the repository lacks.
     /// Packs are stored first, then the index, then the snapshot, so a
-    /// failed backup leaves no snapshot.
+    /// failed backup leaves no snapshot. Holds a shared lock throughout.
     pub fn backup(&self, source: &Path) -> Result<(Id, BackupSummary)> {
         let time = snapshot::now();
         let source = fs::canonicalize(source).map_err(Error::io("resolve", source))?;
         let mut w = Writer {
             repo: self,
+            lock: self.lock(false)?,
             index: self.load_index()?,
             pending: HashSet::new(),
             data: None,
@@ -180,6 +184,7 @@ impl<B: Backend> Writer<'_, B> {
 
     /// Adds a blob unless the repository or this backup has it already.
     fn add_blob(&mut self, kind: BlobType, id: Id, plaintext: &[u8]) -> Result<()> {
+        self.lock.refresh()?;
         if self.index.get(kind, &id).is_some() || self.pending.contains(&(kind, id)) {
             self.summary.blobs_deduplicated += 1;
             return Ok(());

@@ -27,6 +27,16 @@ pub enum Error {
     /// The repository has no key file at all.
     #[error("no key files in the repository: is it a restic repository?")]
     NoKeys,
+    /// Another process holds a conflicting lock.
+    #[error(
+        "the repository is locked: {holder} ({file}); if that process is gone, `restic unlock` removes it"
+    )]
+    Locked {
+        /// The lock file.
+        file: String,
+        /// Who holds it, and since when.
+        holder: String,
+    },
     /// A MAC did not match: the file was corrupted or tampered with.
     #[error(
         "{file}: authentication failed (MAC mismatch): the file is corrupted or was tampered with"

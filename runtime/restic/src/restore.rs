@@ -33,8 +33,10 @@ pub struct RestoreSummary {
 impl<B: Backend> Repository<B> {
     /// Restores snapshot `id`'s root tree into `target` (made if missing):
     /// regular files, directories and symlinks, with their permission bits
-    /// and times. Every blob's MAC and plaintext hash are checked.
+    /// and times. Every blob's MAC and plaintext hash are checked. Holds a
+    /// shared lock throughout.
     pub fn restore(&self, id: &Id, target: &Path) -> Result<RestoreSummary> {
+        let _lock = self.lock(false)?;
         let snapshot = self.load_snapshot(id)?;
         let index = self.load_index()?;
         fs::create_dir_all(target).map_err(Error::io("create", target))?;

@@ -4,16 +4,17 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 use common::{PASSWORD, assert_same_tree, generate_tree};
-use wasmover_restic::{LocalBackend, Repository};
+use wasmover_restic::{Error, LocalBackend, Repository};
 
 /// Runs restic on `repo`; fails (does not skip) when restic is missing.
-fn restic(repo: &Path, cwd: &Path, args: &[&str]) -> String {
-    let out = Command::new("restic")
+fn restic_output(repo: &Path, cwd: &Path, args: &[&str]) -> Output {
+    Command::new("restic")
         .arg("--repo")
         .arg(repo)
         .args(["--no-cache", "--quiet"])
@@ -21,7 +22,12 @@ fn restic(repo: &Path, cwd: &Path, args: &[&str]) -> String {
         .env("RESTIC_PASSWORD", PASSWORD)
         .current_dir(cwd)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run restic ({e}): install it with scripts/setup"));
+        .unwrap_or_else(|e| panic!("cannot run restic ({e}): install it with scripts/setup"))
+}
+
+/// Runs restic on `repo` and asserts that it succeeds; returns its output.
+fn restic(repo: &Path, cwd: &Path, args: &[&str]) -> String {
+    let out = restic_output(repo, cwd, args);
     assert!(
         out.status.success(),
         "restic {args:?} failed: {}\n{}",
@@ -29,6 +35,61 @@ fn restic(repo: &Path, cwd: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn restic_honours_an_exclusive_lock_this_crate_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo) = (tmp.path().join("src"), tmp.path().join("repo"));
+    generate_tree(&src);
+    let repository = Repository::create(LocalBackend::new(&repo), PASSWORD).unwrap();
+    let lock = repository.lock(true).unwrap();
+    let out = restic_output(&repo, &src, &["backup", "."]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("locked exclusively"),
+        "restic ran: {stderr}"
+    );
+    drop(lock);
+    restic(&repo, &src, &["backup", "."]);
+
+    // And the other way: while `restic backup --stdin` waits for its
+    // input it holds a shared lock, which refuses an exclusive one here.
+    let mut child = Command::new("restic")
+        .arg("--repo")
+        .arg(&repo)
+        .args(["--no-cache", "--quiet", "backup", "--stdin"])
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run restic ({e}): install it with scripts/setup"));
+    let locks = repo.join("locks");
+    // restic writes `<id>-tmp-…`, then renames it to `<id>`.
+    let complete = |e: std::fs::DirEntry| e.file_name().len() == 64;
+    while !std::fs::read_dir(&locks)
+        .unwrap()
+        .any(|e| complete(e.unwrap()))
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "restic exited before taking its lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let err = repository.lock(true).expect_err("restic's lock is seen");
+    assert!(
+        matches!(&err, Error::Locked { holder, .. } if holder.contains(&child.id().to_string())),
+        "{err:?}"
+    );
+    // Its input ends (restic refuses an empty one), so its backup completes.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    drop(repository.lock(true).unwrap());
 }
 
 #[test]

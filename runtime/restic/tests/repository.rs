@@ -138,3 +138,36 @@ fn a_modified_snapshot_file_is_refused_by_its_storage_id() {
         "{err:?}"
     );
 }
+
+#[test]
+fn an_exclusive_lock_refuses_backups_and_restores_until_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo, id) = backed_up(tmp.path());
+    let repository = open(&repo);
+    let lock = repository.lock(true).unwrap();
+    let err = repository.backup(&src).expect_err("refused");
+    let pid = format!("exclusive lock of pid {}", std::process::id());
+    assert!(
+        matches!(&err, Error::Locked { holder, .. } if holder.contains(&pid)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("restic unlock"), "{err}");
+    let err = repository
+        .restore(&id, &tmp.path().join("dst"))
+        .expect_err("refused");
+    assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+    assert!(matches!(repository.lock(false), Err(Error::Locked { .. })));
+    drop(lock);
+    repository.backup(&src).unwrap();
+    let shared = repository.lock(false).unwrap();
+    assert!(
+        matches!(repository.lock(true), Err(Error::Locked { .. })),
+        "a shared lock blocks an exclusive one"
+    );
+    drop(shared);
+    assert_eq!(
+        fs::read_dir(repo.join("locks")).unwrap().count(),
+        0,
+        "every lock was removed"
+    );
+}
