@@ -1,6 +1,7 @@
 //! Backing up a local directory as a new snapshot.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -14,7 +15,7 @@ use crate::id::Id;
 use crate::index::{BlobType, Index, IndexFile};
 use crate::lock::Lock;
 use crate::pack::PackWriter;
-use crate::repository::Repository;
+use crate::repository::{Repository, parse_time};
 use crate::snapshot::{self, Snapshot};
 use crate::tree::{Node, NodeType, Tree};
 
@@ -28,6 +29,8 @@ const ZSTD_LEVEL: i32 = 3;
 pub struct BackupSummary {
     /// Regular files read.
     pub files: u64,
+    /// Regular files not read: unchanged since the parent snapshot.
+    pub files_unchanged: u64,
     /// Directories read.
     pub dirs: u64,
     /// Bytes of file content read.
@@ -59,6 +62,9 @@ struct Writer<'r, B: Backend> {
 impl<B: Backend> Repository<B> {
     /// Backs up the directory `source` as a new snapshot whose root tree
     /// is the directory's content, writing only blobs the repository lacks.
+    /// The latest snapshot of the same path from this host is the parent:
+    /// a file whose size, mtime, ctime and inode match its entry there is
+    /// not read again.
     /// Packs are stored first, then the index, then the snapshot, so a
     /// failed backup leaves no snapshot. Holds a shared lock throughout.
     pub fn backup(&self, source: &Path) -> Result<(Id, BackupSummary)> {
@@ -74,7 +80,14 @@ impl<B: Backend> Repository<B> {
             stored: IndexFile::default(),
             summary: BackupSummary::default(),
         };
-        let tree = w.save_dir(&source)?;
+        let paths = vec![source.to_string_lossy().into_owned()];
+        let hostname = snapshot::hostname();
+        let parent = self
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.paths == paths && s.hostname == hostname);
+        let tree = w.save_dir(&source, parent.as_ref().map(|p| p.1.tree))?;
         for kind in [BlobType::Data, BlobType::Tree] {
             w.store_pack(kind)?;
         }
@@ -83,10 +96,10 @@ impl<B: Backend> Repository<B> {
         }
         let snapshot = Snapshot {
             time,
-            parent: None,
+            parent: parent.map(|p| p.0),
             tree,
-            paths: vec![source.to_string_lossy().into_owned()],
-            hostname: snapshot::hostname(),
+            paths,
+            hostname,
             username: snapshot::username(),
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
@@ -103,7 +116,18 @@ impl<B: Backend> Repository<B> {
 
 impl<B: Backend> Writer<'_, B> {
     /// Saves a directory's tree (and everything below it); returns its ID.
-    fn save_dir(&mut self, dir: &Path) -> Result<Id> {
+    /// `parent` is the same directory's tree in the parent snapshot.
+    fn save_dir(&mut self, dir: &Path, parent: Option<Id>) -> Result<Id> {
+        let parent: HashMap<OsString, Node> = match parent {
+            Some(id) => self
+                .repo
+                .load_tree(&self.index, &id)?
+                .nodes
+                .into_iter()
+                .map(|n| (n.name.clone(), n))
+                .collect(),
+            None => HashMap::new(),
+        };
         let mut entries = fs::read_dir(dir)
             .map_err(Error::io("list", dir))?
             .collect::<std::io::Result<Vec<_>>>()
@@ -146,11 +170,26 @@ impl<B: Backend> Writer<'_, B> {
                 extra: Default::default(),
             };
             match kind {
-                NodeType::Dir => node.subtree = Some(self.save_dir(&path)?),
-                NodeType::File => {
-                    let (content, size) = self.save_file(&path)?;
-                    (node.content, node.size) = (Some(content), size);
+                NodeType::Dir => {
+                    let before = parent
+                        .get(&node.name)
+                        .filter(|p| p.kind == NodeType::Dir)
+                        .and_then(|p| p.subtree);
+                    node.subtree = Some(self.save_dir(&path, before)?);
                 }
+                NodeType::File => match parent
+                    .get(&node.name)
+                    .filter(|p| self.unchanged(p, &node, meta.len()))
+                {
+                    Some(before) => {
+                        (node.content, node.size) = (before.content.clone(), before.size);
+                        self.summary.files_unchanged += 1;
+                    }
+                    None => {
+                        let (content, size) = self.save_file(&path)?;
+                        (node.content, node.size) = (Some(content), size);
+                    }
+                },
                 NodeType::Symlink => {
                     let target = fs::read_link(&path).map_err(Error::io("read link", &path))?;
                     node.set_link_target(target.as_os_str());
@@ -164,6 +203,25 @@ impl<B: Backend> Writer<'_, B> {
         let id = Id::hash(&blob);
         self.add_blob(BlobType::Tree, id, &blob)?;
         Ok(id)
+    }
+
+    /// Whether a file's entry in the parent snapshot still describes it
+    /// (restic's rule: same size, mtime, ctime and inode) and all its
+    /// blobs are indexed.
+    fn unchanged(&self, before: &Node, now: &Node, size: u64) -> bool {
+        let same_time = |a: &str, b: &str| match (parse_time(a), parse_time(b)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        };
+        before.kind == NodeType::File
+            && before.size == size
+            && before.inode == now.inode
+            && same_time(&before.mtime, &now.mtime)
+            && same_time(&before.ctime, &now.ctime)
+            && before.content.as_ref().is_some_and(|c| {
+                c.iter()
+                    .all(|id| self.index.get(BlobType::Data, id).is_some())
+            })
     }
 
     /// Saves a file's content, streamed in chunks; returns its blob IDs and size.

@@ -275,6 +275,7 @@ fn parse_name(kind: FileType, name: &str) -> Result<Id> {
         .map_err(|_| Error::format(file_name(kind, name), "the name is not a storage ID"))
 }
 
-fn parse_time(time: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+/// Parses an RFC 3339 time as restic writes them.
+pub(crate) fn parse_time(time: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
     chrono::DateTime::parse_from_rfc3339(time).ok()
 }

@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobType, Index};
-use crate::repository::Repository;
+use crate::repository::{Repository, parse_time};
 use crate::tree::{Node, NodeType};
 
 /// What a restore wrote.
@@ -136,7 +136,7 @@ fn set_metadata(path: &Path, node: &Node) -> Result<()> {
 }
 
 fn file_time(rfc3339: &str) -> Option<FileTime> {
-    let t = chrono::DateTime::parse_from_rfc3339(rfc3339).ok()?;
+    let t = parse_time(rfc3339)?;
     Some(FileTime::from_unix_time(
         t.timestamp(),
         t.timestamp_subsec_nanos(),

@@ -199,13 +199,16 @@ fn a_snapshot_this_crate_wrote_passes_restic_check_and_restores_bit_exact() {
     );
     assert_same_tree(&src, &dst);
 
-    // A second backup of the same tree stores no file content again.
+    // A second backup of the same tree reads no file and stores no content again.
     let (second_id, second) = Repository::open(LocalBackend::new(&repo), PASSWORD)
         .unwrap()
         .backup(&src)
         .unwrap();
     assert_ne!(second_id, id);
-    assert_eq!(second.bytes_read, first.bytes_read);
+    assert_eq!(
+        (second.bytes_read, second.files_unchanged),
+        (0, first.files)
+    );
     assert!(
         second.bytes_added < first.bytes_added / 100,
         "only trees are new: {second:?} after {first:?}"

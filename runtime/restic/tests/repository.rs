@@ -171,3 +171,29 @@ fn an_exclusive_lock_refuses_backups_and_restores_until_released() {
         "every lock was removed"
     );
 }
+
+#[test]
+fn a_second_backup_reads_only_the_files_changed_since_its_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo, first) = backed_up(tmp.path());
+    let repository = open(&repo);
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("a/b/c/text.log"))
+        .unwrap();
+    std::io::Write::write_all(&mut log, b"one more line\n").unwrap();
+    drop(log);
+    fs::write(src.join("new file"), b"new").unwrap();
+    let (second, summary) = repository.backup(&src).unwrap();
+    assert_eq!(
+        repository.load_snapshot(&second).unwrap().parent,
+        Some(first)
+    );
+    assert_eq!(summary.files, 2, "{summary:?}");
+    let changed = fs::metadata(src.join("a/b/c/text.log")).unwrap().len() + 3;
+    assert_eq!(summary.bytes_read, changed);
+    repository
+        .restore(&second, &tmp.path().join("dst"))
+        .unwrap();
+    assert_same_tree(&src, &tmp.path().join("dst"));
+}
