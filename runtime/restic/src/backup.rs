@@ -70,9 +70,19 @@ impl<B: Backend> Repository<B> {
     pub fn backup(&self, source: &Path) -> Result<(Id, BackupSummary)> {
         let time = snapshot::now();
         let source = fs::canonicalize(source).map_err(Error::io("resolve", source))?;
+        let lock = self.lock(false)?;
+        let paths = vec![source.to_string_lossy().into_owned()];
+        let hostname = snapshot::hostname();
+        // Snapshots before the index (restic's read order): a snapshot
+        // written meanwhile then has its trees in the index read next.
+        let parent = self
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.paths == paths && s.hostname == hostname);
         let mut w = Writer {
             repo: self,
-            lock: self.lock(false)?,
+            lock,
             index: self.load_index()?,
             pending: HashSet::new(),
             data: None,
@@ -80,13 +90,6 @@ impl<B: Backend> Repository<B> {
             stored: IndexFile::default(),
             summary: BackupSummary::default(),
         };
-        let paths = vec![source.to_string_lossy().into_owned()];
-        let hostname = snapshot::hostname();
-        let parent = self
-            .snapshots()?
-            .into_iter()
-            .rev()
-            .find(|(_, s)| s.paths == paths && s.hostname == hostname);
         let tree = w.save_dir(&source, parent.as_ref().map(|p| p.1.tree))?;
         for kind in [BlobType::Data, BlobType::Tree] {
             w.store_pack(kind)?;
