@@ -7,6 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use chrono::TimeZone;
+use rayon::prelude::*;
 
 use crate::backend::{Backend, FileType};
 use crate::chunker::Chunker;
@@ -21,6 +22,9 @@ use crate::tree::{Node, NodeType, Tree};
 
 /// A pack is stored once it holds this many bytes (restic's default size).
 const PACK_SIZE: u64 = 16 * 1024 * 1024;
+/// File content is hashed and compressed in parallel batches of this many
+/// bytes (a few chunks), which bounds the memory a backup holds.
+const BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// zstd's level, as restic's default ("auto") compression.
 const ZSTD_LEVEL: i32 = 3;
 
@@ -204,7 +208,8 @@ impl<B: Backend> Writer<'_, B> {
         self.summary.dirs += 1;
         let blob = Tree { nodes }.to_blob();
         let id = Id::hash(&blob);
-        self.add_blob(BlobType::Tree, id, &blob)?;
+        let compressed = compress(&blob, self.repo.config().version, &id)?;
+        self.add_blob(BlobType::Tree, id, &blob, compressed.as_deref())?;
         Ok(id)
     }
 
@@ -232,31 +237,72 @@ impl<B: Backend> Writer<'_, B> {
         let file = fs::File::open(path).map_err(Error::io("open", path))?;
         let mut chunker = Chunker::new(file);
         let (mut ids, mut size) = (Vec::new(), 0);
-        while let Some(chunk) = chunker.next_chunk().map_err(Error::io("read", path))? {
-            let id = Id::hash(chunk);
-            size += chunk.len() as u64;
-            self.add_blob(BlobType::Data, id, chunk)?;
-            ids.push(id);
+        let (mut batch, mut batch_bytes) = (Vec::new(), 0);
+        loop {
+            let chunk = chunker.next_chunk().map_err(Error::io("read", path))?;
+            let end = chunk.is_none();
+            if let Some(chunk) = chunk {
+                size += chunk.len() as u64;
+                batch_bytes += chunk.len();
+                batch.push(chunk.to_vec());
+            }
+            if end || batch_bytes >= BATCH_BYTES {
+                ids.extend(self.add_data_blobs(std::mem::take(&mut batch))?);
+                batch_bytes = 0;
+            }
+            if end {
+                break;
+            }
         }
         self.summary.files += 1;
         self.summary.bytes_read += size;
         Ok((ids, size))
     }
 
-    /// Adds a blob unless the repository or this backup has it already.
-    fn add_blob(&mut self, kind: BlobType, id: Id, plaintext: &[u8]) -> Result<()> {
+    fn is_known(&self, kind: BlobType, id: &Id) -> bool {
+        self.index.get(kind, id).is_some() || self.pending.contains(&(kind, *id))
+    }
+
+    /// Hashes and compresses chunks of file content on all cores, then
+    /// adds them in order; returns their IDs.
+    fn add_data_blobs(&mut self, chunks: Vec<Vec<u8>>) -> Result<Vec<Id>> {
+        let version = self.repo.config().version;
+        let this = &*self;
+        let prepared = chunks
+            .into_par_iter()
+            .map(|chunk| {
+                let id = Id::hash(&chunk);
+                // Known blobs are not compressed for nothing.
+                let compressed = if this.is_known(BlobType::Data, &id) {
+                    None
+                } else {
+                    compress(&chunk, version, &id)?
+                };
+                Ok((id, chunk, compressed))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut ids = Vec::with_capacity(prepared.len());
+        for (id, chunk, compressed) in prepared {
+            self.add_blob(BlobType::Data, id, &chunk, compressed.as_deref())?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Adds a blob, with its zstd form if smaller, unless the repository
+    /// or this backup has it already.
+    fn add_blob(
+        &mut self,
+        kind: BlobType,
+        id: Id,
+        plaintext: &[u8],
+        compressed: Option<&[u8]>,
+    ) -> Result<()> {
         self.lock.refresh()?;
-        if self.index.get(kind, &id).is_some() || self.pending.contains(&(kind, id)) {
+        if self.is_known(kind, &id) {
             self.summary.blobs_deduplicated += 1;
             return Ok(());
         }
-        let compressed = if self.repo.config().version >= 2 {
-            let c = zstd::bulk::compress(plaintext, ZSTD_LEVEL)
-                .map_err(Error::io("compress", format!("blob {id}")))?;
-            (c.len() < plaintext.len()).then_some(c)
-        } else {
-            None
-        };
         let slot = match kind {
             BlobType::Data => &mut self.data,
             BlobType::Tree => &mut self.tree,
@@ -265,7 +311,7 @@ impl<B: Backend> Writer<'_, B> {
             Some(p) => p,
             None => slot.insert(PackWriter::new()?),
         };
-        pack.add(self.repo.key(), kind, id, plaintext, compressed.as_deref())?;
+        pack.add(self.repo.key(), kind, id, plaintext, compressed)?;
         let full = pack.size() >= PACK_SIZE;
         self.pending.insert((kind, id));
         self.summary.blobs_added += 1;
@@ -295,6 +341,16 @@ impl<B: Backend> Writer<'_, B> {
         self.summary.bytes_added += size;
         Ok(())
     }
+}
+
+/// The zstd form of a blob if the format allows it (version 2) and it is smaller.
+fn compress(plaintext: &[u8], version: u32, id: &Id) -> Result<Option<Vec<u8>>> {
+    if version < 2 {
+        return Ok(None);
+    }
+    let c = zstd::bulk::compress(plaintext, ZSTD_LEVEL)
+        .map_err(Error::io("compress", format!("blob {id}")))?;
+    Ok((c.len() < plaintext.len()).then_some(c))
 }
 
 /// A time as restic writes it: RFC 3339 with nanoseconds, local offset.
