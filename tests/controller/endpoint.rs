@@ -10,7 +10,7 @@ use kube::discovery::ApiResource;
 use serde_json::json;
 use wasmover_operator::crd::{Endpoint, ReplicationDestination};
 use wasmover_tests::apiserver::{ApiServer, install_crds};
-use wasmover_tests::cluster::{create, eventually, namespace};
+use wasmover_tests::cluster::{create, event, eventually, namespace};
 use wasmover_tests::operator::Operator;
 
 const NS: &str = "endpoint";
@@ -171,20 +171,7 @@ async fn a_destination_reports_where_sources_reach_it() {
         "plain-blocksync-key"
     );
     let events: Api<Event> = Api::namespaced(client.clone(), NS);
-    let note = eventually("a ServiceReplaced Event", || async {
-        events
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .find(|e| {
-                e.involved_object.name.as_deref() == Some("plain")
-                    && e.reason.as_deref() == Some("ServiceReplaced")
-            })
-            .and_then(|e| e.message)
-    })
-    .await;
+    let note = event(&events, "plain", "ServiceReplaced", "Normal").await;
     assert!(
         note.contains("Service plain-blocksync is ClusterIP, not NodePort"),
         "{note}"

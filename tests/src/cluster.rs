@@ -40,8 +40,14 @@ where
 /// Waits for a Warning Event with `reason` on the object named `object`;
 /// returns its message.
 pub async fn warning(events: &Api<Event>, object: &str, reason: &str) -> String {
+    event(events, object, reason, "Warning").await
+}
+
+/// Waits for an Event of `type_` (`Normal`, `Warning`) with `reason` on the
+/// object named `object`; returns its message.
+pub async fn event(events: &Api<Event>, object: &str, reason: &str, type_: &str) -> String {
     eventually(
-        &format!("{object} has a {reason} Warning Event"),
+        &format!("{object} has a {reason} {type_} Event"),
         || async {
             events
                 .list(&Default::default())
@@ -52,7 +58,7 @@ pub async fn warning(events: &Api<Event>, object: &str, reason: &str) -> String 
                 .find(|e| {
                     e.involved_object.name.as_deref() == Some(object)
                         && e.reason.as_deref() == Some(reason)
-                        && e.type_.as_deref() == Some("Warning")
+                        && e.type_.as_deref() == Some(type_)
                 })
                 .map(|e| e.message.unwrap_or_default())
         },
