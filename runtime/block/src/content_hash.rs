@@ -208,6 +208,16 @@ impl ContentHasher {
         self.first == 0 && self.closed == 0
     }
 
+    /// Adds the leaf after the last one, whose chaining value is `cv`.
+    fn push_leaf(&mut self, cv: ChainingValue) {
+        let start = self.next_leaf();
+        self.push(Node {
+            cv,
+            start,
+            leaves: 1,
+        });
+    }
+
     /// Adds a complete subtree after merging the siblings it follows.
     fn push(&mut self, node: Node) {
         while let [.., a, b] = self.stack[..] {
@@ -248,12 +258,7 @@ impl ContentHasher {
     fn close_full(&mut self) {
         if self.in_current == LEAF {
             let cv = self.current_cv();
-            let start = self.next_leaf();
-            self.push(Node {
-                cv,
-                start,
-                leaves: 1,
-            });
+            self.push_leaf(cv);
             self.restart();
         }
     }
@@ -299,12 +304,7 @@ impl ContentHasher {
             data.chunks(leaf).enumerate().map(cv).collect()
         };
         for cv in cvs {
-            let start = self.next_leaf();
-            self.push(Node {
-                cv,
-                start,
-                leaves: 1,
-            });
+            self.push_leaf(cv);
         }
         self.restart();
     }
@@ -376,12 +376,7 @@ impl ContentHasher {
     ) -> ChainingValue {
         if self.in_current > 0 {
             let cv = self.current_cv();
-            let start = self.next_leaf();
-            self.push(Node {
-                cv,
-                start,
-                leaves: 1,
-            });
+            self.push_leaf(cv);
         }
         let mut right = self.stack.pop().expect("a subtree at least").cv;
         let mut last = Some(last);
