@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
@@ -35,6 +35,11 @@ fn restic(repo: &Path, cwd: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The source tree, the repository and the restore target under `tmp`.
+fn places(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (tmp.join("src"), tmp.join("repo"), tmp.join("dst"))
 }
 
 #[test]
@@ -95,11 +100,7 @@ fn restic_honours_an_exclusive_lock_this_crate_holds() {
 #[test]
 fn a_version_1_repository_restic_wrote_restores_bit_exact_and_takes_a_backup() {
     let tmp = tempfile::tempdir().unwrap();
-    let (src, repo, dst) = (
-        tmp.path().join("src"),
-        tmp.path().join("repo"),
-        tmp.path().join("dst"),
-    );
+    let (src, repo, dst) = places(tmp.path());
     generate_tree(&src);
     restic(&repo, tmp.path(), &["init", "--repository-version", "1"]);
     restic(&repo, &src, &["backup", "."]);
@@ -129,11 +130,7 @@ fn a_version_1_repository_restic_wrote_restores_bit_exact_and_takes_a_backup() {
 #[test]
 fn a_snapshot_restic_wrote_restores_bit_exact() {
     let tmp = tempfile::tempdir().unwrap();
-    let (src, repo, dst) = (
-        tmp.path().join("src"),
-        tmp.path().join("repo"),
-        tmp.path().join("dst"),
-    );
+    let (src, repo, dst) = places(tmp.path());
     generate_tree(&src);
     restic(&repo, tmp.path(), &["init"]);
     let started = Instant::now();
@@ -171,11 +168,7 @@ fn a_snapshot_restic_wrote_restores_bit_exact() {
 #[test]
 fn a_snapshot_this_crate_wrote_passes_restic_check_and_restores_bit_exact() {
     let tmp = tempfile::tempdir().unwrap();
-    let (src, repo, dst) = (
-        tmp.path().join("src"),
-        tmp.path().join("repo"),
-        tmp.path().join("dst"),
-    );
+    let (src, repo, dst) = places(tmp.path());
     generate_tree(&src);
     let repository = Repository::create(LocalBackend::new(&repo), PASSWORD).unwrap();
     let started = Instant::now();
