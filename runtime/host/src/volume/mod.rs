@@ -4,6 +4,7 @@
 
 mod access;
 mod ahead;
+pub mod attributes;
 mod content;
 mod error;
 mod image;
