@@ -56,6 +56,32 @@ pub trait Backend: Send + Sync {
     fn create(&self) -> Result<()>;
 }
 
+/// A boxed backend is a backend, so that [`crate::open_backend`]'s result
+/// opens a [`crate::Repository`].
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn get(&self, kind: FileType, name: &str) -> Result<Vec<u8>> {
+        (**self).get(kind, name)
+    }
+    fn get_range(&self, kind: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        (**self).get_range(kind, name, offset, len)
+    }
+    fn size(&self, kind: FileType, name: &str) -> Result<u64> {
+        (**self).size(kind, name)
+    }
+    fn put(&self, kind: FileType, name: &str, data: &mut dyn Read) -> Result<()> {
+        (**self).put(kind, name, data)
+    }
+    fn list(&self, kind: FileType) -> Result<Vec<String>> {
+        (**self).list(kind)
+    }
+    fn delete(&self, kind: FileType, name: &str) -> Result<()> {
+        (**self).delete(kind, name)
+    }
+    fn create(&self) -> Result<()> {
+        (**self).create()
+    }
+}
+
 /// A repository in a local directory, laid out as `restic init` makes it.
 pub struct LocalBackend {
     root: PathBuf,

@@ -100,6 +100,34 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A repository string (`RESTIC_REPOSITORY`) or backend option that
+    /// cannot be used.
+    #[error("repository {repository}: {reason}")]
+    Location {
+        /// The repository string, without credentials.
+        repository: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The storage server refused the credentials (HTTP 401 or 403).
+    #[error("{location}: access denied: {reason}")]
+    Denied {
+        /// The repository location, without credentials.
+        location: String,
+        /// The server's reason, and the setting to check.
+        reason: String,
+    },
+    /// A storage server could not be reached or answered with an error
+    /// (after retries, for transient failures).
+    #[error("{op} {location}: {reason}")]
+    Backend {
+        /// The operation (get, put, list, …).
+        op: &'static str,
+        /// The file's URL, without credentials.
+        location: String,
+        /// What failed: the server's status and message, or the transport error.
+        reason: String,
+    },
     /// An ID or prefix matched no file, or more than one.
     #[error("{what}: {reason}")]
     NotFound {

@@ -2,8 +2,9 @@
 //! wasmover host moves data to (issue 28).
 //!
 //! A repository is a set of immutable files named by the SHA-256 of their
-//! content, kept by a [`Backend`] (a local directory here; object storage
-//! later). Everything but the key files is encrypted with the repository's
+//! content, kept by a [`Backend`]: a local directory, restic's REST server or
+//! S3-compatible object storage ([`open_backend`] takes restic's repository
+//! strings). Everything but the key files is encrypted with the repository's
 //! master key (AES-256-CTR, Poly1305-AES). File contents are cut into blobs
 //! named by the SHA-256 of their plaintext, zstd-compressed (format version
 //! 2) and packed with an encrypted header at the end of each pack; index
@@ -29,14 +30,18 @@ mod chunker;
 mod config;
 mod crypto;
 mod error;
+mod http;
 mod id;
 mod index;
 mod key;
+mod location;
 mod lock;
 mod pack;
 mod quote;
 mod repository;
+mod rest;
 mod restore;
+mod s3;
 mod snapshot;
 mod tree;
 
@@ -44,10 +49,14 @@ pub use backend::{Backend, FileType, LocalBackend};
 pub use backup::BackupSummary;
 pub use config::Config;
 pub use error::{Error, Result};
+pub use http::BackendOptions;
 pub use id::Id;
 pub use index::{BlobLocation, BlobType, Index};
+pub use location::{open_backend, open_from_vars};
 pub use lock::Lock;
 pub use repository::Repository;
+pub use rest::RestBackend;
 pub use restore::RestoreSummary;
+pub use s3::S3Backend;
 pub use snapshot::Snapshot;
 pub use tree::{Node, NodeType, Tree};
