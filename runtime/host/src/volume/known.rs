@@ -202,9 +202,9 @@ impl KnownHashes {
 pub enum HashStore {
     /// Nowhere: every digest reads every file.
     Off,
-    /// In the volume's own state directory, where the receiving side keeps
-    /// what one run leaves for the next.
-    InVolume,
+    /// In the tree's state directory, outside the volume, where the
+    /// receiving side keeps what one run leaves for the next.
+    State,
     /// In this file, for a volume that is not written (the sending side).
     File(PathBuf),
 }

@@ -22,7 +22,8 @@ pub use image::Image;
 pub(crate) use kept_hashes::KeptHashes;
 pub(crate) use known::Stamp;
 pub use known::{HashStore, unix_nanos};
-pub use tree::{STAGING_SUFFIX, STATE_DIR, Tree};
+pub use cap_std::fs::Dir;
+pub use tree::{LEGACY_STATE_DIR, STAGING_SUFFIX, Tree, open_state_dir};
 
 use crate::bindings::volume::{Entry, TreeDigest};
 
@@ -51,6 +52,20 @@ impl Volume {
         access: Access,
         journal: Option<PathBuf>,
     ) -> io::Result<Self> {
+        Self::open_with_state(root, access, journal, None)
+    }
+
+    /// Opens `root` as [`Volume::open_with_journal`] does, a tree keeping
+    /// what one run leaves for the next in `state`, a directory outside
+    /// it ([`Tree::open_with_state`]; see [`open_state_dir`]). A block
+    /// volume keeps its own beside its journal, outside it too, and takes
+    /// no state directory.
+    pub fn open_with_state(
+        root: impl Into<PathBuf>,
+        access: Access,
+        journal: Option<PathBuf>,
+        state: Option<Dir>,
+    ) -> io::Result<Self> {
         let root = root.into();
         if !std::fs::metadata(&root)?.is_dir() {
             return Image::open(root, access, journal).map(Volume::Image);
@@ -64,7 +79,7 @@ impl Volume {
                 ),
             ));
         }
-        Tree::open(root, access).map(Volume::Tree)
+        Tree::open_with_state(root, access, state).map(Volume::Tree)
     }
 
     /// Sets where a tree's digest keeps the hashes it saw for the next run

@@ -4,7 +4,6 @@
 
 use super::digest_walk::{Reuse, digest_dir};
 use super::digester::Digester;
-use super::hash_store::load_hashes;
 use super::{Scanned, Tree, checked};
 use crate::bindings::volume::{EntryKind, TreeDigest};
 use crate::volume::access::Access;
@@ -38,10 +37,7 @@ impl Tree {
             .and_then(|s| s.ahead.take())
             .and_then(Ahead::finish);
         // The thread loaded the kept hashes already, if there was one.
-        let (stored, early) = ahead.unwrap_or_else(|| {
-            let stored = load_hashes(&self.dir, &self.store, &self.root, self.read_all);
-            (stored, Vec::new())
-        });
+        let (stored, early) = ahead.unwrap_or_else(|| (self.load_hashes(), Vec::new()));
         let mut digest = Digester::new(self, stored);
         let watched = scanned
             .as_mut()

@@ -11,8 +11,9 @@ impl Tree {
     /// The granule hashes kept of `path` by an earlier run, if any; the
     /// caller compares their stamp with the file's.
     pub(crate) fn kept_hashes(&self, path: &str) -> Option<KeptHashes> {
-        let shown = || self.root.join(granules_path(path)).display().to_string();
-        match self.dir.read(granules_path(path)) {
+        let state = self.state.as_ref()?;
+        let shown = || state.shown.join(granules_path(path)).display().to_string();
+        match state.dir.read(granules_path(path)) {
             Ok(bytes) => kept_hashes::decode(&bytes, path)
                 .inspect_err(|why| {
                     tracing::warn!(file = shown(), "ignoring kept granule hashes: {why}");
@@ -33,13 +34,15 @@ impl Tree {
     pub(crate) fn keep_hashes(&self, path: &str, kept: Option<&KeptHashes>) {
         let file = granules_path(path);
         let Some(kept) = kept.filter(|k| k.stamp.settled(self.settle_ns)) else {
-            if self.has_granules.load(Ordering::Relaxed) {
-                let _ = self.dir.remove_file(&file);
+            if self.has_granules.load(Ordering::Relaxed)
+                && let Some(state) = &self.state
+            {
+                let _ = state.dir.remove_file(&file);
             }
             return;
         };
         self.has_granules.store(true, Ordering::Relaxed);
-        let kept = self.replace_state_file(GRANULES, &file, &kept_hashes::encode(path, kept));
+        let kept = self.replace_state_file(Some(GRANULES), &file, &kept_hashes::encode(path, kept));
         if let Err(e) = kept {
             tracing::warn!(
                 path,
@@ -62,7 +65,9 @@ mod tests {
         for name in ["a", "b"] {
             std::fs::write(root.path().join(name), name).unwrap();
         }
-        let mut tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let open_state = || Some(crate::volume::open_state_dir(state.path()).unwrap());
+        let mut tree = Tree::open_with_state(root.path(), Access::ReadWrite, open_state()).unwrap();
         let kept = |path: &str| {
             let (file, len, stamp) = tree.open_file(path).unwrap().unwrap();
             let hashes = wasmover_block::BasisHashes::compute(&file, len).unwrap();
@@ -85,6 +90,11 @@ mod tests {
         assert!(tree.kept_hashes("b").is_none());
         std::fs::remove_file(root.path().join("a")).unwrap();
         tree.discard_leftovers();
-        assert!(!root.path().join(GRANULES).exists());
+        assert!(!state.path().join(GRANULES).exists());
+        assert_eq!(
+            std::fs::read_dir(root.path()).unwrap().count(),
+            0,
+            "nothing was kept in the volume"
+        );
     }
 }

@@ -6,23 +6,28 @@ use std::path::Path;
 
 use cap_std::fs::Dir;
 
-use super::{HASHES, STAGING_SUFFIX, STATE_DIR, Tree};
+use super::{HASHES, STAGING_SUFFIX, Tree};
 use crate::volume::known::{self, HashStore, Stamp, Stored};
 
-/// The hashes an earlier digest of the tree at `root` (opened as `dir`)
-/// kept in `store`, unless `read_all`; none if there are none or they
-/// cannot be used (said in a warning: the digest then reads every file,
-/// which is slower but as sure).
-pub(super) fn load_hashes(dir: &Dir, store: &HashStore, root: &Path, read_all: bool) -> Stored {
-    let bytes = match store {
+/// The hashes an earlier digest kept in `store` (for [`HashStore::State`],
+/// in the state directory `state`, shown as `shown`), unless `read_all`;
+/// none if there are none or they cannot be used (said in a warning: the
+/// digest then reads every file, which is slower but as sure).
+pub(super) fn load_hashes(
+    state: Option<&Dir>,
+    shown: &Path,
+    store: &HashStore,
+    read_all: bool,
+) -> Stored {
+    let bytes = match (store, state) {
         _ if read_all => return Stored::default(),
-        HashStore::Off => return Stored::default(),
-        HashStore::InVolume => dir.read(HASHES),
-        HashStore::File(path) => std::fs::read(path),
+        (HashStore::Off, _) | (HashStore::State, None) => return Stored::default(),
+        (HashStore::State, Some(state)) => state.read(HASHES),
+        (HashStore::File(path), _) => std::fs::read(path),
     };
     let shown = || match store {
         HashStore::File(path) => path.display().to_string(),
-        _ => root.join(HASHES).display().to_string(),
+        _ => shown.join(HASHES).display().to_string(),
     };
     match bytes {
         Ok(bytes) => known::decode(bytes).unwrap_or_else(|why| {
@@ -38,18 +43,27 @@ pub(super) fn load_hashes(dir: &Dir, store: &HashStore, root: &Path, read_all: b
 }
 
 impl Tree {
+    /// The hashes an earlier digest of this tree kept (see [`load_hashes`]).
+    pub(super) fn load_hashes(&self) -> Stored {
+        let state = self.state.as_ref();
+        let shown = state.map_or(Path::new(""), |s| s.shown.as_path());
+        load_hashes(state.map(|s| &s.dir), shown, &self.store, self.read_all)
+    }
+
     /// Replaces the stored hashes with `kept`, atomically; best effort (a
     /// store that cannot be written costs the next run reads, nothing
     /// else).
     pub(super) fn save_hashes(&self, kept: &mut [(Stamp, blake3::Hash)]) {
         let saved = match &self.store {
             HashStore::Off => return,
-            // Nothing settled yet: no file (nor state directory) for that.
-            HashStore::InVolume if kept.is_empty() => match self.dir.remove_file(HASHES) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                removed => removed,
-            },
-            HashStore::InVolume => self.replace_state_file(STATE_DIR, HASHES, &known::encode(kept)),
+            // Nothing settled yet: no file for that.
+            HashStore::State if kept.is_empty() => {
+                match self.state().and_then(|s| s.dir.remove_file(HASHES)) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    removed => removed,
+                }
+            }
+            HashStore::State => self.replace_state_file(None, HASHES, &known::encode(kept)),
             HashStore::File(path) if kept.is_empty() => match std::fs::remove_file(path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 removed => removed,
@@ -89,9 +103,12 @@ mod tests {
         let (a, b) = (root.path().join("a"), root.path().join("b"));
         std::fs::write(&a, b"aaa").unwrap();
         std::fs::write(&b, b"bbb").unwrap();
-        let store = root.path().join(HASHES);
+        let state = tempfile::tempdir().unwrap();
+        let store = state.path().join(HASHES);
         let digest = |read_all: bool| {
-            let mut tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
+            let dir = crate::volume::open_state_dir(state.path()).unwrap();
+            let mut tree =
+                Tree::open_with_state(root.path(), Access::ReadWrite, Some(dir)).unwrap();
             // The rule of filesystems with a coarse ctime (see
             // `fine_ctime_means_a_change_after_a_stat_always_shows`), with
             // a margin this test can wait out.
@@ -152,12 +169,12 @@ mod tests {
         let elsewhere = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("a"), b"aaa").unwrap();
         let mut tree = Tree::open(root.path(), Access::ReadOnly).unwrap();
-        assert!(tree.set_hash_store(HashStore::InVolume).is_err());
+        assert!(tree.set_hash_store(HashStore::State).is_err());
         // A margin this test can wait out, so that the file settles.
         tree.settle_ns = known::TEST_SETTLE_NS;
         std::thread::sleep(Duration::from_nanos(2 * known::TEST_SETTLE_NS as u64));
         tree.digest().unwrap();
-        assert!(!root.path().join(STATE_DIR).exists());
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
         let file = elsewhere.path().join("deep/hashes");
         tree.set_hash_store(HashStore::File(file.clone())).unwrap();
         tree.digest().unwrap();
@@ -168,6 +185,6 @@ mod tests {
                 .len(),
             1
         );
-        assert!(!root.path().join(STATE_DIR).exists());
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
     }
 }

@@ -4,35 +4,86 @@
 use std::io;
 
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
-use cap_std::fs::OpenOptions;
+use cap_std::fs::{Dir, MetadataExt, OpenOptions};
 
 use super::mutate::set_file_metadata;
-use super::{JOURNAL, JOURNAL_TARGET, STATE_DIR, Tree, checked};
+use super::{JOURNAL, JOURNAL_TARGET, Tree, checked};
 use crate::volume::error::VolumeError;
 use crate::volume::known::Stamp;
+
+/// Where an undo journal and the record of its file are, in which
+/// directory, and how that record reads.
+pub(super) struct Journal<'a> {
+    pub(super) dir: &'a Dir,
+    pub(super) journal: &'a str,
+    pub(super) target: &'a str,
+    /// Where the journal is, for messages.
+    pub(super) shown: std::path::PathBuf,
+    /// Whether the record holds only the path (an earlier version's, in
+    /// the volume), not the inode and the path.
+    pub(super) path_only: bool,
+}
 
 impl Tree {
     /// Rolls back the file a patch in place was rewriting when its run was
     /// interrupted (see [`Tree::begin_journal`]), so it is old again.
     pub(super) fn recover(&self) -> io::Result<()> {
-        let target = match self.dir.read_to_string(JOURNAL_TARGET) {
-            Ok(target) => target,
+        let state = self.state()?;
+        self.roll_back(&Journal {
+            dir: &state.dir,
+            journal: JOURNAL,
+            target: JOURNAL_TARGET,
+            shown: state.shown.join(JOURNAL),
+            path_only: false,
+        })?;
+        self.sync_state_dir()
+    }
+
+    /// Rolls back the file the journal `j` names, if there is one, and
+    /// removes the journal. The record names the file by path and, but
+    /// for an earlier version's, by inode: a file at that path with
+    /// another inode is not the one patched (a state directory used with
+    /// another volume, or the file replaced since), and is left alone.
+    pub(super) fn roll_back(&self, j: &Journal) -> io::Result<()> {
+        let record = match j.dir.read_to_string(j.target) {
+            Ok(record) => record,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
+        };
+        let (inode, target) = match j.path_only {
+            true => (None, record.as_str()),
+            false => match record.split_once('\n') {
+                Some((inode, path)) => (inode.parse::<u64>().ok(), path),
+                None => (None, ""),
+            },
         };
         let failed = |e: &dyn std::fmt::Display| {
             io::Error::other(format!(
                 "{target}: could not roll back the patch in place an interrupted run \
                  left (journal {}): {e}",
-                self.root.join(JOURNAL).display()
+                j.shown.display()
             ))
         };
-        match self.dir.open(JOURNAL) {
+        match j.dir.open(j.journal) {
             Ok(journal) => {
-                let path = checked(&target).map_err(|e| failed(&e))?;
-                let opened = self
-                    .dir
-                    .open_with(path, OpenOptions::new().read(true).write(true));
+                let path = checked(target).map_err(|e| failed(&e))?;
+                let opened = self.dir.open_with(
+                    path,
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .follow(FollowSymlinks::No),
+                );
+                let opened = match opened {
+                    Ok(file) if !j.path_only => {
+                        let meta = file.metadata().map_err(|e| failed(&e))?;
+                        match Some(meta.ino()) == inode {
+                            true => Ok(file),
+                            false => Err(io::ErrorKind::NotFound.into()),
+                        }
+                    }
+                    opened => opened,
+                };
                 match opened {
                     Ok(file) => {
                         let outcome =
@@ -44,7 +95,8 @@ impl Tree {
                             "rolled back a patch in place that an interrupted run left"
                         );
                     }
-                    // Removed since: nothing is left to roll back.
+                    // Removed or replaced since: nothing is left to roll
+                    // back.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         tracing::warn!(
                             path = target,
@@ -53,13 +105,12 @@ impl Tree {
                     }
                     Err(e) => return Err(failed(&e)),
                 }
-                self.dir.remove_file(JOURNAL)?;
+                j.dir.remove_file(j.journal)?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(failed(&e)),
         }
-        self.dir.remove_file(JOURNAL_TARGET)?;
-        self.sync_state_dir()
+        j.dir.remove_file(j.target)
     }
 
     /// Opens `path` for patching in place: a regular file with one link
@@ -82,32 +133,48 @@ impl Tree {
             Err(_) => return Ok(None),
         };
         let meta = file.metadata().map_err(VolumeError::io(path))?;
-        Ok(
-            (meta.is_file() && std::os::unix::fs::MetadataExt::nlink(&meta) == 1)
-                .then_some((file, meta.len())),
-        )
+        if !meta.is_file() || std::os::unix::fs::MetadataExt::nlink(&meta) != 1 {
+            return Ok(None);
+        }
+        // The journal (the old bytes a patch overwrites) and the literals
+        // waiting for it go to the state directory, outside the volume:
+        // only where it has room for a rewrite of the whole file, so that
+        // a patch never fails for want of it. Elsewhere the file is rebuilt
+        // beside, as a smaller one is.
+        let room = self.state.as_ref().map_or(0, |s| s.room());
+        if room < meta.len().saturating_mul(2) {
+            tracing::debug!(
+                path,
+                room,
+                "rebuilding beside: the state directory has no room for patching in place"
+            );
+            return Ok(None);
+        }
+        Ok(Some((file, meta.len())))
     }
 
     /// Creates the (empty) undo journal for patching `path` in place,
-    /// after recording which file it belongs to; both durably, so a crash
-    /// after the patch started always finds them.
+    /// after recording which file it belongs to (its inode and path); both
+    /// durably, so a crash after the patch started always finds them.
     pub(crate) fn begin_journal(&self, path: &str) -> Result<std::fs::File, VolumeError> {
         let path = checked(path)?;
         self.writable()?;
-        let journal_error = VolumeError::io(JOURNAL);
-        self.dir
-            .create_dir_all(STATE_DIR)
-            .map_err(VolumeError::io(STATE_DIR))?;
-        let target = self
+        let state = self.state().map_err(VolumeError::io(JOURNAL))?;
+        let inode = self
+            .dir
+            .symlink_metadata(path)
+            .map_err(VolumeError::io(path))?
+            .ino();
+        let target = state
             .dir
             .create(JOURNAL_TARGET)
             .and_then(|mut f| {
-                io::Write::write_all(&mut f, path.as_bytes())?;
+                io::Write::write_all(&mut f, format!("{inode}\n{path}").as_bytes())?;
                 f.sync_all()
             })
             .map_err(VolumeError::io(JOURNAL_TARGET));
         target?;
-        let journal = self
+        let journal = state
             .dir
             .open_with(
                 JOURNAL,
@@ -118,16 +185,18 @@ impl Tree {
                     .truncate(true),
             )
             .map_err(VolumeError::io(JOURNAL))?;
-        self.sync_state_dir().map_err(journal_error)?;
+        self.sync_state_dir().map_err(VolumeError::io(JOURNAL))?;
         Ok(journal.into_std())
     }
 
     /// Deletes the undo journal once the patch is complete and synced (or
     /// rolled back), and makes that durable.
     pub(crate) fn end_journal(&self) -> Result<(), VolumeError> {
-        self.dir
-            .remove_file(JOURNAL)
-            .and_then(|()| self.dir.remove_file(JOURNAL_TARGET))
+        self.state()
+            .and_then(|state| {
+                state.dir.remove_file(JOURNAL)?;
+                state.dir.remove_file(JOURNAL_TARGET)
+            })
             .and_then(|()| self.sync_state_dir())
             .map_err(VolumeError::io(JOURNAL))
     }
@@ -177,25 +246,31 @@ mod tests {
 
     /// A patch in place that a run left half done (its journal complete,
     /// the file partly rewritten) is rolled back when the tree is next
-    /// opened for writing, and the journal goes.
+    /// opened for writing with the same state directory, and the journal
+    /// goes; none of it was ever in the volume.
     #[test]
     fn an_interrupted_patch_in_place_is_rolled_back_on_open() {
         use std::io::Write;
         let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let open = || {
+            let dir = crate::volume::open_state_dir(state.path()).unwrap();
+            Tree::open_with_state(root.path(), Access::ReadWrite, Some(dir)).unwrap()
+        };
         let old = wasmover_block::fuzzing::pseudo_random(300_000, 1);
         let mut new = old.clone();
         new[100_000..140_000].fill(7);
         std::fs::create_dir(root.path().join("d")).unwrap();
         let path = root.path().join("d/f");
         std::fs::write(&path, &old).unwrap();
-        let tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let tree = open();
         let (mut file, _) = tree.open_in_place("d/f").unwrap().unwrap();
         let delta = wasmover_block::fuzzing::delta_of(&old, &new, 4096);
         let patch = wasmover_block::InPlacePatch::read(
             &mut file,
             &delta[..],
             &wasmover_block::Limits::default(),
-            None,
+            Some(tree.spill("d/f").unwrap()),
         )
         .unwrap();
         let journal = tree.begin_journal("d/f").unwrap();
@@ -205,24 +280,58 @@ mod tests {
         file.write_all(&new[100_000..120_000]).unwrap();
         drop((file, journal, tree));
         assert!(std::fs::read(&path).unwrap() != old);
+        assert!(state.path().join(JOURNAL).exists());
+        let listed = |dir: &std::path::Path| {
+            let mut names: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(listed(root.path()), ["d"], "nothing of it in the volume");
+        assert_eq!(listed(&root.path().join("d")), ["f"]);
 
-        let tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let tree = open();
         assert!(std::fs::read(&path).unwrap() == old, "rolled back");
-        assert!(!root.path().join(JOURNAL).exists());
-        assert!(!root.path().join(JOURNAL_TARGET).exists());
-        assert_eq!(
-            tree.scan().unwrap().len(),
-            2,
-            "the state directory is not part of the tree"
-        );
+        assert!(!state.path().join(JOURNAL).exists());
+        assert!(!state.path().join(JOURNAL_TARGET).exists());
+        assert_eq!(tree.scan().unwrap().len(), 2);
 
         // A journal whose file was removed since is dropped, not an error.
+        drop(tree.begin_journal("d/f").unwrap());
+        std::fs::remove_file(&path).unwrap();
+        drop(open());
+        assert!(!state.path().join(JOURNAL).exists());
+        assert!(!state.path().join(JOURNAL_TARGET).exists());
+        // So is a whole one whose path now holds another file (another
+        // inode: the old one is held open, so its number is not reused).
+        std::fs::write(&path, &old).unwrap();
+        let held = std::fs::File::open(&path).unwrap();
         let journal = tree.begin_journal("d/f").unwrap();
+        wasmover_block::write_undo(&held, &patch, &journal).unwrap();
         drop(journal);
         std::fs::remove_file(&path).unwrap();
-        drop(tree);
-        Tree::open(root.path(), Access::ReadWrite).unwrap();
-        assert!(!root.path().join(JOURNAL).exists());
-        assert!(!root.path().join(JOURNAL_TARGET).exists());
+        std::fs::write(&path, b"another file").unwrap();
+        drop(open());
+        assert_eq!(std::fs::read(&path).unwrap(), b"another file");
+        assert!(!state.path().join(JOURNAL).exists());
+        drop(held);
+    }
+
+    /// A file is patched in place only where the state directory has room
+    /// for a rewrite of all of it; without a state directory (read-only)
+    /// never.
+    #[test]
+    fn a_file_is_patched_in_place_only_with_room_for_its_journal() {
+        let root = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(root.path().join("huge")).unwrap();
+        // Sparse, 4 TiB (ext4 takes up to 16): more than a test machine
+        // has free, twice.
+        file.set_len(1 << 42).unwrap();
+        std::fs::write(root.path().join("small"), b"s").unwrap();
+        let tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        assert!(tree.open_in_place("huge").unwrap().is_none());
+        assert!(tree.open_in_place("small").unwrap().is_some());
     }
 }

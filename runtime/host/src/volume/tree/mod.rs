@@ -5,12 +5,13 @@
 //! opened read-only refuses every change.
 //!
 //! This file holds the [`Tree`], its opening and settings, and the layout
-//! of its state directory ([`STATE_DIR`]); each other job has its file:
-//! listing ([`scan`]), the tree digest ([`digest`], [`digester`],
-//! [`digest_walk`]) and the hashes it keeps ([`hash_store`]), changes
-//! ([`mutate`]), files rebuilt beside the old ones ([`stage`]) or patched in
-//! place ([`journal`]), partial content ([`partial`]) and granule hashes
-//! ([`granules`]) kept for the next run.
+//! of its state directory (outside the volume: see [`Tree::open_with_state`]);
+//! each other job has its file: listing ([`scan`]), the tree digest
+//! ([`digest`], [`digester`], [`digest_walk`]) and the hashes it keeps
+//! ([`hash_store`]), changes ([`mutate`]), files rebuilt beside the old ones
+//! ([`stage`]) or patched in place ([`journal`]), partial content
+//! ([`partial`]) and granule hashes ([`granules`]) kept for the next run,
+//! and what an earlier version kept inside the volume ([`legacy`]).
 
 mod digest;
 mod digest_walk;
@@ -20,6 +21,7 @@ mod fixtures;
 mod granules;
 mod hash_store;
 mod journal;
+mod legacy;
 mod mutate;
 mod partial;
 mod scan;
@@ -32,7 +34,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cap_std::fs::{Dir, MetadataExt};
-use rustix::fs::{Mode, OFlags};
 
 use super::access::Access;
 use super::ahead::Ahead;
@@ -47,8 +48,11 @@ pub struct Tree {
     root: PathBuf,
     dir: Dir,
     access: Access,
-    /// Whether partial content may be kept in [`STATE_DIR`]: when none
-    /// is, the per-file lookups of it are skipped.
+    /// Where what one run leaves for the next is kept, outside the volume;
+    /// `None` for a read-only tree that was given none.
+    state: Option<State>,
+    /// Whether partial content may be kept in the state directory: when
+    /// none is, the per-file lookups of it are skipped.
     has_partials: AtomicBool,
     /// Whether granule hashes may be kept in [`GRANULES`], likewise.
     has_granules: AtomicBool,
@@ -87,29 +91,78 @@ impl std::fmt::Debug for Tree {
     }
 }
 
-/// Directory at the root of a volume where the host keeps what one run
-/// leaves for the next: the partial content of files whose transfer a lost
-/// peer cut off, so the next run resumes instead of resending it, and the
-/// content hashes the digest saw ([`HashStore::InVolume`]). It is not part
-/// of the replicated tree: scans and digests skip it.
-pub const STATE_DIR: &str = ".wasmover";
-
-/// What a volume's root holds that is not part of the replicated tree:
-/// the [`STATE_DIR`], and the `lost+found` of the file system, which
-/// `fsck` owns; neither is listed, digested, sent or removed, as VolSync's
-/// movers leave `lost+found` alone.
-pub(super) const HIDDEN_AT_ROOT: [&str; 2] = [STATE_DIR, "lost+found"];
-
-/// Where `path`'s partial content is kept.
-fn partial_path(path: &str) -> String {
-    format!("{STATE_DIR}/partial/{path}")
+/// Where a writable tree keeps what one run leaves for the next: a
+/// directory outside the volume, so the replica holds nothing the source
+/// does not. It holds the partial content of files whose transfer a lost
+/// peer cut off ([`PARTIAL`]), the content hashes the digest saw
+/// ([`HASHES`], [`HashStore::State`]), the granule hashes of large files
+/// ([`GRANULES`]) and the undo journal of a patch in place ([`JOURNAL`]).
+struct State {
+    dir: Dir,
+    /// Where it is, for messages.
+    shown: PathBuf,
+    /// The temporary directory behind it, removed with the tree, when the
+    /// caller gave none.
+    _temp: Option<tempfile::TempDir>,
 }
 
-/// Where [`HashStore::InVolume`] keeps the hashes.
-const HASHES: &str = ".wasmover/hashes";
+impl State {
+    fn new(dir: Dir, temp: Option<tempfile::TempDir>) -> Self {
+        // What the descriptor names now, for messages only.
+        let shown = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            rustix::fd::AsRawFd::as_raw_fd(&dir)
+        ))
+        .unwrap_or_else(|_| PathBuf::from("(state directory)"));
+        Self {
+            dir,
+            shown,
+            _temp: temp,
+        }
+    }
+
+    /// Bytes its filesystem has free for this process.
+    fn room(&self) -> u64 {
+        rustix::fs::fstatvfs(&self.dir).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize))
+    }
+}
+
+/// Opens (creating it if missing, readable by its owner only) the state
+/// directory at `path`, for [`Tree::open_with_state`].
+pub fn open_state_dir(path: &Path) -> io::Result<Dir> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    Dir::open_ambient_dir(path, cap_std::ambient_authority())
+}
+
+/// Directory at the root of a volume where versions before the state
+/// directory moved out of the volume kept it. A writable tree takes over
+/// what it holds and removes it when opened ([`legacy`]); a read-only one
+/// (a source that was once a destination) does not list it.
+pub const LEGACY_STATE_DIR: &str = ".wasmover";
+
+/// What a volume's root holds that is not part of the replicated tree:
+/// the [`LEGACY_STATE_DIR`], and the `lost+found` of the file system, which
+/// `fsck` owns; neither is listed, digested, sent or removed, as VolSync's
+/// movers leave `lost+found` alone.
+pub(super) const HIDDEN_AT_ROOT: [&str; 2] = [LEGACY_STATE_DIR, "lost+found"];
+
+/// Where the state directory keeps partial content.
+const PARTIAL: &str = "partial";
+
+/// Where `path`'s partial content is kept in the state directory.
+fn partial_path(path: &str) -> String {
+    format!("{PARTIAL}/{path}")
+}
+
+/// Where [`HashStore::State`] keeps the hashes in the state directory.
+const HASHES: &str = "hashes";
 
 /// Where the granule hashes of large files are kept ([`Tree::keep_hashes`]).
-const GRANULES: &str = ".wasmover/granules";
+const GRANULES: &str = "granules";
 
 /// Where the granule hashes kept of `path` live: named by a hash of the
 /// path, which the file also holds.
@@ -120,42 +173,81 @@ fn granules_path(path: &str) -> String {
     )
 }
 
-/// The undo journal of the file being patched in place, and the path of
-/// that file (written first): a run interrupted while it patched leaves
-/// both, and the next open of the tree rolls the file back.
-const JOURNAL: &str = ".wasmover/journal";
-const JOURNAL_TARGET: &str = ".wasmover/journal-target";
+/// The undo journal of the file being patched in place, and which file
+/// that is (written first: its inode, a newline, its path): a run
+/// interrupted while it patched leaves both, and the next open of the tree
+/// rolls the file back.
+const JOURNAL: &str = "journal";
+const JOURNAL_TARGET: &str = "journal-target";
 
 /// Suffix of the temporary files and links a change is staged in before it
-/// is renamed into place; a run interrupted part-way leaves at most these
-/// behind, and the next run removes them as extraneous.
+/// is renamed into place. They are made beside their target, inside the
+/// volume, because only a rename within one filesystem replaces a file
+/// atomically; a run interrupted part-way leaves at most these behind, and
+/// the next run removes them as extraneous (the source has none), or keeps
+/// a cut-off file's content as partial content in the state directory.
 pub const STAGING_SUFFIX: &str = ".wasmover-tmp";
 
 impl Tree {
-    /// Opens the directory `root`. A writable tree keeps its hashes in
-    /// its state directory; a read-only one nowhere, unless told
-    /// ([`Tree::set_hash_store`]).
+    /// Opens the directory `root` with no state directory of its own: a
+    /// writable tree keeps what one run leaves for the next in a temporary
+    /// one, removed with it (nothing carries over to a later run, and an
+    /// interrupted patch in place is rolled back only while it lives: for
+    /// scratch volumes and tests); a read-only one keeps nothing, unless
+    /// told ([`Tree::set_hash_store`]).
     pub fn open(root: impl Into<PathBuf>, access: Access) -> io::Result<Self> {
+        Self::open_with_state(root, access, None)
+    }
+
+    /// Opens the directory `root`, keeping what one run leaves for the
+    /// next in `state`, a directory outside the volume (on a filesystem
+    /// that outlives the run: see [`State`]) that belongs to this volume
+    /// alone; [`Tree::open`] without one. A writable tree first takes over
+    /// what an earlier version left in the volume ([`LEGACY_STATE_DIR`])
+    /// and rolls back a patch in place that an interrupted run left, so
+    /// the volume is old or new before anything reads it.
+    pub fn open_with_state(
+        root: impl Into<PathBuf>,
+        access: Access,
+        state: Option<Dir>,
+    ) -> io::Result<Self> {
         let root = root.into();
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())?;
+        let state = match (state, access) {
+            (Some(state), _) => Some(State::new(state, None)),
+            (None, Access::ReadOnly) => None,
+            (None, Access::ReadWrite) => {
+                let temp = tempfile::Builder::new()
+                    .prefix("wasmover-state.")
+                    .tempdir()?;
+                let dir = Dir::open_ambient_dir(temp.path(), cap_std::ambient_authority())?;
+                Some(State::new(dir, Some(temp)))
+            }
+        };
         // Only a writable tree is probed: nothing is written to a volume
         // granted read-only, not even an unnamed file.
         let settle_ns = match access {
             Access::ReadWrite if known::fine_ctime(&dir) => 0,
             _ => known::SETTLE_NS,
         };
-        let has_partials =
-            AtomicBool::new(dir.symlink_metadata(format!("{STATE_DIR}/partial")).is_ok());
-        let has_granules = AtomicBool::new(dir.symlink_metadata(GRANULES).is_ok());
+        let kept = |name: &str| {
+            AtomicBool::new(
+                state
+                    .as_ref()
+                    .is_some_and(|s| s.dir.symlink_metadata(name).is_ok()),
+            )
+        };
+        let (has_partials, has_granules) = (kept(PARTIAL), kept(GRANULES));
         let tree = Self {
             root,
             dir,
             access,
+            state,
             has_partials,
             has_granules,
             known: KnownHashes::default(),
             store: match access {
-                Access::ReadWrite => HashStore::InVolume,
+                Access::ReadWrite => HashStore::State,
                 Access::ReadOnly => HashStore::Off,
             },
             read_all: false,
@@ -163,26 +255,44 @@ impl Tree {
             scanned: Mutex::new(None),
         };
         if access == Access::ReadWrite {
+            tree.take_over_legacy()?;
             tree.recover()?;
         }
         Ok(tree)
     }
 
-    /// Replaces `file` in the state directory `dir` with `bytes` whole: a
-    /// reader sees the old content or the new, never a torn file.
-    fn replace_state_file(&self, dir: &str, file: &str, bytes: &[u8]) -> io::Result<()> {
+    /// The state directory, or why there is none (a read-only tree given
+    /// none).
+    fn state(&self) -> io::Result<&State> {
+        self.state.as_ref().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "this volume keeps no state (read-only, without a state directory)",
+            )
+        })
+    }
+
+    /// Replaces `file` in the state directory (in its subdirectory `dir`,
+    /// created if missing) with `bytes` whole: a reader sees the old
+    /// content or the new, never a torn file.
+    fn replace_state_file(&self, dir: Option<&str>, file: &str, bytes: &[u8]) -> io::Result<()> {
+        let state = &self.state()?.dir;
         let staged = format!("{file}{STAGING_SUFFIX}");
-        self.dir.create_dir_all(dir)?;
-        self.dir.write(&staged, bytes)?;
-        self.dir.rename(&staged, &self.dir, file)
+        if let Some(dir) = dir {
+            state.create_dir_all(dir)?;
+        }
+        state.write(&staged, bytes)?;
+        state.rename(&staged, state, file)
     }
 
     /// Makes the state directory's entries durable.
     fn sync_state_dir(&self) -> io::Result<()> {
+        use rustix::fs::{Mode, OFlags};
+        // The directory handle is a path only (`O_PATH`): open it to sync.
         let dir = rustix::fs::openat(
-            &self.dir,
-            STATE_DIR,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            &self.state()?.dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
         rustix::fs::fsync(dir)?;
@@ -197,12 +307,12 @@ impl Tree {
     }
 
     /// Sets where the digest keeps the hashes it saw for the next run
-    /// ([`HashStore::InVolume`] needs a writable tree).
+    /// ([`HashStore::State`] needs a state directory).
     pub fn set_hash_store(&mut self, store: HashStore) -> io::Result<()> {
-        if store == HashStore::InVolume && self.access == Access::ReadOnly {
+        if store == HashStore::State && self.state.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "a read-only volume cannot keep its hashes in itself",
+                "a read-only volume opened without a state directory cannot keep its hashes there",
             ));
         }
         self.store = store;
@@ -256,15 +366,18 @@ impl Tree {
     /// longer has, or has as the destination does now) and the granule
     /// hashes kept of files the tree no longer holds. Best effort.
     pub fn discard_leftovers(&self) {
+        let Some(state) = &self.state else {
+            return;
+        };
         if self.has_partials.swap(false, Ordering::Relaxed) {
-            let _ = self.dir.remove_dir_all(format!("{STATE_DIR}/partial"));
+            let _ = state.dir.remove_dir_all(PARTIAL);
         }
         if self.has_granules.load(Ordering::Relaxed)
-            && let Ok(entries) = self.dir.read_dir(GRANULES)
+            && let Ok(entries) = state.dir.read_dir(GRANULES)
         {
             for entry in entries.flatten() {
                 let name = format!("{GRANULES}/{}", entry.file_name().to_string_lossy());
-                let kept_for = self
+                let kept_for = state
                     .dir
                     .open(&name)
                     .ok()
@@ -273,14 +386,13 @@ impl Tree {
                     |path| !matches!(self.dir.symlink_metadata(&path), Ok(meta) if meta.is_file()),
                 );
                 if gone {
-                    let _ = self.dir.remove_file(&name);
+                    let _ = state.dir.remove_file(&name);
                 }
             }
-            if self.dir.remove_dir(GRANULES).is_ok() {
+            if state.dir.remove_dir(GRANULES).is_ok() {
                 self.has_granules.store(false, Ordering::Relaxed);
             }
         }
-        let _ = self.dir.remove_dir(STATE_DIR);
     }
 }
 
@@ -346,11 +458,17 @@ mod tests {
                 "the probe said fine, but {same} of 500 changes kept the ctime"
             );
         }
-        let tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let tree = Tree::open_with_state(
+            root.path(),
+            Access::ReadWrite,
+            Some(open_state_dir(state.path()).unwrap()),
+        )
+        .unwrap();
         assert_eq!(tree.settle_ns(), if fine { 0 } else { known::SETTLE_NS });
         tree.digest().unwrap();
         assert_eq!(
-            root.path().join(HASHES).exists(),
+            state.path().join(HASHES).exists(),
             fine,
             "a file written just now is kept only where a later change always shows"
         );

@@ -1,12 +1,13 @@
 //! Partial content: what a lost peer left of a file's new content, kept
-//! for the next run to offer as basis instead of receiving it again.
+//! in the state directory for the next run to offer as basis instead of
+//! receiving it again.
 
 use std::io;
 use std::sync::atomic::Ordering;
 
 use cap_std::fs::{File, OpenOptions};
 
-use super::{STATE_DIR, Tree, checked, partial_path};
+use super::{PARTIAL, STAGING_SUFFIX, State, Tree, checked, partial_path};
 use crate::volume::error::VolumeError;
 
 impl Tree {
@@ -17,9 +18,10 @@ impl Tree {
     pub(crate) fn spill(&self, path: &str) -> Result<std::fs::File, VolumeError> {
         let partial = partial_path(checked(path)?);
         self.writable()?;
-        self.partial_parent(&partial)
-            .and_then(|()| {
-                self.dir.open_with(
+        self.state()
+            .and_then(|state| {
+                self.partial_parent(state, &partial)?;
+                state.dir.open_with(
                     &partial,
                     OpenOptions::new().read(true).append(true).create(true),
                 )
@@ -34,51 +36,93 @@ impl Tree {
         path: &str,
     ) -> Result<Option<(std::fs::File, u64)>, VolumeError> {
         let path = checked(path)?;
+        let Some(state) = &self.state else {
+            return Ok(None);
+        };
         if !self.has_partials.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        Ok(self
-            .open_file(&partial_path(path))?
-            .map(|(file, len, _)| (file, len)))
+        let partial = partial_path(path);
+        let meta = match state.dir.symlink_metadata(&partial) {
+            Ok(meta) if meta.is_file() => meta,
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(VolumeError::io(path)(e)),
+        };
+        let file = state.dir.open(&partial).map_err(VolumeError::io(path))?;
+        Ok(Some((file.into_std(), meta.len())))
     }
 
     /// Creates the directory the partial content `partial` goes in, and
     /// notes that partial content may now exist.
-    fn partial_parent(&self, partial: &str) -> io::Result<()> {
-        let parent = partial.rsplit_once('/').map_or(STATE_DIR, |(dir, _)| dir);
+    fn partial_parent(&self, state: &State, partial: &str) -> io::Result<()> {
+        let parent = partial.rsplit_once('/').map_or(PARTIAL, |(dir, _)| dir);
         self.has_partials.store(true, Ordering::Relaxed);
-        self.dir.create_dir_all(parent)
+        state.dir.create_dir_all(parent)
     }
 
     /// Keeps a staged file that a lost peer left unfinished as `path`'s
     /// partial content, unless the partial kept before is longer; best
-    /// effort (resuming is an optimisation).
+    /// effort (resuming is an optimisation). The staged file leaves the
+    /// volume either way: renamed into the state directory where both are
+    /// on one filesystem, else copied there if it has room.
     pub(crate) fn keep_partial(&self, staged: &str, path: &str) {
-        let partial = partial_path(path);
-        let len = |p: &str| self.dir.metadata(p).map(|m| m.len()).unwrap_or(0);
-        if len(staged) <= len(&partial) {
-            self.discard_staged(staged);
-            return;
-        }
-        if self.partial_parent(&partial).is_err()
-            || self.dir.rename(staged, &self.dir, &partial).is_err()
-        {
-            self.discard_staged(staged);
+        let kept = self.state().and_then(|state| {
+            let partial = partial_path(path);
+            let len = self.dir.metadata(staged)?.len();
+            let before = state.dir.metadata(&partial).map_or(0, |m| m.len());
+            if len <= before {
+                return Ok(false);
+            }
+            self.partial_parent(state, &partial)?;
+            match self.dir.rename(staged, &state.dir, &partial) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {}
+                Err(e) => return Err(e),
+            }
+            // Leave a margin: the state directory also keeps hashes and
+            // journals.
+            if len.saturating_mul(2) > state.room() {
+                return Ok(false);
+            }
+            let copy = format!("{partial}{STAGING_SUFFIX}");
+            let mut from = self.dir.open(staged)?.into_std();
+            let copied = (|| {
+                let mut to = state.dir.create(&copy)?.into_std();
+                io::copy(&mut from, &mut to)?;
+                state.dir.rename(&copy, &state.dir, &partial)
+            })();
+            if copied.is_err() {
+                let _ = state.dir.remove_file(&copy);
+            }
+            copied.map(|()| false)
+        });
+        match kept {
+            // Renamed: nothing left in the volume.
+            Ok(true) => {}
+            Ok(false) => self.discard_staged(staged),
+            Err(e) => {
+                tracing::debug!(path, "not keeping the partial content: {e}");
+                self.discard_staged(staged);
+            }
         }
     }
 
     /// Removes `path`'s partial content and the state directories it
     /// empties; best effort.
     pub(crate) fn remove_partial(&self, path: &str) {
+        let Some(state) = &self.state else {
+            return;
+        };
         if !self.has_partials.load(Ordering::Relaxed) {
             return;
         }
         let mut partial = partial_path(path);
-        if self.dir.remove_file(&partial).is_err() {
+        if state.dir.remove_file(&partial).is_err() {
             return;
         }
         while let Some((dir, _)) = partial.rsplit_once('/') {
-            if self.dir.remove_dir(dir).is_err() {
+            if state.dir.remove_dir(dir).is_err() {
                 break;
             }
             partial = dir.to_owned();

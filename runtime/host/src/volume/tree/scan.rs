@@ -49,8 +49,20 @@ impl Tree {
                 .filter(|(_, (e, _))| e.size < ahead::LARGEST)
                 .map(|(i, (e, &stamp))| (i as u32, e.path.clone(), stamp))
                 .collect();
-            let (store, root, read_all) = (self.store.clone(), self.root.clone(), self.read_all);
-            let stored = move |dir: &Dir| load_hashes(dir, &store, &root, read_all);
+            let (store, read_all) = (self.store.clone(), self.read_all);
+            let state = match &self.state {
+                Some(state) => Some((state.dir.try_clone().ok()?, state.shown.clone())),
+                None => None,
+            };
+            let stored = move |_: &Dir| {
+                let (dir, shown) = state.as_ref().map(|(d, s)| (d, s.as_path())).unzip();
+                load_hashes(
+                    dir,
+                    shown.unwrap_or(std::path::Path::new("")),
+                    &store,
+                    read_all,
+                )
+            };
             let dir = self.dir.try_clone().ok()?;
             Ahead::start(dir, files, stored).ok()
         });
