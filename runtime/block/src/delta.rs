@@ -10,7 +10,7 @@ use crate::format::read_full;
 use crate::index::Index;
 use crate::rolling::Rolling;
 use crate::sparse::{Piece, may_have_holes, walk};
-use crate::wire::delta::{DeltaStats, Encoder, LITERAL_CHUNK};
+use crate::wire::delta::{DeltaOutput, DeltaStats, Encoder, LITERAL_CHUNK};
 use crate::wire::signature::Signature;
 
 /// Bytes read from the new file at a time.
@@ -38,7 +38,8 @@ impl<W: Write> Sink for Encoder<W> {
 /// expected offsets before it falls back to rolling byte by byte.
 const PROBE_AHEAD: usize = 2;
 
-/// Streams the delta of `new` against `sig` into `out`.
+/// Streams the delta of `new` against `sig` into `out`, its literals
+/// compressed if `out` asks for it ([`DeltaOutput`], [`crate::Compressed`]).
 ///
 /// The search first tries the block that follows the last match at its
 /// expected offset (one strong hash per block for data that did not move),
@@ -48,7 +49,11 @@ const PROBE_AHEAD: usize = 2;
 /// that fails does it roll the weak sum through every byte offset, so
 /// blocks still match after insertions or deletions shift them. Memory is
 /// the signature's index plus a few megabytes of window.
-pub fn delta<R: Read, W: Write>(sig: &Signature, new: R, out: W) -> Result<DeltaStats, DeltaError> {
+pub fn delta<R: Read, W: DeltaOutput>(
+    sig: &Signature,
+    new: R,
+    out: W,
+) -> Result<DeltaStats, DeltaError> {
     let mut enc = Encoder::new(out, sig.basis_len())?;
     let mut hasher = ContentHasher::new();
     search(sig, &Index::new(sig), new, &mut enc, Some(&mut hasher))?;
@@ -59,7 +64,7 @@ pub fn delta<R: Read, W: Write>(sig: &Signature, new: R, out: W) -> Result<Delta
 /// first copy), a file that may have holes is read by its data ranges
 /// only: its holes travel as runs of zeros and are hashed by their length
 /// ([`crate::ContentHasher`]), never read.
-pub fn delta_file<W: Write>(
+pub fn delta_file<W: DeltaOutput>(
     sig: &Signature,
     file: &File,
     out: W,

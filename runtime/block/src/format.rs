@@ -29,7 +29,9 @@ pub(crate) const BASIS_HASHES_MAGIC: [u8; 4] = *b"WMGH";
 /// ([`crate::AlignedTags`]) instead of a signature. 7: a delta ends with
 /// the content hash ([`crate::ContentHasher`]: zero leaves hash as a
 /// constant) instead of BLAKE3, and carries runs of zeros by their length.
-pub(crate) const VERSION: u8 = 7;
+/// 8: a delta's literals may come zstd-compressed
+/// ([`OP_ZSTD_LITERAL`](crate::wire::delta::OP_ZSTD_LITERAL)).
+pub(crate) const VERSION: u8 = 8;
 /// Version of the encodings kept on disk: the undo journal and granule
 /// hashes. Apart from [`VERSION`], so that an upgrade still reads what the
 /// version before left behind, a journal above all: it is an interrupted

@@ -6,8 +6,8 @@ use std::io::{Cursor, Read, Seek, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{
-    Answer, InPlacePatch, Incoming, Limits, PatchError, Plan, RefineOptions, RollBack, Signature,
-    SignatureOptions, Summary, delta, patch, patch_in_place, write_undo,
+    Answer, Compressed, InPlacePatch, Incoming, Limits, PatchError, Plan, RefineOptions, RollBack,
+    Signature, SignatureOptions, Summary, delta, patch, patch_in_place, write_undo,
 };
 
 /// A fuzz target body.
@@ -168,6 +168,18 @@ pub fn round_trip(data: &[u8]) {
     let mut out = Vec::new();
     patch(Cursor::new(old), &d[..], &mut out, &limits()).expect("own delta");
     assert_eq!(out, new);
+    // Literals compressed (at a level from the input), wherever it pays.
+    let mut z = Vec::new();
+    let compressed = Compressed {
+        out: &mut z,
+        level: Some(i32::from(first % 5) + 1),
+    };
+    let stats = delta(&sig, new, compressed).expect("delta into a Vec");
+    assert!(stats.literal_wire_bytes <= stats.literal_bytes);
+    out.clear();
+    let patched = patch(Cursor::new(old), &z[..], &mut out, &limits()).expect("own delta");
+    assert_eq!(out, new);
+    assert_eq!(patched.literal_wire_bytes, stats.literal_wire_bytes);
 
     // Refined, down to blocks of 1 byte, through the encodings too.
     let mut plan = Plan::new(&sig, new).expect("reading a slice");
@@ -187,12 +199,14 @@ pub fn round_trip(data: &[u8]) {
         plan.refine(&answer, Cursor::new(new))
             .expect("reading a slice");
     }
-    let mut d = Vec::new();
-    plan.write(Cursor::new(new), &mut d)
-        .expect("writing to a Vec");
-    out.clear();
-    patch(Cursor::new(old), &d[..], &mut out, &limits()).expect("own refined delta");
-    assert_eq!(out, new);
+    for level in [None, Some(3)] {
+        let mut d = Vec::new();
+        plan.write(Cursor::new(new), Compressed { out: &mut d, level })
+            .expect("writing to a Vec");
+        out.clear();
+        patch(Cursor::new(old), &d[..], &mut out, &limits()).expect("own refined delta");
+        assert_eq!(out, new);
+    }
 }
 
 fn check_patch(basis: &[u8], data: &[u8]) {
@@ -297,6 +311,23 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         sig.write_to(&mut s).expect("vec");
         let mut d = Vec::new();
         delta(&sig, &new[..], &mut d).expect("vec");
+        // Compressible literals, sent compressed: text appended.
+        let mut z = Vec::new();
+        let mut text = new.clone();
+        text.extend(
+            (0..64)
+                .flat_map(|i| format!("{i:04} GET /index.html 200 OK\n").into_bytes())
+                .collect::<Vec<u8>>(),
+        );
+        delta(
+            &sig,
+            &text[..],
+            Compressed {
+                out: &mut z,
+                level: Some(3),
+            },
+        )
+        .expect("vec");
         let variants = |name: &str, bytes: &[u8]| {
             let mut flipped = bytes.to_vec();
             let mid = flipped.len() / 2;
@@ -337,11 +368,15 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                 plan.write(Cursor::new(&new), &mut rd).expect("vec");
             }
         }
-        for (name, bytes) in variants("delta", &d).into_iter().chain(if rd.is_empty() {
-            Vec::new()
-        } else {
-            variants("refined-delta", &rd)
-        }) {
+        for (name, bytes) in variants("delta", &d)
+            .into_iter()
+            .chain(variants("compressed-delta", &z))
+            .chain(if rd.is_empty() {
+                Vec::new()
+            } else {
+                variants("refined-delta", &rd)
+            })
+        {
             let mut framed = (basis.len() as u16).to_be_bytes().to_vec();
             framed.extend_from_slice(&basis);
             framed.extend_from_slice(&bytes);

@@ -95,8 +95,8 @@ pub use refine::{Plan, RefineOptions};
 pub use sparse::SparseWriter;
 pub use tree_hash::BasisHashes;
 pub use wire::{
-    AlignedTags, Answer, DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, DeltaStats, GranuleSummary,
-    Incoming, Refinement, Signature, SignatureOptions, Summary,
+    AlignedTags, Answer, Compressed, DEFAULT_MAX_BLOCK, DEFAULT_MIN_BLOCK, DeltaOutput, DeltaStats,
+    GranuleSummary, Incoming, Refinement, Signature, SignatureOptions, Summary, zstd_level,
 };
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub struct PatchStats {
     pub copied_bytes: u64,
     /// Bytes taken from the delta's literals.
     pub literal_bytes: u64,
+    /// What those literals took in the delta: compressed where they came
+    /// compressed.
+    pub literal_wire_bytes: u64,
     /// Bytes the delta gave as runs of zeros.
     pub zero_bytes: u64,
     /// Content hash of the rebuilt file, verified against the delta's.
@@ -331,14 +334,15 @@ struct Known<'a> {
 
 fn patch_into<B: Read + Seek, D: Read, W: Sink>(
     mut basis: B,
-    mut delta: D,
+    delta: D,
     mut out: Output<'_, W>,
     mut known: Option<Known>,
 ) -> Result<PatchStats, PatchError> {
-    let basis_len = wire::delta::read_header(&mut delta)?;
+    let mut delta = wire::delta::Decoder::new(delta)?;
+    let basis_len = delta.basis_len();
     let mut stats = PatchStats::default();
     loop {
-        match wire::delta::read_instruction(&mut delta, basis_len)? {
+        match delta.next()? {
             Instruction::Copy { offset, len } => {
                 let end = offset + len;
                 let mut at = offset;
@@ -409,6 +413,7 @@ fn patch_into<B: Read + Seek, D: Read, W: Sink>(
                 }
                 out.out.flush()?;
                 stats.written_bytes = out.written;
+                stats.literal_wire_bytes = delta.literal_wire_bytes();
                 stats.hash = hash;
                 return Ok(stats);
             }

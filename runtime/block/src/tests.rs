@@ -55,6 +55,41 @@ fn round_trip(old: &[u8], new: &[u8], block_size: Option<u32>) -> (DeltaStats, P
     );
     // Both report the new file's BLAKE3, so a host need not hash it again.
     assert_eq!((d.hash, p.hash), (*content(new).as_bytes(), d.hash));
+    assert_eq!(
+        (d.literal_wire_bytes, p.literal_wire_bytes),
+        (d.literal_bytes, d.literal_bytes)
+    );
+    // The same with literals compressed: the same instructions, the
+    // literals in fewer bytes where they compress.
+    let mut compressed = Vec::new();
+    let z = delta(
+        &sig,
+        new,
+        Compressed {
+            out: &mut compressed,
+            level: Some(1),
+        },
+    )
+    .unwrap();
+    assert_eq!(z.encoded_bytes, compressed.len() as u64);
+    assert_eq!(
+        (z.matched_bytes, z.literal_bytes, z.zero_bytes, z.hash),
+        (d.matched_bytes, d.literal_bytes, d.zero_bytes, d.hash)
+    );
+    assert!(z.literal_wire_bytes <= z.literal_bytes);
+    rebuilt.clear();
+    let zp = patch(
+        Cursor::new(old),
+        &compressed[..],
+        &mut rebuilt,
+        &Limits::default(),
+    )
+    .unwrap();
+    assert!(
+        rebuilt == new,
+        "rebuilt file differs with compressed literals"
+    );
+    assert_eq!(zp.literal_wire_bytes, z.literal_wire_bytes);
     (d, p)
 }
 
@@ -397,7 +432,7 @@ fn every_truncation_of_a_valid_encoding_is_an_error() {
 fn hostile_headers_are_refused_without_allocating() {
     // A signature claiming 2^40 blocks of 1 byte: one range, from 0 and
     // 2^40 long (varints: 0, then five empty groups and 0x20).
-    let mut s = b"WMSG\x07".to_vec();
+    let mut s = b"WMSG\x08".to_vec();
     s.extend_from_slice(&1u32.to_be_bytes());
     s.extend_from_slice(&(1u64 << 40).to_be_bytes());
     s.push(0);
@@ -409,7 +444,7 @@ fn hostile_headers_are_refused_without_allocating() {
         Err(FormatError::TooLarge { .. })
     ));
     // A refinement claiming 2^40 ranges.
-    let mut r = b"WMRF\x07".to_vec();
+    let mut r = b"WMRF\x08".to_vec();
     r.extend_from_slice(&1024u32.to_be_bytes());
     r.push(0);
     r.extend_from_slice(&(1u64 << 40).to_be_bytes());
@@ -418,7 +453,7 @@ fn hostile_headers_are_refused_without_allocating() {
         Err(FormatError::TooLarge { .. })
     ));
     // A copy far outside the basis.
-    let mut d = b"WMDL\x07".to_vec();
+    let mut d = b"WMDL\x08".to_vec();
     d.extend_from_slice(&32u64.to_be_bytes());
     d.push(1);
     d.extend_from_slice(&(u64::MAX / 2).to_be_bytes());
@@ -433,7 +468,7 @@ fn hostile_headers_are_refused_without_allocating() {
     assert!(matches!(err, PatchError::OutOfBasis { .. }), "{err}");
     // Wrong magic and version.
     assert!(matches!(
-        Signature::read_from(&b"WMDL\x07"[..], &Limits::default()),
+        Signature::read_from(&b"WMDL\x08"[..], &Limits::default()),
         Err(FormatError::BadMagic { .. })
     ));
     assert!(matches!(
@@ -572,7 +607,7 @@ fn hashes_and_tags_are_keyed_by_their_seed() {
     // The side with the new file hashes under the seed it is sent, so
     // every seed finds the unchanged file whole.
     for sig in [&a, &b] {
-        let stats = delta(sig, &old[..], &mut Vec::new()).unwrap();
+        let stats = delta(sig, &old[..], Vec::new()).unwrap();
         assert_eq!(stats.literal_bytes, 0);
     }
     for summary in [&x, &y] {
@@ -915,7 +950,7 @@ fn hostile_refinements_and_answers_are_refused() {
     // A request for ranges beyond the basis: 5,000 bytes at 99,000
     // (varints: 99,000 = 0xb8 0x85 0x06, 5,000 = 0x88 0x27).
     let refinement_of_kind = |kind: u8, ranges: &[u8]| {
-        let mut r = b"WMRF\x07".to_vec();
+        let mut r = b"WMRF\x08".to_vec();
         r.extend_from_slice(&1024u32.to_be_bytes());
         r.push(kind);
         r.extend_from_slice(&1u64.to_be_bytes());
@@ -959,7 +994,7 @@ fn hostile_refinements_and_answers_are_refused() {
     }
     // Neither a delta nor a refinement.
     assert!(matches!(
-        Incoming::read_from(&b"WMSG\x07"[..], &limits),
+        Incoming::read_from(&b"WMSG\x08"[..], &limits),
         Err(FormatError::BadMagic { .. })
     ));
     // A signature about another basis.
@@ -1400,3 +1435,148 @@ fn granules_of_a_sparse_file_hash_as_its_bytes() {
         assert_eq!(sparse.hash, content(&bytes));
     }
 }
+
+/// Log-like lines: timestamps, levels, a few words, numbers; compresses
+/// about as well as a service's log does.
+fn log_text(len: usize, seed: u64) -> Vec<u8> {
+    let words = [
+        "GET",
+        "POST",
+        "/api/v1/items",
+        "200",
+        "404",
+        "user",
+        "ok",
+        "timeout",
+    ];
+    let noise = data(len / 8 + 64, seed);
+    let mut out = Vec::with_capacity(len + 128);
+    let mut i = 0;
+    while out.len() < len {
+        let n = noise[i % noise.len()] as usize;
+        out.extend_from_slice(
+            format!(
+                "2026-12-07T15:{:02}:{:02}.{:03}Z INFO {} {} took {} ms\n",
+                i / 60 % 60,
+                i % 60,
+                n * 3,
+                words[n % words.len()],
+                words[(n / 8) % words.len()],
+                n
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn compressed_delta(sig: &Signature, new: &[u8], level: i32) -> (Vec<u8>, DeltaStats) {
+    let mut d = Vec::new();
+    let level = Some(level);
+    let stats = delta(sig, new, Compressed { out: &mut d, level }).unwrap();
+    assert_eq!(stats.encoded_bytes, d.len() as u64);
+    (d, stats)
+}
+
+#[test]
+fn compressible_literals_travel_compressed_and_rebuild_the_file() {
+    let new = log_text(3 << 20, 1);
+    let (d, stats) = compressed_delta(&Signature::empty(), &new, 3);
+    assert_eq!(stats.literal_bytes, new.len() as u64);
+    assert!(
+        stats.literal_wire_bytes * 4 < stats.literal_bytes,
+        "{stats:?}"
+    );
+    assert!(
+        d.len() as u64 - stats.literal_wire_bytes < 1000,
+        "{stats:?}"
+    );
+    let mut out = Vec::new();
+    let p = patch(Cursor::new(&[][..]), &d[..], &mut out, &Limits::default()).unwrap();
+    assert!(out == new);
+    assert_eq!(p.literal_wire_bytes, stats.literal_wire_bytes);
+    // In place too (a large file patched in place reads the same delta).
+    let mut file = Cursor::new(Vec::new());
+    let in_place = patch_in_place(&mut file, &d[..], &Limits::default()).unwrap();
+    assert!(file.into_inner() == new);
+    assert_eq!(in_place.literal_wire_bytes, stats.literal_wire_bytes);
+}
+
+#[test]
+fn incompressible_literals_travel_as_they_are() {
+    let new = data(8 << 20, 2);
+    let (d, stats) = compressed_delta(&Signature::empty(), &new, 3);
+    let mut plain = Vec::new();
+    delta(&Signature::empty(), &new[..], &mut plain).unwrap();
+    assert_eq!(stats.literal_wire_bytes, stats.literal_bytes);
+    assert!(d.len() <= plain.len(), "no chunk compressed");
+    // Text after random data is compressed again once a try succeeds.
+    let mut mixed = data(4 << 20, 3);
+    mixed.extend(log_text(8 << 20, 4));
+    let (d, stats) = compressed_delta(&Signature::empty(), &mixed, 3);
+    assert!(stats.literal_wire_bytes < (6 << 20), "{stats:?}");
+    let mut out = Vec::new();
+    patch(Cursor::new(&[][..]), &d[..], &mut out, &Limits::default()).unwrap();
+    assert!(out == mixed);
+}
+
+/// A compressed literal cut anywhere, or with any byte changed, is an
+/// error (or, for a change the format does not notice, the right file):
+/// never a panic, never a wrong file.
+#[test]
+fn a_cut_or_corrupted_compressed_literal_is_an_error() {
+    let old = log_text(64 << 10, 5);
+    let mut new = old.clone();
+    new.splice(1000..1000, log_text(600 << 10, 6));
+    let sig = signature(&old, Some(1024));
+    let (d, stats) = compressed_delta(&sig, &new, 3);
+    assert!(
+        stats.literal_wire_bytes < stats.literal_bytes / 3,
+        "{stats:?}"
+    );
+    let try_patch = |bytes: &[u8]| {
+        let mut out = Vec::new();
+        patch(Cursor::new(&old[..]), bytes, &mut out, &Limits::default()).map(|_| out)
+    };
+    assert!(try_patch(&d).unwrap() == new);
+    for cut in (0..d.len()).step_by(997).chain([d.len() - 1, d.len() - 41]) {
+        assert!(try_patch(&d[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut decompress_errors = 0;
+    for at in (13..d.len()).step_by(1009) {
+        let mut bad = d.clone();
+        bad[at] ^= 0x20;
+        match try_patch(&bad) {
+            Ok(out) => assert!(out == new, "a wrong file from a change at {at}"),
+            Err(PatchError::Format(FormatError::Malformed { reason })) => {
+                decompress_errors += usize::from(reason.contains("decompress"));
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        decompress_errors > 0,
+        "the frames' checksum catches changes"
+    );
+    // A compressed length no shorter than the literal, and one longer
+    // than what follows, are refused before anything is decompressed.
+    let mut header = b"WMDL\x08".to_vec();
+    header.extend_from_slice(&0u64.to_be_bytes());
+    for (len, packed) in [
+        (10u32, 10u32),
+        (10, 0),
+        (100, 99),
+        (MAX_LITERAL_TEST + 1, 5),
+    ] {
+        let mut bad = header.clone();
+        bad.push(4);
+        bad.extend_from_slice(&len.to_be_bytes());
+        bad.extend_from_slice(&packed.to_be_bytes());
+        bad.extend_from_slice(&[0; 20]);
+        assert!(try_patch(&bad).is_err(), "{len} {packed}");
+    }
+}
+
+const MAX_LITERAL_TEST: u32 = 16 << 20;

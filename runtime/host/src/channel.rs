@@ -5,10 +5,29 @@
 //! self-delimiting. The transport is anything that reads and writes bytes:
 //! an in-memory pipe for a local replication, a TCP or TLS stream between
 //! agents.
+//!
+//! A channel also says how the deltas written to it compress their
+//! literals ([`Channel::set_compression`]): zstd level
+//! [`NETWORK_COMPRESSION`] between agents, none in memory, where there is
+//! no wire to save.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+
+use wasmover_block::DeltaOutput;
+
+/// The zstd level of delta literals on a channel over a transport
+/// ([`Channel::new`]) unless set otherwise: zstd's default, several
+/// hundred MB/s of text on one core, ratios well past deflate's.
+pub const NETWORK_COMPRESSION: Option<i32> = Some(3);
+
+/// What [`Channel::new`] starts with, if a process set it
+/// ([`Channel::set_network_default`]): a level, [`OFF`], or [`UNSET`].
+static NETWORK_DEFAULT: AtomicI32 = AtomicI32::new(UNSET);
+const UNSET: i32 = i32::MIN;
+const OFF: i32 = i32::MIN + 1;
 
 /// Buffer size on each side; also the unit the in-memory pipe moves.
 const BUFFER: usize = 256 << 10;
@@ -49,44 +68,121 @@ const MAX_ABORT_REASON: usize = 4096;
 /// One end of a channel.
 pub struct Channel {
     reader: BufReader<Counting<Box<dyn Read + Send>>>,
-    writer: BufWriter<Counting<Box<dyn Write + Send>>>,
+    writer: ChannelWriter,
+}
+
+/// The writing half of a [`Channel`] ([`Channel::writer`]): buffered
+/// bytes to the transport, and the compression of the deltas written
+/// to it.
+pub struct ChannelWriter {
+    inner: BufWriter<Counting<Box<dyn Write + Send>>>,
+    compression: Option<i32>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl DeltaOutput for ChannelWriter {
+    fn literal_compression(&self) -> Option<i32> {
+        self.compression
+    }
 }
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channel")
             .field("bytes_in", &self.reader.get_ref().count)
-            .field("bytes_out", &self.writer.get_ref().count)
+            .field("bytes_out", &self.writer.inner.get_ref().count)
+            .field("compression", &self.writer.compression)
             .finish()
     }
 }
 
 impl Channel {
-    /// A channel over a transport's read and write halves.
+    /// A channel over a transport's read and write halves (between
+    /// agents): its deltas compress their literals at
+    /// [`NETWORK_COMPRESSION`], or what the process set
+    /// ([`Channel::set_network_default`]).
     pub fn new(read: impl Read + Send + 'static, write: impl Write + Send + 'static) -> Self {
+        let compression = match NETWORK_DEFAULT.load(Ordering::Relaxed) {
+            UNSET => NETWORK_COMPRESSION,
+            OFF => None,
+            level => Some(level),
+        };
+        Self::with_compression(read, write, compression)
+    }
+
+    fn with_compression(
+        read: impl Read + Send + 'static,
+        write: impl Write + Send + 'static,
+        compression: Option<i32>,
+    ) -> Self {
         Self {
             reader: BufReader::with_capacity(BUFFER, Counting::new(Box::new(read))),
-            writer: BufWriter::with_capacity(BUFFER, Counting::new(Box::new(write))),
+            writer: ChannelWriter {
+                inner: BufWriter::with_capacity(BUFFER, Counting::new(Box::new(write))),
+                compression: compression.map(wasmover_block::zstd_level),
+            },
         }
     }
 
     /// Two connected ends in memory, for a replication within one process.
     /// Each direction buffers a bounded amount, so a fast side waits for a
-    /// slow one instead of filling memory.
+    /// slow one instead of filling memory. Literals are not compressed
+    /// unless set ([`Channel::set_compression`]).
     pub fn pair() -> (Channel, Channel) {
         let (a_to_b, b_to_a) = (Pipe::new(PIPE_BYTES), Pipe::new(PIPE_BYTES));
         (
-            Channel::new(PipeReader(b_to_a.clone()), PipeWriter(a_to_b.clone())),
-            Channel::new(PipeReader(a_to_b), PipeWriter(b_to_a)),
+            Channel::with_compression(PipeReader(b_to_a.clone()), PipeWriter(a_to_b.clone()), None),
+            Channel::with_compression(PipeReader(a_to_b), PipeWriter(b_to_a), None),
         )
     }
 
     /// One end connected to itself: what it sends, it receives. For wasm
     /// unit tests, where one instance plays both sides of a file's
-    /// signature, delta and patch.
+    /// signature, delta and patch. Literals are not compressed unless set.
     pub fn loopback() -> Channel {
         let buffer = Loopback::default();
-        Channel::new(buffer.clone(), buffer)
+        Channel::with_compression(buffer.clone(), buffer, None)
+    }
+
+    /// Sets the zstd level at which the deltas this end writes compress
+    /// their literals from now on, `None` for not at all. Levels outside
+    /// zstd's range are brought into it (1 to 22, and zstd's fast
+    /// negative levels). Chunks that do not compress go as they are
+    /// whatever the level. Only this end's writes change: each end
+    /// decides for what it sends, and reads both forms.
+    pub fn set_compression(&mut self, level: Option<i32>) {
+        self.writer.compression = level.map(wasmover_block::zstd_level);
+    }
+
+    /// The zstd level of this end's delta literals, `None` if they are not
+    /// compressed.
+    pub fn compression(&self) -> Option<i32> {
+        self.writer.compression
+    }
+
+    /// Sets what channels made by [`Channel::new`] from now on start with,
+    /// for this whole process: a level or `None`, in place of
+    /// [`NETWORK_COMPRESSION`]. For an agent's command line, which sets it
+    /// once before it connects.
+    pub fn set_network_default(level: Option<i32>) {
+        let value = match level {
+            Some(level) => wasmover_block::zstd_level(level).max(OFF + 1),
+            None => OFF,
+        };
+        NETWORK_DEFAULT.store(value, Ordering::Relaxed);
     }
 
     /// Sends one framed message.
@@ -128,14 +224,20 @@ impl Channel {
         let reason = &reason.as_bytes()[..reason.floor_char_boundary(MAX_ABORT_REASON)];
         let _ = self
             .writer
+            .inner
             .write_all(&ABORT_MAGIC)
-            .and_then(|()| self.writer.write_all(&(reason.len() as u32).to_be_bytes()))
-            .and_then(|()| self.writer.write_all(reason))
-            .and_then(|()| self.writer.flush());
+            .and_then(|()| {
+                self.writer
+                    .inner
+                    .write_all(&(reason.len() as u32).to_be_bytes())
+            })
+            .and_then(|()| self.writer.inner.write_all(reason))
+            .and_then(|()| self.writer.inner.flush());
     }
 
-    /// The writing half, for native streams.
-    pub fn writer(&mut self) -> &mut impl Write {
+    /// The writing half, for native streams: a delta written to it
+    /// compresses its literals as set ([`Channel::set_compression`]).
+    pub fn writer(&mut self) -> &mut ChannelWriter {
         &mut self.writer
     }
 
@@ -148,7 +250,7 @@ impl Channel {
     pub fn reader_for_receive(&mut self) -> Receiving<'_> {
         Receiving {
             reader: &mut self.reader,
-            writer: &mut self.writer,
+            writer: &mut self.writer.inner,
         }
     }
 
@@ -162,7 +264,7 @@ impl Channel {
     pub fn bytes(&self) -> (u64, u64) {
         (
             self.reader.get_ref().count - self.reader.buffer().len() as u64,
-            self.writer.get_ref().count + self.writer.buffer().len() as u64,
+            self.writer.inner.get_ref().count + self.writer.inner.buffer().len() as u64,
         )
     }
 }
@@ -424,7 +526,7 @@ mod tests {
         a.send_message(b"later").unwrap();
         assert_eq!(a.receive_message(100).unwrap(), b"two");
         assert_eq!(
-            a.writer.buffer(),
+            a.writer.inner.buffer(),
             b"\0\0\0\x05later",
             "a buffered answer was read without a flush"
         );
@@ -502,6 +604,45 @@ mod tests {
         }
         sent.join().unwrap();
         assert_eq!(reader.read(&mut [0; 1]).unwrap(), 0, "end of stream");
+    }
+
+    /// Agents' channels compress delta literals at level 3 unless set,
+    /// in-memory ones not at all; a compressed delta crosses and patches.
+    #[test]
+    fn deltas_compress_their_literals_as_the_channel_is_set() {
+        let (mut a, mut b) = Channel::pair();
+        assert_eq!((a.compression(), b.compression()), (None, None));
+        assert_eq!(
+            Channel::new(io::empty(), io::sink()).compression(),
+            NETWORK_COMPRESSION
+        );
+        a.set_compression(Some(99));
+        assert_eq!(a.compression(), Some(22), "brought into zstd's range");
+        a.set_compression(Some(3));
+        let text: Vec<u8> = (0..40_000)
+            .flat_map(|i| format!("{i} INFO request served in {} ms\n", i % 97).into_bytes())
+            .collect();
+        let empty = wasmover_block::Signature::empty();
+        let stats = wasmover_block::delta(&empty, &text[..], a.writer()).unwrap();
+        a.flush().unwrap();
+        assert_eq!(stats.literal_bytes, text.len() as u64);
+        assert!(
+            stats.literal_wire_bytes * 4 < stats.literal_bytes,
+            "{stats:?}"
+        );
+        assert_eq!(a.bytes().1, stats.encoded_bytes);
+        let mut reader = b.reader_for_receive();
+        let limits = wasmover_block::Limits::default();
+        let Ok(wasmover_block::Incoming::Delta(delta)) =
+            wasmover_block::Incoming::read_from(&mut reader, &limits)
+        else {
+            panic!("a delta");
+        };
+        let mut out = Vec::new();
+        let patched =
+            wasmover_block::patch(io::Cursor::new(&[][..]), delta, &mut out, &limits).unwrap();
+        assert!(out == text);
+        assert_eq!(patched.literal_wire_bytes, stats.literal_wire_bytes);
     }
 
     #[test]

@@ -210,6 +210,35 @@ fn ends_without_a_common_version_say_which_versions_each_speaks() {
     );
 }
 
+/// A build of protocol 6 cannot read compressed literals: it is refused
+/// at the greeting, never sent a delta it would misread.
+#[test]
+fn a_peer_of_protocol_6_is_refused_before_anything_moves() {
+    assert_eq!((MIN_VERSION, MAX_VERSION), (7, 7));
+    let key = psk(4);
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap().to_string();
+    let server_key = key.clone();
+    let older = thread::spawn(move || {
+        let (stream, _) = tcp.accept().unwrap();
+        let conn = rustls::ServerConnection::new(tls::server_config().unwrap()).unwrap();
+        Connection::establish_speaking(
+            stream,
+            conn.into(),
+            &server_key,
+            &quick(),
+            Instant::now(),
+            (6, 6),
+        )
+    });
+    let newer = connect(&addr, &key, &quick()).unwrap_err();
+    assert!(older.join().unwrap().is_err());
+    assert_eq!(
+        newer.to_string(),
+        "the peer speaks agent protocol versions 6..=6, this agent 7..=7; upgrade the older agent"
+    );
+}
+
 #[test]
 fn a_silent_peer_times_out_in_the_handshake() {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -54,6 +54,8 @@ pub struct InPlacePatch {
     basis_len: u64,
     /// Bytes of literals the delta carried.
     literal_bytes: u64,
+    /// What the literals took in the delta.
+    literal_wire_bytes: u64,
     zero_bytes: u64,
     new_len: u64,
     hash: [u8; 32],
@@ -109,7 +111,7 @@ impl InPlacePatch {
     /// delta has come.
     pub fn read_reporting<F: Seek, D: Read>(
         file: &mut F,
-        mut delta: D,
+        delta: D,
         limits: &Limits,
         spill: Option<std::fs::File>,
         progress: &mut dyn FnMut(u64),
@@ -124,12 +126,14 @@ impl InPlacePatch {
             None => (Literals::Memory(Vec::new()), 0),
         };
         let basis_len_actual = file_len + spilled;
-        let basis_len = wire::delta::read_header(&mut delta)?;
+        let mut delta = wire::delta::Decoder::new(delta)?;
+        let basis_len = delta.basis_len();
         let mut patch = Self {
             ops: Vec::new(),
             literals,
             basis_len: file_len,
             literal_bytes: 0,
+            literal_wire_bytes: 0,
             zero_bytes: 0,
             new_len: 0,
             hash: [0; 32],
@@ -146,7 +150,7 @@ impl InPlacePatch {
         };
         loop {
             progress(patch.new_len);
-            match wire::delta::read_instruction(&mut delta, basis_len)? {
+            match delta.next()? {
                 Instruction::Copy { offset: src, len } => {
                     if src + len > basis_len_actual {
                         // The file is shorter than its signature said.
@@ -209,6 +213,7 @@ impl InPlacePatch {
                 }
                 Instruction::End { new_len, hash } => {
                     patch.hash = hash;
+                    patch.literal_wire_bytes = delta.literal_wire_bytes();
                     if new_len != patch.new_len {
                         return Err(PatchError::Verification {
                             expected: format!("{new_len} bytes"),
@@ -415,6 +420,7 @@ impl InPlacePatch {
             written_bytes: self.new_len,
             copied_bytes: self.copied,
             literal_bytes: self.literal_bytes,
+            literal_wire_bytes: self.literal_wire_bytes,
             zero_bytes: self.zero_bytes,
             hash: self.hash,
         })

@@ -21,12 +21,12 @@
 mod first_round;
 mod ops;
 
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use crate::delta::{Sink, search};
 use crate::format::TAG_BYTES;
 use crate::index::Index;
-use crate::wire::delta::LITERAL_CHUNK;
+use crate::wire::delta::{DeltaOutput, LITERAL_CHUNK};
 use crate::wire::{
     AlignedTags, Answer, DeltaStats, Encoder, Refinement, Signature, SignatureOptions,
 };
@@ -393,7 +393,11 @@ impl Plan {
     /// the length and hash the first round read (so a file changed since
     /// then fails verification on the other side instead of producing a
     /// mix).
-    pub fn write<R: Read + Seek, W: Write>(&self, mut new: R, out: W) -> io::Result<DeltaStats> {
+    pub fn write<R: Read + Seek, W: DeltaOutput>(
+        &self,
+        mut new: R,
+        out: W,
+    ) -> io::Result<DeltaStats> {
         let mut enc = Encoder::new(out, self.basis_len)?;
         let mut buf = vec![0u8; LITERAL_CHUNK];
         for &op in &self.ops {

@@ -21,8 +21,8 @@ pub(crate) mod summary;
 
 pub use aligned_tags::AlignedTags;
 pub use answer::Answer;
-pub use delta::DeltaStats;
 pub(crate) use delta::Encoder;
+pub use delta::{Compressed, DeltaOutput, DeltaStats, zstd_level};
 pub use granule_summary::GranuleSummary;
 pub use incoming::Incoming;
 pub use refinement::Refinement;

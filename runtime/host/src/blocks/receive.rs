@@ -65,7 +65,7 @@ mod tests {
 
     /// A refinement request for the first 4 KiB of a basis.
     fn request() -> Vec<u8> {
-        let mut r = b"WMRF\x07".to_vec();
+        let mut r = b"WMRF\x08".to_vec();
         r.extend_from_slice(&1024u32.to_be_bytes());
         r.push(0);
         r.extend_from_slice(&1u64.to_be_bytes());
