@@ -74,6 +74,10 @@ pub(super) struct AgentArgs {
     /// Most bytes per second to send (TLS bytes) [default: no limit]
     #[arg(long)]
     rate_limit: Option<u64>,
+    /// The zstd level at which the deltas this agent sends compress their
+    /// literals (chunks that do not compress go as they are), or `off`
+    #[arg(long, value_name = "LEVEL|off", default_value = "3")]
+    compress_level: String,
     /// After a transfer, write its report here as JSON (the transfer
     /// report's fields in camelCase: `treeDigest`, `verified`,
     /// `bytesOnWire`, ..., and `module`, the `name@digest` that ran). In a
@@ -113,6 +117,12 @@ pub fn run(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Result<
     let module_id = format!("{}@{}", module.name(), module.digest());
     let key = wasmover_net::Psk::from_file(&args.key_file)?;
     let options = args.options()?;
+    wasmover_host::Channel::set_network_default(match args.compress_level.as_str() {
+        "off" => None,
+        level => Some(level.parse().map_err(|_| {
+            anyhow::anyhow!("--compress-level {level}: expected a zstd level or off")
+        })?),
+    });
     let volume = agent::VolumePath {
         path: args.volume.clone(),
         journal: args.journal.clone(),
