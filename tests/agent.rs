@@ -25,6 +25,24 @@ fn wasmover() -> Command {
     command
 }
 
+/// Where a receiving agent keeps what one run leaves for the next in these
+/// tests (`--state-dir`): beside its volume, outside it.
+fn state_of(dst: &Path) -> PathBuf {
+    let mut state = dst.as_os_str().to_owned();
+    state.push(".state");
+    state.into()
+}
+
+/// The names in `dir`, sorted, dot entries included.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// A key file of 32 random-looking bytes as hex, as blocksync's Secret.
 fn key_file(dir: &Path, name: &str, seed: u64) -> PathBuf {
     let hex: String = bytes(32, seed).iter().map(|b| format!("{b:02x}")).collect();
@@ -53,6 +71,8 @@ impl Receiver {
             .arg(dst)
             .arg("--key-file")
             .arg(key)
+            .arg("--state-dir")
+            .arg(state_of(dst))
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -148,10 +168,11 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `diff -r --no-dereference` finds no difference.
+/// `diff -r --no-dereference` finds no difference, dot entries included:
+/// the receiver keeps nothing of its own in its volume.
 fn assert_diff_clean(a: &Path, b: &Path) {
     let diff = Command::new("diff")
-        .args(["-r", "--no-dereference", "--exclude=.wasmover"])
+        .args(["-r", "--no-dereference"])
         .arg(a)
         .arg(b)
         .output()
@@ -256,7 +277,7 @@ fn the_agents_keep_file_hashes_between_runs_and_still_verify() {
     let expected = 5 + 64 * files + 8 + 32;
     assert_eq!(size(&sent_hashes), expected, "the sender's store");
     assert_eq!(
-        size(&dst.join(".wasmover/hashes")),
+        size(&state_of(&dst).join("hashes")),
         expected,
         "the receiver's"
     );
@@ -274,7 +295,7 @@ fn the_next_run_sends_the_granule_hashes_the_last_one_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     std::fs::create_dir_all(&src).unwrap();
-    let kept = dst.join(".wasmover/granules");
+    let kept = state_of(&dst).join("granules");
     next_runs_send_kept_hashes(tmp.path(), (&src, &src.join("big.bin")), &dst, &kept);
 }
 
@@ -880,7 +901,7 @@ fn a_full_destination_fails_both_ends_and_leaves_files_old_or_new() {
     // Nor partial content kept for a resumption: the disk is full, not the
     // connection lost.
     assert!(
-        !dst.join(".wasmover/partial").exists(),
+        !state_of(&dst).join("partial").exists(),
         "partial content kept"
     );
     eprintln!(
@@ -930,7 +951,10 @@ fn a_sender_killed_inside_a_large_file_resumes_from_what_arrived() {
         !dst.join("big.img").exists(),
         "no half-written file in place"
     );
-    let kept = std::fs::read(dst.join(".wasmover/partial/big.img")).expect("kept");
+    // What arrived moved to the state directory, outside the volume,
+    // which holds nothing the source lacks.
+    assert_eq!(names(&dst), Vec::<String>::new());
+    let kept = std::fs::read(state_of(&dst).join("partial/big.img")).expect("kept");
     assert!(
         kept.len() >= 6 << 20 && big.starts_with(&kept),
         "{} bytes kept",
@@ -939,8 +963,9 @@ fn a_sender_killed_inside_a_large_file_resumes_from_what_arrived() {
 
     let report = send_to_completion(&src, receiver, &key, tmp.path());
     assert_same_tree(&src, &dst);
+    assert_diff_clean(&src, &dst);
     assert!(
-        !dst.join(".wasmover/partial").exists(),
+        !state_of(&dst).join("partial").exists(),
         "partial content left behind"
     );
     let literal = report["bytesLiteral"].as_u64().unwrap();
@@ -970,7 +995,7 @@ fn a_receiver_killed_while_patching_a_large_file_in_place_is_rolled_back_then_co
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     std::fs::create_dir_all(&src).unwrap();
     std::fs::create_dir_all(&dst).unwrap();
-    let journal = dst.join(".wasmover/journal");
+    let journal = state_of(&dst).join("journal");
     let (src_file, dst_file) = (src.join("big"), dst.join("big"));
     // Files of 64 MiB and more are patched in place.
     killed_while_patching_in_place(
@@ -1045,6 +1070,10 @@ fn killed_while_patching_in_place(
         receiver.child.kill().unwrap();
         receiver.child.wait().unwrap();
         sender.wait().unwrap();
+        // The journal is outside the volume, which holds nothing else.
+        if dst.is_dir() {
+            assert_eq!(names(dst), ["big"]);
+        }
         if !journal.exists() {
             assert!(
                 std::fs::read(dst_file).unwrap() == new,

@@ -1,6 +1,7 @@
 //! Local replication end to end: the blocksync component on both sides, on
 //! real directories.
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,17 +11,64 @@ use wasmover_host::state::Quiet;
 use wasmover_host::{
     Access, Grants, MoverLimits, MoverModule, Observer, Progress, RunError, Volume,
 };
-use wasmover_operator::replicate::{ReplicateError, ReplicateOptions, replicate};
+use wasmover_operator::replicate::{ReplicateError, ReplicateOptions, StateDir, replicate};
 use wasmover_tests::{
     assert_same_tree, bytes, engine, load, make_tree, snapshot, tree_digest, write,
 };
+
+/// Where a destination keeps what one run leaves for the next in these
+/// tests: beside it, outside it.
+fn state_of(dst: &Path) -> PathBuf {
+    let mut state = dst.as_os_str().to_owned();
+    state.push(".state");
+    state.into()
+}
+
+/// Options that keep the destination's state at [`state_of`].
+fn keeping_state(dst: &Path) -> ReplicateOptions {
+    ReplicateOptions {
+        state_dir: StateDir::At(state_of(dst)),
+        ..ReplicateOptions::default()
+    }
+}
+
+/// Every entry under `root`, dot entries included, by relative path (as
+/// `find` lists them), but the file system's `lost+found` at the root.
+fn listing(root: &Path) -> BTreeSet<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if dir == root && path.file_name().unwrap() == "lost+found" {
+                continue;
+            }
+            out.insert(path.strip_prefix(root).unwrap().to_owned());
+            if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Asserts that the destination holds no entry the source lacks: no
+/// state of the receiver's, no staging file.
+fn assert_nothing_extra(src: &Path, dst: &Path) {
+    let source = listing(src);
+    let extra: Vec<_> = listing(dst).difference(&source).cloned().collect();
+    assert!(
+        extra.is_empty(),
+        "the destination holds entries the source lacks: {extra:?}"
+    );
+}
 
 fn run(module: &MoverModule, src: &Path, dst: &Path) -> TransferReport {
     replicate(
         module,
         src,
         dst,
-        &ReplicateOptions::default(),
+        &keeping_state(dst),
         MoverLimits::default(),
         &[],
         Arc::new(Quiet),
@@ -38,10 +86,12 @@ fn replicates_a_generated_tree_exactly() {
 
     let report = run(&blocksync, &src, &dst);
     assert_same_tree(&src, &dst);
+    assert_nothing_extra(&src, &dst);
     // --no-dereference compares symlinks as links (a dangling one would
-    // otherwise be an error of diff's own).
+    // otherwise be an error of diff's own). Nothing is excluded: the
+    // receiver keeps its state outside the destination.
     let diff = std::process::Command::new("diff")
-        .args(["-r", "--no-dereference", "--exclude=.wasmover"])
+        .args(["-r", "--no-dereference"])
         .arg(&src)
         .arg(&dst)
         .output()
@@ -78,7 +128,7 @@ fn a_file_changed_behind_the_movers_back_fails_verification() {
     make_tree(&src, 1 << 20);
     let options = ReplicateOptions {
         source_hashes: Some(tmp.path().join("source-hashes")),
-        ..ReplicateOptions::default()
+        ..keeping_state(&dst)
     };
     let run_keeping = || {
         replicate(
@@ -98,7 +148,7 @@ fn a_file_changed_behind_the_movers_back_fails_verification() {
     assert!(run_keeping().unwrap().verified);
     for store in [
         tmp.path().join("source-hashes"),
-        dst.join(".wasmover/hashes"),
+        state_of(&dst).join("hashes"),
     ] {
         let kept = std::fs::metadata(&store).map(|m| m.len()).unwrap_or(0);
         assert!(kept > 64 * 5, "{} keeps {kept} bytes", store.display());
@@ -217,6 +267,7 @@ fn extraneous_entries_go_and_changed_kinds_are_replaced() {
 
     let report = run(&blocksync, &src, &dst);
     assert_same_tree(&src, &dst);
+    assert_nothing_extra(&src, &dst);
     assert_eq!(report.entries_deleted, 5);
     assert!(!dst.join("lost+found/#12").exists());
     assert_eq!(
@@ -238,7 +289,7 @@ fn run_tampered(
         .with_volume(Volume::open(src, Access::ReadOnly).unwrap())
         .with_channel(to_receiver);
     let receiving = Grants::new()
-        .with_volume(Volume::open(dst, Access::ReadWrite).unwrap())
+        .with_volume(open_destination(dst))
         .with_channel(to_sender);
     let limits = MoverLimits::default();
     std::thread::scope(|s| {
@@ -247,6 +298,12 @@ fn run_tampered(
         let _ = sender.join();
         received
     })
+}
+
+/// Opens `dst` for receiving, with its state at [`state_of`].
+fn open_destination(dst: &Path) -> Volume {
+    let state = wasmover_host::volume::open_state_dir(&state_of(dst)).unwrap();
+    Volume::open_with_state(dst, Access::ReadWrite, None, Some(state)).unwrap()
 }
 
 /// Writes the destination's old version with an older mtime, so the quick
@@ -639,10 +696,13 @@ fn a_cut_transfer_resumes_without_resending_what_arrived() {
     write(&src, "data", &new);
     write_old(&dst, &old);
 
-    // Cut after about half of the new content crossed.
+    // Cut after about half of the new content crossed: what arrived is
+    // kept in the state directory, and the destination holds nothing more
+    // than before.
     run_tampered(&blocksync, &src, &dst, 4 << 20, None).unwrap_err();
     files_are_old_or_new(&dst, &old, &old);
-    let partial = std::fs::read(dst.join(".wasmover/partial/data")).expect("kept");
+    assert_nothing_extra(&src, &dst);
+    let partial = std::fs::read(state_of(&dst).join("partial/data")).expect("kept");
     assert!(partial.len() >= 2 << 20, "{} bytes kept", partial.len());
     assert!(new.starts_with(&partial), "the kept part is not a prefix");
 
@@ -655,10 +715,60 @@ fn a_cut_transfer_resumes_without_resending_what_arrived() {
         partial.len()
     );
     assert!(
-        !dst.join(".wasmover/partial").exists(),
+        !state_of(&dst).join("partial").exists(),
         "partial content left behind"
     );
     assert_same_tree(&src, &dst);
+    assert_nothing_extra(&src, &dst);
+}
+
+/// A destination an earlier version received into holds its state in
+/// `.wasmover/` at its root: the next run takes it over (rolling back a
+/// patch it left half done, moving its hashes to the state directory) and
+/// removes it, so the replica ends with nothing the source lacks. The
+/// state goes where it is told: here, under a directory, named for the
+/// destination's canonical path (the command line's default, under the
+/// cache directory).
+#[test]
+fn an_earlier_versions_state_in_the_destination_is_removed() {
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    make_tree(&src, 1 << 20);
+    write(
+        &dst,
+        ".wasmover/partial/big.bin",
+        b"what an earlier run received",
+    );
+    write(&dst, ".wasmover/hashes", b"an earlier version's hashes");
+    write(&dst, ".wasmover/granules/0123", b"granule hashes");
+    let base = tmp.path().join("cache/state");
+    let options = ReplicateOptions {
+        state_dir: StateDir::Under(base.clone()),
+        ..ReplicateOptions::default()
+    };
+    let report = replicate(
+        &blocksync,
+        &src,
+        &dst,
+        &options,
+        MoverLimits::default(),
+        &[],
+        Arc::new(Quiet),
+    )
+    .unwrap();
+    assert!(report.verified, "{report:?}");
+    assert!(!dst.join(".wasmover").exists());
+    assert_same_tree(&src, &dst);
+    assert_nothing_extra(&src, &dst);
+    assert_eq!(listing(&src), listing(&dst));
+    let state = options
+        .state_dir
+        .resolve(&dst.canonicalize().unwrap())
+        .unwrap();
+    assert_eq!(state.parent().unwrap(), base);
+    assert!(state.is_dir());
 }
 
 #[test]
@@ -714,7 +824,7 @@ fn partial_content_of_a_file_the_source_dropped_is_discarded() {
     write(&src, "data", &bytes(8 << 20, 2));
     write_old(&dst, &bytes(8 << 20, 1));
     run_tampered(&blocksync, &src, &dst, 4 << 20, None).unwrap_err();
-    assert!(dst.join(".wasmover/partial/data").exists());
+    assert!(state_of(&dst).join("partial/data").exists());
 
     // The source no longer has the file: the run completes without using
     // the partial content, and drops it.
@@ -722,10 +832,11 @@ fn partial_content_of_a_file_the_source_dropped_is_discarded() {
     write(&src, "other", b"x");
     run(&blocksync, &src, &dst);
     assert!(
-        !dst.join(".wasmover/partial").exists(),
+        !state_of(&dst).join("partial").exists(),
         "partial content left behind"
     );
     assert_same_tree(&src, &dst);
+    assert_nothing_extra(&src, &dst);
 }
 
 /// Rewrites `count` 4 KiB pages of `data`, spread over it, unaligned.

@@ -13,7 +13,7 @@ use wasmover_host::{
 };
 use wasmover_net::{Connection, Listener, NetError, Options, Psk};
 
-use crate::replicate::{check_transfer, is_peer_gone};
+use crate::replicate::{StateDir, check_transfer, is_peer_gone};
 
 /// How long a side that failed keeps reading from its peer so that the
 /// peer reads why ([`Connection::abandon`]).
@@ -106,7 +106,7 @@ impl Transfer<'_> {
     fn run(
         &self,
         conn: &Connection,
-        volume: Volume,
+        (volume, state): (Volume, Option<(&VolumePath, &StateDir)>),
         observer: Arc<dyn Observer>,
     ) -> Result<Finished, AgentError> {
         let started = Instant::now();
@@ -115,7 +115,7 @@ impl Transfer<'_> {
         // What interrupted runs kept for resuming a tree is removed after
         // a complete one.
         let tree = match &volume {
-            Volume::Tree(tree) if !sending => Some(tree.root().to_owned()),
+            Volume::Tree(_) if !sending => state,
             _ => None,
         };
         let grants = Grants::new()
@@ -153,8 +153,8 @@ impl Transfer<'_> {
         if let Err(e) = conn.finish() {
             tracing::warn!(%peer, "closing the connection: {e}");
         }
-        if let Some(root) = tree
-            && let Ok(volume) = Volume::open(&root, Access::ReadWrite)
+        if let Some((at, state)) = tree
+            && let Ok(volume) = at.open(Access::ReadWrite, state)
         {
             volume.discard_leftovers();
         }
@@ -186,13 +186,17 @@ pub struct VolumePath {
 }
 
 impl VolumePath {
-    fn open(&self, access: Access) -> Result<Volume, AgentError> {
+    /// Opens the volume; a writable tree with its state directory `state`.
+    fn open(&self, access: Access, state: &StateDir) -> Result<Volume, AgentError> {
         let error = |cause| AgentError::Volume {
             path: self.path.clone(),
             cause,
         };
-        let mut volume =
-            Volume::open_with_journal(&self.path, access, self.journal.clone()).map_err(error)?;
+        let mut volume = match access {
+            Access::ReadWrite => state.open_volume(&self.path, self.journal.clone()),
+            Access::ReadOnly => Volume::open_with_journal(&self.path, access, self.journal.clone()),
+        }
+        .map_err(error)?;
         if let Some(hashes) = &self.hashes {
             volume
                 .set_hash_store(HashStore::File(hashes.clone()))
@@ -218,7 +222,7 @@ pub fn send(
 ) -> Result<Finished, AgentError> {
     check_transfer(transfer.module, transfer.limits, transfer.parameters)
         .map_err(|e| AgentError::Module(Box::new(e)))?;
-    let volume = volume.open(Access::ReadOnly)?;
+    let opened = volume.open(Access::ReadOnly, &StateDir::Temporary)?;
     let deadline = Instant::now() + retry_for;
     let conn = loop {
         match wasmover_net::connect(addr, key, options) {
@@ -231,7 +235,7 @@ pub fn send(
             result => break result?,
         }
     };
-    transfer.run(&conn, volume, observer)
+    transfer.run(&conn, (opened, None), observer)
 }
 
 /// A receiving agent, listening.
@@ -239,16 +243,19 @@ pub fn send(
 pub struct Receiver {
     listener: Listener,
     volume: VolumePath,
+    state: StateDir,
 }
 
 impl Receiver {
     /// Checks the module and parameters, creates `volume` as a directory
-    /// if missing, rolls back a block volume's interrupted patch, and
-    /// listens on `listen`.
+    /// if missing, rolls back an interrupted patch in place (a tree keeps
+    /// its journal, and all else one run leaves for the next, in `state`),
+    /// and listens on `listen`.
     pub fn bind(
         transfer: &Transfer,
         listen: &str,
         volume: &VolumePath,
+        state: StateDir,
         key: &Psk,
         options: Options,
     ) -> Result<Self, AgentError> {
@@ -265,10 +272,11 @@ impl Receiver {
             path: volume.path.canonicalize().map_err(io)?,
             ..volume.clone()
         };
-        volume.open(Access::ReadWrite)?;
+        volume.open(Access::ReadWrite, &state)?;
         Ok(Self {
             listener: Listener::bind(listen, key, options)?,
             volume,
+            state,
         })
     }
 
@@ -285,6 +293,7 @@ impl Receiver {
         observer: Arc<dyn Observer>,
     ) -> Result<Finished, AgentError> {
         let (conn, _) = self.listener.accept()?;
-        transfer.run(&conn, self.volume.open(Access::ReadWrite)?, observer)
+        let volume = self.volume.open(Access::ReadWrite, &self.state)?;
+        transfer.run(&conn, (volume, Some((&self.volume, &self.state))), observer)
     }
 }

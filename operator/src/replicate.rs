@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use wasmover_host::bindings::types::{Parameter, TransferReport};
+use wasmover_host::volume::open_state_dir;
 use wasmover_host::{
     Access, Capability, Channel, Grants, HashStore, MoverLimits, MoverModule, Observer, RunError,
     Volume,
@@ -125,9 +126,60 @@ pub(crate) fn check_transfer(
         .and_then(|mut instance| instance.validate(parameters))
 }
 
+/// Where a receiving tree keeps what one run leaves for the next (partial
+/// content, file and granule hashes, the undo journal of a patch in
+/// place): a directory outside the volume, so the replica holds nothing
+/// the source does not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StateDir {
+    /// A temporary directory, removed after the run: nothing carries over.
+    #[default]
+    Temporary,
+    /// This directory, which belongs to this volume alone.
+    At(PathBuf),
+    /// A directory under this one named for the volume's canonical path
+    /// (see [`StateDir::resolve`]).
+    Under(PathBuf),
+}
+
+impl StateDir {
+    /// The directory for the volume at `canonical` (its canonical path),
+    /// if not a temporary one: for [`StateDir::Under`], 32 hex digits of
+    /// the BLAKE3 of the path.
+    pub fn resolve(&self, canonical: &Path) -> Option<PathBuf> {
+        match self {
+            StateDir::Temporary => None,
+            StateDir::At(dir) => Some(dir.clone()),
+            StateDir::Under(base) => {
+                let key = blake3::hash(canonical.as_os_str().as_encoded_bytes());
+                Some(base.join(&key.to_hex()[..32]))
+            }
+        }
+    }
+
+    /// Opens the destination at `canonical` for writing (see
+    /// [`Volume::open_with_state`]), with its state directory (created if
+    /// missing) if it is a tree.
+    pub fn open_volume(
+        &self,
+        canonical: &Path,
+        journal: Option<PathBuf>,
+    ) -> std::io::Result<Volume> {
+        let state = match self.resolve(canonical) {
+            Some(dir) if canonical.is_dir() => Some(open_state_dir(&dir).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("state directory {}: {e}", dir.display()))
+            })?),
+            _ => None,
+        };
+        Volume::open_with_state(canonical, Access::ReadWrite, journal, state)
+    }
+}
+
 /// How [`replicate`] opens the two volumes, beyond their paths.
 #[derive(Clone, Debug, Default)]
 pub struct ReplicateOptions {
+    /// Where a tree destination keeps what one run leaves for the next.
+    pub state_dir: StateDir,
     /// The undo journal of a block-volume destination (see
     /// [`Volume::open_with_journal`]).
     pub journal: Option<PathBuf>,
@@ -160,9 +212,10 @@ pub fn replicate(
             .set_hash_store(HashStore::File(hashes.clone()))
             .map_err(io(&src))?;
     }
-    let mut destination =
-        Volume::open_with_journal(&dst, Access::ReadWrite, options.journal.clone())
-            .map_err(io(&dst))?;
+    let mut destination = options
+        .state_dir
+        .open_volume(&dst, options.journal.clone())
+        .map_err(io(&dst))?;
     if options.read_every_file {
         source.read_every_file();
         destination.read_every_file();
@@ -187,7 +240,7 @@ pub fn replicate(
     match (sent, received) {
         (Ok(_), Ok(report)) => {
             if dst.is_dir()
-                && let Ok(volume) = Volume::open(&dst, Access::ReadWrite)
+                && let Ok(volume) = options.state_dir.open_volume(&dst, None)
             {
                 volume.discard_leftovers();
             }

@@ -58,6 +58,15 @@ pub(super) struct AgentArgs {
     /// [default for an image file: `.NAME.wasmover-journal` beside it]
     #[arg(long)]
     journal: Option<PathBuf>,
+    /// Where a receiving directory keeps what one run leaves for the next
+    /// (partial content of cut-off files, file and granule hashes, the
+    /// undo journal of a patch in place), outside the volume: a directory
+    /// of its own on a filesystem that outlives the agent (in a cluster,
+    /// the destination's metadata PVC) [default: under the cache
+    /// directory, named for the volume's canonical path; a temporary one
+    /// with --no-cache]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// The pre-shared key: at least 32 random bytes, as hex text (e.g. the
     /// Secret blocksync creates) or raw.
     #[arg(long)]
@@ -191,7 +200,8 @@ pub fn run(engine: &MoverEngine, cli: &Cli, role: &AgentRole) -> anyhow::Result<
             max_failures,
             ..
         } => {
-            let receiver = agent::Receiver::bind(&transfer, listen, &volume, &key, options)?;
+            let state = super::state_dir(cli, args.state_dir.as_deref());
+            let receiver = agent::Receiver::bind(&transfer, listen, &volume, state, &key, options)?;
             // One write, so that a script polling a log file never reads
             // half the address (eprintln! writes it piece by piece).
             let line = format!("wasmover: listening on {}\n", receiver.local_addr()?);

@@ -16,6 +16,7 @@ use wasmover_host::bindings::types::{Parameter, TransferReport};
 use wasmover_host::{EngineConfig, MoverEngine, MoverLimits, MoverModule};
 use wasmover_operator::builtin::{self, DEFAULT_MOVER};
 use wasmover_operator::guest_test;
+use wasmover_operator::replicate::StateDir;
 
 use agent::AgentRole;
 use modules::RegistryArgs;
@@ -53,6 +54,13 @@ enum Command {
         /// --journal`) [default for an image file: beside it]
         #[arg(long)]
         journal: Option<PathBuf>,
+        /// Where a directory destination keeps what one run leaves for the
+        /// next (partial content of cut-off files, file and granule hashes,
+        /// the undo journal of a patch in place), outside it: a directory
+        /// of its own [default: under the cache directory, named for the
+        /// destination's canonical path; a temporary one with --no-cache]
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         #[command(flatten)]
         verify: VerifyArgs,
         #[command(flatten)]
@@ -190,9 +198,9 @@ struct VerifyArgs {
     /// Where the sending side's digest keeps the content hash of every
     /// file between runs, so that the next digest reads only the files
     /// whose inode, size, mtime or ctime changed. A receiving directory
-    /// keeps its own in `.wasmover/hashes` inside it (on `agent receive`,
-    /// this file instead) [default: under the cache directory, per source
-    /// path; none with --no-cache]
+    /// keeps its own in its state directory (on `agent receive`, this file
+    /// instead) [default: under the cache directory, per source path; none
+    /// with --no-cache]
     #[arg(long, value_name = "FILE")]
     hashes: Option<PathBuf>,
     /// Make both digests read every file, trusting no kept hash (a full
@@ -240,6 +248,18 @@ fn hash_dir(cli: &Cli) -> Option<PathBuf> {
     Some(cache_dir(cli)?.join("hashes"))
 }
 
+/// Where a receiving directory keeps what one run leaves for the next:
+/// `state_dir` if given, else a directory under `state` beside the
+/// precompiled modules named for its canonical path; a temporary one with
+/// --no-cache.
+fn state_dir(cli: &Cli, state_dir: Option<&std::path::Path>) -> StateDir {
+    match (state_dir, cache_dir(cli)) {
+        (Some(dir), _) => StateDir::At(dir.to_owned()),
+        (None, Some(cache)) => StateDir::Under(cache.join("state")),
+        (None, None) => StateDir::Temporary,
+    }
+}
+
 /// Runs the command.
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let engine = MoverEngine::new(EngineConfig {
@@ -251,9 +271,18 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             src,
             dst,
             journal,
+            state_dir: state,
             verify,
             mover,
-        } => replicate::run(&engine, cli, src, dst, journal.as_deref(), verify, mover),
+        } => replicate::run(
+            &engine,
+            cli,
+            (src, dst),
+            journal.as_deref(),
+            state_dir(cli, state.as_deref()),
+            verify,
+            mover,
+        ),
         Command::Agent { role } => agent::run(&engine, cli, role),
         Command::Test { harness, args } => Ok(if guest_test::run(&engine, harness, args)? {
             ExitCode::SUCCESS

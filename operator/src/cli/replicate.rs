@@ -15,9 +15,9 @@ use super::{Cli, MoverArgs, VerifyArgs, summary};
 pub fn run(
     engine: &MoverEngine,
     cli: &Cli,
-    src: &Path,
-    dst: &Path,
+    (src, dst): (&Path, &Path),
     journal: Option<&Path>,
+    state_dir: replicate::StateDir,
     verify: &VerifyArgs,
     mover: &MoverArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -30,6 +30,7 @@ pub fn run(
         dst,
         &replicate::ReplicateOptions {
             journal: journal.map(PathBuf::from),
+            state_dir,
             source_hashes: verify.source_hashes(cli, src),
             read_every_file: verify.read_every_file,
         },
