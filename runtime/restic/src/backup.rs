@@ -47,6 +47,9 @@ pub struct BackupSummary {
     pub bytes_added: u64,
     /// Pack files stored.
     pub packs: u64,
+    /// Pack files an unfinished backup had stored (in no index), whose
+    /// blobs this backup indexed and used instead of storing them again.
+    pub packs_reused: u64,
 }
 
 /// The state of one backup: the index, the open packs, the new blobs.
@@ -94,6 +97,7 @@ impl<B: Backend> Repository<B> {
             stored: IndexFile::default(),
             summary: BackupSummary::default(),
         };
+        w.adopt_unindexed_packs()?;
         let tree = w.save_dir(&source, parent.as_ref().map(|p| p.1.tree))?;
         for kind in [BlobType::Data, BlobType::Tree] {
             w.store_pack(kind)?;
@@ -122,6 +126,30 @@ impl<B: Backend> Repository<B> {
 }
 
 impl<B: Backend> Writer<'_, B> {
+    /// Indexes the packs in `data/` that no index lists: those a backup
+    /// stored before it failed (a server gone, a killed process), or one
+    /// still running stores. Their blobs are then known, so that a rerun
+    /// does not upload them again, and this backup's index file lists them.
+    /// A pack whose header cannot be read is left alone (a prune removes it).
+    fn adopt_unindexed_packs(&mut self) -> Result<()> {
+        let indexed = self.index.packs();
+        for name in self.repo.backend().list(FileType::Data)? {
+            let Ok(id) = name.parse::<Id>() else { continue };
+            if indexed.contains(&id) {
+                continue;
+            }
+            match crate::pack::read_header(self.repo.backend(), self.repo.key(), &id) {
+                Ok(pack) => {
+                    self.index.add_pack(&pack);
+                    self.stored.packs.push(pack);
+                    self.summary.packs_reused += 1;
+                }
+                Err(e) => tracing::warn!(pack = %id, error = %e, "an unindexed pack is not reused"),
+            }
+        }
+        Ok(())
+    }
+
     /// Saves a directory's tree (and everything below it); returns its ID.
     /// `parent` is the same directory's tree in the parent snapshot.
     fn save_dir(&mut self, dir: &Path, parent: Option<Id>) -> Result<Id> {

@@ -101,6 +101,11 @@ impl Index {
         }
     }
 
+    /// The packs holding indexed blobs.
+    pub fn packs(&self) -> std::collections::HashSet<Id> {
+        self.blobs.values().map(|b| b.pack).collect()
+    }
+
     /// Where a blob is, if indexed.
     pub fn get(&self, kind: BlobType, id: &Id) -> Option<&BlobLocation> {
         self.blobs.get(&(kind, *id))

@@ -11,6 +11,66 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobType, IndexBlob, IndexPack};
 
+/// Reads a stored pack's header (its last bytes: the sealed header, then
+/// the header's length), and lists its blobs as an index would.
+pub fn read_header(backend: &dyn Backend, key: &Key, id: &Id) -> Result<IndexPack> {
+    let name = id.to_hex();
+    let file = crate::repository::file_name(FileType::Data, &name);
+    let size = backend.size(FileType::Data, &name)?;
+    let truncated = |what, needed| Error::Truncated {
+        file: file.clone(),
+        what,
+        needed,
+        available: size,
+    };
+    if size < 4 {
+        return Err(truncated("header length", 4));
+    }
+    let len = backend.get_range(FileType::Data, &name, size - 4, 4)?;
+    let len = u64::from(u32::from_le_bytes(len.try_into().expect("4 bytes")));
+    if len + 4 > size {
+        return Err(truncated("header", len + 4));
+    }
+    let sealed = backend.get_range(FileType::Data, &name, size - 4 - len, len)?;
+    let header = key.open(&sealed, &format!("{file} (header)"))?;
+    let (mut blobs, mut offset, mut rest) = (Vec::new(), 0u64, header.as_slice());
+    while let Some((&kind, tail)) = rest.split_first() {
+        let compressed = kind & 0b10 != 0;
+        let need = 4 + if compressed { 4 } else { 0 } + 32;
+        if kind > 3 || tail.len() < need {
+            return Err(Error::format(&file, "a pack header entry is malformed"));
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(tail[at..at + 4].try_into().expect("4 bytes"));
+        let length = u32_at(0);
+        let uncompressed_length = compressed.then(|| u32_at(4));
+        let id_at = need - 32;
+        let blob = IndexBlob {
+            id: Id(tail[id_at..need].try_into().expect("32 bytes")),
+            kind: if kind & 1 == 0 {
+                BlobType::Data
+            } else {
+                BlobType::Tree
+            },
+            offset,
+            length,
+            uncompressed_length,
+        };
+        offset += u64::from(length);
+        blobs.push(blob);
+        rest = &tail[need..];
+    }
+    if offset + len + 4 != size {
+        return Err(Error::format(
+            &file,
+            format!(
+                "the header lists {offset} bytes of blobs, the pack holds {}",
+                size - len - 4
+            ),
+        ));
+    }
+    Ok(IndexPack { id: *id, blobs })
+}
+
 /// A pack being written, into an anonymous temporary file so that large
 /// packs are streamed to the backend rather than held in memory.
 pub struct PackWriter {
