@@ -37,6 +37,7 @@ pub const RESERVED_FLAGS: &[&str] = &[
     "--insecure",
     "--cache-dir",
     "--no-cache",
+    "--state-dir",
 ];
 
 /// Where an agent keeps modules and their compiled code: the template's
@@ -46,6 +47,9 @@ const SCRATCH: &str = "/tmp";
 const REGISTRY_SECRET_DIR: &str = "/var/run/wasmover/registry";
 /// Where mover volumes are mounted, each in its `mountPath`.
 const MOVER_VOLUMES_DIR: &str = "/mnt";
+/// Where a destination's agents mount its metadata PVC, their state
+/// directory (`--state-dir`): outside the volume they receive into.
+pub const STATE_DIR: &str = "/var/lib/wasmover/state";
 
 /// The module an agent runs, as the operator pinned it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +77,8 @@ pub fn template(image: &str) -> AgentTemplate {
 
 /// The template for one replication's agents: `module` within `limits`,
 /// as root only when `keep_owners`, with the mover config of the
-/// replication's mover section (VolSync's `mover*` fields); or why that
+/// replication's mover section (VolSync's `mover*` fields), and with the
+/// PVC `metadata` (a destination's) as their state directory; or why that
 /// config cannot be honoured.
 pub fn for_module(
     image: &str,
@@ -81,6 +86,7 @@ pub fn for_module(
     limits: MoverLimits,
     keep_owners: bool,
     mover: &MoverSpec,
+    metadata: Option<&str>,
 ) -> Result<AgentTemplate, String> {
     let mut template = template(image);
     template.args = [
@@ -105,6 +111,18 @@ pub fn for_module(
             "--registry-config".to_owned(),
             format!("{REGISTRY_SECRET_DIR}/.dockerconfigjson"),
         ]);
+    }
+    if let Some(claim) = metadata {
+        template.mounts.push(HostMount {
+            source: MountSource::Claim {
+                name: claim.to_owned(),
+                read_only: false,
+            },
+            path: STATE_DIR.into(),
+        });
+        template
+            .args
+            .extend(["--state-dir".to_owned(), STATE_DIR.to_owned()]);
     }
     template.privilege = privilege(keep_owners, mover.mover_security_context.as_ref())?;
     template.resources = mover.mover_resources.as_ref().map(to_json);
@@ -281,6 +299,7 @@ mod tests {
             limits,
             false,
             &MoverSpec::default(),
+            None,
         )
         .unwrap();
         let arg = |flag: &str| {
@@ -321,7 +340,7 @@ mod tests {
             digest: "sha256:cd".into(),
             pull_secret: None,
         };
-        let t = for_module("img", &module, MoverLimits::default(), false, &mover).unwrap();
+        let t = for_module("img", &module, MoverLimits::default(), false, &mover, None).unwrap();
         assert_eq!(
             t.mounts,
             [
@@ -362,13 +381,53 @@ mod tests {
         ] {
             let mover: MoverSpec =
                 serde_json::from_value(json!({"moverVolumes": [volume]})).unwrap();
-            let err =
-                for_module("img", &module, MoverLimits::default(), false, &mover).unwrap_err();
+            let err = for_module("img", &module, MoverLimits::default(), false, &mover, None)
+                .unwrap_err();
             assert!(
                 err.starts_with("spec.mover.moverVolumes[0].") && err.contains(why),
                 "{err}"
             );
         }
+    }
+
+    /// A destination's agents keep their state on its metadata PVC,
+    /// mounted outside their volume, and a mover cannot point them
+    /// elsewhere.
+    #[test]
+    fn a_destinations_agents_keep_their_state_on_its_metadata_pvc() {
+        let module = PinnedModule {
+            source: "blocksync".into(),
+            digest: "sha256:cd".into(),
+            pull_secret: None,
+        };
+        let limits = MoverLimits::default();
+        let mover = MoverSpec::default();
+        let t = for_module(
+            "img",
+            &module,
+            limits,
+            false,
+            &mover,
+            Some("db-wasmover-metadata"),
+        )
+        .unwrap();
+        assert_eq!(
+            t.mounts,
+            [HostMount {
+                source: MountSource::Claim {
+                    name: "db-wasmover-metadata".into(),
+                    read_only: false,
+                },
+                path: STATE_DIR.into(),
+            }]
+        );
+        let at = t.args.iter().position(|a| a == "--state-dir").unwrap();
+        assert_eq!(t.args[at + 1], STATE_DIR);
+        assert!(t.reserved_flags.contains(&"--state-dir".to_owned()));
+        // A source's agents keep nothing between runs.
+        let t = for_module("img", &module, limits, false, &mover, None).unwrap();
+        assert!(t.mounts.is_empty());
+        assert!(!t.args.contains(&"--state-dir".to_owned()));
     }
 
     #[test]

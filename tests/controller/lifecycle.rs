@@ -268,6 +268,49 @@ async fn a_manual_trigger_runs_the_mover_and_events_tell_it(stage: &Stage) {
     assert!(secrets.get_opt("db-blocksync-key").await.unwrap().is_some());
     assert!(services.get_opt("db-blocksync").await.unwrap().is_some());
     assert!(pvcs.get_opt("db-dest").await.unwrap().is_some());
+    // The operator's own: the metadata PVC, owned by the destination, where
+    // its receiving agent keeps its state outside the replicated volume.
+    let metadata = pvcs.get("db-wasmover-metadata").await.unwrap();
+    let owner = &metadata.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("ReplicationDestination", "db", Some(true))
+    );
+    let labels = metadata.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("wasmover")
+    );
+    let spec = metadata.spec.unwrap();
+    assert_eq!(
+        spec.resources.unwrap().requests.unwrap()["storage"].0,
+        "1Gi"
+    );
+    assert_eq!(spec.access_modes.unwrap(), ["ReadWriteOnce"]);
+    let pod = job.spec.clone().unwrap().template.spec.unwrap();
+    let claim = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.claim_name == "db-wasmover-metadata")
+        })
+        .expect("the agent mounts the metadata PVC");
+    let container = &pod.containers[0];
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == claim.name)
+        .unwrap();
+    assert_eq!(mount.mount_path, "/var/lib/wasmover/state");
+    let args = container.args.clone().unwrap_or_default();
+    let at = args.iter().position(|a| a == "--state-dir").unwrap();
+    assert_eq!(args[at + 1], "/var/lib/wasmover/state");
     eventually("the status says SyncInProgress", || async {
         let rd = destinations.get("db").await.unwrap();
         let reason = condition_reason(rd.status.as_ref().map(|s| &s.sync))?;
@@ -592,6 +635,13 @@ async fn deleting_collects_what_the_mover_created(stage: &Stage) {
             .then_some(())
     })
     .await;
+    // The metadata PVC went with it, deleted by the operator.
+    assert!(
+        pvcs.get_opt("db-wasmover-metadata")
+            .await
+            .unwrap()
+            .is_none()
+    );
     eventually("the destination's objects are collected", || async {
         (pvcs.get_opt("db-dest").await.unwrap().is_none()
             && secrets.get_opt("db-blocksync-key").await.unwrap().is_none()

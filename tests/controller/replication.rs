@@ -294,6 +294,9 @@ async fn replicate_through_the_cluster(block: bool, stamped: bool) {
     let journal = scratch.path().join("journal");
     let hashes = scratch.path().join("hashes");
     std::fs::create_dir(&hashes).unwrap();
+    // What stands in for the destination's metadata PVC.
+    let metadata = scratch.path().join("metadata");
+    std::fs::create_dir(&metadata).unwrap();
     if block {
         std::fs::write(&src, wasmover_tests::bytes(3 << 20, 9)).unwrap();
         std::fs::File::create(&dst).unwrap();
@@ -357,7 +360,11 @@ async fn replicate_through_the_cluster(block: bool, stamped: bool) {
         &client,
         "dst",
         "db-blocksync-dst",
-        &[("db-dest", &dst), ("db-blocksync-journal", &journal)],
+        &[
+            ("db-dest", &dst),
+            ("db-blocksync-journal", &journal),
+            ("db-wasmover-metadata", &metadata),
+        ],
         scratch.path(),
         port,
     )
@@ -448,6 +455,17 @@ async fn replicate_through_the_cluster(block: bool, stamped: bool) {
             assert!(!dst.join("STAMPED").exists());
         }
         wasmover_tests::assert_same_tree(&src, &dst);
+        // The receiving agent kept its state on the metadata PVC, nothing
+        // in the replica: not a name more than the source has.
+        let names = |dir: &Path| {
+            let mut names: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&dst), names(&src));
         // The sending agent kept one hash per file on its PVC (with the
         // store's magic, count and checksum).
         let files = wasmover_tests::snapshot(&src)

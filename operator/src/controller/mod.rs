@@ -11,6 +11,7 @@
 
 mod decide;
 mod endpoint;
+mod metadata;
 mod mover;
 mod progress;
 mod reconcile;

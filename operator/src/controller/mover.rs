@@ -17,6 +17,7 @@ use wasmover_host::{
     Capability, Claimed, Grants, MoverInstance, MoverLimits, MoverModule, Observer, Progress,
 };
 
+use super::metadata;
 use super::replication::parameters;
 use super::{Context, Error, Replication};
 use crate::builtin::BUILTIN;
@@ -215,6 +216,14 @@ pub(super) async fn run_mover<K: Replication>(
     } = module;
     let namespace = obj.namespace().unwrap_or_default();
     let keep_owners = keeps_owners(ctx, &namespace).await?;
+    // The PVC a destination's agents keep their state in exists before
+    // any agent that mounts it is made; a cleanup makes none.
+    let metadata = match cleaning {
+        false => metadata::ensure(ctx, &obj).await?,
+        true => obj
+            .metadata_class()
+            .map(|_| metadata::claim_name(&obj.name_any())),
+    };
     let handle = tokio::runtime::Handle::current();
     let cluster = KubeCluster::new(ctx.client.clone(), handle.clone());
     let recorder = ctx.recorder.clone();
@@ -249,7 +258,14 @@ pub(super) async fn run_mover<K: Replication>(
                 })
                 .and_then(|image| {
                     let module = pin(pinned.as_deref(), module, obj.mover())?;
-                    workload::for_module(image, &module, limits, keep_owners, obj.mover())
+                    workload::for_module(
+                        image,
+                        &module,
+                        limits,
+                        keep_owners,
+                        obj.mover(),
+                        metadata.as_deref(),
+                    )
                 });
             let scope = Scope {
                 namespace: namespace.clone(),

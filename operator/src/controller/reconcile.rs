@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::decide::{
     Decision, ERROR_RETRY, after_completion, decide, out_of_sync, overdue, until_overdue,
 };
+use super::metadata;
 use super::mover::{Step, run_mover};
 use super::status::{apply_status, go_duration, labels, publish, record, start, synchronizing};
 use super::{Context, Error, Replication};
@@ -366,9 +367,9 @@ async fn cleanup<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, E
             Err(unavailable) => Err(Error::Module(unavailable.error)),
         },
     };
-    match ran {
+    let done = match ran {
         Ok(Step::Done(_)) => Ok(Action::await_change()),
-        Ok(Step::Running(wait)) => Err(Error::CleanupInProgress(wait)),
+        Ok(Step::Running(wait)) => return Err(Error::CleanupInProgress(wait)),
         Err(error) => {
             // A mover that cannot be found or fails must not block deletion
             // forever; what it created is collected as orphans.
@@ -377,7 +378,11 @@ async fn cleanup<K: Replication>(obj: Arc<K>, ctx: &Context) -> Result<Action, E
             publish(ctx, &*obj, true, "CleanupFailed", error.to_string()).await;
             Ok(Action::await_change())
         }
-    }
+    };
+    // The metadata PVC goes with its object, also where no garbage
+    // collector follows its owner reference.
+    metadata::delete(ctx, &*obj).await?;
+    done
 }
 
 /// Lets go of an object this operator does not serve (a VolSync object

@@ -81,6 +81,13 @@ pub trait Replication:
     /// The objects the spec names, which its mover may read and mount:
     /// its PVC and the Secrets its parameters name (`*-secret`).
     fn named(&self) -> Vec<Named>;
+    /// Whether the operator gives this object's agents a metadata PVC
+    /// (see [`metadata`](super::metadata)), and of which storage class
+    /// (`Some(None)`: the cluster's default): a destination's, for what
+    /// its receiving agent keeps between runs outside the volume.
+    fn metadata_class(&self) -> Option<Option<String>> {
+        None
+    }
 }
 
 /// The mover section's parameters, as the contract passes them.
@@ -181,6 +188,9 @@ impl Replication for ReplicationDestination {
             parameters: parameters(&self.spec.mover),
         };
         catalog.claim_destination(&spec, selected, limits, grants)
+    }
+    fn metadata_class(&self) -> Option<Option<String>> {
+        Some(self.spec.storage_class_name.clone())
     }
     fn named(&self) -> Vec<Named> {
         let claim = self.spec.destination_pvc.clone();

@@ -104,6 +104,9 @@ impl Replication for ReplicationDestination {
         };
         catalog.claim_destination(&spec, selected, limits, grants)
     }
+    fn metadata_class(&self) -> Option<Option<String>> {
+        Some(self.mapped().storage_class_name.clone())
+    }
     fn named(&self) -> Vec<Named> {
         let mapped = self.mapped();
         mapped
