@@ -382,6 +382,14 @@ impl<W: Write> Encoder<W> {
         let mut data = data;
         while !data.is_empty() {
             let sq = self.squeezer.as_mut().expect("squeezer");
+            // A batch not to be tried goes raw without a copy.
+            if sq.skip > 0 && sq.pending.is_empty() && data.len() >= ZSTD_CHUNK * ZSTD_BATCH {
+                sq.skip -= 1;
+                let (batch, rest) = data.split_at(ZSTD_CHUNK * ZSTD_BATCH);
+                self.raw_literal(batch)?;
+                data = rest;
+                continue;
+            }
             let n = data.len().min(ZSTD_CHUNK * ZSTD_BATCH - sq.pending.len());
             sq.pending.extend_from_slice(&data[..n]);
             data = &data[n..];
