@@ -2,6 +2,7 @@
 //! real directories.
 
 use std::collections::BTreeSet;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -111,6 +112,47 @@ fn replicates_a_generated_tree_exactly() {
     assert!(report.verified, "{report:?}");
     assert_eq!(report.tree_digest, tree_digest(&src));
     assert_eq!(report.tree_digest, tree_digest(&dst));
+}
+
+/// A mover built for the previous contract, 0.2, still runs: the host
+/// links its imports to adapters over the current ones. It replicates a
+/// tree, verified, and a name that is not UTF-8, which 0.2 cannot carry,
+/// fails its run naming the file.
+#[test]
+fn a_mover_built_for_contract_0_2_still_replicates() {
+    let engine = engine();
+    assert_eq!(
+        load(&engine, "blocksync").contract(),
+        Some(wasmover_host::CONTRACT_VERSION)
+    );
+    let previous = load(&engine, "contract02");
+    assert_eq!(previous.contract(), Some("0.2.0"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    make_tree(&src, 4 << 20);
+    let report = run(&previous, &src, &dst);
+    assert!(report.verified, "{report:?}");
+    assert_same_tree(&src, &dst);
+    // Its digest covers no extended attributes: 0.2 movers copy none.
+    let plain = Volume::open(&src, Access::ReadOnly)
+        .unwrap()
+        .digest()
+        .unwrap();
+    assert_eq!(report.tree_digest, plain.root);
+
+    let name = std::ffi::OsStr::from_bytes(b"bad\xffname");
+    std::fs::write(src.join(name), b"x").unwrap();
+    let err = replicate(
+        &previous,
+        &src,
+        &dst,
+        &ReplicateOptions::default(),
+        MoverLimits::default(),
+        &[],
+        Arc::new(Quiet),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("bad\\xffname"), "{err}");
 }
 
 /// A destination file altered behind the mover's back, keeping its size
@@ -490,7 +532,7 @@ fn errors_name_what_is_wrong_and_touch_nothing() {
     .unwrap_err();
     assert!(
         err.to_string()
-            .contains("does not export wasmover:mover/transfer@0.2.0"),
+            .contains("does not export wasmover:mover/transfer@0.3.0"),
         "{err}"
     );
     assert!(!tmp.path().join("d2").exists());

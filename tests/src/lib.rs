@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
+use wasmover_host::volume::attributes::Namespaces;
 use wasmover_host::{Access, EngineConfig, MoverEngine, MoverModule, Volume};
 
 pub mod apiserver;
@@ -171,13 +172,14 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
 }
 
 /// The tree digest of a directory or volume, as the host (and so the
-/// agents) compute it, independently of any mover.
+/// agents) compute it, independently of any mover: covering extended
+/// attributes of every namespace, as blocksync's transfers do by default.
 pub fn tree_digest(root: &Path) -> String {
-    Volume::open(root, Access::ReadOnly)
-        .unwrap()
-        .digest()
-        .unwrap()
-        .root
+    let volume = Volume::open(root, Access::ReadOnly).unwrap();
+    if let Volume::Tree(tree) = &volume {
+        tree.include_attributes(Namespaces::ALL);
+    }
+    volume.digest().unwrap().root
 }
 
 /// Asserts that two trees are equal in content, kinds, modes, link targets

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::bindings::MoverValidating;
+use crate::bindings::{MoverValidating, v0_2};
 use crate::cache::{CacheKey, CacheStats, Counters, Precompiled};
 use crate::error::RunError;
 use crate::state::HostState;
@@ -134,6 +134,10 @@ impl MoverEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
         MoverValidating::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(engine_error)?;
+        // Modules built for the previous contract link against adapters
+        // over the current imports (`crate::host::v0_2`).
+        v0_2::MoverValidating::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(engine_error)?;
 
         let stop = Arc::new(AtomicBool::new(false));

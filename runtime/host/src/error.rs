@@ -33,7 +33,8 @@ pub enum RunError {
     /// The module imports something this host does not provide, typically
     /// another version of the contract.
     #[error(
-        "module {module} is not compatible with this host (contract wasmover:mover@{contract}): {source}"
+        "module {module} is not compatible with this host (contract wasmover:mover@{contract}, or @{} through adapters): {source}",
+        wasmover_contract::PREVIOUS_VERSION
     )]
     Incompatible {
         /// The module.

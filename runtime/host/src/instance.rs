@@ -13,14 +13,19 @@ use crate::bindings::control::ModuleInfo;
 use crate::bindings::types::{
     DestinationSpec, Error, Outcome, Parameter, SourceSpec, TransferReport,
 };
-use crate::bindings::{control, transfer};
+use crate::bindings::{control, transfer, v0_2};
 use crate::error::{MAX_MESSAGE_BYTES, MAX_REASON_BYTES, RunError, bounded};
 use crate::limits::{LimitExceeded, MoverLimits};
-use crate::module::{Capability, MoverModule};
+use crate::module::{Capability, MoverModule, Versioned};
 use crate::state::{Grants, HostState};
 
 /// Lines of a module's stderr quoted in a trap's error.
 const STDERR_TAIL_LINES: usize = 12;
+
+/// A module's `control` export, of its contract version.
+type Control = Versioned<control::Guest, v0_2::control::Guest>;
+/// A module's `transfer` export, of its contract version.
+type Transfer = Versioned<transfer::Guest, v0_2::transfer::Guest>;
 
 /// A mover resource returned by a builder, bound to its instance.
 #[derive(Clone, Copy, Debug)]
@@ -148,12 +153,15 @@ impl MoverInstance {
     fn with_control<R>(
         &mut self,
         export: &'static str,
-        f: impl FnOnce(&control::Guest, &mut Store<HostState>) -> wasmtime::Result<Result<R, Error>>,
+        f: impl FnOnce(&Control, &mut Store<HostState>) -> wasmtime::Result<Result<R, Error>>,
     ) -> Result<R, RunError> {
         let indices = (self.module.exports.control.clone())
             .ok_or_else(|| self.missing(Capability::Control))?;
         self.call(export, |s| {
-            let guest = indices.load(&mut s.store, &s.instance)?;
+            let guest = match indices {
+                Versioned::Current(i) => Versioned::Current(i.load(&mut s.store, &s.instance)?),
+                Versioned::V0_2(i) => Versioned::V0_2(i.load(&mut s.store, &s.instance)?),
+            };
             let result = f(&guest, &mut s.store);
             // What the module said last (the receiver's report) reaches the
             // peer now, not once this side has torn the instance down.
@@ -169,12 +177,15 @@ impl MoverInstance {
     fn with_transfer<R>(
         &mut self,
         export: &'static str,
-        f: impl FnOnce(&transfer::Guest, &mut Store<HostState>) -> wasmtime::Result<Result<R, Error>>,
+        f: impl FnOnce(&Transfer, &mut Store<HostState>) -> wasmtime::Result<Result<R, Error>>,
     ) -> Result<R, RunError> {
         let indices = (self.module.exports.transfer.clone())
             .ok_or_else(|| self.missing(Capability::Transfer))?;
         self.call(export, |s| {
-            let guest = indices.load(&mut s.store, &s.instance)?;
+            let guest = match indices {
+                Versioned::Current(i) => Versioned::Current(i.load(&mut s.store, &s.instance)?),
+                Versioned::V0_2(i) => Versioned::V0_2(i.load(&mut s.store, &s.instance)?),
+            };
             let result = f(&guest, &mut s.store);
             // What the module said last (the receiver's report) reaches the
             // peer now, not once this side has torn the instance down.
@@ -188,40 +199,57 @@ impl MoverInstance {
 
     /// The module's own description (`control.version-info`).
     pub fn version_info(&mut self) -> Result<ModuleInfo, RunError> {
-        self.with_control("version-info", |control, store| {
-            control.call_version_info(&mut *store).map(Ok)
+        self.with_control("version-info", |control, store| match control {
+            Versioned::Current(c) => c.call_version_info(store).map(Ok),
+            Versioned::V0_2(c) => c.call_version_info(store).map(|i| Ok(i.into())),
         })
     }
 
     /// Asks the builder for a source mover; `None` means it declined.
     pub fn from_source(&mut self, spec: &SourceSpec) -> Result<Option<Mover>, RunError> {
         self.with_control("from-source", |control, store| {
-            Ok(control
-                .call_from_source(&mut *store, spec)?
-                .map(|m| m.map(Mover)))
+            Ok(match control {
+                Versioned::Current(c) => c.call_from_source(store, spec)?,
+                Versioned::V0_2(c) => c.call_from_source(store, &spec.into())?.map_err(Into::into),
+            }
+            .map(|m| m.map(Mover)))
         })
     }
 
     /// Asks the builder for a destination mover; `None` means it declined.
     pub fn from_destination(&mut self, spec: &DestinationSpec) -> Result<Option<Mover>, RunError> {
         self.with_control("from-destination", |control, store| {
-            Ok(control
-                .call_from_destination(&mut *store, spec)?
-                .map(|m| m.map(Mover)))
+            Ok(match control {
+                Versioned::Current(c) => c.call_from_destination(store, spec)?,
+                Versioned::V0_2(c) => {
+                    (c.call_from_destination(store, &spec.into())?).map_err(Into::into)
+                }
+            }
+            .map(|m| m.map(Mover)))
         })
     }
 
     /// Advances a synchronization.
     pub fn synchronize(&mut self, mover: Mover) -> Result<Outcome, RunError> {
-        self.with_control("synchronize", |control, store| {
-            control.mover().call_synchronize(&mut *store, mover.0)
+        self.with_control("synchronize", |control, store| match control {
+            Versioned::Current(c) => c.mover().call_synchronize(store, mover.0),
+            Versioned::V0_2(c) => Ok(c
+                .mover()
+                .call_synchronize(store, mover.0)?
+                .map(Into::into)
+                .map_err(Into::into)),
         })
     }
 
     /// Cleans up after synchronization.
     pub fn cleanup(&mut self, mover: Mover) -> Result<Outcome, RunError> {
-        self.with_control("cleanup", |control, store| {
-            control.mover().call_cleanup(&mut *store, mover.0)
+        self.with_control("cleanup", |control, store| match control {
+            Versioned::Current(c) => c.mover().call_cleanup(store, mover.0),
+            Versioned::V0_2(c) => Ok(c
+                .mover()
+                .call_cleanup(store, mover.0)?
+                .map(Into::into)
+                .map_err(Into::into)),
         })
     }
 
@@ -232,23 +260,35 @@ impl MoverInstance {
         let Some(indices) = self.module.exports.validate.clone() else {
             return Ok(());
         };
-        self.call("validate", |s| {
-            let validate = indices.load(&mut s.store, &s.instance)?;
-            validate.call_parameters(&mut s.store, parameters)
+        self.call("validate", |s| match indices {
+            Versioned::Current(i) => {
+                (i.load(&mut s.store, &s.instance)?).call_parameters(&mut s.store, parameters)
+            }
+            Versioned::V0_2(i) => Ok((i.load(&mut s.store, &s.instance)?)
+                .call_parameters(&mut s.store, &v0_2::parameters(parameters))?
+                .map_err(Into::into)),
         })
     }
 
     /// Runs the sending side of a transfer.
     pub fn send(&mut self, parameters: &[Parameter]) -> Result<TransferReport, RunError> {
-        self.with_transfer("transfer.send", |transfer, store| {
-            transfer.call_send(&mut *store, parameters)
+        self.with_transfer("transfer.send", |transfer, store| match transfer {
+            Versioned::Current(t) => t.call_send(store, parameters),
+            Versioned::V0_2(t) => Ok(t
+                .call_send(store, &v0_2::parameters(parameters))?
+                .map(Into::into)
+                .map_err(Into::into)),
         })
     }
 
     /// Runs the receiving side of a transfer.
     pub fn receive(&mut self, parameters: &[Parameter]) -> Result<TransferReport, RunError> {
-        self.with_transfer("transfer.receive", |transfer, store| {
-            transfer.call_receive(&mut *store, parameters)
+        self.with_transfer("transfer.receive", |transfer, store| match transfer {
+            Versioned::Current(t) => t.call_receive(store, parameters),
+            Versioned::V0_2(t) => Ok(t
+                .call_receive(store, &v0_2::parameters(parameters))?
+                .map(Into::into)
+                .map_err(Into::into)),
         })
     }
 

@@ -37,7 +37,7 @@ pub use engine::{EngineConfig, MoverEngine};
 pub use error::RunError;
 pub use instance::{Mover, MoverInstance};
 pub use limits::{LimitExceeded, MoverLimits};
-pub use module::{CONTRACT_VERSION, Capability, MoverModule};
+pub use module::{CONTRACT_VERSION, CONTRACT_VERSIONS, Capability, MoverModule};
 pub use observer::{Event, Observer, Progress};
 pub use state::Grants;
 pub use volume::{Access, HashStore, Volume};

@@ -8,13 +8,17 @@ use std::sync::Arc;
 use wasmtime::component::{Component, InstancePre};
 use wasmtime_wasi::p2::bindings::sync::exports::wasi::cli::run;
 
-use crate::bindings::{control, transfer, validate};
+use crate::bindings::{control, transfer, v0_2, validate};
 use crate::engine::MoverEngine;
 use crate::error::RunError;
 use crate::state::HostState;
 
 /// The version of the contract (`wit/`) this host serves.
 pub const CONTRACT_VERSION: &str = wasmover_contract::VERSION;
+
+/// Every contract version this host runs modules of, newest first: the
+/// current one, and the previous one through adapters.
+pub const CONTRACT_VERSIONS: [&str; 2] = [CONTRACT_VERSION, wasmover_contract::PREVIOUS_VERSION];
 
 /// An export a module may have. `Control` and `Transfer` make a mover;
 /// `Validate` is an optional capability; `Command` is a test harness or
@@ -49,12 +53,38 @@ impl fmt::Display for Capability {
     }
 }
 
+/// An export's indices, of the contract version the module was built for.
+#[derive(Clone)]
+pub(crate) enum Versioned<Current, V0_2> {
+    /// The contract this host serves.
+    Current(Current),
+    /// Contract 0.2, run through adapters.
+    V0_2(V0_2),
+}
+
+impl<C, P> Versioned<C, P> {
+    /// Resolves an export in the current contract, else in 0.2.
+    fn resolve(current: Option<C>, previous: impl FnOnce() -> Option<P>) -> Option<Self> {
+        match current {
+            Some(c) => Some(Self::Current(c)),
+            None => previous().map(Self::V0_2),
+        }
+    }
+
+    fn version(&self) -> &'static str {
+        match self {
+            Self::Current(_) => CONTRACT_VERSION,
+            Self::V0_2(_) => wasmover_contract::PREVIOUS_VERSION,
+        }
+    }
+}
+
 /// Export indices resolved once per module.
 #[derive(Clone)]
 pub(crate) struct Exports {
-    pub(crate) control: Option<control::GuestIndices>,
-    pub(crate) transfer: Option<transfer::GuestIndices>,
-    pub(crate) validate: Option<validate::GuestIndices>,
+    pub(crate) control: Option<Versioned<control::GuestIndices, v0_2::control::GuestIndices>>,
+    pub(crate) transfer: Option<Versioned<transfer::GuestIndices, v0_2::transfer::GuestIndices>>,
+    pub(crate) validate: Option<Versioned<validate::GuestIndices, v0_2::validate::GuestIndices>>,
     pub(crate) run: Option<run::GuestIndices>,
 }
 
@@ -95,9 +125,15 @@ impl MoverModule {
                     source: e.into(),
                 })?;
         let exports = Exports {
-            control: control::GuestIndices::new(&pre).ok(),
-            transfer: transfer::GuestIndices::new(&pre).ok(),
-            validate: validate::GuestIndices::new(&pre).ok(),
+            control: Versioned::resolve(control::GuestIndices::new(&pre).ok(), || {
+                v0_2::control::GuestIndices::new(&pre).ok()
+            }),
+            transfer: Versioned::resolve(transfer::GuestIndices::new(&pre).ok(), || {
+                v0_2::transfer::GuestIndices::new(&pre).ok()
+            }),
+            validate: Versioned::resolve(validate::GuestIndices::new(&pre).ok(), || {
+                v0_2::validate::GuestIndices::new(&pre).ok()
+            }),
             run: run::GuestIndices::new(&pre).ok(),
         };
         let module = Self {
@@ -124,6 +160,15 @@ impl MoverModule {
     /// The module's name (built-in name or file stem).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The contract version the module's mover exports were built for
+    /// (one of [`CONTRACT_VERSIONS`]); `None` for a module without them,
+    /// such as a test harness.
+    pub fn contract(&self) -> Option<&'static str> {
+        let e = &self.exports;
+        (e.control.as_ref().map(Versioned::version))
+            .or_else(|| e.transfer.as_ref().map(Versioned::version))
     }
 
     /// `sha256:<hex>` of the module's bytes.

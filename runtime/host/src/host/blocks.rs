@@ -5,7 +5,8 @@ use std::io;
 
 use wasmover_block::{Limits, Plan, Signature, SignatureOptions, Summary};
 
-use crate::bindings::blocks::{self as wit, BlockError, BlockStats};
+use crate::bindings::blocks::{self as wit, AttributeStats, BlockError, BlockStats};
+use crate::bindings::volume::AttributeNamespaces;
 use crate::blocks::{
     Basis, BlockSession, FileProgress, GRANULES_FIRST_MIN_FILE, IN_PLACE_MIN_FILE, REFINE_MIN_FILE,
     Target, granule_summary, io_error, open_source, read_summary, receive_beside, receive_in_place,
@@ -14,6 +15,8 @@ use crate::blocks::{
 use crate::channel::Channel;
 use crate::state::HostState;
 use crate::volume::Volume;
+use crate::volume::attributes::{self, Batch, Namespace, Namespaces};
+use wasmover_contract::escape_path;
 
 impl HostState {
     /// Runs `f` with the granted volume and channel; both are required.
@@ -49,13 +52,24 @@ impl HostState {
     }
 }
 
+/// A path as the block code takes it.
+fn text(path: Vec<u8>) -> Result<String, BlockError> {
+    String::from_utf8(path).map_err(|e| {
+        BlockError::InvalidPath(format!(
+            "{}: the host cannot yet address a name that is not UTF-8",
+            escape_path(e.as_bytes())
+        ))
+    })
+}
+
 impl wit::Host for HostState {
     fn send_signature(
         &mut self,
-        path: String,
+        path: Vec<u8>,
         block_size: Option<u32>,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, session, _, _| {
+            let path = text(path)?;
             let mut basis = Basis::open(volume, &path)?;
             let len = basis.len();
             if matches!(volume, Volume::Tree(_)) && len >= IN_PLACE_MIN_FILE {
@@ -85,13 +99,15 @@ impl wit::Host for HostState {
                 file_bytes: len,
                 matched_bytes: 0,
                 literal_bytes: 0,
+                literal_wire_bytes: 0,
                 wire_bytes: 0,
             })
         })
     }
 
-    fn send_delta(&mut self, path: String) -> wasmtime::Result<Result<BlockStats, BlockError>> {
+    fn send_delta(&mut self, path: Vec<u8>) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, session, limits, _| {
+            let path = text(path)?;
             let summary = match session.next_ahead() {
                 Some(summary) => summary,
                 None => read_summary(channel, limits, &path)?,
@@ -128,6 +144,7 @@ impl wit::Host for HostState {
                 file_bytes: stats.new_len,
                 matched_bytes: stats.matched_bytes,
                 literal_bytes: stats.literal_bytes,
+                literal_wire_bytes: stats.literal_wire_bytes,
                 wire_bytes: 0,
             })
         })
@@ -135,11 +152,12 @@ impl wit::Host for HostState {
 
     fn receive_patch(
         &mut self,
-        path: String,
+        path: Vec<u8>,
         mode: u32,
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, session, limits, progress| {
+            let path = text(path)?;
             let result = match volume {
                 Volume::Tree(tree) => {
                     let hashes = session.take_basis_hashes(&path);
@@ -177,8 +195,135 @@ impl wit::Host for HostState {
                 file_bytes: stats.written_bytes,
                 matched_bytes: stats.copied_bytes,
                 literal_bytes: stats.literal_bytes,
+                literal_wire_bytes: stats.literal_wire_bytes,
                 wire_bytes: 0,
             })
         })
     }
+
+    fn set_compression(&mut self, level: Option<i32>) -> wasmtime::Result<Result<(), BlockError>> {
+        self.host_call(|s| {
+            if let Some(level) = level.filter(|l| *l == 0 || !(-7..=19).contains(l)) {
+                return Err(BlockError::Invalid(format!(
+                    "compression level {level} is outside zstd's levels (1 to 19, or -7 to -1)"
+                )));
+            }
+            if let Some(channel) = &mut s.grants.channel {
+                channel.set_compression(level);
+            }
+            Ok(())
+        })
+    }
+
+    fn send_attributes(
+        &mut self,
+        paths: Vec<Vec<u8>>,
+    ) -> wasmtime::Result<Result<u64, BlockError>> {
+        self.host_call(|s| {
+            let (Some(volume), Some(channel)) = (&s.grants.volume, &mut s.grants.channel) else {
+                return Err(BlockError::Io(
+                    "this run grants no volume or no channel".into(),
+                ));
+            };
+            let before = channel.bytes().1;
+            let mut batch = Batch::new();
+            for path in paths {
+                let path = text(path)?;
+                let read = volume.tree(&path)?.read_attributes(&path)?;
+                if !batch.is_empty() && !batch.fits(path.as_bytes(), &read) {
+                    let full = std::mem::take(&mut batch).finish();
+                    channel
+                        .send_message(&full)
+                        .map_err(|e| BlockError::Channel(e.into()))?;
+                }
+                let pushed = batch.push(path.as_bytes(), &read);
+                pushed.map_err(|e| BlockError::Io(format!("{path}: {e}")))?;
+            }
+            if !batch.is_empty() {
+                channel
+                    .send_message(&batch.finish())
+                    .map_err(|e| BlockError::Channel(e.into()))?;
+            }
+            // An empty batch ends them.
+            channel
+                .send_message(&Batch::new().finish())
+                .map_err(|e| BlockError::Channel(e.into()))?;
+            Ok(channel.bytes().1 - before)
+        })
+    }
+
+    fn receive_attributes(&mut self) -> wasmtime::Result<Result<AttributeStats, BlockError>> {
+        self.host_call(|s| {
+            let (Some(volume), Some(channel)) = (&s.grants.volume, &mut s.grants.channel) else {
+                return Err(BlockError::Io(
+                    "this run grants no volume or no channel".into(),
+                ));
+            };
+            let privileged = rustix::process::geteuid().is_root();
+            let before = channel.bytes().0;
+            let mut stats = AttributeStats {
+                entries: 0,
+                skipped: 0,
+                skipped_namespaces: AttributeNamespaces::empty(),
+                wire_bytes: 0,
+            };
+            loop {
+                let bytes = channel
+                    .receive_message(attributes::MAX_BATCH_BYTES as u64)
+                    .map_err(|e| BlockError::Channel(e.into()))?;
+                let batch = attributes::decode_batch(&bytes)
+                    .map_err(|e| BlockError::Protocol(format!("extended attributes: {e}")))?;
+                if batch.is_empty() {
+                    break;
+                }
+                for (path, want) in batch {
+                    let path = text(path)?;
+                    let applied = volume
+                        .tree(&path)?
+                        .apply_attributes(&path, &want, privileged)?;
+                    stats.entries += 1;
+                    for (&namespace, &count) in &applied.skipped {
+                        let flag = namespace_flag(namespace);
+                        if !stats.skipped_namespaces.contains(flag) {
+                            tracing::warn!(
+                                module = &*s.module,
+                                path,
+                                "this receiver may not set {namespace}.* attributes: they are \
+                                 left out (and out of the digest) for this transfer"
+                            );
+                        }
+                        stats.skipped_namespaces |= flag;
+                        stats.skipped += count;
+                    }
+                }
+            }
+            stats.wire_bytes = channel.bytes().0 - before;
+            Ok(stats)
+        })
+    }
+}
+
+/// The contract's flag of an attribute namespace.
+fn namespace_flag(namespace: Namespace) -> AttributeNamespaces {
+    match namespace {
+        Namespace::User => AttributeNamespaces::USER,
+        Namespace::System => AttributeNamespaces::SYSTEM,
+        Namespace::Security => AttributeNamespaces::SECURITY,
+        Namespace::Trusted => AttributeNamespaces::TRUSTED,
+        Namespace::Other => AttributeNamespaces::empty(),
+    }
+}
+
+/// The namespaces the contract's flags name.
+pub(super) fn namespaces(flags: AttributeNamespaces) -> Namespaces {
+    let all = [
+        Namespace::User,
+        Namespace::System,
+        Namespace::Security,
+        Namespace::Trusted,
+    ];
+    Namespaces::of(
+        all.into_iter()
+            .filter(|&n| flags.contains(namespace_flag(n))),
+    )
 }

@@ -9,6 +9,7 @@ mod blocks;
 mod channel;
 mod kube;
 mod observe;
+mod v0_2;
 mod volume;
 
 use crate::bindings::types;

@@ -1,8 +1,12 @@
 //! `volume`: Unix metadata of the granted volume.
 
-use crate::bindings::volume::{self as wit, Entry, TreeDigest, VolumeError};
+use crate::bindings::volume::{
+    self as wit, AttributeNamespaces, Entry, EntryKind, TreeDigest, VolumeError,
+};
 use crate::state::HostState;
-use crate::volume::{Volume, VolumeError as Error};
+use crate::volume::entry as host;
+use crate::volume::{Node, Volume, VolumeError as Error};
+use wasmover_contract::escape_path;
 
 impl From<Error> for VolumeError {
     fn from(e: Error) -> Self {
@@ -16,9 +20,57 @@ impl From<Error> for VolumeError {
     }
 }
 
+impl From<host::Entry> for Entry {
+    fn from(e: host::Entry) -> Self {
+        Entry {
+            path: e.path.into_bytes(),
+            kind: match e.kind {
+                host::EntryKind::File => EntryKind::File,
+                host::EntryKind::Directory => EntryKind::Directory,
+                host::EntryKind::Symlink => EntryKind::Symlink,
+                host::EntryKind::Block => EntryKind::Block,
+                host::EntryKind::Fifo => EntryKind::Fifo,
+                host::EntryKind::Socket => EntryKind::Socket,
+                host::EntryKind::CharDevice => EntryKind::CharDevice,
+                host::EntryKind::BlockDevice => EntryKind::BlockDevice,
+            },
+            mode: e.mode,
+            size: e.size,
+            mtime_ns: e.mtime_ns,
+            link_target: e.link_target.into_bytes(),
+            uid: e.uid,
+            gid: e.gid,
+            inode: e.inode,
+            links: e.links,
+            rdev: e.rdev,
+            attributes: e.attributes,
+        }
+    }
+}
+
+impl From<host::TreeDigest> for TreeDigest {
+    fn from(d: host::TreeDigest) -> Self {
+        TreeDigest {
+            root: d.root,
+            entries: d.entries,
+            bytes: d.bytes,
+        }
+    }
+}
+
+/// A path as the volume code takes it.
+fn text(path: Vec<u8>) -> Result<String, Error> {
+    String::from_utf8(path).map_err(|e| {
+        Error::InvalidPath(format!(
+            "{}: the host cannot yet address a name that is not UTF-8",
+            escape_path(e.as_bytes())
+        ))
+    })
+}
+
 impl HostState {
     /// Runs `f` on the granted volume, or fails when none was granted.
-    fn with_volume<R>(
+    pub(super) fn with_volume<R>(
         &mut self,
         f: impl FnOnce(&Volume) -> Result<R, Error>,
     ) -> wasmtime::Result<Result<R, VolumeError>> {
@@ -30,16 +82,27 @@ impl HostState {
 }
 
 impl wit::Host for HostState {
+    fn include_attributes(&mut self, namespaces: AttributeNamespaces) -> wasmtime::Result<()> {
+        self.host_call(|s| {
+            if let Some(Volume::Tree(tree)) = &s.grants.volume {
+                tree.include_attributes(super::blocks::namespaces(namespaces));
+            }
+        })
+    }
+
     fn scan(&mut self) -> wasmtime::Result<Result<Vec<Entry>, VolumeError>> {
         let started = std::time::Instant::now();
         let scanned = self.with_volume(Volume::scan);
         if let Ok(Ok(entries)) = &scanned {
             tracing::debug!(entries = entries.len(), took = ?started.elapsed(), "scanned the volume");
         }
-        scanned
+        Ok(scanned?.map(|entries| entries.into_iter().map(Into::into).collect()))
     }
 
-    fn digest(&mut self) -> wasmtime::Result<Result<TreeDigest, VolumeError>> {
+    fn digest(
+        &mut self,
+        leave_out: Vec<Vec<u8>>,
+    ) -> wasmtime::Result<Result<TreeDigest, VolumeError>> {
         // Hashing a tree takes a while: what this side wrote last (the tail
         // of its final delta) must not wait in the channel's buffer
         // meanwhile, or the peer stalls until the digest is done. A peer
@@ -48,52 +111,101 @@ impl wit::Host for HostState {
             let _ = channel.flush();
         }
         let started = std::time::Instant::now();
-        let digest = self.with_volume(Volume::digest);
+        let digest = self.with_volume(|v| {
+            let leave_out = leave_out
+                .into_iter()
+                .map(text)
+                .collect::<Result<Vec<_>, _>>()?;
+            v.digest_leaving_out(&leave_out)
+        });
         if let Ok(Ok(digest)) = &digest {
             tracing::debug!(entries = digest.entries, took = ?started.elapsed(), "computed the tree digest");
         }
-        digest
+        Ok(digest?.map(Into::into))
     }
 
-    fn create_dir(&mut self, path: String) -> wasmtime::Result<Result<(), VolumeError>> {
-        self.with_volume(|v| v.tree(&path)?.create_dir(&path))
+    fn create_dir(&mut self, path: Vec<u8>) -> wasmtime::Result<Result<(), VolumeError>> {
+        self.with_volume(|v| {
+            let path = text(path)?;
+            v.tree(&path)?.create_dir(&path)
+        })
     }
 
     fn symlink(
         &mut self,
-        target: String,
-        path: String,
+        target: Vec<u8>,
+        path: Vec<u8>,
     ) -> wasmtime::Result<Result<(), VolumeError>> {
-        self.with_volume(|v| v.tree(&path)?.symlink(&target, &path))
+        self.with_volume(|v| {
+            let (target, path) = (text(target)?, text(path)?);
+            v.tree(&path)?.symlink(&target, &path)
+        })
     }
 
-    fn remove(&mut self, path: String) -> wasmtime::Result<Result<(), VolumeError>> {
-        self.with_volume(|v| v.tree(&path)?.remove(&path))
+    fn remove(&mut self, path: Vec<u8>) -> wasmtime::Result<Result<(), VolumeError>> {
+        self.with_volume(|v| {
+            let path = text(path)?;
+            v.tree(&path)?.remove(&path)
+        })
     }
 
     fn set_metadata(
         &mut self,
-        path: String,
+        path: Vec<u8>,
         mode: u32,
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<(), VolumeError>> {
-        self.with_volume(|v| v.tree(&path)?.set_metadata(&path, mode, mtime_ns))
+        self.with_volume(|v| {
+            let path = text(path)?;
+            v.tree(&path)?.set_metadata(&path, mode, mtime_ns)
+        })
     }
 
     fn set_owner(
         &mut self,
-        path: String,
+        path: Vec<u8>,
         uid: u32,
         gid: u32,
     ) -> wasmtime::Result<Result<bool, VolumeError>> {
-        self.with_volume(|v| v.tree(&path)?.set_owner(&path, uid, gid))
+        self.with_volume(|v| {
+            let path = text(path)?;
+            v.tree(&path)?.set_owner(&path, uid, gid)
+        })
     }
 
     fn hard_link(
         &mut self,
-        existing: String,
-        path: String,
+        existing: Vec<u8>,
+        path: Vec<u8>,
     ) -> wasmtime::Result<Result<(), VolumeError>> {
-        self.with_volume(|v| v.tree(&path)?.hard_link(&existing, &path))
+        self.with_volume(|v| {
+            let (existing, path) = (text(existing)?, text(path)?);
+            v.tree(&path)?.hard_link(&existing, &path)
+        })
+    }
+
+    fn make_node(
+        &mut self,
+        path: Vec<u8>,
+        kind: EntryKind,
+        mode: u32,
+        rdev: u64,
+    ) -> wasmtime::Result<Result<bool, VolumeError>> {
+        self.with_volume(|v| {
+            let node = match kind {
+                EntryKind::Fifo => Node::Fifo,
+                EntryKind::Socket => Node::Socket,
+                EntryKind::CharDevice => Node::CharDevice,
+                EntryKind::BlockDevice => Node::BlockDevice,
+                other => {
+                    return Err(Error::InvalidPath(format!(
+                        "{}: make-node makes special files, not a {other:?}",
+                        escape_path(&path)
+                    )));
+                }
+            };
+            let path = text(path)?;
+            v.tree(&path)?.make_node(&path, node, mode, rdev)
+        })
     }
 }

@@ -148,6 +148,14 @@ impl Attributes {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// Only the attributes in `namespaces`.
+    pub fn only(mut self, namespaces: Namespaces) -> Self {
+        self.map
+            .retain(|name, _| namespaces.contains(Namespace::of(name)));
+        self.names_bytes = self.map.keys().map(|n| n.len() + 1).sum();
+        self
+    }
 }
 
 fn name_problem(name: &[u8]) -> Option<String> {
@@ -202,6 +210,53 @@ impl Namespace {
             Some(b"system") => Self::System,
             _ => Self::Other,
         }
+    }
+}
+
+/// A set of [`Namespace`]s: those a tree covers. [`Namespace::Other`]
+/// is in none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Namespaces(u8);
+
+impl Namespaces {
+    /// No namespace: attributes are not covered.
+    pub const NONE: Self = Self(0);
+    /// Every namespace Linux has.
+    pub const ALL: Self = Self(0b1111);
+
+    fn bit(namespace: Namespace) -> u8 {
+        match namespace {
+            Namespace::User => 1,
+            Namespace::System => 2,
+            Namespace::Security => 4,
+            Namespace::Trusted => 8,
+            Namespace::Other => 0,
+        }
+    }
+
+    /// The set of these namespaces.
+    pub fn of(namespaces: impl IntoIterator<Item = Namespace>) -> Self {
+        Self(namespaces.into_iter().map(Self::bit).fold(0, |a, b| a | b))
+    }
+
+    /// Whether `namespace` is in the set.
+    pub fn contains(self, namespace: Namespace) -> bool {
+        self.0 & Self::bit(namespace) != 0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The set as its bits, for an atomic.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The set of `bits`, as [`Namespaces::bits`] gave them.
+    pub fn from_bits(bits: u8) -> Self {
+        Self(bits & Self::ALL.0)
     }
 }
 
@@ -497,17 +552,24 @@ impl Applied {
     }
 }
 
-/// Makes the attributes of the entry at `path` (as for [`read`]) equal to
-/// `want`: sets those that differ and removes those `want` lacks.
+/// Makes the attributes of the entry at `path` (as for [`read`]) in
+/// `covered` equal to `want`: sets those that differ and removes those
+/// `want` lacks; attributes of other namespaces are left alone.
 /// `trusted.*` is left alone unless `privileged` (set and removed only
 /// then); a change the kernel refuses to `trusted.*` or `security.*`
 /// (`EPERM`, `EACCES`), or to any attribute the file system does not keep
 /// (`ENOTSUP`), is skipped and counted; any other failure is an error.
 /// Call it after the entry's content and owner, before its mode (see the
 /// module's notes).
-pub fn apply(dir: &Dir, path: &[u8], want: &Attributes, privileged: bool) -> io::Result<Applied> {
+pub fn apply(
+    dir: &Dir,
+    path: &[u8],
+    want: &Attributes,
+    covered: Namespaces,
+    privileged: bool,
+) -> io::Result<Applied> {
     at_parent(dir, path, |parent, name| {
-        apply_at(parent, name, want, privileged)
+        apply_at(parent, name, want, covered, privileged)
     })
 }
 
@@ -516,10 +578,11 @@ pub fn apply_at(
     parent: impl AsFd,
     name: &[u8],
     want: &Attributes,
+    covered: Namespaces,
     privileged: bool,
 ) -> io::Result<Applied> {
     let parent = parent.as_fd();
-    let have = read_at(parent, name)?;
+    let have = read_at(parent, name)?.only(covered);
     let target = Target::new(parent, name)?;
     let mut applied = Applied::default();
     let may_skip = |attribute: &[u8], e: Errno| {
@@ -879,7 +942,7 @@ mod tests {
         assert_eq!(digest(&Attributes::new()), [0; 32]);
 
         let want = attrs(&[("user.b", b"two"), ("user.a", b"one"), ("user.empty", b"")]);
-        let applied = apply(&dir, src, &want, false).unwrap();
+        let applied = apply(&dir, src, &want, Namespaces::ALL, false).unwrap();
         assert_eq!(
             (applied.set, applied.removed, applied.skipped_total()),
             (3, 0, 0)
@@ -907,27 +970,56 @@ mod tests {
             &dir,
             dst,
             &attrs(&[("user.stale", b"x"), ("user.a", b"old")]),
+            Namespaces::ALL,
             false,
         )
         .unwrap();
-        let applied = apply(&dir, dst, &got, false).unwrap();
+        let applied = apply(&dir, dst, &got, Namespaces::ALL, false).unwrap();
         assert_eq!((applied.set, applied.removed), (3, 1));
         assert_eq!(read(&dir, dst).unwrap(), want);
         assert_eq!(fingerprint(&read(&dir, dst).unwrap()), fp);
         // Equal already: nothing to do.
-        assert!(!apply(&dir, dst, &got, false).unwrap().changed());
+        assert!(
+            !apply(&dir, dst, &got, Namespaces::ALL, false)
+                .unwrap()
+                .changed()
+        );
+        // Outside the covered namespaces nothing is set or removed.
+        let users = Namespaces::of([Namespace::User]);
+        assert_eq!(
+            got.clone().only(Namespaces::of([Namespace::System])),
+            Attributes::new()
+        );
+        assert_eq!(got.clone().only(users), got);
+        let applied = apply(&dir, dst, &Attributes::new(), Namespaces::NONE, false).unwrap();
+        assert!(!applied.changed());
+        assert_eq!(read(&dir, dst).unwrap(), want);
         // Everything removed when the sender has none.
-        let applied = apply(&dir, dst, &Attributes::new(), false).unwrap();
+        let applied = apply(&dir, dst, &Attributes::new(), Namespaces::ALL, false).unwrap();
         assert_eq!((applied.set, applied.removed), (0, 3));
         assert!(read(&dir, dst).unwrap().is_empty());
 
         // A value over the stack buffer, up to the kernel's limit where
         // the file system takes it (ext4 keeps a block's worth).
         let big = vec![7u8; 3000];
-        apply(&dir, dst, &attrs(&[("user.big", &big)]), false).unwrap();
+        apply(
+            &dir,
+            dst,
+            &attrs(&[("user.big", &big)]),
+            Namespaces::ALL,
+            false,
+        )
+        .unwrap();
         assert_eq!(read(&dir, dst).unwrap().get(b"user.big"), Some(&big[..]));
         // The volume's root by the empty path.
-        apply(&dir, b"", &attrs(&[("user.root", b"r")]), false).unwrap();
+        apply(
+            &dir,
+            b"",
+            &attrs(&[("user.root", b"r")]),
+            Namespaces::ALL,
+            false,
+        )
+        .unwrap();
         assert_eq!(read(&dir, b".").unwrap(), attrs(&[("user.root", b"r")]));
     }
 
@@ -940,7 +1032,7 @@ mod tests {
             want.insert(format!("user.a-rather-long-name-{i:03}"), vec![i as u8; 8])
                 .unwrap();
         }
-        apply(&dir, b"f", &want, false).unwrap();
+        apply(&dir, b"f", &want, Namespaces::ALL, false).unwrap();
         assert_eq!(read(&dir, b"f").unwrap(), want);
     }
 
@@ -963,7 +1055,16 @@ mod tests {
         // A symlinked directory that leads out is not followed out.
         std::os::unix::fs::symlink("/", tmp.path().join("out")).unwrap();
         assert!(read(&dir, b"out/etc").is_err());
-        assert!(apply(&dir, b"out/tmp", &attrs(&[("user.x", b"1")]), false).is_err());
+        assert!(
+            apply(
+                &dir,
+                b"out/tmp",
+                &attrs(&[("user.x", b"1")]),
+                Namespaces::ALL,
+                false
+            )
+            .is_err()
+        );
         assert_eq!(
             read(&dir, b"d/missing").unwrap_err().kind(),
             io::ErrorKind::NotFound
@@ -975,7 +1076,14 @@ mod tests {
         let (tmp, dir) = volume();
         std::fs::write(tmp.path().join("target"), b"t").unwrap();
         std::os::unix::fs::symlink("target", tmp.path().join("link")).unwrap();
-        apply(&dir, b"target", &attrs(&[("user.t", b"target's")]), false).unwrap();
+        apply(
+            &dir,
+            b"target",
+            &attrs(&[("user.t", b"target's")]),
+            Namespaces::ALL,
+            false,
+        )
+        .unwrap();
         assert!(read(&dir, b"link").unwrap().is_empty());
         // A dangling one reads too.
         std::os::unix::fs::symlink("nowhere", tmp.path().join("dangling")).unwrap();
@@ -986,7 +1094,7 @@ mod tests {
         }
         // Linux keeps no user.* on symlinks; trusted.* it does.
         let own = attrs(&[("trusted.link", b"link's")]);
-        let applied = apply(&dir, b"link", &own, true).unwrap();
+        let applied = apply(&dir, b"link", &own, Namespaces::ALL, true).unwrap();
         assert_eq!(applied.set, 1);
         assert_eq!(read(&dir, b"link").unwrap(), own);
         assert_eq!(
@@ -994,7 +1102,7 @@ mod tests {
             attrs(&[("user.t", b"target's")])
         );
         // Removing the link's leaves the target's.
-        apply(&dir, b"link", &Attributes::new(), true).unwrap();
+        apply(&dir, b"link", &Attributes::new(), Namespaces::ALL, true).unwrap();
         assert!(read(&dir, b"link").unwrap().is_empty());
         assert_eq!(read(&dir, b"target").unwrap().len(), 1);
     }
@@ -1004,7 +1112,7 @@ mod tests {
         let (tmp, dir) = volume();
         std::fs::write(tmp.path().join("f"), b"").unwrap();
         let want = attrs(&[("trusted.t", b"1"), ("user.u", b"2")]);
-        let applied = apply(&dir, b"f", &want, false).unwrap();
+        let applied = apply(&dir, b"f", &want, Namespaces::ALL, false).unwrap();
         assert_eq!(applied.set, 1);
         assert_eq!(applied.skipped, BTreeMap::from([(Namespace::Trusted, 1)]));
         assert_eq!(read(&dir, b"f").unwrap(), attrs(&[("user.u", b"2")]));
@@ -1012,11 +1120,18 @@ mod tests {
             eprintln!("not root: setting trusted.* as privileged not checked");
             return;
         }
-        let applied = apply(&dir, b"f", &want, true).unwrap();
+        let applied = apply(&dir, b"f", &want, Namespaces::ALL, true).unwrap();
         assert_eq!((applied.set, applied.skipped_total()), (1, 0));
         assert_eq!(read(&dir, b"f").unwrap(), want);
         // Unprivileged, one present is neither seen as extra nor removed.
-        let applied = apply(&dir, b"f", &attrs(&[("user.u", b"2")]), false).unwrap();
+        let applied = apply(
+            &dir,
+            b"f",
+            &attrs(&[("user.u", b"2")]),
+            Namespaces::ALL,
+            false,
+        )
+        .unwrap();
         assert_eq!((applied.removed, applied.skipped_total()), (0, 0));
         assert_eq!(read(&dir, b"f").unwrap(), want);
     }
@@ -1039,7 +1154,7 @@ mod tests {
         std::fs::write(tmp.path().join("dst"), b"binary").unwrap();
         if !privileged() {
             let want = attrs(&[("security.capability", &net_bind_service_capability())]);
-            let applied = apply(&dir, b"dst", &want, false).unwrap();
+            let applied = apply(&dir, b"dst", &want, Namespaces::ALL, false).unwrap();
             assert_eq!(applied.skipped, BTreeMap::from([(Namespace::Security, 1)]));
             assert!(read(&dir, b"dst").unwrap().is_empty());
             eprintln!("not root: security.capability skipped, as expected");
@@ -1056,7 +1171,7 @@ mod tests {
             got.get(b"security.capability"),
             Some(&net_bind_service_capability()[..])
         );
-        let applied = apply(&dir, b"dst", &got, true).unwrap();
+        let applied = apply(&dir, b"dst", &got, Namespaces::ALL, true).unwrap();
         assert_eq!((applied.set, applied.skipped_total()), (1, 0));
         let dst = tmp.path().join("dst");
         let shown = run("getcap", &[dst.to_str().unwrap()]);
@@ -1073,12 +1188,12 @@ mod tests {
         let path = tmp.path().join("f");
         std::fs::write(&path, b"binary").unwrap();
         let caps = attrs(&[("security.capability", &net_bind_service_capability())]);
-        apply(&dir, b"f", &caps, true).unwrap();
+        apply(&dir, b"f", &caps, Namespaces::ALL, true).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o750)).unwrap();
         assert_eq!(read(&dir, b"f").unwrap(), caps, "a chmod keeps it");
         std::os::unix::fs::chown(&path, Some(1234), Some(1234)).unwrap();
         assert!(read(&dir, b"f").unwrap().is_empty(), "a chown drops it");
-        apply(&dir, b"f", &caps, true).unwrap();
+        apply(&dir, b"f", &caps, Namespaces::ALL, true).unwrap();
         std::fs::write(&path, b"rewritten").unwrap();
         assert!(read(&dir, b"f").unwrap().is_empty(), "a write drops it");
     }
@@ -1116,8 +1231,8 @@ mod tests {
             [&b"system.posix_acl_access"[..], b"system.posix_acl_default"]
         );
 
-        apply(&dir, b"dst/f", &file_acl, false).unwrap();
-        apply(&dir, b"dst", &dir_acl, false).unwrap();
+        apply(&dir, b"dst/f", &file_acl, Namespaces::ALL, false).unwrap();
+        apply(&dir, b"dst", &dir_acl, Namespaces::ALL, false).unwrap();
         assert_eq!(getfacl(&dst.join("f")), getfacl(&file));
         assert_eq!(getfacl(&dst), getfacl(&src));
         assert_eq!(read(&dir, b"dst/f").unwrap(), file_acl);
@@ -1130,7 +1245,7 @@ mod tests {
         assert!(getfacl(&dst.join("new")).contains("user:1234:rwx"));
 
         // The sender has none: removed (the mode then says the rest).
-        apply(&dir, b"dst/new", &Attributes::new(), false).unwrap();
+        apply(&dir, b"dst/new", &Attributes::new(), Namespaces::ALL, false).unwrap();
         assert!(read(&dir, b"dst/new").unwrap().is_empty());
         assert!(!getfacl(&dst.join("new")).contains("user:1234"));
     }
@@ -1152,7 +1267,14 @@ mod tests {
         assert_eq!(src_mode & 0o070, 0o050);
 
         // Setting the ACL sets the destination's group bits to its mask.
-        apply(&dir, b"dst", &read(&dir, b"src").unwrap(), false).unwrap();
+        apply(
+            &dir,
+            b"dst",
+            &read(&dir, b"src").unwrap(),
+            Namespaces::ALL,
+            false,
+        )
+        .unwrap();
         assert_eq!(mode(&dst), 0o650);
         // A chmod to the sender's mode afterwards keeps the mask as sent.
         std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(src_mode)).unwrap();
@@ -1164,7 +1286,7 @@ mod tests {
         assert_ne!(read(&dir, b"dst").unwrap(), read(&dir, b"src").unwrap());
         // Removing the ACL leaves the group bits as the mask had them.
         std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o650)).unwrap();
-        apply(&dir, b"dst", &Attributes::new(), false).unwrap();
+        apply(&dir, b"dst", &Attributes::new(), Namespaces::ALL, false).unwrap();
         assert_eq!(mode(&dst), 0o650);
     }
 
@@ -1183,7 +1305,7 @@ mod tests {
         assert!(read(&dir, b"fifo").unwrap().is_empty());
         if privileged() {
             let own = attrs(&[("trusted.f", b"1")]);
-            apply(&dir, b"fifo", &own, true).unwrap();
+            apply(&dir, b"fifo", &own, Namespaces::ALL, true).unwrap();
             assert_eq!(read(&dir, b"fifo").unwrap(), own);
         }
     }

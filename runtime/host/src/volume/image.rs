@@ -18,7 +18,7 @@ use super::content::{DIGEST_BUFFER, DIGEST_CONTEXT, content_hash};
 use super::error::VolumeError;
 use super::kept_hashes::{self, KeptHashes};
 use super::known::{self, KnownHashes, Stamp};
-use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
+use crate::volume::entry::{Entry, EntryKind, TreeDigest};
 
 /// Suffix of the undo journal an image file keeps beside itself while a
 /// patch is applied: `disk.img` has `.disk.img.wasmover-journal`.
@@ -175,6 +175,8 @@ impl Image {
             gid: meta.gid(),
             inode: meta.ino(),
             links: meta.nlink().try_into().unwrap_or(u32::MAX),
+            rdev: 0,
+            attributes: 0,
         })
     }
 

@@ -6,6 +6,7 @@ mod access;
 mod ahead;
 pub mod attributes;
 mod content;
+pub(crate) mod entry;
 mod error;
 mod image;
 mod kept_hashes;
@@ -17,15 +18,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use access::Access;
+pub use cap_std::fs::Dir;
 pub use error::VolumeError;
 pub use image::Image;
 pub(crate) use kept_hashes::KeptHashes;
 pub(crate) use known::Stamp;
 pub use known::{HashStore, unix_nanos};
-pub use cap_std::fs::Dir;
-pub use tree::{LEGACY_STATE_DIR, STAGING_SUFFIX, Tree, open_state_dir};
+pub use tree::{LEGACY_STATE_DIR, Node, STAGING_SUFFIX, Tree, open_state_dir};
 
-use crate::bindings::volume::{Entry, TreeDigest};
+use crate::volume::entry::{Entry, TreeDigest};
 
 /// A volume granted to one run.
 #[derive(Debug)]
@@ -135,8 +136,17 @@ impl Volume {
 
     /// The tree digest (see `tree-digest` in `wit/mover.wit`).
     pub fn digest(&self) -> Result<TreeDigest, VolumeError> {
+        self.digest_leaving_out(&[])
+    }
+
+    /// The [`digest`](Self::digest) without the entries at `leave_out`
+    /// and under them; a block volume has none to leave out.
+    pub fn digest_leaving_out(&self, leave_out: &[String]) -> Result<TreeDigest, VolumeError> {
         match self {
-            Volume::Tree(tree) => tree.digest(),
+            Volume::Tree(tree) => tree.digest_leaving_out(leave_out),
+            Volume::Image(_) if !leave_out.is_empty() => Err(VolumeError::InvalidPath(
+                "a block volume has no entries to leave out of its digest".into(),
+            )),
             Volume::Image(image) => image.digest(),
         }
     }

@@ -132,6 +132,8 @@ impl GuestMover for HostileMover {
                         bytes_total: 4096,
                         bytes_matched: 0,
                         bytes_literal: 4096,
+                        bytes_literal_wire: 4096,
+                        entries_skipped: 0,
                         bytes_on_wire: 4096,
                         tree_digest: REPORTED_DIGEST.into(),
                         verified: true,
@@ -203,16 +205,16 @@ impl wasmover_sdk::transfer::Guest for Hostile {
             ("WASI mkdir", wasi_mkdir("intruder-dir")),
             (
                 "volume.create-dir",
-                volume::create_dir("intruder-dir").is_ok(),
+                volume::create_dir(b"intruder-dir").is_ok(),
             ),
-            ("volume.remove", volume::remove("big.bin").is_ok()),
+            ("volume.remove", volume::remove(b"big.bin").is_ok()),
             (
                 "volume.set-metadata",
-                volume::set_metadata("big.bin", 0o777, 0).is_ok(),
+                volume::set_metadata(b"big.bin", 0o777, 0).is_ok(),
             ),
             (
                 "blocks.receive-patch",
-                blocks::receive_patch("big.bin", 0o644, 0).is_ok(),
+                blocks::receive_patch(b"big.bin", 0o644, 0).is_ok(),
             ),
         ];
         let wrote: Vec<&str> = attempts

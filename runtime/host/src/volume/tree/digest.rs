@@ -5,10 +5,10 @@
 use super::digest_walk::{Reuse, digest_dir};
 use super::digester::Digester;
 use super::{Scanned, Tree, checked};
-use crate::bindings::volume::{EntryKind, TreeDigest};
 use crate::volume::access::Access;
 use crate::volume::ahead::Ahead;
 use crate::volume::content::{DIGEST_BUFFER, content_hash, open_to_read};
+use crate::volume::entry::{EntryKind, TreeDigest};
 use crate::volume::error::VolumeError;
 use crate::volume::watch::Watch;
 
@@ -31,6 +31,12 @@ impl Tree {
     /// again only where its watch saw changes (an inotify watch of its
     /// directories).
     pub fn digest(&self) -> Result<TreeDigest, VolumeError> {
+        self.digest_leaving_out(&[])
+    }
+
+    /// The [`digest`](Self::digest) without the entries at `leave_out`
+    /// and under them.
+    pub fn digest_leaving_out(&self, leave_out: &[String]) -> Result<TreeDigest, VolumeError> {
         let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
         let ahead = scanned
             .as_mut()
@@ -38,7 +44,7 @@ impl Tree {
             .and_then(Ahead::finish);
         // The thread loaded the kept hashes already, if there was one.
         let (stored, early) = ahead.unwrap_or_else(|| (self.load_hashes(), Vec::new()));
-        let mut digest = Digester::new(self, stored);
+        let mut digest = Digester::new(self, stored, leave_out);
         let watched = scanned
             .as_mut()
             .and_then(|scanned| scanned.watch.as_mut())
@@ -85,7 +91,7 @@ impl Tree {
                     },
                     _ => None,
                 };
-            digest.add(entry, file);
+            digest.add(entry, file)?;
         }
         Ok(())
     }

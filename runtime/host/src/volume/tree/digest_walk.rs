@@ -12,8 +12,8 @@ use rustix::fs::{Mode, OFlags};
 use super::digester::Digester;
 use super::scan::{look, names_in, open_sub};
 use super::{HIDDEN_AT_ROOT, Scanned};
-use crate::bindings::volume::{Entry, EntryKind};
 use crate::volume::content::{DIGEST_BUFFER, content_hash};
+use crate::volume::entry::{Entry, EntryKind};
 use crate::volume::error::VolumeError;
 use crate::volume::known::Stamp;
 use crate::volume::watch::{Change, Changes, Watch};
@@ -200,7 +200,7 @@ pub(super) fn digest_dir(
             looked[i].3 = Some(file);
         }
         for (name, entry, _, file) in looked {
-            digest.add(&entry, file);
+            digest.add(&entry, file)?;
             if entry.kind == EntryKind::Directory {
                 let below = here.and_then(|here| here.below(name));
                 digest_dir(

@@ -3,8 +3,8 @@
 //! each regular file, known or read.
 
 use super::Tree;
-use crate::bindings::volume::{Entry, EntryKind, TreeDigest};
 use crate::volume::content::DIGEST_CONTEXT;
+use crate::volume::entry::{Entry, EntryKind, TreeDigest};
 use crate::volume::error::VolumeError;
 use crate::volume::known::{HashStore, Stamp, Stored};
 
@@ -23,6 +23,8 @@ pub(super) struct Digester<'t> {
     stored: Stored,
     /// The hashes to keep for the next run.
     kept: Vec<(Stamp, blake3::Hash)>,
+    /// Paths left out, each with its tree.
+    leave_out: &'t [String],
 }
 
 /// A regular file's content hash and its length as read.
@@ -34,9 +36,9 @@ pub(super) struct FileHash {
 }
 
 impl<'t> Digester<'t> {
-    /// A digest of `tree`, which trusts the hashes `stored` kept by an
-    /// earlier digest.
-    pub(super) fn new(tree: &'t Tree, stored: Stored) -> Self {
+    /// A digest of `tree` without the entries at `leave_out` and under
+    /// them, which trusts the hashes `stored` kept by an earlier digest.
+    pub(super) fn new(tree: &'t Tree, stored: Stored, leave_out: &'t [String]) -> Self {
         Self {
             tree,
             hasher: blake3::Hasher::new_derive_key(DIGEST_CONTEXT),
@@ -45,7 +47,16 @@ impl<'t> Digester<'t> {
             bytes: 0,
             stored,
             kept: Vec::new(),
+            leave_out,
         }
+    }
+
+    /// Whether `path` is left out: it or a directory above it.
+    fn left_out(&self, path: &str) -> bool {
+        self.leave_out.iter().any(|out| {
+            path.strip_prefix(out.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
     }
 
     /// The content hash of the regular file `entry` with `stamp`, if it
@@ -84,13 +95,26 @@ impl<'t> Digester<'t> {
         })
     }
 
-    /// Adds one entry, with its content hash if it is a regular file.
-    pub(super) fn add(&mut self, entry: &Entry, file: Option<FileHash>) {
+    /// Adds one entry, with its content hash if it is a regular file,
+    /// and the digest of its extended attributes if the tree covers them.
+    pub(super) fn add(&mut self, entry: &Entry, file: Option<FileHash>) -> Result<(), VolumeError> {
+        if !self.leave_out.is_empty() && self.left_out(&entry.path) {
+            return Ok(());
+        }
+        let attributes = match !self.tree.attributes().is_empty() && entry.kind != EntryKind::Block
+        {
+            true => Some(self.tree.attributes_digest(&entry.path)?),
+            false => None,
+        };
         let kind: u8 = match entry.kind {
             EntryKind::File => 0,
             EntryKind::Directory => 1,
             EntryKind::Symlink => 2,
             EntryKind::Block => 3,
+            EntryKind::Fifo => 4,
+            EntryKind::Socket => 5,
+            EntryKind::CharDevice => 6,
+            EntryKind::BlockDevice => 7,
         };
         let records = &mut self.records;
         records.push(kind);
@@ -110,13 +134,20 @@ impl<'t> Digester<'t> {
             (EntryKind::Symlink, _) => {
                 records.extend_from_slice(blake3::hash(entry.link_target.as_bytes()).as_bytes());
             }
+            (EntryKind::CharDevice | EntryKind::BlockDevice, _) => {
+                records.extend_from_slice(&entry.rdev.to_le_bytes());
+            }
             _ => {}
+        }
+        if let Some(attributes) = attributes {
+            records.extend_from_slice(&attributes);
         }
         self.entries += 1;
         if self.records.len() >= RECORDS {
             self.hasher.update(&self.records);
             self.records.clear();
         }
+        Ok(())
     }
 
     /// The digest, and the hashes to keep for the next run.

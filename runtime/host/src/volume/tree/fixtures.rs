@@ -8,8 +8,8 @@ use cap_std::fs::Dir;
 
 use super::Tree;
 use super::mutate::time_spec;
-use crate::bindings::volume::TreeDigest;
 use crate::volume::Access;
+use crate::volume::entry::TreeDigest;
 
 /// A small tree with every kind of entry, fixed metadata.
 pub(super) fn digest_tree(root: &Path) {

@@ -13,6 +13,7 @@
 //! ([`partial`]) and granule hashes ([`granules`]) kept for the next run,
 //! and what an earlier version kept inside the volume ([`legacy`]).
 
+mod attributes;
 mod digest;
 mod digest_walk;
 mod digester;
@@ -23,6 +24,7 @@ mod hash_store;
 mod journal;
 mod legacy;
 mod mutate;
+pub use mutate::Node;
 mod partial;
 mod scan;
 mod stage;
@@ -31,7 +33,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use cap_std::fs::{Dir, MetadataExt};
 
@@ -41,7 +43,7 @@ use super::error::VolumeError;
 use super::kept_hashes;
 use super::known::{self, HashStore, KnownHashes, Stamp};
 use super::watch::Watch;
-use crate::bindings::volume::Entry;
+use crate::volume::entry::Entry;
 
 /// A directory tree granted to one run.
 pub struct Tree {
@@ -56,6 +58,9 @@ pub struct Tree {
     has_partials: AtomicBool,
     /// Whether granule hashes may be kept in [`GRANULES`], likewise.
     has_granules: AtomicBool,
+    /// The namespaces of extended attributes scans fingerprint and the
+    /// digest covers ([`Tree::include_attributes`]), as their bits.
+    attributes: AtomicU8,
     /// Hashes of files this run read or wrote whole.
     pub(super) known: KnownHashes,
     /// Where the digest keeps the hashes it saw for the next run.
@@ -245,6 +250,7 @@ impl Tree {
             state,
             has_partials,
             has_granules,
+            attributes: AtomicU8::new(0),
             known: KnownHashes::default(),
             store: match access {
                 Access::ReadWrite => HashStore::State,

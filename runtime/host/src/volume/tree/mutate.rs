@@ -6,12 +6,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cap_fs_ext::{DirExt, SystemTimeSpec};
 use cap_std::fs::{Dir, Permissions, PermissionsExt};
-use rustix::fs::AtFlags;
+use rustix::fs::{AtFlags, FileType, Mode};
 
 use super::scan::stat_stamp;
 use super::{Tree, checked, staging_path};
 use crate::volume::error::VolumeError;
 use crate::volume::watch::Watch;
+
+/// A special file [`Tree::make_node`] makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket's name.
+    Socket,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+}
 
 impl Tree {
     /// Creates a directory; fine if it is one already.
@@ -56,16 +69,57 @@ impl Tree {
         })
     }
 
-    /// Sets the owner of `path` (a symlink itself, not its target); one
-    /// that has it already is left alone (a chown would still change its
-    /// ctime and clear set-id bits). `Ok(false)` when this process may
-    /// not: ownership is kept where permitted.
-    pub fn set_owner(&self, path: &str, uid: u32, gid: u32) -> Result<bool, VolumeError> {
+    /// Creates or atomically replaces a special file: made beside `path`,
+    /// then renamed over it. `Ok(false)`, changing nothing, when this
+    /// process may not make it (device nodes need `CAP_MKNOD`).
+    pub fn make_node(
+        &self,
+        path: &str,
+        node: Node,
+        mode: u32,
+        rdev: u64,
+    ) -> Result<bool, VolumeError> {
         let path = checked(path)?;
         self.writable()?;
-        // Resolve the parent through cap-std, which keeps the lookup
-        // inside the volume; chown the last component without following it.
-        let (parent, name) = match path.rsplit_once('/') {
+        let staged = staging_path(path);
+        let (parent, name) = self.parent_of(&staged)?;
+        let dir = parent.as_ref().unwrap_or(&self.dir);
+        let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
+        let kind = match node {
+            Node::Fifo => FileType::Fifo,
+            Node::Socket => FileType::Socket,
+            Node::CharDevice => FileType::CharacterDevice,
+            Node::BlockDevice => FileType::BlockDevice,
+        };
+        let rdev = match node {
+            Node::CharDevice | Node::BlockDevice => rdev,
+            Node::Fifo | Node::Socket => 0,
+        };
+        match rustix::fs::mknodat(dir, name, kind, Mode::from_raw_mode(mode & 0o7777), rdev) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::PERM) => return Ok(false),
+            Err(e) => return Err(VolumeError::io(path)(e.into())),
+        }
+        // mknod applies the umask; the mode is the source's.
+        rustix::fs::chmodat(
+            dir,
+            name,
+            Mode::from_raw_mode(mode & 0o7777),
+            AtFlags::empty(),
+        )
+        .and_then(|()| rustix::fs::renameat(dir, name, &self.dir, path))
+        .map_err(|e| {
+            let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
+            VolumeError::io(path)(e.into())
+        })?;
+        Ok(true)
+    }
+
+    /// The directory holding `path`'s last component, resolved through
+    /// cap-std so that the lookup stays inside the volume (`None`: the
+    /// root), and that component.
+    fn parent_of<'p>(&self, path: &'p str) -> Result<(Option<Dir>, &'p str), VolumeError> {
+        Ok(match path.rsplit_once('/') {
             Some((parent, name)) => (
                 Some(
                     self.dir
@@ -75,7 +129,18 @@ impl Tree {
                 name,
             ),
             None => (None, path),
-        };
+        })
+    }
+
+    /// Sets the owner of `path` (a symlink itself, not its target); one
+    /// that has it already is left alone (a chown would still change its
+    /// ctime and clear set-id bits). `Ok(false)` when this process may
+    /// not: ownership is kept where permitted.
+    pub fn set_owner(&self, path: &str, uid: u32, gid: u32) -> Result<bool, VolumeError> {
+        let path = checked(path)?;
+        self.writable()?;
+        // chown the last component without following it.
+        let (parent, name) = self.parent_of(path)?;
         let dir = parent.as_ref().unwrap_or(&self.dir);
         let stat = |dir: &Dir| rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW);
         let before = stat(dir).map_err(|e| VolumeError::io(path)(e.into()))?;
@@ -186,5 +251,41 @@ mod tests {
             (after.ctime(), after.ctime_nsec()),
             (before.ctime(), before.ctime_nsec())
         );
+    }
+
+    /// A fifo and a socket are made by anyone, with the source's mode
+    /// whatever the umask, replacing what was there; a device node only by
+    /// a privileged process, and otherwise nothing changes.
+    #[test]
+    fn special_files_are_made_where_permitted() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("d")).unwrap();
+        std::fs::write(root.path().join("d/pipe"), b"a file first").unwrap();
+        let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        assert!(volume.make_node("d/pipe", Node::Fifo, 0o666, 0).unwrap());
+        assert!(volume.make_node("sock", Node::Socket, 0o701, 0).unwrap());
+        let pipe = std::fs::symlink_metadata(root.path().join("d/pipe")).unwrap();
+        assert!(pipe.file_type().is_fifo());
+        assert_eq!(pipe.mode() & 0o7777, 0o666);
+        let sock = std::fs::symlink_metadata(root.path().join("sock")).unwrap();
+        assert!(sock.file_type().is_socket());
+        assert_eq!(sock.mode() & 0o7777, 0o701);
+        // 1:3 is /dev/null.
+        let null = rustix::fs::makedev(1, 3);
+        let made = volume
+            .make_node("null", Node::CharDevice, 0o600, null)
+            .unwrap();
+        let privileged = rustix::process::geteuid().is_root();
+        assert_eq!(made, privileged);
+        match std::fs::symlink_metadata(root.path().join("null")) {
+            Ok(meta) => {
+                assert!(meta.file_type().is_char_device());
+                assert_eq!(meta.rdev(), null);
+            }
+            Err(e) => assert!(!privileged, "{e}"),
+        }
+        let names = std::fs::read_dir(root.path()).unwrap().count();
+        assert_eq!(names, if privileged { 3 } else { 2 }, "no staged node left");
     }
 }

@@ -4,35 +4,45 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 
 use cap_fs_ext::DirExt;
 use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, FileType};
+use wasmover_contract::escape_path;
 
 use super::hash_store::load_hashes;
 use super::{HIDDEN_AT_ROOT, Scanned, Tree};
-use crate::bindings::volume::{Entry, EntryKind};
 use crate::volume::access::Access;
 use crate::volume::ahead::{self, Ahead};
+use crate::volume::attributes::{self, Namespaces};
+use crate::volume::entry::{Entry, EntryKind};
 use crate::volume::error::VolumeError;
 use crate::volume::known::Stamp;
 use crate::volume::watch::Watch;
 
 impl Tree {
-    /// Lists every entry, parents before children, siblings by name.
-    /// Entries that are neither files, directories nor symlinks (sockets,
-    /// devices, fifos) are skipped. The tree remembers what it found, for
+    /// Lists every entry, parents before children, siblings by name, with
+    /// the fingerprint of its extended attributes when the tree covers
+    /// them ([`Tree::include_attributes`]). The tree remembers what it found, for
     /// its [`digest`](Self::digest); a writable one also watches what
     /// changes since.
     pub fn scan(&self) -> Result<Vec<Entry>, VolumeError> {
         let mut entries = Vec::new();
         let mut stamps = Vec::new();
         let mut watch = (self.access == Access::ReadWrite).then(Watch::new);
-        walk_dir(&self.dir, "", watch.as_mut(), &mut |entry, stamp| {
-            stamps.push(stamp);
-            entries.push(entry);
-            Ok(())
-        })?;
+        let attributes = self.attributes();
+        walk_dir(
+            &self.dir,
+            "",
+            watch.as_mut(),
+            attributes,
+            &mut |entry, stamp| {
+                stamps.push(stamp);
+                entries.push(entry);
+                Ok(())
+            },
+        )?;
         let mut children = HashMap::<String, Vec<u32>>::new();
         if watch.is_some() {
             for (i, entry) in entries.iter().enumerate() {
@@ -89,7 +99,7 @@ impl Tree {
 
 /// The entry `name` in `dir` (the directory at `path`) is, by one
 /// `statx` (and `readlink` for a symlink), and its [`Stamp`]; `None` for
-/// what a tree does not hold (sockets, devices, fifos), with a warning.
+/// a kind of file Linux does not name (none is known), with a warning.
 pub(super) fn look(
     dir: &Dir,
     path: &str,
@@ -106,8 +116,12 @@ pub(super) fn look(
         FileType::Symlink => EntryKind::Symlink,
         FileType::Directory => EntryKind::Directory,
         FileType::RegularFile => EntryKind::File,
-        _ => {
-            tracing::warn!(path = child, "skipping special file");
+        FileType::Fifo => EntryKind::Fifo,
+        FileType::Socket => EntryKind::Socket,
+        FileType::CharacterDevice => EntryKind::CharDevice,
+        FileType::BlockDevice => EntryKind::BlockDevice,
+        FileType::Unknown => {
+            tracing::warn!(path = child, "skipping a file of unknown kind");
             return Ok(None);
         }
     };
@@ -137,6 +151,11 @@ pub(super) fn look(
         gid: stat.st_gid,
         inode: stamp.inode,
         links: stat.st_nlink.try_into().unwrap_or(u32::MAX),
+        rdev: match kind {
+            EntryKind::CharDevice | EntryKind::BlockDevice => stat.st_rdev,
+            _ => 0,
+        },
+        attributes: 0,
     };
     Ok(Some((entry, stamp)))
 }
@@ -149,7 +168,7 @@ pub(super) fn names_in(dir: &Dir, path: &str) -> Result<Vec<String>, VolumeError
     for entry in dir.entries().map_err(VolumeError::io(shown))? {
         let name = entry.map_err(VolumeError::io(shown))?.file_name();
         let name = name.into_string().map_err(|name| VolumeError::Io {
-            path: format!("{shown}/{}", name.to_string_lossy()),
+            path: format!("{shown}/{}", escape_path(name.as_bytes())),
             source: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8"),
         })?;
         names.push(name);
@@ -175,15 +194,21 @@ fn walk_dir(
     dir: &Dir,
     path: &str,
     mut watch: Option<&mut Watch>,
+    attributes: Namespaces,
     visit: &mut dyn FnMut(Entry, Stamp) -> Result<(), VolumeError>,
 ) -> Result<(), VolumeError> {
     if let Some(watch) = watch.as_deref_mut() {
         watch.add(dir, path);
     }
     for name in &names_in(dir, path)? {
-        let Some((entry, stamp)) = look(dir, path, name)? else {
+        let Some((mut entry, stamp)) = look(dir, path, name)? else {
             continue;
         };
+        if !attributes.is_empty() {
+            let read = attributes::read_at(dir, name.as_bytes());
+            let covered = read.map_err(VolumeError::io(&entry.path))?.only(attributes);
+            entry.attributes = attributes::fingerprint(&covered);
+        }
         let sub = (entry.kind == EntryKind::Directory).then(|| entry.path.clone());
         visit(entry, stamp)?;
         if let Some(sub) = sub {
@@ -191,6 +216,7 @@ fn walk_dir(
                 &open_sub(dir, name, &sub)?,
                 &sub,
                 watch.as_deref_mut(),
+                attributes,
                 visit,
             )?;
         }

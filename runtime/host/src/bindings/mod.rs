@@ -1,10 +1,14 @@
 #![allow(missing_docs)]
 //! Host bindings generated from the contract in `wit/`.
 //!
-//! This is the only `bindgen!` of the project. It binds the superset world
-//! (`mover-validating`) so that every export is known; [`crate::module`]
-//! resolves the exports one interface at a time, which is how optional
-//! capabilities are detected.
+//! These are the bindings of the contract this host serves,
+//! `wasmover:mover@0.3.0`; [`v0_2`] binds the previous one, whose imports
+//! are adapters over these (`crate::host::v0_2`). Each binds the superset
+//! world (`mover-validating`) so that every export is known;
+//! [`crate::module`] resolves the exports one interface at a time, which
+//! is how optional capabilities are detected.
+
+pub mod v0_2;
 
 wasmtime::component::bindgen!({
     path: "../../wit",
@@ -28,6 +32,8 @@ impl From<&types::TransferReport> for wasmover_contract::AgentReport {
             bytes_total: r.bytes_total,
             bytes_matched: r.bytes_matched,
             bytes_literal: r.bytes_literal,
+            bytes_literal_wire: r.bytes_literal_wire,
+            entries_skipped: r.entries_skipped,
             bytes_on_wire: r.bytes_on_wire,
             tree_digest: r.tree_digest.clone(),
             verified: r.verified,
