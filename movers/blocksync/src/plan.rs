@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
+use wasmover_sdk::escape_path;
 use wasmover_sdk::volume::{Entry, EntryKind};
 
 /// The changes, in the order they are applied.
@@ -12,15 +13,18 @@ use wasmover_sdk::volume::{Entry, EntryKind};
 pub struct Plan {
     /// Destination paths to remove (extraneous, or of another kind), top-most
     /// only: removing a directory removes its tree.
-    pub remove: Vec<String>,
+    pub remove: Vec<Vec<u8>>,
     /// Source indices of directories to create, parents first.
     pub create_dirs: Vec<usize>,
     /// Source indices of files whose content must be rebuilt.
     pub transfer: Vec<usize>,
     /// Source indices of symlinks to create or retarget.
     pub links: Vec<usize>,
+    /// Source indices of special files (fifos, sockets, device nodes) to
+    /// make: missing, or a device of another number.
+    pub nodes: Vec<usize>,
     /// Source indices of files whose content is current but whose mode
-    /// differs.
+    /// differs, and of special files whose mode or time differs.
     pub metadata: Vec<usize>,
     /// Source indices of every directory, deepest first: their metadata is
     /// set last, after their contents changed.
@@ -32,6 +36,11 @@ pub struct Plan {
     /// Source indices of entries whose owner must be set: new or rebuilt
     /// ones, and those whose owner differs.
     pub owners: Vec<usize>,
+    /// Source indices of entries whose extended attributes must be set:
+    /// new or rebuilt ones that have any, and those whose attributes
+    /// differ (removing them is setting them too). A further hard link
+    /// shares its first path's.
+    pub attributes: Vec<usize>,
 }
 
 /// Compares the source tree with the destination's.
@@ -87,10 +96,10 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Result<Plan, String> {
 
     // Destination entries come parents first, so a removed directory is seen
     // before its children and they can be skipped.
-    let mut removed_prefix: Option<String> = None;
+    let mut removed_prefix: Option<Vec<u8>> = None;
     for (entry, src) in destination.iter().zip(&to_src) {
         if let Some(prefix) = &removed_prefix {
-            if entry.path.starts_with(prefix.as_str()) {
+            if entry.path.starts_with(prefix) {
                 continue;
             }
             removed_prefix = None;
@@ -99,7 +108,7 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Result<Plan, String> {
         if !keep {
             plan.remove.push(entry.path.clone());
             if entry.kind == EntryKind::Directory {
-                removed_prefix = Some(format!("{}/", entry.path));
+                removed_prefix = Some([entry.path.as_slice(), b"/"].concat());
             }
         }
     }
@@ -132,6 +141,17 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Result<Plan, String> {
                 plan.transfer.push(index);
                 continue;
             }
+            EntryKind::Fifo
+            | EntryKind::Socket
+            | EntryKind::CharDevice
+            | EntryKind::BlockDevice => match current {
+                Some(dst) if dst.rdev == src.rdev => {
+                    if (dst.mode, dst.mtime_ns) != (src.mode, src.mtime_ns) {
+                        plan.metadata.push(index);
+                    }
+                }
+                _ => plan.nodes.push(index),
+            },
         }
         let owner_differs = current.is_none_or(|dst| (dst.uid, dst.gid) != (src.uid, src.gid));
         if owner_differs && first_of(index).is_none() {
@@ -171,16 +191,34 @@ pub fn plan(source: &[Entry], destination: &[Entry]) -> Result<Plan, String> {
         .filter(|(_, e)| e.kind == EntryKind::Directory)
         .map(|(i, _)| i)
         .collect();
+    let mut fresh = vec![false; source.len()];
+    for &i in plan
+        .transfer
+        .iter()
+        .chain(&plan.create_dirs)
+        .chain(&plan.links)
+        .chain(&plan.nodes)
+    {
+        fresh[i] = true;
+    }
+    plan.attributes = (0..source.len())
+        .filter(|&i| source[i].kind != EntryKind::Block && first_of(i).is_none())
+        .filter(|&i| match (fresh[i], existing(i)) {
+            (false, Some(dst)) => dst.attributes != source[i].attributes,
+            _ => source[i].attributes != 0,
+        })
+        .collect();
+
+    let depth = |i: usize| source[i].path.iter().filter(|&&c| c == b'/').count();
     plan.dirs_deepest_first
-        .sort_by_key(|&i| std::cmp::Reverse(source[i].path.matches('/').count()));
+        .sort_by_key(|&i| std::cmp::Reverse(depth(i)));
     Ok(plan)
 }
 
 /// How a scan orders two paths: component by component, so a directory's
 /// whole subtree comes before its next sibling. That is byte order with
 /// `/` below every other byte (a name holds neither `/` nor NUL).
-fn walk_order(a: &str, b: &str) -> Ordering {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
     let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
     let at = |path: &[u8]| path.get(same).map(|&c| if c == b'/' { 0 } else { c });
     at(a).cmp(&at(b))
@@ -195,8 +233,9 @@ fn in_walk_order(entries: &[Entry]) -> Result<(), String> {
     {
         None => Ok(()),
         Some(pair) => Err(format!(
-            "{:?} comes after {:?}: not in walk order (parents first, siblings by name, each once)",
-            pair[1].path, pair[0].path
+            "{} comes after {}: not in walk order (parents first, siblings by name, each once)",
+            escape_path(&pair[1].path),
+            escape_path(&pair[0].path)
         )),
     }
 }
@@ -205,18 +244,20 @@ fn in_walk_order(entries: &[Entry]) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn entry(path: &str, kind: EntryKind, size: u64, mtime: i64) -> Entry {
+    fn entry(path: impl AsRef<[u8]>, kind: EntryKind, size: u64, mtime: i64) -> Entry {
         Entry {
-            path: path.into(),
+            path: path.as_ref().to_vec(),
             kind,
             mode: 0o644,
             size,
             mtime_ns: mtime,
-            link_target: String::new(),
+            link_target: Vec::new(),
             uid: 0,
             gid: 0,
             inode: 0,
             links: 1,
+            rdev: 0,
+            attributes: 0,
         }
     }
     use EntryKind::{Block as B, Directory as D, File as F, Symlink as L};
@@ -263,7 +304,7 @@ mod tests {
             entry("link", F, 1, 1),
         ];
         let p = plan(&src, &dst).unwrap();
-        assert_eq!(p.remove, ["gone", "link"]);
+        assert_eq!(p.remove, [b"gone".to_vec(), b"link".to_vec()]);
         assert_eq!(p.create_dirs, [1]);
         assert_eq!(p.transfer, [2, 4, 5]);
         assert_eq!(p.metadata, [3]);
@@ -276,7 +317,7 @@ mod tests {
         let src = vec![entry("x", D, 0, 1), entry("x/f", F, 1, 1)];
         let dst = vec![entry("x", F, 5, 1)];
         let p = plan(&src, &dst).unwrap();
-        assert_eq!(p.remove, ["x"]);
+        assert_eq!(p.remove, [b"x".to_vec()]);
         assert_eq!(p.create_dirs, [0]);
         assert_eq!(p.transfer, [1]);
     }
@@ -284,9 +325,9 @@ mod tests {
     #[test]
     fn a_retargeted_symlink_is_relinked() {
         let mut src = entry("l", L, 0, 1);
-        src.link_target = "new".into();
+        src.link_target = b"new".to_vec();
         let mut dst = entry("l", L, 0, 1);
-        dst.link_target = "old".into();
+        dst.link_target = b"old".to_vec();
         assert_eq!(plan(&[src.clone()], &[dst]).unwrap().links, [0]);
         assert!(plan(&[src.clone()], &[src]).unwrap().links.is_empty());
     }
@@ -300,7 +341,7 @@ mod tests {
             entry("ab", F, 1, 1),
         ];
         let p = plan(&src, &dst).unwrap();
-        assert_eq!(p.remove, ["a"]);
+        assert_eq!(p.remove, [b"a".to_vec()]);
         assert!(p.transfer.is_empty());
     }
 
@@ -382,11 +423,67 @@ mod tests {
         let mut paths = vec![
             "a.txt", "a/x", "a", "a/b/c", "a/b", "a0", "a/b.c", "b", "a/-", "", "a/b/c/d",
         ];
-        paths.sort_by(|a, b| walk_order(a, b));
+        paths.sort_by(|a, b| walk_order(a.as_bytes(), b.as_bytes()));
         let mut by_components = paths.clone();
         by_components.sort_by(|a, b| a.split('/').cmp(b.split('/')));
         assert_eq!(paths, by_components);
-        assert_eq!(walk_order("a/b", "a/b"), Ordering::Equal);
+        assert_eq!(walk_order(b"a/b", b"a/b"), Ordering::Equal);
+        // Bytes that are not UTF-8 order as bytes, after every ASCII name.
+        assert_eq!(walk_order(b"a/\xff", b"a/z"), Ordering::Greater);
+        assert_eq!(walk_order(b"a/\xff", b"a\xff"), Ordering::Less);
+    }
+
+    #[test]
+    fn attributes_are_set_where_they_differ_or_on_new_entries_that_have_any() {
+        let with = |path: &str, kind, attributes| Entry {
+            attributes,
+            ..entry(path, kind, 1, 1)
+        };
+        let src = vec![
+            with("d", D, 0),
+            with("d/changed", F, 8),
+            with("d/kept", F, 5),
+            with("d/new", F, 6),
+            with("d/plain", F, 0),
+            with("d/stripped", F, 0),
+        ];
+        let dst = vec![
+            with("d", D, 0),
+            with("d/changed", F, 7),
+            with("d/kept", F, 5),
+            with("d/plain", F, 0),
+            with("d/stripped", F, 9),
+        ];
+        // New with attributes, attributes removed, attributes changed.
+        assert_eq!(plan(&src, &dst).unwrap().attributes, [1, 3, 5]);
+        // A rebuilt file is a new inode: its attributes are set again.
+        let mut older = dst.clone();
+        older[2].size = 4;
+        assert_eq!(plan(&src, &older).unwrap().attributes, [1, 2, 3, 5]);
+    }
+
+    #[test]
+    fn special_files_are_made_once_and_remade_as_another_device() {
+        use EntryKind::{CharDevice, Fifo, Socket};
+        let node = |path: &str, kind, rdev| Entry {
+            rdev,
+            ..entry(path, kind, 0, 1)
+        };
+        let src = vec![
+            node("null", CharDevice, 0x103),
+            node("pipe", Fifo, 0),
+            node("sock", Socket, 0),
+        ];
+        assert_eq!(plan(&src, &[]).unwrap().nodes, [0, 1, 2]);
+        assert!(plan(&src, &src).unwrap().nodes.is_empty());
+        // Another device number, another kind, another mode.
+        let mut moded = node("sock", Socket, 0);
+        moded.mode = 0o600;
+        let dst = vec![node("null", CharDevice, 0x105), node("pipe", F, 0), moded];
+        let p = plan(&src, &dst).unwrap();
+        assert_eq!(p.nodes, [0, 1]);
+        assert_eq!(p.remove, [b"pipe".to_vec()]);
+        assert_eq!(p.metadata, [2]);
     }
 
     #[test]

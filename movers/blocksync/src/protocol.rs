@@ -3,30 +3,40 @@
 //!
 //! ```text
 //! sender                         receiver
-//! Hello{version, entries} ─────▶
-//! Entries{batch}…, End    ─────▶  plan against its own tree
+//! Hello{version, entries,
+//!       attributes}       ─────▶
+//! Entries{batch}…, End    ─────▶  plan against its own tree, make nodes
 //!                         ◀─────  Want{indices}
+//!                         ◀─────  LeftOut{indices}  (nodes it may not make)
 //!                         ◀─────  signature(i)   (native, windowed)
 //! delta(i)                ─────▶  patch(i)       (native)
 //!                         ◀─────  Want{failed}   (once, usually empty)
 //!                         ◀─────  signature(i)   (fresh seeds)
 //! delta(i)                ─────▶  patch(i)       (a mismatch now fails)
+//!                         ◀─────  Want{indices}  (entries whose attributes
+//!                                                 differ; with attributes)
+//! attributes              ─────▶  set            (native)
+//!                         ◀─────  Covered{namespaces it could set}
 //! Digest{tree digest}     ─────▶  compares it with its own
 //!                         ◀─────  Done{report, its digest, verified}
 //! ```
 //!
 //! Both sides compute their tree digest (`volume.digest`, natively) once
-//! their part of the transfer is done, at the same time.
+//! their part of the transfer is done, at the same time, both leaving out
+//! the entries the receiver may not make.
 
 use wasmover_sdk::types::{Error, TransferReport};
-use wasmover_sdk::volume::{Entry, EntryKind, TreeDigest};
+use wasmover_sdk::volume::{AttributeNamespaces, Entry, EntryKind, TreeDigest};
 use wasmover_sdk::wire::{DecodeError, Reader, Writer};
 use wasmover_sdk::{channel, error};
 
 /// Version of this message set; a receiver refuses any other. 2: the
 /// `Digest` message, and the digest and verdict in `Done`. 3: a second
 /// `Want`, of the files whose patch failed its verification, sent again.
-pub const VERSION: u64 = 3;
+/// 4: paths are bytes; entries carry special kinds, `rdev` and the
+/// attributes' fingerprint; `Done` counts literal wire bytes and skipped
+/// entries.
+pub const VERSION: u64 = 4;
 /// Encoded entries per `Entries` message, at most.
 const BATCH_BYTES: usize = 1 << 20;
 
@@ -36,6 +46,16 @@ const END: u64 = 3;
 const WANT: u64 = 4;
 const DONE: u64 = 5;
 const DIGEST: u64 = 6;
+const LEFT_OUT: u64 = 7;
+const COVERED: u64 = 8;
+
+/// Every namespace of extended attributes.
+pub fn all_namespaces() -> AttributeNamespaces {
+    AttributeNamespaces::USER
+        | AttributeNamespaces::SYSTEM
+        | AttributeNamespaces::SECURITY
+        | AttributeNamespaces::TRUSTED
+}
 
 /// Sends one message; the tag first.
 fn send(tag: u64, body: impl FnOnce(&mut Writer)) -> Result<u64, Error> {
@@ -81,55 +101,66 @@ fn decode_error(what: &str, e: DecodeError) -> Error {
     error("ProtocolError", format!("{what}: {e}"))
 }
 
-fn kind_code(kind: EntryKind) -> u64 {
-    match kind {
-        EntryKind::File => 0,
-        EntryKind::Directory => 1,
-        EntryKind::Symlink => 2,
-        EntryKind::Block => 3,
-    }
-}
+/// Every kind, in the order of its code on the wire.
+const KINDS: [EntryKind; 8] = [
+    EntryKind::File,
+    EntryKind::Directory,
+    EntryKind::Symlink,
+    EntryKind::Block,
+    EntryKind::Fifo,
+    EntryKind::Socket,
+    EntryKind::CharDevice,
+    EntryKind::BlockDevice,
+];
 
 fn write_entry(w: &mut Writer, e: &Entry) {
-    w.str(&e.path)
-        .u64(kind_code(e.kind))
+    let kind = KINDS
+        .iter()
+        .position(|k| *k == e.kind)
+        .expect("every kind has a code");
+    w.bytes(&e.path)
+        .u64(kind as u64)
         .u64(e.mode.into())
         .u64(e.size)
         .i64(e.mtime_ns)
-        .str(&e.link_target)
+        .bytes(&e.link_target)
         .u64(e.uid.into())
         .u64(e.gid.into())
         .u64(e.inode)
-        .u64(e.links.into());
+        .u64(e.links.into())
+        .u64(e.rdev)
+        .u64(e.attributes);
 }
 
 fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
-    let path = r.str()?.to_owned();
-    let kind = match r.u64()? {
-        0 => EntryKind::File,
-        1 => EntryKind::Directory,
-        2 => EntryKind::Symlink,
-        3 => EntryKind::Block,
-        _ => return Err(DecodeError("unknown entry kind")),
-    };
+    let path = r.bytes()?.to_vec();
+    let kind = usize::try_from(r.u64()?)
+        .ok()
+        .and_then(|code| KINDS.get(code))
+        .copied()
+        .ok_or(DecodeError("unknown entry kind"))?;
     Ok(Entry {
         path,
         kind,
         mode: r.u32()?,
         size: r.u64()?,
         mtime_ns: r.i64()?,
-        link_target: r.str()?.to_owned(),
+        link_target: r.bytes()?.to_vec(),
         uid: r.u32()?,
         gid: r.u32()?,
         inode: r.u64()?,
         links: r.u32()?,
+        rdev: r.u64()?,
+        attributes: r.u64()?,
     })
 }
 
 /// Sends the sender's tree. Returns the bytes put on the channel.
-pub fn send_tree(entries: &[Entry]) -> Result<u64, Error> {
+pub fn send_tree(entries: &[Entry], attributes: bool) -> Result<u64, Error> {
     let mut wire = send(HELLO, |w| {
-        w.u64(VERSION).u64(entries.len() as u64);
+        w.u64(VERSION)
+            .u64(entries.len() as u64)
+            .u64(attributes.into());
     })?;
     let mut batch = Writer::new();
     let mut count = 0u64;
@@ -156,9 +187,9 @@ pub fn send_tree(entries: &[Entry]) -> Result<u64, Error> {
     Ok(wire)
 }
 
-/// Receives the sender's tree. Returns it and the bytes taken off the
-/// channel.
-pub fn receive_tree() -> Result<(Vec<Entry>, u64), Error> {
+/// Receives the sender's tree, which must agree with this side on
+/// copying `attributes`. Returns it and the bytes taken off the channel.
+pub fn receive_tree(attributes: bool) -> Result<(Vec<Entry>, u64), Error> {
     let (hello, mut wire) = receive(HELLO, "hello")?;
     let mut r = Reader::new(&hello);
     r.u64().map_err(|e| decode_error("hello", e))?;
@@ -170,6 +201,19 @@ pub fn receive_tree() -> Result<(Vec<Entry>, u64), Error> {
         ));
     }
     let announced = r.u64().map_err(|e| decode_error("hello", e))?;
+    let theirs = r.u64().map_err(|e| decode_error("hello", e))? == 1;
+    if theirs != attributes {
+        let copies = |yes| if yes { "copies" } else { "does not copy" };
+        return Err(error(
+            "InvalidParameter",
+            format!(
+                "the source {} extended attributes and ACLs, and this destination {}: set the \
+                 parameter attributes alike on both sides",
+                copies(theirs),
+                copies(attributes)
+            ),
+        ));
+    }
     let mut entries = Vec::new();
     loop {
         let bytes = channel::receive().map_err(channel_error)?;
@@ -213,28 +257,94 @@ pub fn send_want(indices: &[usize]) -> Result<u64, Error> {
     })
 }
 
-/// Receives the receiver's request; every index must name a file (or the
-/// block volume) of `entries`.
+/// Receives the receiver's request for content; every index must name a
+/// file (or the block volume) of `entries`.
 pub fn receive_want(entries: &[Entry]) -> Result<(Vec<usize>, u64), Error> {
-    let (bytes, wire) = receive(WANT, "want")?;
+    receive_indices(WANT, "want", entries, |e| {
+        matches!(e.kind, EntryKind::File | EntryKind::Block)
+    })
+}
+
+/// Tells the sender which entries this receiver may not make.
+pub fn send_left_out(indices: &[usize]) -> Result<u64, Error> {
+    send(LEFT_OUT, |w| {
+        w.u64(indices.len() as u64);
+        for &i in indices {
+            w.u64(i as u64);
+        }
+    })
+}
+
+/// Receives the entries the receiver may not make: special files.
+pub fn receive_left_out(entries: &[Entry]) -> Result<(Vec<usize>, u64), Error> {
+    receive_indices(LEFT_OUT, "left-out", entries, |e| {
+        matches!(
+            e.kind,
+            EntryKind::Fifo | EntryKind::Socket | EntryKind::CharDevice | EntryKind::BlockDevice
+        )
+    })
+}
+
+/// Receives the entries whose attributes the receiver asks for: any
+/// entry but the volume itself.
+pub fn receive_attributes_wanted(entries: &[Entry]) -> Result<(Vec<usize>, u64), Error> {
+    receive_indices(WANT, "attributes wanted", entries, |e| {
+        e.kind != EntryKind::Block
+    })
+}
+
+/// Tells the sender which namespaces of attributes both digests cover:
+/// those this receiver could set.
+pub fn send_covered(namespaces: AttributeNamespaces) -> Result<u64, Error> {
+    send(COVERED, |w| {
+        w.u64(namespaces.bits().into());
+    })
+}
+
+/// Receives the namespaces of attributes both digests cover.
+pub fn receive_covered() -> Result<(AttributeNamespaces, u64), Error> {
+    let (bytes, wire) = receive(COVERED, "covered")?;
     let mut r = Reader::new(&bytes);
-    let bad = |e| decode_error("want", e);
+    let bad = |e| decode_error("covered", e);
+    r.u64().map_err(bad)?;
+    let bits = r.u64().map_err(bad)?;
+    match u8::try_from(bits) {
+        Ok(bits) if bits & !all_namespaces().bits() == 0 => {
+            Ok((AttributeNamespaces::from_bits_retain(bits), wire))
+        }
+        _ => Err(error(
+            "ProtocolError",
+            format!("covered: unknown attribute namespaces {bits:#x}"),
+        )),
+    }
+}
+
+/// Receives a list of indices into `entries`, each of an entry `fits`.
+fn receive_indices(
+    tag: u64,
+    what: &str,
+    entries: &[Entry],
+    fits: impl Fn(&Entry) -> bool,
+) -> Result<(Vec<usize>, u64), Error> {
+    let (bytes, wire) = receive(tag, what)?;
+    let mut r = Reader::new(&bytes);
+    let bad = |e| decode_error(what, e);
     r.u64().map_err(bad)?;
     let count = r.u64().map_err(bad)?;
-    let mut want = Vec::new();
+    let mut indices = Vec::new();
     for _ in 0..count {
         let i = usize::try_from(r.u64().map_err(bad)?).unwrap_or(usize::MAX);
         match entries.get(i) {
-            Some(e) if matches!(e.kind, EntryKind::File | EntryKind::Block) => want.push(i),
+            Some(e) if fits(e) => indices.push(i),
             _ => {
                 return Err(error(
                     "ProtocolError",
-                    format!("the receiver asked for entry {i}, which is not a file"),
+                    format!("the receiver's {what} names entry {i}, which it cannot"),
                 ));
             }
         }
     }
-    Ok((want, wire))
+    Ok((indices, wire))
 }
 
 /// Sends the sender's tree digest, after the last delta.
@@ -269,6 +379,8 @@ pub fn send_done(report: &TransferReport) -> Result<u64, Error> {
             .u64(report.bytes_total)
             .u64(report.bytes_matched)
             .u64(report.bytes_literal)
+            .u64(report.bytes_literal_wire)
+            .u64(report.entries_skipped)
             .u64(report.bytes_on_wire)
             .str(&report.tree_digest)
             .u64(report.verified.into());
@@ -288,6 +400,8 @@ pub fn receive_done() -> Result<TransferReport, Error> {
         bytes_total: r.u64().map_err(bad)?,
         bytes_matched: r.u64().map_err(bad)?,
         bytes_literal: r.u64().map_err(bad)?,
+        bytes_literal_wire: r.u64().map_err(bad)?,
+        entries_skipped: r.u64().map_err(bad)?,
         bytes_on_wire: r.u64().map_err(bad)?,
         tree_digest: r.str().map_err(bad)?.to_owned(),
         verified: r.u64().map_err(bad)? == 1,
@@ -301,16 +415,18 @@ mod tests {
     #[test]
     fn entries_round_trip_and_reject_unknown_kinds() {
         let entry = Entry {
-            path: "dir/ünï côdé\nname".into(),
+            path: b"dir/\xff\xfe \xc3\xbcn\n-name".to_vec(),
             kind: EntryKind::Symlink,
             mode: 0o4755,
             size: 0,
             mtime_ns: -1_500_000_000,
-            link_target: "../x".into(),
+            link_target: b"../\x80x".to_vec(),
             uid: 1000,
             gid: u32::MAX,
             inode: u64::MAX - 1,
             links: 3,
+            rdev: 0,
+            attributes: 0x1234_5678_9abc_def0,
         };
         let mut w = Writer::new();
         write_entry(&mut w, &entry);
@@ -321,6 +437,18 @@ mod tests {
         assert_eq!(back.mode, entry.mode);
         assert_eq!(back.mtime_ns, entry.mtime_ns);
         assert_eq!(back.link_target, entry.link_target);
+        assert_eq!(back.attributes, entry.attributes);
+        for kind in KINDS {
+            let node = Entry {
+                kind,
+                rdev: 0x0801,
+                ..entry.clone()
+            };
+            let mut w = Writer::new();
+            write_entry(&mut w, &node);
+            let back = read_entry(&mut Reader::new(&w.finish())).unwrap();
+            assert_eq!((back.kind, back.rdev), (kind, 0x0801));
+        }
 
         let mut corrupt = bytes.clone();
         let kind_at = 1 + entry.path.len();

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use wasmover_sdk::channel::ChannelError;
 use wasmover_sdk::types::{Error, Parameter, TransferReport};
 use wasmover_sdk::volume::{Entry, EntryKind, TreeDigest, VolumeError};
-use wasmover_sdk::{Params, blocks, channel, error, log, progress, volume};
+use wasmover_sdk::{Params, blocks, channel, error, escape_path, log, progress, volume};
 
 use crate::plan::plan;
 use crate::protocol;
@@ -25,6 +25,11 @@ const FILE_WINDOW: usize = 64;
 pub struct Options {
     /// Block size for signatures; the engine chooses when absent.
     pub block_size: Option<u32>,
+    /// How literals are compressed: `None` for the host's default, else
+    /// `off` (`Some(None)`) or a zstd level.
+    pub compress_level: Option<Option<i32>>,
+    /// Whether extended attributes and ACLs are copied.
+    pub attributes: bool,
 }
 
 impl Options {
@@ -33,7 +38,20 @@ impl Options {
         let params = Params::from(parameters);
         Ok(Self {
             block_size: params.parse("block-size")?,
+            compress_level: crate::control::compress_level(&params)?,
+            attributes: crate::control::attributes(&params)?,
         })
+    }
+
+    /// Tells the host what this side's options ask of it.
+    fn apply(&self) -> Result<(), Error> {
+        if self.attributes {
+            volume::include_attributes(protocol::all_namespaces());
+        }
+        if let Some(level) = self.compress_level {
+            blocks::set_compression(level).map_err(|e| block_error(b"", e))?;
+        }
+        Ok(())
     }
 }
 
@@ -46,8 +64,9 @@ fn volume_error(e: VolumeError) -> Error {
     }
 }
 
-fn block_error(path: &str, e: blocks::BlockError) -> Error {
+fn block_error(path: &[u8], e: blocks::BlockError) -> Error {
     use blocks::BlockError as B;
+    let path = escape_path(path);
     match e {
         // Mid-file: the stream was cut off, and what arrived of this file
         // is kept for the next run to resume from.
@@ -62,6 +81,7 @@ fn block_error(path: &str, e: blocks::BlockError) -> Error {
         B::InvalidPath(m) => error("InvalidPath", m),
         B::NotFound(m) => error("NotFound", m),
         B::Io(m) => error("VolumeError", m),
+        B::Invalid(m) => error("InvalidParameter", m),
     }
 }
 
@@ -78,15 +98,21 @@ pub fn tell_peer(result: Result<TransferReport, Error>) -> Result<TransferReport
 
 /// The sending side.
 pub fn send(options: &Options) -> Result<TransferReport, Error> {
-    let _ = options;
+    options.apply()?;
     let entries = volume::scan().map_err(volume_error)?;
     log::info(format!("sending a tree of {} entries", entries.len()));
-    protocol::send_tree(&entries)?;
+    protocol::send_tree(&entries, options.attributes)?;
     let (want, _) = protocol::receive_want(&entries)?;
+    let (left_out, _) = protocol::receive_left_out(&entries)?;
     send_deltas(&entries, &want)?;
     // Hashed while the receiver applies the last patches and hashes its
-    // own tree.
-    let digest = volume::digest().map_err(volume_error)?;
+    // own tree; once the attributes moved when they do, since the
+    // receiver says then which ones both digests cover.
+    let left_out: Vec<_> = left_out.iter().map(|&i| entries[i].path.clone()).collect();
+    let early = match options.attributes {
+        false => Some(volume::digest(&left_out).map_err(volume_error)?),
+        true => None,
+    };
     let (again, _) = protocol::receive_want(&entries)
         .map_err(|e| receiver_gone(e, "waiting for the files it asks for again"))?;
     if !again.is_empty() {
@@ -96,6 +122,22 @@ pub fn send(options: &Options) -> Result<TransferReport, Error> {
         ));
         send_deltas(&entries, &again)?;
     }
+    if options.attributes {
+        let (wanted, _) = protocol::receive_attributes_wanted(&entries)
+            .map_err(|e| receiver_gone(e, "waiting for the attributes it asks for"))?;
+        let paths: Vec<_> = wanted.iter().map(|&i| entries[i].path.clone()).collect();
+        blocks::send_attributes(&paths)
+            .map_err(|e| receiver_gone(block_error(b"", e), "sending extended attributes"))?;
+    }
+    let digest = match early {
+        Some(digest) => digest,
+        None => {
+            let (covered, _) = protocol::receive_covered()
+                .map_err(|e| receiver_gone(e, "waiting for the attributes it could set"))?;
+            volume::include_attributes(covered);
+            volume::digest(&left_out).map_err(volume_error)?
+        }
+    };
     let waiting = "waiting for its verdict";
     protocol::send_digest(&digest).map_err(|e| receiver_gone(e, waiting))?;
     let report = protocol::receive_done().map_err(|e| receiver_gone(e, waiting))?;
@@ -113,8 +155,10 @@ fn send_deltas(entries: &[Entry], indices: &[usize]) -> Result<(), Error> {
     progress::report(0, bytes_total, 0, files_total);
     for (done, &i) in indices.iter().enumerate() {
         let path = &entries[i].path;
-        blocks::send_delta(path)
-            .map_err(|e| receiver_gone(block_error(path, e), &format!("sending {path}")))?;
+        blocks::send_delta(path).map_err(|e| {
+            let sending = format!("sending {}", escape_path(path));
+            receiver_gone(block_error(path, e), &sending)
+        })?;
         bytes_done += entries[i].size;
         progress::report(bytes_done, bytes_total, done as u64 + 1, files_total);
     }
@@ -170,10 +214,11 @@ pub fn check_verified(report: &TransferReport, source: &TreeDigest) -> Result<()
 
 /// The receiving side.
 pub fn receive(options: &Options) -> Result<TransferReport, Error> {
+    options.apply()?;
     // Scanned while the sender scans its own tree, before its entries
     // arrive.
     let local = volume::scan().map_err(volume_error)?;
-    let (source, mut wire) = protocol::receive_tree()?;
+    let (source, mut wire) = protocol::receive_tree(options.attributes)?;
     let is_block = |tree: &[Entry]| tree.iter().any(|e| e.kind == EntryKind::Block);
     let mode = |block| {
         if block {
@@ -214,8 +259,10 @@ pub fn receive(options: &Options) -> Result<TransferReport, Error> {
     for &i in &plan.create_dirs {
         volume::create_dir(&source[i].path).map_err(volume_error)?;
     }
+    let left_out = make_nodes(&source, &plan.nodes)?;
 
     wire += protocol::send_want(&plan.transfer)?;
+    wire += protocol::send_left_out(&left_out)?;
     let mut report = TransferReport {
         entries_total: source.len() as u64,
         files_transferred: plan.transfer.len() as u64,
@@ -223,6 +270,8 @@ pub fn receive(options: &Options) -> Result<TransferReport, Error> {
         bytes_total,
         bytes_matched: 0,
         bytes_literal: 0,
+        bytes_literal_wire: 0,
+        entries_skipped: left_out.len() as u64,
         bytes_on_wire: 0,
         tree_digest: String::new(),
         verified: false,
@@ -260,15 +309,30 @@ pub fn receive(options: &Options) -> Result<TransferReport, Error> {
         volume::symlink(&link.link_target, &link.path).map_err(volume_error)?;
         set_metadata(link)?;
     }
-    set_owners(&source, &plan.owners)?;
-    for &i in &plan.metadata {
+    let made = |i: &usize| !left_out.contains(i);
+    let owners: Vec<usize> = plan.owners.iter().copied().filter(made).collect();
+    set_owners(&source, &owners)?;
+    if options.attributes {
+        let wanted: Vec<usize> = plan.attributes.iter().copied().filter(made).collect();
+        wire += protocol::send_want(&wanted)?;
+        let stats = blocks::receive_attributes().map_err(|e| block_error(b"", e))?;
+        wire += stats.wire_bytes;
+        report.entries_skipped += stats.skipped;
+        // What this side may not set is in neither digest.
+        let all = protocol::all_namespaces();
+        let covered = all ^ (all & stats.skipped_namespaces);
+        volume::include_attributes(covered);
+        wire += protocol::send_covered(covered)?;
+    }
+    for &i in plan.metadata.iter().chain(&plan.nodes).filter(|i| made(i)) {
         set_metadata(&source[i])?;
     }
     for &i in &plan.dirs_deepest_first {
         set_metadata(&source[i])?;
     }
 
-    let digest = volume::digest().map_err(volume_error)?;
+    let left_out: Vec<_> = left_out.iter().map(|&i| source[i].path.clone()).collect();
+    let digest = volume::digest(&left_out).map_err(volume_error)?;
     let (source_digest, digest_wire) = protocol::receive_digest()?;
     wire += digest_wire;
     verify(report, wire, &digest, &source_digest)
@@ -315,6 +379,28 @@ fn set_owners(source: &[Entry], indices: &[usize]) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Makes the special files at `indices`; returns those this receiver may
+/// not make (device nodes, when it is not privileged), which the transfer
+/// leaves out, saying so once.
+fn make_nodes(source: &[Entry], indices: &[usize]) -> Result<Vec<usize>, Error> {
+    let mut left_out = Vec::new();
+    for &i in indices {
+        let e = &source[i];
+        if !volume::make_node(&e.path, e.kind, e.mode, e.rdev).map_err(volume_error)? {
+            left_out.push(i);
+        }
+    }
+    if let Some(&first) = left_out.first() {
+        log::warn(format!(
+            "{} special files are left out, first {}: this receiver may not make device \
+             nodes (it is not privileged); the rest of the tree is replicated and verified",
+            left_out.len(),
+            escape_path(&source[first].path)
+        ));
+    }
+    Ok(left_out)
 }
 
 fn set_metadata(entry: &Entry) -> Result<(), Error> {
@@ -375,6 +461,7 @@ fn rebuild(
                 wire += stats.wire_bytes;
                 report.bytes_matched += stats.matched_bytes;
                 report.bytes_literal += stats.literal_bytes;
+                report.bytes_literal_wire += stats.literal_wire_bytes;
             }
             Err(blocks::BlockError::Verification(why)) if mismatch == Mismatch::AskAgain => {
                 log::warn(format!("{why}: asking the sender for it again"));
@@ -414,7 +501,7 @@ mod tests {
     fn write(path: &str, bytes: &[u8]) {
         use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
         if let Some((dir, _)) = path.rsplit_once('/') {
-            volume::create_dir(dir).unwrap();
+            volume::create_dir(dir.as_bytes()).unwrap();
         }
         let file = volume_dir()
             .open_at(
@@ -480,19 +567,19 @@ mod tests {
     fn native_blocks_rebuild_a_changed_file_sending_only_the_change() {
         let (_, new) = old_and_new("blocks", 100_000);
 
-        let sig = blocks::send_signature("blocks/old", Some(4096)).unwrap();
+        let sig = blocks::send_signature(b"blocks/old", Some(4096)).unwrap();
         assert!(sig.wire_bytes > 0);
-        let delta = blocks::send_delta("blocks/new").unwrap();
+        let delta = blocks::send_delta(b"blocks/new").unwrap();
         assert_eq!(delta.file_bytes, new.len() as u64);
         assert!(delta.literal_bytes <= 8192, "{delta:?}");
-        let patch = blocks::receive_patch("blocks/old", 0o640, 1_000_000_000).unwrap();
+        let patch = blocks::receive_patch(b"blocks/old", 0o640, 1_000_000_000).unwrap();
         assert_eq!(patch.matched_bytes + patch.literal_bytes, new.len() as u64);
 
         assert_eq!(read("blocks/old"), new);
         let entry = volume::scan()
             .unwrap()
             .into_iter()
-            .find(|e| e.path == "blocks/old")
+            .find(|e| e.path == b"blocks/old")
             .unwrap();
         assert_eq!((entry.mode, entry.mtime_ns), (0o640, 1_000_000_000));
     }
@@ -504,22 +591,22 @@ mod tests {
     fn a_file_that_fails_its_verification_is_kept_and_can_be_asked_for_again() {
         let (_, new) = old_and_new("again", 10_000);
 
-        blocks::send_signature("again/old", Some(4096)).unwrap();
+        blocks::send_signature(b"again/old", Some(4096)).unwrap();
         // The basis changes behind the receiver's back after its signature
         // left: the delta's copies name blocks that are no longer there.
         let changed = pseudo_random(256 << 10, 11);
         write("again/old", &changed);
-        blocks::send_delta("again/new").unwrap();
-        let err = blocks::receive_patch("again/old", 0o644, 1_000_000_000).unwrap_err();
+        blocks::send_delta(b"again/new").unwrap();
+        let err = blocks::receive_patch(b"again/old", 0o644, 1_000_000_000).unwrap_err();
         assert!(
             matches!(&err, blocks::BlockError::Verification(m) if m.contains("again/old")),
             "{err:?}"
         );
         assert_eq!(read("again/old"), changed);
 
-        blocks::send_signature("again/old", Some(4096)).unwrap();
-        blocks::send_delta("again/new").unwrap();
-        blocks::receive_patch("again/old", 0o644, 1_000_000_000).unwrap();
+        blocks::send_signature(b"again/old", Some(4096)).unwrap();
+        blocks::send_delta(b"again/new").unwrap();
+        blocks::receive_patch(b"again/old", 0o644, 1_000_000_000).unwrap();
         assert_eq!(read("again/old"), new);
     }
 
@@ -527,11 +614,11 @@ mod tests {
     fn paths_outside_the_volume_are_refused() {
         for path in ["../etc/passwd", "/etc/passwd", "a/../../b"] {
             assert!(matches!(
-                blocks::send_signature(path, None),
+                blocks::send_signature(path.as_bytes(), None),
                 Err(blocks::BlockError::InvalidPath(_))
             ));
             assert!(matches!(
-                volume::remove(path),
+                volume::remove(path.as_bytes()),
                 Err(VolumeError::InvalidPath(_))
             ));
         }
@@ -545,6 +632,8 @@ mod tests {
             bytes_total: 0,
             bytes_matched: 0,
             bytes_literal: 0,
+            bytes_literal_wire: 0,
+            entries_skipped: 0,
             bytes_on_wire: 0,
             tree_digest: String::new(),
             verified: false,
@@ -557,7 +646,7 @@ mod tests {
     #[test]
     fn a_digest_mismatch_fails_the_transfer_on_both_sides() {
         write("verify/f", b"some content");
-        let digest = volume::digest().unwrap();
+        let digest = volume::digest(&[]).unwrap();
         assert_eq!(digest.root.len(), 64, "{digest:?}");
         assert!(digest.entries >= 2 && digest.bytes >= 12, "{digest:?}");
 

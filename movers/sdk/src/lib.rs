@@ -52,7 +52,7 @@ pub use bindings::wasmover::mover::{
     blocks, channel, clock, events, kube, log as host_log, progress, types, volume,
 };
 pub use params::Params;
-pub use wasmover_contract::{AgentReport, VERSION as CONTRACT_VERSION};
+pub use wasmover_contract::{AgentReport, VERSION as CONTRACT_VERSION, escape_path};
 
 /// The annotation by which a destination's mover marks the Service its
 /// sources reach, naming the Secret with their key: the operator reports

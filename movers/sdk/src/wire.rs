@@ -32,8 +32,13 @@ impl Writer {
 
     /// Appends a string.
     pub fn str(&mut self, s: &str) -> &mut Self {
-        self.u64(s.len() as u64);
-        self.0.extend_from_slice(s.as_bytes());
+        self.bytes(s.as_bytes())
+    }
+
+    /// Appends a byte string, such as a path.
+    pub fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        self.u64(bytes.len() as u64);
+        self.0.extend_from_slice(bytes);
         self
     }
 
@@ -111,13 +116,18 @@ impl<'a> Reader<'a> {
 
     /// Reads a string.
     pub fn str(&mut self) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| DecodeError("string is not UTF-8"))
+    }
+
+    /// Reads a byte string.
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = usize::try_from(self.u64()?).map_err(|_| DecodeError("string too long"))?;
         if len > self.0.len() {
             return Err(DecodeError("truncated string"));
         }
-        let (s, rest) = self.0.split_at(len);
+        let (bytes, rest) = self.0.split_at(len);
         self.0 = rest;
-        std::str::from_utf8(s).map_err(|_| DecodeError("string is not UTF-8"))
+        Ok(bytes)
     }
 
     /// Whether the whole message was read.
@@ -138,7 +148,8 @@ mod tests {
             .u64(u64::MAX)
             .i64(-5)
             .i64(i64::MIN)
-            .str("ü/x y");
+            .str("ü/x y")
+            .bytes(b"not\xffutf-8");
         let bytes = w.finish();
         let mut r = Reader::new(&bytes);
         assert_eq!(r.u64().unwrap(), 0);
@@ -147,6 +158,7 @@ mod tests {
         assert_eq!(r.i64().unwrap(), -5);
         assert_eq!(r.i64().unwrap(), i64::MIN);
         assert_eq!(r.str().unwrap(), "ü/x y");
+        assert_eq!(r.bytes().unwrap(), b"not\xffutf-8");
         assert!(r.is_empty());
     }
 

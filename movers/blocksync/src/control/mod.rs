@@ -35,7 +35,7 @@ use wasmover_sdk::types::{
     Completion, CopyMethod, DestinationSpec, Error, Image, Outcome, SourceSpec, TransferReport,
 };
 
-pub use params::{KNOWN_PARAMETERS, claims, validate};
+pub use params::{KNOWN_PARAMETERS, attributes, claims, compress_level, validate};
 
 use objects::delete;
 

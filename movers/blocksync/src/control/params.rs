@@ -13,6 +13,8 @@ pub const KNOWN_PARAMETERS: &[&str] = &[
     "journal-capacity",
     "hashes-capacity",
     "bandwidth-limit",
+    "compress-level",
+    "attributes",
 ];
 
 /// The least `bandwidth-limit`: below it a transfer barely moves, and
@@ -50,6 +52,8 @@ pub fn validate(parameters: Vec<Parameter>) -> Result<(), Error> {
         ));
     }
     bandwidth_limit(&params)?;
+    compress_level(&params)?;
+    attributes(&params)?;
     if let Some(size) = params.parse::<u32>("block-size")?
         && !(512..=(1 << 20)).contains(&size)
     {
@@ -59,6 +63,33 @@ pub fn validate(parameters: Vec<Parameter>) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// The parameter `compress-level`: how literals are compressed on the
+/// wire, `off` or a zstd level (1 to 19, or -7 to -1 for speed);
+/// `None` when absent, for the host's default (3 across a network).
+pub fn compress_level(params: &Params) -> Result<Option<Option<i32>>, Error> {
+    let Some(text) = params.get("compress-level") else {
+        return Ok(None);
+    };
+    if text == "off" {
+        return Ok(Some(None));
+    }
+    match text.parse::<i32>() {
+        Ok(level) if (1..=19).contains(&level) || (-7..=-1).contains(&level) => {
+            Ok(Some(Some(level)))
+        }
+        _ => Err(error(
+            "InvalidParameter",
+            format!("compress-level={text} is neither off nor a zstd level (1 to 19, or -7 to -1)"),
+        )),
+    }
+}
+
+/// The parameter `attributes`: whether extended attributes and POSIX
+/// ACLs are copied (`true`, the default, as rsync's `-AX`) or not.
+pub fn attributes(params: &Params) -> Result<bool, Error> {
+    Ok(params.parse::<bool>("attributes")?.unwrap_or(true))
 }
 
 /// The parameter `bandwidth-limit`: the most bytes a second the agent
@@ -140,6 +171,28 @@ mod tests {
                 .reason,
             "InvalidParameter"
         );
+    }
+
+    #[test]
+    fn compression_is_off_or_a_zstd_level_and_attributes_a_switch() {
+        let level = |text: &str| compress_level(&Params::from(vec![param("compress-level", text)]));
+        assert_eq!(level("off").unwrap(), Some(None));
+        assert_eq!(level("3").unwrap(), Some(Some(3)));
+        assert_eq!(level("-7").unwrap(), Some(Some(-7)));
+        assert_eq!(compress_level(&Params::default()).unwrap(), None);
+        for bad in ["0", "20", "-8", "fast", ""] {
+            let e = level(bad).unwrap_err();
+            assert_eq!(e.reason, "InvalidParameter");
+            assert!(
+                e.message.starts_with(&format!("compress-level={bad} ")),
+                "{}",
+                e.message
+            );
+        }
+        let switch = |text: &str| attributes(&Params::from(vec![param("attributes", text)]));
+        assert!(attributes(&Params::default()).unwrap());
+        assert!(!switch("false").unwrap());
+        assert_eq!(switch("no").unwrap_err().reason, "InvalidParameter");
     }
 
     #[test]

@@ -56,6 +56,8 @@ fn report_of_pod(pod: &Value) -> Option<TransferReport> {
                 bytes_total: r.bytes_total,
                 bytes_matched: r.bytes_matched,
                 bytes_literal: r.bytes_literal,
+                bytes_literal_wire: r.bytes_literal_wire,
+                entries_skipped: r.entries_skipped,
                 bytes_on_wire: r.bytes_on_wire,
                 tree_digest: r.tree_digest,
                 verified: r.verified,
