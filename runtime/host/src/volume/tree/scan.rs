@@ -242,10 +242,10 @@ mod tests {
     use crate::volume::unix_nanos;
 
     /// The walk lists a symlinked directory as a link without entering
-    /// it, skips a fifo, and digests the files it holds through the
-    /// directory handles it walked with, at any depth.
+    /// it, lists a fifo as one, and digests the files it holds through
+    /// the directory handles it walked with, at any depth.
     #[test]
-    fn the_walk_does_not_follow_links_and_skips_special_files() {
+    fn the_walk_does_not_follow_links_and_lists_special_files() {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret"), b"x").unwrap();
         let root = tempfile::tempdir().unwrap();
@@ -274,11 +274,19 @@ mod tests {
                 ("a/b".to_owned(), EntryKind::Directory),
                 ("a/b/c".to_owned(), EntryKind::Directory),
                 ("a/b/c/deep".to_owned(), EntryKind::File),
+                ("a/fifo".to_owned(), EntryKind::Fifo),
                 ("a/out".to_owned(), EntryKind::Symlink),
             ]
         );
         let before = volume.digest().unwrap();
-        assert_eq!((before.entries, before.bytes), (5, 4));
+        assert_eq!((before.entries, before.bytes), (6, 4));
+        // Left out, the fifo is not covered; a directory left out takes
+        // its tree with it.
+        let without = volume.digest_leaving_out(&["a/fifo".into()]).unwrap();
+        assert_eq!((without.entries, without.bytes), (5, 4));
+        assert_ne!(without.root, before.root);
+        let without = volume.digest_leaving_out(&["a/b".into()]).unwrap();
+        assert_eq!((without.entries, without.bytes), (3, 0));
         std::fs::write(root.path().join("a/b/c/deep"), b"DEEP").unwrap();
         std::fs::write(outside.path().join("secret"), b"y").unwrap();
         let after = volume.digest().unwrap();
