@@ -2,7 +2,8 @@
 //! components, and which movers the operator's binary embeds.
 //!
 //! `movers/Cargo.toml` is the one list: its `members` are the guest crates
-//! (each one's `#[test]`s run as wasm; each one with a `cdylib` target is
+//! (each one's `#[test]`s run as wasm, unless its library says `test = false`;
+//! each one with a `cdylib` target is
 //! built as a component) and `[workspace.metadata.wasmover] builtin` names
 //! the movers shipped inside the operator. Adding a mover is adding it there.
 
@@ -20,7 +21,8 @@ pub const BUILTIN_LIST: &str = "builtin.txt";
 
 /// The crates of the guest workspace.
 pub struct Guests {
-    /// Every member: their `#[test]`s run as wasm.
+    /// Every member whose library has tests (not `test = false`): their
+    /// `#[test]`s run as wasm.
     pub crates: Vec<String>,
     /// Members with a `cdylib` target, built as components.
     pub components: Vec<String>,
@@ -46,7 +48,21 @@ impl Guests {
             .as_array()
             .context("cargo metadata lists no packages")?;
         let name = |p: &Value| p["name"].as_str().map(str::to_owned);
-        let crates = packages.iter().filter_map(name).collect();
+        let lib_tested = |p: &&Value| {
+            p["targets"].as_array().into_iter().flatten().any(|t| {
+                t["kind"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|k| k == "lib" || k == "cdylib")
+                    && t["test"].as_bool() != Some(false)
+            })
+        };
+        let crates = packages
+            .iter()
+            .filter(lib_tested)
+            .filter_map(name)
+            .collect();
         let components: Vec<String> = packages
             .iter()
             .filter(|p| {
