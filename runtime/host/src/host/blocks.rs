@@ -5,6 +5,7 @@ use std::io;
 
 use wasmover_block::{Limits, Plan, Signature, SignatureOptions, Summary};
 
+use super::utf8;
 use crate::bindings::blocks::{self as wit, AttributeStats, BlockError, BlockStats};
 use crate::bindings::volume::AttributeNamespaces;
 use crate::blocks::{
@@ -16,7 +17,6 @@ use crate::channel::Channel;
 use crate::state::HostState;
 use crate::volume::Volume;
 use crate::volume::attributes::{self, Batch, Namespace, Namespaces};
-use wasmover_contract::escape_path;
 
 impl HostState {
     /// Runs `f` with the granted volume and channel; both are required.
@@ -52,16 +52,6 @@ impl HostState {
     }
 }
 
-/// A path as the block code takes it.
-fn text(path: Vec<u8>) -> Result<String, BlockError> {
-    String::from_utf8(path).map_err(|e| {
-        BlockError::InvalidPath(format!(
-            "{}: the host cannot yet address a name that is not UTF-8",
-            escape_path(e.as_bytes())
-        ))
-    })
-}
-
 impl wit::Host for HostState {
     fn send_signature(
         &mut self,
@@ -69,7 +59,7 @@ impl wit::Host for HostState {
         block_size: Option<u32>,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, session, _, _| {
-            let path = text(path)?;
+            let path = utf8(path)?;
             let mut basis = Basis::open(volume, &path)?;
             let len = basis.len();
             if matches!(volume, Volume::Tree(_)) && len >= IN_PLACE_MIN_FILE {
@@ -107,7 +97,7 @@ impl wit::Host for HostState {
 
     fn send_delta(&mut self, path: Vec<u8>) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, session, limits, _| {
-            let path = text(path)?;
+            let path = utf8(path)?;
             let summary = match session.next_ahead() {
                 Some(summary) => summary,
                 None => read_summary(channel, limits, &path)?,
@@ -157,7 +147,7 @@ impl wit::Host for HostState {
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, session, limits, progress| {
-            let path = text(path)?;
+            let path = utf8(path)?;
             let result = match volume {
                 Volume::Tree(tree) => {
                     let hashes = session.take_basis_hashes(&path);
@@ -228,7 +218,7 @@ impl wit::Host for HostState {
             let before = channel.bytes().1;
             let mut batch = Batch::new();
             for path in paths {
-                let path = text(path)?;
+                let path = utf8(path)?;
                 let read = volume.tree(&path)?.read_attributes(&path)?;
                 if !batch.is_empty() && !batch.fits(path.as_bytes(), &read) {
                     let full = std::mem::take(&mut batch).finish();
@@ -277,7 +267,7 @@ impl wit::Host for HostState {
                     break;
                 }
                 for (path, want) in batch {
-                    let path = text(path)?;
+                    let path = utf8(path)?;
                     let applied = volume
                         .tree(&path)?
                         .apply_attributes(&path, &want, privileged)?;

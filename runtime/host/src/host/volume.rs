@@ -1,5 +1,6 @@
 //! `volume`: Unix metadata of the granted volume.
 
+use super::utf8;
 use crate::bindings::volume::{
     self as wit, AttributeNamespaces, Entry, EntryKind, TreeDigest, VolumeError,
 };
@@ -58,16 +59,6 @@ impl From<host::TreeDigest> for TreeDigest {
     }
 }
 
-/// A path as the volume code takes it.
-fn text(path: Vec<u8>) -> Result<String, Error> {
-    String::from_utf8(path).map_err(|e| {
-        Error::InvalidPath(format!(
-            "{}: the host cannot yet address a name that is not UTF-8",
-            escape_path(e.as_bytes())
-        ))
-    })
-}
-
 impl HostState {
     /// Runs `f` on the granted volume, or fails when none was granted.
     pub(super) fn with_volume<R>(
@@ -114,7 +105,7 @@ impl wit::Host for HostState {
         let digest = self.with_volume(|v| {
             let leave_out = leave_out
                 .into_iter()
-                .map(text)
+                .map(utf8)
                 .collect::<Result<Vec<_>, _>>()?;
             v.digest_leaving_out(&leave_out)
         });
@@ -126,7 +117,7 @@ impl wit::Host for HostState {
 
     fn create_dir(&mut self, path: Vec<u8>) -> wasmtime::Result<Result<(), VolumeError>> {
         self.with_volume(|v| {
-            let path = text(path)?;
+            let path = utf8(path)?;
             v.tree(&path)?.create_dir(&path)
         })
     }
@@ -137,14 +128,14 @@ impl wit::Host for HostState {
         path: Vec<u8>,
     ) -> wasmtime::Result<Result<(), VolumeError>> {
         self.with_volume(|v| {
-            let (target, path) = (text(target)?, text(path)?);
+            let (target, path) = (utf8(target)?, utf8(path)?);
             v.tree(&path)?.symlink(&target, &path)
         })
     }
 
     fn remove(&mut self, path: Vec<u8>) -> wasmtime::Result<Result<(), VolumeError>> {
         self.with_volume(|v| {
-            let path = text(path)?;
+            let path = utf8(path)?;
             v.tree(&path)?.remove(&path)
         })
     }
@@ -156,7 +147,7 @@ impl wit::Host for HostState {
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<(), VolumeError>> {
         self.with_volume(|v| {
-            let path = text(path)?;
+            let path = utf8(path)?;
             v.tree(&path)?.set_metadata(&path, mode, mtime_ns)
         })
     }
@@ -168,7 +159,7 @@ impl wit::Host for HostState {
         gid: u32,
     ) -> wasmtime::Result<Result<bool, VolumeError>> {
         self.with_volume(|v| {
-            let path = text(path)?;
+            let path = utf8(path)?;
             v.tree(&path)?.set_owner(&path, uid, gid)
         })
     }
@@ -179,7 +170,7 @@ impl wit::Host for HostState {
         path: Vec<u8>,
     ) -> wasmtime::Result<Result<(), VolumeError>> {
         self.with_volume(|v| {
-            let (existing, path) = (text(existing)?, text(path)?);
+            let (existing, path) = (utf8(existing)?, utf8(path)?);
             v.tree(&path)?.hard_link(&existing, &path)
         })
     }
@@ -204,7 +195,7 @@ impl wit::Host for HostState {
                     )));
                 }
             };
-            let path = text(path)?;
+            let path = utf8(path)?;
             v.tree(&path)?.make_node(&path, node, mode, rdev)
         })
     }
