@@ -223,7 +223,7 @@ fn invalid_and_incompatible_modules_are_refused_at_load() {
     let message = err.to_string();
     assert!(
         message.contains("wasmover:mover/clock@0.1.0")
-            && message.contains("contract wasmover:mover@0.2.0"),
+            && message.contains("contract wasmover:mover@0.3.0"),
         "{message}"
     );
 
@@ -232,7 +232,7 @@ fn invalid_and_incompatible_modules_are_refused_at_load() {
         .unwrap_err();
     assert!(matches!(&err, RunError::MissingExport { .. }), "{err}");
     assert!(
-        err.to_string().contains("wasmover:mover/control@0.2.0"),
+        err.to_string().contains("wasmover:mover/control@0.3.0"),
         "{err}"
     );
 
@@ -247,7 +247,7 @@ fn invalid_and_incompatible_modules_are_refused_at_load() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "module run-only does not export wasmover:mover/control@0.2.0"
+        "module run-only does not export wasmover:mover/control@0.3.0"
     );
     still_serves(&engine);
 }

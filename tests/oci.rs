@@ -114,9 +114,9 @@ async fn push_and_pull_round_trip_pinned_by_digest_with_tags_resolved() {
     .unwrap();
     assert_eq!(config["architecture"], "wasm");
     let exports = config["component"]["exports"].as_array().unwrap();
-    assert!(exports.iter().any(|e| e == "wasmover:mover/control@0.2.0"));
+    assert!(exports.iter().any(|e| e == "wasmover:mover/control@0.3.0"));
     let imports = config["component"]["imports"].as_array().unwrap();
-    assert!(imports.iter().any(|e| e == "wasmover:mover/blocks@0.2.0"));
+    assert!(imports.iter().any(|e| e == "wasmover:mover/blocks@0.3.0"));
 
     // Pull by tag: the tag resolves to the pushed manifest.
     let by_tag = client(&dir.path().join("b"))
@@ -455,13 +455,13 @@ fn the_cli_pushes_pulls_inspects_and_replicates_with_an_oci_module() {
     let inspect = stdout(&wasmover(&["inspect", &pinned], home.path()));
     for line in [
         "module:    blocksync",
-        "version:   blocksync 0.1.0 (built against contract 0.2.0)",
+        "version:   blocksync 0.1.0 (built against contract 0.3.0)",
         &format!("reference: {pinned}"),
         &format!("digest:    {}", Digest::of(&std::fs::read(&guest).unwrap())),
-        "contract:  wasmover:mover@0.2.0",
-        "exports:   wasmover:mover/control@0.2.0 wasmover:mover/transfer@0.2.0",
-        "optional:  wasmover:mover/validate@0.2.0",
-        "  wasmover:mover/blocks@0.2.0",
+        "contract:  wasmover:mover@0.3.0",
+        "exports:   wasmover:mover/control@0.3.0 wasmover:mover/transfer@0.3.0",
+        "optional:  wasmover:mover/validate@0.3.0",
+        "  wasmover:mover/blocks@0.3.0",
     ] {
         assert!(inspect.contains(line), "{line:?} not in\n{inspect}");
     }

@@ -813,6 +813,85 @@ fn an_earlier_versions_state_in_the_destination_is_removed() {
     assert!(state.is_dir());
 }
 
+/// Special files and extended attributes replicate: a fifo and a
+/// socket's name anywhere, a device node where the receiver may (root);
+/// user attributes and a POSIX ACL as they were, on a file and a
+/// directory. Both digests cover them, and a second run finds nothing to
+/// do. A device node an unprivileged receiver may not make is counted as
+/// skipped and left out of both digests.
+#[test]
+fn special_files_and_extended_attributes_replicate() {
+    use rustix::fs::{FileType, Mode, XattrFlags, lgetxattr, lsetxattr, makedev, mknodat};
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src, "d/file", b"content");
+    let node = |name: &str, kind, rdev| {
+        let mode = Mode::from_raw_mode(0o640);
+        mknodat(rustix::fs::CWD, &src.join(name), kind, mode, rdev)
+    };
+    node("d/pipe", FileType::Fifo, 0).unwrap();
+    node("d/sock", FileType::Socket, 0).unwrap();
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        node("d/null", FileType::CharacterDevice, makedev(1, 3)).unwrap();
+    }
+    // user.* attributes are for files and directories only.
+    for name in ["d/file", "d"] {
+        let value = format!("value of {name}");
+        lsetxattr(
+            src.join(name),
+            "user.test",
+            value.as_bytes(),
+            XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    let acl = std::process::Command::new("setfacl")
+        .args(["-m", "u:1234:r", "-m", "d:u:1234:rx"])
+        .arg(src.join("d"))
+        .status()
+        .expect("setfacl runs (scripts/setup installs acl)");
+    assert!(acl.success());
+
+    let report = run(&blocksync, &src, &dst);
+    assert!(report.verified, "{report:?}");
+    assert_eq!(report.entries_skipped, 0, "{report:?}");
+    let kind =
+        |path: &Path| FileType::from_raw_mode(std::fs::symlink_metadata(path).unwrap().mode());
+    assert_eq!(kind(&dst.join("d/pipe")), FileType::Fifo);
+    assert_eq!(kind(&dst.join("d/sock")), FileType::Socket);
+    if root {
+        let null = std::fs::symlink_metadata(dst.join("d/null")).unwrap();
+        assert_eq!(null.rdev(), makedev(1, 3));
+    }
+    for name in ["d/file", "d"] {
+        let mut value = vec![0; 64];
+        let len = lgetxattr(dst.join(name), "user.test", &mut value).unwrap();
+        assert_eq!(
+            &value[..len],
+            format!("value of {name}").as_bytes(),
+            "{name}"
+        );
+    }
+    let getfacl = |root: &Path| {
+        let out = std::process::Command::new("getfacl")
+            .args(["--omit-header", "--absolute-names"])
+            .arg(root.join("d"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(getfacl(&src).contains("user:1234:r--"), "{}", getfacl(&src));
+    assert_eq!(getfacl(&dst), getfacl(&src));
+    assert_eq!(report.tree_digest, tree_digest(&src));
+
+    let again = run(&blocksync, &src, &dst);
+    assert_eq!((again.files_transferred, again.bytes_literal), (0, 0));
+    assert!(again.verified);
+}
+
 #[test]
 fn hard_links_stay_links_and_owners_are_kept_where_permitted() {
     use std::os::unix::fs::{MetadataExt, chown};

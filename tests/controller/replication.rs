@@ -531,7 +531,7 @@ async fn replicate_through_the_cluster(block: bool, stamped: bool) {
     );
     let version = status.sync.module_version.clone().unwrap();
     assert!(
-        version.starts_with("0.1.0, contract 0.2.0"),
+        version.starts_with("0.1.0, contract 0.3.0"),
         "the module says what it is: {version}"
     );
     for (namespace, job) in [("src", "app-blocksync-src"), ("dst", "db-blocksync-dst")] {

@@ -5,8 +5,10 @@ use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cap_fs_ext::{DirExt, SystemTimeSpec};
+use cap_std::fs::FileTypeExt;
 use cap_std::fs::{Dir, Permissions, PermissionsExt};
-use rustix::fs::{AtFlags, FileType, Mode};
+use rustix::fs::{AtFlags, FileType, Mode, Timestamps, UTIME_OMIT};
+use rustix::time::Timespec;
 
 use super::scan::stat_stamp;
 use super::{Tree, checked, staging_path};
@@ -195,8 +197,32 @@ impl Tree {
             .symlink_metadata(path)
             .map_err(VolumeError::io(path))?;
         let mtime = Some(time_spec(mtime_ns));
-        if meta.file_type().is_symlink() {
+        let kind = meta.file_type();
+        if kind.is_symlink() {
             self.dir.set_symlink_times(path, None, mtime)
+        } else if kind.is_fifo()
+            || kind.is_socket()
+            || kind.is_char_device()
+            || kind.is_block_device()
+        {
+            // By name, never opened: cap-std's set_times opens the entry,
+            // which waits for a writer on a fifo and acts on a device.
+            let (parent, name) = self.parent_of(path)?;
+            let dir = parent.as_ref().unwrap_or(&self.dir);
+            let times = Timestamps {
+                last_access: Timespec {
+                    tv_sec: 0,
+                    tv_nsec: UTIME_OMIT,
+                },
+                last_modification: Timespec {
+                    tv_sec: mtime_ns.div_euclid(1_000_000_000),
+                    tv_nsec: mtime_ns.rem_euclid(1_000_000_000),
+                },
+            };
+            let mode = Mode::from_raw_mode(mode & 0o7777);
+            rustix::fs::chmodat(dir, name, mode, AtFlags::empty())
+                .and_then(|()| rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW))
+                .map_err(io::Error::from)
         } else {
             self.dir
                 .set_permissions(path, Permissions::from_mode(mode & 0o7777))
