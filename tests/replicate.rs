@@ -829,7 +829,7 @@ fn special_files_and_extended_attributes_replicate() {
     write(&src, "d/file", b"content");
     let node = |name: &str, kind, rdev| {
         let mode = Mode::from_raw_mode(0o640);
-        mknodat(rustix::fs::CWD, &src.join(name), kind, mode, rdev)
+        mknodat(rustix::fs::CWD, src.join(name), kind, mode, rdev)
     };
     node("d/pipe", FileType::Fifo, 0).unwrap();
     node("d/sock", FileType::Socket, 0).unwrap();
