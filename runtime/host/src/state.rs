@@ -180,6 +180,9 @@ pub struct HostState {
     /// What the module last reported through `progress`: native work
     /// within a file reports on top of it.
     pub(crate) progress: Progress,
+    /// The special files the last scan of a 0.2 module did not list,
+    /// which its digests leave out (`crate::host::v0_2`).
+    pub(crate) unlisted: Vec<Vec<u8>>,
     pub(crate) stderr: Option<MemoryOutputPipe>,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -205,6 +208,7 @@ impl HostState {
             grants,
             blocks: BlockSession::default(),
             progress: Progress::default(),
+            unlisted: Vec::new(),
             table,
         })
     }

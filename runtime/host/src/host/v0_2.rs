@@ -219,34 +219,32 @@ impl volume::Host for HostState {
             Err(e) => return Ok(Err(e.into())),
         };
         let mut listed = Vec::with_capacity(entries.len());
-        let mut special = 0u64;
+        let mut special = Vec::new();
         for e in entries {
-            let path = escape_path(&e.path);
+            let path = e.path.clone();
             match entry(e) {
                 Ok(Some(e)) => listed.push(e),
-                Ok(None) => {
-                    special += 1;
-                    tracing::debug!(
-                        module = &*self.module,
-                        path,
-                        "a 0.2 module does not see this special file"
-                    );
-                }
+                Ok(None) => special.push(path),
                 Err(e) => return Ok(Err(e)),
             }
         }
-        if special > 0 {
+        if let Some(first) = special.first() {
             tracing::warn!(
                 module = &*self.module,
-                special,
+                special = special.len(),
+                first = escape_path(first),
                 "skipping special files (fifos, sockets, device nodes): the module is built for contract 0.2, which cannot list them"
             );
         }
+        // Its digest leaves them out too, as a 0.2 host's did, on both
+        // sides: each leaves out those it has.
+        self.unlisted = special;
         Ok(Ok(listed))
     }
 
     fn digest(&mut self) -> wasmtime::Result<Result<volume::TreeDigest, volume::VolumeError>> {
-        let digest = current::volume::Host::digest(self, Vec::new())?;
+        let unlisted = self.unlisted.clone();
+        let digest = current::volume::Host::digest(self, unlisted)?;
         Ok(digest.map(Into::into).map_err(Into::into))
     }
 
