@@ -424,8 +424,11 @@ if [[ -n "${CSI_HOSTDIR:-}" ]]; then
   run csi-snapshotter "$CSI_SNAPSHOTTER" --csi-address="$CSI_SOCK" --kubeconfig="$KUBECONFIG_ADMIN" \
     --leader-election=false --extra-create-metadata --timeout=60s \
     --feature-gates=CSIVolumeGroupSnapshot=true
+  # Its client's default limit (5 requests/s, burst 10) paced a group snapshot
+  # at ~2 s per member (each takes some ten API calls); one test node can take more.
   run snapshot-controller "$SNAPSHOT_CONTROLLER" --kubeconfig="$KUBECONFIG_ADMIN" \
-    --leader-election=false --feature-gates=CSIVolumeGroupSnapshot=true
+    --leader-election=false --feature-gates=CSIVolumeGroupSnapshot=true \
+    --kube-api-qps=100 --kube-api-burst=200
 fi
 
 # ------------------------------------------------ API objects of storage ----
