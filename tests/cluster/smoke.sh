@@ -2,12 +2,16 @@
 # Smoke test of tests/cluster/: starts a cluster in a temporary directory, runs
 # a busybox Job to completion, then (with the CSI driver) writes into a PVC of
 # the default StorageClass, snapshots it, restores the snapshot into a new PVC
-# and clones the PVC, reading the data back from each; with WITH_KUBE_PROXY=1 a
-# Pod fetches a page from another Pod through a ClusterIP Service. Then it stops
-# the cluster and checks the host is as before (mounts, sysctls, links,
-# cgroups, processes, host files). Prints the time of each phase. Needs root.
+# and clones the PVC, reading the data back from each; takes one
+# VolumeGroupSnapshot of two PVCs labelled alike while a Pod writes to both,
+# checks its members, that their restores show one instant, and that deleting
+# it removes its members, their contents and the driver's copies; with
+# WITH_KUBE_PROXY=1 a Pod fetches a page from another Pod through a ClusterIP
+# Service. Then it stops the cluster and checks the host is as before (mounts,
+# sysctls, links, cgroups, processes, host files). Prints the time of each
+# phase. Needs root.
 #
-#   tests/cluster/smoke.sh               # KEEP=1: leave the cluster running
+#   tests/cluster/smoke.sh               # KEEP=1: leave the cluster running (no stop, no host check)
 #   WITH_KUBE_PROXY=1 tests/cluster/smoke.sh
 #
 # Writes only into a mktemp -d directory (removed at the end unless KEEP=1 or a
@@ -95,10 +99,10 @@ spec:
 EOF
   wait_phase "pod/$1" '{.status.phase}' Succeeded
 }
-# pvc NAME [DATASOURCE-KIND DATASOURCE-NAME]
+# pvc NAME [DATASOURCE-KIND DATASOURCE-NAME [LABEL]]: LABEL is `key: value`
 pvc() {
-  local source=""
-  if [[ $# -eq 3 ]]; then
+  local source="" labels="smoke: \"true\"${4:+, $4}"
+  if [[ -n "${2:-}" ]]; then
     local group=""
     [[ "$2" == VolumeSnapshot ]] && group="apiGroup: snapshot.storage.k8s.io, "
     source="  dataSource: {${group}kind: $2, name: $3}"
@@ -106,7 +110,7 @@ pvc() {
   k apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: PersistentVolumeClaim
-metadata: {name: $1, labels: {smoke: "true"}}
+metadata: {name: $1, labels: {$labels}}
 spec:
   accessModes: [ReadWriteOnce]
   resources: {requests: {storage: 16Mi}}
@@ -164,22 +168,109 @@ EOF
   got="$(k logs clone-reader)"
   [[ "$got" == changed ]] || { log "cloned PVC holds '$got', not changed"; exit 1; }
 
+  # Two PVCs labelled alike, written by one Pod as fast as it can (a, then b,
+  # by shell builtins), captured by one VolumeGroupSnapshot while it writes.
+  # The other PVCs (data, restored, clone) are not in the group.
+  phase "group: 2 PVCs + writer"
+  pvc group-a "" "" "smoke-group: one"
+  pvc group-b "" "" "smoke-group: one"
+  k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: group-writer}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: $BUSYBOX_IMAGE
+    imagePullPolicy: Never
+    command: [sh, -c, 'i=0; while :; do i=\$((i+1)); echo \$i >/a/seq; echo \$i >/b/seq; done']
+    readinessProbe: {exec: {command: [test, -s, /b/seq]}, periodSeconds: 1}
+    volumeMounts: [{name: a, mountPath: /a}, {name: b, mountPath: /b}]
+  volumes:
+  - {name: a, persistentVolumeClaim: {claimName: group-a}}
+  - {name: b, persistentVolumeClaim: {claimName: group-b}}
+EOF
+  k wait --for=condition=Ready --timeout=120s pod/group-writer >/dev/null || { k describe pod/group-writer >&2; exit 1; }
+
   phase "VolumeGroupSnapshot"
   k apply -f - >/dev/null <<EOF
 apiVersion: groupsnapshot.storage.k8s.io/v1beta2
 kind: VolumeGroupSnapshot
 metadata: {name: group}
-spec: {source: {selector: {matchLabels: {smoke: "true"}}}}
+spec: {source: {selector: {matchLabels: {smoke-group: one}}}}
 EOF
   wait_phase volumegroupsnapshot/group '{.status.readyToUse}' true
-  # one VolumeSnapshot per PVC of the group, owned by the group snapshot
-  members="$(k get volumesnapshot -o jsonpath='{range .items[?(@.metadata.ownerReferences[0].kind=="VolumeGroupSnapshot")]}{.spec.source.persistentVolumeClaimName}{" "}{end}')"
-  [[ "$(wc -w <<<"$members")" == 3 ]] || { log "group snapshot members: '$members', not data restored clone"; exit 1; }
-  log "group snapshot of PVCs $members"
+  k delete pod group-writer --wait=false >/dev/null
+  gsc="$(k get volumegroupsnapshot group -o jsonpath='{.status.boundVolumeGroupSnapshotContentName}')"
+  handle="$(k get volumegroupsnapshotcontent "$gsc" -o jsonpath='{.status.volumeGroupSnapshotHandle}')"
+  [[ -n "$handle" && -f "$DIR/csi/groups/$handle/meta.json" ]] ||
+    { log "group snapshot content '$gsc' has handle '$handle', not one of the driver's"; exit 1; }
+  # one ready VolumeSnapshot per labelled PVC, owned by the group snapshot
+  members="$(k get volumesnapshot -o jsonpath='{range .items[?(@.metadata.ownerReferences[0].name=="group")]}{.spec.source.persistentVolumeClaimName} {.metadata.name} {.status.readyToUse} {.status.boundVolumeSnapshotContentName}{"\n"}{end}' | sort)"
+  [[ "$(awk '{ print $1 }' <<<"$members" | paste -sd' ')" == "group-a group-b" &&
+     "$(awk '{ print $3 }' <<<"$members" | sort -u)" == true ]] ||
+    { log "group snapshot members (PVC, snapshot, ready, content):"$'\n'"$members"$'\n'"want group-a and group-b, ready"; exit 1; }
+  member_snaps=() member_contents=() member_handles=()
+  while read -r _ snap _ content; do
+    member_snaps+=("$snap") member_contents+=("$content")
+    member_handles+=("$(k get volumesnapshotcontent "$content" -o jsonpath='{.status.snapshotHandle}')")
+  done <<<"$members"
+  log "group snapshot $handle: PVCs group-a, group-b as ${member_snaps[*]} (driver snapshots ${member_handles[*]})"
+
+  phase "restore group + read"
+  pvc group-a-restored VolumeSnapshot "${member_snaps[0]}"
+  pvc group-b-restored VolumeSnapshot "${member_snaps[1]}"
+  k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: group-reader}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: $BUSYBOX_IMAGE
+    imagePullPolicy: Never
+    command: [sh, -c, 'echo \$(cat /a/seq),\$(cat /b/seq)']
+    volumeMounts: [{name: a, mountPath: /a}, {name: b, mountPath: /b}]
+  volumes:
+  - {name: a, persistentVolumeClaim: {claimName: group-a-restored}}
+  - {name: b, persistentVolumeClaim: {claimName: group-b-restored}}
+EOF
+  wait_phase pod/group-reader '{.status.phase}' Succeeded
+  IFS=, read -r seq_a seq_b <<<"$(k logs group-reader)"
+  log "group snapshot holds a=${seq_a:-(empty)} b=${seq_b:-(empty)}"
+  # One instant of the writer is a = b, or a = b + 1 (a written, b not yet),
+  # or one file empty (caught between its truncation and its write).
+  # Tearing (the copies made at different instants) shows as b > a or a > b + 1.
+  torn=1
+  if [[ "$seq_a" =~ ^[0-9]+$ && "$seq_b" =~ ^[0-9]+$ ]]; then
+    (( seq_a != seq_b && seq_a != seq_b + 1 )) || torn=""
+  elif [[ "$seq_a$seq_b" =~ ^[0-9]+$ ]]; then
+    torn=""
+  fi
+  [[ -z "$torn" ]] || { log "torn group snapshot: a=$seq_a b=$seq_b (the writer writes a first, then b)"; exit 1; }
+
+  phase "delete group snapshot"
+  k delete volumegroupsnapshot group --wait=true >/dev/null
+  # its member snapshots, their contents, its content and the driver's copies go with it
+  gone=""
+  for _ in $(seq 1 300); do
+    left="$(k get volumegroupsnapshotcontent "$gsc" -o name 2>/dev/null || true)"
+    for i in 0 1; do
+      left+="$(k get volumesnapshot "${member_snaps[i]}" -o name 2>/dev/null || true)"
+      left+="$(k get volumesnapshotcontent "${member_contents[i]}" -o name 2>/dev/null || true)"
+      [[ ! -e "$DIR/csi/snapshots/${member_handles[i]}" ]] || left+=" driver snapshot ${member_handles[i]}"
+    done
+    [[ ! -e "$DIR/csi/groups/$handle" ]] || left+=" driver group $handle"
+    [[ -n "$left" ]] || { gone=1; break; }
+    sleep 0.2
+  done
+  [[ -n "$gone" ]] || { log "left after deleting the group snapshot: $left"; exit 1; }
 
   phase "delete PVCs and snapshots"
-  k delete pod writer overwriter reader clone-reader --wait=true >/dev/null
-  k delete volumegroupsnapshot group --wait=true >/dev/null
+  k delete pod writer overwriter reader clone-reader group-writer group-reader --ignore-not-found --wait=true >/dev/null
   k delete volumesnapshot --all --wait=true >/dev/null
   k delete pvc --all --wait=true >/dev/null
   wait_phase_none() { for _ in $(seq 1 300); do [[ -z "$(k get pv -o name)" ]] && return; sleep 0.2; done; return 1; }
@@ -221,6 +312,12 @@ EOF
   log "client got '$got' from Service server ($ip)"
 fi
 
+if [[ -n "${KEEP:-}" ]]; then # the cluster stays up: no stop, no host check
+  phase
+  printf '%s\n' "${timings[@]}" >&2
+  echo "smoke: OK"
+  exit 0
+fi
 others+="$(other_clusters)"
 phase "stop cluster"
 "$HERE/stop.sh" "$DIR"
@@ -247,7 +344,7 @@ if [[ "$before" != "$after" ]]; then
     diff <(echo "$before") <(echo "$after") >&2 || true
     exit 1
   fi
-  log "other clusters ran meanwhile (kubelet pids $(echo $others)): host-wide differences not checked"
+  log "other clusters ran meanwhile (kubelet pids $(echo "$others" | paste -sd" ")): host-wide differences not checked"
 else
   log "host as before: mounts, links, sysctls, cgroups, /etc/hosts, host dirs, nftables"
 fi
