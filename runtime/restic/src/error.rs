@@ -136,6 +136,21 @@ pub enum Error {
         /// Why it failed.
         reason: &'static str,
     },
+    /// A retention policy or prune option that cannot be used.
+    #[error("retention policy: {field}: {reason}")]
+    Policy {
+        /// The field (`within`, `max_unused`, …).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Pruning would lose data the repository's snapshots need, so nothing
+    /// was removed.
+    #[error("prune refused, nothing was removed: {reason}; `restic check` tells more")]
+    Incomplete {
+        /// What is missing or inconsistent.
+        reason: String,
+    },
 }
 
 /// `Result` with [`Error`].
