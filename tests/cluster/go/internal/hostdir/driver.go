@@ -6,9 +6,12 @@ package hostdir
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // DefaultName is the driver's CSI name.
@@ -62,4 +65,27 @@ func (d *Driver) Register(srv *grpc.Server) {
 	csi.RegisterControllerServer(srv, &controller{d: d})
 	csi.RegisterGroupControllerServer(srv, &groupController{d: d})
 	csi.RegisterNodeServer(srv, &node{d: d})
+}
+
+// whileFrozen runs fn with the processes that use the volumes volIDs
+// frozen, passing it the instant they stopped; d.mu must be held. A
+// failure to freeze is UNAVAILABLE (the CO retries), to thaw INTERNAL.
+func (d *Driver) whileFrozen(volIDs []string, fn func(at time.Time) error) error {
+	dirs := make([]string, 0, len(volIDs))
+	for _, id := range volIDs {
+		if found, err := d.store.load(kindVolume, id, &volume{}); err != nil {
+			return status.Error(codes.Internal, err.Error())
+		} else if found {
+			dirs = append(dirs, d.store.dataDir(kindVolume, id))
+		}
+	}
+	fz, err := freezeUsers(dirs)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "freezing the processes that use the volumes: %v", err)
+	}
+	err = fn(time.Now().UTC())
+	if terr := fz.thaw(); terr != nil && err == nil {
+		err = status.Errorf(codes.Internal, "thawing the processes that use the volumes: %v", terr)
+	}
+	return err
 }

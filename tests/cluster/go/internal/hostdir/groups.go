@@ -27,8 +27,10 @@ func (g *groupController) GroupControllerGetCapabilities(context.Context, *csi.G
 }
 
 // CreateVolumeGroupSnapshot copies every source volume while holding the
-// driver's lock, so no CSI call changes a volume between the copies. (Pods
-// writing meanwhile are not frozen: quiesce them for a consistent group.)
+// driver's lock, so no CSI call changes a volume between the copies, and
+// while the processes using any of them are frozen (see freezeUsers), so
+// the members hold one instant of all volumes: what a crash of their Pods
+// at that instant would leave.
 func (g *groupController) CreateVolumeGroupSnapshot(_ context.Context, req *csi.CreateVolumeGroupSnapshotRequest) (*csi.CreateVolumeGroupSnapshotResponse, error) {
 	name, sources := req.GetName(), req.GetSourceVolumeIds()
 	if name == "" {
@@ -71,15 +73,23 @@ func (g *groupController) CreateVolumeGroupSnapshot(_ context.Context, req *csi.
 			_ = d.store.remove(kindSnapshot, s)
 		}
 	}
-	for _, v := range sorted {
-		member := idFor(id + "-" + v)
-		if _, err := d.snapshot(member, member, v, id); err != nil {
-			cleanup()
-			return nil, err
+	// All members are copied while every process using any of them is
+	// frozen: they are of one instant, the group's creation time.
+	err := d.whileFrozen(sorted, func(at time.Time) error {
+		for _, v := range sorted {
+			member := idFor(id + "-" + v)
+			if _, err := d.snapshot(member, member, v, id, at); err != nil {
+				return err
+			}
+			grp.Snapshots = append(grp.Snapshots, member)
 		}
-		grp.Snapshots = append(grp.Snapshots, member)
+		grp.Created = at
+		return nil
+	})
+	if err != nil {
+		cleanup()
+		return nil, err
 	}
-	grp.Created = time.Now().UTC()
 	if err := d.store.save(kindGroup, id, grp); err != nil {
 		cleanup()
 		return nil, status.Error(codes.Internal, err.Error())

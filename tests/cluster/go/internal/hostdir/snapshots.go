@@ -12,8 +12,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// CreateSnapshot copies a volume's directory. The snapshot's size is the
-// volume's capacity, the smallest a volume restored from it may ask for.
+// CreateSnapshot copies a volume's directory while the processes using it
+// are frozen (see freezeUsers). The snapshot's size is the volume's
+// capacity, the smallest a volume restored from it may ask for.
 func (c *controller) CreateSnapshot(_ context.Context, req *csi.CreateSnapshotRequest) (*csi.CreateSnapshotResponse, error) {
 	if req.GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "name missing")
@@ -35,15 +36,20 @@ func (c *controller) CreateSnapshot(_ context.Context, req *csi.CreateSnapshotRe
 		}
 		return &csi.CreateSnapshotResponse{Snapshot: have.csi()}, nil
 	}
-	snap, err := d.snapshot(id, req.GetName(), req.GetSourceVolumeId(), "")
+	var snap snapshot
+	err := d.whileFrozen([]string{req.GetSourceVolumeId()}, func(at time.Time) (err error) {
+		snap, err = d.snapshot(id, req.GetName(), req.GetSourceVolumeId(), "", at)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	return &csi.CreateSnapshotResponse{Snapshot: snap.csi()}, nil
 }
 
-// snapshot copies the volume volID into a new snapshot; d.mu must be held.
-func (d *Driver) snapshot(id, name, volID, groupID string) (snapshot, error) {
+// snapshot copies the volume volID into a new snapshot taken at the
+// instant at; d.mu must be held, and the volume's users frozen.
+func (d *Driver) snapshot(id, name, volID, groupID string, at time.Time) (snapshot, error) {
 	var vol volume
 	if found, err := d.store.load(kindVolume, volID, &vol); err != nil {
 		return snapshot{}, status.Error(codes.Internal, err.Error())
@@ -55,7 +61,7 @@ func (d *Driver) snapshot(id, name, volID, groupID string) (snapshot, error) {
 	}
 	snap := snapshot{
 		ID: id, Name: name, SourceVolume: vol.ID, Group: groupID,
-		SizeBytes: vol.CapacityBytes, Created: time.Now().UTC(),
+		SizeBytes: vol.CapacityBytes, Created: at,
 	}
 	if err := d.store.save(kindSnapshot, id, snap); err != nil {
 		return snapshot{}, status.Error(codes.Internal, err.Error())

@@ -102,8 +102,19 @@ func (c *controller) CreateVolume(_ context.Context, req *csi.CreateVolumeReques
 		}
 		from = d.store.dataDir(kindVolume, vol.ID)
 	}
-	if err := d.store.fill(d.store.dataDir(kindVolume, want.ID), from); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+	// A clone, like a snapshot, is of one instant of its source.
+	var users []string
+	if want.SourceVolume != "" {
+		users = []string{want.SourceVolume}
+	}
+	err = d.whileFrozen(users, func(time.Time) error {
+		if err := d.store.fill(d.store.dataDir(kindVolume, want.ID), from); err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	want.Created = time.Now().UTC()
 	if err := d.store.save(kindVolume, want.ID, want); err != nil {
