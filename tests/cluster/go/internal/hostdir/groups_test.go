@@ -143,3 +143,34 @@ func TestGroupMemberDeletedAlone(t *testing.T) {
 		t.Fatalf("left: %v %v", list, err)
 	}
 }
+
+// TestGroupRequestErrors: the status codes of malformed and unknown requests.
+func TestGroupRequestErrors(t *testing.T) {
+	c := serve(t, "")
+	c.createVolume(t, "pvc-1", 1, nil)
+	for _, req := range []*csi.CreateVolumeGroupSnapshotRequest{
+		{SourceVolumeIds: []string{"pvc-1"}}, // no name
+		{Name: "g"},                          // no sources
+		{Name: "g", SourceVolumeIds: []string{"pvc-1", ""}}, // an empty source
+	} {
+		_, err := c.group.CreateVolumeGroupSnapshot(ctx(t), req)
+		wantCode(t, err, codes.InvalidArgument)
+	}
+	_, err := c.group.GetVolumeGroupSnapshot(ctx(t), &csi.GetVolumeGroupSnapshotRequest{})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = c.group.DeleteVolumeGroupSnapshot(ctx(t), &csi.DeleteVolumeGroupSnapshotRequest{})
+	wantCode(t, err, codes.InvalidArgument)
+	// deleting what never was is done already
+	if _, err := c.group.DeleteVolumeGroupSnapshot(ctx(t), &csi.DeleteVolumeGroupSnapshotRequest{GroupSnapshotId: "never"}); err != nil {
+		t.Fatal(err)
+	}
+	// a failed create leaves no member behind
+	_, err = c.group.CreateVolumeGroupSnapshot(ctx(t), &csi.CreateVolumeGroupSnapshotRequest{
+		Name: "g", SourceVolumeIds: []string{"pvc-1", "pvc-missing"},
+	})
+	wantCode(t, err, codes.NotFound)
+	list, err := c.ctl.ListSnapshots(ctx(t), &csi.ListSnapshotsRequest{})
+	if err != nil || len(list.GetEntries()) != 0 {
+		t.Fatalf("left: %v %v", list, err)
+	}
+}
