@@ -21,7 +21,7 @@ use crate::snapshot::{self, Snapshot};
 use crate::tree::{Node, NodeType, Tree};
 
 /// A pack is stored once it holds this many bytes (restic's default size).
-const PACK_SIZE: u64 = 16 * 1024 * 1024;
+pub(crate) const PACK_SIZE: u64 = 16 * 1024 * 1024;
 /// File content is hashed and compressed in parallel batches of this many
 /// bytes (a few chunks), which bounds the memory a backup holds.
 const BATCH_BYTES: usize = 32 * 1024 * 1024;
@@ -236,7 +236,7 @@ impl<B: Backend> Writer<'_, B> {
         self.summary.dirs += 1;
         let blob = Tree { nodes }.to_blob();
         let id = Id::hash(&blob);
-        let compressed = compress(&blob, self.repo.config().version, &id)?;
+        let compressed = compress(&blob, BlobType::Tree, self.repo.config().version, &id)?;
         self.add_blob(BlobType::Tree, id, &blob, compressed.as_deref())?;
         Ok(id)
     }
@@ -304,7 +304,7 @@ impl<B: Backend> Writer<'_, B> {
                 let compressed = if this.is_known(BlobType::Data, &id) {
                     None
                 } else {
-                    compress(&chunk, version, &id)?
+                    compress(&chunk, BlobType::Data, version, &id)?
                 };
                 Ok((id, chunk, compressed))
             })
@@ -371,14 +371,21 @@ impl<B: Backend> Writer<'_, B> {
     }
 }
 
-/// The zstd form of a blob if the format allows it (version 2) and it is smaller.
-fn compress(plaintext: &[u8], version: u32, id: &Id) -> Result<Option<Vec<u8>>> {
+/// The zstd form of a blob if the format allows it (version 2): always
+/// for a tree, as restic stores them (its prune repacks uncompressed
+/// trees), for data only if smaller.
+pub(crate) fn compress(
+    plaintext: &[u8],
+    kind: BlobType,
+    version: u32,
+    id: &Id,
+) -> Result<Option<Vec<u8>>> {
     if version < 2 {
         return Ok(None);
     }
     let c = zstd::bulk::compress(plaintext, ZSTD_LEVEL)
         .map_err(Error::io("compress", format!("blob {id}")))?;
-    Ok((c.len() < plaintext.len()).then_some(c))
+    Ok((kind == BlobType::Tree || c.len() < plaintext.len()).then_some(c))
 }
 
 /// A time as restic writes it: RFC 3339 with nanoseconds, local offset.
