@@ -29,8 +29,9 @@ impl BlobType {
 /// The JSON of an index file.
 #[derive(Default, Serialize, Deserialize)]
 pub struct IndexFile {
+    /// The index files this one replaces (informative: restic reads all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    supersedes: Vec<Id>,
+    pub supersedes: Vec<Id>,
     /// The packs this file describes.
     pub packs: Vec<IndexPack>,
 }

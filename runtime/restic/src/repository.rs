@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::crypto::Key;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{BlobType, Index, IndexFile};
+use crate::index::{BlobLocation, BlobType, Index, IndexFile};
 use crate::key::KeyFile;
 use crate::snapshot::{self, Snapshot};
 use crate::tree::Tree;
@@ -195,12 +195,22 @@ impl<B: Backend> Repository<B> {
     /// Loads every index file.
     pub fn load_index(&self) -> Result<Index> {
         let mut index = Index::default();
-        for name in self.backend.list(FileType::Index)? {
-            index.add(
-                self.load_json::<IndexFile>(FileType::Index, &parse_name(FileType::Index, &name)?)?,
-            );
+        for (_, file) in self.load_index_files()? {
+            index.add(file);
         }
         Ok(index)
+    }
+
+    /// Loads every index file, each with its storage ID.
+    pub(crate) fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        self.backend
+            .list(FileType::Index)?
+            .iter()
+            .map(|name| {
+                let id = parse_name(FileType::Index, name)?;
+                Ok((id, self.load_json(FileType::Index, &id)?))
+            })
+            .collect()
     }
 
     /// Loads a tree blob.
@@ -229,26 +239,43 @@ impl<B: Backend> Repository<B> {
         let sealed = self
             .backend
             .get_range(FileType::Data, &pack, at.offset, at.length.into())?;
-        let mut plain = self.key.open(&sealed, &file)?;
-        if let Some(n) = at.uncompressed_length {
-            plain = zstd::bulk::decompress(&plain, n as usize)
-                .map_err(|e| Error::format(&file, format!("zstd: {e}")))?;
-            if plain.len() != n as usize {
-                return Err(Error::format(
-                    &file,
-                    format!("decompressed to {} bytes, the index says {n}", plain.len()),
-                ));
+        Ok(self.open_blob(&sealed, at, id, &file)?.0)
+    }
+
+    /// Opens a sealed blob read from its pack: checks its MAC, decompresses
+    /// it and checks that the plaintext hashes to `id`. Returns the
+    /// plaintext and, for a compressed blob, the stored zstd form.
+    pub(crate) fn open_blob(
+        &self,
+        sealed: &[u8],
+        at: &BlobLocation,
+        id: &Id,
+        file: &str,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+        let stored = self.key.open(sealed, file)?;
+        let (plain, compressed) = match at.uncompressed_length {
+            None => (stored, None),
+            Some(n) => {
+                let plain = zstd::bulk::decompress(&stored, n as usize)
+                    .map_err(|e| Error::format(file, format!("zstd: {e}")))?;
+                if plain.len() != n as usize {
+                    return Err(Error::format(
+                        file,
+                        format!("decompressed to {} bytes, the index says {n}", plain.len()),
+                    ));
+                }
+                (plain, Some(stored))
             }
-        }
+        };
         let actual = Id::hash(&plain);
         if actual != *id {
             return Err(Error::BlobId {
                 id: *id,
-                file,
+                file: file.to_owned(),
                 actual,
             });
         }
-        Ok(plain)
+        Ok((plain, compressed))
     }
 }
 
