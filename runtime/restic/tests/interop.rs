@@ -6,36 +6,12 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use common::cli::{restic, restic_output};
 use common::{PASSWORD, assert_same_tree, generate_tree};
 use wasmover_restic::{Error, LocalBackend, Repository};
-
-/// Runs restic on `repo`; fails (does not skip) when restic is missing.
-fn restic_output(repo: &Path, cwd: &Path, args: &[&str]) -> Output {
-    Command::new("restic")
-        .arg("--repo")
-        .arg(repo)
-        .args(["--no-cache", "--quiet"])
-        .args(args)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .current_dir(cwd)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run restic ({e}): install it with scripts/setup"))
-}
-
-/// Runs restic on `repo` and asserts that it succeeds; returns its output.
-fn restic(repo: &Path, cwd: &Path, args: &[&str]) -> String {
-    let out = restic_output(repo, cwd, args);
-    assert!(
-        out.status.success(),
-        "restic {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The source tree, the repository and the restore target under `tmp`.
 fn places(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {

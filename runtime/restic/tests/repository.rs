@@ -1,5 +1,5 @@
-//! This crate on its own: round trips, and the errors a user sees for a
-//! wrong password and damaged repository files.
+//! This crate on its own: round trips, forget and prune, and the errors a
+//! user sees for a wrong password, damaged or missing repository files.
 
 mod common;
 
@@ -8,7 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::{PASSWORD, assert_same_tree, generate_tree};
-use wasmover_restic::{Error, LocalBackend, Repository};
+use wasmover_restic::{
+    Error, LocalBackend, PruneOptions, Repository, RetainPolicy, SnapshotFilter,
+};
 
 /// A repository with one snapshot of the test tree.
 fn backed_up(tmp: &Path) -> (PathBuf, PathBuf, wasmover_restic::Id) {
@@ -196,4 +198,98 @@ fn a_second_backup_reads_only_the_files_changed_since_its_parent() {
         .restore(&second, &tmp.path().join("dst"))
         .unwrap();
     assert_same_tree(&src, &tmp.path().join("dst"));
+}
+
+fn files_in(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                files_in(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn prune_refuses_to_run_when_a_pack_a_snapshot_needs_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo, _) = backed_up(tmp.path());
+    let repository = open(&repo);
+    fs::write(src.join("more"), b"a second snapshot").unwrap();
+    repository.backup(&src).unwrap();
+    fs::remove_file(largest_pack(&repo)).unwrap();
+    let files = (files_in(&repo.join("data")), files_in(&repo.join("index")));
+    let err = repository
+        .prune(&PruneOptions::default())
+        .expect_err("refused");
+    assert!(
+        matches!(&err, Error::Incomplete { reason } if reason.contains("data blob")),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("nothing was removed"), "{err}");
+    assert_eq!(
+        (files_in(&repo.join("data")), files_in(&repo.join("index"))),
+        files
+    );
+    let err = repository
+        .prune(&PruneOptions {
+            max_unused_percent: 100.0,
+        })
+        .expect_err("refused");
+    assert!(matches!(err, Error::Policy { .. }), "{err:?}");
+}
+
+#[test]
+fn forget_takes_only_the_snapshots_its_filter_passes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo, first) = backed_up(tmp.path());
+    let repository = open(&repo);
+    let (second, _) = repository.backup(&src).unwrap();
+    let last = RetainPolicy {
+        last: 1,
+        ..RetainPolicy::default()
+    };
+    let elsewhere = SnapshotFilter {
+        hosts: vec!["elsewhere".into()],
+        ..SnapshotFilter::default()
+    };
+    assert!(
+        repository
+            .forget(&last, &elsewhere, false)
+            .unwrap()
+            .is_empty()
+    );
+    let tagged = SnapshotFilter {
+        tags: vec!["daily".into()],
+        ..SnapshotFilter::default()
+    };
+    assert!(repository.forget(&last, &tagged, false).unwrap().is_empty());
+    assert_eq!(repository.snapshots().unwrap().len(), 2);
+    let path = fs::canonicalize(&src)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let this = SnapshotFilter {
+        paths: vec![path.clone()],
+        ..SnapshotFilter::default()
+    };
+    let groups = repository.forget(&last, &this, false).unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].paths, [path]);
+    assert_eq!(groups[0].keep.len(), 1);
+    assert_eq!(groups[0].keep[0].id, second);
+    assert_eq!(groups[0].remove[0].id, first);
+    assert_eq!(
+        repository
+            .snapshots()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.0)
+            .collect::<Vec<_>>(),
+        [second]
+    );
 }
