@@ -4,7 +4,8 @@
 //! interoperability with the `restic` CLI on the same server (each restores
 //! what the other wrote, bit-exact), and the faults a user meets: a server
 //! killed mid-backup (and the rerun that reuses its packs), a wrong password, wrong credentials, a missing
-//! bucket, an unknown certificate authority.
+//! bucket, an unknown certificate authority. Forget and prune through each
+//! leave a repository restic checks.
 
 mod common;
 
@@ -14,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use common::servers::{RestServer, S3Server};
 use common::{PASSWORD, assert_same_tree, generate_tree};
-use wasmover_restic::{Backend, BackendOptions, Error, Repository, open_backend, open_from_vars};
+use wasmover_restic::{
+    Backend, BackendOptions, Error, PruneOptions, Repository, RetainPolicy, SnapshotFilter,
+    open_backend, open_from_vars,
+};
 
 /// Runs restic on the repository string with `vars` in its environment;
 /// asserts that it succeeds and returns its output. Fails (does not skip)
@@ -88,6 +92,60 @@ fn a_backup_through_s3_restores_bit_exact() {
     let server = S3Server::start();
     // The bucket does not exist yet: creating the repository makes it.
     round_trip(&server.repository("backups/volumes/db"), &server.vars());
+}
+
+/// Two backups through `repository`, the second without the big random
+/// file; forget keeps the last, prune removes what only the first used:
+/// restic check passes, restic lists the last only, and it restores bit-exact.
+fn forget_and_prune(repository: &str, vars: &[(&str, String)]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    generate_tree(&src);
+    let repo = Repository::create(backend(repository, vars), PASSWORD).unwrap();
+    repo.backup(&src).unwrap();
+    std::fs::remove_file(src.join("a/link to random")).unwrap();
+    std::fs::remove_file(src.join("a/random.bin")).unwrap();
+    let (last, _) = repo.backup(&src).unwrap();
+    let policy = RetainPolicy {
+        last: 1,
+        ..RetainPolicy::default()
+    };
+    let groups = repo
+        .forget(&policy, &SnapshotFilter::default(), false)
+        .unwrap();
+    assert_eq!(groups[0].remove.len(), 1);
+    let started = Instant::now();
+    let report = repo.prune(&PruneOptions::default()).unwrap();
+    eprintln!("{repository}: prune {:?}: {report:?}", started.elapsed());
+    assert!(report.packs_repacked >= 2, "{report:?}");
+    assert!(
+        report.bytes_repacked > report.bytes_written + (3 << 20),
+        "{report:?}"
+    );
+    restic(repository, vars, tmp.path(), &["check", "--read-data"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&restic(
+        repository,
+        vars,
+        tmp.path(),
+        &["snapshots", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], last.to_hex());
+    repo.restore(&last, &dst).unwrap();
+    assert_same_tree(&src, &dst);
+}
+
+#[test]
+fn forget_and_prune_through_the_rest_server_leave_what_restic_checks() {
+    let server = RestServer::start_with_auth("alice", "s3cr3t:pass");
+    forget_and_prune(&server.repository("alice"), &[]);
+}
+
+#[test]
+fn forget_and_prune_through_s3_leave_what_restic_checks() {
+    let server = S3Server::start();
+    forget_and_prune(&server.repository("backups/pruned"), &server.vars());
 }
 
 /// restic backs up into `repository` and this crate restores it bit-exact;

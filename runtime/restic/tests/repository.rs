@@ -293,3 +293,70 @@ fn forget_takes_only_the_snapshots_its_filter_passes() {
         [second]
     );
 }
+
+#[test]
+fn prune_keeps_a_data_pack_little_of_which_is_unused_unless_told_otherwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo, _) = backed_up(tmp.path());
+    let repository = open(&repo);
+    let small = fs::read_dir(src.join("a/b"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("small-"))
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let gone = fs::metadata(&small).unwrap().len();
+    fs::remove_file(&small).unwrap();
+    let (last, _) = repository.backup(&src).unwrap();
+    let policy = RetainPolicy {
+        last: 1,
+        ..RetainPolicy::default()
+    };
+    repository
+        .forget(&policy, &SnapshotFilter::default(), false)
+        .unwrap();
+
+    // Only the first backup's tree pack is repacked (trees always are);
+    // the data pack, 0.2% unused, is kept.
+    let report = repository.prune(&PruneOptions::default()).unwrap();
+    assert_eq!(report.packs_repacked, 1, "{report:?}");
+    assert!(
+        report.bytes_unused_after >= gone && report.bytes_unused_after < gone + 1024,
+        "the removed file's blob is left: {report:?}"
+    );
+    // With no unused data tolerated, it goes too.
+    let report = repository
+        .prune(&PruneOptions {
+            max_unused_percent: 0.0,
+        })
+        .unwrap();
+    assert_eq!(report.packs_repacked, 1, "{report:?}");
+    assert_eq!(report.bytes_unused_after, 0, "{report:?}");
+    repository.restore(&last, &tmp.path().join("dst")).unwrap();
+    assert_same_tree(&src, &tmp.path().join("dst"));
+}
+
+#[test]
+fn forget_and_prune_wait_for_no_one_else_to_hold_a_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, repo, _) = backed_up(tmp.path());
+    let repository = open(&repo);
+    let shared = repository.lock(false).unwrap();
+    let policy = RetainPolicy {
+        last: 1,
+        ..RetainPolicy::default()
+    };
+    let all = SnapshotFilter::default();
+    assert!(matches!(
+        repository.prune(&PruneOptions::default()),
+        Err(Error::Locked { .. })
+    ));
+    assert!(matches!(
+        repository.forget(&policy, &all, false),
+        Err(Error::Locked { .. })
+    ));
+    // A dry run only reads.
+    assert_eq!(repository.forget(&policy, &all, true).unwrap().len(), 1);
+    drop(shared);
+    repository.prune(&PruneOptions::default()).unwrap();
+}
