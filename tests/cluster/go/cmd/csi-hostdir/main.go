@@ -21,6 +21,7 @@ func main() {
 	flag.StringVar(&c.stateDir, "state-dir", "/var/lib/csi-hostdir", "directory of volumes, snapshots and their metadata")
 	flag.StringVar(&c.nodeID, "node-id", "", "node ID for NodeGetInfo (default: the host name)")
 	flag.StringVar(&c.name, "name", hostdir.DefaultName, "CSI driver name")
+	flag.BoolVar(&c.noGroups, "no-group-snapshots", false, "leave out the GroupController service (a driver without group snapshots)")
 	flag.IntVar(&c.verbosity, "v", 0, "log verbosity: 0 each call's method and status, 1 also requests, 2 also responses")
 	flag.Parse()
 	if flag.NArg() > 0 {

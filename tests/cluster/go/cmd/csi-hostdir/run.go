@@ -18,6 +18,7 @@ import (
 type config struct {
 	endpoint, regDir, stateDir, nodeID, name string
 	verbosity                                int
+	noGroups                                 bool
 }
 
 // run serves the driver until a signal arrives on stop (nil error), the
@@ -30,7 +31,9 @@ func run(c config, logger *log.Logger, stop <-chan os.Signal) error {
 		}
 		c.nodeID = h
 	}
-	driver, err := hostdir.New(hostdir.Options{Name: c.name, NodeID: c.nodeID, StateDir: c.stateDir})
+	driver, err := hostdir.New(hostdir.Options{
+		Name: c.name, NodeID: c.nodeID, StateDir: c.stateDir, NoGroupSnapshots: c.noGroups,
+	})
 	if err != nil {
 		return err
 	}

@@ -25,14 +25,18 @@ type Options struct {
 	Name     string // CSI driver name; DefaultName when empty
 	NodeID   string // node ID reported by NodeGetInfo
 	StateDir string // where volumes, snapshots and their metadata live
+	// NoGroupSnapshots leaves out the GroupController service: a driver
+	// without group snapshots, for tests of what a CO does with one.
+	NoGroupSnapshots bool
 }
 
 // Driver implements the CSI Identity, Controller, GroupController and Node
 // services over a state directory.
 type Driver struct {
-	name   string
-	nodeID string
-	store  *store
+	name     string
+	nodeID   string
+	store    *store
+	noGroups bool
 
 	// mu serializes every controller call, so that a group snapshot sees
 	// no volume or snapshot change between its members.
@@ -53,17 +57,20 @@ func New(o Options) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Driver{name: o.Name, nodeID: o.NodeID, store: s}, nil
+	return &Driver{name: o.Name, nodeID: o.NodeID, store: s, noGroups: o.NoGroupSnapshots}, nil
 }
 
 // Name is the driver's CSI name.
 func (d *Driver) Name() string { return d.name }
 
-// Register adds the driver's four CSI services to srv.
+// Register adds the driver's four CSI services to srv (three with
+// NoGroupSnapshots).
 func (d *Driver) Register(srv *grpc.Server) {
 	csi.RegisterIdentityServer(srv, &identity{d: d})
 	csi.RegisterControllerServer(srv, &controller{d: d})
-	csi.RegisterGroupControllerServer(srv, &groupController{d: d})
+	if !d.noGroups {
+		csi.RegisterGroupControllerServer(srv, &groupController{d: d})
+	}
 	csi.RegisterNodeServer(srv, &node{d: d})
 }
 

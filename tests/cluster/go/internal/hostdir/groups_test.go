@@ -174,3 +174,20 @@ func TestGroupRequestErrors(t *testing.T) {
 		t.Fatalf("left: %v %v", list, err)
 	}
 }
+
+// TestNoGroupSnapshots: a driver without group snapshots says so and
+// serves no GroupController.
+func TestNoGroupSnapshots(t *testing.T) {
+	c := serveWith(t, Options{NoGroupSnapshots: true})
+	caps, err := c.id.GetPluginCapabilities(ctx(t), &csi.GetPluginCapabilitiesRequest{})
+	if err != nil || len(caps.GetCapabilities()) != 1 ||
+		caps.GetCapabilities()[0].GetService().GetType() != csi.PluginCapability_Service_CONTROLLER_SERVICE {
+		t.Fatalf("capabilities %v %v", caps, err)
+	}
+	_, err = c.group.GroupControllerGetCapabilities(ctx(t), &csi.GroupControllerGetCapabilitiesRequest{})
+	wantCode(t, err, codes.Unimplemented)
+	c.createVolume(t, "pvc-1", 1, nil)
+	if _, err := c.ctl.CreateSnapshot(ctx(t), &csi.CreateSnapshotRequest{Name: "s", SourceVolumeId: "pvc-1"}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -28,10 +28,20 @@ type clients struct {
 // clients connected through a real socket.
 func serve(t *testing.T, stateDir string) *clients {
 	t.Helper()
-	if stateDir == "" {
-		stateDir = t.TempDir()
+	return serveWith(t, Options{StateDir: stateDir})
+}
+
+// serveWith is serve with more options (node ID node-1 unless set).
+func serveWith(t *testing.T, o Options) *clients {
+	t.Helper()
+	if o.StateDir == "" {
+		o.StateDir = t.TempDir()
 	}
-	d, err := New(Options{NodeID: "node-1", StateDir: stateDir})
+	if o.NodeID == "" {
+		o.NodeID = "node-1"
+	}
+	stateDir := o.StateDir
+	d, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

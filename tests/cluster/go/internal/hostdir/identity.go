@@ -26,10 +26,11 @@ func (i *identity) GetPluginCapabilities(context.Context, *csi.GetPluginCapabili
 			Service: &csi.PluginCapability_Service{Type: t},
 		}}
 	}
-	return &csi.GetPluginCapabilitiesResponse{Capabilities: []*csi.PluginCapability{
-		service(csi.PluginCapability_Service_CONTROLLER_SERVICE),
-		service(csi.PluginCapability_Service_GROUP_CONTROLLER_SERVICE),
-	}}, nil
+	caps := []*csi.PluginCapability{service(csi.PluginCapability_Service_CONTROLLER_SERVICE)}
+	if !i.d.noGroups {
+		caps = append(caps, service(csi.PluginCapability_Service_GROUP_CONTROLLER_SERVICE))
+	}
+	return &csi.GetPluginCapabilitiesResponse{Capabilities: caps}, nil
 }
 
 // Probe is ready while the state directory is there.
