@@ -13,6 +13,7 @@
 #
 #   tests/cluster/smoke.sh               # KEEP=1: leave the cluster running (no stop, no host check)
 #   WITH_KUBE_PROXY=1 tests/cluster/smoke.sh
+#   WITH_PLAIN_CSI=1 tests/cluster/smoke.sh   # also the driver without group snapshots
 #
 # Writes only into a mktemp -d directory (removed at the end unless KEEP=1 or a
 # check failed: then its path is printed for the logs).
@@ -265,6 +266,42 @@ EOF
     sleep 0.2
   done
   [[ -n "$gone" ]] || { log "left after deleting the group snapshot: $left"; exit 1; }
+
+  if [[ -n "$PLAIN_CSI_DRIVER" ]]; then
+    # The second driver has no group snapshots: its PVCs provision and snapshot,
+    # and a group of them fails with snapshot-controller's reason (no default
+    # class for their driver; a group mixing drivers: "mismatch").
+    phase "plain driver: PVC + snapshot"
+    k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: plain, labels: {smoke: "true", smoke-plain: one}}
+spec:
+  storageClassName: $PLAIN_STORAGE_CLASS
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 16Mi}}
+---
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: plain}
+spec: {volumeSnapshotClassName: $PLAIN_SNAPSHOT_CLASS, source: {persistentVolumeClaimName: plain}}
+EOF
+    wait_phase volumesnapshot/plain '{.status.readyToUse}' true
+
+    phase "plain driver: group refused"
+    k apply -f - >/dev/null <<EOF
+apiVersion: groupsnapshot.storage.k8s.io/v1beta2
+kind: VolumeGroupSnapshot
+metadata: {name: plain}
+spec: {source: {selector: {matchLabels: {smoke-plain: one}}}}
+EOF
+    k wait --for=jsonpath='{.status.error.message}' --timeout=120s volumegroupsnapshot/plain >/dev/null
+    msg="$(k get volumegroupsnapshot plain -o jsonpath='{.status.error.message}')"
+    [[ "$msg" == *"cannot find default group snapshot class"* ]] ||
+      { log "group snapshot of the plain driver's PVC: '$msg'"; exit 1; }
+    log "group snapshot of the plain driver's PVC: $msg"
+    k delete volumegroupsnapshot plain --wait=true >/dev/null
+  fi
 
   phase "delete PVCs and snapshots"
   k delete pod writer overwriter reader clone-reader group-writer group-reader --ignore-not-found --wait=true >/dev/null

@@ -14,6 +14,7 @@
 # Writes into DIR: kubeconfig (admin), env (sourceable: APISERVER_URL,
 # APISERVER_PORT, NODE_NAME, CONTAINERD, KUBECTL, CRICTL, CTR, PAUSE_IMAGE,
 # BUSYBOX_IMAGE, CSI_DRIVER, STORAGE_CLASS, SNAPSHOT_CLASS, GROUP_SNAPSHOT_CLASS,
+# PLAIN_CSI_DRIVER, PLAIN_STORAGE_CLASS, PLAIN_SNAPSHOT_CLASS (empty without WITH_PLAIN_CSI),
 # BRIDGE, POD_CIDR, KUBECONFIG), pids + cluster.pids (what stop.sh stops),
 # host-state (what stop.sh undoes), pki/, *.kubeconfig, etcd.log,
 # kube-apiserver.log, logs/<process>.log, and the data of containerd
@@ -32,6 +33,11 @@
 #   IMAGES           space-separated OCI/docker image tarballs to import as well
 #   WITH_KUBE_PROXY=1 also run kube-proxy (nftables, --masquerade-all) and make the
 #                    bridge a gateway, so Pod -> ClusterIP -> Pod works
+#   WITH_PLAIN_CSI=1 also run a second csi-hostdir, plain.csi.wasmover.dev, WITHOUT
+#                    group snapshots (its own provisioner and snapshotter, StorageClass
+#                    and VolumeSnapshotClass wasmover-plain, no VolumeGroupSnapshotClass):
+#                    a driver that group snapshots refuse; env PLAIN_CSI_DRIVER,
+#                    PLAIN_STORAGE_CLASS, PLAIN_SNAPSHOT_CLASS
 #   READY_TIMEOUT    seconds to wait for each step (default 120)
 set -euo pipefail
 
@@ -412,6 +418,11 @@ fi
 
 # ------------------------------------------- the CSI driver and sidecars ----
 CSI_DRIVER="${CSI_DRIVER:-hostdir.csi.wasmover.dev}"
+WITH_PLAIN_CSI="${WITH_PLAIN_CSI:-}"
+[[ -z "$WITH_PLAIN_CSI" || -n "${CSI_HOSTDIR:-}" ]] || die "WITH_PLAIN_CSI=1 needs csi-hostdir (tests/cluster/go)"
+PLAIN_CSI_DRIVER=plain.csi.wasmover.dev
+PLAIN_STORAGE_CLASS=wasmover-plain
+PLAIN_SNAPSHOT_CLASS=wasmover-plain
 if [[ -n "${CSI_HOSTDIR:-}" ]]; then
   CSI_SOCK="$KL/plugins/$CSI_DRIVER/csi.sock"
   mkdir -p "$(dirname "$CSI_SOCK")" "$KL/plugins_registry" "$DIR/csi"
@@ -424,6 +435,20 @@ if [[ -n "${CSI_HOSTDIR:-}" ]]; then
   run csi-snapshotter "$CSI_SNAPSHOTTER" --csi-address="$CSI_SOCK" --kubeconfig="$KUBECONFIG_ADMIN" \
     --leader-election=false --extra-create-metadata --timeout=60s \
     --feature-gates=CSIVolumeGroupSnapshot=true
+  if [[ -n "$WITH_PLAIN_CSI" ]]; then
+    # the same driver under another name, without the GroupController, and its
+    # sidecars as a deployment without group snapshots runs them
+    PLAIN_SOCK="$KL/plugins/$PLAIN_CSI_DRIVER/csi.sock"
+    mkdir -p "$(dirname "$PLAIN_SOCK")" "$DIR/csi-plain"
+    run csi-hostdir-plain "$CSI_HOSTDIR" --name="$PLAIN_CSI_DRIVER" --node-id="$NODE_NAME" \
+      --endpoint="unix://$PLAIN_SOCK" --state-dir="$DIR/csi-plain" \
+      --registration-dir="$KL/plugins_registry" --no-group-snapshots
+    wait_for "the plain CSI socket" test -S "$PLAIN_SOCK"
+    run csi-provisioner-plain "$CSI_PROVISIONER" --csi-address="$PLAIN_SOCK" --kubeconfig="$KUBECONFIG_ADMIN" \
+      --leader-election=false --extra-create-metadata --timeout=60s
+    run csi-snapshotter-plain "$CSI_SNAPSHOTTER" --csi-address="$PLAIN_SOCK" --kubeconfig="$KUBECONFIG_ADMIN" \
+      --leader-election=false --extra-create-metadata --timeout=60s
+  fi
   # Its client's default limit (5 requests/s, burst 10) paced a group snapshot
   # at ~2 s per member (each takes some ten API calls); one test node can take more.
   run snapshot-controller "$SNAPSHOT_CONTROLLER" --kubeconfig="$KUBECONFIG_ADMIN" \
@@ -477,6 +502,31 @@ metadata:
 driver: $CSI_DRIVER
 deletionPolicy: Delete
 EOF
+if [[ -n "$WITH_PLAIN_CSI" ]]; then
+  "${K[@]}" apply -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: CSIDriver
+metadata: {name: $PLAIN_CSI_DRIVER}
+spec:
+  attachRequired: false
+  podInfoOnMount: false
+  fsGroupPolicy: File
+  volumeLifecycleModes: [Persistent]
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: $PLAIN_STORAGE_CLASS}
+provisioner: $PLAIN_CSI_DRIVER
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+---
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshotClass
+metadata: {name: $PLAIN_SNAPSHOT_CLASS}
+driver: $PLAIN_CSI_DRIVER
+deletionPolicy: Delete
+EOF
+fi
 log "snapshot CRDs, CSIDriver and storage classes in $(since "$t")"
 
 # ---------------------------------------------------------------- ready ----
@@ -487,8 +537,10 @@ log "node Ready $(since "$t_kubelet") after the kubelet started"
 wait_for "the default ServiceAccount" "${K[@]}" -n default get serviceaccount default
 wait_for "ConfigMap kube-root-ca.crt" "${K[@]}" -n default get configmap kube-root-ca.crt
 if [[ -n "${CSI_HOSTDIR:-}" ]]; then
-  wait_for "CSINode $NODE_NAME with $CSI_DRIVER" \
-    sh -c "'$KUBECTL' --kubeconfig '$KUBECONFIG_ADMIN' get csinode '$NODE_NAME' -o jsonpath='{.spec.drivers[*].name}' | grep -qw '$CSI_DRIVER'"
+  for driver in "$CSI_DRIVER" ${WITH_PLAIN_CSI:+"$PLAIN_CSI_DRIVER"}; do
+    wait_for "CSINode $NODE_NAME with $driver" \
+      sh -c "'$KUBECTL' --kubeconfig '$KUBECONFIG_ADMIN' get csinode '$NODE_NAME' -o jsonpath='{.spec.drivers[*].name}' | grep -qw '$driver'"
+  done
 fi
 alive
 
@@ -505,6 +557,9 @@ CSI_DRIVER=${CSI_HOSTDIR:+$CSI_DRIVER}
 STORAGE_CLASS=${CSI_HOSTDIR:+$STORAGE_CLASS}
 SNAPSHOT_CLASS=${CSI_HOSTDIR:+$SNAPSHOT_CLASS}
 GROUP_SNAPSHOT_CLASS=${CSI_HOSTDIR:+$GROUP_SNAPSHOT_CLASS}
+PLAIN_CSI_DRIVER=${WITH_PLAIN_CSI:+$PLAIN_CSI_DRIVER}
+PLAIN_STORAGE_CLASS=${WITH_PLAIN_CSI:+$PLAIN_STORAGE_CLASS}
+PLAIN_SNAPSHOT_CLASS=${WITH_PLAIN_CSI:+$PLAIN_SNAPSHOT_CLASS}
 BRIDGE=$BRIDGE
 POD_CIDR=$POD_CIDR
 WITH_KUBE_PROXY=$WITH_KUBE_PROXY
