@@ -11,14 +11,19 @@
 //! files map blobs to packs; trees (JSON) describe directories, and a
 //! snapshot names a root tree. The layout follows restic's design document
 //! (`doc/design.rst`), so the `restic` CLI reads what this crate writes and
-//! the other way round.
+//! the other way round. [`Repository::forget`] removes snapshots by a
+//! retention policy as `restic forget` does, and [`Repository::prune`] the
+//! data no snapshot uses any more, as `restic prune` does.
 //!
 //! ```no_run
-//! use wasmover_restic::{LocalBackend, Repository};
+//! use wasmover_restic::{LocalBackend, PruneOptions, Repository, RetainPolicy, SnapshotFilter};
 //! # fn main() -> Result<(), wasmover_restic::Error> {
 //! let repo = Repository::open(LocalBackend::new("/backups/repo"), "secret")?;
 //! let (id, _summary) = repo.backup("/data".as_ref())?;
 //! repo.restore(&id, "/restore".as_ref())?;
+//! let daily = RetainPolicy { daily: 7, within: Some("2d".parse()?), ..RetainPolicy::default() };
+//! repo.forget(&daily, &SnapshotFilter::default(), false)?;
+//! repo.prune(&PruneOptions::default())?;
 //! # Ok(()) }
 //! ```
 

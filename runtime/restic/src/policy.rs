@@ -31,7 +31,10 @@ pub struct RetainPolicy {
     pub monthly: u32,
     /// … years.
     pub yearly: u32,
-    /// Keep every snapshot newer than this span before the newest one.
+    /// Keep every snapshot newer than this span before the newest one
+    /// (years, months and days counted in that snapshot's offset; restic
+    /// does so too unless the offset is its own zone's, where it follows
+    /// daylight saving time).
     pub within: Option<Span>,
 }
 
