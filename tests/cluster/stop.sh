@@ -49,6 +49,14 @@ pid_of() { [[ ! -f "$DIR/cluster.pids" ]] || awk -v n="$1" '$2 == n { print $1 }
 # ------------------------------------------------------------- kubelet ----
 for pid in $(pid_of kubelet); do stop "$pid" kubelet 100; done
 
+# A frozen container neither stops nor dies until thawed: csi-hostdir freezes
+# the containers using a volume while it copies it, and a driver that died
+# meanwhile leaves them frozen.
+if [[ -n "$CGROUP_ROOT" ]]; then
+  while read -r f; do echo THAWED >"$f" 2>/dev/null || true; done < <(
+    find "/sys/fs/cgroup/freezer$CGROUP_ROOT" -name freezer.state 2>/dev/null)
+fi
+
 # ------------------------------------------ pod sandboxes (containerd) ----
 # Task ids, for the shim sockets under /run/containerd/s that outlive a killed shim.
 tasks=()
