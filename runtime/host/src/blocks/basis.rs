@@ -1,19 +1,22 @@
 //! The basis a file is rebuilt from, read as one stream: its old content,
 //! then the partial new content an interrupted run kept.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::session::BasisKept;
 use crate::bindings::blocks::BlockError;
+use crate::volume::path::shown;
 use crate::volume::{Image, Stamp, Tree, Volume};
 
 /// Opens a block volume for reading: its only path is the empty one.
-fn open_image(image: &Image, path: &str) -> Result<(File, u64), BlockError> {
+fn open_image(image: &Image, path: &OsStr) -> Result<(File, u64), BlockError> {
     if !path.is_empty() {
         return Err(BlockError::InvalidPath(format!(
-            "{path}: a block volume has one entry, the empty path"
+            "{}: a block volume has one entry, the empty path",
+            shown(path)
         )));
     }
     Ok(image.open_read()?)
@@ -24,7 +27,7 @@ fn open_image(image: &Image, path: &str) -> Result<(File, u64), BlockError> {
 /// stamp, and the digest then reads it again.
 pub(crate) fn open_source(
     volume: &Volume,
-    path: &str,
+    path: &OsStr,
 ) -> Result<Option<(File, u64, Option<Stamp>)>, BlockError> {
     match volume {
         Volume::Tree(tree) => Ok(tree
@@ -50,14 +53,14 @@ pub(crate) struct Basis {
 }
 
 impl Basis {
-    pub(crate) fn open(volume: &Volume, path: &str) -> Result<Self, BlockError> {
+    pub(crate) fn open(volume: &Volume, path: &OsStr) -> Result<Self, BlockError> {
         match volume {
             Volume::Tree(tree) => Self::open_tree(tree, path),
             Volume::Image(image) => Self::open_image(image, path),
         }
     }
 
-    pub(super) fn open_image(image: &Image, path: &str) -> Result<Self, BlockError> {
+    pub(super) fn open_image(image: &Image, path: &OsStr) -> Result<Self, BlockError> {
         let (file, len) = open_image(image, path)?;
         // A device has none: its node does not change when it is written.
         let stamp = Stamp::of_file(&file);
@@ -67,7 +70,7 @@ impl Basis {
         })
     }
 
-    pub(super) fn open_tree(tree: &Tree, path: &str) -> Result<Self, BlockError> {
+    pub(super) fn open_tree(tree: &Tree, path: &OsStr) -> Result<Self, BlockError> {
         let (old, stamp) = match tree.open_file(path)? {
             Some((file, len, stamp)) => (Some((file, len)), Some(stamp)),
             None => (None, None),

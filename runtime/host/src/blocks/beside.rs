@@ -1,6 +1,8 @@
 //! Rebuilding a tree's file beside the old one, renamed into place once
 //! the patch verified.
 
+use std::ffi::OsStr;
+
 use wasmover_block::{Limits, PatchStats, SparseWriter};
 
 use super::basis::Basis;
@@ -10,11 +12,12 @@ use super::receive::receive_delta;
 use super::session::BasisKept;
 use crate::bindings::blocks::BlockError;
 use crate::channel::Channel;
+use crate::volume::path::shown;
 use crate::volume::{Stamp, Tree};
 
 /// A file of a tree to rebuild, and the metadata it gets.
 pub(crate) struct Target<'a> {
-    pub(crate) path: &'a str,
+    pub(crate) path: &'a OsStr,
     pub(crate) mode: u32,
     pub(crate) mtime_ns: i64,
 }
@@ -63,8 +66,9 @@ pub(crate) fn receive_beside(
                     .map_err(patch_error(path))?;
                     if Stamp::of_file(old).is_none_or(|now| now != kept.stamp) {
                         return Err(BlockError::Verification(format!(
-                            "{path}: the old file changed while it was the basis of its new \
-                             content: the next run rebuilds it again"
+                            "{}: the old file changed while it was the basis of its new \
+                             content: the next run rebuilds it again",
+                            shown(path)
                         )));
                     }
                     Ok((stats, Some(in_place)))
@@ -133,7 +137,7 @@ mod tests {
     /// it was hashed.
     fn rebuild_with_hashes(
         tree: &Tree,
-        path: &str,
+        path: &OsStr,
         new: &[u8],
         meanwhile: impl FnOnce(),
     ) -> Result<PatchStats, BlockError> {
@@ -195,18 +199,18 @@ mod tests {
         std::fs::write(dir.path().join("f"), &old).unwrap();
         let tree = Tree::open(dir.path(), crate::volume::Access::ReadWrite).unwrap();
 
-        let stats = rebuild_with_hashes(&tree, "f", &new, || {}).unwrap();
+        let stats = rebuild_with_hashes(&tree, OsStr::new("f"), &new, || {}).unwrap();
         assert_eq!(stats.hash, *blake3::hash(&new).as_bytes());
         assert!(std::fs::read(dir.path().join("f")).unwrap() == new);
         // What is kept for the next run is what reading the new file gives,
         // under the stamp it has now; nothing where the filesystem's ctime
         // could miss a change made right after it was written.
-        let kept = tree.kept_hashes("f");
+        let kept = tree.kept_hashes(OsStr::new("f"));
         if tree.settle_ns() > 0 {
             assert!(kept.is_none());
         } else {
             let kept = kept.expect("granule hashes are kept");
-            let (file, len, stamp) = tree.open_file("f").unwrap().unwrap();
+            let (file, len, stamp) = tree.open_file(OsStr::new("f")).unwrap().unwrap();
             assert_eq!(kept.stamp, stamp);
             assert_eq!(kept.hashes, BasisHashes::compute(&file, len).unwrap());
         }
@@ -218,7 +222,7 @@ mod tests {
         let mut changed = new.clone();
         changed[1 << 20] ^= 0xff;
         let path = dir.path().join("f");
-        let err = rebuild_with_hashes(&tree, "f", &old, || {
+        let err = rebuild_with_hashes(&tree, OsStr::new("f"), &old, || {
             std::fs::write(&path, &changed).unwrap();
         })
         .unwrap_err();

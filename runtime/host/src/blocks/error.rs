@@ -1,6 +1,7 @@
 //! How the block calls' failures reach the guest: each as the
 //! [`BlockError`] variant that names its class.
 
+use std::ffi::OsStr;
 use std::io;
 
 use wasmover_block::{FormatError, PatchError};
@@ -8,6 +9,7 @@ use wasmover_block::{FormatError, PatchError};
 use crate::bindings::blocks::BlockError;
 use crate::bindings::channel::ChannelError;
 use crate::volume::VolumeError;
+use crate::volume::path::shown;
 
 impl From<VolumeError> for BlockError {
     fn from(e: VolumeError) -> Self {
@@ -21,21 +23,21 @@ impl From<VolumeError> for BlockError {
     }
 }
 
-pub(crate) fn io_error(context: &str, path: &str) -> impl FnOnce(io::Error) -> BlockError {
+pub(crate) fn io_error(context: &str, path: &OsStr) -> impl FnOnce(io::Error) -> BlockError {
     move |e| match e.kind() {
         io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe => {
             BlockError::Channel(ChannelError::Closed)
         }
-        _ => BlockError::Io(format!("{context} {path}: {e}")),
+        _ => BlockError::Io(format!("{context} {}: {e}", shown(path))),
     }
 }
 
-pub(super) fn protocol_error(what: &str, path: &str) -> impl FnOnce(FormatError) -> BlockError {
+pub(super) fn protocol_error(what: &str, path: &OsStr) -> impl FnOnce(FormatError) -> BlockError {
     move |e| match e {
         FormatError::Io(e) => io_error(what, path)(e),
         // The stream ended part-way: the peer went away.
         FormatError::Truncated { .. } => BlockError::Channel(ChannelError::Closed),
-        e => BlockError::Protocol(format!("{what} {path}: {e}")),
+        e => BlockError::Protocol(format!("{what} {}: {e}", shown(path))),
     }
 }
 
@@ -53,12 +55,16 @@ pub(super) fn aborted(e: &FormatError, reader: &mut impl io::Read) -> Option<Blo
 }
 
 /// Maps a patch's failure to the guest's error.
-pub(super) fn patch_error(path: &str) -> impl FnOnce(PatchError) -> BlockError + '_ {
+pub(super) fn patch_error(path: &OsStr) -> impl FnOnce(PatchError) -> BlockError + '_ {
     move |e| match e {
-        PatchError::Verification { .. } => BlockError::Verification(format!("{path}: {e}")),
+        PatchError::Verification { .. } => {
+            BlockError::Verification(format!("{}: {e}", shown(path)))
+        }
         PatchError::Io(e) => io_error("patching", path)(e),
         PatchError::Format(e) => protocol_error("delta of", path)(e),
-        e @ PatchError::Unrecovered { .. } => BlockError::Io(format!("patching {path}: {e}")),
-        e => BlockError::Protocol(format!("delta of {path}: {e}")),
+        e @ PatchError::Unrecovered { .. } => {
+            BlockError::Io(format!("patching {}: {e}", shown(path)))
+        }
+        e => BlockError::Protocol(format!("delta of {}: {e}", shown(path))),
     }
 }

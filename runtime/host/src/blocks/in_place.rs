@@ -2,6 +2,7 @@
 //! tree's large file with one link. Only the changed bytes are written,
 //! and no room for a second copy is needed.
 
+use std::ffi::OsStr;
 use std::fs::File;
 
 use wasmover_block::{InPlacePatch, Limits, PatchError, PatchStats};
@@ -56,7 +57,7 @@ impl InPlaceTarget for Image {
 /// A file of a tree being patched in place.
 struct TreeFile<'a> {
     tree: &'a Tree,
-    path: &'a str,
+    path: &'a OsStr,
 }
 
 impl InPlaceTarget for TreeFile<'_> {
@@ -93,7 +94,7 @@ fn receive_in_place_journaled(
     file: &mut File,
     kept: Option<&BasisKept>,
     check_len: impl FnOnce(u64) -> Result<(), BlockError>,
-    label: &str,
+    label: &OsStr,
     channel: &mut Channel,
     limits: &Limits,
     progress: &mut FileProgress,
@@ -131,7 +132,7 @@ fn receive_in_place_journaled(
 /// undo journal ([`receive_in_place_journaled`]).
 pub(crate) fn receive_in_place(
     image: &Image,
-    path: &str,
+    path: &OsStr,
     hashes: Option<BasisKept>,
     channel: &mut Channel,
     limits: &Limits,
@@ -152,7 +153,7 @@ pub(crate) fn receive_in_place(
         Ok(())
     };
     // How messages name it: its path is empty.
-    let label = "the block volume";
+    let label = OsStr::new("the block volume");
     let kept = basis.still(hashes);
     let (stats, unchanged) = receive_in_place_journaled(
         image,

@@ -1,6 +1,7 @@
 //! The receiving side's answers to the refinement requests that come
 //! ahead of a delta.
 
+use std::ffi::OsStr;
 use std::io;
 
 use wasmover_block::{Answer, Incoming, Limits};
@@ -9,6 +10,7 @@ use super::error::{aborted, io_error, protocol_error};
 use super::send::seed;
 use crate::bindings::blocks::BlockError;
 use crate::channel::Channel;
+use crate::volume::path::shown;
 
 /// Refinement requests answered per file before the peer is refused: the
 /// engine asks for at most five ([`RefineOptions::max_rounds`]), and a
@@ -22,7 +24,7 @@ pub(super) fn receive_delta<B: io::Read + io::Seek, T>(
     basis_len: u64,
     channel: &mut Channel,
     limits: &Limits,
-    path: &str,
+    path: &OsStr,
     apply: impl FnOnce(&mut B, &mut dyn io::Read) -> Result<T, BlockError>,
 ) -> Result<T, BlockError> {
     let mut answered = 0;
@@ -39,7 +41,8 @@ pub(super) fn receive_delta<B: io::Read + io::Seek, T>(
         match incoming {
             Incoming::Refinement(_) if answered == MAX_REFINEMENTS => {
                 return Err(BlockError::Protocol(format!(
-                    "delta of {path}: the peer asked for finer hashes more than {MAX_REFINEMENTS} times"
+                    "delta of {}: the peer asked for finer hashes more than {MAX_REFINEMENTS} times",
+                    shown(path)
                 )));
             }
             Incoming::Refinement(request) => {
@@ -97,7 +100,7 @@ mod tests {
             basis.len() as u64,
             &mut here,
             &Limits::default(),
-            "f",
+            OsStr::new("f"),
             |_, _| -> Result<(), BlockError> { unreachable!("no delta is sent") },
         )
         .unwrap_err();
@@ -115,7 +118,7 @@ mod tests {
         let (mut here, mut peer) = Channel::pair();
         peer.abort("VolumeError: disk full");
         peer.abort("VolumeError: still full");
-        let err = read_summary(&mut here, &Limits::default(), "f").unwrap_err();
+        let err = read_summary(&mut here, &Limits::default(), OsStr::new("f")).unwrap_err();
         assert!(
             matches!(&err, BlockError::Channel(ChannelError::Aborted(r)) if r == "VolumeError: disk full"),
             "{err:?}"
@@ -125,7 +128,7 @@ mod tests {
             0,
             &mut here,
             &Limits::default(),
-            "f",
+            OsStr::new("f"),
             |_, _| -> Result<(), BlockError> { unreachable!("no delta is sent") },
         )
         .unwrap_err();

@@ -2,6 +2,7 @@
 //! against the peer's summary, refined where the first round left
 //! literals.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 
@@ -15,6 +16,7 @@ use super::session::{BasisKept, BlockSession, MAX_SIGNATURES_AHEAD};
 use crate::bindings::blocks::BlockError;
 use crate::channel::Channel;
 use crate::volume::Volume;
+use crate::volume::path::shown;
 
 /// Files shorter than this are delta'd in one streaming pass: another
 /// round trip would cost more than it could save.
@@ -36,7 +38,7 @@ pub(crate) fn seed() -> u64 {
 pub(crate) fn read_summary(
     channel: &mut Channel,
     limits: &Limits,
-    path: &str,
+    path: &OsStr,
 ) -> Result<Summary, BlockError> {
     let mut reader = channel.reader_for_receive();
     Summary::read_from(&mut reader, limits).map_err(|e| {
@@ -49,7 +51,7 @@ pub(crate) fn read_summary(
 /// now. The hashes are kept for its patch when its stamp can be trusted.
 pub(crate) fn granule_summary(
     volume: &Volume,
-    path: &str,
+    path: &OsStr,
     basis: &mut Basis,
     session: &mut BlockSession,
 ) -> Result<GranuleSummary, BlockError> {
@@ -68,7 +70,7 @@ pub(crate) fn granule_summary(
     let hashes = match kept {
         Some(kept) => {
             tracing::debug!(
-                path,
+                path = shown(path),
                 "sending the granule hashes kept by the run that wrote it"
             );
             kept.hashes
@@ -102,9 +104,9 @@ pub(crate) fn refine_and_write(
     channel: &mut Channel,
     session: &mut BlockSession,
     limits: &Limits,
-    path: &str,
+    path: &OsStr,
 ) -> Result<DeltaStats, BlockError> {
-    let delta_error = |e: io::Error| BlockError::Io(format!("delta of {path}: {e}"));
+    let delta_error = |e: io::Error| BlockError::Io(format!("delta of {}: {e}", shown(path)));
     while let Some(request) = plan.refinement(&RefineOptions::default()) {
         request
             .write_to(channel.writer())
@@ -116,7 +118,8 @@ pub(crate) fn refine_and_write(
                 _ => {
                     return Err(BlockError::Protocol(format!(
                         "more than {MAX_SIGNATURES_AHEAD} signatures arrived ahead of the finer \
-                         hashes of {path}"
+                         hashes of {}",
+                        shown(path)
                     )));
                 }
             }

@@ -3,10 +3,12 @@
 //! and the large files to patch in place.
 
 use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 
 use wasmover_block::{BasisHashes, Summary};
 
+use crate::volume::path::shown;
 use crate::volume::{KeptHashes, Stamp};
 
 /// Signatures of later files the peer may send ahead of the answer to a
@@ -26,14 +28,14 @@ pub(crate) struct BlockSession {
     basis_hashes: VecDeque<BasisKept>,
     /// Files of a tree whose signature went out, large enough to be
     /// patched in place ([`IN_PLACE_MIN_FILE`](super::in_place::IN_PLACE_MIN_FILE)).
-    large: VecDeque<String>,
+    large: VecDeque<OsString>,
 }
 
 /// What the summary pass of a basis kept for its patch: the stamp the
 /// basis had before it was read and its granule hashes.
 #[derive(Debug)]
 pub(crate) struct BasisKept {
-    pub(super) path: String,
+    pub(super) path: OsString,
     pub(super) stamp: Stamp,
     pub(super) hashes: BasisHashes,
 }
@@ -55,7 +57,10 @@ impl BasisKept {
             Ok(Some(hashes)) => Some(KeptHashes { stamp, hashes }),
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!(path = self.path, "could not update its granule hashes: {e}");
+                tracing::warn!(
+                    path = shown(&self.path),
+                    "could not update its granule hashes: {e}"
+                );
                 None
             }
         }
@@ -76,19 +81,19 @@ impl BlockSession {
         self.basis_hashes.push_back(kept);
     }
 
-    pub(crate) fn keep_large(&mut self, path: &str) {
+    pub(crate) fn keep_large(&mut self, path: &OsStr) {
         if self.large.len() == MAX_BASIS_HASHES {
             self.large.pop_front();
         }
         self.large.push_back(path.to_owned());
     }
 
-    pub(crate) fn take_large(&mut self, path: &str) -> bool {
+    pub(crate) fn take_large(&mut self, path: &OsStr) -> bool {
         let found = self.large.iter().position(|p| p == path);
         found.and_then(|i| self.large.remove(i)).is_some()
     }
 
-    pub(crate) fn take_basis_hashes(&mut self, path: &str) -> Option<BasisKept> {
+    pub(crate) fn take_basis_hashes(&mut self, path: &OsStr) -> Option<BasisKept> {
         let i = self.basis_hashes.iter().position(|k| k.path == path)?;
         self.basis_hashes.remove(i)
     }

@@ -2,10 +2,11 @@
 //! by [`crate::blocks`] between the granted volume and channel.
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 
 use wasmover_block::{Limits, Plan, Signature, SignatureOptions, Summary};
 
-use super::utf8;
+use super::os;
 use crate::bindings::blocks::{self as wit, AttributeStats, BlockError, BlockStats};
 use crate::bindings::volume::AttributeNamespaces;
 use crate::blocks::{
@@ -17,6 +18,7 @@ use crate::channel::Channel;
 use crate::state::HostState;
 use crate::volume::Volume;
 use crate::volume::attributes::{self, Batch, Namespace, Namespaces};
+use crate::volume::path::shown;
 
 impl HostState {
     /// Runs `f` with the granted volume and channel; both are required.
@@ -59,7 +61,7 @@ impl wit::Host for HostState {
         block_size: Option<u32>,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, session, _, _| {
-            let path = utf8(path)?;
+            let path = os(path);
             let mut basis = Basis::open(volume, &path)?;
             let len = basis.len();
             if matches!(volume, Volume::Tree(_)) && len >= IN_PLACE_MIN_FILE {
@@ -97,20 +99,21 @@ impl wit::Host for HostState {
 
     fn send_delta(&mut self, path: Vec<u8>) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, session, limits, _| {
-            let path = utf8(path)?;
+            let path = os(path);
             let summary = match session.next_ahead() {
                 Some(summary) => summary,
                 None => read_summary(channel, limits, &path)?,
             };
             let (file, len, stamp) =
-                open_source(volume, &path)?.ok_or_else(|| BlockError::NotFound(path.clone()))?;
-            let delta_error = |e: io::Error| BlockError::Io(format!("delta of {path}: {e}"));
+                open_source(volume, &path)?.ok_or_else(|| BlockError::NotFound(shown(&path)))?;
+            let delta_error =
+                |e: io::Error| BlockError::Io(format!("delta of {}: {e}", shown(&path)));
             let stats = match summary {
                 Summary::Signature(signature)
                     if len < REFINE_MIN_FILE || signature.block_count() == 0 =>
                 {
                     wasmover_block::delta_file(&signature, &file, channel.writer())
-                        .map_err(|e| BlockError::Io(format!("delta of {path}: {e}")))?
+                        .map_err(|e| BlockError::Io(format!("delta of {}: {e}", shown(&path))))?
                 }
                 Summary::Signature(signature) => {
                     let plan = Plan::from_file(&signature, &file).map_err(delta_error)?;
@@ -123,7 +126,8 @@ impl wit::Host for HostState {
                 }
                 Summary::Answer(_) => {
                     return Err(BlockError::Protocol(format!(
-                        "expected the signature of {path}, received the answer to a refinement"
+                        "expected the signature of {}, received the answer to a refinement",
+                        shown(&path)
                     )));
                 }
             };
@@ -147,7 +151,7 @@ impl wit::Host for HostState {
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<BlockStats, BlockError>> {
         self.with_volume_and_channel(|volume, channel, session, limits, progress| {
-            let path = utf8(path)?;
+            let path = os(path);
             let result = match volume {
                 Volume::Tree(tree) => {
                     let hashes = session.take_basis_hashes(&path);
@@ -218,7 +222,7 @@ impl wit::Host for HostState {
             let before = channel.bytes().1;
             let mut batch = Batch::new();
             for path in paths {
-                let path = utf8(path)?;
+                let path = os(path);
                 let read = volume.tree(&path)?.read_attributes(&path)?;
                 if !batch.is_empty() && !batch.fits(path.as_bytes(), &read) {
                     let full = std::mem::take(&mut batch).finish();
@@ -227,7 +231,7 @@ impl wit::Host for HostState {
                         .map_err(|e| BlockError::Channel(e.into()))?;
                 }
                 let pushed = batch.push(path.as_bytes(), &read);
-                pushed.map_err(|e| BlockError::Io(format!("{path}: {e}")))?;
+                pushed.map_err(|e| BlockError::Io(format!("{}: {e}", shown(&path))))?;
             }
             if !batch.is_empty() {
                 channel
@@ -267,7 +271,7 @@ impl wit::Host for HostState {
                     break;
                 }
                 for (path, want) in batch {
-                    let path = utf8(path)?;
+                    let path = os(path);
                     let applied = volume
                         .tree(&path)?
                         .apply_attributes(&path, &want, privileged)?;
@@ -277,7 +281,7 @@ impl wit::Host for HostState {
                         if !stats.skipped_namespaces.contains(flag) {
                             tracing::warn!(
                                 module = &*s.module,
-                                path,
+                                path = shown(&path),
                                 "this receiver may not set {namespace}.* attributes: they are \
                                  left out (and out of the digest) for this transfer"
                             );

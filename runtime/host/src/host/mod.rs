@@ -12,21 +12,15 @@ mod observe;
 mod v0_2;
 mod volume;
 
-use wasmover_contract::escape_path;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 
 use crate::bindings::types;
 use crate::state::HostState;
-use crate::volume::VolumeError;
 
 impl types::Host for HostState {}
 
-/// A path of the contract (bytes) as the host's volume code takes it,
-/// which still names entries in UTF-8 only.
-fn utf8(path: Vec<u8>) -> Result<String, VolumeError> {
-    String::from_utf8(path).map_err(|e| {
-        VolumeError::InvalidPath(format!(
-            "{}: the host cannot yet address a name that is not UTF-8",
-            escape_path(e.as_bytes())
-        ))
-    })
+/// A path of the contract (bytes) as the host's volume code names it.
+fn os(path: Vec<u8>) -> OsString {
+    OsString::from_vec(path)
 }

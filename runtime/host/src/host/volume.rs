@@ -1,6 +1,8 @@
 //! `volume`: Unix metadata of the granted volume.
 
-use super::utf8;
+use std::os::unix::ffi::OsStringExt;
+
+use super::os;
 use crate::bindings::volume::{
     self as wit, AttributeNamespaces, Entry, EntryKind, TreeDigest, VolumeError,
 };
@@ -24,7 +26,7 @@ impl From<Error> for VolumeError {
 impl From<host::Entry> for Entry {
     fn from(e: host::Entry) -> Self {
         Entry {
-            path: e.path.into_bytes(),
+            path: e.path.into_vec(),
             kind: match e.kind {
                 host::EntryKind::File => EntryKind::File,
                 host::EntryKind::Directory => EntryKind::Directory,
@@ -38,7 +40,7 @@ impl From<host::Entry> for Entry {
             mode: e.mode,
             size: e.size,
             mtime_ns: e.mtime_ns,
-            link_target: e.link_target.into_bytes(),
+            link_target: e.link_target.into_vec(),
             uid: e.uid,
             gid: e.gid,
             inode: e.inode,
@@ -103,10 +105,7 @@ impl wit::Host for HostState {
         }
         let started = std::time::Instant::now();
         let digest = self.with_volume(|v| {
-            let leave_out = leave_out
-                .into_iter()
-                .map(utf8)
-                .collect::<Result<Vec<_>, _>>()?;
+            let leave_out: Vec<_> = leave_out.into_iter().map(os).collect();
             v.digest_leaving_out(&leave_out)
         });
         if let Ok(Ok(digest)) = &digest {
@@ -117,7 +116,7 @@ impl wit::Host for HostState {
 
     fn create_dir(&mut self, path: Vec<u8>) -> wasmtime::Result<Result<(), VolumeError>> {
         self.with_volume(|v| {
-            let path = utf8(path)?;
+            let path = os(path);
             v.tree(&path)?.create_dir(&path)
         })
     }
@@ -128,14 +127,14 @@ impl wit::Host for HostState {
         path: Vec<u8>,
     ) -> wasmtime::Result<Result<(), VolumeError>> {
         self.with_volume(|v| {
-            let (target, path) = (utf8(target)?, utf8(path)?);
+            let (target, path) = (os(target), os(path));
             v.tree(&path)?.symlink(&target, &path)
         })
     }
 
     fn remove(&mut self, path: Vec<u8>) -> wasmtime::Result<Result<(), VolumeError>> {
         self.with_volume(|v| {
-            let path = utf8(path)?;
+            let path = os(path);
             v.tree(&path)?.remove(&path)
         })
     }
@@ -147,7 +146,7 @@ impl wit::Host for HostState {
         mtime_ns: i64,
     ) -> wasmtime::Result<Result<(), VolumeError>> {
         self.with_volume(|v| {
-            let path = utf8(path)?;
+            let path = os(path);
             v.tree(&path)?.set_metadata(&path, mode, mtime_ns)
         })
     }
@@ -159,7 +158,7 @@ impl wit::Host for HostState {
         gid: u32,
     ) -> wasmtime::Result<Result<bool, VolumeError>> {
         self.with_volume(|v| {
-            let path = utf8(path)?;
+            let path = os(path);
             v.tree(&path)?.set_owner(&path, uid, gid)
         })
     }
@@ -170,7 +169,7 @@ impl wit::Host for HostState {
         path: Vec<u8>,
     ) -> wasmtime::Result<Result<(), VolumeError>> {
         self.with_volume(|v| {
-            let (existing, path) = (utf8(existing)?, utf8(path)?);
+            let (existing, path) = (os(existing), os(path));
             v.tree(&path)?.hard_link(&existing, &path)
         })
     }
@@ -195,7 +194,7 @@ impl wit::Host for HostState {
                     )));
                 }
             };
-            let path = utf8(path)?;
+            let path = os(path);
             v.tree(&path)?.make_node(&path, node, mode, rdev)
         })
     }

@@ -8,6 +8,7 @@
 //! watch saw no change to that file since the scan (see [`super::watch`]),
 //! so the content it read is the content the scan found.
 
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +28,7 @@ use super::known::{Stamp, Stored};
 pub(super) const LARGEST: u64 = 8 << 20;
 
 /// A file to hash ahead: its index in the scan, its path and stamp.
-pub(super) type File = (u32, String, Stamp);
+pub(super) type File = (u32, OsString, Stamp);
 
 /// The hashes read ahead: each file's index in the scan, content hash
 /// and length, in scan order.
@@ -120,7 +121,7 @@ impl Drop for Ahead {
 /// set while it reads.
 fn hash_file(
     dir: &Dir,
-    path: &str,
+    path: &OsStr,
     stop: &AtomicBool,
     buffer: &mut [u8],
 ) -> io::Result<(blake3::Hash, u64)> {

@@ -2,6 +2,7 @@
 //! the tree digest, and reading a file's content for its hash (also for
 //! the files hashed ahead of a digest).
 
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsFd;
 
@@ -32,7 +33,7 @@ pub(super) fn content_hash(
 /// Opens the regular file at `path` under `dir` to read its content; not
 /// followed if a symlink took its place, and a fifo swapped in meanwhile
 /// is not waited on.
-pub(super) fn open_to_read(dir: &Dir, path: &str) -> io::Result<File> {
+pub(super) fn open_to_read(dir: &Dir, path: &OsStr) -> io::Result<File> {
     dir.open_with(
         path,
         OpenOptions::new()

@@ -2,6 +2,8 @@
 //! them: the host's own records, which each contract version's `volume`
 //! converts at its boundary (`crate::host`).
 
+use std::ffi::OsString;
+
 /// What an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EntryKind {
@@ -36,8 +38,8 @@ impl EntryKind {
 /// One entry of a volume.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// Path relative to the volume root.
-    pub path: String,
+    /// Path relative to the volume root ([`crate::volume::path`]).
+    pub path: OsString,
     /// What it is.
     pub kind: EntryKind,
     /// Permission bits.
@@ -46,8 +48,8 @@ pub struct Entry {
     pub size: u64,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
-    /// Target of a symlink; empty otherwise.
-    pub link_target: String,
+    /// Target of a symlink, as bytes; empty otherwise.
+    pub link_target: OsString,
     /// Owning user id.
     pub uid: u32,
     /// Owning group id.

@@ -1,6 +1,9 @@
 //! Why a volume operation failed.
 
+use std::ffi::OsStr;
 use std::io;
+
+use super::path::shown;
 
 /// Why a volume operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -9,7 +12,7 @@ pub enum VolumeError {
     #[error("the volume is read-only")]
     ReadOnly,
     /// The path is malformed or escapes the volume.
-    #[error("invalid path {0:?}: paths are relative, '/'-separated, without '.' or '..'")]
+    #[error("invalid path \"{0}\": paths are relative, '/'-separated, without '.' or '..'")]
     InvalidPath(String),
     /// The path does not exist.
     #[error("{0}: not found")]
@@ -29,13 +32,19 @@ pub enum VolumeError {
 }
 
 impl VolumeError {
-    pub(crate) fn io(path: &str) -> impl FnOnce(io::Error) -> VolumeError + '_ {
+    /// The error of an operation on `path` that failed with `source`.
+    pub(crate) fn io(path: &OsStr) -> impl FnOnce(io::Error) -> VolumeError + '_ {
         move |source| match source.kind() {
-            io::ErrorKind::NotFound => VolumeError::NotFound(path.to_owned()),
+            io::ErrorKind::NotFound => VolumeError::NotFound(shown(path)),
             _ => VolumeError::Io {
-                path: path.to_owned(),
+                path: shown(path),
                 source,
             },
         }
+    }
+
+    /// `path` is malformed or escapes the volume.
+    pub(crate) fn invalid(path: &OsStr) -> VolumeError {
+        VolumeError::InvalidPath(shown(path))
     }
 }

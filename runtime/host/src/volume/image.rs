@@ -8,6 +8,7 @@
 //! writing rolls back a patch a crash cut off, so every run starts from a
 //! volume that is either old or new.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -44,7 +45,7 @@ pub struct Image {
 }
 
 fn io_error(source: io::Error) -> VolumeError {
-    VolumeError::io(LABEL)(source)
+    VolumeError::io(OsStr::new(LABEL))(source)
 }
 
 /// Syncs the directory holding `path`, making a created or removed entry
@@ -165,12 +166,12 @@ impl Image {
         let meta = std::fs::metadata(&self.path).map_err(io_error)?;
         let (_, size) = self.open_read()?;
         Ok(Entry {
-            path: String::new(),
+            path: OsString::new(),
             kind: EntryKind::Block,
             mode: meta.mode() & 0o7777,
             size,
             mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            link_target: String::new(),
+            link_target: OsString::new(),
             uid: meta.uid(),
             gid: meta.gid(),
             inode: meta.ino(),
@@ -184,7 +185,7 @@ impl Image {
     pub(crate) fn digest(&self) -> Result<TreeDigest, VolumeError> {
         let (file, _) = self.open_read()?;
         let meta = file.metadata().map_err(io_error)?;
-        let (hash, len) = match self.known.take("", Stamp::of(&meta), 0) {
+        let (hash, len) = match self.known.take(OsStr::new(""), Stamp::of(&meta), 0) {
             Some((hash, _)) if meta.is_file() => (hash, meta.len()),
             _ => content_hash(file, &mut vec![0; DIGEST_BUFFER]).map_err(io_error)?,
         };
@@ -205,7 +206,7 @@ impl Image {
     /// Records that the volume, as `stamp` identifies it, hashes to `hash`
     /// (see [`KnownHashes`]).
     pub(crate) fn remember_hash(&self, stamp: Stamp, hash: [u8; 32]) {
-        self.known.remember("", stamp, hash);
+        self.known.remember(OsStr::new(""), stamp, hash);
     }
 
     /// Opens the volume for reading, with its length (a device's is found
@@ -319,7 +320,7 @@ impl Image {
     pub(crate) fn kept_hashes(&self) -> Option<KeptHashes> {
         let path = self.granules_path()?;
         match std::fs::read(&path) {
-            Ok(bytes) => kept_hashes::decode(&bytes, "")
+            Ok(bytes) => kept_hashes::decode(&bytes, OsStr::new(""))
                 .inspect_err(|why| {
                     tracing::warn!(file = %path.display(), "ignoring kept granule hashes: {why}");
                 })
@@ -345,7 +346,7 @@ impl Image {
         };
         let mut staged = path.clone().into_os_string();
         staged.push(super::tree::STAGING_SUFFIX);
-        let written = std::fs::write(&staged, kept_hashes::encode("", kept))
+        let written = std::fs::write(&staged, kept_hashes::encode(OsStr::new(""), kept))
             .and_then(|()| std::fs::rename(&staged, &path));
         if let Err(e) = written {
             tracing::warn!(file = %path.display(), "could not keep the granule hashes for the next run: {e}");
@@ -392,12 +393,12 @@ mod tests {
         let entries = volume.scan().unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(
-            (entries[0].path.as_str(), entries[0].kind),
-            ("", EntryKind::Block)
+            (entries[0].path.as_os_str(), entries[0].kind),
+            (OsStr::new(""), EntryKind::Block)
         );
         assert_eq!(entries[0].size, 10_000);
         assert!(matches!(
-            volume.tree("a"),
+            volume.tree(OsStr::new("a")),
             Err(VolumeError::NotATree(p)) if p == "a"
         ));
         // The digest covers the content, not the node's time.

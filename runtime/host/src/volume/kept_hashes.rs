@@ -4,6 +4,9 @@
 //! patch changed ([`wasmover_block::BasisHashes::updated`]). They are used
 //! only while the file's [`Stamp`] is the one they were kept with.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
 use wasmover_block::BasisHashes;
 
 use super::known::{Stamp, seal, unseal};
@@ -25,7 +28,7 @@ pub(crate) struct KeptHashes {
 /// the granule hashes in the block engine's encoding, then a BLAKE3 of all
 /// that, so a torn or damaged file is ignored rather than trusted.
 /// Big-endian.
-pub(crate) fn encode(path: &str, kept: &KeptHashes) -> Vec<u8> {
+pub(crate) fn encode(path: &OsStr, kept: &KeptHashes) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
@@ -44,7 +47,7 @@ pub(crate) fn encode(path: &str, kept: &KeptHashes) -> Vec<u8> {
 
 /// Decodes what [`encode`] wrote for `path`, or says why it cannot be
 /// used.
-pub(crate) fn decode(bytes: &[u8], path: &str) -> Result<KeptHashes, String> {
+pub(crate) fn decode(bytes: &[u8], path: &OsStr) -> Result<KeptHashes, String> {
     use std::io::Read;
     let body = unseal(bytes, MAGIC.len() + 1)?;
     if &body[..4] != MAGIC || body[4] != VERSION {
@@ -76,7 +79,7 @@ pub(crate) fn decode(bytes: &[u8], path: &str) -> Result<KeptHashes, String> {
 
 /// The path granule hashes were kept for, read from the start of its
 /// file (not checked: enough to tell whether the file is still there).
-pub(crate) fn path_of(mut file: impl std::io::Read) -> Option<String> {
+pub(crate) fn path_of(mut file: impl std::io::Read) -> Option<OsString> {
     let mut head = [0u8; 13];
     file.read_exact(&mut head).ok()?;
     if &head[..4] != MAGIC || head[4] != VERSION {
@@ -89,7 +92,7 @@ pub(crate) fn path_of(mut file: impl std::io::Read) -> Option<String> {
     }
     let mut path = vec![0u8; len as usize];
     file.read_exact(&mut path).ok()?;
-    String::from_utf8(path).ok()
+    Some(OsString::from_vec(path))
 }
 
 #[cfg(test)]
@@ -103,19 +106,25 @@ mod tests {
             stamp: Stamp::stored(7, 100_000, 1, 2),
             hashes: BasisHashes::compute(&data[..], 100_000).unwrap(),
         };
-        let bytes = encode("d/big", &kept);
-        assert_eq!(path_of(&bytes[..]).as_deref(), Some("d/big"));
-        let back = decode(&bytes, "d/big").unwrap();
+        let bytes = encode(OsStr::new("d/big"), &kept);
+        assert_eq!(path_of(&bytes[..]).as_deref(), Some(OsStr::new("d/big")));
+        let back = decode(&bytes, OsStr::new("d/big")).unwrap();
         assert_eq!(back.stamp, kept.stamp);
         assert_eq!(back.hashes, kept.hashes);
-        assert!(decode(&bytes, "d/other").is_err());
+        assert!(decode(&bytes, OsStr::new("d/other")).is_err());
         for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {
-            assert!(decode(&bytes[..cut], "d/big").is_err(), "cut at {cut}");
+            assert!(
+                decode(&bytes[..cut], OsStr::new("d/big")).is_err(),
+                "cut at {cut}"
+            );
         }
         for flip in [5, 20, bytes.len() / 2, bytes.len() - 1] {
             let mut damaged = bytes.clone();
             damaged[flip] ^= 1;
-            assert!(decode(&damaged, "d/big").is_err(), "flip at {flip}");
+            assert!(
+                decode(&damaged, OsStr::new("d/big")).is_err(),
+                "flip at {flip}"
+            );
         }
     }
 }

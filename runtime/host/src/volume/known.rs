@@ -5,6 +5,7 @@
 //! [`Stamp`] is the one the hash was learned with.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -153,23 +154,23 @@ impl Stamp {
 /// is used only while the file's [`Stamp`] is the one it was learned with,
 /// and only once.
 #[derive(Debug, Default)]
-pub(crate) struct KnownHashes(Mutex<HashMap<String, (Stamp, blake3::Hash)>>);
+pub(crate) struct KnownHashes(Mutex<HashMap<OsString, (Stamp, blake3::Hash)>>);
 
 impl KnownHashes {
-    pub(crate) fn remember(&self, path: &str, stamp: Stamp, hash: [u8; 32]) {
+    pub(crate) fn remember(&self, path: &OsStr, stamp: Stamp, hash: [u8; 32]) {
         let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
         known.insert(path.to_owned(), (stamp, blake3::Hash::from_bytes(hash)));
     }
 
     /// Whether a hash of `path` is known.
-    pub(crate) fn contains(&self, path: &str) -> bool {
+    pub(crate) fn contains(&self, path: &OsStr) -> bool {
         let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
         known.contains_key(path)
     }
 
     /// Carries the hash of `path` over a change of its metadata alone (an
     /// owner), if it was learned for `before`.
-    pub(crate) fn restamp(&self, path: &str, before: Stamp, after: Stamp) {
+    pub(crate) fn restamp(&self, path: &OsStr, before: Stamp, after: Stamp) {
         let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((stamp, _)) = known.get_mut(path)
             && *stamp == before
@@ -183,7 +184,7 @@ impl KnownHashes {
     /// when learned).
     pub(crate) fn take(
         &self,
-        path: &str,
+        path: &OsStr,
         stamp: Stamp,
         margin_ns: i64,
     ) -> Option<(blake3::Hash, bool)> {

@@ -11,10 +11,13 @@ mod error;
 mod image;
 mod kept_hashes;
 pub(crate) mod known;
+pub(crate) mod path;
 mod tree;
 mod watch;
 
+use std::ffi::{OsStr, OsString};
 use std::io;
+
 use std::path::{Path, PathBuf};
 
 pub use access::Access;
@@ -119,10 +122,10 @@ impl Volume {
     }
 
     /// The directory tree, or [`VolumeError::NotATree`] naming `path`.
-    pub fn tree(&self, path: &str) -> Result<&Tree, VolumeError> {
+    pub fn tree(&self, path: &OsStr) -> Result<&Tree, VolumeError> {
         match self {
             Volume::Tree(tree) => Ok(tree),
-            Volume::Image(_) => Err(VolumeError::NotATree(path.to_owned())),
+            Volume::Image(_) => Err(VolumeError::NotATree(path::shown(path))),
         }
     }
 
@@ -141,7 +144,7 @@ impl Volume {
 
     /// The [`digest`](Self::digest) without the entries at `leave_out`
     /// and under them; a block volume has none to leave out.
-    pub fn digest_leaving_out(&self, leave_out: &[String]) -> Result<TreeDigest, VolumeError> {
+    pub fn digest_leaving_out(&self, leave_out: &[OsString]) -> Result<TreeDigest, VolumeError> {
         match self {
             Volume::Tree(tree) => tree.digest_leaving_out(leave_out),
             Volume::Image(_) if !leave_out.is_empty() => Err(VolumeError::InvalidPath(
@@ -162,7 +165,7 @@ impl Volume {
 
     /// Records that the file at `path`, as `stamp` identifies it, hashes to
     /// `hash` (see [`KnownHashes`](known::KnownHashes)).
-    pub(crate) fn remember_hash(&self, path: &str, stamp: Stamp, hash: [u8; 32]) {
+    pub(crate) fn remember_hash(&self, path: &OsStr, stamp: Stamp, hash: [u8; 32]) {
         match self {
             Volume::Tree(tree) => tree.known.remember(path, stamp, hash),
             Volume::Image(image) => image.remember_hash(stamp, hash),

@@ -17,11 +17,15 @@
 //! they leave the file's times alone.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use cap_std::fs::Dir;
+
+use super::path;
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
 /// Events that can change what a digest sees in a watched directory.
@@ -63,7 +67,7 @@ pub(super) enum Change {
 pub(super) struct Watch {
     inotify: Option<OwnedFd>,
     /// The watch on each directory, by its path in the tree.
-    watches: HashMap<String, i32>,
+    watches: HashMap<OsString, i32>,
     /// The changes seen in each watched directory, by watch.
     changes: HashMap<i32, Changes>,
     /// Why the changes are not all known, if they are not: the digest
@@ -86,9 +90,9 @@ const COMMITS_PER_READ: u32 = 256;
 #[derive(Default)]
 pub(super) struct Changes {
     /// The entries named by an event, and how they changed.
-    pub(super) names: HashMap<String, Change>,
+    pub(super) names: HashMap<OsString, Change>,
     /// Whether its names may have changed in a way the events do not
-    /// tell: the directory itself went away, or a name is not UTF-8.
+    /// tell: the directory itself went away.
     pub(super) relist: bool,
 }
 
@@ -120,7 +124,7 @@ impl Watch {
     /// Watches `dir`, the directory at `path`, before its entries are
     /// looked at. A watch that cannot be added (the limit of watches per
     /// user, no `/proc`) loses the watch as a whole.
-    pub(super) fn add(&mut self, dir: &Dir, path: &str) {
+    pub(super) fn add(&mut self, dir: &Dir, path: &OsStr) {
         let Some(inotify) = self.inotify.as_ref().filter(|_| self.lost.is_none()) else {
             return;
         };
@@ -134,13 +138,16 @@ impl Watch {
             // The same directory under two paths (a bind mount): which of
             // them an event means is not known.
             Ok(wd) if self.changes.contains_key(&wd) => {
-                self.lose(format!("{path:?} is a directory watched already"));
+                self.lose(format!(
+                    "{} is a directory watched already",
+                    path::shown(path)
+                ));
             }
             Ok(wd) => {
                 self.watches.insert(path.to_owned(), wd);
                 self.changes.insert(wd, Changes::default());
             }
-            Err(e) => self.lose(format!("{path:?} cannot be watched: {e}")),
+            Err(e) => self.lose(format!("{} cannot be watched: {e}", path::shown(path))),
         }
     }
 
@@ -181,11 +188,11 @@ impl Watch {
             let Some(changes) = self.changes.get_mut(&event.wd()) else {
                 continue;
             };
-            match event.file_name().map(|name| name.to_str()) {
+            match event.file_name() {
                 None if flags.intersects(GONE) => changes.relist = true,
                 None => {}
-                Some(Err(_)) => changes.relist = true,
-                Some(Ok(name)) => {
+                Some(name) => {
+                    let name = OsStr::from_bytes(name.to_bytes());
                     let change = if flags.intersects(REPLACED) {
                         Change::Replaced
                     } else {
@@ -224,7 +231,7 @@ impl Watch {
     }
 
     /// The changes in the directory at `path`, if it was watched.
-    pub(super) fn changes(&self, path: &str) -> Option<&Changes> {
+    pub(super) fn changes(&self, path: &OsStr) -> Option<&Changes> {
         self.changes.get(self.watches.get(path)?)
     }
 }
@@ -248,7 +255,7 @@ mod tests {
         for name in ["a", "b", "c"] {
             std::fs::create_dir(root.path().join(name)).unwrap();
             let dir = Dir::open_ambient_dir(root.path().join(name), cap_std::ambient_authority());
-            watch.add(&dir.unwrap(), name);
+            watch.add(&dir.unwrap(), OsStr::new(name));
         }
         assert_eq!(watch.watches.len(), 2);
         assert!(watch.is_lost(), "a watch over part of the tree");
@@ -262,17 +269,26 @@ mod tests {
         std::fs::write(root.path().join("gone"), b"1").unwrap();
         let dir = Dir::open_ambient_dir(root.path(), cap_std::ambient_authority()).unwrap();
         let mut watch = Watch::new();
-        watch.add(&dir, "");
-        assert!(watch.update() && watch.changes("").unwrap().is_empty());
+        watch.add(&dir, OsStr::new(""));
+        assert!(watch.update() && watch.changes(OsStr::new("")).unwrap().is_empty());
         std::fs::write(root.path().join("kept"), b"2").unwrap();
         std::fs::remove_file(root.path().join("gone")).unwrap();
         std::fs::write(root.path().join("new"), b"").unwrap();
         assert!(watch.update());
-        let changes = watch.changes("").unwrap();
-        assert_eq!(changes.names.get("kept"), Some(&Change::Altered));
-        assert_eq!(changes.names.get("gone"), Some(&Change::Replaced));
-        assert_eq!(changes.names.get("new"), Some(&Change::Replaced));
-        assert!(watch.changes("other").is_none());
+        let changes = watch.changes(OsStr::new("")).unwrap();
+        assert_eq!(
+            changes.names.get(OsStr::new("kept")),
+            Some(&Change::Altered)
+        );
+        assert_eq!(
+            changes.names.get(OsStr::new("gone")),
+            Some(&Change::Replaced)
+        );
+        assert_eq!(
+            changes.names.get(OsStr::new("new")),
+            Some(&Change::Replaced)
+        );
+        assert!(watch.changes(OsStr::new("other")).is_none());
     }
 
     #[test]
@@ -280,13 +296,22 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = Dir::open_ambient_dir(root.path(), cap_std::ambient_authority()).unwrap();
         let mut watch = Watch::new();
-        watch.add(&dir, "");
+        watch.add(&dir, OsStr::new(""));
         std::fs::write(root.path().join("new"), b"").unwrap();
         for _ in 1..COMMITS_PER_READ {
             watch.committed();
         }
-        assert!(watch.changes("").unwrap().is_empty(), "read too soon");
+        assert!(
+            watch.changes(OsStr::new("")).unwrap().is_empty(),
+            "read too soon"
+        );
         watch.committed();
-        assert!(watch.changes("").unwrap().names.contains_key("new"));
+        assert!(
+            watch
+                .changes(OsStr::new(""))
+                .unwrap()
+                .names
+                .contains_key(OsStr::new("new"))
+        );
     }
 }

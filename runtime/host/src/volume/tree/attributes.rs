@@ -1,5 +1,8 @@
 //! Which extended attributes a tree covers, and their digest.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
 use std::sync::atomic::Ordering;
 
 use super::{Tree, checked};
@@ -21,7 +24,7 @@ impl Tree {
 
     /// The digest of the covered extended attributes of the entry at
     /// `path`, as the tree digest takes them.
-    pub(super) fn attributes_digest(&self, path: &str) -> Result<[u8; 32], VolumeError> {
+    pub(super) fn attributes_digest(&self, path: &OsStr) -> Result<[u8; 32], VolumeError> {
         let read = attributes::read(&self.dir, checked(path)?.as_bytes());
         let covered = read.map_err(VolumeError::io(path))?.only(self.attributes());
         Ok(attributes::digest(&covered))
@@ -30,7 +33,7 @@ impl Tree {
 
 impl Tree {
     /// The covered extended attributes of the entry at `path`.
-    pub fn read_attributes(&self, path: &str) -> Result<Attributes, VolumeError> {
+    pub fn read_attributes(&self, path: &OsStr) -> Result<Attributes, VolumeError> {
         let read = attributes::read(&self.dir, checked(path)?.as_bytes());
         Ok(read.map_err(VolumeError::io(path))?.only(self.attributes()))
     }
@@ -40,7 +43,7 @@ impl Tree {
     /// `privileged`.
     pub fn apply_attributes(
         &self,
-        path: &str,
+        path: &OsStr,
         want: &Attributes,
         privileged: bool,
     ) -> Result<Applied, VolumeError> {

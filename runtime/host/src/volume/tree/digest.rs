@@ -2,6 +2,8 @@
 //! entries, a walk that reuses what the scan's watch saw unchanged, or a
 //! fresh walk.
 
+use std::ffi::{OsStr, OsString};
+
 use super::digest_walk::{Reuse, digest_dir};
 use super::digester::Digester;
 use super::{Scanned, Tree, checked};
@@ -36,7 +38,7 @@ impl Tree {
 
     /// The [`digest`](Self::digest) without the entries at `leave_out`
     /// and under them.
-    pub fn digest_leaving_out(&self, leave_out: &[String]) -> Result<TreeDigest, VolumeError> {
+    pub fn digest_leaving_out(&self, leave_out: &[OsString]) -> Result<TreeDigest, VolumeError> {
         let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
         let ahead = scanned
             .as_mut()
@@ -60,12 +62,12 @@ impl Tree {
                     watch,
                     early: &early,
                 };
-                digest_dir(&self.dir, "", Some(reuse), &mut digest)?;
+                digest_dir(&self.dir, OsStr::new(""), Some(reuse), &mut digest)?;
             }
             Some(scanned) if self.access == Access::ReadOnly => {
                 self.digest_scanned(scanned, &mut digest)?
             }
-            _ => digest_dir(&self.dir, "", None, &mut digest)?,
+            _ => digest_dir(&self.dir, OsStr::new(""), None, &mut digest)?,
         }
         drop(scanned);
         let (digest, mut kept) = digest.finish();
@@ -100,7 +102,7 @@ impl Tree {
     /// as read; not followed if a symlink took its place.
     fn content_hash(
         &self,
-        path: &str,
+        path: &OsStr,
         buffer: &mut [u8],
     ) -> Result<(blake3::Hash, u64), VolumeError> {
         let file = open_to_read(&self.dir, checked(path)?).map_err(VolumeError::io(path))?;
@@ -124,16 +126,24 @@ mod tests {
         let mut volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
         // What this run learned, not what an earlier one kept.
         volume.set_hash_store(HashStore::Off).unwrap();
-        let (_, _, stamp) = volume.open_file("read").unwrap().unwrap();
-        let (mut file, staged) = volume.create_staged("written").unwrap();
+        let (_, _, stamp) = volume.open_file(OsStr::new("read")).unwrap().unwrap();
+        let (mut file, staged) = volume.create_staged(OsStr::new("written")).unwrap();
         std::io::Write::write_all(&mut file, b"xyz").unwrap();
         let honest = |v: &Tree| {
-            v.known.take("read", stamp, 0);
-            v.known.take("written", Stamp::new(0, 0, 0, 0), 0);
+            v.known.take(OsStr::new("read"), stamp, 0);
+            v.known
+                .take(OsStr::new("written"), Stamp::new(0, 0, 0, 0), 0);
             v.digest().unwrap().root
         };
         volume
-            .commit_staged(&file, &staged, "written", 0o644, 1_000_000_000, [7; 32])
+            .commit_staged(
+                &file,
+                &staged,
+                OsStr::new("written"),
+                0o644,
+                1_000_000_000,
+                [7; 32],
+            )
             .unwrap();
         let with_written = volume.digest().unwrap().root;
         assert_ne!(
@@ -141,7 +151,7 @@ mod tests {
             honest(&volume),
             "the committed file's hash was not used"
         );
-        volume.known.remember("read", stamp, [7; 32]);
+        volume.known.remember(OsStr::new("read"), stamp, [7; 32]);
         assert_ne!(
             volume.digest().unwrap().root,
             honest(&volume),
@@ -159,7 +169,9 @@ mod tests {
         volume.set_hash_store(HashStore::Off).unwrap();
         let honest = volume.digest().unwrap().root;
         let meta = std::fs::metadata(&f).unwrap();
-        volume.known.remember("f", Stamp::of(&meta), [7; 32]);
+        volume
+            .known
+            .remember(OsStr::new("f"), Stamp::of(&meta), [7; 32]);
         assert_ne!(
             volume.digest().unwrap().root,
             honest,
@@ -169,7 +181,9 @@ mod tests {
 
         // Rewritten with the same length and mtime after the hash was
         // learned: the change time differs, so the file is read again.
-        volume.known.remember("f", Stamp::of(&meta), [7; 32]);
+        volume
+            .known
+            .remember(OsStr::new("f"), Stamp::of(&meta), [7; 32]);
         std::fs::write(&f, b"abd").unwrap();
         std::fs::File::options()
             .write(true)

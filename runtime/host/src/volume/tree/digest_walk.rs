@@ -4,6 +4,7 @@
 //! instead of looked at again.
 
 use std::borrow::Cow;
+use std::ffi::{OsStr, OsString};
 
 use cap_std::fs::Dir;
 use rayon::prelude::*;
@@ -16,6 +17,7 @@ use crate::volume::content::{DIGEST_BUFFER, content_hash};
 use crate::volume::entry::{Entry, EntryKind};
 use crate::volume::error::VolumeError;
 use crate::volume::known::Stamp;
+use crate::volume::path;
 use crate::volume::watch::{Change, Changes, Watch};
 
 /// Names of one directory the digest looks at at once: the files among
@@ -41,7 +43,7 @@ impl<'s> Reuse<'s> {
     /// The indices of the scanned entries of the directory at `path`, and
     /// the changes seen in it; `None` if it was not watched, or its names
     /// are not known from the events.
-    fn dir(self, path: &str) -> Option<(&'s [u32], &'s Changes)> {
+    fn dir(self, path: &OsStr) -> Option<(&'s [u32], &'s Changes)> {
         let changes = self.watch.changes(path).filter(|c| !c.relist)?;
         let children = self
             .scanned
@@ -64,17 +66,17 @@ impl<'s> Here<'s> {
     /// The directory's names now: the scan's, and those events named
     /// (some of which may be gone), in order; at the root, without
     /// [`HIDDEN_AT_ROOT`].
-    fn names(self, path: &str) -> Vec<&'s str> {
+    fn names(self, path: &OsStr) -> Vec<&'s OsStr> {
         let entries = &self.reuse.scanned.entries;
-        let mut names: Vec<&str> = self
+        let mut names: Vec<&OsStr> = self
             .children
             .iter()
-            .map(|&i| last_name(&entries[i as usize].path))
+            .map(|&i| path::last_name(&entries[i as usize].path))
             .collect();
         let scanned = names.len();
         for name in self.changes.names.keys() {
-            let seen = names[..scanned].binary_search(&name.as_str()).is_ok();
-            let hidden = path.is_empty() && HIDDEN_AT_ROOT.contains(&name.as_str());
+            let seen = names[..scanned].binary_search(&name.as_os_str()).is_ok();
+            let hidden = path.is_empty() && HIDDEN_AT_ROOT.iter().any(|hidden| name == *hidden);
             if !(seen || hidden) {
                 names.push(name);
             }
@@ -88,14 +90,14 @@ impl<'s> Here<'s> {
     /// The scanned entry `name` and its stamp, if nothing since can have
     /// changed what the digest takes from it, with its content hash and
     /// length if they were read ahead.
-    fn unchanged(self, name: &str) -> Option<(&'s Entry, Stamp, Option<Read>)> {
+    fn unchanged(self, name: &OsStr) -> Option<(&'s Entry, Stamp, Option<Read>)> {
         if self.changes.names.contains_key(name) {
             return None;
         }
         let scanned = self.reuse.scanned;
         let at = self
             .children
-            .binary_search_by(|&i| last_name(&scanned.entries[i as usize].path).cmp(name))
+            .binary_search_by(|&i| path::last_name(&scanned.entries[i as usize].path).cmp(name))
             .ok()?;
         let i = self.children[at] as usize;
         let entry = &scanned.entries[i];
@@ -118,7 +120,7 @@ impl<'s> Here<'s> {
 
     /// What the digest may reuse below the subdirectory `name`: nothing if
     /// the name was replaced since the scan.
-    fn below(self, name: &str) -> Option<Reuse<'s>> {
+    fn below(self, name: &OsStr) -> Option<Reuse<'s>> {
         (self.changes.names.get(name) != Some(&Change::Replaced)).then_some(self.reuse)
     }
 }
@@ -126,18 +128,13 @@ impl<'s> Here<'s> {
 /// A file's content hash and its length, as read.
 type Read = (blake3::Hash, u64);
 
-/// The last component of a path.
-fn last_name(path: &str) -> &str {
-    path.rsplit_once('/').map_or(path, |(_, name)| name)
-}
-
 /// Adds every entry under `dir` (the directory at `path`) to `digest`,
 /// in [`walk_dir`]'s order. With `reuse`, the entries of watched
 /// directories that no event named since the scan are taken from it, and
 /// a watched directory is not listed again.
 pub(super) fn digest_dir(
     dir: &Dir,
-    path: &str,
+    path: &OsStr,
     reuse: Option<Reuse<'_>>,
     digest: &mut Digester<'_>,
 ) -> Result<(), VolumeError> {
@@ -154,7 +151,7 @@ pub(super) fn digest_dir(
         Some(here) => here.names(path),
         None => {
             listed = names_in(dir, path)?;
-            listed.iter().map(String::as_str).collect()
+            listed.iter().map(OsString::as_os_str).collect()
         }
     };
     for window in names.chunks(DIGEST_WINDOW) {
@@ -220,7 +217,7 @@ pub(super) fn digest_dir(
 /// straight from the directory's listing, under a handle already inside
 /// the volume: nothing to resolve, no symlink followed; a fifo swapped in
 /// meanwhile is not waited on.
-fn read_file(dir: &Dir, name: &str, path: &str) -> Result<(blake3::Hash, u64), VolumeError> {
+fn read_file(dir: &Dir, name: &OsStr, path: &OsStr) -> Result<(blake3::Hash, u64), VolumeError> {
     thread_local! {
         static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -281,7 +278,7 @@ mod tests {
     impl Tree {
         /// Waits for the files of the last scan to be hashed ahead, then
         /// makes the hash read ahead for `path` a lie.
-        fn lie_ahead(&self, path: &str) {
+        fn lie_ahead(&self, path: &OsStr) {
             let mut scanned = self.scanned.lock().unwrap();
             let scanned = scanned.as_mut().expect("scanned");
             let index = scanned.entries.iter().position(|e| e.path == path).unwrap();
@@ -304,10 +301,10 @@ mod tests {
         volume.set_hash_store(HashStore::Off).unwrap();
         let honest = digest_of(root.path()).root;
         volume.scan().unwrap();
-        volume.lie_ahead("d/e/f");
+        volume.lie_ahead(OsStr::new("d/e/f"));
         assert_ne!(volume.digest().unwrap().root, honest, "not used");
         volume.scan().unwrap();
-        volume.lie_ahead("d/e/f");
+        volume.lie_ahead(OsStr::new("d/e/f"));
         (tree_changes()[0].1)(root.path());
         assert_eq!(volume.digest().unwrap().root, digest_of(root.path()).root);
     }

@@ -2,6 +2,9 @@
 //! records hashed in [`scan`](super::scan) order, and the content hash of
 //! each regular file, known or read.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+
 use super::Tree;
 use crate::volume::content::DIGEST_CONTEXT;
 use crate::volume::entry::{Entry, EntryKind, TreeDigest};
@@ -24,7 +27,7 @@ pub(super) struct Digester<'t> {
     /// The hashes to keep for the next run.
     kept: Vec<(Stamp, blake3::Hash)>,
     /// Paths left out, each with its tree.
-    leave_out: &'t [String],
+    leave_out: &'t [OsString],
 }
 
 /// A regular file's content hash and its length as read.
@@ -38,7 +41,7 @@ pub(super) struct FileHash {
 impl<'t> Digester<'t> {
     /// A digest of `tree` without the entries at `leave_out` and under
     /// them, which trusts the hashes `stored` kept by an earlier digest.
-    pub(super) fn new(tree: &'t Tree, stored: Stored, leave_out: &'t [String]) -> Self {
+    pub(super) fn new(tree: &'t Tree, stored: Stored, leave_out: &'t [OsString]) -> Self {
         Self {
             tree,
             hasher: blake3::Hasher::new_derive_key(DIGEST_CONTEXT),
@@ -52,10 +55,10 @@ impl<'t> Digester<'t> {
     }
 
     /// Whether `path` is left out: it or a directory above it.
-    fn left_out(&self, path: &str) -> bool {
+    fn left_out(&self, path: &OsStr) -> bool {
         self.leave_out.iter().any(|out| {
-            path.strip_prefix(out.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            (path.as_bytes().strip_prefix(out.as_bytes()))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
         })
     }
 

@@ -1,7 +1,9 @@
 //! Patching a tree's large file in place under an undo journal, and
 //! rolling back on the next open what an interrupted run left half done.
 
+use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, MetadataExt, OpenOptions};
@@ -10,6 +12,7 @@ use super::mutate::set_file_metadata;
 use super::{JOURNAL, JOURNAL_TARGET, Tree, checked};
 use crate::volume::error::VolumeError;
 use crate::volume::known::Stamp;
+use crate::volume::path;
 
 /// Where an undo journal and the record of its file are, in which
 /// directory, and how that record reads.
@@ -45,22 +48,30 @@ impl Tree {
     /// another inode is not the one patched (a state directory used with
     /// another volume, or the file replaced since), and is left alone.
     pub(super) fn roll_back(&self, j: &Journal) -> io::Result<()> {
-        let record = match j.dir.read_to_string(j.target) {
+        let record = match j.dir.read(j.target) {
             Ok(record) => record,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
+        // The path is the rest of the record: it may hold a newline.
         let (inode, target) = match j.path_only {
-            true => (None, record.as_str()),
-            false => match record.split_once('\n') {
-                Some((inode, path)) => (inode.parse::<u64>().ok(), path),
-                None => (None, ""),
+            true => (None, &record[..]),
+            false => match record.iter().position(|&b| b == b'\n') {
+                Some(end) => (
+                    std::str::from_utf8(&record[..end])
+                        .ok()
+                        .and_then(|inode| inode.parse::<u64>().ok()),
+                    &record[end + 1..],
+                ),
+                None => (None, &b""[..]),
             },
         };
+        let target = OsStr::from_bytes(target);
         let failed = |e: &dyn std::fmt::Display| {
             io::Error::other(format!(
-                "{target}: could not roll back the patch in place an interrupted run \
+                "{}: could not roll back the patch in place an interrupted run \
                  left (journal {}): {e}",
+                path::shown(target),
                 j.shown.display()
             ))
         };
@@ -90,7 +101,7 @@ impl Tree {
                             wasmover_block::roll_back(&journal.into_std(), &file.into_std())
                                 .map_err(|e| failed(&e))?;
                         tracing::warn!(
-                            path = target,
+                            path = path::shown(target),
                             ?outcome,
                             "rolled back a patch in place that an interrupted run left"
                         );
@@ -99,7 +110,7 @@ impl Tree {
                     // back.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         tracing::warn!(
-                            path = target,
+                            path = path::shown(target),
                             "dropping the journal of a patch in place: its file is gone"
                         );
                     }
@@ -118,7 +129,7 @@ impl Tree {
     /// them instead), with its length. `None` for anything else.
     pub(crate) fn open_in_place(
         &self,
-        path: &str,
+        path: &OsStr,
     ) -> Result<Option<(std::fs::File, u64)>, VolumeError> {
         let path = checked(path)?;
         self.writable()?;
@@ -144,7 +155,7 @@ impl Tree {
         let room = self.state.as_ref().map_or(0, |s| s.room());
         if room < meta.len().saturating_mul(2) {
             tracing::debug!(
-                path,
+                path = path::shown(path),
                 room,
                 "rebuilding beside: the state directory has no room for patching in place"
             );
@@ -156,10 +167,10 @@ impl Tree {
     /// Creates the (empty) undo journal for patching `path` in place,
     /// after recording which file it belongs to (its inode and path); both
     /// durably, so a crash after the patch started always finds them.
-    pub(crate) fn begin_journal(&self, path: &str) -> Result<std::fs::File, VolumeError> {
+    pub(crate) fn begin_journal(&self, path: &OsStr) -> Result<std::fs::File, VolumeError> {
         let path = checked(path)?;
         self.writable()?;
-        let state = self.state().map_err(VolumeError::io(JOURNAL))?;
+        let state = self.state().map_err(VolumeError::io(OsStr::new(JOURNAL)))?;
         let inode = self
             .dir
             .symlink_metadata(path)
@@ -169,10 +180,11 @@ impl Tree {
             .dir
             .create(JOURNAL_TARGET)
             .and_then(|mut f| {
-                io::Write::write_all(&mut f, format!("{inode}\n{path}").as_bytes())?;
+                let record = [format!("{inode}\n").as_bytes(), path.as_bytes()].concat();
+                io::Write::write_all(&mut f, &record)?;
                 f.sync_all()
             })
-            .map_err(VolumeError::io(JOURNAL_TARGET));
+            .map_err(VolumeError::io(OsStr::new(JOURNAL_TARGET)));
         target?;
         let journal = state
             .dir
@@ -184,8 +196,9 @@ impl Tree {
                     .create(true)
                     .truncate(true),
             )
-            .map_err(VolumeError::io(JOURNAL))?;
-        self.sync_state_dir().map_err(VolumeError::io(JOURNAL))?;
+            .map_err(VolumeError::io(OsStr::new(JOURNAL)))?;
+        self.sync_state_dir()
+            .map_err(VolumeError::io(OsStr::new(JOURNAL)))?;
         Ok(journal.into_std())
     }
 
@@ -198,7 +211,7 @@ impl Tree {
                 state.dir.remove_file(JOURNAL_TARGET)
             })
             .and_then(|()| self.sync_state_dir())
-            .map_err(VolumeError::io(JOURNAL))
+            .map_err(VolumeError::io(OsStr::new(JOURNAL)))
     }
 
     /// Sets `path`'s metadata after a patch in place through the open
@@ -207,7 +220,7 @@ impl Tree {
     pub(crate) fn commit_in_place(
         &self,
         file: &std::fs::File,
-        path: &str,
+        path: &OsStr,
         mode: u32,
         mtime_ns: i64,
         hash: [u8; 32],
@@ -233,13 +246,13 @@ mod tests {
         std::os::unix::fs::symlink("one", root.path().join("sym")).unwrap();
         let tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
         let opened = |path| tree.open_in_place(path).unwrap().map(|(_, len)| len);
-        assert_eq!(opened("one"), Some(1));
-        assert_eq!(opened("linked"), None);
-        assert_eq!(opened("sym"), None);
-        assert_eq!(opened("missing"), None);
+        assert_eq!(opened(OsStr::new("one")), Some(1));
+        assert_eq!(opened(OsStr::new("linked")), None);
+        assert_eq!(opened(OsStr::new("sym")), None);
+        assert_eq!(opened(OsStr::new("missing")), None);
         let read_only = Tree::open(root.path(), Access::ReadOnly).unwrap();
         assert!(matches!(
-            read_only.open_in_place("one"),
+            read_only.open_in_place(OsStr::new("one")),
             Err(VolumeError::ReadOnly)
         ));
     }
@@ -264,16 +277,16 @@ mod tests {
         let path = root.path().join("d/f");
         std::fs::write(&path, &old).unwrap();
         let tree = open();
-        let (mut file, _) = tree.open_in_place("d/f").unwrap().unwrap();
+        let (mut file, _) = tree.open_in_place(OsStr::new("d/f")).unwrap().unwrap();
         let delta = wasmover_block::fuzzing::delta_of(&old, &new, 4096);
         let patch = wasmover_block::InPlacePatch::read(
             &mut file,
             &delta[..],
             &wasmover_block::Limits::default(),
-            Some(tree.spill("d/f").unwrap()),
+            Some(tree.spill(OsStr::new("d/f")).unwrap()),
         )
         .unwrap();
-        let journal = tree.begin_journal("d/f").unwrap();
+        let journal = tree.begin_journal(OsStr::new("d/f")).unwrap();
         wasmover_block::write_undo(&file, &patch, &journal).unwrap();
         // The run dies while it writes.
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(100_000)).unwrap();
@@ -299,7 +312,7 @@ mod tests {
         assert_eq!(tree.scan().unwrap().len(), 2);
 
         // A journal whose file was removed since is dropped, not an error.
-        drop(tree.begin_journal("d/f").unwrap());
+        drop(tree.begin_journal(OsStr::new("d/f")).unwrap());
         std::fs::remove_file(&path).unwrap();
         drop(open());
         assert!(!state.path().join(JOURNAL).exists());
@@ -308,7 +321,7 @@ mod tests {
         // inode: the old one is held open, so its number is not reused).
         std::fs::write(&path, &old).unwrap();
         let held = std::fs::File::open(&path).unwrap();
-        let journal = tree.begin_journal("d/f").unwrap();
+        let journal = tree.begin_journal(OsStr::new("d/f")).unwrap();
         wasmover_block::write_undo(&held, &patch, &journal).unwrap();
         drop(journal);
         std::fs::remove_file(&path).unwrap();
@@ -331,7 +344,7 @@ mod tests {
         file.set_len(1 << 42).unwrap();
         std::fs::write(root.path().join("small"), b"s").unwrap();
         let tree = Tree::open(root.path(), Access::ReadWrite).unwrap();
-        assert!(tree.open_in_place("huge").unwrap().is_none());
-        assert!(tree.open_in_place("small").unwrap().is_some());
+        assert!(tree.open_in_place(OsStr::new("huge")).unwrap().is_none());
+        assert!(tree.open_in_place(OsStr::new("small")).unwrap().is_some());
     }
 }

@@ -30,7 +30,9 @@ mod scan;
 mod stage;
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -44,6 +46,7 @@ use super::kept_hashes;
 use super::known::{self, HashStore, KnownHashes, Stamp};
 use super::watch::Watch;
 use crate::volume::entry::Entry;
+use crate::volume::path;
 
 /// A directory tree granted to one run.
 pub struct Tree {
@@ -81,7 +84,7 @@ struct Scanned {
     entries: Vec<Entry>,
     stamps: Vec<Stamp>,
     /// The indices of each directory's entries, by its path.
-    children: HashMap<String, Vec<u32>>,
+    children: HashMap<OsString, Vec<u32>>,
     watch: Option<Watch>,
     /// The files being hashed ahead of the digest, while watched.
     ahead: Option<Ahead>,
@@ -159,8 +162,8 @@ pub(super) const HIDDEN_AT_ROOT: [&str; 2] = [LEGACY_STATE_DIR, "lost+found"];
 const PARTIAL: &str = "partial";
 
 /// Where `path`'s partial content is kept in the state directory.
-fn partial_path(path: &str) -> String {
-    format!("{PARTIAL}/{path}")
+fn partial_path(path: &OsStr) -> OsString {
+    path::join(OsStr::new(PARTIAL), path)
 }
 
 /// Where [`HashStore::State`] keeps the hashes in the state directory.
@@ -171,7 +174,7 @@ const GRANULES: &str = "granules";
 
 /// Where the granule hashes kept of `path` live: named by a hash of the
 /// path, which the file also holds.
-fn granules_path(path: &str) -> String {
+fn granules_path(path: &OsStr) -> String {
     format!(
         "{GRANULES}/{}",
         &blake3::hash(path.as_bytes()).to_hex()[..32]
@@ -352,7 +355,7 @@ impl Tree {
     /// as it is opened); `None` if there is none at `path`.
     pub(crate) fn open_file(
         &self,
-        path: &str,
+        path: &OsStr,
     ) -> Result<Option<(std::fs::File, u64, Stamp)>, VolumeError> {
         let path = checked(path)?;
         let meta = match self.dir.symlink_metadata(path) {
@@ -382,7 +385,7 @@ impl Tree {
             && let Ok(entries) = state.dir.read_dir(GRANULES)
         {
             for entry in entries.flatten() {
-                let name = format!("{GRANULES}/{}", entry.file_name().to_string_lossy());
+                let name = path::join(OsStr::new(GRANULES), &entry.file_name());
                 let kept_for = state
                     .dir
                     .open(&name)
@@ -413,25 +416,39 @@ fn cap_stamp(meta: &cap_std::fs::Metadata) -> Stamp {
 }
 
 /// Checks that a module's path stays inside the volume.
-fn checked(path: &str) -> Result<&str, VolumeError> {
+fn checked(path: &OsStr) -> Result<&OsStr, VolumeError> {
     let bad = path.is_empty()
-        || path.starts_with('/')
-        || path.contains('\0')
-        || path
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..");
+        || path.as_bytes().contains(&0)
+        || path::names(path).any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
-        Err(VolumeError::InvalidPath(path.to_owned()))
+        Err(VolumeError::invalid(path))
     } else {
         Ok(path)
     }
 }
 
-fn staging_path(path: &str) -> String {
-    match path.rsplit_once('/') {
-        Some((dir, name)) => format!("{dir}/.{name}{STAGING_SUFFIX}"),
-        None => format!(".{path}{STAGING_SUFFIX}"),
+/// The longest name Linux file systems take, in bytes.
+const NAME_MAX: usize = 255;
+
+/// Where a change to `path` is staged: a hidden name beside it. A name
+/// too long to take the dot and suffix keeps a prefix of itself and a
+/// hash of the whole, so its staging name is still its own, and the same
+/// in every run.
+fn staging_path(path: &OsStr) -> OsString {
+    let name = path::last_name(path);
+    let room = NAME_MAX - 1 - STAGING_SUFFIX.len();
+    let mut staged = OsString::from(".");
+    if name.len() <= room {
+        staged.push(name);
+    } else {
+        let hash = blake3::hash(name.as_bytes()).to_hex();
+        let prefix = &name.as_bytes()[..room - 17];
+        staged.push(OsStr::from_bytes(prefix));
+        staged.push("~");
+        staged.push(&hash[..16]);
     }
+    staged.push(STAGING_SUFFIX);
+    path::join(path::parent(path), &staged)
 }
 
 #[cfg(test)]
@@ -487,11 +504,42 @@ mod tests {
     fn paths_that_escape_are_refused() {
         for bad in ["", "/etc", "a/../b", "..", "a//b", "./a", "a/", "a\0b"] {
             assert!(
-                matches!(checked(bad), Err(VolumeError::InvalidPath(_))),
+                matches!(checked(OsStr::new(bad)), Err(VolumeError::InvalidPath(_))),
                 "{bad:?}"
             );
         }
-        assert_eq!(checked("a/b c/ü").unwrap(), "a/b c/ü");
+        for good in [&b"a/b c/\xc3\xbc"[..], b"bad\xff/new\nline", b"-leading"] {
+            let good = OsStr::from_bytes(good);
+            assert_eq!(checked(good).unwrap(), good);
+        }
+    }
+
+    /// Every name, the longest too, has a staging name of its own that
+    /// the file system takes.
+    #[test]
+    fn staging_names_fit_and_stay_apart() {
+        use std::os::unix::ffi::OsStringExt;
+        let long = |last: u8| {
+            let mut name = b"d/".to_vec();
+            name.extend([b'n'; 254]);
+            name.push(last);
+            OsString::from_vec(name)
+        };
+        let (a, b) = (staging_path(&long(b'a')), staging_path(&long(b'b')));
+        assert_ne!(a, b);
+        for staged in [&a, &b] {
+            assert_eq!(path::last_name(staged).len(), NAME_MAX);
+            assert!(staged.as_bytes().starts_with(b"d/.nnn"));
+            assert!(staged.as_bytes().ends_with(STAGING_SUFFIX.as_bytes()));
+        }
+        assert_eq!(staging_path(OsStr::new("d/f")), "d/.f.wasmover-tmp");
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("d")).unwrap();
+        let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
+        volume.symlink(OsStr::new("target"), &long(b'a')).unwrap();
+        volume.create_dir(&long(b'b')).unwrap();
+        let listed: Vec<_> = volume.scan().unwrap().into_iter().map(|e| e.path).collect();
+        assert_eq!(listed, [OsString::from("d"), long(b'a'), long(b'b')]);
     }
 
     #[test]
@@ -501,8 +549,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
         let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
-        assert!(volume.open_file("escape/secret").is_err());
-        assert!(volume.create_staged("escape/secret").is_err());
+        assert!(volume.open_file(OsStr::new("escape/secret")).is_err());
+        assert!(volume.create_staged(OsStr::new("escape/secret")).is_err());
         assert!(outside.path().join("secret").exists());
     }
 
@@ -511,10 +559,16 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("f"), b"x").unwrap();
         let volume = Tree::open(root.path(), Access::ReadOnly).unwrap();
-        assert!(matches!(volume.remove("f"), Err(VolumeError::ReadOnly)));
-        assert!(matches!(volume.create_dir("d"), Err(VolumeError::ReadOnly)));
         assert!(matches!(
-            volume.create_staged("f"),
+            volume.remove(OsStr::new("f")),
+            Err(VolumeError::ReadOnly)
+        ));
+        assert!(matches!(
+            volume.create_dir(OsStr::new("d")),
+            Err(VolumeError::ReadOnly)
+        ));
+        assert!(matches!(
+            volume.create_staged(OsStr::new("f")),
             Err(VolumeError::ReadOnly)
         ));
         assert!(root.path().join("f").exists());

@@ -1,6 +1,7 @@
 //! The changes a module makes to a tree by name: directories, symlinks,
 //! hard links, owners, removals and metadata.
 
+use std::ffi::OsStr;
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,7 @@ use rustix::time::Timespec;
 use super::scan::stat_stamp;
 use super::{Tree, checked, staging_path};
 use crate::volume::error::VolumeError;
+use crate::volume::path;
 use crate::volume::watch::Watch;
 
 /// A special file [`Tree::make_node`] makes.
@@ -30,7 +32,7 @@ pub enum Node {
 
 impl Tree {
     /// Creates a directory; fine if it is one already.
-    pub fn create_dir(&self, path: &str) -> Result<(), VolumeError> {
+    pub fn create_dir(&self, path: &OsStr) -> Result<(), VolumeError> {
         let path = checked(path)?;
         self.writable()?;
         match self.dir.create_dir(path) {
@@ -40,7 +42,7 @@ impl Tree {
     }
 
     /// Creates or atomically replaces a symlink.
-    pub fn symlink(&self, target: &str, path: &str) -> Result<(), VolumeError> {
+    pub fn symlink(&self, target: &OsStr, path: &OsStr) -> Result<(), VolumeError> {
         let path = checked(path)?;
         self.writable()?;
         let staged = staging_path(path);
@@ -57,7 +59,7 @@ impl Tree {
 
     /// Makes `path` a hard link to the file at `existing`, replacing what
     /// is at `path` atomically (linked beside it, then renamed over it).
-    pub fn hard_link(&self, existing: &str, path: &str) -> Result<(), VolumeError> {
+    pub fn hard_link(&self, existing: &OsStr, path: &OsStr) -> Result<(), VolumeError> {
         let (existing, path) = (checked(existing)?, checked(path)?);
         self.writable()?;
         let staged = staging_path(path);
@@ -76,7 +78,7 @@ impl Tree {
     /// process may not make it (device nodes need `CAP_MKNOD`).
     pub fn make_node(
         &self,
-        path: &str,
+        path: &OsStr,
         node: Node,
         mode: u32,
         rdev: u64,
@@ -120,8 +122,8 @@ impl Tree {
     /// The directory holding `path`'s last component, resolved through
     /// cap-std so that the lookup stays inside the volume (`None`: the
     /// root), and that component.
-    fn parent_of<'p>(&self, path: &'p str) -> Result<(Option<Dir>, &'p str), VolumeError> {
-        Ok(match path.rsplit_once('/') {
+    fn parent_of<'p>(&self, path: &'p OsStr) -> Result<(Option<Dir>, &'p OsStr), VolumeError> {
+        Ok(match path::split_last(path) {
             Some((parent, name)) => (
                 Some(
                     self.dir
@@ -138,7 +140,7 @@ impl Tree {
     /// that has it already is left alone (a chown would still change its
     /// ctime and clear set-id bits). `Ok(false)` when this process may
     /// not: ownership is kept where permitted.
-    pub fn set_owner(&self, path: &str, uid: u32, gid: u32) -> Result<bool, VolumeError> {
+    pub fn set_owner(&self, path: &OsStr, uid: u32, gid: u32) -> Result<bool, VolumeError> {
         let path = checked(path)?;
         self.writable()?;
         // chown the last component without following it.
@@ -172,7 +174,7 @@ impl Tree {
     }
 
     /// Removes a file, a symlink or a directory tree; fine if absent.
-    pub fn remove(&self, path: &str) -> Result<(), VolumeError> {
+    pub fn remove(&self, path: &OsStr) -> Result<(), VolumeError> {
         let path = checked(path)?;
         self.writable()?;
         let result = match self.dir.symlink_metadata(path) {
@@ -189,7 +191,7 @@ impl Tree {
     }
 
     /// Sets permission bits (skipped for symlinks) and modification time.
-    pub fn set_metadata(&self, path: &str, mode: u32, mtime_ns: i64) -> Result<(), VolumeError> {
+    pub fn set_metadata(&self, path: &OsStr, mode: u32, mtime_ns: i64) -> Result<(), VolumeError> {
         let path = checked(path)?;
         self.writable()?;
         let meta = self
@@ -271,7 +273,11 @@ mod tests {
         // Past the coarse clock's tick, so a chown would show.
         std::thread::sleep(Duration::from_millis(50));
         let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
-        assert!(volume.set_owner("d/f", before.uid(), before.gid()).unwrap());
+        assert!(
+            volume
+                .set_owner(OsStr::new("d/f"), before.uid(), before.gid())
+                .unwrap()
+        );
         let after = std::fs::symlink_metadata(&f).unwrap();
         assert_eq!(
             (after.ctime(), after.ctime_nsec()),
@@ -289,8 +295,16 @@ mod tests {
         std::fs::create_dir(root.path().join("d")).unwrap();
         std::fs::write(root.path().join("d/pipe"), b"a file first").unwrap();
         let volume = Tree::open(root.path(), Access::ReadWrite).unwrap();
-        assert!(volume.make_node("d/pipe", Node::Fifo, 0o666, 0).unwrap());
-        assert!(volume.make_node("sock", Node::Socket, 0o701, 0).unwrap());
+        assert!(
+            volume
+                .make_node(OsStr::new("d/pipe"), Node::Fifo, 0o666, 0)
+                .unwrap()
+        );
+        assert!(
+            volume
+                .make_node(OsStr::new("sock"), Node::Socket, 0o701, 0)
+                .unwrap()
+        );
         let pipe = std::fs::symlink_metadata(root.path().join("d/pipe")).unwrap();
         assert!(pipe.file_type().is_fifo());
         assert_eq!(pipe.mode() & 0o7777, 0o666);
@@ -300,7 +314,7 @@ mod tests {
         // 1:3 is /dev/null.
         let null = rustix::fs::makedev(1, 3);
         let made = volume
-            .make_node("null", Node::CharDevice, 0o600, null)
+            .make_node(OsStr::new("null"), Node::CharDevice, 0o600, null)
             .unwrap();
         let privileged = rustix::process::geteuid().is_root();
         assert_eq!(made, privileged);

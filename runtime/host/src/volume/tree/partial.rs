@@ -2,20 +2,22 @@
 //! in the state directory for the next run to offer as basis instead of
 //! receiving it again.
 
+use std::ffi::OsStr;
 use std::io;
 use std::sync::atomic::Ordering;
 
 use cap_std::fs::{File, OpenOptions};
 
-use super::{PARTIAL, STAGING_SUFFIX, State, Tree, checked, partial_path};
+use super::{STAGING_SUFFIX, State, Tree, checked, partial_path};
 use crate::volume::error::VolumeError;
+use crate::volume::path;
 
 impl Tree {
     /// `path`'s partial content, created if missing, for a patch in place
     /// to read and append its literals to: kept when the peer is lost, so
     /// the next run offers them as basis (after the file) instead of
     /// receiving them again.
-    pub(crate) fn spill(&self, path: &str) -> Result<std::fs::File, VolumeError> {
+    pub(crate) fn spill(&self, path: &OsStr) -> Result<std::fs::File, VolumeError> {
         let partial = partial_path(checked(path)?);
         self.writable()?;
         self.state()
@@ -33,7 +35,7 @@ impl Tree {
     /// What an interrupted run received of `path`'s new content, if any.
     pub(crate) fn open_partial(
         &self,
-        path: &str,
+        path: &OsStr,
     ) -> Result<Option<(std::fs::File, u64)>, VolumeError> {
         let path = checked(path)?;
         let Some(state) = &self.state else {
@@ -55,8 +57,8 @@ impl Tree {
 
     /// Creates the directory the partial content `partial` goes in, and
     /// notes that partial content may now exist.
-    fn partial_parent(&self, state: &State, partial: &str) -> io::Result<()> {
-        let parent = partial.rsplit_once('/').map_or(PARTIAL, |(dir, _)| dir);
+    fn partial_parent(&self, state: &State, partial: &OsStr) -> io::Result<()> {
+        let parent = path::parent(partial);
         self.has_partials.store(true, Ordering::Relaxed);
         state.dir.create_dir_all(parent)
     }
@@ -66,7 +68,7 @@ impl Tree {
     /// effort (resuming is an optimisation). The staged file leaves the
     /// volume either way: renamed into the state directory where both are
     /// on one filesystem, else copied there if it has room.
-    pub(crate) fn keep_partial(&self, staged: &str, path: &str) {
+    pub(crate) fn keep_partial(&self, staged: &OsStr, path: &OsStr) {
         let kept = self.state().and_then(|state| {
             let partial = partial_path(path);
             let len = self.dir.metadata(staged)?.len();
@@ -85,7 +87,7 @@ impl Tree {
             if len.saturating_mul(2) > state.room() {
                 return Ok(false);
             }
-            let copy = format!("{partial}{STAGING_SUFFIX}");
+            let copy = path::with_suffix(&partial, STAGING_SUFFIX);
             let mut from = self.dir.open(staged)?.into_std();
             let copied = (|| {
                 let mut to = state.dir.create(&copy)?.into_std();
@@ -102,7 +104,10 @@ impl Tree {
             Ok(true) => {}
             Ok(false) => self.discard_staged(staged),
             Err(e) => {
-                tracing::debug!(path, "not keeping the partial content: {e}");
+                tracing::debug!(
+                    path = path::shown(path),
+                    "not keeping the partial content: {e}"
+                );
                 self.discard_staged(staged);
             }
         }
@@ -110,7 +115,7 @@ impl Tree {
 
     /// Removes `path`'s partial content and the state directories it
     /// empties; best effort.
-    pub(crate) fn remove_partial(&self, path: &str) {
+    pub(crate) fn remove_partial(&self, path: &OsStr) {
         let Some(state) = &self.state else {
             return;
         };
@@ -121,7 +126,7 @@ impl Tree {
         if state.dir.remove_file(&partial).is_err() {
             return;
         }
-        while let Some((dir, _)) = partial.rsplit_once('/') {
+        while let Some((dir, _)) = path::split_last(&partial) {
             if state.dir.remove_dir(dir).is_err() {
                 break;
             }

@@ -3,13 +3,13 @@
 //! starts hashing its files ahead of the digest.
 
 use std::collections::HashMap;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::OsStr;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use cap_fs_ext::DirExt;
 use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, FileType};
-use wasmover_contract::escape_path;
 
 use super::hash_store::load_hashes;
 use super::{HIDDEN_AT_ROOT, Scanned, Tree};
@@ -19,6 +19,7 @@ use crate::volume::attributes::{self, Namespaces};
 use crate::volume::entry::{Entry, EntryKind};
 use crate::volume::error::VolumeError;
 use crate::volume::known::Stamp;
+use crate::volume::path;
 use crate::volume::watch::Watch;
 
 impl Tree {
@@ -34,7 +35,7 @@ impl Tree {
         let attributes = self.attributes();
         walk_dir(
             &self.dir,
-            "",
+            OsStr::new(""),
             watch.as_mut(),
             attributes,
             &mut |entry, stamp| {
@@ -43,10 +44,10 @@ impl Tree {
                 Ok(())
             },
         )?;
-        let mut children = HashMap::<String, Vec<u32>>::new();
+        let mut children = HashMap::<OsString, Vec<u32>>::new();
         if watch.is_some() {
             for (i, entry) in entries.iter().enumerate() {
-                let parent = entry.path.rsplit_once('/').map_or("", |(parent, _)| parent);
+                let parent = path::parent(&entry.path);
                 match children.get_mut(parent) {
                     Some(indices) => indices.push(i as u32),
                     None => drop(children.insert(parent.to_owned(), vec![i as u32])),
@@ -102,14 +103,10 @@ impl Tree {
 /// a kind of file Linux does not name (none is known), with a warning.
 pub(super) fn look(
     dir: &Dir,
-    path: &str,
-    name: &str,
+    path: &OsStr,
+    name: &OsStr,
 ) -> Result<Option<(Entry, Stamp)>, VolumeError> {
-    let child = if path.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{path}/{name}")
-    };
+    let child = path::join(path, name);
     let io_error = |e: rustix::io::Errno| VolumeError::io(&child)(e.into());
     let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io_error)?;
     let kind = match FileType::from_raw_mode(stat.st_mode) {
@@ -121,19 +118,20 @@ pub(super) fn look(
         FileType::CharacterDevice => EntryKind::CharDevice,
         FileType::BlockDevice => EntryKind::BlockDevice,
         FileType::Unknown => {
-            tracing::warn!(path = child, "skipping a file of unknown kind");
+            tracing::warn!(
+                path = path::shown(&child),
+                "skipping a file of unknown kind"
+            );
             return Ok(None);
         }
     };
     let link_target = match kind {
-        EntryKind::Symlink => rustix::fs::readlinkat(dir, name, Vec::new())
-            .map_err(io_error)?
-            .into_string()
-            .map_err(|_| VolumeError::Io {
-                path: child.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidData, "symlink target is not UTF-8"),
-            })?,
-        _ => String::new(),
+        EntryKind::Symlink => OsString::from_vec(
+            rustix::fs::readlinkat(dir, name, Vec::new())
+                .map_err(io_error)?
+                .into_bytes(),
+        ),
+        _ => OsString::new(),
     };
     let stamp = stat_stamp(&stat);
     let entry = Entry {
@@ -162,27 +160,26 @@ pub(super) fn look(
 
 /// The names in `dir` (the directory at `path`), sorted; at the root,
 /// without [`HIDDEN_AT_ROOT`].
-pub(super) fn names_in(dir: &Dir, path: &str) -> Result<Vec<String>, VolumeError> {
-    let shown = if path.is_empty() { "." } else { path };
+pub(super) fn names_in(dir: &Dir, path: &OsStr) -> Result<Vec<OsString>, VolumeError> {
+    let shown = if path.is_empty() {
+        OsStr::new(".")
+    } else {
+        path
+    };
     let mut names = Vec::new();
     for entry in dir.entries().map_err(VolumeError::io(shown))? {
-        let name = entry.map_err(VolumeError::io(shown))?.file_name();
-        let name = name.into_string().map_err(|name| VolumeError::Io {
-            path: format!("{shown}/{}", escape_path(name.as_bytes())),
-            source: io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8"),
-        })?;
-        names.push(name);
+        names.push(entry.map_err(VolumeError::io(shown))?.file_name());
     }
     names.sort_unstable();
     if path.is_empty() {
-        names.retain(|name| !HIDDEN_AT_ROOT.contains(&name.as_str()));
+        names.retain(|name| !HIDDEN_AT_ROOT.iter().any(|hidden| name == *hidden));
     }
     Ok(names)
 }
 
 /// Opens the subdirectory `name` of `dir` that [`look`] found at `path`;
 /// not followed if a symlink took its place since.
-pub(super) fn open_sub(dir: &Dir, name: &str, path: &str) -> Result<Dir, VolumeError> {
+pub(super) fn open_sub(dir: &Dir, name: &OsStr, path: &OsStr) -> Result<Dir, VolumeError> {
     dir.open_dir_nofollow(name).map_err(VolumeError::io(path))
 }
 
@@ -192,7 +189,7 @@ pub(super) fn open_sub(dir: &Dir, name: &str, path: &str) -> Result<Dir, VolumeE
 /// per entry is one `statx`, whatever the depth.
 fn walk_dir(
     dir: &Dir,
-    path: &str,
+    path: &OsStr,
     mut watch: Option<&mut Watch>,
     attributes: Namespaces,
     visit: &mut dyn FnMut(Entry, Stamp) -> Result<(), VolumeError>,
@@ -265,7 +262,7 @@ mod tests {
             .scan()
             .unwrap()
             .into_iter()
-            .map(|e| (e.path, e.kind))
+            .map(|e| (e.path.into_string().unwrap(), e.kind))
             .collect();
         assert_eq!(
             paths,
@@ -322,7 +319,7 @@ mod tests {
         std::os::unix::fs::symlink("b/x", root.path().join("c")).unwrap();
         let volume = Tree::open(root.path(), Access::ReadOnly).unwrap();
         let entries = volume.scan().unwrap();
-        let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
+        let paths: Vec<_> = entries.iter().map(|e| e.path.to_str().unwrap()).collect();
         assert_eq!(paths, ["a", "b", "b/x", "c"]);
         assert_eq!(entries[2].size, 5);
         assert_eq!(entries[3].link_target, "b/x");

@@ -1,6 +1,7 @@
 //! Rebuilding a file beside the old one: a staging file, renamed over it
 //! once complete, whose content hash is then known.
 
+use std::ffi::{OsStr, OsString};
 use std::io;
 
 use cap_fs_ext::DirExt;
@@ -10,11 +11,15 @@ use super::mutate::set_file_metadata;
 use super::{Tree, checked, staging_path};
 use crate::volume::error::VolumeError;
 use crate::volume::known::Stamp;
+use crate::volume::path;
 use crate::volume::watch::Watch;
 
 impl Tree {
     /// Creates the staging file for `path`, replacing a stale one.
-    pub(crate) fn create_staged(&self, path: &str) -> Result<(std::fs::File, String), VolumeError> {
+    pub(crate) fn create_staged(
+        &self,
+        path: &OsStr,
+    ) -> Result<(std::fs::File, OsString), VolumeError> {
         let path = checked(path)?;
         self.writable()?;
         let staged = staging_path(path);
@@ -43,8 +48,8 @@ impl Tree {
     pub(crate) fn commit_staged(
         &self,
         file: &std::fs::File,
-        staged: &str,
-        path: &str,
+        staged: &OsStr,
+        path: &OsStr,
         mode: u32,
         mtime_ns: i64,
         hash: [u8; 32],
@@ -59,12 +64,12 @@ impl Tree {
 
     /// Renames the staged file `staged` (beside `path`: see
     /// [`staging_path`]) over `path`, in their directory opened once.
-    fn rename_staged(&self, staged: &str, path: &str) -> io::Result<()> {
-        let (parent, name) = match path.rsplit_once('/') {
+    fn rename_staged(&self, staged: &OsStr, path: &OsStr) -> io::Result<()> {
+        let (parent, name) = match path::split_last(path) {
             Some((parent, name)) => (Some(self.dir.open_dir_nofollow(parent)?), name),
             None => (None, path),
         };
-        let staged = staged.rsplit_once('/').map_or(staged, |(_, staged)| staged);
+        let staged = path::last_name(staged);
         let dir = parent.as_ref().unwrap_or(&self.dir);
         rustix::fs::renameat(dir, staged, dir, name)?;
         Ok(())
@@ -75,7 +80,7 @@ impl Tree {
     pub(super) fn remember_written(
         &self,
         file: &std::fs::File,
-        path: &str,
+        path: &OsStr,
         hash: [u8; 32],
     ) -> Option<Stamp> {
         let stamp = Stamp::of_file(file);
@@ -86,7 +91,7 @@ impl Tree {
     }
 
     /// Removes a staged file after a failure; best effort.
-    pub(crate) fn discard_staged(&self, staged: &str) {
+    pub(crate) fn discard_staged(&self, staged: &OsStr) {
         let _ = self.dir.remove_file(staged);
     }
 }
