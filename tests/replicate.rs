@@ -1191,3 +1191,184 @@ fn a_large_file_reports_progress_while_it_moves() {
         assert_eq!(reports.last().unwrap().bytes_done, len);
     }
 }
+
+/// The replica is exactly the source, as `rsync -aAXHS` run as root makes
+/// it: names that are not UTF-8 or hold a newline, extended attributes of
+/// every namespace (`security.capability` among them), ACLs, fifos,
+/// sockets, device nodes, hard links and a 10 GiB sparse file, checked
+/// with the standard tools (`diff -r`, `getfattr`, `getfacl`, `stat`),
+/// and with no entry the source lacks. A second run after changes to such
+/// names moves only those.
+#[test]
+#[ignore = "needs root: device nodes, trusted.* and security.capability (scripts/test runs it as root)"]
+fn a_tree_of_every_kind_replicates_exactly_as_root() {
+    use std::ffi::OsStr;
+    use std::os::unix::fs::FileExt;
+
+    use rustix::fs::{FileType, Mode, XattrFlags, lsetxattr, makedev, mknodat};
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "run as root (scripts/test does, as root)"
+    );
+    let engine = engine();
+    let blocksync = load(&engine, "blocksync");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let at = |name: &[u8]| src.join(OsStr::from_bytes(name));
+    std::fs::create_dir_all(at(b"dir\xfe")).unwrap();
+    let long = vec![b'n'; 255];
+    for (name, content) in [
+        (&b"bad\xffname"[..], &b"not UTF-8"[..]),
+        (b"dir\xfe/inside", b"under a name that is not UTF-8"),
+        (b"new\nline", b"a newline in the name"),
+        (b"-leading-dash", b"looks like an option"),
+        (&long, b"the longest name Linux takes"),
+        (b"tool", b"a binary with a file capability"),
+    ] {
+        std::fs::write(at(name), content).unwrap();
+    }
+    std::os::unix::fs::symlink(OsStr::from_bytes(b"bad\xffname"), at(b"link\xfd")).unwrap();
+    std::fs::hard_link(at(b"bad\xffname"), at(b"dir\xfe/hard")).unwrap();
+    for (name, kind, rdev) in [
+        (&b"fifo"[..], FileType::Fifo, 0),
+        (b"socket", FileType::Socket, 0),
+        (b"null", FileType::CharacterDevice, makedev(1, 3)),
+        (b"loop\xff", FileType::BlockDevice, makedev(7, 200)),
+    ] {
+        mknodat(
+            rustix::fs::CWD,
+            at(name),
+            kind,
+            Mode::from_raw_mode(0o640),
+            rdev,
+        )
+        .unwrap();
+    }
+    for (name, attribute, value) in [
+        (&b"bad\xffname"[..], "user.note", &b"user value"[..]),
+        (b"dir\xfe", "user.dir", b"\x00binary\xff"),
+        (b"dir\xfe/inside", "trusted.overlay", b"trusted value"),
+        (b"-leading-dash", "security.wasmover-test", b"security value"),
+    ] {
+        lsetxattr(at(name), attribute, value, XattrFlags::empty()).unwrap();
+    }
+    let tool = |args: &[&str], path: &Path| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .current_dir(path)
+            .output()
+            .unwrap_or_else(|e| panic!("{} runs (scripts/setup installs it): {e}", args[0]));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    tool(&["setcap", "cap_net_raw+ep", "tool"], &src);
+    std::fs::create_dir(src.join("acl")).unwrap();
+    tool(&["setfacl", "-m", "u:1234:r,d:u:1234:rx", "acl"], &src);
+    // 10 GiB holding 1 MiB of data in the middle and 4 bytes at its end.
+    let sparse = std::fs::File::create(src.join("sparse.img")).unwrap();
+    let len = 10u64 << 30;
+    sparse.set_len(len).unwrap();
+    sparse.write_all_at(&bytes(1 << 20, 7), 5 << 30).unwrap();
+    sparse.write_all_at(b"end!", len - 4).unwrap();
+    drop(sparse);
+
+    let report = run(&blocksync, &src, &dst);
+    assert!(report.verified, "{report:?}");
+    assert_eq!(report.entries_skipped, 0, "{report:?}");
+    assert!(
+        report.bytes_on_wire < 4 << 20,
+        "the sparse file's holes crossed: {report:?}"
+    );
+    assert!(allocated(&dst.join("sparse.img")) < 4 << 20);
+    assert_replica_is_exact(&src, &dst, &tool);
+
+    // Changes under the odd names move only what changed.
+    std::fs::write(
+        at(b"dir\xfe/inside"),
+        b"changed under a name that is not UTF-8",
+    )
+    .unwrap();
+    std::fs::remove_file(at(b"new\nline")).unwrap();
+    let again = run(&blocksync, &src, &dst);
+    assert!(again.verified, "{again:?}");
+    assert_eq!(again.files_transferred, 1, "{again:?}");
+    assert!(!dst.join("new\nline").exists(), "extraneous entries go");
+    assert_replica_is_exact(&src, &dst, &tool);
+}
+
+/// Asserts, with the standard tools, that `dst` is exactly `src`: `diff
+/// -r` finds no difference (but that it cannot compare special files,
+/// which `stat` then does), `getfattr` and `getfacl` dump the same
+/// attributes and ACLs, every entry has the same `stat`, hard links are
+/// linked alike, and `dst` holds nothing `src` lacks.
+fn assert_replica_is_exact(src: &Path, dst: &Path, tool: &dyn Fn(&[&str], &Path) -> Vec<u8>) {
+    let diff = std::process::Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(src)
+        .arg(dst)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&diff.stdout);
+    for line in out.lines() {
+        // "File A is a fifo while file B is a fifo": the same kind.
+        let same_kind = line
+            .split_once(" while file ")
+            .and_then(|(a, b)| Some((a.rsplit_once(" is a ")?.1, b.rsplit_once(" is a ")?.1)))
+            .is_some_and(|(a, b)| a == b);
+        assert!(same_kind, "diff -r: {line}\n{out}");
+    }
+    assert_eq!(
+        diff.status.code(),
+        Some(if out.is_empty() { 0 } else { 1 }),
+        "diff -r: {}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let dump = ["getfattr", "-R", "-h", "-d", "-m", "-", "-e", "hex", "."];
+    let (from, to) = (tool(&dump, src), tool(&dump, dst));
+    let from = String::from_utf8_lossy(&from);
+    for present in [
+        "user.note",
+        "trusted.overlay",
+        "security.capability",
+        "security.wasmover-test",
+        "system.posix_acl_default",
+    ] {
+        assert!(
+            from.contains(present),
+            "{present} missing from the source's dump:\n{from}"
+        );
+    }
+    assert_eq!(String::from_utf8_lossy(&to), from, "getfattr");
+    let acls = ["getfacl", "-R", "-P", "."];
+    assert_eq!(tool(&acls, dst), tool(&acls, src), "getfacl");
+    let stat = |root: &Path| {
+        let mut links = std::collections::BTreeMap::<u64, Vec<PathBuf>>::new();
+        let mut stats = std::collections::BTreeMap::new();
+        for path in listing(root) {
+            let meta = std::fs::symlink_metadata(root.join(&path)).unwrap();
+            links.entry(meta.ino()).or_default().push(path.clone());
+            let size = if meta.is_dir() { 0 } else { meta.size() };
+            let mtime = (meta.mtime(), meta.mtime_nsec());
+            stats.insert(
+                path,
+                (
+                    meta.mode(),
+                    meta.uid(),
+                    meta.gid(),
+                    meta.rdev(),
+                    size,
+                    meta.nlink(),
+                    mtime,
+                ),
+            );
+        }
+        let linked: BTreeSet<_> = links.into_values().filter(|l| l.len() > 1).collect();
+        (stats, linked)
+    };
+    assert_eq!(stat(dst), stat(src), "stat");
+    assert_nothing_extra(src, dst);
+}
