@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use rayon::prelude::*;
+
 use crate::backend::{Backend, FileType};
 use crate::backup::{PACK_SIZE, compress};
 use crate::crypto::OVERHEAD;
@@ -12,7 +14,10 @@ use crate::index::{BlobLocation, BlobType, Index, IndexFile, IndexPack};
 use crate::lock::Lock;
 use crate::pack::PackWriter;
 use crate::repository::{Repository, file_name};
+use crate::tree::Tree;
 
+/// Trees read at once while finding the used blobs.
+const TREE_READERS: usize = 8;
 /// An index file lists at most this many blobs (restic's limit).
 const INDEX_MAX_BLOBS: usize = 50_000;
 /// A pack smaller than this is repacked with others, when there are at
@@ -226,32 +231,48 @@ impl<B: Backend> Repository<B> {
     }
 
     /// Every blob the snapshots use: their trees, the trees below, and the
-    /// files' data blobs.
+    /// files' data blobs. Trees are read a level at a time, `TREE_READERS`
+    /// at once, so that a remote repository's latency is paid per level
+    /// rather than per directory.
     fn used_blobs(&self, index: &Index, lock: &mut Lock<'_, B>) -> Result<HashSet<(BlobType, Id)>> {
+        let readers = rayon::ThreadPoolBuilder::new()
+            .num_threads(TREE_READERS)
+            .build()
+            .map_err(|e| Error::io("start", "tree readers")(std::io::Error::other(e)))?;
         let mut used = HashSet::new();
-        let mut trees: Vec<Id> = self.snapshots()?.into_iter().map(|s| s.1.tree).collect();
-        while let Some(tree) = trees.pop() {
-            if !used.insert((BlobType::Tree, tree)) {
-                continue;
-            }
+        let mut level: Vec<Id> = self.snapshots()?.into_iter().map(|s| s.1.tree).collect();
+        level.retain(|tree| used.insert((BlobType::Tree, *tree)));
+        while !level.is_empty() {
             lock.refresh()?;
-            let nodes = match self.load_tree(index, &tree) {
-                Ok(t) => t.nodes,
-                Err(e @ Error::BlobMissing { .. }) => {
-                    return Err(Error::Incomplete {
-                        reason: e.to_string(),
-                    });
+            let trees: Vec<Result<Tree>> = readers.install(|| {
+                level
+                    .par_iter()
+                    .map(|id| self.load_tree(index, id))
+                    .collect()
+            });
+            level = Vec::new();
+            for tree in trees {
+                let nodes = match tree {
+                    Ok(t) => t.nodes,
+                    Err(e @ Error::BlobMissing { .. }) => {
+                        return Err(Error::Incomplete {
+                            reason: e.to_string(),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                };
+                for node in nodes {
+                    used.extend(
+                        node.content
+                            .into_iter()
+                            .flatten()
+                            .map(|id| (BlobType::Data, id)),
+                    );
+                    level.extend(
+                        node.subtree
+                            .filter(|tree| used.insert((BlobType::Tree, *tree))),
+                    );
                 }
-                Err(e) => return Err(e),
-            };
-            for node in nodes {
-                used.extend(
-                    node.content
-                        .into_iter()
-                        .flatten()
-                        .map(|id| (BlobType::Data, id)),
-                );
-                trees.extend(node.subtree);
             }
         }
         Ok(used)
