@@ -82,22 +82,28 @@ struct PackUse {
     must_compress: bool,
 }
 
+/// A pack file's size by its index entry: its blobs, then the sealed
+/// header (an entry of 37 bytes per blob, 41 if compressed), then the
+/// header's length.
+fn pack_size(pack: &IndexPack) -> u64 {
+    pack.blobs
+        .iter()
+        .map(|b| {
+            let entry = if b.uncompressed_length.is_some() {
+                41
+            } else {
+                37
+            };
+            u64::from(b.length) + entry
+        })
+        .sum::<u64>()
+        + OVERHEAD as u64
+        + 4
+}
+
 impl PackUse {
-    /// The pack file's size: its blobs, the sealed header, its length.
     fn size(&self) -> u64 {
-        let entries: u64 = self
-            .pack
-            .blobs
-            .iter()
-            .map(|b| {
-                if b.uncompressed_length.is_some() {
-                    41
-                } else {
-                    37
-                }
-            })
-            .sum();
-        self.used_bytes + self.unused_bytes + entries + OVERHEAD as u64 + 4
+        pack_size(&self.pack)
     }
 
     fn is_data(&self) -> bool {
@@ -389,7 +395,16 @@ impl<B: Backend> Repository<B> {
                     b.id,
                     b.offset
                 );
-                let sealed = &bytes[b.offset as usize..(b.offset + u64::from(b.length)) as usize];
+                let end = b.offset + u64::from(b.length);
+                let sealed =
+                    bytes
+                        .get(b.offset as usize..end as usize)
+                        .ok_or_else(|| Error::Truncated {
+                            file: file.clone(),
+                            what: "blob",
+                            needed: end,
+                            available: bytes.len() as u64,
+                        })?;
                 let (plain, stored_compressed) = self.open_blob(sealed, &at, &b.id, &file)?;
                 let compressed = match stored_compressed {
                     Some(c) => Some(c),
@@ -419,10 +434,9 @@ impl<B: Backend> Repository<B> {
     }
 
     fn store(&self, writer: PackWriter, report: &mut PruneReport) -> Result<IndexPack> {
-        let size = writer.size();
         let pack = writer.finish(self.key(), self.backend())?;
         report.packs_written += 1;
-        report.bytes_written += size;
+        report.bytes_written += pack_size(&pack);
         Ok(pack)
     }
 
