@@ -113,6 +113,8 @@ fn forget_keeps_the_snapshots_restic_forget_keeps() {
             3 | 4 => ("alpha", &two),
             _ => ("beta", &one),
         };
+        // Each snapshot has data of its own, for prune to remove.
+        fs::write(dir.join("n"), i.to_string()).unwrap();
         let out = std::process::Command::new("restic")
             .arg("--repo")
             .arg(&repo)
@@ -204,6 +206,27 @@ fn forget_keeps_the_snapshots_restic_forget_keeps() {
         36,
         "dry runs remove nothing"
     );
+
+    // Forgotten and pruned for real: restic lists what was kept, finds
+    // nothing more to forget by the same policy, and checks the rest.
+    let (policy, args) = &cases[1];
+    let groups = repository
+        .forget(policy, &SnapshotFilter::default(), false)
+        .unwrap();
+    let kept: BTreeSet<Id> = groups
+        .iter()
+        .flat_map(|g| g.keep.iter().map(|v| v.id))
+        .collect();
+    assert_eq!(restic_snapshot_ids(&repo), kept);
+    assert!(theirs(&repo, args).values().all(|g| g.1.is_empty()));
+    let report = repository.prune(&PruneOptions::default()).unwrap();
+    eprintln!("{} of 36 kept, then {report:?}", kept.len());
+    assert!(
+        report.packs_deleted + report.packs_repacked > 0,
+        "{report:?}"
+    );
+    restic(&repo, &repo, &["check", "--read-data"]);
+    assert_eq!(restic_snapshot_ids(&repo), kept);
 }
 
 /// A local directory that fails one operation on one kind of file, once
