@@ -2,7 +2,7 @@
 //! forget keeps what `restic forget` keeps, and after its forget and prune
 //! `restic check --read-data` passes, `restic snapshots` lists the kept
 //! snapshots and they restore bit-exact, also after a prune stopped
-//! half-way.
+//! half-way, and in a format version 1 repository.
 
 mod common;
 
@@ -426,4 +426,35 @@ fn a_prune_stopped_at_any_step_leaves_a_repository_restic_checks() {
             "{op} {kind:?}: {again:?}"
         );
     }
+}
+
+#[test]
+fn a_version_1_repository_restic_wrote_is_pruned_uncompressed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo) = (tmp.path().join("src"), tmp.path().join("repo"));
+    generate_tree(&src);
+    restic(&repo, tmp.path(), &["init", "--repository-version", "1"]);
+    restic(&repo, &src, &["backup", "."]);
+    fs::remove_file(src.join("a/link to random")).unwrap();
+    fs::remove_file(src.join("a/random.bin")).unwrap();
+    restic(&repo, &src, &["backup", "."]);
+    let repository = Repository::open(LocalBackend::new(&repo), PASSWORD).unwrap();
+    let policy = RetainPolicy {
+        last: 1,
+        ..RetainPolicy::default()
+    };
+    let groups = repository
+        .forget(&policy, &SnapshotFilter::default(), false)
+        .unwrap();
+    let last = groups[0].keep[0].id;
+    let report = repository.prune(&PruneOptions::default()).unwrap();
+    assert!(report.packs_repacked > 0, "{report:?}");
+    restic(&repo, &repo, &["check", "--read-data"]);
+    let dst = tmp.path().join("dst");
+    restic(
+        &repo,
+        &repo,
+        &["restore", &last.to_hex(), "--target", dst.to_str().unwrap()],
+    );
+    assert_same_tree(&src, &dst);
 }
