@@ -294,10 +294,14 @@ pub fn digest(attributes: &Attributes) -> [u8; 32] {
 /// `entry.attributes`: 0 when there are none, else the first 8 bytes of
 /// [`digest`] (little-endian), never 0.
 pub fn fingerprint(attributes: &Attributes) -> u64 {
-    if attributes.is_empty() {
+    fingerprint_of(&digest(attributes))
+}
+
+/// The [`fingerprint`] of the attributes whose [`digest`] is `digest`.
+pub fn fingerprint_of(digest: &[u8; 32]) -> u64 {
+    if *digest == [0; 32] {
         return 0;
     }
-    let digest = digest(attributes);
     let head = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
     head.max(1)
 }

@@ -82,7 +82,8 @@ impl Tree {
         digest: &mut Digester<'_>,
     ) -> Result<(), VolumeError> {
         let mut buffer = vec![0; DIGEST_BUFFER];
-        for (entry, &stamp) in scanned.entries.iter().zip(&scanned.stamps) {
+        let covered = self.attributes();
+        for (i, (entry, &stamp)) in scanned.entries.iter().zip(&scanned.stamps).enumerate() {
             let file =
                 match entry.kind {
                     EntryKind::File => match digest.known_hash(entry, stamp) {
@@ -93,7 +94,7 @@ impl Tree {
                     },
                     _ => None,
                 };
-            digest.add(entry, file)?;
+            digest.add(entry, file, scanned.attributes_digest(i, covered))?;
         }
         Ok(())
     }

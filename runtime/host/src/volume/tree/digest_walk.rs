@@ -11,8 +11,9 @@ use rayon::prelude::*;
 use rustix::fs::{Mode, OFlags};
 
 use super::digester::Digester;
-use super::scan::{look, names_in, open_sub};
+use super::scan::{attributes_digest, look, names_in, open_sub};
 use super::{HIDDEN_AT_ROOT, Scanned};
+use crate::volume::attributes::Namespaces;
 use crate::volume::content::{DIGEST_BUFFER, content_hash};
 use crate::volume::entry::{Entry, EntryKind};
 use crate::volume::error::VolumeError;
@@ -89,8 +90,13 @@ impl<'s> Here<'s> {
 
     /// The scanned entry `name` and its stamp, if nothing since can have
     /// changed what the digest takes from it, with its content hash and
-    /// length if they were read ahead.
-    fn unchanged(self, name: &OsStr) -> Option<(&'s Entry, Stamp, Option<Read>)> {
+    /// length if they were read ahead, and the digest of its attributes
+    /// if the scan read those in `covered`.
+    fn unchanged(
+        self,
+        name: &OsStr,
+        covered: Namespaces,
+    ) -> Option<(&'s Entry, Stamp, Option<Read>, Option<[u8; 32]>)> {
         if self.changes.names.contains_key(name) {
             return None;
         }
@@ -115,7 +121,8 @@ impl<'s> Here<'s> {
         let early = self.reuse.early;
         let read = early.binary_search_by_key(&(i as u32), |&(index, ..)| index);
         let read = read.ok().map(|at| (early[at].1, early[at].2));
-        (!unseen).then(|| (entry, scanned.stamps[i], read))
+        let attributes = scanned.attributes_digest(i, covered);
+        (!unseen).then(|| (entry, scanned.stamps[i], read, attributes))
     }
 
     /// What the digest may reuse below the subdirectory `name`: nothing if
@@ -154,15 +161,19 @@ pub(super) fn digest_dir(
             listed.iter().map(OsString::as_os_str).collect()
         }
     };
+    let covered = digest.attributes();
     for window in names.chunks(DIGEST_WINDOW) {
         // Each entry that is there, with its file's hash if it is known.
         let mut looked = Vec::with_capacity(window.len());
         let mut unread = Vec::new();
         for &name in window {
-            let (entry, stamp, early) = match here.and_then(|here| here.unchanged(name)) {
-                Some((entry, stamp, early)) => (Cow::Borrowed(entry), stamp, early),
+            let unchanged = here.and_then(|here| here.unchanged(name, covered));
+            let (entry, stamp, early, attributes) = match unchanged {
+                Some((entry, stamp, early, attributes)) => {
+                    (Cow::Borrowed(entry), stamp, early, attributes)
+                }
                 None => match look(dir, path, name) {
-                    Ok(Some((entry, stamp))) => (Cow::Owned(entry), stamp, None),
+                    Ok(Some((entry, stamp))) => (Cow::Owned(entry), stamp, None, None),
                     Ok(None) => continue,
                     // A name an event gave that is gone again.
                     Err(VolumeError::NotFound(_)) if here.is_some() => continue,
@@ -180,10 +191,17 @@ pub(super) fn digest_dir(
                 },
                 _ => None,
             };
-            looked.push((name, entry, stamp, file));
+            // Read through this directory's handle, not by path.
+            let attributes = match attributes {
+                None if !covered.is_empty() && entry.kind != EntryKind::Block => {
+                    Some(attributes_digest(dir, name, &entry.path, covered)?)
+                }
+                attributes => attributes,
+            };
+            looked.push((name, entry, stamp, file, attributes));
         }
         let read = |&i: &usize| {
-            let (name, entry, stamp, _) = &looked[i];
+            let (name, entry, stamp, ..) = &looked[i];
             let file = digest.read_hash(entry, *stamp, || read_file(dir, name, &entry.path))?;
             Ok::<_, VolumeError>((i, file))
         };
@@ -196,8 +214,8 @@ pub(super) fn digest_dir(
             let (i, file) = result?;
             looked[i].3 = Some(file);
         }
-        for (name, entry, _, file) in looked {
-            digest.add(&entry, file)?;
+        for (name, entry, _, file, attributes) in looked {
+            digest.add(&entry, file, attributes)?;
             if entry.kind == EntryKind::Directory {
                 let below = here.and_then(|here| here.below(name));
                 digest_dir(

@@ -6,6 +6,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
 use super::Tree;
+use crate::volume::attributes::Namespaces;
 use crate::volume::content::DIGEST_CONTEXT;
 use crate::volume::entry::{Entry, EntryKind, TreeDigest};
 use crate::volume::error::VolumeError;
@@ -54,6 +55,11 @@ impl<'t> Digester<'t> {
         }
     }
 
+    /// The namespaces of extended attributes the digest covers.
+    pub(super) fn attributes(&self) -> Namespaces {
+        self.tree.attributes()
+    }
+
     /// Whether `path` is left out: it or a directory above it.
     fn left_out(&self, path: &OsStr) -> bool {
         self.leave_out.iter().any(|out| {
@@ -99,14 +105,23 @@ impl<'t> Digester<'t> {
     }
 
     /// Adds one entry, with its content hash if it is a regular file,
-    /// and the digest of its extended attributes if the tree covers them.
-    pub(super) fn add(&mut self, entry: &Entry, file: Option<FileHash>) -> Result<(), VolumeError> {
+    /// and the digest of its extended attributes if the tree covers them:
+    /// `attributes` if the caller read it, else read by the entry's path.
+    pub(super) fn add(
+        &mut self,
+        entry: &Entry,
+        file: Option<FileHash>,
+        attributes: Option<[u8; 32]>,
+    ) -> Result<(), VolumeError> {
         if !self.leave_out.is_empty() && self.left_out(&entry.path) {
             return Ok(());
         }
         let attributes = match !self.tree.attributes().is_empty() && entry.kind != EntryKind::Block
         {
-            true => Some(self.tree.attributes_digest(&entry.path)?),
+            true => match attributes {
+                Some(read) => Some(read),
+                None => Some(self.tree.attributes_digest(&entry.path)?),
+            },
             false => None,
         };
         let kind: u8 = match entry.kind {

@@ -41,6 +41,7 @@ use cap_std::fs::{Dir, MetadataExt};
 
 use super::access::Access;
 use super::ahead::Ahead;
+use super::attributes::Namespaces;
 use super::error::VolumeError;
 use super::kept_hashes;
 use super::known::{self, HashStore, KnownHashes, Stamp};
@@ -83,11 +84,23 @@ pub struct Tree {
 struct Scanned {
     entries: Vec<Entry>,
     stamps: Vec<Stamp>,
+    /// The namespaces of extended attributes the scan covered, and the
+    /// digest of each entry's, in order (none when it covered none).
+    attributes: (Namespaces, Vec<[u8; 32]>),
     /// The indices of each directory's entries, by its path.
     children: HashMap<OsString, Vec<u32>>,
     watch: Option<Watch>,
     /// The files being hashed ahead of the digest, while watched.
     ahead: Option<Ahead>,
+}
+
+impl Scanned {
+    /// The digest of the attributes of the `i`th entry as the scan read
+    /// them, if it covered the namespaces in `covered`, and some.
+    fn attributes_digest(&self, i: usize, covered: Namespaces) -> Option<[u8; 32]> {
+        let (scanned, digests) = &self.attributes;
+        (*scanned == covered).then(|| digests.get(i).copied())?
+    }
 }
 
 impl std::fmt::Debug for Tree {

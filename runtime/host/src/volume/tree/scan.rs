@@ -31,6 +31,7 @@ impl Tree {
     pub fn scan(&self) -> Result<Vec<Entry>, VolumeError> {
         let mut entries = Vec::new();
         let mut stamps = Vec::new();
+        let mut attribute_digests = Vec::new();
         let mut watch = (self.access == Access::ReadWrite).then(Watch::new);
         let attributes = self.attributes();
         walk_dir(
@@ -38,9 +39,10 @@ impl Tree {
             OsStr::new(""),
             watch.as_mut(),
             attributes,
-            &mut |entry, stamp| {
+            &mut |entry, stamp, digest| {
                 stamps.push(stamp);
                 entries.push(entry);
+                attribute_digests.extend(digest);
                 Ok(())
             },
         )?;
@@ -80,6 +82,7 @@ impl Tree {
         let scanned = Scanned {
             entries: entries.clone(),
             stamps,
+            attributes: (attributes, attribute_digests),
             children,
             watch,
             ahead,
@@ -192,7 +195,7 @@ fn walk_dir(
     path: &OsStr,
     mut watch: Option<&mut Watch>,
     attributes: Namespaces,
-    visit: &mut dyn FnMut(Entry, Stamp) -> Result<(), VolumeError>,
+    visit: &mut dyn FnMut(Entry, Stamp, Option<[u8; 32]>) -> Result<(), VolumeError>,
 ) -> Result<(), VolumeError> {
     if let Some(watch) = watch.as_deref_mut() {
         watch.add(dir, path);
@@ -201,13 +204,13 @@ fn walk_dir(
         let Some((mut entry, stamp)) = look(dir, path, name)? else {
             continue;
         };
-        if !attributes.is_empty() {
-            let read = attributes::read_at(dir, name.as_bytes());
-            let covered = read.map_err(VolumeError::io(&entry.path))?.only(attributes);
-            entry.attributes = attributes::fingerprint(&covered);
-        }
+        let digest = match attributes.is_empty() {
+            true => None,
+            false => Some(attributes_digest(dir, name, &entry.path, attributes)?),
+        };
+        entry.attributes = digest.as_ref().map_or(0, attributes::fingerprint_of);
         let sub = (entry.kind == EntryKind::Directory).then(|| entry.path.clone());
-        visit(entry, stamp)?;
+        visit(entry, stamp, digest)?;
         if let Some(sub) = sub {
             walk_dir(
                 &open_sub(dir, name, &sub)?,
@@ -219,6 +222,18 @@ fn walk_dir(
         }
     }
     Ok(())
+}
+
+/// The digest of the extended attributes in `covered` of the entry
+/// `name` in `dir` (the directory at `path`'s parent).
+pub(super) fn attributes_digest(
+    dir: &Dir,
+    name: &OsStr,
+    path: &OsStr,
+    covered: Namespaces,
+) -> Result<[u8; 32], VolumeError> {
+    let read = attributes::read_at(dir, name.as_bytes()).map_err(VolumeError::io(path))?;
+    Ok(attributes::digest(&read.only(covered)))
 }
 
 /// The [`Stamp`] of what `statat` found.
