@@ -92,11 +92,7 @@ impl<'s> Here<'s> {
     /// changed what the digest takes from it, with its content hash and
     /// length if they were read ahead, and the digest of its attributes
     /// if the scan read those in `covered`.
-    fn unchanged(
-        self,
-        name: &OsStr,
-        covered: Namespaces,
-    ) -> Option<(&'s Entry, Stamp, Option<Read>, Option<[u8; 32]>)> {
+    fn unchanged(self, name: &OsStr, covered: Namespaces) -> Option<Unchanged<'s>> {
         if self.changes.names.contains_key(name) {
             return None;
         }
@@ -122,7 +118,12 @@ impl<'s> Here<'s> {
         let read = early.binary_search_by_key(&(i as u32), |&(index, ..)| index);
         let read = read.ok().map(|at| (early[at].1, early[at].2));
         let attributes = scanned.attributes_digest(i, covered);
-        (!unseen).then(|| (entry, scanned.stamps[i], read, attributes))
+        (!unseen).then(|| Unchanged {
+            entry,
+            stamp: scanned.stamps[i],
+            read,
+            attributes,
+        })
     }
 
     /// What the digest may reuse below the subdirectory `name`: nothing if
@@ -134,6 +135,16 @@ impl<'s> Here<'s> {
 
 /// A file's content hash and its length, as read.
 type Read = (blake3::Hash, u64);
+
+/// What the scan found of an entry that nothing changed since.
+struct Unchanged<'s> {
+    entry: &'s Entry,
+    stamp: Stamp,
+    /// Its content hash and length, if they were read ahead.
+    read: Option<Read>,
+    /// The digest of its attributes, if the scan read the covered ones.
+    attributes: Option<[u8; 32]>,
+}
 
 /// Adds every entry under `dir` (the directory at `path`) to `digest`,
 /// in [`walk_dir`]'s order. With `reuse`, the entries of watched
@@ -169,9 +180,12 @@ pub(super) fn digest_dir(
         for &name in window {
             let unchanged = here.and_then(|here| here.unchanged(name, covered));
             let (entry, stamp, early, attributes) = match unchanged {
-                Some((entry, stamp, early, attributes)) => {
-                    (Cow::Borrowed(entry), stamp, early, attributes)
-                }
+                Some(Unchanged {
+                    entry,
+                    stamp,
+                    read,
+                    attributes,
+                }) => (Cow::Borrowed(entry), stamp, read, attributes),
                 None => match look(dir, path, name) {
                     Ok(Some((entry, stamp))) => (Cow::Owned(entry), stamp, None, None),
                     Ok(None) => continue,
