@@ -65,10 +65,24 @@ pub const ABORT_MAGIC: [u8; 4] = *b"WMAB";
 /// Most bytes of an abort reason.
 const MAX_ABORT_REASON: usize = 4096;
 
+/// Set in a message's length when the message comes zstd-compressed (agent
+/// protocol 8): the length then counts the compressed bytes, which follow
+/// the message's own length (u32, big-endian). A channel that compresses
+/// its literals compresses its messages too: a tree's entry list, sent
+/// as messages, is most of what an incremental run of many small files
+/// sends, and shrinks to a few bytes an entry.
+const COMPRESSED: u32 = 1 << 31;
+/// Messages shorter than this are sent as they are.
+const COMPRESS_MIN: usize = 512;
+
 /// One end of a channel.
 pub struct Channel {
     reader: BufReader<Counting<Box<dyn Read + Send>>>,
     writer: ChannelWriter,
+    /// What compresses messages, and at which level, once one was.
+    squeezer: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    /// What decompresses them, once one came.
+    unsqueezer: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 /// The writing half of a [`Channel`] ([`Channel::writer`]): buffered
@@ -134,6 +148,8 @@ impl Channel {
                 inner: BufWriter::with_capacity(BUFFER, Counting::new(Box::new(write))),
                 compression: compression.map(wasmover_block::zstd_level),
             },
+            squeezer: None,
+            unsqueezer: None,
         }
     }
 
@@ -185,15 +201,56 @@ impl Channel {
         NETWORK_DEFAULT.store(value, Ordering::Relaxed);
     }
 
-    /// Sends one framed message.
+    /// Sends one framed message: compressed where the channel compresses
+    /// ([`Channel::set_compression`]) and that saves enough.
     pub fn send_message(&mut self, message: &[u8]) -> Result<(), ChannelError> {
-        let len = u32::try_from(message.len()).map_err(|_| ChannelError::TooLarge {
-            len: message.len() as u64,
-            limit: u32::MAX.into(),
-        })?;
+        let len = u32::try_from(message.len())
+            .ok()
+            .filter(|&len| len < COMPRESSED)
+            .ok_or(ChannelError::TooLarge {
+                len: message.len() as u64,
+                limit: u64::from(COMPRESSED - 1),
+            })?;
+        if let Some(compressed) = self.squeeze(message)? {
+            let framed = COMPRESSED | compressed.len() as u32;
+            self.writer.write_all(&framed.to_be_bytes())?;
+            self.writer.write_all(&len.to_be_bytes())?;
+            self.writer.write_all(&compressed)?;
+            return Ok(());
+        }
         self.writer.write_all(&len.to_be_bytes())?;
         self.writer.write_all(message)?;
         Ok(())
+    }
+
+    /// `message` zstd-compressed, if the channel compresses and that
+    /// saves at least 1/32 of it.
+    fn squeeze(&mut self, message: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let Some(level) = self.writer.compression else {
+            return Ok(None);
+        };
+        if message.len() < COMPRESS_MIN {
+            return Ok(None);
+        }
+        let ctx = match &mut self.squeezer {
+            Some((made, ctx)) if *made == level => ctx,
+            squeezer => {
+                let mut ctx = zstd::bulk::Compressor::new(level)?;
+                // A damaged message then fails as such.
+                ctx.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+                &mut squeezer.insert((level, ctx)).1
+            }
+        };
+        let mut out = vec![0; message.len() - message.len() / 32 - 8];
+        // An error is above all output that does not fit: it does not
+        // compress.
+        Ok(match ctx.compress_to_buffer(message, &mut out[..]) {
+            Ok(n) => {
+                out.truncate(n);
+                Some(out)
+            }
+            Err(_) => None,
+        })
     }
 
     /// Receives one framed message of at most `limit` bytes.
@@ -204,18 +261,53 @@ impl Channel {
         if len == ABORT_MAGIC {
             return Err(ChannelError::Aborted(read_abort_reason(&mut reader)));
         }
-        let len = u64::from(u32::from_be_bytes(len));
+        let framed = u32::from_be_bytes(len);
+        let compressed = framed & COMPRESSED != 0;
+        let len = if compressed {
+            reader.read_exact(&mut len).map_err(eof_is_closed)?;
+            u64::from(u32::from_be_bytes(len))
+        } else {
+            u64::from(framed)
+        };
         if len > limit {
             return Err(ChannelError::TooLarge { len, limit });
+        }
+        let wire = if compressed {
+            u64::from(framed & !COMPRESSED)
+        } else {
+            len
+        };
+        if wire > len {
+            return Err(ChannelError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a compressed message of {len} bytes takes {wire} on the wire"),
+            )));
         }
         let mut message = Vec::new();
         // Read through `take` so that a lying length cannot make us allocate
         // more than the bytes that actually arrive.
-        (&mut reader).take(len).read_to_end(&mut message)?;
-        if message.len() as u64 != len {
+        (&mut reader).take(wire).read_to_end(&mut message)?;
+        if message.len() as u64 != wire {
             return Err(ChannelError::Closed);
         }
-        Ok(message)
+        if !compressed {
+            return Ok(message);
+        }
+        let ctx = match &mut self.unsqueezer {
+            Some(ctx) => ctx,
+            none => none.insert(zstd::bulk::Decompressor::new()?),
+        };
+        let plain = ctx
+            .decompress(&message, len as usize)
+            .ok()
+            .filter(|plain| plain.len() as u64 == len)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a compressed message does not decompress to its {len} bytes"),
+                )
+            })?;
+        Ok(plain)
     }
 
     /// Tells the peer this side gives up and why: an abort record, then a
@@ -504,6 +596,58 @@ mod tests {
         assert_eq!(&raw, b"raw");
         assert_eq!(b.receive_message(100).unwrap(), b"");
         assert_eq!(a.bytes().1, 4 + 5 + 3 + 4);
+    }
+
+    /// Where the channel compresses, a message that compresses crosses
+    /// compressed and arrives whole; one that does not, or a short one,
+    /// crosses as it is. A compressed message is refused by its own
+    /// length, before it is read, and fails clearly when damaged.
+    #[test]
+    fn messages_cross_compressed_where_that_saves() {
+        let mut loopback = Channel::loopback();
+        loopback.set_compression(Some(3));
+        let list: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("d{:02}/f{i:05} 0644 1577836800\n", i % 100).into_bytes())
+            .collect();
+        let mut random = vec![0; 4096];
+        blake3::Hasher::new().finalize_xof().fill(&mut random);
+        for message in [&list[..], &random[..], b"short"] {
+            let before = loopback.bytes().1;
+            loopback.send_message(message).unwrap();
+            loopback.flush().unwrap();
+            let sent = loopback.bytes().1 - before;
+            assert_eq!(loopback.receive_message(1 << 20).unwrap(), message);
+            if message.len() == list.len() {
+                assert!(
+                    sent < list.len() as u64 / 10,
+                    "{sent} bytes for {}",
+                    list.len()
+                );
+            } else {
+                assert_eq!(sent, 4 + message.len() as u64);
+            }
+        }
+        loopback.send_message(&list).unwrap();
+        loopback.flush().unwrap();
+        assert!(matches!(
+            loopback.receive_message(1000),
+            Err(ChannelError::TooLarge { len, limit: 1000 }) if len == list.len() as u64
+        ));
+
+        let mut damaged = Channel::loopback();
+        damaged.set_compression(Some(3));
+        damaged.send_message(&list).unwrap();
+        damaged.flush().unwrap();
+        let mut framed = Vec::new();
+        damaged
+            .reader_for_receive()
+            .read_to_end(&mut framed)
+            .unwrap();
+        framed[20] ^= 0xff;
+        damaged.writer().write_all(&framed).unwrap();
+        damaged.flush().unwrap();
+        let err = damaged.receive_message(1 << 20).unwrap_err();
+        assert!(err.to_string().contains("does not decompress"), "{err}");
     }
 
     /// A side that waits for an answer has sent its question (flushed

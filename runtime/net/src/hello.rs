@@ -25,16 +25,18 @@
 //! (encoding version 7); a version 5 peer would fail verification.
 //! Version 7: a delta's literals may come zstd-compressed (encoding
 //! version 8), which a version 6 peer cannot read; each end decides for
-//! what it sends (zstd level 3 by default), and reads both forms. The
-//! lowest version is 7 too: a version 6 peer is refused here, with
+//! what it sends (zstd level 3 by default), and reads both forms.
+//! Version 8: messages may come zstd-compressed too (a flag in their
+//! length), which a version 7 peer would take for a message too long.
+//! The lowest version is 8 too: an older peer is refused here, with
 //! "upgrade the older agent", before anything moves.
 
 use crate::{NetError, Psk};
 
 /// The lowest protocol version this agent speaks.
-pub const MIN_VERSION: u16 = 7;
+pub const MIN_VERSION: u16 = 8;
 /// The highest protocol version this agent speaks.
-pub const MAX_VERSION: u16 = 7;
+pub const MAX_VERSION: u16 = 8;
 /// Length of a greeting on the wire.
 pub const LEN: usize = 8 + 2 + 2 + 1 + 32;
 

@@ -210,11 +210,11 @@ fn ends_without_a_common_version_say_which_versions_each_speaks() {
     );
 }
 
-/// A build of protocol 6 cannot read compressed literals: it is refused
-/// at the greeting, never sent a delta it would misread.
+/// A build of protocol 7 cannot read compressed messages: it is refused
+/// at the greeting, never sent one it would misread.
 #[test]
-fn a_peer_of_protocol_6_is_refused_before_anything_moves() {
-    assert_eq!((MIN_VERSION, MAX_VERSION), (7, 7));
+fn a_peer_of_protocol_7_is_refused_before_anything_moves() {
+    assert_eq!((MIN_VERSION, MAX_VERSION), (8, 8));
     let key = psk(4);
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = tcp.local_addr().unwrap().to_string();
@@ -228,14 +228,14 @@ fn a_peer_of_protocol_6_is_refused_before_anything_moves() {
             &server_key,
             &quick(),
             Instant::now(),
-            (6, 6),
+            (7, 7),
         )
     });
     let newer = connect(&addr, &key, &quick()).unwrap_err();
     assert!(older.join().unwrap().is_err());
     assert_eq!(
         newer.to_string(),
-        "the peer speaks agent protocol versions 6..=6, this agent 7..=7; upgrade the older agent"
+        "the peer speaks agent protocol versions 7..=7, this agent 8..=8; upgrade the older agent"
     );
 }
 
