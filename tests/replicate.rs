@@ -1248,7 +1248,11 @@ fn a_tree_of_every_kind_replicates_exactly_as_root() {
         (&b"bad\xffname"[..], "user.note", &b"user value"[..]),
         (b"dir\xfe", "user.dir", b"\x00binary\xff"),
         (b"dir\xfe/inside", "trusted.overlay", b"trusted value"),
-        (b"-leading-dash", "security.wasmover-test", b"security value"),
+        (
+            b"-leading-dash",
+            "security.wasmover-test",
+            b"security value",
+        ),
     ] {
         lsetxattr(at(name), attribute, value, XattrFlags::empty()).unwrap();
     }
