@@ -277,6 +277,11 @@ impl Channel {
         } else {
             len
         };
+        // A damaged length may claim more compressed bytes than any
+        // message may have: refused as any message too long.
+        if wire > limit {
+            return Err(ChannelError::TooLarge { len: wire, limit });
+        }
         if wire > len {
             return Err(ChannelError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,
